@@ -1,0 +1,32 @@
+//! Exit codes of the `fluxgate` CLI, stable for scripts.
+
+use fluxgate_dataplane::Error;
+
+/// Success.
+pub const OK: i32 = 0;
+/// Any failure not listed below.
+pub const FAILURE: i32 = 1;
+/// Bad command line (as clap reports it).
+pub const USAGE: i32 = 2;
+/// Not root / missing capabilities.
+pub const PERMISSION: i32 = 3;
+/// The named interface, namespace or attachment does not exist.
+pub const NOT_FOUND: i32 = 4;
+/// The kernel lacks a needed feature, or pinned state is incompatible.
+pub const UNSUPPORTED: i32 = 5;
+/// The interface is already attached.
+pub const CONFLICT: i32 = 6;
+
+/// The exit code for a dataplane error.
+pub fn for_error(err: &Error) -> i32 {
+    match err {
+        Error::PermissionDenied { .. } => PERMISSION,
+        Error::NoSuchInterface(_) | Error::NoSuchNamespace(_) | Error::NotAttached { .. } => {
+            NOT_FOUND
+        }
+        Error::Unsupported { .. } | Error::NoBpffs(_) | Error::Incompatible { .. } => UNSUPPORTED,
+        Error::AlreadyAttached { .. } => CONFLICT,
+        Error::InvalidArgument(_) => USAGE,
+        _ => FAILURE,
+    }
+}

@@ -1,0 +1,39 @@
+//! fluxgate's kernel side: loads the embedded XDP program with aya, attaches it
+//! to interfaces, pins its state in bpffs so the control process can exit or
+//! restart without touching traffic, reads counters, and runs packets through the
+//! program with `BPF_PROG_TEST_RUN`.
+//!
+//! This is the only fluxgate crate that talks to the kernel. Everything needs root
+//! (or `CAP_BPF` + `CAP_NET_ADMIN`); errors say so instead of failing obscurely.
+//!
+//! ```no_run
+//! use fluxgate_dataplane::{AttachMode, Program};
+//!
+//! # fn main() -> Result<(), fluxgate_dataplane::Error> {
+//! let program = Program::load(&Default::default())?;
+//! // Detached again when `attachment` is dropped, unless it is pinned.
+//! let attachment = program.attach("veth0", AttachMode::Auto)?;
+//! println!("attached in {} mode", attachment.mode());
+//! let counters = attachment.program().counters()?;
+//! println!("{} packets passed", counters.outcome(fluxgate_common::Outcome::Passed).packets);
+//! # Ok(()) }
+//! ```
+
+mod attach;
+mod counters;
+mod error;
+pub mod frame;
+pub mod netns;
+mod pin;
+mod program;
+
+pub use attach::{AttachMode, Attachment};
+pub use counters::{CounterReport, Counters, CountersReport};
+pub use error::Error;
+pub use pin::{DEFAULT_PIN_ROOT, PinnedAttachment};
+pub use program::{Program, TestRunOutput};
+
+/// The compiled XDP object, built from `ebpf/` by `build.rs` and embedded here so
+/// it is never loaded from a path at run time.
+pub(crate) static OBJECT: &[u8] =
+    aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/fluxgate"));

@@ -1,0 +1,258 @@
+//! State handed over to bpffs: the XDP link and the maps of one attached
+//! interface live under `<root>/<iface>/`, so the program keeps running and
+//! counting while no fluxgate process exists, and a later process adopts it.
+
+use std::{
+    fs, io,
+    path::{Path, PathBuf},
+};
+
+use aya::{
+    maps::{Map, MapData, MapType},
+    programs::{
+        links::{FdLink, LinkError, PinnedLink},
+        xdp::XdpLink,
+    },
+};
+use fluxgate_common::{Counter, GatewayConfig, Malformed, Outcome, maps};
+
+use crate::{Counters, Error, Program, program};
+
+/// Where the CLI pins state unless told otherwise.
+pub const DEFAULT_PIN_ROOT: &str = "/sys/fs/bpf/fluxgate";
+
+const LINK: &str = "link";
+/// bpffs magic number (`BPF_FS_MAGIC` in linux/magic.h).
+const BPF_FS_MAGIC: i64 = 0xcafe4a11;
+
+/// The expected shape of each pinned map; checked before a pinned map is reused.
+const MAP_SPECS: [(&str, MapType, u32, u32); 3] = [
+    (
+        maps::OUTCOMES,
+        MapType::PerCpuArray,
+        size_of::<Counter>() as u32,
+        Outcome::COUNT,
+    ),
+    (
+        maps::MALFORMED,
+        MapType::PerCpuArray,
+        size_of::<Counter>() as u32,
+        Malformed::COUNT,
+    ),
+    (
+        maps::CONFIG,
+        MapType::Array,
+        size_of::<GatewayConfig>() as u32,
+        1,
+    ),
+];
+
+/// fluxgate state pinned for one interface, adopted by this process.
+#[derive(Debug)]
+pub struct PinnedAttachment {
+    iface: String,
+    dir: PathBuf,
+}
+
+impl PinnedAttachment {
+    pub(crate) fn create(
+        root: &Path,
+        iface: &str,
+        program: &Program,
+        link: XdpLink,
+    ) -> Result<Self, Error> {
+        let dir = iface_dir(root, iface)?;
+        ensure_bpffs(root)?;
+        if dir.exists() {
+            return Err(Error::AlreadyAttached {
+                iface: iface.to_owned(),
+                path: dir,
+            });
+        }
+        fs::create_dir_all(&dir).map_err(|e| Error::kernel("create the pin directory", e))?;
+        let pinned = PinnedAttachment {
+            iface: iface.to_owned(),
+            dir,
+        };
+        // On any failure below, `remove_pins` undoes what was pinned; the link
+        // is dropped unpinned, which detaches the program.
+        let result = (|| {
+            for (name, ..) in MAP_SPECS {
+                program
+                    .map(name)?
+                    .pin(pinned.dir.join(name))
+                    .map_err(|e| Error::kernel("pin a map", e))?;
+            }
+            let link: FdLink = link.try_into().map_err(|e: LinkError| Error::Unsupported {
+                feature: "bpf_link-based XDP attachment (Linux >= 5.9), needed to pin it",
+                source: io::Error::other(e.to_string()),
+            })?;
+            link.pin(pinned.dir.join(LINK))
+                .map_err(|e| Error::kernel("pin the XDP link", e))?;
+            Ok(())
+        })();
+        match result {
+            Ok(()) => Ok(pinned),
+            Err(err) => {
+                pinned.remove_pins();
+                Err(err)
+            }
+        }
+    }
+
+    /// Adopts the state pinned for `iface` under `root`, after checking that
+    /// every pinned map has the shape this build expects.
+    pub fn open(root: &Path, iface: &str) -> Result<Self, Error> {
+        let dir = iface_dir(root, iface)?;
+        if !dir.join(LINK).exists() {
+            return Err(Error::NotAttached {
+                iface: iface.to_owned(),
+                path: dir,
+            });
+        }
+        let pinned = PinnedAttachment {
+            iface: iface.to_owned(),
+            dir,
+        };
+        for (name, ..) in MAP_SPECS {
+            pinned.open_map(name)?;
+        }
+        Ok(pinned)
+    }
+
+    /// Whether state is pinned for `iface` under `root`.
+    pub fn exists(root: &Path, iface: &str) -> Result<bool, Error> {
+        Ok(iface_dir(root, iface)?.exists())
+    }
+
+    /// Interfaces with state pinned under `root`, sorted by name.
+    pub fn list(root: &Path) -> Result<Vec<String>, Error> {
+        let entries = match fs::read_dir(root) {
+            Ok(entries) => entries,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => return Err(Error::kernel("list the pin directory", e)),
+        };
+        let mut names: Vec<String> = entries
+            .filter_map(Result::ok)
+            .filter(|e| e.path().join(LINK).exists())
+            .filter_map(|e| e.file_name().into_string().ok())
+            .collect();
+        names.sort();
+        Ok(names)
+    }
+
+    /// The interface name.
+    pub fn iface(&self) -> &str {
+        &self.iface
+    }
+
+    /// The pin directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Reads the counters, summed over CPUs.
+    pub fn counters(&self) -> Result<Counters, Error> {
+        program::read_counters(
+            &self.open_map(maps::OUTCOMES)?,
+            &self.open_map(maps::MALFORMED)?,
+        )
+    }
+
+    /// Replaces the gateway configuration of the running program.
+    pub fn set_config(&self, config: &GatewayConfig) -> Result<(), Error> {
+        program::write_config(&mut self.open_map(maps::CONFIG)?, config)
+    }
+
+    /// Detaches the program and removes the pinned state.
+    pub fn detach(self) -> Result<(), Error> {
+        let link = PinnedLink::from_pin(self.dir.join(LINK))
+            .map_err(|e| Error::kernel("open the pinned XDP link", e))?;
+        // Unpinning drops the last reference to the link: the program detaches.
+        let link = link
+            .unpin()
+            .map_err(|e| Error::kernel("unpin the XDP link", e))?;
+        drop(link);
+        self.remove_pins();
+        Ok(())
+    }
+
+    fn open_map(&self, name: &'static str) -> Result<Map, Error> {
+        let path = self.dir.join(name);
+        let data = MapData::from_pin(&path).map_err(|e| Error::Incompatible {
+            path: path.clone(),
+            reason: format!("cannot open pinned map: {e}"),
+        })?;
+        let (_, map_type, value_size, max_entries) = MAP_SPECS
+            .iter()
+            .copied()
+            .find(|(n, ..)| *n == name)
+            .ok_or_else(|| Error::InvalidArgument(format!("unknown map {name}")))?;
+        let info = data
+            .info()
+            .map_err(|e| Error::kernel("read pinned map info", e))?;
+        let found = (
+            info.map_type().ok(),
+            info.key_size(),
+            info.value_size(),
+            info.max_entries(),
+        );
+        if found != (Some(map_type), 4, value_size, max_entries) {
+            return Err(Error::Incompatible {
+                path,
+                reason: format!(
+                    "expected {map_type:?} key 4 value {value_size} entries {max_entries}, found {:?} key {} value {} entries {}",
+                    found.0, found.1, found.2, found.3
+                ),
+            });
+        }
+        Ok(match map_type {
+            MapType::PerCpuArray => Map::PerCpuArray(data),
+            _ => Map::Array(data),
+        })
+    }
+
+    fn remove_pins(&self) {
+        for name in MAP_SPECS.iter().map(|(n, ..)| *n).chain([LINK]) {
+            let _ignored = fs::remove_file(self.dir.join(name));
+        }
+        let _ignored = fs::remove_dir(&self.dir);
+    }
+}
+
+/// `root/<iface>`, refusing names that could escape `root`.
+fn iface_dir(root: &Path, iface: &str) -> Result<PathBuf, Error> {
+    let valid = !iface.is_empty()
+        && iface.len() < libc::IFNAMSIZ
+        && !iface.starts_with('.')
+        && iface.bytes().all(|b| b.is_ascii_graphic() && b != b'/');
+    if !valid {
+        return Err(Error::InvalidArgument(format!(
+            "{iface:?} is not a valid interface name"
+        )));
+    }
+    Ok(root.join(iface))
+}
+
+/// Fails unless `root` (or its nearest existing ancestor) is on a bpffs.
+fn ensure_bpffs(root: &Path) -> Result<(), Error> {
+    let mut probe = root;
+    while !probe.exists() {
+        probe = probe.parent().unwrap_or(Path::new("/"));
+    }
+    let path = std::ffi::CString::new(probe.as_os_str().as_encoded_bytes())
+        .map_err(|_| Error::InvalidArgument(format!("bad path {}", root.display())))?;
+    // SAFETY: statfs writes into `buf`, a properly sized out-parameter.
+    let mut buf: libc::statfs = unsafe { std::mem::zeroed() };
+    // SAFETY: `path` is NUL-terminated and `buf` is valid for writes.
+    if unsafe { libc::statfs(path.as_ptr(), &mut buf) } != 0 {
+        return Err(Error::kernel(
+            "statfs the pin root",
+            io::Error::last_os_error(),
+        ));
+    }
+    if buf.f_type as i64 != BPF_FS_MAGIC {
+        return Err(Error::NoBpffs(probe.to_path_buf()));
+    }
+    Ok(())
+}

@@ -1,0 +1,184 @@
+use std::time::Duration;
+
+use aya::{
+    Ebpf,
+    maps::{Array, Map, MapData, PerCpuArray},
+    programs::{TestRun, TestRunOptions, Xdp},
+};
+use fluxgate_common::{
+    Counter, FLOOR_PROGRAM_NAME, GatewayConfig, Malformed, Outcome, PROGRAM_NAME, maps,
+};
+
+use crate::{AttachMode, Attachment, Counters, Error, OBJECT};
+
+/// The fluxgate XDP program, loaded into the kernel (verified) but not attached.
+///
+/// Holding a `Program` keeps the program and its maps alive; dropping it unloads
+/// them unless they are attached or pinned elsewhere.
+pub struct Program {
+    pub(crate) ebpf: Ebpf,
+}
+
+/// Result of running one packet through the program with `BPF_PROG_TEST_RUN`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TestRunOutput {
+    /// The XDP verdict (`fluxgate_common::xdp::PASS`, `DROP`, …).
+    pub verdict: u32,
+    /// Average time per run, as the kernel measured it (whole nanoseconds).
+    pub duration: Duration,
+}
+
+/// The kernel refuses `BPF_PROG_TEST_RUN` input shorter than an Ethernet header
+/// (also behind XDP metadata), and Ethernet devices never deliver such frames.
+const ETH_HLEN: usize = 14;
+
+impl Program {
+    /// Loads and verifies the embedded program and writes `config` into it.
+    pub fn load(config: &GatewayConfig) -> Result<Program, Error> {
+        let ebpf =
+            Ebpf::load(OBJECT).map_err(|e| Error::kernel("load the fluxgate eBPF object", e))?;
+        let mut program = Program { ebpf };
+        for name in [PROGRAM_NAME, FLOOR_PROGRAM_NAME] {
+            let xdp: &mut Xdp = program
+                .ebpf
+                .program_mut(name)
+                .ok_or_else(missing_program)?
+                .try_into()
+                .map_err(|e| Error::kernel("find the XDP program in the object", e))?;
+            xdp.load()
+                .map_err(|e| Error::kernel("verify the XDP program", e))?;
+        }
+        program.set_config(config)?;
+        Ok(program)
+    }
+
+    /// Replaces the gateway configuration the program reads on every packet.
+    pub fn set_config(&mut self, config: &GatewayConfig) -> Result<(), Error> {
+        let map = self.map_mut(maps::CONFIG)?;
+        write_config(map, config)
+    }
+
+    /// Reads the counters, summed over CPUs.
+    pub fn counters(&self) -> Result<Counters, Error> {
+        read_counters(self.map(maps::OUTCOMES)?, self.map(maps::MALFORMED)?)
+    }
+
+    /// Runs `frame` through the program `repeat` times (≥ 1) with `BPF_PROG_TEST_RUN`.
+    ///
+    /// Counters are updated as for real traffic. Frames shorter than an Ethernet
+    /// header (14 bytes) are refused with [`Error::InvalidArgument`]: the kernel
+    /// cannot run them.
+    pub fn test_run(&self, frame: &[u8], repeat: u32) -> Result<TestRunOutput, Error> {
+        test_run(self.xdp()?, frame, repeat)
+    }
+
+    /// Runs `frame` through the bare `XDP_PASS` program of the same object: the
+    /// harness floor that benchmarks subtract or divide by.
+    pub fn test_run_floor(&self, frame: &[u8], repeat: u32) -> Result<TestRunOutput, Error> {
+        let prog = self
+            .ebpf
+            .program(FLOOR_PROGRAM_NAME)
+            .ok_or_else(missing_program)?;
+        let xdp: &Xdp = prog
+            .try_into()
+            .map_err(|e| Error::kernel("find the XDP program in the object", e))?;
+        test_run(xdp, frame, repeat)
+    }
+
+    /// Attaches the program to `iface` in the current network namespace.
+    ///
+    /// The returned [`Attachment`] detaches when dropped, unless
+    /// [`Attachment::pin`] hands it over to bpffs.
+    pub fn attach(self, iface: &str, mode: AttachMode) -> Result<Attachment, Error> {
+        Attachment::new(self, iface, mode)
+    }
+
+    pub(crate) fn xdp(&self) -> Result<&Xdp, Error> {
+        let prog = self
+            .ebpf
+            .program(PROGRAM_NAME)
+            .ok_or_else(missing_program)?;
+        prog.try_into()
+            .map_err(|e| Error::kernel("find the XDP program in the object", e))
+    }
+
+    pub(crate) fn xdp_mut(&mut self) -> Result<&mut Xdp, Error> {
+        let prog = self
+            .ebpf
+            .program_mut(PROGRAM_NAME)
+            .ok_or_else(missing_program)?;
+        prog.try_into()
+            .map_err(|e| Error::kernel("find the XDP program in the object", e))
+    }
+
+    pub(crate) fn map(&self, name: &'static str) -> Result<&Map, Error> {
+        self.ebpf.map(name).ok_or_else(|| missing_map(name))
+    }
+
+    fn map_mut(&mut self, name: &'static str) -> Result<&mut Map, Error> {
+        self.ebpf.map_mut(name).ok_or_else(|| missing_map(name))
+    }
+}
+
+fn missing_program() -> Error {
+    Error::Incompatible {
+        path: "<embedded object>".into(),
+        reason: format!("no program named {PROGRAM_NAME}"),
+    }
+}
+
+fn missing_map(name: &str) -> Error {
+    Error::Incompatible {
+        path: "<embedded object>".into(),
+        reason: format!("no map named {name}"),
+    }
+}
+
+pub(crate) fn write_config(map: &mut Map, config: &GatewayConfig) -> Result<(), Error> {
+    let mut array: Array<&mut MapData, GatewayConfig> =
+        Array::try_from(map).map_err(|e| Error::kernel("open the config map", e))?;
+    array
+        .set(0, config, 0)
+        .map_err(|e| Error::kernel("write the config map", e))
+}
+
+pub(crate) fn read_counters(outcomes: &Map, malformed: &Map) -> Result<Counters, Error> {
+    let mut counters = Counters::default();
+    sum_into(outcomes, &mut counters.outcomes)?;
+    sum_into(malformed, &mut counters.malformed)?;
+    debug_assert_eq!(counters.outcomes.len(), Outcome::COUNT as usize);
+    debug_assert_eq!(counters.malformed.len(), Malformed::COUNT as usize);
+    Ok(counters)
+}
+
+fn sum_into(map: &Map, out: &mut [Counter]) -> Result<(), Error> {
+    let array: PerCpuArray<&MapData, Counter> =
+        PerCpuArray::try_from(map).map_err(|e| Error::kernel("open a counter map", e))?;
+    for (index, slot) in out.iter_mut().enumerate() {
+        let values = array
+            .get(&(index as u32), 0)
+            .map_err(|e| Error::kernel("read a counter map", e))?;
+        values.iter().for_each(|v| slot.add(v));
+    }
+    Ok(())
+}
+
+fn test_run(xdp: &Xdp, frame: &[u8], repeat: u32) -> Result<TestRunOutput, Error> {
+    if frame.len() < ETH_HLEN {
+        return Err(Error::InvalidArgument(format!(
+            "BPF_PROG_TEST_RUN needs a frame of at least {ETH_HLEN} bytes, got {}; \
+             shorter frames never reach XDP on Ethernet devices",
+            frame.len()
+        )));
+    }
+    let mut opts = TestRunOptions::new();
+    opts.data_in = Some(frame);
+    opts.repeat = repeat.max(1);
+    let out = xdp
+        .test_run(opts)
+        .map_err(|e| Error::kernel("run BPF_PROG_TEST_RUN", e))?;
+    Ok(TestRunOutput {
+        verdict: out.return_value,
+        duration: out.duration,
+    })
+}

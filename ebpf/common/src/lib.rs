@@ -1,0 +1,204 @@
+//! The ABI between the fluxgate XDP program and userspace.
+//!
+//! Every struct that crosses the kernel/user boundary (map keys, map values,
+//! counters, configuration) is defined here once, `#[repr(C)]` with explicit
+//! padding fields, so the two sides can never drift apart. The eBPF crate uses
+//! this crate as is (`no_std`); userspace enables the `user` feature, which
+//! implements [`aya::Pod`] for each type.
+//!
+//! Multi-byte fields documented as "network order" hold bytes exactly as on the
+//! wire, so the packet path never swaps bytes.
+#![no_std]
+
+/// Version of this ABI. Stored in [`GatewayConfig::abi_version`] and checked by
+/// userspace before it reuses state pinned by another build.
+pub const ABI_VERSION: u32 = 1;
+
+/// Map names, as they appear in the object file and under the bpffs pin directory.
+pub mod maps {
+    /// `PerCpuArray<Counter>` indexed by [`crate::Outcome`].
+    pub const OUTCOMES: &str = "FG_OUTCOMES";
+    /// `PerCpuArray<Counter>` indexed by [`crate::Malformed`].
+    pub const MALFORMED: &str = "FG_MALFORMED";
+    /// `Array<GatewayConfig>` with one entry (index 0).
+    pub const CONFIG: &str = "FG_CONFIG";
+}
+
+/// Name of the XDP program in the object file.
+pub const PROGRAM_NAME: &str = "fluxgate";
+/// Name of the bare `XDP_PASS` program in the same object: the measurement floor
+/// that benchmarks report every program against.
+pub const FLOOR_PROGRAM_NAME: &str = "fluxgate_floor";
+
+/// XDP verdicts (`enum xdp_action` in `linux/bpf.h`).
+pub mod xdp {
+    /// `XDP_ABORTED`.
+    pub const ABORTED: u32 = 0;
+    /// `XDP_DROP`.
+    pub const DROP: u32 = 1;
+    /// `XDP_PASS`.
+    pub const PASS: u32 = 2;
+}
+
+/// Packets and bytes seen by one counter on one CPU.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Counter {
+    /// Packets counted.
+    pub packets: u64,
+    /// Bytes counted (whole frame as seen by XDP).
+    pub bytes: u64,
+}
+
+impl Counter {
+    /// Adds `other` to `self` (used to sum per-CPU values).
+    pub fn add(&mut self, other: &Counter) {
+        self.packets = self.packets.wrapping_add(other.packets);
+        self.bytes = self.bytes.wrapping_add(other.bytes);
+    }
+}
+
+/// What happened to a packet. Every packet increments exactly one outcome.
+#[repr(u32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Outcome {
+    /// A well-formed IPv4/IPv6 packet that was passed.
+    Passed = 0,
+    /// A well-formed IPv4/IPv6 packet that was dropped.
+    Dropped = 1,
+    /// A packet that could not be parsed; it got [`GatewayConfig::malformed_action`].
+    Malformed = 2,
+    /// A well-formed frame that carries neither IPv4 nor IPv6 (ARP, LLDP, …); always passed.
+    NotIp = 3,
+}
+
+impl Outcome {
+    /// Number of outcomes (size of the outcome counter map).
+    pub const COUNT: u32 = 4;
+    /// All outcomes, in index order.
+    pub const ALL: [Outcome; 4] = [
+        Outcome::Passed,
+        Outcome::Dropped,
+        Outcome::Malformed,
+        Outcome::NotIp,
+    ];
+
+    /// Stable lower-case name, used in CLI and JSON output.
+    pub const fn name(self) -> &'static str {
+        match self {
+            Outcome::Passed => "passed",
+            Outcome::Dropped => "dropped",
+            Outcome::Malformed => "malformed",
+            Outcome::NotIp => "not_ip",
+        }
+    }
+}
+
+/// Why a packet was malformed. Each malformed packet increments exactly one reason.
+#[repr(u32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Malformed {
+    /// Shorter than an Ethernet header.
+    EthernetTruncated = 0,
+    /// A VLAN tag (802.1Q / 802.1ad) cut short, or more than [`MAX_VLAN_TAGS`] tags.
+    VlanTag = 1,
+    /// IPv4 header cut short, wrong version, IHL < 5, or total length inconsistent.
+    Ipv4Header = 2,
+    /// IPv6 header cut short or wrong version.
+    Ipv6Header = 3,
+    /// IPv6 extension-header chain cut short, or longer than the parser follows.
+    Ipv6ExtensionChain = 4,
+    /// TCP header cut short or data offset < 5.
+    TcpHeader = 5,
+    /// UDP header cut short.
+    UdpHeader = 6,
+    /// ICMP / ICMPv6 header cut short.
+    IcmpHeader = 7,
+}
+
+impl Malformed {
+    /// Number of reasons (size of the malformed counter map).
+    pub const COUNT: u32 = 8;
+    /// All reasons, in index order.
+    pub const ALL: [Malformed; 8] = [
+        Malformed::EthernetTruncated,
+        Malformed::VlanTag,
+        Malformed::Ipv4Header,
+        Malformed::Ipv6Header,
+        Malformed::Ipv6ExtensionChain,
+        Malformed::TcpHeader,
+        Malformed::UdpHeader,
+        Malformed::IcmpHeader,
+    ];
+
+    /// Stable lower-case name, used in CLI and JSON output.
+    pub const fn name(self) -> &'static str {
+        match self {
+            Malformed::EthernetTruncated => "ethernet_truncated",
+            Malformed::VlanTag => "vlan_tag",
+            Malformed::Ipv4Header => "ipv4_header",
+            Malformed::Ipv6Header => "ipv6_header",
+            Malformed::Ipv6ExtensionChain => "ipv6_extension_chain",
+            Malformed::TcpHeader => "tcp_header",
+            Malformed::UdpHeader => "udp_header",
+            Malformed::IcmpHeader => "icmp_header",
+        }
+    }
+}
+
+/// Gateway-wide settings the program reads on every packet (index 0 of [`maps::CONFIG`]).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct GatewayConfig {
+    /// Must equal [`ABI_VERSION`]; written by the userspace that loaded the program.
+    pub abi_version: u32,
+    /// XDP verdict for malformed packets: [`xdp::DROP`] (default) or [`xdp::PASS`].
+    /// Any other value is treated as drop by the program.
+    pub malformed_action: u32,
+}
+
+impl Default for GatewayConfig {
+    fn default() -> Self {
+        GatewayConfig {
+            abi_version: ABI_VERSION,
+            malformed_action: xdp::DROP,
+        }
+    }
+}
+
+/// Most VLAN tags followed (802.1ad outer + 802.1Q inner); a third tag is malformed.
+pub const MAX_VLAN_TAGS: usize = 2;
+/// Most IPv6 extension headers followed before the chain counts as malformed.
+pub const MAX_IPV6_EXT_HEADERS: usize = 8;
+
+#[cfg(feature = "user")]
+mod user {
+    // SAFETY: all types below are #[repr(C)], contain only integers, and have no
+    // implicit padding (field sizes add up to the struct size; asserted in tests).
+    unsafe impl aya::Pod for super::Counter {}
+    unsafe impl aya::Pod for super::GatewayConfig {}
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use core::mem::size_of;
+
+    #[test]
+    fn abi_structs_have_no_implicit_padding() {
+        assert_eq!(size_of::<Counter>(), 16);
+        assert_eq!(size_of::<GatewayConfig>(), 8);
+    }
+
+    #[test]
+    fn indices_are_dense() {
+        for (i, o) in Outcome::ALL.iter().enumerate() {
+            assert_eq!(*o as usize, i);
+        }
+        for (i, m) in Malformed::ALL.iter().enumerate() {
+            assert_eq!(*m as usize, i);
+        }
+        assert_eq!(Outcome::ALL.len() as u32, Outcome::COUNT);
+        assert_eq!(Malformed::ALL.len() as u32, Malformed::COUNT);
+    }
+}

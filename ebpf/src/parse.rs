@@ -1,0 +1,268 @@
+//! Bounds-checked packet parsing for the XDP path.
+//!
+//! Field offsets are named constants; multi-byte fields are read as raw bytes in
+//! network order (no byte swapping) except where the parser itself must
+//! interpret them (lengths, fragment offsets, ethertypes).
+
+use fluxgate_common::{MAX_IPV6_EXT_HEADERS, MAX_VLAN_TAGS, Malformed};
+
+const ETH_HLEN: usize = 14;
+const ETH_TYPE_OFF: usize = 12;
+const VLAN_HLEN: usize = 4;
+const ETH_P_IP: u16 = 0x0800;
+const ETH_P_IPV6: u16 = 0x86DD;
+const ETH_P_8021Q: u16 = 0x8100;
+const ETH_P_8021AD: u16 = 0x88A8;
+/// Pre-standard QinQ outer tag still seen on some switches.
+const ETH_P_QINQ_LEGACY: u16 = 0x9100;
+
+const IPV4_MIN_HLEN: usize = 20;
+const IPV6_HLEN: usize = 40;
+
+const IPPROTO_HOPOPTS: u8 = 0;
+const IPPROTO_ICMP: u8 = 1;
+const IPPROTO_TCP: u8 = 6;
+const IPPROTO_UDP: u8 = 17;
+const IPPROTO_ROUTING: u8 = 43;
+const IPPROTO_FRAGMENT: u8 = 44;
+const IPPROTO_AH: u8 = 51;
+const IPPROTO_ICMPV6: u8 = 58;
+const IPPROTO_DSTOPTS: u8 = 60;
+const IPPROTO_MH: u8 = 135;
+
+const TCP_MIN_HLEN: usize = 20;
+const UDP_HLEN: usize = 8;
+/// Every ICMP and ICMPv6 message starts with 8 bytes (type, code, checksum, 4 more).
+const ICMP_HLEN: usize = 8;
+
+/// A parsed IP packet: the fields classification looks at.
+#[derive(Clone, Copy)]
+pub struct Packet {
+    /// 4 or 6.
+    pub family: u8,
+    /// Upper-layer protocol (after the IPv6 extension chain).
+    pub proto: u8,
+    /// False for non-first fragments and for protocols without a parsed L4 header.
+    pub has_l4: bool,
+    /// Outer VLAN id (0 = untagged).
+    pub vlan: u16,
+    /// Source port / ICMP type+code, network order as on the wire.
+    pub sport: u16,
+    /// Destination port, network order as on the wire.
+    pub dport: u16,
+    /// TCP flags byte (0 when not TCP).
+    pub tcp_flags: u8,
+    /// Source address, network order; IPv4 in the first 4 bytes.
+    pub src: [u8; 16],
+    /// Destination address, network order; IPv4 in the first 4 bytes.
+    pub dst: [u8; 16],
+}
+
+/// What a frame turned out to be.
+pub enum Parsed {
+    /// A well-formed IPv4 or IPv6 packet.
+    Ip(Packet),
+    /// A well-formed frame whose payload is not IP.
+    NotIp,
+}
+
+/// A cursor over `[pos, end)` that only advances after a bounds check.
+struct Cursor {
+    pos: usize,
+    end: usize,
+}
+
+impl Cursor {
+    /// Returns a pointer to `len` readable bytes at the cursor and advances past them.
+    #[inline(always)]
+    fn take(&mut self, len: usize) -> Option<*const u8> {
+        let at = self.pos;
+        if at + len > self.end {
+            return None;
+        }
+        self.pos = at + len;
+        Some(at as *const u8)
+    }
+}
+
+#[inline(always)]
+fn byte(p: *const u8, off: usize) -> u8 {
+    // SAFETY: callers only pass offsets inside a range that `Cursor::take` checked.
+    unsafe { *p.add(off) }
+}
+
+#[inline(always)]
+fn be16(p: *const u8, off: usize) -> u16 {
+    u16::from_be_bytes([byte(p, off), byte(p, off + 1)])
+}
+
+#[inline(always)]
+fn ne16(p: *const u8, off: usize) -> u16 {
+    u16::from_ne_bytes([byte(p, off), byte(p, off + 1)])
+}
+
+#[inline(always)]
+fn copy<const N: usize>(p: *const u8, off: usize, out: &mut [u8; 16]) {
+    let mut i = 0;
+    while i < N {
+        out[i] = byte(p, off + i);
+        i += 1;
+    }
+}
+
+/// Parses the frame in `[start, end)`.
+#[inline(always)]
+pub fn parse(start: usize, end: usize) -> Result<Parsed, Malformed> {
+    let mut cur = Cursor { pos: start, end };
+    let eth = cur.take(ETH_HLEN).ok_or(Malformed::EthernetTruncated)?;
+    let mut ethertype = be16(eth, ETH_TYPE_OFF);
+    let mut vlan = 0u16;
+    let mut tags = 0;
+    while tags < MAX_VLAN_TAGS + 1 {
+        if ethertype != ETH_P_8021Q && ethertype != ETH_P_8021AD && ethertype != ETH_P_QINQ_LEGACY {
+            break;
+        }
+        if tags == MAX_VLAN_TAGS {
+            return Err(Malformed::VlanTag);
+        }
+        let tag = cur.take(VLAN_HLEN).ok_or(Malformed::VlanTag)?;
+        if tags == 0 {
+            vlan = be16(tag, 0) & 0x0fff;
+        }
+        ethertype = be16(tag, 2);
+        tags += 1;
+    }
+    let mut packet = Packet {
+        family: 0,
+        proto: 0,
+        has_l4: false,
+        vlan,
+        sport: 0,
+        dport: 0,
+        tcp_flags: 0,
+        src: [0; 16],
+        dst: [0; 16],
+    };
+    let first_fragment = match ethertype {
+        ETH_P_IP => ipv4(&mut cur, &mut packet)?,
+        ETH_P_IPV6 => ipv6(&mut cur, &mut packet)?,
+        _ => return Ok(Parsed::NotIp),
+    };
+    if first_fragment {
+        l4(&mut cur, &mut packet)?;
+    }
+    Ok(Parsed::Ip(packet))
+}
+
+/// Parses an IPv4 header; returns whether an L4 header follows (not a non-first fragment).
+#[inline(always)]
+fn ipv4(cur: &mut Cursor, packet: &mut Packet) -> Result<bool, Malformed> {
+    let ip_start = cur.pos;
+    let ip = cur.take(IPV4_MIN_HLEN).ok_or(Malformed::Ipv4Header)?;
+    let vihl = byte(ip, 0);
+    if vihl >> 4 != 4 {
+        return Err(Malformed::Ipv4Header);
+    }
+    let hlen = ((vihl & 0x0f) as usize) * 4;
+    if hlen < IPV4_MIN_HLEN {
+        return Err(Malformed::Ipv4Header);
+    }
+    // Options: only skipped, never interpreted.
+    cur.take(hlen - IPV4_MIN_HLEN)
+        .ok_or(Malformed::Ipv4Header)?;
+    let total = be16(ip, 2) as usize;
+    if total < hlen || ip_start + total > cur.end {
+        return Err(Malformed::Ipv4Header);
+    }
+    packet.family = 4;
+    packet.proto = byte(ip, 9);
+    copy::<4>(ip, 12, &mut packet.src);
+    copy::<4>(ip, 16, &mut packet.dst);
+    let frag_offset = be16(ip, 6) & 0x1fff;
+    Ok(frag_offset == 0)
+}
+
+/// Parses an IPv6 header and its extension chain; returns whether an L4 header follows.
+#[inline(always)]
+fn ipv6(cur: &mut Cursor, packet: &mut Packet) -> Result<bool, Malformed> {
+    let ip = cur.take(IPV6_HLEN).ok_or(Malformed::Ipv6Header)?;
+    if byte(ip, 0) >> 4 != 6 {
+        return Err(Malformed::Ipv6Header);
+    }
+    let payload = be16(ip, 4) as usize;
+    if cur.pos + payload > cur.end {
+        return Err(Malformed::Ipv6Header);
+    }
+    packet.family = 6;
+    copy::<16>(ip, 8, &mut packet.src);
+    copy::<16>(ip, 24, &mut packet.dst);
+    let mut next = byte(ip, 6);
+    let mut i = 0;
+    while i < MAX_IPV6_EXT_HEADERS + 1 {
+        let len = match next {
+            IPPROTO_HOPOPTS | IPPROTO_ROUTING | IPPROTO_DSTOPTS | IPPROTO_MH => {
+                let h = cur.take(2).ok_or(Malformed::Ipv6ExtensionChain)?;
+                next = byte(h, 0);
+                (byte(h, 1) as usize + 1) * 8
+            }
+            IPPROTO_AH => {
+                let h = cur.take(2).ok_or(Malformed::Ipv6ExtensionChain)?;
+                next = byte(h, 0);
+                (byte(h, 1) as usize + 2) * 4
+            }
+            IPPROTO_FRAGMENT => {
+                let h = cur.take(8).ok_or(Malformed::Ipv6ExtensionChain)?;
+                next = byte(h, 0);
+                if be16(h, 2) >> 3 != 0 {
+                    // A non-first fragment: no upper-layer header to look at.
+                    packet.proto = next;
+                    return Ok(false);
+                }
+                0
+            }
+            upper => {
+                packet.proto = upper;
+                return Ok(true);
+            }
+        };
+        if i == MAX_IPV6_EXT_HEADERS {
+            return Err(Malformed::Ipv6ExtensionChain);
+        }
+        if len > 2 {
+            cur.take(len - 2).ok_or(Malformed::Ipv6ExtensionChain)?;
+        }
+        i += 1;
+    }
+    Err(Malformed::Ipv6ExtensionChain)
+}
+
+/// Parses the TCP / UDP / ICMP header of a first (or only) fragment.
+#[inline(always)]
+fn l4(cur: &mut Cursor, packet: &mut Packet) -> Result<(), Malformed> {
+    match (packet.proto, packet.family) {
+        (IPPROTO_TCP, _) => {
+            let tcp = cur.take(TCP_MIN_HLEN).ok_or(Malformed::TcpHeader)?;
+            let doff = ((byte(tcp, 12) >> 4) as usize) * 4;
+            if doff < TCP_MIN_HLEN {
+                return Err(Malformed::TcpHeader);
+            }
+            cur.take(doff - TCP_MIN_HLEN).ok_or(Malformed::TcpHeader)?;
+            packet.sport = ne16(tcp, 0);
+            packet.dport = ne16(tcp, 2);
+            packet.tcp_flags = byte(tcp, 13);
+        }
+        (IPPROTO_UDP, _) => {
+            let udp = cur.take(UDP_HLEN).ok_or(Malformed::UdpHeader)?;
+            packet.sport = ne16(udp, 0);
+            packet.dport = ne16(udp, 2);
+        }
+        (IPPROTO_ICMP, 4) | (IPPROTO_ICMPV6, 6) => {
+            let icmp = cur.take(ICMP_HLEN).ok_or(Malformed::IcmpHeader)?;
+            // Type and code, kept together where ports would be.
+            packet.sport = ne16(icmp, 0);
+        }
+        _ => return Ok(()),
+    }
+    packet.has_l4 = true;
+    Ok(())
+}

@@ -1,0 +1,1 @@
+//! fluxgate rule model, ruleset format and reference classifier (being written).

@@ -1,0 +1,256 @@
+//! `cargo xtask …`: everything a fresh machine needs, idempotently.
+//!
+//! - `setup`: apt packages, the Debian Rust toolchain linked as `deb` (it has
+//!   rust-src for `-Z build-std`), bpf-linker in /opt/fluxgate/tools, bpffs mounted.
+//! - `build`: setup, then build the eBPF object and every userspace crate.
+//! - `demo`:  build, then two namespaces + veth, real XDP, real traffic, counters.
+//! - `test`:  build, fmt/clippy checks, then every test (they need root).
+//!
+//! Deliberately no dependency on the other crates: `setup` must run before the
+//! eBPF toolchain exists.
+
+use std::{
+    env,
+    path::{Path, PathBuf},
+    process::{Command, ExitCode},
+    time::Instant,
+};
+
+use anyhow::{Context, Result, bail};
+
+/// Debian packages the build and the tests need (see ../shared/TOOLCHAIN.md).
+const APT_PACKAGES: &[&str] = &[
+    "rustc-web",
+    "cargo-web",
+    "rust-web-src",
+    "llvm-22-dev",
+    "clang-19",
+    "libbpf-dev",
+    "linux-libc-dev",
+    "iproute2",
+    "bpftool",
+];
+const TOOLS_DIR: &str = "/opt/fluxgate/tools";
+const BPF_LINKER_VERSION: &str = "0.13.0";
+const LLVM_PREFIX: &str = "/usr/lib/llvm-22";
+const DEB_TOOLCHAIN: &str = "deb";
+
+fn main() -> ExitCode {
+    let args: Vec<String> = env::args().skip(1).collect();
+    let result = match args.first().map(String::as_str) {
+        Some("setup") => setup(),
+        Some("build") => setup().and_then(|()| build()),
+        Some("demo") => setup().and_then(|()| build()).and_then(|()| demo()),
+        Some("test") => setup()
+            .and_then(|()| build())
+            .and_then(|()| test(&args[1..])),
+        _ => {
+            eprintln!("usage: cargo xtask <setup|build|demo|test [-- test args]>");
+            return ExitCode::from(2);
+        }
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("xtask: error: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn step(what: &str) -> Instant {
+    eprintln!("xtask: {what}");
+    Instant::now()
+}
+
+fn done(started: Instant) {
+    eprintln!("xtask:   done in {:.1}s", started.elapsed().as_secs_f64());
+}
+
+/// Runs a command, failing with its name when it fails.
+fn run(cmd: &mut Command) -> Result<()> {
+    let status = cmd
+        .status()
+        .with_context(|| format!("cannot start {cmd:?}"))?;
+    if !status.success() {
+        bail!("{cmd:?} failed ({status})");
+    }
+    Ok(())
+}
+
+/// Runs a command and returns its stdout, or `None` if it cannot run or fails.
+fn output(cmd: &mut Command) -> Option<String> {
+    let out = cmd.output().ok()?;
+    out.status
+        .success()
+        .then(|| String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+fn is_root() -> bool {
+    output(Command::new("id").arg("-u")).is_some_and(|s| s.trim() == "0")
+}
+
+fn setup() -> Result<()> {
+    let started = step("setup: checking the toolchain and system packages");
+    apt_packages()?;
+    deb_toolchain()?;
+    bpf_linker()?;
+    bpffs()?;
+    done(started);
+    Ok(())
+}
+
+fn apt_packages() -> Result<()> {
+    let missing: Vec<&str> = APT_PACKAGES
+        .iter()
+        .copied()
+        .filter(|pkg| {
+            output(Command::new("dpkg-query").args(["-W", "-f=${Status}", pkg]))
+                .is_none_or(|s| !s.contains("install ok installed"))
+        })
+        .collect();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    if !is_root() {
+        bail!(
+            "missing Debian packages {missing:?}; run `cargo xtask setup` as root to install them"
+        );
+    }
+    let started = step(&format!("setup: installing Debian packages {missing:?}"));
+    run(Command::new("apt-get").args(["update", "-q"]))
+        .context("apt-get update (is the Debian mirror reachable?)")?;
+    run(Command::new("apt-get")
+        .args(["install", "-y", "-q", "--no-install-recommends"])
+        .args(&missing)
+        .env("DEBIAN_FRONTEND", "noninteractive"))
+    .with_context(|| format!("installing {missing:?}"))?;
+    done(started);
+    Ok(())
+}
+
+fn deb_toolchain() -> Result<()> {
+    let listed = output(Command::new("rustup").args(["toolchain", "list"]))
+        .context("rustup is required (it manages the stable toolchain)")?;
+    if !listed
+        .lines()
+        .any(|l| l.split_whitespace().next() == Some(DEB_TOOLCHAIN))
+    {
+        let started = step("setup: linking the Debian Rust toolchain as `deb`");
+        run(Command::new("rustup").args(["toolchain", "link", DEB_TOOLCHAIN, "/usr"]))?;
+        done(started);
+    }
+    if !Path::new("/usr/lib/rustlib/src/rust/library/core").exists() {
+        bail!("the `deb` toolchain has no rust-src (/usr/lib/rustlib/src); install rust-web-src");
+    }
+    output(Command::new("rustup").args(["run", DEB_TOOLCHAIN, "rustc", "--version"]))
+        .context("`rustup run deb rustc` does not work; check the rustc-web package")?;
+    Ok(())
+}
+
+fn bpf_linker() -> Result<()> {
+    let linker = PathBuf::from(TOOLS_DIR).join("bin/bpf-linker");
+    let current = output(Command::new(&linker).arg("--version"));
+    if current
+        .as_deref()
+        .is_some_and(|v| v.contains(BPF_LINKER_VERSION))
+    {
+        return Ok(());
+    }
+    let started = step(&format!(
+        "setup: building bpf-linker {BPF_LINKER_VERSION} into {TOOLS_DIR} (about a minute)"
+    ));
+    run(Command::new("cargo")
+        .args([
+            "+stable",
+            "install",
+            &format!("bpf-linker@{BPF_LINKER_VERSION}"),
+        ])
+        .args([
+            "--locked",
+            "--no-default-features",
+            "--features",
+            "llvm-22",
+            "--force",
+        ])
+        .args(["--root", TOOLS_DIR])
+        .env("LLVM_PREFIX", LLVM_PREFIX))
+    .context("installing bpf-linker (needs llvm-22-dev and crates.io)")?;
+    done(started);
+    Ok(())
+}
+
+fn bpffs() -> Result<()> {
+    let mounts = std::fs::read_to_string("/proc/mounts").context("reading /proc/mounts")?;
+    if mounts
+        .lines()
+        .any(|l| l.split_whitespace().nth(1) == Some("/sys/fs/bpf") && l.contains(" bpf "))
+    {
+        return Ok(());
+    }
+    if !is_root() {
+        bail!("bpffs is not mounted at /sys/fs/bpf; run `cargo xtask setup` as root");
+    }
+    let started = step("setup: mounting bpffs at /sys/fs/bpf");
+    run(Command::new("mount").args(["-t", "bpf", "bpf", "/sys/fs/bpf"]))?;
+    done(started);
+    Ok(())
+}
+
+fn cargo() -> Command {
+    let mut cmd = Command::new(env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
+    cmd.current_dir(workspace_root());
+    cmd
+}
+
+fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_default()
+}
+
+fn build() -> Result<()> {
+    let started = step("build: eBPF object (embedded in fluxgate-dataplane) and userspace crates");
+    run(cargo().args(["build", "--all-targets"]))?;
+    done(started);
+    Ok(())
+}
+
+fn demo() -> Result<()> {
+    if !is_root() {
+        bail!("the demo creates network namespaces and attaches XDP: run it as root");
+    }
+    run(cargo().args([
+        "build",
+        "--quiet",
+        "-p",
+        "fluxgate-control",
+        "--bins",
+        "--examples",
+    ]))?;
+    run(cargo().args([
+        "run",
+        "--quiet",
+        "-p",
+        "fluxgate-control",
+        "--example",
+        "demo",
+    ]))
+}
+
+fn test(extra: &[String]) -> Result<()> {
+    if !is_root() {
+        bail!("the tests create network namespaces and attach XDP programs: run them as root");
+    }
+    let started = step("test: cargo fmt --check");
+    run(cargo().args(["fmt", "--all", "--check"]))?;
+    done(started);
+    let started = step("test: cargo clippy --all-targets -- -D warnings");
+    run(cargo().args(["clippy", "--quiet", "--all-targets", "--", "-D", "warnings"]))?;
+    done(started);
+    let started = step("test: cargo test (unit, integration with real XDP in namespaces, doc)");
+    run(cargo().arg("test").args(extra))?;
+    done(started);
+    Ok(())
+}
