@@ -327,7 +327,7 @@ fn delta(before: &Counters, after: &Counters, frame_len: usize, expect: Expect) 
 /// The host build of the kernel's parser.
 fn host_parse(frame: &[u8]) -> Expect {
     let start = frame.as_ptr() as usize;
-    match parse::parse(start, start + frame.len()) {
+    match parse::parse(start, start + frame.len(), 0) {
         Ok(parse::Parsed::Ip(_)) => Expect::Passed,
         Ok(parse::Parsed::NotIp) => Expect::NotIp,
         Err(reason) => Expect::Bad(reason),

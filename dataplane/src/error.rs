@@ -53,6 +53,14 @@ pub enum Error {
         /// What differs.
         reason: String,
     },
+    /// The kernel verifier rejected a program; the tail of its log says why.
+    #[error("the kernel verifier rejected the XDP program ({source}); end of its log:\n{log}")]
+    Rejected {
+        /// What the load syscall returned.
+        source: io::Error,
+        /// The last lines of the verifier log.
+        log: String,
+    },
     /// Invalid argument from the caller.
     #[error("invalid argument: {0}")]
     InvalidArgument(String),
@@ -74,8 +82,11 @@ impl Error {
     where
         E: std::error::Error + Send + Sync + 'static,
     {
+        // EACCES from the verifier means "program rejected", not "not root".
+        let rejected_by_verifier = op.starts_with("verify");
         match os_error(&err) {
-            Some(libc::EPERM | libc::EACCES) => Error::PermissionDenied { op },
+            Some(libc::EPERM) => Error::PermissionDenied { op },
+            Some(libc::EACCES) if !rejected_by_verifier => Error::PermissionDenied { op },
             _ => Error::Kernel {
                 op,
                 source: Box::new(err),

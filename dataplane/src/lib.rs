@@ -26,12 +26,15 @@ pub mod frame;
 pub mod netns;
 mod pin;
 mod program;
+mod sys;
+mod tables;
 
 pub use attach::{AttachMode, Attachment};
 pub use counters::{CounterReport, Counters, CountersReport};
 pub use error::Error;
 pub use pin::{DEFAULT_PIN_ROOT, PinnedAttachment};
 pub use program::{Program, TestRunOutput};
+pub use tables::{Slot, StagedTable};
 
 /// The compiled XDP object, built from `ebpf/` by `build.rs` and embedded here so
 /// it is never loaded from a path at run time.

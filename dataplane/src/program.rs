@@ -45,8 +45,7 @@ impl Program {
                 .ok_or_else(missing_program)?
                 .try_into()
                 .map_err(|e| Error::kernel("find the XDP program in the object", e))?;
-            xdp.load()
-                .map_err(|e| Error::kernel("verify the XDP program", e))?;
+            xdp.load().map_err(rejected)?;
         }
         program.set_config(config)?;
         Ok(program)
@@ -115,8 +114,31 @@ impl Program {
         self.ebpf.map(name).ok_or_else(|| missing_map(name))
     }
 
+    pub(crate) fn map_mut_named(&mut self, name: &'static str) -> Result<&mut Map, Error> {
+        self.map_mut(name)
+    }
+
     fn map_mut(&mut self, name: &'static str) -> Result<&mut Map, Error> {
         self.ebpf.map_mut(name).ok_or_else(|| missing_map(name))
+    }
+}
+
+/// A program load failure, with the end of the verifier log when there is one.
+fn rejected(err: aya::programs::ProgramError) -> Error {
+    match err {
+        aya::programs::ProgramError::LoadError {
+            io_error,
+            verifier_log,
+        } => {
+            let log = verifier_log.to_string();
+            let lines: Vec<&str> = log.lines().collect();
+            let tail = lines[lines.len().saturating_sub(40)..].join("\n");
+            Error::Rejected {
+                source: io_error,
+                log: tail,
+            }
+        }
+        err => Error::kernel("verify the XDP program", err),
     }
 }
 

@@ -1,25 +1,41 @@
 //! The fluxgate XDP program.
 //!
-//! Today it parses every frame (Ethernet with up to two VLAN tags, IPv4 with any
-//! IHL and fragments, IPv6 with a bounded extension-header chain, TCP / UDP /
-//! ICMP / ICMPv6) with a bounds-checked header cursor, counts the outcome in a
-//! per-CPU counter and passes every well-formed packet. Malformed packets get
-//! the verdict configured in `FG_CONFIG` (drop unless configured otherwise) and
-//! their own counters by reason. Frames that are not IP (ARP, LLDP, …) always pass.
+//! Per packet: parse (Ethernet with up to two VLAN tags, IPv4 with any IHL and
+//! fragments, IPv6 with a bounded extension-header chain, TCP / UDP / ICMP /
+//! ICMPv6) into a classification key → tenant by destination (dispatch table) →
+//! global rules → that tenant's rules → first terminal match wins, else the
+//! tenant's default action, else the gateway default → verdict, per-CPU counters
+//! of the deciding rule, of every count rule on the way, of the tenant and of
+//! the outcome.
 //!
-//! Everything here is bounded: the VLAN and extension-header walks are unrolled
-//! loops with constant trip counts, so the verifier sees a finite program.
+//! Tables are decision trees in ARRAY maps reached through ARRAY_OF_MAPS slots
+//! (see `fluxgate_common::table` for the layout and why): publishing a tenant
+//! replaces one slot, atomically. With nothing loaded every well-formed packet
+//! passes. Malformed packets get the verdict configured in `FG_CONFIG`; frames
+//! that are not IP (ARP, LLDP, …) always pass.
+//!
+//! Everything here is bounded: VLAN tags, extension headers, tree depth and leaf
+//! size are loops with constant trip counts.
 #![no_std]
 #![no_main]
 
 mod parse;
 
 use aya_ebpf::{
-    macros::{map, xdp},
+    btf_maps::{Array as BtfArray, ArrayOfMaps},
+    macros::{btf_map, map, xdp},
     maps::{Array, PerCpuArray},
     programs::XdpContext,
 };
-use fluxgate_common::{Counter, GatewayConfig, Malformed, Outcome, xdp as action};
+use fluxgate_common::{
+    BPF_F_INNER_MAP, Counter, GATEWAY_SLOTS, GatewayConfig, MAX_COUNTERS, MAX_TENANTS, Malformed,
+    Outcome, SLOT_DISPATCH, SLOT_GLOBAL,
+    table::{Cell, KEY_WORDS, LEAF_MAX, MAX_DEPTH, REFS_PER_CELL, Ref, action},
+    tenant_counter, xdp as verdict,
+};
+
+/// One table: an ARRAY of cells whose size differs per table (BPF_F_INNER_MAP).
+type Table = BtfArray<Cell, 1, { BPF_F_INNER_MAP as usize }>;
 
 #[map(name = "FG_OUTCOMES")]
 static FG_OUTCOMES: PerCpuArray<Counter> = PerCpuArray::with_max_entries(Outcome::COUNT, 0);
@@ -30,19 +46,31 @@ static FG_MALFORMED: PerCpuArray<Counter> = PerCpuArray::with_max_entries(Malfor
 #[map(name = "FG_CONFIG")]
 static FG_CONFIG: Array<GatewayConfig> = Array::with_max_entries(1, 0);
 
+#[map(name = "FG_RULE_COUNTERS")]
+static FG_RULE_COUNTERS: PerCpuArray<Counter> = PerCpuArray::with_max_entries(MAX_COUNTERS, 0);
+
+#[map(name = "FG_TENANT_COUNTERS")]
+static FG_TENANT_COUNTERS: PerCpuArray<Counter> =
+    PerCpuArray::with_max_entries((MAX_TENANTS + 1) * 2, 0);
+
+#[btf_map]
+static FG_GATEWAY: ArrayOfMaps<Table, { GATEWAY_SLOTS as usize }> = ArrayOfMaps::new();
+
+#[btf_map]
+static FG_TENANTS: ArrayOfMaps<Table, { MAX_TENANTS as usize }> = ArrayOfMaps::new();
+
 #[xdp]
 pub fn fluxgate(ctx: XdpContext) -> u32 {
     let start = ctx.data();
     let end = ctx.data_end();
     let bytes = (end - start) as u64;
-    match parse::parse(start, end) {
-        Ok(parse::Parsed::Ip(_packet)) => {
-            count(&FG_OUTCOMES, Outcome::Passed as u32, bytes);
-            action::PASS
-        }
+    // SAFETY: reading a field of the xdp_md context the kernel handed us.
+    let ifindex = unsafe { (*ctx.ctx).ingress_ifindex };
+    match parse::parse(start, end, ifindex) {
+        Ok(parse::Parsed::Ip(key)) => classify(&key, bytes),
         Ok(parse::Parsed::NotIp) => {
             count(&FG_OUTCOMES, Outcome::NotIp as u32, bytes);
-            action::PASS
+            verdict::PASS
         }
         Err(reason) => {
             count(&FG_OUTCOMES, Outcome::Malformed as u32, bytes);
@@ -56,15 +84,138 @@ pub fn fluxgate(ctx: XdpContext) -> u32 {
 /// the real program against (same object, same harness, same run).
 #[xdp]
 pub fn fluxgate_floor(_ctx: XdpContext) -> u32 {
-    action::PASS
+    verdict::PASS
+}
+
+/// A walk result packed in a u64 (`action << 32 | counter`), or [`NO_MATCH`].
+/// Plain integers keep every register initialised on every path, which the
+/// verifier insists on (an `Option<(u8, u32)>` left the action undefined on `None`).
+const NO_MATCH: u64 = u64::MAX;
+
+#[inline(always)]
+const fn decided(action: u8, counter: u32) -> u64 {
+    (action as u64) << 32 | counter as u64
+}
+
+#[inline(always)]
+fn classify(key: &[u32; KEY_WORDS], bytes: u64) -> u32 {
+    let mut tenant = NO_TENANT;
+    if let Some(dispatch) = FG_GATEWAY.get(SLOT_DISPATCH) {
+        let d = walk(dispatch, key, bytes);
+        if d != NO_MATCH && (d >> 32) as u8 == action::TENANT {
+            tenant = d as u32;
+        }
+    }
+    let global = FG_GATEWAY.get(SLOT_GLOBAL);
+    let mut decision = match global {
+        Some(g) => walk(g, key, bytes),
+        None => NO_MATCH,
+    };
+    if decision == NO_MATCH {
+        let table = if tenant == NO_TENANT {
+            None
+        } else {
+            FG_TENANTS.get(tenant)
+        };
+        decision = match table {
+            Some(table) => match walk(table, key, bytes) {
+                NO_MATCH => default_of(table),
+                d => d,
+            },
+            None => match global {
+                Some(g) => default_of(g),
+                None => NO_MATCH,
+            },
+        };
+    }
+    // Nothing loaded yet: pass.
+    let dropped = decision != NO_MATCH && (decision >> 32) as u8 == action::DROP;
+    if decision != NO_MATCH {
+        count(&FG_RULE_COUNTERS, decision as u32, bytes);
+    }
+    let tenant = if tenant == NO_TENANT {
+        None
+    } else {
+        Some(tenant)
+    };
+    count(&FG_TENANT_COUNTERS, tenant_counter(tenant, dropped), bytes);
+    if dropped {
+        count(&FG_OUTCOMES, Outcome::Dropped as u32, bytes);
+        verdict::DROP
+    } else {
+        count(&FG_OUTCOMES, Outcome::Passed as u32, bytes);
+        verdict::PASS
+    }
+}
+
+const NO_TENANT: u32 = u32::MAX;
+
+/// The default action and its counter, from a table's header.
+#[inline(always)]
+fn default_of(table: &Table) -> u64 {
+    match table.get(0) {
+        Some(cell) => {
+            let header = cell.header();
+            decided(header.default_action as u8, header.default_counter)
+        }
+        None => NO_MATCH,
+    }
+}
+
+/// Walks one table: the tree down to a leaf, then the leaf's rules in priority
+/// order. Count rules are counted on the way; returns the first terminal match.
+#[inline(always)]
+fn walk(table: &Table, key: &[u32; KEY_WORDS], bytes: u64) -> u64 {
+    let Some(header) = table.get(0) else {
+        return NO_MATCH;
+    };
+    let mut r = Ref(header.raw[0]);
+    let mut depth = 0;
+    while depth < MAX_DEPTH {
+        if r.is_leaf() {
+            break;
+        }
+        let child = r.child(key[r.word() & (KEY_WORDS - 1)]);
+        let Some(cell) = table.get(r.cell() + child / REFS_PER_CELL as u32) else {
+            return NO_MATCH;
+        };
+        r = Ref(cell.raw[child as usize % REFS_PER_CELL]);
+        depth += 1;
+    }
+    if !r.is_leaf() || r.count() == 0 {
+        return NO_MATCH;
+    }
+    let Some(list) = table.get(r.cell()) else {
+        return NO_MATCH;
+    };
+    let list = list.list();
+    let n = r.count() as usize;
+    let mut i = 0;
+    while i < LEAF_MAX {
+        if i >= n {
+            break;
+        }
+        let Some(rule) = table.get(list[i]) else {
+            return NO_MATCH;
+        };
+        let rule = rule.rule();
+        if rule.matches(key) {
+            if rule.action != action::COUNT {
+                return decided(rule.action, rule.counter);
+            }
+            count(&FG_RULE_COUNTERS, rule.counter, bytes);
+        }
+        i += 1;
+    }
+    NO_MATCH
 }
 
 /// The configured verdict for malformed packets; drop when unset or invalid.
 #[inline(always)]
 fn malformed_action() -> u32 {
     match FG_CONFIG.get(0) {
-        Some(config) if config.malformed_action == action::PASS => action::PASS,
-        _ => action::DROP,
+        Some(config) if config.malformed_action == verdict::PASS => verdict::PASS,
+        _ => verdict::DROP,
     }
 }
 

@@ -1,10 +1,14 @@
-//! Bounds-checked packet parsing for the XDP path.
+//! Bounds-checked packet parsing for the XDP path, producing the classification
+//! key (see `fluxgate_common::table::word`).
 //!
-//! Field offsets are named constants; multi-byte fields are read as raw bytes in
-//! network order (no byte swapping) except where the parser itself must
-//! interpret them (lengths, fragment offsets, ethertypes).
+//! Field offsets are named constants. Key words are numeric (host order): range
+//! cuts and range checks need numeric order, and a byte swap per field costs
+//! less than anything a lookup could save.
 
-use fluxgate_common::{MAX_IPV6_EXT_HEADERS, MAX_VLAN_TAGS, Malformed};
+use fluxgate_common::{
+    MAX_IPV6_EXT_HEADERS, MAX_VLAN_TAGS, Malformed,
+    table::{KEY_WORDS, VLAN_NONE, word},
+};
 
 const ETH_HLEN: usize = 14;
 const ETH_TYPE_OFF: usize = 12;
@@ -35,33 +39,10 @@ const UDP_HLEN: usize = 8;
 /// Every ICMP and ICMPv6 message starts with 8 bytes (type, code, checksum, 4 more).
 const ICMP_HLEN: usize = 8;
 
-/// A parsed IP packet: the fields classification looks at.
-#[derive(Clone, Copy)]
-pub struct Packet {
-    /// 4 or 6.
-    pub family: u8,
-    /// Upper-layer protocol (after the IPv6 extension chain).
-    pub proto: u8,
-    /// False for non-first fragments and for protocols without a parsed L4 header.
-    pub has_l4: bool,
-    /// Outer VLAN id (0 = untagged).
-    pub vlan: u16,
-    /// Source port / ICMP type+code, network order as on the wire.
-    pub sport: u16,
-    /// Destination port, network order as on the wire.
-    pub dport: u16,
-    /// TCP flags byte (0 when not TCP).
-    pub tcp_flags: u8,
-    /// Source address, network order; IPv4 in the first 4 bytes.
-    pub src: [u8; 16],
-    /// Destination address, network order; IPv4 in the first 4 bytes.
-    pub dst: [u8; 16],
-}
-
 /// What a frame turned out to be.
 pub enum Parsed {
-    /// A well-formed IPv4 or IPv6 packet.
-    Ip(Packet),
+    /// A well-formed IPv4 or IPv6 packet and its classification key.
+    Ip([u32; KEY_WORDS]),
     /// A well-formed frame whose payload is not IP.
     NotIp,
 }
@@ -97,26 +78,24 @@ fn be16(p: *const u8, off: usize) -> u16 {
 }
 
 #[inline(always)]
-fn ne16(p: *const u8, off: usize) -> u16 {
-    u16::from_ne_bytes([byte(p, off), byte(p, off + 1)])
+fn be32(p: *const u8, off: usize) -> u32 {
+    u32::from_be_bytes([
+        byte(p, off),
+        byte(p, off + 1),
+        byte(p, off + 2),
+        byte(p, off + 3),
+    ])
 }
 
+/// Parses the frame in `[start, end)` that arrived on `ifindex`.
 #[inline(always)]
-fn copy<const N: usize>(p: *const u8, off: usize, out: &mut [u8; 16]) {
-    let mut i = 0;
-    while i < N {
-        out[i] = byte(p, off + i);
-        i += 1;
-    }
-}
-
-/// Parses the frame in `[start, end)`.
-#[inline(always)]
-pub fn parse(start: usize, end: usize) -> Result<Parsed, Malformed> {
+pub fn parse(start: usize, end: usize, ifindex: u32) -> Result<Parsed, Malformed> {
     let mut cur = Cursor { pos: start, end };
     let eth = cur.take(ETH_HLEN).ok_or(Malformed::EthernetTruncated)?;
     let mut ethertype = be16(eth, ETH_TYPE_OFF);
-    let mut vlan = 0u16;
+    let mut key = [0u32; KEY_WORDS];
+    key[word::VLAN] = VLAN_NONE;
+    key[word::IFINDEX] = ifindex;
     let mut tags = 0;
     while tags < MAX_VLAN_TAGS + 1 {
         if ethertype != ETH_P_8021Q && ethertype != ETH_P_8021AD && ethertype != ETH_P_QINQ_LEGACY {
@@ -127,36 +106,25 @@ pub fn parse(start: usize, end: usize) -> Result<Parsed, Malformed> {
         }
         let tag = cur.take(VLAN_HLEN).ok_or(Malformed::VlanTag)?;
         if tags == 0 {
-            vlan = be16(tag, 0) & 0x0fff;
+            key[word::VLAN] = u32::from(be16(tag, 0) & 0x0fff);
         }
         ethertype = be16(tag, 2);
         tags += 1;
     }
-    let mut packet = Packet {
-        family: 0,
-        proto: 0,
-        has_l4: false,
-        vlan,
-        sport: 0,
-        dport: 0,
-        tcp_flags: 0,
-        src: [0; 16],
-        dst: [0; 16],
-    };
     let first_fragment = match ethertype {
-        ETH_P_IP => ipv4(&mut cur, &mut packet)?,
-        ETH_P_IPV6 => ipv6(&mut cur, &mut packet)?,
+        ETH_P_IP => ipv4(&mut cur, &mut key)?,
+        ETH_P_IPV6 => ipv6(&mut cur, &mut key)?,
         _ => return Ok(Parsed::NotIp),
     };
     if first_fragment {
-        l4(&mut cur, &mut packet)?;
+        l4(&mut cur, &mut key)?;
     }
-    Ok(Parsed::Ip(packet))
+    Ok(Parsed::Ip(key))
 }
 
 /// Parses an IPv4 header; returns whether an L4 header follows (not a non-first fragment).
 #[inline(always)]
-fn ipv4(cur: &mut Cursor, packet: &mut Packet) -> Result<bool, Malformed> {
+fn ipv4(cur: &mut Cursor, key: &mut [u32; KEY_WORDS]) -> Result<bool, Malformed> {
     let ip_start = cur.pos;
     let ip = cur.take(IPV4_MIN_HLEN).ok_or(Malformed::Ipv4Header)?;
     let vihl = byte(ip, 0);
@@ -174,17 +142,17 @@ fn ipv4(cur: &mut Cursor, packet: &mut Packet) -> Result<bool, Malformed> {
     if total < hlen || ip_start + total > cur.end {
         return Err(Malformed::Ipv4Header);
     }
-    packet.family = 4;
-    packet.proto = byte(ip, 9);
-    copy::<4>(ip, 12, &mut packet.src);
-    copy::<4>(ip, 16, &mut packet.dst);
+    key[word::FAMILY] = 4;
+    key[word::PROTO] = u32::from(byte(ip, 9));
+    key[word::SRC] = be32(ip, 12);
+    key[word::DST] = be32(ip, 16);
     let frag_offset = be16(ip, 6) & 0x1fff;
     Ok(frag_offset == 0)
 }
 
 /// Parses an IPv6 header and its extension chain; returns whether an L4 header follows.
 #[inline(always)]
-fn ipv6(cur: &mut Cursor, packet: &mut Packet) -> Result<bool, Malformed> {
+fn ipv6(cur: &mut Cursor, key: &mut [u32; KEY_WORDS]) -> Result<bool, Malformed> {
     let ip = cur.take(IPV6_HLEN).ok_or(Malformed::Ipv6Header)?;
     if byte(ip, 0) >> 4 != 6 {
         return Err(Malformed::Ipv6Header);
@@ -193,9 +161,13 @@ fn ipv6(cur: &mut Cursor, packet: &mut Packet) -> Result<bool, Malformed> {
     if cur.pos + payload > cur.end {
         return Err(Malformed::Ipv6Header);
     }
-    packet.family = 6;
-    copy::<16>(ip, 8, &mut packet.src);
-    copy::<16>(ip, 24, &mut packet.dst);
+    key[word::FAMILY] = 6;
+    let mut i = 0;
+    while i < 4 {
+        key[word::SRC + i] = be32(ip, 8 + 4 * i);
+        key[word::DST + i] = be32(ip, 24 + 4 * i);
+        i += 1;
+    }
     let mut next = byte(ip, 6);
     let mut i = 0;
     while i < MAX_IPV6_EXT_HEADERS + 1 {
@@ -215,13 +187,13 @@ fn ipv6(cur: &mut Cursor, packet: &mut Packet) -> Result<bool, Malformed> {
                 next = byte(h, 0);
                 if be16(h, 2) >> 3 != 0 {
                     // A non-first fragment: no upper-layer header to look at.
-                    packet.proto = next;
+                    key[word::PROTO] = u32::from(next);
                     return Ok(false);
                 }
                 0
             }
             upper => {
-                packet.proto = upper;
+                key[word::PROTO] = u32::from(upper);
                 return Ok(true);
             }
         };
@@ -238,8 +210,9 @@ fn ipv6(cur: &mut Cursor, packet: &mut Packet) -> Result<bool, Malformed> {
 
 /// Parses the TCP / UDP / ICMP header of a first (or only) fragment.
 #[inline(always)]
-fn l4(cur: &mut Cursor, packet: &mut Packet) -> Result<(), Malformed> {
-    match (packet.proto, packet.family) {
+fn l4(cur: &mut Cursor, key: &mut [u32; KEY_WORDS]) -> Result<(), Malformed> {
+    let proto = key[word::PROTO] as u8;
+    match (proto, key[word::FAMILY]) {
         (IPPROTO_TCP, _) => {
             let tcp = cur.take(TCP_MIN_HLEN).ok_or(Malformed::TcpHeader)?;
             let doff = ((byte(tcp, 12) >> 4) as usize) * 4;
@@ -247,22 +220,23 @@ fn l4(cur: &mut Cursor, packet: &mut Packet) -> Result<(), Malformed> {
                 return Err(Malformed::TcpHeader);
             }
             cur.take(doff - TCP_MIN_HLEN).ok_or(Malformed::TcpHeader)?;
-            packet.sport = ne16(tcp, 0);
-            packet.dport = ne16(tcp, 2);
-            packet.tcp_flags = byte(tcp, 13);
+            key[word::SPORT] = u32::from(be16(tcp, 0));
+            key[word::DPORT] = u32::from(be16(tcp, 2));
+            key[word::TCP_FLAGS] = u32::from(byte(tcp, 13));
         }
         (IPPROTO_UDP, _) => {
             let udp = cur.take(UDP_HLEN).ok_or(Malformed::UdpHeader)?;
-            packet.sport = ne16(udp, 0);
-            packet.dport = ne16(udp, 2);
+            key[word::SPORT] = u32::from(be16(udp, 0));
+            key[word::DPORT] = u32::from(be16(udp, 2));
         }
         (IPPROTO_ICMP, 4) | (IPPROTO_ICMPV6, 6) => {
             let icmp = cur.take(ICMP_HLEN).ok_or(Malformed::IcmpHeader)?;
-            // Type and code, kept together where ports would be.
-            packet.sport = ne16(icmp, 0);
+            // Type and code take the place of the ports.
+            key[word::SPORT] = u32::from(byte(icmp, 0));
+            key[word::DPORT] = u32::from(byte(icmp, 1));
         }
         _ => return Ok(()),
     }
-    packet.has_l4 = true;
+    key[word::L4] = 1;
     Ok(())
 }

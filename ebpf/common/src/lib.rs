@@ -10,6 +10,8 @@
 //! wire, so the packet path never swaps bytes.
 #![no_std]
 
+pub mod table;
+
 /// Version of this ABI. Stored in [`GatewayConfig::abi_version`] and checked by
 /// userspace before it reuses state pinned by another build.
 pub const ABI_VERSION: u32 = 1;
@@ -22,6 +24,39 @@ pub mod maps {
     pub const MALFORMED: &str = "FG_MALFORMED";
     /// `Array<GatewayConfig>` with one entry (index 0).
     pub const CONFIG: &str = "FG_CONFIG";
+    /// `ArrayOfMaps<Array<Cell>>` with [`crate::GATEWAY_SLOTS`] entries: the tenant
+    /// dispatch table at [`crate::SLOT_DISPATCH`], the global rules at [`crate::SLOT_GLOBAL`].
+    pub const GATEWAY: &str = "FG_GATEWAY";
+    /// `ArrayOfMaps<Array<Cell>>` indexed by tenant index: each tenant's rules.
+    pub const TENANTS: &str = "FG_TENANTS";
+    /// `PerCpuArray<Counter>` indexed by counter slot: per rule and per default action.
+    pub const RULE_COUNTERS: &str = "FG_RULE_COUNTERS";
+    /// `PerCpuArray<Counter>` indexed by [`crate::tenant_counter`].
+    pub const TENANT_COUNTERS: &str = "FG_TENANT_COUNTERS";
+}
+
+/// Entries of [`maps::GATEWAY`].
+pub const GATEWAY_SLOTS: u32 = 2;
+/// [`maps::GATEWAY`] slot of the tenant dispatch table (destination → tenant index).
+pub const SLOT_DISPATCH: u32 = 0;
+/// [`maps::GATEWAY`] slot of the global (provider) rules, evaluated before any tenant's.
+pub const SLOT_GLOBAL: u32 = 1;
+/// Most tenants (entries of [`maps::TENANTS`]).
+pub const MAX_TENANTS: u32 = 16_384;
+/// Counter slots (entries of [`maps::RULE_COUNTERS`]).
+pub const MAX_COUNTERS: u32 = 262_144;
+/// `BPF_F_INNER_MAP`: inner maps of one outer map may differ in `max_entries`.
+pub const BPF_F_INNER_MAP: u32 = 1 << 12;
+
+/// Index in [`maps::TENANT_COUNTERS`] for `tenant` (`None`: no tenant) and a
+/// verdict (`dropped` = false: passed).
+#[inline(always)]
+pub const fn tenant_counter(tenant: Option<u32>, dropped: bool) -> u32 {
+    let base = match tenant {
+        Some(t) => (t + 1) * 2,
+        None => 0,
+    };
+    base + dropped as u32
 }
 
 /// Name of the XDP program in the object file.
@@ -177,6 +212,7 @@ mod user {
     // implicit padding (field sizes add up to the struct size; asserted in tests).
     unsafe impl aya::Pod for super::Counter {}
     unsafe impl aya::Pod for super::GatewayConfig {}
+    unsafe impl aya::Pod for super::table::Cell {}
 }
 
 #[cfg(test)]

@@ -1,0 +1,153 @@
+//! Classification tables in the kernel: each table is its own ARRAY map of
+//! cells, built and filled *beside* the live ones, then published by writing
+//! its fd into one slot of an ARRAY_OF_MAPS — an atomic pointer swap, so a
+//! packet sees the old table or the new one, never a mix, and a live table is
+//! never cleared or refilled.
+
+use std::os::fd::{AsFd, OwnedFd};
+
+use aya::maps::{ArrayOfMaps, MapData, PerCpuArray};
+use fluxgate_common::{
+    BPF_F_INNER_MAP, Counter, MAX_TENANTS, SLOT_DISPATCH, SLOT_GLOBAL, maps,
+    table::{Cell, Header},
+    tenant_counter,
+};
+
+use crate::{Error, Program, sys};
+
+/// A filled table map that no packet sees yet. Publishing it does not consume
+/// it: keep it to roll back to later (the kernel holds its own reference while
+/// it is published).
+pub struct StagedTable {
+    map: MapData,
+    cells: u32,
+}
+
+impl std::fmt::Debug for StagedTable {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StagedTable")
+            .field("cells", &self.cells)
+            .finish()
+    }
+}
+
+impl StagedTable {
+    /// Creates a map for `cells` and fills it. `cells[0]` must be a table header.
+    pub fn new(name: &str, cells: &[Cell]) -> Result<StagedTable, Error> {
+        let header = cells.first().map(Cell::header);
+        if header.is_none_or(|h| h.magic != Header::MAGIC || h.cells as usize != cells.len()) {
+            return Err(Error::InvalidArgument(format!(
+                "table {name:?} has no valid header (magic/ABI mismatch or wrong cell count)"
+            )));
+        }
+        let n = u32::try_from(cells.len())
+            .map_err(|_| Error::InvalidArgument(format!("table {name:?} is too large")))?;
+        let fd: OwnedFd = sys::create_array(name, size_of::<Cell>() as u32, n, BPF_F_INNER_MAP)
+            .map_err(|e| {
+                Error::kernel(
+                    "create a table map (is the memlock/memcg limit too low?)",
+                    e,
+                )
+            })?;
+        sys::update_all(fd.as_fd(), cells).map_err(|e| Error::kernel("fill a table map", e))?;
+        let map = MapData::from_fd(fd).map_err(|e| Error::kernel("adopt a table map", e))?;
+        Ok(StagedTable { map, cells: n })
+    }
+
+    /// Number of cells.
+    pub fn cells(&self) -> u32 {
+        self.cells
+    }
+
+    /// Kernel memory of the table's values, in bytes.
+    pub fn bytes(&self) -> u64 {
+        u64::from(self.cells) * size_of::<Cell>() as u64
+    }
+}
+
+/// Which table slot to publish into.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Slot {
+    /// Destination → tenant dispatch.
+    Dispatch,
+    /// Global (provider) rules and the gateway default.
+    Global,
+    /// One tenant's rules and default, by tenant index.
+    Tenant(u32),
+}
+
+impl Program {
+    /// Publishes `table` into `slot`: one atomic update of one ARRAY_OF_MAPS entry.
+    pub fn publish(&mut self, slot: Slot, table: &StagedTable) -> Result<(), Error> {
+        let (name, index) = slot_location(slot)?;
+        let map = self.map_mut_named(name)?;
+        let mut outer: ArrayOfMaps<&mut MapData, MapData> =
+            ArrayOfMaps::try_from(map).map_err(|e| Error::kernel("open a table slot map", e))?;
+        outer
+            .set(index, &table.map, 0)
+            .map_err(|e| Error::kernel("publish a table", e))
+    }
+
+    /// Empties `slot` (packets then skip it, as if it had never been loaded).
+    pub fn unpublish(&mut self, slot: Slot) -> Result<(), Error> {
+        let (name, index) = slot_location(slot)?;
+        let map = self.map_mut_named(name)?;
+        let data: &mut MapData = match map {
+            aya::maps::Map::ArrayOfMaps(data) => data,
+            _ => {
+                return Err(Error::InvalidArgument(format!(
+                    "{name} is not an array of maps"
+                )));
+            }
+        };
+        sys::delete(data.fd().as_fd(), index).map_err(|e| Error::kernel("empty a table slot", e))
+    }
+
+    /// Per-CPU sums of the rule counters `first .. first + n`.
+    pub fn rule_counters(&self, first: u32, n: u32) -> Result<Vec<Counter>, Error> {
+        let array: PerCpuArray<&MapData, Counter> =
+            PerCpuArray::try_from(self.map(maps::RULE_COUNTERS)?)
+                .map_err(|e| Error::kernel("open the rule counters", e))?;
+        (first..first.saturating_add(n))
+            .map(|i| {
+                let mut sum = Counter::default();
+                array
+                    .get(&i, 0)
+                    .map_err(|e| Error::kernel("read a rule counter", e))?
+                    .iter()
+                    .for_each(|v| sum.add(v));
+                Ok(sum)
+            })
+            .collect()
+    }
+
+    /// Passed and dropped counters of `tenant` (`None`: packets of no tenant).
+    pub fn tenant_counters(&self, tenant: Option<u32>) -> Result<(Counter, Counter), Error> {
+        let array: PerCpuArray<&MapData, Counter> =
+            PerCpuArray::try_from(self.map(maps::TENANT_COUNTERS)?)
+                .map_err(|e| Error::kernel("open the tenant counters", e))?;
+        let read = |dropped| -> Result<Counter, Error> {
+            let mut sum = Counter::default();
+            array
+                .get(&tenant_counter(tenant, dropped), 0)
+                .map_err(|e| Error::kernel("read a tenant counter", e))?
+                .iter()
+                .for_each(|v| sum.add(v));
+            Ok(sum)
+        };
+        Ok((read(false)?, read(true)?))
+    }
+}
+
+fn slot_location(slot: Slot) -> Result<(&'static str, u32), Error> {
+    Ok(match slot {
+        Slot::Dispatch => (maps::GATEWAY, SLOT_DISPATCH),
+        Slot::Global => (maps::GATEWAY, SLOT_GLOBAL),
+        Slot::Tenant(t) if t < MAX_TENANTS => (maps::TENANTS, t),
+        Slot::Tenant(t) => {
+            return Err(Error::InvalidArgument(format!(
+                "tenant index {t} is beyond the {MAX_TENANTS} tenant slots"
+            )));
+        }
+    })
+}

@@ -1,0 +1,290 @@
+//! The classification table: the layout shared by the compiler (userspace),
+//! the userspace classifier and the XDP program.
+//!
+//! # Why a decision tree in array cells
+//!
+//! Measured on this kernel (../shared/PERF-FACTS.md): a hash lookup costs ≈ 25 ns
+//! hot and 150–420 ns cold, so tuple-space search pays that *per tuple* (16 tuples
+//! ≈ 450 ns); an LPM trie grows from 32 to 99 ns between 10 and 100k prefixes; bit
+//! vectors cost 26 ns at 1k rules but 129 ns at 10k (linear in rules / 64). A
+//! dependent ARRAY lookup costs ≈ 1.5 ns hot, and its cost does not depend on
+//! the table size. So a packet walks a decision tree (HiCuts/HyperCuts-style
+//! equal-size bit cuts on one key word per node) laid out in one ARRAY map, then
+//! checks at most [`LEAF_MAX`] candidate rules in the leaf it reaches. The walk is
+//! at most [`MAX_DEPTH`] array steps whatever the number of rules, the compiler
+//! does all the hard work (choosing cuts, pruning covered rules), and tenant
+//! dispatch uses the same tree over the destination address, so it stays flat as
+//! tenants grow too.
+//!
+//! # Layout
+//!
+//! A table is an `ARRAY` of [`Cell`]s (128 bytes). Cell 0 is the [`Header`].
+//! Every other cell is a *node* — 16 [`Ref`]s, the children of a cut —, a *leaf
+//! list* — up to [`LEAF_MAX`] `u32` rule cell indices in priority order — or a
+//! *rule* ([`RuleCell`]). A [`Ref`] says where the next step is and how to index
+//! it: `child = (key[word] >> shift) & (2^bits - 1)`, found in cell
+//! `cell + child / 16`, slot `child % 16`. A leaf ref points at a list cell and
+//! says how many entries it has. Rules are stored once; a rule that falls into
+//! several leaves costs 4 bytes per extra leaf, not a whole cell.
+//!
+//! # Key
+//!
+//! The packet key is [`KEY_WORDS`] `u32` words in *host* order (numeric order is
+//! what range cuts and range checks need; one byte swap per field is cheaper than
+//! anything else here). See the [`word`] constants.
+
+/// Number of u32 words in a packet key (the last one holds TCP flags).
+pub const KEY_WORDS: usize = 16;
+/// Number of key words a rule constrains with a `[lo, hi]` range.
+pub const RANGE_WORDS: usize = 15;
+/// Most steps from the root to a leaf.
+pub const MAX_DEPTH: usize = 20;
+/// Most rules in one leaf (checked one by one, in priority order).
+pub const LEAF_MAX: usize = 16;
+/// Refs per node cell.
+pub const REFS_PER_CELL: usize = 16;
+/// Most cut bits in one node (up to 2^8 children).
+pub const MAX_CUT_BITS: u32 = 8;
+
+/// Indices of the key words.
+pub mod word {
+    /// Source address: IPv4 in `SRC`, zeros in `SRC + 1..SRC + 4`; IPv6 as four
+    /// big-endian 32-bit words, most significant first.
+    pub const SRC: usize = 0;
+    /// Destination address, same encoding as [`SRC`].
+    pub const DST: usize = 4;
+    /// Source port; ICMP type for ICMP/ICMPv6; 0 without an L4 header.
+    pub const SPORT: usize = 8;
+    /// Destination port; ICMP code for ICMP/ICMPv6; 0 without an L4 header.
+    pub const DPORT: usize = 9;
+    /// IP protocol (after the IPv6 extension-header chain).
+    pub const PROTO: usize = 10;
+    /// 1 when the L4 header was parsed (not a non-first fragment), else 0.
+    pub const L4: usize = 11;
+    /// 4 or 6.
+    pub const FAMILY: usize = 12;
+    /// Outer VLAN id, or [`super::VLAN_NONE`] when untagged.
+    pub const VLAN: usize = 13;
+    /// Ingress interface index.
+    pub const IFINDEX: usize = 14;
+    /// TCP flags byte (0 when not TCP); matched with mask/value, never cut on.
+    pub const TCP_FLAGS: usize = 15;
+}
+
+/// [`word::VLAN`] value of an untagged packet.
+pub const VLAN_NONE: u32 = u32::MAX;
+
+/// Rule actions.
+pub mod action {
+    /// Pass the packet; classification ends.
+    pub const PASS: u8 = 0;
+    /// Drop the packet; classification ends.
+    pub const DROP: u8 = 1;
+    /// Count the packet and continue with the next rule.
+    pub const COUNT: u8 = 2;
+    /// Dispatch table only: the packet belongs to tenant `RuleCell::counter`.
+    pub const TENANT: u8 = 3;
+}
+
+/// A reference to the next step of the walk, packed in a `u64`.
+///
+/// bits 0–31 cell index · 32–39 key word · 40–47 shift · 48–55 cut bits (0 = leaf)
+/// · 56–63 leaf rule count.
+#[repr(transparent)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Ref(pub u64);
+
+impl Ref {
+    /// An inner node: cut `bits` bits of key word `word` starting at bit `shift`;
+    /// the children start at cell `cell`.
+    pub const fn node(cell: u32, word: u8, shift: u8, bits: u8) -> Ref {
+        Ref(cell as u64 | (word as u64) << 32 | (shift as u64) << 40 | (bits as u64) << 48)
+    }
+    /// A leaf: the list cell `cell` holds `count` rule cell indices (`count` = 0:
+    /// no rule matches; `cell` is then ignored).
+    pub const fn leaf(cell: u32, count: u8) -> Ref {
+        Ref(cell as u64 | (count as u64) << 56)
+    }
+    /// First cell.
+    #[inline(always)]
+    pub const fn cell(self) -> u32 {
+        self.0 as u32
+    }
+    /// Key word cut by this node.
+    #[inline(always)]
+    pub const fn word(self) -> usize {
+        ((self.0 >> 32) & 0xff) as usize
+    }
+    /// Shift applied to the key word.
+    #[inline(always)]
+    pub const fn shift(self) -> u32 {
+        ((self.0 >> 40) & 0xff) as u32
+    }
+    /// Cut bits; 0 for a leaf.
+    #[inline(always)]
+    pub const fn bits(self) -> u32 {
+        ((self.0 >> 48) & 0xff) as u32
+    }
+    /// Rule indices in the leaf's list cell.
+    #[inline(always)]
+    pub const fn count(self) -> u32 {
+        (self.0 >> 56) as u32
+    }
+    /// Whether this is a leaf.
+    #[inline(always)]
+    pub const fn is_leaf(self) -> bool {
+        self.bits() == 0
+    }
+    /// Index of the child a key selects (only meaningful for nodes).
+    #[inline(always)]
+    pub const fn child(self, key_word: u32) -> u32 {
+        // Masked shifts: a corrupt ref can pick a wrong child, never undefined behaviour.
+        key_word.wrapping_shr(self.shift()) & ((1u32 << (self.bits() & 31)) - 1)
+    }
+}
+
+/// One 128-byte cell of a table: a header, a node, or a rule, by position.
+#[repr(C, align(8))]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Cell {
+    /// The raw contents.
+    pub raw: [u64; REFS_PER_CELL],
+}
+
+impl Default for Cell {
+    fn default() -> Self {
+        Cell {
+            raw: [0; REFS_PER_CELL],
+        }
+    }
+}
+
+/// A rule as the walk checks it: every range word within `[lo, hi]` and
+/// `flags & flags_mask == flags_value`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RuleCell {
+    /// Lower bounds, per [`word`].
+    pub lo: [u32; RANGE_WORDS],
+    /// Upper bounds (inclusive), per [`word`].
+    pub hi: [u32; RANGE_WORDS],
+    /// Counter slot (per-CPU rule counters); tenant index for [`action::TENANT`].
+    pub counter: u32,
+    /// One of [`action`].
+    pub action: u8,
+    /// TCP flags mask.
+    pub flags_mask: u8,
+    /// TCP flags value under the mask.
+    pub flags_value: u8,
+    /// Explicit padding.
+    pub _pad: u8,
+}
+
+/// Cell 0 of every table.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Header {
+    /// Where the walk starts.
+    pub root: Ref,
+    /// Magic + ABI version: [`Header::MAGIC`].
+    pub magic: u32,
+    /// Action when no rule decides: [`action::PASS`] or [`action::DROP`]
+    /// (tenant default, or the gateway default in the global table).
+    pub default_action: u32,
+    /// Counter slot of the default action.
+    pub default_counter: u32,
+    /// Number of cells in the table.
+    pub cells: u32,
+    /// Generation number this table belongs to.
+    pub generation: u64,
+    /// Explicit padding up to the cell size.
+    pub _pad: [u64; 12],
+}
+
+impl Header {
+    /// `"FG"` + table ABI version 1.
+    pub const MAGIC: u32 = 0x4647_0001;
+}
+
+impl RuleCell {
+    /// A rule matching every packet.
+    pub const fn any(action: u8, counter: u32) -> RuleCell {
+        RuleCell {
+            lo: [0; RANGE_WORDS],
+            hi: [u32::MAX; RANGE_WORDS],
+            counter,
+            action,
+            flags_mask: 0,
+            flags_value: 0,
+            _pad: 0,
+        }
+    }
+
+    /// Whether `key` matches this rule.
+    #[inline(always)]
+    pub fn matches(&self, key: &[u32; KEY_WORDS]) -> bool {
+        let mut i = 0;
+        while i < RANGE_WORDS {
+            if key[i] < self.lo[i] || key[i] > self.hi[i] {
+                return false;
+            }
+            i += 1;
+        }
+        (key[word::TCP_FLAGS] as u8) & self.flags_mask == self.flags_value
+    }
+}
+
+/// Reinterpretations of a [`Cell`].
+impl Cell {
+    /// The cell as a rule.
+    #[inline(always)]
+    pub fn rule(&self) -> &RuleCell {
+        // SAFETY: RuleCell is repr(C), 128 bytes, alignment 4 ≤ Cell's 8, and
+        // every bit pattern is a valid RuleCell (only integers).
+        unsafe { &*(self as *const Cell).cast::<RuleCell>() }
+    }
+    /// The cell as a header.
+    #[inline(always)]
+    pub fn header(&self) -> &Header {
+        // SAFETY: as for `rule`: same size, compatible alignment, integers only.
+        unsafe { &*(self as *const Cell).cast::<Header>() }
+    }
+    /// The cell as a leaf list of rule cell indices (the first [`Ref::count`] are used).
+    #[inline(always)]
+    pub fn list(&self) -> &[u32; 2 * REFS_PER_CELL] {
+        // SAFETY: [u32; 32] is 128 bytes with alignment 4; integers only.
+        unsafe { &*(self as *const Cell).cast::<[u32; 2 * REFS_PER_CELL]>() }
+    }
+    /// A leaf list cell holding `indices` (at most [`LEAF_MAX`]).
+    pub fn from_list(indices: &[u32]) -> Cell {
+        let mut words = [0u32; 2 * REFS_PER_CELL];
+        let n = if indices.len() < LEAF_MAX {
+            indices.len()
+        } else {
+            LEAF_MAX
+        };
+        words[..n].copy_from_slice(&indices[..n]);
+        let mut cell = Cell::default();
+        // SAFETY: same size; Cell has no invalid bit patterns.
+        unsafe { core::ptr::write((&mut cell as *mut Cell).cast::<[u32; 32]>(), words) };
+        cell
+    }
+    /// A cell holding `rule`.
+    pub fn from_rule(rule: &RuleCell) -> Cell {
+        let mut cell = Cell::default();
+        // SAFETY: same size; Cell has no invalid bit patterns.
+        unsafe { core::ptr::write((&mut cell as *mut Cell).cast::<RuleCell>(), *rule) };
+        cell
+    }
+    /// A cell holding `header`.
+    pub fn from_header(header: &Header) -> Cell {
+        let mut cell = Cell::default();
+        // SAFETY: same size; Cell has no invalid bit patterns.
+        unsafe { core::ptr::write((&mut cell as *mut Cell).cast::<Header>(), *header) };
+        cell
+    }
+}
+
+const _: () = assert!(core::mem::size_of::<Cell>() == 128);
+const _: () = assert!(core::mem::size_of::<RuleCell>() == 128);
+const _: () = assert!(core::mem::size_of::<Header>() == 128);
