@@ -12,7 +12,7 @@ use fluxgate::{
         xdp,
     },
     dataplane::{
-        Program, Slot, StagedTable,
+        Program, Slot, StagedTable, Tables,
         frame::{FrameSpec, L4},
     },
 };
@@ -25,7 +25,7 @@ fn header(root: Ref, default_action: u8, default_counter: u32, cells: u32) -> Ce
         default_counter,
         cells,
         generation: 1,
-        _pad: [0; 12],
+        ..Header::default()
     })
 }
 

@@ -1,8 +1,10 @@
 //! fluxgate's control plane: the operations behind the `fluxgate` CLI, usable
 //! from a gateway's own code as a library.
 //!
-//! Today: attach the dataplane to an interface and hand it to bpffs (so it keeps
-//! running with no fluxgate process alive), detach it, and read its counters.
+//! Attach the dataplane to an interface and hand it to bpffs (so it keeps
+//! running with no fluxgate process alive), detach it, read its counters; load
+//! a ruleset onto it ([`rules::load`]), read per-tenant and per-rule hits, and
+//! classify ClassBench traces with any engine ([`rules::classify`]).
 
 use std::path::{Path, PathBuf};
 
@@ -10,7 +12,11 @@ use fluxgate_common::{GatewayConfig, xdp};
 use fluxgate_dataplane::{AttachMode, CountersReport, Error, PinnedAttachment, Program};
 use serde::Serialize;
 
+mod error;
 pub mod exit;
+pub mod rules;
+
+pub use error::ControlError;
 
 /// Where state is pinned: `<bpffs root>/<network namespace>/<interface>`.
 #[derive(Clone, Debug)]

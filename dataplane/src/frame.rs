@@ -95,6 +95,9 @@ pub struct FrameSpec {
     pub ipv6_ext: Vec<u8>,
     /// IP TTL / hop limit.
     pub ttl: u8,
+    /// Non-zero: a non-first fragment at this offset (in 8-byte units) that
+    /// carries no transport header (IPv4 fragment field / IPv6 fragment header).
+    pub fragment_offset: u16,
 }
 
 impl FrameSpec {
@@ -110,7 +113,47 @@ impl FrameSpec {
             payload: Vec::new(),
             ipv6_ext: Vec::new(),
             ttl: 64,
+            fragment_offset: 0,
         }
+    }
+
+    /// The frame of a packet header as the classifier sees it: ports, flags,
+    /// ICMP type/code, VLAN; a TCP/UDP header without ports becomes a non-first
+    /// fragment. `None` when the header cannot be put on the wire as is (an
+    /// ingress interface, or mixed address families).
+    pub fn from_header(p: &fluxgate_ruleset::PacketHeader) -> Option<FrameSpec> {
+        if p.iif.is_some() || p.src.is_ipv6() != p.dst.is_ipv6() {
+            return None;
+        }
+        let v6 = p.dst.is_ipv6();
+        let icmp = (p.proto == 1 && !v6) || (p.proto == 58 && v6);
+        let (l4, fragment_offset) = match (p.proto, p.sport, p.dport) {
+            (6, Some(sport), Some(dport)) => (
+                L4::Tcp {
+                    sport,
+                    dport,
+                    flags: p.tcp_flags.unwrap_or(0),
+                },
+                0,
+            ),
+            (17, Some(sport), Some(dport)) => (L4::Udp { sport, dport }, 0),
+            _ if icmp && p.icmp_type.is_some() => (
+                L4::Icmp {
+                    ty: p.icmp_type.unwrap_or(0),
+                    code: p.icmp_code.unwrap_or(0),
+                },
+                0,
+            ),
+            // TCP/UDP/ICMP without its header: a non-first fragment.
+            (6 | 17, _, _) => (L4::Other(p.proto), 185),
+            _ if icmp => (L4::Other(p.proto), 185),
+            (proto, _, _) => (L4::Other(proto), 0),
+        };
+        let mut spec = FrameSpec::new(p.src, p.dst, l4);
+        spec.fragment_offset = fragment_offset;
+        spec.vlans = p.vlan.map(|v| (ethertype::VLAN, v)).into_iter().collect();
+        spec.payload = vec![0; 8];
+        Some(spec)
     }
 
     /// Builds the frame bytes (no FCS).
@@ -139,7 +182,12 @@ impl FrameSpec {
                 let mut ip = [0u8; 20];
                 ip[0] = 0x45;
                 ip[2..4].copy_from_slice(&((20 + l4.len()) as u16).to_be_bytes());
-                ip[6] = 0x40; // don't fragment
+                let frag = if self.fragment_offset == 0 {
+                    0x4000
+                } else {
+                    self.fragment_offset & 0x1fff
+                };
+                ip[6..8].copy_from_slice(&frag.to_be_bytes()); // DF, or a fragment offset
                 ip[8] = self.ttl;
                 ip[9] = proto;
                 ip[12..16].copy_from_slice(&src.octets());
@@ -150,19 +198,28 @@ impl FrameSpec {
             }
             (IpAddr::V6(src), IpAddr::V6(dst)) => {
                 out.extend_from_slice(&ethertype::IPV6.to_be_bytes());
-                let ext_len = 8 * self.ipv6_ext.len();
+                let mut ext_headers = self.ipv6_ext.clone();
+                if self.fragment_offset != 0 {
+                    ext_headers.push(44);
+                }
+                let ext_len = 8 * ext_headers.len();
                 let mut ip = [0u8; 40];
                 ip[0] = 0x60;
                 ip[4..6].copy_from_slice(&((ext_len + l4.len()) as u16).to_be_bytes());
-                ip[6] = self.ipv6_ext.first().copied().unwrap_or(proto);
+                ip[6] = ext_headers.first().copied().unwrap_or(proto);
                 ip[7] = self.ttl;
                 ip[8..24].copy_from_slice(&src.octets());
                 ip[24..40].copy_from_slice(&dst.octets());
                 out.extend_from_slice(&ip);
-                for (i, _) in self.ipv6_ext.iter().enumerate() {
-                    let next = self.ipv6_ext.get(i + 1).copied().unwrap_or(proto);
-                    // Next header, length 0 (8 bytes), then a PadN option of 4 bytes.
-                    out.extend_from_slice(&[next, 0, 1, 4, 0, 0, 0, 0]);
+                for (i, kind) in ext_headers.iter().enumerate() {
+                    let next = ext_headers.get(i + 1).copied().unwrap_or(proto);
+                    if *kind == 44 {
+                        let off = (self.fragment_offset << 3).to_be_bytes();
+                        out.extend_from_slice(&[next, 0, off[0], off[1], 0, 0, 0, 1]);
+                    } else {
+                        // Next header, length 0 (8 bytes), then a PadN option of 4 bytes.
+                        out.extend_from_slice(&[next, 0, 1, 4, 0, 0, 0, 0]);
+                    }
                 }
             }
             _ => unreachable!("families checked above"),
@@ -172,6 +229,9 @@ impl FrameSpec {
     }
 
     fn transport(&self, proto: u8) -> Vec<u8> {
+        if self.fragment_offset != 0 {
+            return self.payload.clone();
+        }
         let mut seg = match self.l4 {
             L4::Tcp {
                 sport,

@@ -23,6 +23,7 @@ mod attach;
 mod counters;
 mod error;
 pub mod frame;
+mod image;
 pub mod netns;
 mod pin;
 mod program;
@@ -32,9 +33,10 @@ mod tables;
 pub use attach::{AttachMode, Attachment};
 pub use counters::{CounterReport, Counters, CountersReport};
 pub use error::Error;
+pub use image::StagedImage;
 pub use pin::{DEFAULT_PIN_ROOT, PinnedAttachment};
 pub use program::{Program, TestRunOutput};
-pub use tables::{Slot, StagedTable};
+pub use tables::{Slot, StagedTable, TableMap, Tables};
 
 /// The compiled XDP object, built from `ebpf/` by `build.rs` and embedded here so
 /// it is never loaded from a path at run time.

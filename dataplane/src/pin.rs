@@ -14,9 +14,12 @@ use aya::{
         xdp::XdpLink,
     },
 };
-use fluxgate_common::{Counter, GatewayConfig, Malformed, Outcome, maps};
+use fluxgate_common::{
+    Counter, GATEWAY_SLOTS, GatewayConfig, MAX_COUNTERS, MAX_TENANTS, Malformed, Outcome, Trace,
+    maps,
+};
 
-use crate::{Counters, Error, Program, program};
+use crate::{Counters, Error, Program, TableMap, Tables, program};
 
 /// Where the CLI pins state unless told otherwise.
 pub const DEFAULT_PIN_ROOT: &str = "/sys/fs/bpf/fluxgate";
@@ -26,7 +29,7 @@ const LINK: &str = "link";
 const BPF_FS_MAGIC: i64 = 0xcafe4a11;
 
 /// The expected shape of each pinned map; checked before a pinned map is reused.
-const MAP_SPECS: [(&str, MapType, u32, u32); 3] = [
+const MAP_SPECS: [(&str, MapType, u32, u32); 8] = [
     (
         maps::OUTCOMES,
         MapType::PerCpuArray,
@@ -45,6 +48,21 @@ const MAP_SPECS: [(&str, MapType, u32, u32); 3] = [
         size_of::<GatewayConfig>() as u32,
         1,
     ),
+    (maps::TRACE, MapType::Array, size_of::<Trace>() as u32, 1),
+    (
+        maps::RULE_COUNTERS,
+        MapType::PerCpuArray,
+        size_of::<Counter>() as u32,
+        MAX_COUNTERS,
+    ),
+    (
+        maps::TENANT_COUNTERS,
+        MapType::PerCpuArray,
+        size_of::<Counter>() as u32,
+        (MAX_TENANTS + 1) * 2,
+    ),
+    (maps::GATEWAY, MapType::ArrayOfMaps, 4, GATEWAY_SLOTS),
+    (maps::TENANTS, MapType::ArrayOfMaps, 4, MAX_TENANTS),
 ];
 
 /// fluxgate state pinned for one interface, adopted by this process.
@@ -208,6 +226,7 @@ impl PinnedAttachment {
         }
         Ok(match map_type {
             MapType::PerCpuArray => Map::PerCpuArray(data),
+            MapType::ArrayOfMaps => Map::ArrayOfMaps(data),
             _ => Map::Array(data),
         })
     }
@@ -255,4 +274,10 @@ fn ensure_bpffs(root: &Path) -> Result<(), Error> {
         return Err(Error::NoBpffs(probe.to_path_buf()));
     }
     Ok(())
+}
+
+impl Tables for PinnedAttachment {
+    fn table_map(&mut self, name: &'static str) -> Result<TableMap<'_>, Error> {
+        Ok(TableMap::Owned(self.open_map(name)?))
+    }
 }

@@ -57,6 +57,16 @@ impl Program {
         write_config(map, config)
     }
 
+    /// The last decision recorded while [`GatewayConfig::trace`] is on.
+    pub fn last_trace(&self) -> Result<fluxgate_common::Trace, Error> {
+        let array: Array<&MapData, fluxgate_common::Trace> =
+            Array::try_from(self.map(maps::TRACE)?)
+                .map_err(|e| Error::kernel("open the trace map", e))?;
+        array
+            .get(&0, 0)
+            .map_err(|e| Error::kernel("read the trace map", e))
+    }
+
     /// Reads the counters, summed over CPUs.
     pub fn counters(&self) -> Result<Counters, Error> {
         read_counters(self.map(maps::OUTCOMES)?, self.map(maps::MALFORMED)?)

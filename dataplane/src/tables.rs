@@ -6,7 +6,7 @@
 
 use std::os::fd::{AsFd, OwnedFd};
 
-use aya::maps::{ArrayOfMaps, MapData, PerCpuArray};
+use aya::maps::{ArrayOfMaps, Map, MapData, PerCpuArray};
 use fluxgate_common::{
     BPF_F_INNER_MAP, Counter, MAX_TENANTS, SLOT_DISPATCH, SLOT_GLOBAL, maps,
     table::{Cell, Header},
@@ -76,66 +76,105 @@ pub enum Slot {
     Tenant(u32),
 }
 
-impl Program {
+/// Where tables are published and counters read: a freshly loaded [`Program`]
+/// or state adopted from bpffs ([`crate::PinnedAttachment`]).
+pub trait Tables {
+    /// The map called `name`, opened for writing.
+    fn table_map(&mut self, name: &'static str) -> Result<TableMap<'_>, Error>;
+
     /// Publishes `table` into `slot`: one atomic update of one ARRAY_OF_MAPS entry.
-    pub fn publish(&mut self, slot: Slot, table: &StagedTable) -> Result<(), Error> {
+    fn publish(&mut self, slot: Slot, table: &StagedTable) -> Result<(), Error> {
         let (name, index) = slot_location(slot)?;
-        let map = self.map_mut_named(name)?;
-        let mut outer: ArrayOfMaps<&mut MapData, MapData> =
-            ArrayOfMaps::try_from(map).map_err(|e| Error::kernel("open a table slot map", e))?;
+        let mut map = self.table_map(name)?;
+        let mut outer: ArrayOfMaps<&mut MapData, MapData> = ArrayOfMaps::try_from(map.get())
+            .map_err(|e| Error::kernel("open a table slot map", e))?;
         outer
             .set(index, &table.map, 0)
             .map_err(|e| Error::kernel("publish a table", e))
     }
 
     /// Empties `slot` (packets then skip it, as if it had never been loaded).
-    pub fn unpublish(&mut self, slot: Slot) -> Result<(), Error> {
+    fn unpublish(&mut self, slot: Slot) -> Result<(), Error> {
         let (name, index) = slot_location(slot)?;
-        let map = self.map_mut_named(name)?;
-        let data: &mut MapData = match map {
-            aya::maps::Map::ArrayOfMaps(data) => data,
+        let mut map = self.table_map(name)?;
+        let data: &mut MapData = match map.get() {
+            Map::ArrayOfMaps(data) => data,
             _ => {
                 return Err(Error::InvalidArgument(format!(
                     "{name} is not an array of maps"
                 )));
             }
         };
-        sys::delete(data.fd().as_fd(), index).map_err(|e| Error::kernel("empty a table slot", e))
+        match sys::delete(data.fd().as_fd(), index) {
+            Ok(()) => Ok(()),
+            Err(e) if e.raw_os_error() == Some(libc::ENOENT) => Ok(()),
+            Err(e) => Err(Error::kernel("empty a table slot", e)),
+        }
+    }
+
+    /// Publishes every table of `staged`: tenants first, then the global rules,
+    /// then the dispatch table, so a packet dispatched to a tenant always finds
+    /// that tenant's table. Each step is one atomic slot update.
+    fn publish_image(&mut self, staged: &crate::StagedImage) -> Result<(), Error> {
+        for (index, table) in staged.tenants.iter().enumerate() {
+            let index = u32::try_from(index)
+                .map_err(|_| Error::InvalidArgument("too many tenants".into()))?;
+            self.publish(Slot::Tenant(index), table)?;
+        }
+        self.publish(Slot::Global, &staged.global)?;
+        self.publish(Slot::Dispatch, &staged.dispatch)
     }
 
     /// Per-CPU sums of the rule counters `first .. first + n`.
-    pub fn rule_counters(&self, first: u32, n: u32) -> Result<Vec<Counter>, Error> {
-        let array: PerCpuArray<&MapData, Counter> =
-            PerCpuArray::try_from(self.map(maps::RULE_COUNTERS)?)
-                .map_err(|e| Error::kernel("open the rule counters", e))?;
+    fn rule_counters(&mut self, first: u32, n: u32) -> Result<Vec<Counter>, Error> {
+        let mut map = self.table_map(maps::RULE_COUNTERS)?;
         (first..first.saturating_add(n))
-            .map(|i| {
-                let mut sum = Counter::default();
-                array
-                    .get(&i, 0)
-                    .map_err(|e| Error::kernel("read a rule counter", e))?
-                    .iter()
-                    .for_each(|v| sum.add(v));
-                Ok(sum)
-            })
+            .map(|i| per_cpu_sum(map.get(), i))
             .collect()
     }
 
     /// Passed and dropped counters of `tenant` (`None`: packets of no tenant).
-    pub fn tenant_counters(&self, tenant: Option<u32>) -> Result<(Counter, Counter), Error> {
-        let array: PerCpuArray<&MapData, Counter> =
-            PerCpuArray::try_from(self.map(maps::TENANT_COUNTERS)?)
-                .map_err(|e| Error::kernel("open the tenant counters", e))?;
-        let read = |dropped| -> Result<Counter, Error> {
-            let mut sum = Counter::default();
-            array
-                .get(&tenant_counter(tenant, dropped), 0)
-                .map_err(|e| Error::kernel("read a tenant counter", e))?
-                .iter()
-                .for_each(|v| sum.add(v));
-            Ok(sum)
-        };
-        Ok((read(false)?, read(true)?))
+    fn tenant_counters(&mut self, tenant: Option<u32>) -> Result<(Counter, Counter), Error> {
+        let mut map = self.table_map(maps::TENANT_COUNTERS)?;
+        Ok((
+            per_cpu_sum(map.get(), tenant_counter(tenant, false))?,
+            per_cpu_sum(map.get(), tenant_counter(tenant, true))?,
+        ))
+    }
+}
+
+/// A map borrowed from a [`Program`] or opened from a pin.
+pub enum TableMap<'a> {
+    /// Borrowed from a loaded program.
+    Borrowed(&'a mut Map),
+    /// Opened from bpffs.
+    Owned(Map),
+}
+
+impl TableMap<'_> {
+    fn get(&mut self) -> &mut Map {
+        match self {
+            TableMap::Borrowed(m) => m,
+            TableMap::Owned(m) => m,
+        }
+    }
+}
+
+fn per_cpu_sum(map: &Map, index: u32) -> Result<Counter, Error> {
+    let array: PerCpuArray<&MapData, Counter> =
+        PerCpuArray::try_from(map).map_err(|e| Error::kernel("open a counter map", e))?;
+    let mut sum = Counter::default();
+    array
+        .get(&index, 0)
+        .map_err(|e| Error::kernel("read a counter", e))?
+        .iter()
+        .for_each(|v| sum.add(v));
+    Ok(sum)
+}
+
+impl Tables for Program {
+    fn table_map(&mut self, name: &'static str) -> Result<TableMap<'_>, Error> {
+        Ok(TableMap::Borrowed(self.map_mut_named(name)?))
     }
 }
 

@@ -29,8 +29,8 @@ use aya_ebpf::{
 };
 use fluxgate_common::{
     BPF_F_INNER_MAP, Counter, GATEWAY_SLOTS, GatewayConfig, MAX_COUNTERS, MAX_TENANTS, Malformed,
-    Outcome, SLOT_DISPATCH, SLOT_GLOBAL,
-    table::{Cell, KEY_WORDS, LEAF_MAX, MAX_DEPTH, REFS_PER_CELL, Ref, action},
+    Outcome, SLOT_DISPATCH, SLOT_GLOBAL, Trace,
+    table::{Cell, KEY_WORDS, LEAF_MAX, MAX_DEPTH, MAX_TREES, REFS_PER_CELL, Ref, action},
     tenant_counter, xdp as verdict,
 };
 
@@ -45,6 +45,9 @@ static FG_MALFORMED: PerCpuArray<Counter> = PerCpuArray::with_max_entries(Malfor
 
 #[map(name = "FG_CONFIG")]
 static FG_CONFIG: Array<GatewayConfig> = Array::with_max_entries(1, 0);
+
+#[map(name = "FG_TRACE")]
+static FG_TRACE: Array<Trace> = Array::with_max_entries(1, 0);
 
 #[map(name = "FG_RULE_COUNTERS")]
 static FG_RULE_COUNTERS: PerCpuArray<Counter> = PerCpuArray::with_max_entries(MAX_COUNTERS, 0);
@@ -133,6 +136,11 @@ fn classify(key: &[u32; KEY_WORDS], bytes: u64) -> u32 {
     if decision != NO_MATCH {
         count(&FG_RULE_COUNTERS, decision as u32, bytes);
     }
+    if let Some(config) = FG_CONFIG.get(0)
+        && config.trace != 0
+    {
+        record(decision, tenant, dropped);
+    }
     let tenant = if tenant == NO_TENANT {
         None
     } else {
@@ -162,14 +170,74 @@ fn default_of(table: &Table) -> u64 {
     }
 }
 
-/// Walks one table: the tree down to a leaf, then the leaf's rules in priority
-/// order. Count rules are counted on the way; returns the first terminal match.
+/// Walks one table: each of its trees (at most `MAX_TREES`, last first) down to
+/// a leaf, then the leaf's rule indices in priority order, stopping at the best
+/// index found so far. Rule cells are laid out in priority order, so the lowest
+/// matching terminal index wins across trees; count rules all live in tree 0,
+/// scanned last, so a matched count rule is counted at once. Returns the
+/// winner's action and counter, or `NO_MATCH`.
 #[inline(always)]
 fn walk(table: &Table, key: &[u32; KEY_WORDS], bytes: u64) -> u64 {
-    let Some(header) = table.get(0) else {
+    let Some(head) = table.get(0) else {
         return NO_MATCH;
     };
-    let mut r = Ref(header.raw[0]);
+    let header = head.header();
+    let trees = if header.trees == 0 {
+        1
+    } else {
+        header.trees as usize
+    };
+    let mut best = u32::MAX;
+    let mut step = 0;
+    while step < MAX_TREES {
+        if step >= trees {
+            break;
+        }
+        let t = trees - 1 - step;
+        step += 1;
+        let leaf = descend(table, header.root_of(t), key);
+        if !leaf.is_leaf() || leaf.count() == 0 {
+            continue;
+        }
+        let Some(list) = table.get(leaf.cell()) else {
+            continue;
+        };
+        let list = list.list();
+        let n = leaf.count() as usize;
+        let mut i = 0;
+        while i < LEAF_MAX {
+            if i >= n {
+                break;
+            }
+            let idx = list[i];
+            if idx >= best {
+                break;
+            }
+            i += 1;
+            let Some(rule) = table.get(idx) else { continue };
+            let rule = rule.rule();
+            if !rule.matches(key) {
+                continue;
+            }
+            if rule.action == action::COUNT {
+                count(&FG_RULE_COUNTERS, rule.counter, bytes);
+                continue;
+            }
+            best = idx;
+            break;
+        }
+    }
+    match table.get(best) {
+        Some(cell) if best != u32::MAX => decided(cell.rule().action, cell.rule().counter),
+        _ => NO_MATCH,
+    }
+}
+
+/// Follows one tree from `root` to its leaf (at most `MAX_DEPTH` steps); a
+/// non-leaf result means a broken tree, which the caller skips.
+#[inline(always)]
+fn descend(table: &Table, root: Ref, key: &[u32; KEY_WORDS]) -> Ref {
+    let mut r = root;
     let mut depth = 0;
     while depth < MAX_DEPTH {
         if r.is_leaf() {
@@ -177,37 +245,35 @@ fn walk(table: &Table, key: &[u32; KEY_WORDS], bytes: u64) -> u64 {
         }
         let child = r.child(key[r.word() & (KEY_WORDS - 1)]);
         let Some(cell) = table.get(r.cell() + child / REFS_PER_CELL as u32) else {
-            return NO_MATCH;
+            return Ref(u64::MAX);
         };
         r = Ref(cell.raw[child as usize % REFS_PER_CELL]);
         depth += 1;
     }
-    if !r.is_leaf() || r.count() == 0 {
-        return NO_MATCH;
-    }
-    let Some(list) = table.get(r.cell()) else {
-        return NO_MATCH;
-    };
-    let list = list.list();
-    let n = r.count() as usize;
-    let mut i = 0;
-    while i < LEAF_MAX {
-        if i >= n {
-            break;
+    r
+}
+
+/// Records a decision for `classify --engine kernel` / `explain` (tracing only).
+#[inline(never)]
+fn record(decision: u64, tenant: u32, dropped: bool) {
+    if let Some(t) = FG_TRACE.get_ptr_mut(0) {
+        // SAFETY: a valid map value pointer; a torn read by userspace only
+        // happens while packets race, which tracing users do not do.
+        unsafe {
+            (*t).seq = (*t).seq.wrapping_add(1);
+            (*t).decided = if decision == NO_MATCH {
+                Trace::NONE
+            } else {
+                decision as u32
+            };
+            (*t).tenant = tenant;
+            (*t).verdict = if dropped {
+                verdict::DROP
+            } else {
+                verdict::PASS
+            };
         }
-        let Some(rule) = table.get(list[i]) else {
-            return NO_MATCH;
-        };
-        let rule = rule.rule();
-        if rule.matches(key) {
-            if rule.action != action::COUNT {
-                return decided(rule.action, rule.counter);
-            }
-            count(&FG_RULE_COUNTERS, rule.counter, bytes);
-        }
-        i += 1;
     }
-    NO_MATCH
 }
 
 /// The configured verdict for malformed packets; drop when unset or invalid.

@@ -1,1 +1,212 @@
-//! fluxgate rule model, ruleset format and reference classifier (being written).
+//! # fluxgate-ruleset — what a rule means, defined once
+//!
+//! The sans-I/O heart of fluxgate: the rule model, the `.fg` text format and its
+//! parser, validation with `file:line:col` diagnostics, the reference classifier that
+//! *defines* the semantics, diff between generations, and ClassBench import. No kernel,
+//! no network, no `unsafe`; the only I/O is [`Ruleset::load_dir`] reading files.
+//!
+//! ```text
+//! files ─parse_files/load_dir─▶ Ruleset ─validate─▶ ValidRuleset ─▶ (compiler, reference::classify, diff)
+//! ```
+//!
+//! ## Why an nft-like text format
+//!
+//! The people who write and review these files run gateways; they read `nft list
+//! ruleset` and `pf.conf` at a glance. One rule per line, keywords from nftables
+//! (`saddr`, `daddr`, `dport`, `iif`, named sets with `@name`) and pf (`flags S/SA`)
+//! make a rule readable without a manual, and a one-line rule makes `git diff` show
+//! exactly which rule changed. TOML would need a table per rule (five lines for
+//! `proto tcp dport 443 pass`), with ranges and prefixes as quoted strings, and its
+//! errors would point at TOML, not at the rule.
+//!
+//! ## Layout
+//!
+//! A ruleset is one directory: `gateway.fg` (provider-wide default, global rules,
+//! shared named sets) and one `<tenant>.fg` per tenant beside it. The file name must be
+//! the tenant name, so a tenant's file is found by name and `ls` lists the tenants.
+//!
+//! ## A complete gateway file and tenant file
+//!
+//! ```
+//! use fluxgate_ruleset::{Config, Ruleset, validate};
+//!
+//! let gateway = r#"
+//! ## gateway.fg — evaluated before every tenant's rules
+//! default drop                                   # destinations no tenant owns
+//! set bogons { 0.0.0.0/8, 127.0.0.0/8, 2001:db8:dead::/48 }
+//! set web { 80, 443, 8000-8099 }                 # ports: singles and ranges
+//! saddr @bogons drop
+//! iif "ext0" vlan 42 proto udp dport 11211 drop  # memcached amplification
+//! proto icmp icmp-type 8 count                   # count pings, keep going
+//! "#;
+//!
+//! let acme = r#"
+//! ## acme.fg
+//! tenant acme
+//! prefixes { 203.0.113.0/24, 2001:db8:ac::/48 }    # destinations acme owns
+//! default drop                                     # when no rule decides
+//! set office { 198.51.100.0/28 }                   # private to acme
+//! proto tcp dport @web pass                        # @web comes from gateway.fg
+//! saddr @office proto tcp dport 22 pass
+//! daddr 203.0.113.25 proto tcp dport { 25, 587 } pass
+//! proto tcp dport 3306 flags S/SA drop             # new connections only
+//! proto icmpv6 icmp-type 128 pass
+//! proto icmp pass
+//! "#;
+//!
+//! let rs = Ruleset::parse_files(&[("gateway.fg", gateway), ("acme.fg", acme)])?;
+//! let valid = validate(rs, &Config::default())?;
+//! assert!(valid.warnings().is_empty());
+//! assert_eq!(valid.tenants()[0].rules.len(), 6);
+//! # Ok::<(), fluxgate_ruleset::Errors>(())
+//! ```
+//!
+//! ## Grammar
+//!
+//! One statement per line (or separated by `;`); `#` comments to end of line; a
+//! `{ … }` list may span lines.
+//!
+//! ```text
+//! gateway file := ( "default" ("pass"|"drop") | set | rule )*
+//! tenant file  := "tenant" NAME, then ( ("prefix"|"prefixes") PREFIXES | "default" … | set | rule )*
+//! set          := "set" NAME "{" elem ("," elem)* "}"      elems all prefixes or all ports
+//! rule         := clause* ("pass" | "drop" | "count")       each clause at most once
+//! clause       := "iif" IFNAME | "vlan" 0-4095
+//!               | "saddr" LIST | "daddr" LIST               prefixes, addresses, @set
+//!               | "proto" (tcp|udp|icmp|icmpv6|0-255)
+//!               | "sport" LIST | "dport" LIST               port, lo-hi, @set
+//!               | "flags" VALUE[/MASK]                      letters FSRPAUEC (bare VALUE: MASK = VALUE)
+//!               | "icmp-type" 0-255 | "icmp-code" 0-255
+//! LIST         := item | "{" item ("," item)* "}"
+//! NAME         := [a-z0-9][a-z0-9_-]{0,62}
+//! ```
+//!
+//! ## Semantics
+//!
+//! First match in file order wins (there is no `priority` keyword: order *is*
+//! priority, which is what a reader sees). Gateway rules run first and a gateway
+//! `pass`/`drop` ends classification; then the tenant owning the destination (longest
+//! prefix; tenants never overlap) runs its rules; then its `default`. `count` counts
+//! and continues. A clause on a field the packet lacks (ports of a fragment) does not
+//! match. The precise definition is [`mod@reference`]; the shared case table
+//! `tests/cases.txt` (loaded with [`cases::load`]) pins it down with examples.
+//!
+//! Every rule has a stable [`RuleId`] (hash of its scope and content, not its
+//! position) so counters survive edits of other rules, and a 1-based `position`.
+//!
+//! ## Errors it can get
+//!
+//! Every [`Diag`] has a kind ([`ErrorKind`]), `file:line:col`, and renders with a caret
+//! under the offending token:
+//!
+//! ```
+//! use fluxgate_ruleset::{Config, ErrorKind, Ruleset, validate};
+//!
+//! let gateway = "default drop\nset web { 80, 443 }\n";
+//! let acme = "\
+//! tenant acme
+//! prefixes { 203.0.113.0/24, 2001:db8:ac::/48 }
+//! default drop
+//! proto tcp dport @web pass
+//! proto icmp dport 80 drop
+//! daddr 198.51.100.1 pass
+//! saddr 192.0.2.0/24 daddr 2001:db8:ac::1 pass
+//! ";
+//! let rs = Ruleset::parse_files(&[("gateway.fg", gateway), ("acme.fg", acme)])?;
+//! let err = validate(rs, &Config::default()).unwrap_err();
+//! let found: Vec<(ErrorKind, String)> =
+//!     err.errors.iter().map(|d| (d.kind, d.location.to_string())).collect();
+//! assert_eq!(found, [
+//!     (ErrorKind::PortsWithoutTcpUdp, "acme.fg:5:12".to_owned()), // dport on icmp
+//!     (ErrorKind::OutOfScope, "acme.fg:6:1".to_owned()),          // not acme's address
+//!     (ErrorKind::FamilyMismatch, "acme.fg:7:20".to_owned()),     // v4 source, v6 destination
+//! ]);
+//! let text = err.errors[0].render();
+//! assert!(text.contains("acme.fg:5:12: `dport` on a rule with `proto icmp`"));
+//! assert!(text.contains("5 | proto icmp dport 80 drop"));
+//!
+//! // a rule that can never match is a warning naming both rules
+//! let acme = "tenant acme\nprefix 203.0.113.0/24\ndefault drop\n\
+//!             proto tcp dport @web pass\nproto tcp dport 443 drop\n";
+//! let rs = Ruleset::parse_files(&[("gateway.fg", gateway), ("acme.fg", acme)])?;
+//! let valid = validate(rs, &Config::default())?;
+//! let w = &valid.warnings()[0];
+//! assert_eq!((w.kind, w.location.to_string()), (ErrorKind::Shadowed, "acme.fg:5:1".to_owned()));
+//! assert_eq!(w.related.as_ref().map(|r| r.location.to_string()).as_deref(), Some("acme.fg:4:1"));
+//! # Ok::<(), fluxgate_ruleset::Errors>(())
+//! ```
+//!
+//! Syntax errors come from [`Ruleset::parse_files`], all of them at once:
+//!
+//! ```
+//! use fluxgate_ruleset::{ErrorKind, Ruleset};
+//! let err = Ruleset::parse_files(&[(
+//!     "gateway.fg",
+//!     "default drop\nsaddr 10.0.0.0/33 drop\nproto tcp dport 70000 pass\nvlan 5000 drop\nproto tcp port 22 drop\n",
+//! )])
+//! .unwrap_err();
+//! let kinds: Vec<_> = err.errors.iter().map(|d| (d.kind, d.location.line, d.location.col)).collect();
+//! assert_eq!(kinds, [
+//!     (ErrorKind::PrefixTooLong, 2, 16),
+//!     (ErrorKind::NumberOutOfRange, 3, 17),
+//!     (ErrorKind::VlanOutOfRange, 4, 6),
+//!     (ErrorKind::Syntax, 5, 11),
+//! ]);
+//! ```
+//!
+//! The full list: [`ErrorKind`] — syntax, prefix too long, number out of range, VLAN
+//! out of range, reversed port range, ports without TCP/UDP, flags without TCP, ICMP
+//! fields without ICMP, address-family mismatch, unknown set, set type mismatch,
+//! duplicate set, missing/duplicate `default`, unsafe or mismatched tenant name,
+//! duplicate tenant, overlapping tenant prefixes, rule outside the tenant's prefixes,
+//! tenant without prefixes, [`Config`] limits; warnings: shadowed rule, host bits set.
+//!
+//! ## Classify a packet
+//!
+//! ```
+//! use fluxgate_ruleset::{Config, PacketHeader, Ruleset, Verdict, reference, validate};
+//! let rs = validate(
+//!     Ruleset::parse_files(&[
+//!         ("gateway.fg", "default drop\nproto icmp count\n"),
+//!         ("acme.fg", "tenant acme\nprefix 203.0.113.0/24\ndefault drop\nproto tcp dport 443 pass\n"),
+//!     ])?,
+//!     &Config::default(),
+//! )?;
+//! let p: PacketHeader = "tcp 198.51.100.7:40000 -> 203.0.113.10:443 flags S".parse()?;
+//! let d = reference::classify(&rs, &p);
+//! assert_eq!((d.verdict, d.tenant_name.as_deref()), (Verdict::Pass, Some("acme")));
+//! assert_eq!(d.reason, "tenant `acme` rule #1 matched: proto tcp dport 443 pass");
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+#![forbid(unsafe_code)]
+
+pub mod cases;
+pub mod classbench;
+pub mod classifier;
+pub mod compile;
+pub mod config;
+pub mod diff;
+pub mod error;
+mod lexer;
+mod literal;
+mod load;
+pub mod model;
+pub mod packet;
+mod parser;
+pub mod print;
+pub mod reference;
+mod shadow;
+pub mod synth;
+pub mod table;
+pub mod validate;
+
+pub use classifier::{Classified, Classifier};
+pub use compile::{CompileError, CompileOptions, Image, compile, compile_with};
+pub use config::Config;
+pub use error::{Diag, ErrorKind, Errors, Location, Severity, SourceMap};
+pub use load::GATEWAY_FILE;
+pub use model::*;
+pub use packet::{PacketHeader, PacketParseError};
+pub use reference::{Decision, RuleRef};
+pub use shadow::covers;
+pub use validate::{ValidRuleset, validate};

@@ -168,12 +168,45 @@ impl Link {
 /// Sends `count` UDP datagrams of `payload` bytes from `a` to `b:port` and
 /// returns how many arrived (the receiver waits up to 2 s for stragglers).
 pub fn udp_exchange(link: &Link, port: u16, count: usize, payload: usize) -> usize {
+    udp_exchange_to(link, ADDR_B, port, count, payload)
+}
+
+impl Link {
+    /// Adds `addr/32` on `b` and a route plus static neighbour for it on `a`,
+    /// so `a` can send to it across the veth pair.
+    pub fn add_b_address(&self, addr: Ipv4Addr) {
+        self.b
+            .ip(&["addr", "add", &format!("{addr}/32"), "dev", IF_B]);
+        self.a
+            .ip(&["route", "replace", &format!("{addr}/32"), "dev", IF_A]);
+        self.a.ip(&[
+            "neigh",
+            "replace",
+            &addr.to_string(),
+            "lladdr",
+            MAC_B,
+            "dev",
+            IF_A,
+            "nud",
+            "permanent",
+        ]);
+    }
+}
+
+/// Like [`udp_exchange`], to `dst` (an address of `b`).
+pub fn udp_exchange_to(
+    link: &Link,
+    dst: Ipv4Addr,
+    port: u16,
+    count: usize,
+    payload: usize,
+) -> usize {
     let receiver = {
         let (tx, rx) = std::sync::mpsc::channel();
         let name = link.b.name().to_owned();
         let handle = thread::spawn(move || {
             fluxgate_dataplane::netns::enter(&name).expect("enter netns");
-            let sock = UdpSocket::bind(SocketAddrV4::new(ADDR_B, port)).expect("bind");
+            let sock = UdpSocket::bind(SocketAddrV4::new(dst, port)).expect("bind");
             sock.set_read_timeout(Some(Duration::from_millis(200)))
                 .expect("timeout");
             tx.send(()).expect("ready");
@@ -200,7 +233,7 @@ pub fn udp_exchange(link: &Link, port: u16, count: usize, payload: usize) -> usi
         let sock = UdpSocket::bind(SocketAddrV4::new(ADDR_A, 0)).expect("bind");
         let data = vec![0xabu8; payload];
         for i in 0..count {
-            sock.send_to(&data, SocketAddrV4::new(ADDR_B, port))
+            sock.send_to(&data, SocketAddrV4::new(dst, port))
                 .expect("send");
             if i % 64 == 63 {
                 thread::sleep(Duration::from_millis(1));

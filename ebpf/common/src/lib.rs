@@ -33,6 +33,8 @@ pub mod maps {
     pub const RULE_COUNTERS: &str = "FG_RULE_COUNTERS";
     /// `PerCpuArray<Counter>` indexed by [`crate::tenant_counter`].
     pub const TENANT_COUNTERS: &str = "FG_TENANT_COUNTERS";
+    /// `Array<Trace>` with one entry: the last decision, when tracing is on.
+    pub const TRACE: &str = "FG_TRACE";
 }
 
 /// Entries of [`maps::GATEWAY`].
@@ -190,6 +192,30 @@ pub struct GatewayConfig {
     /// XDP verdict for malformed packets: [`xdp::DROP`] (default) or [`xdp::PASS`].
     /// Any other value is treated as drop by the program.
     pub malformed_action: u32,
+    /// Non-zero: record every classification decision in [`maps::TRACE`]
+    /// (for `classify --engine kernel` and `explain`; off in production).
+    pub trace: u32,
+    /// Explicit padding.
+    pub _pad: u32,
+}
+
+/// The last classification decision, recorded when [`GatewayConfig::trace`] is on.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Trace {
+    /// Incremented on every recorded decision.
+    pub seq: u32,
+    /// Counter slot of the deciding rule or default; [`Trace::NONE`] if nothing was loaded.
+    pub decided: u32,
+    /// Tenant index; [`Trace::NONE`] if no tenant owns the destination.
+    pub tenant: u32,
+    /// The XDP verdict.
+    pub verdict: u32,
+}
+
+impl Trace {
+    /// "No slot / no tenant".
+    pub const NONE: u32 = u32::MAX;
 }
 
 impl Default for GatewayConfig {
@@ -197,6 +223,8 @@ impl Default for GatewayConfig {
         GatewayConfig {
             abi_version: ABI_VERSION,
             malformed_action: xdp::DROP,
+            trace: 0,
+            _pad: 0,
         }
     }
 }
@@ -212,6 +240,7 @@ mod user {
     // implicit padding (field sizes add up to the struct size; asserted in tests).
     unsafe impl aya::Pod for super::Counter {}
     unsafe impl aya::Pod for super::GatewayConfig {}
+    unsafe impl aya::Pod for super::Trace {}
     unsafe impl aya::Pod for super::table::Cell {}
 }
 
@@ -223,7 +252,8 @@ mod tests {
     #[test]
     fn abi_structs_have_no_implicit_padding() {
         assert_eq!(size_of::<Counter>(), 16);
-        assert_eq!(size_of::<GatewayConfig>(), 8);
+        assert_eq!(size_of::<GatewayConfig>(), 16);
+        assert_eq!(size_of::<Trace>(), 16);
     }
 
     #[test]

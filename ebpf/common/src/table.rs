@@ -41,6 +41,8 @@ pub const RANGE_WORDS: usize = 15;
 pub const MAX_DEPTH: usize = 20;
 /// Most rules in one leaf (checked one by one, in priority order).
 pub const LEAF_MAX: usize = 16;
+/// Most count rules counted for one packet in one table (further ones are not).
+pub const COUNT_MAX: usize = 16;
 /// Refs per node cell.
 pub const REFS_PER_CELL: usize = 16;
 /// Most cut bits in one node (up to 2^8 children).
@@ -71,8 +73,14 @@ pub mod word {
     pub const TCP_FLAGS: usize = 15;
 }
 
-/// [`word::VLAN`] value of an untagged packet.
-pub const VLAN_NONE: u32 = u32::MAX;
+/// [`word::VLAN`] value of an untagged packet (just above the largest VLAN id,
+/// so the word stays 13 bits wide for the tree's cuts).
+pub const VLAN_NONE: u32 = 0x1000;
+
+/// Significant bits of each key word: every key value fits in them, so the
+/// tree compiler never spends cuts on bits that are always zero.
+pub const WORD_BITS: [u32; KEY_WORDS] =
+    [32, 32, 32, 32, 32, 32, 32, 32, 16, 16, 8, 1, 3, 13, 32, 8];
 
 /// Rule actions.
 pub mod action {
@@ -181,10 +189,18 @@ pub struct RuleCell {
 }
 
 /// Cell 0 of every table.
+///
+/// A table holds 1 to [`MAX_TREES`] trees over disjoint parts of its rules
+/// (wildcard-heavy rule sets are split so each tree cuts the fields its rules
+/// are specific in). Rule cells are laid out in priority order, so across trees
+/// the matching rule with the *lowest cell index* wins. Trees are walked from
+/// the last to tree 0 and a leaf scan stops at the best index found so far;
+/// every count rule lives in tree 0, so when tree 0 is scanned the winner among
+/// the other trees is known and a matched count rule can be counted at once.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Header {
-    /// Where the walk starts.
+    /// Where the walk of tree 0 starts.
     pub root: Ref,
     /// Magic + ABI version: [`Header::MAGIC`].
     pub magic: u32,
@@ -197,13 +213,35 @@ pub struct Header {
     pub cells: u32,
     /// Generation number this table belongs to.
     pub generation: u64,
+    /// Roots of trees 1.. (only the first `trees - 1` are used).
+    pub more_roots: [Ref; MAX_TREES - 1],
+    /// Number of trees (1..=[`MAX_TREES`]; 0 is read as 1).
+    pub trees: u32,
+    /// Explicit padding.
+    pub _pad0: u32,
     /// Explicit padding up to the cell size.
-    pub _pad: [u64; 12],
+    pub _pad: [u64; 8],
+}
+
+/// Most trees in one table.
+pub const MAX_TREES: usize = 4;
+
+impl Header {
+    /// The root of tree `t` (tree 0 for `t` out of range).
+    #[inline(always)]
+    pub fn root_of(&self, t: usize) -> Ref {
+        match t {
+            1 => self.more_roots[0],
+            2 => self.more_roots[1],
+            3 => self.more_roots[2],
+            _ => self.root,
+        }
+    }
 }
 
 impl Header {
-    /// `"FG"` + table ABI version 1.
-    pub const MAGIC: u32 = 0x4647_0001;
+    /// `"FG"` + table ABI version 2.
+    pub const MAGIC: u32 = 0x4647_0002;
 }
 
 impl RuleCell {
@@ -221,16 +259,23 @@ impl RuleCell {
     }
 
     /// Whether `key` matches this rule.
+    ///
+    /// Branch-free on purpose: one unsigned compare per word folded into a
+    /// mask keeps the verifier from exploring a path per word and rule.
     #[inline(always)]
     pub fn matches(&self, key: &[u32; KEY_WORDS]) -> bool {
+        let mut outside = 0u64;
         let mut i = 0;
         while i < RANGE_WORDS {
-            if key[i] < self.lo[i] || key[i] > self.hi[i] {
-                return false;
-            }
+            // key in [lo, hi] ⇔ key - lo ≤ hi - lo (mod 2^32); the difference
+            // below goes negative (top bit set) exactly when it is not.
+            let span = u64::from(self.hi[i].wrapping_sub(self.lo[i]));
+            let off = u64::from(key[i].wrapping_sub(self.lo[i]));
+            outside |= span.wrapping_sub(off);
             i += 1;
         }
-        (key[word::TCP_FLAGS] as u8) & self.flags_mask == self.flags_value
+        let flags = (key[word::TCP_FLAGS] as u8 & self.flags_mask) ^ self.flags_value;
+        (outside >> 63) == 0 && flags == 0
     }
 }
 

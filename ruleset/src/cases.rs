@@ -1,0 +1,332 @@
+//! The shared table of semantic test cases (`ruleset/tests/cases.txt`), so the
+//! reference, the userspace classifier and the kernel program run the same table.
+//!
+//! Format (lines starting with `#` outside file sections are comments):
+//!
+//! ```text
+//! === name of the case
+//! --- gateway.fg
+//! default drop
+//! --- acme.fg
+//! tenant acme
+//! prefix 203.0.113.0/24
+//! default drop
+//! proto tcp dport 443 pass
+//! --- config
+//! max_rules_per_tenant 10
+//! --- packets
+//! tcp 192.0.2.1:4000 -> 203.0.113.9:443 => pass acme#1
+//! tcp 192.0.2.1:4000 -> 203.0.113.9:80 => drop acme default
+//! udp 192.0.2.1:53 -> 198.51.100.1:53 => drop gateway default
+//! tcp 192.0.2.1:4000 -> 203.0.113.9:443 => pass acme#1 counted gateway#2
+//! --- errors
+//! OutOfScope acme.fg:4:1
+//! --- warnings
+//! Shadowed acme.fg:5:1
+//! ```
+//!
+//! A case with `--- errors` expects parsing or validation to fail with exactly those
+//! errors (kind and `file:line:col`, any order); `--- warnings` lists exactly the
+//! warnings expected (none if absent and validation succeeds).
+
+use std::fmt::Write as _;
+
+use crate::config::Config;
+use crate::error::{Diag, Errors};
+use crate::model::{Ruleset, Verdict};
+use crate::packet::PacketHeader;
+use crate::reference::{Decision, RuleRef, classify};
+use crate::validate::validate;
+
+/// What decided a packet.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DecidedBy {
+    /// Rule at 1-based `position` of `scope` (`gateway` or a tenant name).
+    Rule {
+        /// `gateway` or tenant name.
+        scope: String,
+        /// 1-based position.
+        position: u32,
+    },
+    /// The default action of `scope`.
+    Default {
+        /// `gateway` or tenant name.
+        scope: String,
+    },
+}
+
+/// One packet line of a case.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PacketCase {
+    /// Line in the table file.
+    pub line: usize,
+    /// The packet.
+    pub packet: PacketHeader,
+    /// Expected verdict.
+    pub verdict: Verdict,
+    /// Expected deciding rule or default.
+    pub decided_by: DecidedBy,
+    /// Expected `count` rules matched before, as `(scope, position)`, in order.
+    pub counted: Vec<(String, u32)>,
+}
+
+/// An expected diagnostic: kind name and position.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct ExpectedDiag {
+    /// [`crate::ErrorKind`] name, e.g. `OutOfScope`.
+    pub kind: String,
+    /// `file:line:col`.
+    pub at: String,
+}
+
+/// One case of the table.
+#[derive(Debug, Clone, Default)]
+pub struct Case {
+    /// Name after `===`.
+    pub name: String,
+    /// Line of the `===`.
+    pub line: usize,
+    /// `(file name, text)` of the ruleset.
+    pub files: Vec<(String, String)>,
+    /// Validation config.
+    pub config: Config,
+    /// Packets and expectations.
+    pub packets: Vec<PacketCase>,
+    /// Expected errors; `None` if the ruleset must be valid.
+    pub errors: Option<Vec<ExpectedDiag>>,
+    /// Expected warnings.
+    pub warnings: Vec<ExpectedDiag>,
+}
+
+fn parse_who(scope_pos: &str, next: Option<&str>) -> Result<(DecidedBy, bool), String> {
+    if let Some((s, p)) = scope_pos.split_once('#') {
+        let position = p.parse().map_err(|_| format!("bad rule position `{p}`"))?;
+        return Ok((
+            DecidedBy::Rule {
+                scope: s.to_owned(),
+                position,
+            },
+            false,
+        ));
+    }
+    if next == Some("default") {
+        return Ok((
+            DecidedBy::Default {
+                scope: scope_pos.to_owned(),
+            },
+            true,
+        ));
+    }
+    Err(format!(
+        "expected `SCOPE#N` or `SCOPE default`, found `{scope_pos}`"
+    ))
+}
+
+fn parse_packet_line(line: usize, text: &str) -> Result<PacketCase, String> {
+    let (pkt, exp) = text
+        .split_once("=>")
+        .ok_or("a packet line needs `=> VERDICT WHO`")?;
+    let packet: PacketHeader = pkt.trim().parse().map_err(|e| format!("{e}"))?;
+    let mut w = exp.split_whitespace();
+    let verdict = match w.next() {
+        Some("pass") => Verdict::Pass,
+        Some("drop") => Verdict::Drop,
+        other => return Err(format!("expected `pass` or `drop`, found {other:?}")),
+    };
+    let who = w.next().ok_or("missing `SCOPE#N` or `SCOPE default`")?;
+    let rest: Vec<&str> = w.collect();
+    let (decided_by, used_default) = parse_who(who, rest.first().copied())?;
+    let rest = if used_default { &rest[1..] } else { &rest[..] };
+    let mut counted = Vec::new();
+    match rest {
+        [] => {}
+        ["counted", list] => {
+            for item in list.split(',') {
+                match parse_who(item, None)? {
+                    (DecidedBy::Rule { scope, position }, _) => counted.push((scope, position)),
+                    _ => return Err(format!("bad counted rule `{item}`")),
+                }
+            }
+        }
+        _ => return Err(format!("unexpected `{}`", rest.join(" "))),
+    }
+    Ok(PacketCase {
+        line,
+        packet,
+        verdict,
+        decided_by,
+        counted,
+    })
+}
+
+fn parse_diag_line(text: &str) -> Result<ExpectedDiag, String> {
+    let mut w = text.split_whitespace();
+    match (w.next(), w.next(), w.next()) {
+        (Some(kind), Some(at), None) => Ok(ExpectedDiag {
+            kind: kind.to_owned(),
+            at: at.to_owned(),
+        }),
+        _ => Err(format!("expected `Kind file:line:col`, found `{text}`")),
+    }
+}
+
+fn set_config(c: &mut Config, text: &str) -> Result<(), String> {
+    let mut w = text.split_whitespace();
+    let (Some(k), Some(v)) = (w.next(), w.next()) else {
+        return Err(format!("bad config line `{text}`"));
+    };
+    let n: usize = v.parse().map_err(|_| format!("bad number `{v}`"))?;
+    match k {
+        "max_rules_per_tenant" => c.max_rules_per_tenant = n,
+        "max_tenants" => c.max_tenants = n,
+        "max_total_rules" => c.max_total_rules = n,
+        "shadow_window" => c.shadow_window = n,
+        "allow_ports_without_proto" => c.allow_ports_without_proto = n != 0,
+        _ => return Err(format!("unknown config key `{k}`")),
+    }
+    Ok(())
+}
+
+/// Parses a case table. Errors are `line N: message`.
+pub fn load(text: &str) -> Result<Vec<Case>, String> {
+    let mut cases: Vec<Case> = Vec::new();
+    let mut section: Option<String> = None;
+    for (i, raw) in text.lines().enumerate() {
+        let ln = i + 1;
+        let fail = |m: String| format!("line {ln}: {m}");
+        if let Some(name) = raw.strip_prefix("===") {
+            cases.push(Case {
+                name: name.trim().to_owned(),
+                line: ln,
+                ..Case::default()
+            });
+            section = None;
+            continue;
+        }
+        let Some(case) = cases.last_mut() else {
+            if raw.trim().is_empty() || raw.starts_with('#') {
+                continue;
+            }
+            return Err(fail("text before the first `=== case`".into()));
+        };
+        if let Some(sec) = raw.strip_prefix("---") {
+            let sec = sec.trim().to_owned();
+            match sec.as_str() {
+                "packets" | "warnings" | "config" => {}
+                "errors" => case.errors = Some(Vec::new()),
+                f if f.ends_with(".fg") => case.files.push((f.to_owned(), String::new())),
+                _ => return Err(fail(format!("unknown section `{sec}`"))),
+            }
+            section = Some(sec);
+            continue;
+        }
+        let body = raw.trim();
+        let skip = body.is_empty() || body.starts_with('#');
+        match section.as_deref() {
+            Some(f) if f.ends_with(".fg") => {
+                if let Some((_, t)) = case.files.last_mut() {
+                    t.push_str(raw);
+                    t.push('\n');
+                }
+            }
+            _ if skip => {}
+            Some("packets") => case
+                .packets
+                .push(parse_packet_line(ln, body).map_err(fail)?),
+            Some("errors") => {
+                if let Some(e) = case.errors.as_mut() {
+                    e.push(parse_diag_line(body).map_err(fail)?);
+                }
+            }
+            Some("warnings") => case.warnings.push(parse_diag_line(body).map_err(fail)?),
+            Some("config") => set_config(&mut case.config, body).map_err(fail)?,
+            _ => return Err(fail("text outside a section".into())),
+        }
+    }
+    Ok(cases)
+}
+
+fn diags(d: &[Diag]) -> Vec<ExpectedDiag> {
+    let mut v: Vec<ExpectedDiag> = d
+        .iter()
+        .map(|d| ExpectedDiag {
+            kind: d.kind.to_string(),
+            at: d.location.to_string(),
+        })
+        .collect();
+    v.sort();
+    v
+}
+
+/// Compares a decision with a packet line; `Err` describes the difference.
+pub fn check_decision(p: &PacketCase, d: &Decision) -> Result<(), String> {
+    let scope_of = |r: &RuleRef| r.scope.as_str().to_owned();
+    let got_by = match &d.rule {
+        Some(r) => DecidedBy::Rule {
+            scope: scope_of(r),
+            position: r.position,
+        },
+        None => DecidedBy::Default {
+            scope: d
+                .tenant_name
+                .clone()
+                .unwrap_or_else(|| "gateway".to_owned()),
+        },
+    };
+    let got_counted: Vec<(String, u32)> = d
+        .counted
+        .iter()
+        .map(|r| (scope_of(r), r.position))
+        .collect();
+    if d.verdict != p.verdict || got_by != p.decided_by || got_counted != p.counted {
+        return Err(format!(
+            "line {}: `{}`: expected {} {:?} counted {:?}, got {} {:?} counted {:?} ({})",
+            p.line,
+            p.packet,
+            p.verdict,
+            p.decided_by,
+            p.counted,
+            d.verdict,
+            got_by,
+            got_counted,
+            d.reason
+        ));
+    }
+    Ok(())
+}
+
+/// Runs one case against the reference classifier; returns the failures (empty = pass).
+/// Other engines follow the same steps with their own `classify`.
+pub fn run_reference(case: &Case) -> Vec<String> {
+    let mut out = Vec::new();
+    let res = Ruleset::parse_files(&case.files).and_then(|rs| validate(rs, &case.config));
+    let (errs, warns) = match &res {
+        Ok(v) => (Vec::new(), diags(v.warnings())),
+        Err(Errors { errors, warnings }) => (diags(errors), diags(warnings)),
+    };
+    let mut want_errs = case.errors.clone().unwrap_or_default();
+    want_errs.sort();
+    let mut want_warns = case.warnings.clone();
+    want_warns.sort();
+    let mut msg = String::new();
+    if errs != want_errs {
+        let _ = write!(msg, "errors: expected {want_errs:?}, got {errs:?}; ");
+    }
+    if warns != want_warns && (res.is_ok() || !case.warnings.is_empty()) {
+        let _ = write!(msg, "warnings: expected {want_warns:?}, got {warns:?}; ");
+    }
+    if !msg.is_empty() {
+        if let Err(e) = &res {
+            msg.push_str(&e.render());
+        }
+        out.push(format!("case `{}` (line {}): {msg}", case.name, case.line));
+    }
+    if let Ok(v) = &res {
+        for p in &case.packets {
+            if let Err(e) = check_decision(p, &classify(v, &p.packet)) {
+                out.push(format!("case `{}`: {e}", case.name));
+            }
+        }
+    }
+    out
+}

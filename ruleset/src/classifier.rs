@@ -1,0 +1,179 @@
+//! The userspace classifier: walks the same [`Image`] cells the XDP program
+//! walks, with the same flow (dispatch → global → tenant → defaults). Used by
+//! `explain`, by tests without root, and by gateways that classify in userspace.
+//! It is immutable after construction, so `&Classifier` can be shared by any
+//! number of threads (`Classifier: Send + Sync`).
+
+use std::net::IpAddr;
+
+use fluxgate_common::table::{KEY_WORDS, LEAF_MAX, VLAN_NONE, action, word};
+
+use crate::{
+    PacketHeader, Verdict,
+    compile::{CounterSlot, Image},
+    table::walk,
+};
+
+/// What the classifier decided for one packet, by counter slot.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Classified {
+    /// Pass or drop.
+    pub verdict: Verdict,
+    /// Tenant index (dispatch), if any tenant owns the destination.
+    pub tenant: Option<u32>,
+    /// Counter slot of the deciding rule or default (`None`: no table loaded).
+    pub decided_by: Option<u32>,
+    /// Counter slots of the count rules matched before the decision, in order.
+    pub counted: Vec<u32>,
+}
+
+/// A classifier over one compiled [`Image`].
+#[derive(Clone, Debug)]
+pub struct Classifier {
+    image: Image,
+    ifindex: ahash::AHashMap<String, u32>,
+}
+
+impl Classifier {
+    /// Wraps `image`; `interfaces` maps `iif` names of packets to ifindexes (as
+    /// given to the compiler).
+    pub fn new(image: Image, interfaces: impl IntoIterator<Item = (String, u32)>) -> Classifier {
+        Classifier {
+            image,
+            ifindex: interfaces.into_iter().collect(),
+        }
+    }
+
+    /// The image.
+    pub fn image(&self) -> &Image {
+        &self.image
+    }
+
+    /// What counter slot `slot` counts.
+    pub fn slot(&self, slot: u32) -> Option<&CounterSlot> {
+        self.image.counters.get(slot as usize)
+    }
+
+    /// Classifies a packet header.
+    pub fn classify(&self, p: &PacketHeader) -> Classified {
+        let ifindex = p
+            .iif
+            .as_deref()
+            .and_then(|n| self.ifindex.get(n).copied())
+            .unwrap_or(0);
+        self.classify_key(&key_of(p, ifindex))
+    }
+
+    /// Classifies a packet key (the fast path: no allocation unless count rules match).
+    pub fn classify_key(&self, key: &[u32; KEY_WORDS]) -> Classified {
+        let tenant = match walk(&self.image.dispatch.cells, key).decision {
+            Some((action::TENANT, t)) => Some(t),
+            _ => None,
+        };
+        let mut counted = Vec::new();
+        let global = walk(&self.image.global.cells, key);
+        counted.extend_from_slice(global.counters());
+        let decision = match global.decision {
+            Some(d) => Some(d),
+            None => match tenant.and_then(|t| self.image.tenants.get(t as usize)) {
+                Some(t) => {
+                    let w = walk(&t.table.cells, key);
+                    counted.extend_from_slice(w.counters());
+                    w.resolve(&t.table.cells)
+                }
+                None => global.resolve(&self.image.global.cells),
+            },
+        };
+        debug_assert!(counted.len() <= 2 * LEAF_MAX);
+        let verdict = match decision {
+            Some((action::DROP, _)) => Verdict::Drop,
+            _ => Verdict::Pass,
+        };
+        Classified {
+            verdict,
+            tenant,
+            decided_by: decision.map(|d| d.1),
+            counted,
+        }
+    }
+}
+
+/// The classification key the XDP program computes for this packet
+/// (`ifindex`: the ingress interface index, 0 if unknown).
+pub fn key_of(p: &PacketHeader, ifindex: u32) -> [u32; KEY_WORDS] {
+    let mut key = [0u32; KEY_WORDS];
+    let words = |a: IpAddr| -> (u32, [u32; 4]) {
+        match a {
+            IpAddr::V4(a) => (4, [u32::from(a), 0, 0, 0]),
+            IpAddr::V6(a) => {
+                let o = a.octets();
+                let w = |i: usize| u32::from_be_bytes([o[i], o[i + 1], o[i + 2], o[i + 3]]);
+                (6, [w(0), w(4), w(8), w(12)])
+            }
+        }
+    };
+    let (family, src) = words(p.src);
+    let (_, dst) = words(p.dst);
+    key[word::SRC..word::SRC + 4].copy_from_slice(&src);
+    key[word::DST..word::DST + 4].copy_from_slice(&dst);
+    key[word::FAMILY] = family;
+    key[word::PROTO] = u32::from(p.proto);
+    let icmp = (family == 4 && p.proto == 1) || (family == 6 && p.proto == 58);
+    if icmp {
+        if let Some(t) = p.icmp_type {
+            key[word::SPORT] = u32::from(t);
+            key[word::DPORT] = u32::from(p.icmp_code.unwrap_or(0));
+            key[word::L4] = 1;
+        }
+    } else if let (Some(s), Some(d)) = (p.sport, p.dport) {
+        key[word::SPORT] = u32::from(s);
+        key[word::DPORT] = u32::from(d);
+        key[word::L4] = 1;
+        key[word::TCP_FLAGS] = u32::from(p.tcp_flags.unwrap_or(0));
+    }
+    key[word::VLAN] = p.vlan.map_or(VLAN_NONE, u32::from);
+    key[word::IFINDEX] = ifindex;
+    key
+}
+
+impl Classifier {
+    /// Classifies `p` and reports it the way [`crate::reference::classify`] does,
+    /// so the two can be compared field by field.
+    pub fn decide(&self, p: &PacketHeader) -> crate::Decision {
+        let c = self.classify(p);
+        self.to_decision(&c)
+    }
+
+    /// A [`Classified`] in the reference's terms (rule ids, scopes, positions).
+    pub fn to_decision(&self, c: &Classified) -> crate::Decision {
+        let rule_ref = |slot: u32| {
+            self.slot(slot).and_then(|s| {
+                s.rule.map(|id| crate::RuleRef {
+                    id,
+                    scope: s.scope.clone(),
+                    position: s.position,
+                })
+            })
+        };
+        let rule = c.decided_by.and_then(rule_ref);
+        let tenant_name = c
+            .tenant
+            .and_then(|t| self.image.tenants.get(t as usize))
+            .map(|t| t.name.clone());
+        let reason = match (&rule, &tenant_name) {
+            (Some(r), _) => format!("rule {r} decided"),
+            (None, Some(t)) if c.decided_by.is_some_and(|s| s != 0) => {
+                format!("no rule decided: tenant `{t}` default")
+            }
+            _ => "no rule decided: gateway default".to_owned(),
+        };
+        crate::Decision {
+            verdict: c.verdict,
+            tenant: c.tenant.map(|t| t as usize),
+            tenant_name,
+            rule,
+            counted: c.counted.iter().filter_map(|s| rule_ref(*s)).collect(),
+            reason,
+        }
+    }
+}

@@ -1,0 +1,475 @@
+//! The compiler: a [`ValidRuleset`] becomes an [`Image`] — one decision-tree
+//! table for the tenant dispatch, one for the global rules and one per tenant, in
+//! the exact cell layout the XDP program walks (`fluxgate_common::table`).
+//!
+//! Lowering: a model rule constrains lists of prefixes and port ranges; a table
+//! rule ([`FlatRule`]) is one box of per-word ranges. A rule becomes the cross
+//! product of its lists (per address family), all sharing the rule's counter
+//! slot, so the kernel counts the model rule whichever box matched. Implicit
+//! conditions are made explicit: ports imply TCP or UDP with an L4 header, TCP
+//! flags imply TCP, an ICMP type/code implies the family's ICMP, a VLAN match
+//! implies a tag (untagged packets carry [`VLAN_NONE`]).
+
+use std::collections::BTreeMap;
+
+use fluxgate_common::table::{RANGE_WORDS, VLAN_NONE, action, word};
+use ipnet::IpNet;
+
+use crate::{
+    Config, RuleId, Scope, ValidRuleset, Verdict,
+    model::{Action, Match, Rule},
+    table::{FlatRule, TableError, TableImage, TreeConfig, build_table},
+};
+
+/// Options beyond validation limits: interface indexes, generation, tree tuning.
+#[derive(Clone, Debug, Default)]
+pub struct CompileOptions {
+    /// Interface name → ifindex, for `iif` matches (the dataplane fills it from
+    /// the host; a rule naming an interface missing here is an error).
+    pub interfaces: BTreeMap<String, u32>,
+    /// Generation number written into every table header.
+    pub generation: u64,
+    /// Decision-tree tuning.
+    pub tree: TreeConfig,
+    /// Most table rules one model rule may expand into (default 4096 when 0).
+    pub max_expansion: usize,
+}
+
+/// What a counter slot counts.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CounterSlot {
+    /// Gateway or tenant.
+    pub scope: Scope,
+    /// The rule, or `None` for the scope's default action.
+    pub rule: Option<RuleId>,
+    /// 1-based rule position in its scope (0 for the default action).
+    pub position: u32,
+}
+
+/// One tenant's compiled table.
+#[derive(Clone, Debug)]
+pub struct TenantImage {
+    /// Tenant name.
+    pub name: String,
+    /// The table (its header holds the tenant's default action).
+    pub table: TableImage,
+}
+
+/// A compiled ruleset: every table, and what each counter slot means.
+///
+/// Tenant `i` of [`ValidRuleset::tenants`] is `tenants[i]` and dispatch index `i`.
+#[derive(Clone, Debug)]
+pub struct Image {
+    /// Generation number in every header.
+    pub generation: u64,
+    /// Destination → tenant index (rules with action `TENANT`).
+    pub dispatch: TableImage,
+    /// Global rules; its header holds the gateway default.
+    pub global: TableImage,
+    /// Per tenant, in [`ValidRuleset::tenants`] order.
+    pub tenants: Vec<TenantImage>,
+    /// Counter slot → what it counts. Slot 0 is the gateway default.
+    pub counters: Vec<CounterSlot>,
+}
+
+impl Image {
+    /// Total cells of every table (× 128 bytes = kernel memory of the tables).
+    pub fn cells(&self) -> usize {
+        self.dispatch.cells.len()
+            + self.global.cells.len()
+            + self
+                .tenants
+                .iter()
+                .map(|t| t.table.cells.len())
+                .sum::<usize>()
+    }
+
+    /// The counter slot of a rule, by id and scope.
+    pub fn slot_of(&self, scope: &Scope, rule: RuleId) -> Option<u32> {
+        self.counters
+            .iter()
+            .position(|c| &c.scope == scope && c.rule == Some(rule))
+            .and_then(|i| u32::try_from(i).ok())
+    }
+}
+
+/// Why a valid ruleset could not be compiled.
+#[derive(Debug, thiserror::Error)]
+pub enum CompileError {
+    /// A rule names an interface the host does not have.
+    #[error("{scope} rule #{position}: no interface named {name:?} on this host")]
+    UnknownInterface {
+        /// Scope of the rule.
+        scope: Scope,
+        /// Rule position.
+        position: u32,
+        /// Interface name.
+        name: String,
+    },
+    /// A rule's lists multiply into too many table rules.
+    #[error("{scope} rule #{position} expands into {count} table rules (limit {limit}); split it")]
+    TooManyExpansions {
+        /// Scope of the rule.
+        scope: Scope,
+        /// Rule position.
+        position: u32,
+        /// Expansion size.
+        count: usize,
+        /// The limit.
+        limit: usize,
+    },
+    /// The decision tree for a scope could not be built within its bounds.
+    #[error("{scope}: {source}")]
+    Table {
+        /// `gateway`, `dispatch` or the tenant.
+        scope: String,
+        /// Why.
+        #[source]
+        source: TableError,
+    },
+}
+
+/// Compiles `rs` with default [`CompileOptions`] (no `iif` rules allowed).
+pub fn compile(rs: &ValidRuleset, _config: &Config) -> Result<Image, CompileError> {
+    compile_with(rs, &CompileOptions::default())
+}
+
+/// Compiles `rs`.
+pub fn compile_with(rs: &ValidRuleset, opts: &CompileOptions) -> Result<Image, CompileError> {
+    let limit = if opts.max_expansion == 0 {
+        4096
+    } else {
+        opts.max_expansion
+    };
+    let mut counters = vec![CounterSlot {
+        scope: Scope::Gateway,
+        rule: None,
+        position: 0,
+    }];
+    let table = |scope: &str, rules: &[FlatRule], default: Verdict, counter: u32| {
+        build_table(
+            rules,
+            verdict_action(default),
+            counter,
+            opts.generation,
+            &opts.tree,
+        )
+        .map_err(|source| CompileError::Table {
+            scope: scope.to_owned(),
+            source,
+        })
+    };
+
+    let gw = rs.gateway();
+    let flat = lower_scope(&Scope::Gateway, &gw.rules, opts, limit, &mut counters)?;
+    let global = table("gateway", &flat, gw.default_action, 0)?;
+
+    let mut tenants = Vec::with_capacity(rs.tenants().len());
+    let mut dispatch_rules = Vec::new();
+    for (index, t) in rs.tenants().iter().enumerate() {
+        let index = u32::try_from(index).unwrap_or(u32::MAX);
+        for net in &t.prefixes {
+            let mut r = FlatRule::any(action::TENANT, index);
+            set_prefix(&mut r, word::DST, net);
+            dispatch_rules.push(r);
+        }
+        let scope = Scope::Tenant(t.name.clone());
+        let default_slot = slot(&counters);
+        counters.push(CounterSlot {
+            scope: scope.clone(),
+            rule: None,
+            position: 0,
+        });
+        let flat = lower_scope(&scope, &t.rules, opts, limit, &mut counters)?;
+        let table = table(&t.name, &flat, t.default_action, default_slot)?;
+        tenants.push(TenantImage {
+            name: t.name.clone(),
+            table,
+        });
+    }
+    // Tenant prefixes never overlap (validated), so dispatch order is irrelevant.
+    let dispatch = build_table(
+        &dispatch_rules,
+        action::PASS,
+        0,
+        opts.generation,
+        &opts.tree,
+    )
+    .map_err(|source| CompileError::Table {
+        scope: "dispatch".into(),
+        source,
+    })?;
+    Ok(Image {
+        generation: opts.generation,
+        dispatch,
+        global,
+        tenants,
+        counters,
+    })
+}
+
+fn verdict_action(v: Verdict) -> u8 {
+    match v {
+        Verdict::Pass => action::PASS,
+        Verdict::Drop => action::DROP,
+    }
+}
+
+fn slot(counters: &[CounterSlot]) -> u32 {
+    u32::try_from(counters.len()).unwrap_or(u32::MAX)
+}
+
+fn lower_scope(
+    scope: &Scope,
+    rules: &[Rule],
+    opts: &CompileOptions,
+    limit: usize,
+    counters: &mut Vec<CounterSlot>,
+) -> Result<Vec<FlatRule>, CompileError> {
+    let mut out = Vec::with_capacity(rules.len());
+    for rule in rules {
+        let counter = slot(counters);
+        counters.push(CounterSlot {
+            scope: scope.clone(),
+            rule: Some(rule.id),
+            position: rule.position,
+        });
+        let before = out.len();
+        lower(rule, counter, opts, &mut out).map_err(|name| CompileError::UnknownInterface {
+            scope: scope.clone(),
+            position: rule.position,
+            name,
+        })?;
+        let count = out.len() - before;
+        if count > limit {
+            return Err(CompileError::TooManyExpansions {
+                scope: scope.clone(),
+                position: rule.position,
+                count,
+                limit,
+            });
+        }
+    }
+    Ok(out)
+}
+
+/// Appends the table rules of `rule` to `out`; `Err(name)` for an unknown interface.
+pub fn lower(
+    rule: &Rule,
+    counter: u32,
+    opts: &CompileOptions,
+    out: &mut Vec<FlatRule>,
+) -> Result<(), String> {
+    let m: &Match = &rule.matches;
+    let act = match rule.action {
+        Action::Pass => action::PASS,
+        Action::Drop => action::DROP,
+        Action::Count => action::COUNT,
+    };
+    let mut base = FlatRule::any(act, counter);
+    if let Some(name) = &m.iif {
+        let index = *opts.interfaces.get(name).ok_or_else(|| name.clone())?;
+        exact(&mut base, word::IFINDEX, index);
+    }
+    if let Some(vlan) = m.vlan {
+        exact(&mut base, word::VLAN, u32::from(vlan));
+    }
+    debug_assert_ne!(
+        VLAN_NONE,
+        u32::from(u16::MAX),
+        "untagged never equals a VLAN id"
+    );
+    // Lists are normalised to disjoint elements, so the expansions of one rule
+    // never overlap and a count rule counts a packet once.
+    let (src, dst) = (disjoint_nets(&m.src), disjoint_nets(&m.dst));
+    let sports = disjoint_ports(&m.sport);
+    let dports = disjoint_ports(&m.dport);
+    let wants_ports = !sports.is_empty() || !dports.is_empty();
+    let wants_icmp = m.icmp_type.is_some() || m.icmp_code.is_some();
+
+    for family in [4u32, 6] {
+        let of_family = |list: &[IpNet]| -> Option<Vec<Option<IpNet>>> {
+            if list.is_empty() {
+                return Some(vec![None]);
+            }
+            let v: Vec<_> = list
+                .iter()
+                .filter(|n| family_of(n) == family)
+                .map(|n| Some(*n))
+                .collect();
+            (!v.is_empty()).then_some(v)
+        };
+        let (Some(srcs), Some(dsts)) = (of_family(&src), of_family(&dst)) else {
+            continue;
+        };
+        // Families only need separating when addresses or ICMP pin one down.
+        let family_free = src.is_empty() && dst.is_empty() && !wants_icmp;
+        if family_free && family == 6 {
+            break; // one family-free expansion was emitted for family 4
+        }
+        let protos: Vec<Option<u32>> = match (
+            m.proto.map(|p| u32::from(p.number())),
+            wants_ports,
+            wants_icmp,
+        ) {
+            (_, _, true) => {
+                let icmp = if family == 4 { 1 } else { 58 };
+                match m.proto.map(|p| u32::from(p.number())) {
+                    Some(p) if p != icmp => continue,
+                    _ => vec![Some(icmp)],
+                }
+            }
+            (Some(p), true, _) if p != 6 && p != 17 => continue,
+            (Some(p), _, _) => vec![Some(p)],
+            (None, true, _) => vec![Some(6), Some(17)],
+            (None, false, _) => vec![None],
+        };
+        let protos: Vec<Option<u32>> = match m.tcp_flags {
+            Some(_) => protos
+                .into_iter()
+                .filter(|p| p.is_none_or(|p| p == 6))
+                .map(|_| Some(6))
+                .collect(),
+            None => protos,
+        };
+        for proto in &protos {
+            let mut r = base;
+            if !family_free {
+                exact(&mut r, word::FAMILY, family);
+            }
+            if let Some(p) = proto {
+                exact(&mut r, word::PROTO, *p);
+            }
+            if wants_ports || wants_icmp || m.tcp_flags.is_some() {
+                exact(&mut r, word::L4, 1);
+            }
+            if let Some(f) = m.tcp_flags {
+                r.flags_mask = f.mask;
+                r.flags_value = f.value & f.mask;
+            }
+            if let Some(t) = m.icmp_type {
+                exact(&mut r, word::SPORT, u32::from(t));
+            }
+            if let Some(c) = m.icmp_code {
+                exact(&mut r, word::DPORT, u32::from(c));
+            }
+            for s in &srcs {
+                for d in &dsts {
+                    let mut r = r;
+                    if let Some(s) = s {
+                        set_prefix(&mut r, word::SRC, s);
+                    }
+                    if let Some(d) = d {
+                        set_prefix(&mut r, word::DST, d);
+                    }
+                    for_ports(&mut r, &sports, &dports, out);
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+fn for_ports(
+    r: &mut FlatRule,
+    sports: &[crate::model::PortRange],
+    dports: &[crate::model::PortRange],
+    out: &mut Vec<FlatRule>,
+) {
+    let all = [None];
+    let s_iter: Vec<Option<crate::model::PortRange>> = if sports.is_empty() {
+        all.to_vec()
+    } else {
+        sports.iter().copied().map(Some).collect()
+    };
+    let d_iter: Vec<Option<crate::model::PortRange>> = if dports.is_empty() {
+        all.to_vec()
+    } else {
+        dports.iter().copied().map(Some).collect()
+    };
+    for s in &s_iter {
+        for d in &d_iter {
+            let mut x = *r;
+            if let Some(s) = s {
+                x.lo[word::SPORT] = u32::from(s.lo);
+                x.hi[word::SPORT] = u32::from(s.hi);
+            }
+            if let Some(d) = d {
+                x.lo[word::DPORT] = u32::from(d.lo);
+                x.hi[word::DPORT] = u32::from(d.hi);
+            }
+            out.push(x);
+        }
+    }
+}
+
+/// The prefixes of a list without those inside another one (prefixes are nested
+/// or disjoint, so what remains is disjoint).
+fn disjoint_nets(items: &[crate::model::PrefixItem]) -> Vec<IpNet> {
+    let mut nets: Vec<IpNet> = Match::nets(items).map(IpNet::trunc).collect();
+    nets.sort_by_key(IpNet::prefix_len);
+    let mut out: Vec<IpNet> = Vec::with_capacity(nets.len());
+    for n in nets {
+        if !out.iter().any(|o| o.contains(&n)) {
+            out.push(n);
+        }
+    }
+    out
+}
+
+/// The port ranges of a list merged into disjoint, non-adjacent ranges.
+fn disjoint_ports(items: &[crate::model::PortItem]) -> Vec<crate::model::PortRange> {
+    let mut ranges: Vec<_> = Match::ranges(items).collect();
+    ranges.sort();
+    let mut out: Vec<crate::model::PortRange> = Vec::with_capacity(ranges.len());
+    for r in ranges {
+        match out.last_mut() {
+            Some(last) if u32::from(r.lo) <= u32::from(last.hi) + 1 => last.hi = last.hi.max(r.hi),
+            _ => out.push(r),
+        }
+    }
+    out
+}
+
+fn exact(r: &mut FlatRule, w: usize, v: u32) {
+    debug_assert!(w < RANGE_WORDS);
+    r.lo[w] = v;
+    r.hi[w] = v;
+}
+
+fn family_of(n: &IpNet) -> u32 {
+    match n {
+        IpNet::V4(_) => 4,
+        IpNet::V6(_) => 6,
+    }
+}
+
+/// Sets the 4 words at `at` (SRC or DST) and the family to the ranges of `net`.
+pub fn set_prefix(r: &mut FlatRule, at: usize, net: &IpNet) {
+    let (family, words, len): (u32, [u32; 4], u8) = match net {
+        IpNet::V4(n) => (4, [u32::from(n.network()), 0, 0, 0], n.prefix_len()),
+        IpNet::V6(n) => {
+            let o = n.network().octets();
+            let w = |i: usize| u32::from_be_bytes([o[i], o[i + 1], o[i + 2], o[i + 3]]);
+            (6, [w(0), w(4), w(8), w(12)], n.prefix_len())
+        }
+    };
+    exact(r, word::FAMILY, family);
+    let bits = if family == 4 { 32 } else { 128 };
+    for (i, &value) in words.iter().enumerate() {
+        // How many of this word's 32 bits the prefix fixes.
+        let fixed = u32::from(len).saturating_sub(32 * i as u32).min(32);
+        if family == 4 && i > 0 {
+            exact(r, at + i, 0);
+            continue;
+        }
+        let _ = bits;
+        let mask = if fixed == 0 {
+            0
+        } else {
+            u32::MAX << (32 - fixed)
+        };
+        r.lo[at + i] = value & mask;
+        r.hi[at + i] = (value & mask) | !mask;
+    }
+}

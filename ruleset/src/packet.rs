@@ -1,0 +1,215 @@
+//! The packet fields classification looks at, and a one-line text form for them.
+
+use std::fmt;
+use std::net::IpAddr;
+use std::str::FromStr;
+
+use crate::model::Proto;
+use crate::parser::{parse_flags, parse_proto, parse_u32};
+use crate::print::flag_letters;
+
+/// What the classifier sees of a packet.
+///
+/// Fields a packet does not carry are `None`: ports and flags on a non-first fragment
+/// or a protocol without them, ICMP type/code on non-ICMP, VLAN on untagged frames.
+/// A rule constraining a field never matches a packet where it is `None`.
+///
+/// Text form ([`FromStr`] / [`Display`](fmt::Display)):
+///
+/// ```text
+/// PROTO SRC -> DST [flags LETTERS] [type N] [code N] [iif NAME] [vlan N]
+/// tcp 198.51.100.7:40000 -> 203.0.113.10:443 flags S
+/// udp [2001:db8::1]:53 -> [2001:db8:1::2]:5353 vlan 42 iif eth1
+/// icmp 192.0.2.1 -> 203.0.113.10 type 8 code 0
+/// tcp 192.0.2.1 -> 203.0.113.10        (no ports: a non-first fragment)
+/// ```
+///
+/// A TCP packet with ports but without `flags` has no flag set (`tcp_flags == Some(0)`).
+///
+/// ```
+/// use fluxgate_ruleset::PacketHeader;
+/// let p: PacketHeader = "tcp 198.51.100.7:40000 -> 203.0.113.10:443 flags SA".parse()?;
+/// assert_eq!(p.dport, Some(443));
+/// assert_eq!(p.tcp_flags, Some(0x12));
+/// assert_eq!(p.to_string(), "tcp 198.51.100.7:40000 -> 203.0.113.10:443 flags SA");
+/// # Ok::<(), fluxgate_ruleset::PacketParseError>(())
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct PacketHeader {
+    /// Source address.
+    pub src: IpAddr,
+    /// Destination address.
+    pub dst: IpAddr,
+    /// IP protocol number.
+    pub proto: u8,
+    /// Source port (TCP/UDP first fragments only).
+    pub sport: Option<u16>,
+    /// Destination port.
+    pub dport: Option<u16>,
+    /// TCP flags byte (FIN = bit 0 … CWR = bit 7).
+    pub tcp_flags: Option<u8>,
+    /// ICMP / ICMPv6 type.
+    pub icmp_type: Option<u8>,
+    /// ICMP / ICMPv6 code.
+    pub icmp_code: Option<u8>,
+    /// Ingress interface name.
+    pub iif: Option<String>,
+    /// 802.1Q VLAN id.
+    pub vlan: Option<u16>,
+}
+
+/// Why a packet's text form did not parse.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("bad packet `{text}`: {reason}")]
+pub struct PacketParseError {
+    /// The input.
+    pub text: String,
+    /// What is wrong.
+    pub reason: String,
+}
+
+fn endpoint(w: &str) -> Result<(IpAddr, Option<u16>), String> {
+    let port = |p: &str| -> Result<u16, String> {
+        parse_u32(p)
+            .and_then(|n| u16::try_from(n).ok())
+            .ok_or_else(|| format!("bad port `{p}`"))
+    };
+    if let Some(rest) = w.strip_prefix('[') {
+        let (a, tail) = rest.split_once(']').ok_or("missing `]`")?;
+        let addr = a
+            .parse::<IpAddr>()
+            .map_err(|_| format!("bad address `{a}`"))?;
+        return match tail {
+            "" => Ok((addr, None)),
+            t => Ok((
+                addr,
+                Some(port(
+                    t.strip_prefix(':').ok_or("expected `:PORT` after `]`")?,
+                )?),
+            )),
+        };
+    }
+    if let Ok(a) = w.parse::<IpAddr>() {
+        return Ok((a, None));
+    }
+    let (a, p) = w
+        .rsplit_once(':')
+        .ok_or_else(|| format!("bad address `{w}`"))?;
+    let addr = a
+        .parse::<std::net::Ipv4Addr>()
+        .map_err(|_| format!("bad address `{a}` (write IPv6 with a port as [addr]:port)"))?;
+    Ok((IpAddr::V4(addr), Some(port(p)?)))
+}
+
+impl FromStr for PacketHeader {
+    type Err = PacketParseError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let fail = |reason: String| PacketParseError {
+            text: s.to_owned(),
+            reason,
+        };
+        let mut w = s.split_whitespace();
+        let mut next = |what: &str| w.next().ok_or_else(|| fail(format!("missing {what}")));
+        let proto = parse_proto(next("protocol")?).map_err(|e| fail(e.1))?;
+        let (src, sport) = endpoint(next("source")?).map_err(fail)?;
+        if next("`->`")? != "->" {
+            return Err(fail("expected `->` between source and destination".into()));
+        }
+        let (dst, dport) = endpoint(next("destination")?).map_err(fail)?;
+        if src.is_ipv4() != dst.is_ipv4() {
+            return Err(fail(
+                "source and destination are of different IP families".into(),
+            ));
+        }
+        if sport.is_some() != dport.is_some() {
+            return Err(fail("give both ports or neither".into()));
+        }
+        let mut p = PacketHeader {
+            src,
+            dst,
+            proto: proto.number(),
+            sport,
+            dport,
+            tcp_flags: None,
+            icmp_type: None,
+            icmp_code: None,
+            iif: None,
+            vlan: None,
+        };
+        if proto == Proto::Tcp && sport.is_some() {
+            p.tcp_flags = Some(0);
+        }
+        let num = |v: Option<&str>, max: u32| {
+            v.and_then(parse_u32)
+                .filter(|&n| n <= max)
+                .ok_or_else(|| fail("bad number".into()))
+        };
+        while let Some(k) = w.next() {
+            let v = w.next();
+            match k {
+                "flags" => {
+                    let f = parse_flags(v.unwrap_or(""), false).map_err(fail)?;
+                    if proto != Proto::Tcp || sport.is_none() {
+                        return Err(fail("`flags` needs a TCP packet with ports".into()));
+                    }
+                    p.tcp_flags = Some(f.value);
+                }
+                "type" | "code" => {
+                    if !proto.is_icmp() {
+                        return Err(fail(format!("`{k}` needs an ICMP packet")));
+                    }
+                    let n = u8::try_from(num(v, 255)?).ok();
+                    if k == "type" {
+                        p.icmp_type = n
+                    } else {
+                        p.icmp_code = n
+                    }
+                }
+                "vlan" => p.vlan = u16::try_from(num(v, 4095)?).ok(),
+                "iif" => {
+                    p.iif = Some(
+                        v.ok_or_else(|| fail("missing interface".into()))?
+                            .to_owned(),
+                    )
+                }
+                _ => return Err(fail(format!("unknown field `{k}`"))),
+            }
+        }
+        Ok(p)
+    }
+}
+
+impl fmt::Display for PacketHeader {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let ep = |a: IpAddr, p: Option<u16>| match (a, p) {
+            (IpAddr::V6(a), Some(p)) => format!("[{a}]:{p}"),
+            (a, Some(p)) => format!("{a}:{p}"),
+            (a, None) => a.to_string(),
+        };
+        write!(
+            f,
+            "{} {} -> {}",
+            Proto::from_number(self.proto),
+            ep(self.src, self.sport),
+            ep(self.dst, self.dport)
+        )?;
+        if let Some(fl) = self.tcp_flags.filter(|&b| b != 0) {
+            f.write_str(" flags ")?;
+            flag_letters(f, fl)?;
+        }
+        if let Some(t) = self.icmp_type {
+            write!(f, " type {t}")?;
+        }
+        if let Some(c) = self.icmp_code {
+            write!(f, " code {c}")?;
+        }
+        if let Some(i) = &self.iif {
+            write!(f, " iif {i}")?;
+        }
+        if let Some(v) = self.vlan {
+            write!(f, " vlan {v}")?;
+        }
+        Ok(())
+    }
+}

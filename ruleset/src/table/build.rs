@@ -1,0 +1,566 @@
+//! The tree compiler: equal-size bit cuts (HiCuts/HyperCuts-style) over aligned
+//! boxes, with covering-rule pruning.
+//!
+//! A *region* fixes, per key word, the top bits of the word's significant width
+//! ([`WORD_BITS`]): ports are 16-bit, the protocol 8-bit, and so on, so no cut is
+//! ever spent on bits that are always zero. A node cuts the next 1–8 bits of one
+//! word — including the TCP flags byte, so flag rules get separated like any
+//! other field. A region's candidate list holds, in priority order, the rules
+//! overlapping it up to the first terminal rule that covers the whole region
+//! (everything after it can never decide there). The leaf check re-tests each
+//! rule fully, so the tree only has to keep every rule that can match in every
+//! leaf it overlaps.
+//!
+//! Choosing a cut: every word and width 1–8 is scored by the largest child list
+//! and the total of child list sizes (replication); the widest cut whose
+//! replication stays within `spfac × n + 2^bits` and that shrinks the largest
+//! list wins. Near the depth limit the space bound is dropped: a deeper tree
+//! would not verify, more memory is the lesser evil.
+
+use std::collections::HashMap;
+
+use super::{FlatRule, TableError, TableImage, TableStats, TreeConfig};
+use fluxgate_common::table::{
+    Cell, Header, KEY_WORDS, LEAF_MAX, MAX_CUT_BITS, MAX_DEPTH, MAX_TREES, RANGE_WORDS,
+    REFS_PER_CELL, Ref, WORD_BITS, action, word,
+};
+
+/// Compiles `rules` (priority order: index 0 wins) into a table image.
+///
+/// `default_action` (PASS or DROP) and `default_counter` apply when no terminal
+/// rule matches; `generation` is stored in the header. Rules that can never match
+/// (a flags value outside its mask) are left out.
+///
+/// # Errors
+///
+/// [`TableError::InvalidRule`] for `lo > hi` or an unknown action,
+/// [`TableError::BadDefault`], [`TableError::TooManyOverlapping`] when more than
+/// `LEAF_MAX` rules cannot be separated (e.g. 17 COUNT rules matching one key), and
+/// [`TableError::TooLarge`].
+pub fn build_table(
+    rules: &[FlatRule],
+    default_action: u8,
+    default_counter: u32,
+    generation: u64,
+    cfg: &TreeConfig,
+) -> Result<TableImage, TableError> {
+    if !matches!(default_action, action::PASS | action::DROP) {
+        return Err(TableError::BadDefault(default_action));
+    }
+    for (index, r) in rules.iter().enumerate() {
+        if r.action > action::TENANT {
+            return Err(TableError::InvalidRule {
+                index,
+                reason: "unknown action",
+            });
+        }
+        if (0..RANGE_WORDS).any(|w| r.lo[w] > r.hi[w]) {
+            return Err(TableError::InvalidRule {
+                index,
+                reason: "lo > hi on some word",
+            });
+        }
+    }
+    let live = unshadowed(rules);
+    let leaf_target = cfg.leaf_target.clamp(1, LEAF_MAX);
+    let spfac = if cfg.spfac.is_finite() {
+        cfg.spfac.max(1.0)
+    } else {
+        4.0
+    };
+    // One tree when it stays small; otherwise (wildcard-heavy sets replicate
+    // rules into every child) one tree per class of rules that are specific in
+    // the same address fields (EffiCuts' separable trees), merged by priority.
+    let budget = 4 * live.len() + 1024;
+    let single = Builder::new(rules, leaf_target, spfac, budget).build(std::slice::from_ref(&live));
+    let (cells, mut stats, depth_sum) = match single {
+        Ok(done) => done,
+        Err(_) => {
+            Builder::new(rules, leaf_target, spfac, usize::MAX).build(&partition(rules, &live))?
+        }
+    };
+    let n = cells.len();
+    let mut cells = cells;
+    let cells_u32 = u32::try_from(n).map_err(|_| TableError::TooLarge(n as u64))?;
+    let header = cells[0].header();
+    cells[0] = Cell::from_header(&Header {
+        magic: Header::MAGIC,
+        default_action: u32::from(default_action),
+        default_counter,
+        cells: cells_u32,
+        generation,
+        ..*header
+    });
+    stats.rules = rules.len();
+    stats.cells = n;
+    stats.depth_avg = if stats.leaves == 0 {
+        0.0
+    } else {
+        depth_sum as f64 / stats.leaves as f64
+    };
+    Ok(TableImage { cells, stats })
+}
+
+/// Rules that can match and are not shadowed: an exact duplicate of an earlier
+/// terminal rule, or a rule inside one of the last [`SHADOW_WINDOW`] flag-free
+/// terminal rules before it, can never decide anything (count rules always stay:
+/// they count even behind a duplicate). Dropping them keeps leaves small where
+/// rule sets repeat themselves.
+fn unshadowed(rules: &[FlatRule]) -> Vec<u32> {
+    const SHADOW_WINDOW: usize = 32;
+    let mut seen: HashMap<([u32; RANGE_WORDS], [u32; RANGE_WORDS], u8, u8), ()> = HashMap::new();
+    let mut recent: std::collections::VecDeque<u32> = std::collections::VecDeque::new();
+    let mut out = Vec::with_capacity(rules.len());
+    for (i, r) in rules.iter().enumerate() {
+        if !r.can_match() {
+            continue;
+        }
+        if r.is_terminal() {
+            let key = (r.lo, r.hi, r.flags_mask, r.flags_value);
+            if seen.insert(key, ()).is_some() {
+                continue;
+            }
+            let inside = |e: &FlatRule| {
+                e.flags_mask == 0
+                    && (0..RANGE_WORDS).all(|w| e.lo[w] <= r.lo[w] && r.hi[w] <= e.hi[w])
+            };
+            if recent.iter().any(|&e| inside(&rules[e as usize])) {
+                continue;
+            }
+            if r.flags_mask == 0 {
+                if recent.len() == SHADOW_WINDOW {
+                    recent.pop_front();
+                }
+                recent.push_back(i as u32);
+            }
+        }
+        out.push(i as u32);
+    }
+    out
+}
+
+/// Splits `live` into at most [`MAX_TREES`] classes by whether the source and
+/// destination address words are wide (≥ 2^16 values): each class is specific
+/// in the same fields, so cuts on those fields separate it with little
+/// replication. Order within a class stays priority order.
+fn partition(rules: &[FlatRule], live: &[u32]) -> Vec<Vec<u32>> {
+    let wide = |r: &FlatRule, w: usize| r.hi[w] - r.lo[w] >= 1 << 16;
+    let mut groups = vec![Vec::new(); MAX_TREES];
+    for &i in live {
+        let r = &rules[i as usize];
+        // Count rules all go to tree 0, which the walk scans last (see walk).
+        let g = if r.action == action::COUNT {
+            0
+        } else {
+            usize::from(wide(r, word::SRC)) * 2 + usize::from(wide(r, word::DST))
+        };
+        groups[g].push(i);
+    }
+    // Keep tree 0 first even when empty of rules, so counts stay in tree 0.
+    let first = groups.remove(0);
+    groups.retain(|g| !g.is_empty());
+    groups.insert(0, first);
+    if groups.is_empty() {
+        groups.push(Vec::new());
+    }
+    groups
+}
+
+/// Lists at most this long are cut by [`Builder::choose_precisely`].
+const PRECISE_BELOW: usize = 64;
+
+/// An aligned box: per key word, the top `fixed` bits (of the word's significant
+/// width) equal those of `lo`.
+#[derive(Clone, Copy, Debug)]
+struct Region {
+    lo: [u32; KEY_WORDS],
+    fixed: [u32; KEY_WORDS],
+}
+
+impl Region {
+    fn root() -> Region {
+        Region {
+            lo: [0; KEY_WORDS],
+            fixed: [0; KEY_WORDS],
+        }
+    }
+
+    /// Bits of word `w` not fixed yet.
+    fn free(&self, w: usize) -> u32 {
+        WORD_BITS[w] - self.fixed[w]
+    }
+
+    /// Inclusive bounds of word `w` in the region.
+    fn bounds(&self, w: usize) -> (u32, u32) {
+        let free = self.free(w);
+        let span = if free >= 32 {
+            u32::MAX
+        } else {
+            (1u32 << free) - 1
+        };
+        (self.lo[w], self.lo[w] | span)
+    }
+
+    /// The child `c` of a cut of `bits` bits on word `w`.
+    fn child(&self, w: usize, bits: u32, c: u32) -> Region {
+        let mut r = *self;
+        let shift = self.free(w) - bits;
+        r.lo[w] |= c << shift;
+        r.fixed[w] += bits;
+        r
+    }
+}
+
+/// The part of word `w` of `reg` inside the bounding box `bb` (may be empty: lo > hi).
+fn effective(reg: &Region, w: usize, bb: (u32, u32)) -> (u32, u32) {
+    let (lo, hi) = reg.bounds(w);
+    (lo.max(bb.0), hi.min(bb.1))
+}
+
+/// Whether rule `r` can match some key of `reg` (inside the bounding box).
+fn overlaps(r: &FlatRule, reg: &Region, bbox: &[(u32, u32); RANGE_WORDS]) -> bool {
+    for (w, bb) in bbox.iter().enumerate() {
+        let (lo, hi) = effective(reg, w, *bb);
+        if lo > hi || r.hi[w] < lo || r.lo[w] > hi {
+            return false;
+        }
+    }
+    let (fixed_mask, fixed_val) = flags_fixed(reg);
+    (r.flags_value ^ fixed_val) & r.flags_mask & fixed_mask == 0
+}
+
+/// Whether rule `r` matches every key of `reg` that lies in the bounding box of
+/// all rules. That is enough to prune the rules after it: a key outside the
+/// box matches no rule at all.
+fn covers(r: &FlatRule, reg: &Region, bbox: &[(u32, u32); RANGE_WORDS]) -> bool {
+    for (w, bb) in bbox.iter().enumerate() {
+        let (lo, hi) = effective(reg, w, *bb);
+        if r.lo[w] > lo || r.hi[w] < hi {
+            return false;
+        }
+    }
+    let (fixed_mask, fixed_val) = flags_fixed(reg);
+    r.flags_mask & !fixed_mask == 0 && (r.flags_value ^ fixed_val) & r.flags_mask == 0
+}
+
+/// The TCP flag bits a region fixes, and their values.
+fn flags_fixed(reg: &Region) -> (u8, u8) {
+    let f = reg.fixed[word::TCP_FLAGS];
+    let mask = if f == 0 {
+        0
+    } else {
+        (0xffu32 << (8 - f)) as u8
+    };
+    (mask, reg.lo[word::TCP_FLAGS] as u8 & mask)
+}
+
+/// Child index range `[first, last]` of rule `r` for a cut of `bits` bits on
+/// range word `w` of `reg` (the rule overlaps `reg`).
+fn child_span(r: &FlatRule, reg: &Region, w: usize, bits: u32, bb: (u32, u32)) -> (u32, u32) {
+    let (lo, _) = reg.bounds(w);
+    let (elo, ehi) = effective(reg, w, bb);
+    let shift = reg.free(w) - bits;
+    let a = (r.lo[w].max(elo) - lo) >> shift;
+    let b = (r.hi[w].min(ehi) - lo) >> shift;
+    (a, b)
+}
+
+struct Builder<'a> {
+    rules: &'a [FlatRule],
+    bbox: [(u32, u32); RANGE_WORDS],
+    budget: usize,
+    leaf_target: usize,
+    spfac: f64,
+    cells: Vec<Cell>,
+    rule_cell: Vec<u32>,
+    lists: HashMap<Vec<u32>, u32>,
+    stats: TableStats,
+    depth_sum: usize,
+}
+
+/// A scored cut.
+#[derive(Clone, Copy, Debug)]
+struct Cut {
+    word: usize,
+    bits: u32,
+    max: usize,
+    sum: usize,
+}
+
+impl<'a> Builder<'a> {
+    fn new(rules: &'a [FlatRule], leaf_target: usize, spfac: f64, budget: usize) -> Self {
+        Builder {
+            rules,
+            bbox: [(0, u32::MAX); RANGE_WORDS],
+            budget,
+            leaf_target,
+            spfac,
+            cells: vec![Cell::default()],
+            rule_cell: vec![u32::MAX; rules.len()],
+            lists: HashMap::new(),
+            stats: TableStats::default(),
+            depth_sum: 0,
+        }
+    }
+
+    /// Builds one tree per group; returns the cells (header: roots and tree
+    /// count only), the stats and the sum of leaf depths.
+    fn build(mut self, groups: &[Vec<u32>]) -> Result<(Vec<Cell>, TableStats, usize), TableError> {
+        // Rule cells first, in priority order: the cell index is the priority.
+        for &i in groups
+            .iter()
+            .flatten()
+            .collect::<std::collections::BTreeSet<_>>()
+        {
+            self.rule_cell(i);
+        }
+        let mut roots = [Ref::default(); MAX_TREES];
+        for (t, group) in groups.iter().take(MAX_TREES).enumerate() {
+            // Every key matching a rule of this tree lies in their bounding box.
+            let mut bbox = [(u32::MAX, 0u32); RANGE_WORDS];
+            for &i in group {
+                let r = &self.rules[i as usize];
+                for (w, bb) in bbox.iter_mut().enumerate() {
+                    *bb = (bb.0.min(r.lo[w]), bb.1.max(r.hi[w]));
+                }
+            }
+            self.bbox = bbox;
+            let region = Region::root();
+            let list = self.prune(group, &region);
+            roots[t] = self.node(list, region, 0)?;
+        }
+        let trees = groups.len().clamp(1, MAX_TREES);
+        self.cells[0] = Cell::from_header(&Header {
+            root: roots[0],
+            more_roots: [roots[1], roots[2], roots[3]],
+            trees: trees as u32,
+            ..Header::default()
+        });
+        Ok((self.cells, self.stats, self.depth_sum))
+    }
+
+    /// Rules of `list` overlapping `reg`, up to the first covering terminal rule.
+    fn prune(&self, list: &[u32], reg: &Region) -> Vec<u32> {
+        let mut out = Vec::with_capacity(list.len());
+        for &i in list {
+            let r = &self.rules[i as usize];
+            if !overlaps(r, reg, &self.bbox) {
+                continue;
+            }
+            out.push(i);
+            if r.is_terminal() && covers(r, reg, &self.bbox) {
+                break;
+            }
+        }
+        out
+    }
+
+    fn node(&mut self, list: Vec<u32>, reg: Region, depth: usize) -> Result<Ref, TableError> {
+        if self.cells.len() > self.budget {
+            return Err(TableError::TooLarge(self.cells.len() as u64));
+        }
+        if list.len() <= self.leaf_target {
+            return self.leaf(&list, depth);
+        }
+        let near_limit = depth + 2 >= MAX_DEPTH;
+        let Some(cut) = self.choose(&list, &reg, near_limit) else {
+            return self.leaf_or_error(list, depth, "rules inseparable");
+        };
+        if depth == MAX_DEPTH || (cut.max == list.len() && near_limit) {
+            return self.leaf_or_error(list, depth, "max depth reached");
+        }
+        let children = 1usize << cut.bits;
+        let first = self.alloc(children.div_ceil(REFS_PER_CELL));
+        self.stats.nodes += 1;
+        self.stats.node_cells += children.div_ceil(REFS_PER_CELL);
+        let shift = reg.free(cut.word) - cut.bits;
+        // Distribute the rules into the children they overlap (priority order is
+        // kept), then prune each child list against its region.
+        let mut buckets: Vec<Vec<u32>> = vec![Vec::new(); children];
+        for &i in &list {
+            let r = &self.rules[i as usize];
+            if cut.word == word::TCP_FLAGS {
+                for (c, b) in buckets.iter_mut().enumerate() {
+                    if overlaps(r, &reg.child(cut.word, cut.bits, c as u32), &self.bbox) {
+                        b.push(i);
+                    }
+                }
+            } else {
+                let (a, b) = child_span(r, &reg, cut.word, cut.bits, self.bbox[cut.word]);
+                for bucket in &mut buckets[a as usize..=b as usize] {
+                    bucket.push(i);
+                }
+            }
+        }
+        let mut prev: Option<(Vec<u32>, Ref)> = None;
+        for (c, bucket) in buckets.into_iter().enumerate() {
+            let c = c as u32;
+            let child = reg.child(cut.word, cut.bits, c);
+            let sub = self.prune(&bucket, &child);
+            // Siblings with the same list whose rules all span the cut word's
+            // whole child range behave identically: share one subtree.
+            let shareable = sub.iter().all(|&i| {
+                let r = &self.rules[i as usize];
+                cut.word == word::TCP_FLAGS
+                    && r.flags_mask & (((1u32 << cut.bits) - 1) << shift) as u8 == 0
+                    || cut.word != word::TCP_FLAGS && {
+                        let (lo, hi) = effective(&reg, cut.word, self.bbox[cut.word]);
+                        r.lo[cut.word] <= lo && r.hi[cut.word] >= hi
+                    }
+            });
+            let r = match &prev {
+                Some((p, r)) if shareable && *p == sub => *r,
+                _ => {
+                    let r = self.node(sub.clone(), child, depth + 1)?;
+                    if shareable {
+                        prev = Some((sub, r));
+                    }
+                    r
+                }
+            };
+            let at = first as usize + c as usize / REFS_PER_CELL;
+            self.cells[at].raw[c as usize % REFS_PER_CELL] = r.0;
+        }
+        Ok(Ref::node(
+            first,
+            cut.word as u8,
+            shift as u8,
+            cut.bits as u8,
+        ))
+    }
+
+    /// The best cut of `reg` for `list`, or `None` when no word has free bits.
+    ///
+    /// Per word, the widest cut whose replication fits the space bound (the
+    /// narrowest when none fits) is scored by its largest child and total child
+    /// size. Small lists are then re-scored after covering pruning
+    /// ([`Builder::precise`]): the naive count misses that a cut can make one
+    /// rule cover a child and end its list there, which is what finishes deep
+    /// regions.
+    fn choose(&self, list: &[u32], reg: &Region, near_limit: bool) -> Option<Cut> {
+        let n = list.len();
+        let mut per_word: Vec<Cut> = Vec::new();
+        let mut counts = vec![0i64; (1 << MAX_CUT_BITS) + 1];
+        for w in 0..KEY_WORDS {
+            let top = reg.free(w).min(MAX_CUT_BITS);
+            let mut pick: Option<(Cut, bool)> = None;
+            for bits in 1..=top {
+                let k = 1usize << bits;
+                counts[..=k].iter_mut().for_each(|c| *c = 0);
+                if w == word::TCP_FLAGS {
+                    for &i in list {
+                        let r = &self.rules[i as usize];
+                        for c in 0..k as u32 {
+                            if overlaps(r, &reg.child(word::TCP_FLAGS, bits, c), &self.bbox) {
+                                counts[c as usize] += 1;
+                                counts[c as usize + 1] -= 1;
+                            }
+                        }
+                    }
+                } else {
+                    for &i in list {
+                        let (a, b) =
+                            child_span(&self.rules[i as usize], reg, w, bits, self.bbox[w]);
+                        counts[a as usize] += 1;
+                        counts[b as usize + 1] -= 1;
+                    }
+                }
+                let (mut run, mut max, mut sum) = (0i64, 0usize, 0usize);
+                for c in &counts[..k] {
+                    run += c;
+                    max = max.max(run as usize);
+                    sum += run as usize;
+                }
+                let fits = near_limit || (sum + k) as f64 <= self.spfac * n as f64 + k as f64;
+                let cut = Cut {
+                    word: w,
+                    bits,
+                    max,
+                    sum,
+                };
+                // Widest fitting cut that still shrinks the largest child.
+                match pick {
+                    None => pick = Some((cut, fits)),
+                    Some((p, _)) if fits && cut.max <= p.max => pick = Some((cut, fits)),
+                    _ => {}
+                }
+            }
+            if let Some((cut, _)) = pick {
+                per_word.push(cut);
+            }
+        }
+        if n <= PRECISE_BELOW {
+            per_word.iter_mut().for_each(|c| self.precise(list, reg, c));
+        }
+        per_word
+            .into_iter()
+            .min_by_key(|c| (c.max, c.sum, u32::MAX - c.bits))
+    }
+
+    /// Re-scores `cut` by the child lists after covering pruning.
+    fn precise(&self, list: &[u32], reg: &Region, cut: &mut Cut) {
+        let (mut max, mut sum) = (0, 0);
+        for c in 0..1u32 << cut.bits {
+            let n = self.prune(list, &reg.child(cut.word, cut.bits, c)).len();
+            max = max.max(n);
+            sum += n;
+        }
+        cut.max = max;
+        cut.sum = sum;
+    }
+
+    fn leaf_or_error(
+        &mut self,
+        list: Vec<u32>,
+        depth: usize,
+        why: &'static str,
+    ) -> Result<Ref, TableError> {
+        if list.len() <= LEAF_MAX {
+            return self.leaf(&list, depth);
+        }
+        Err(TableError::TooManyOverlapping {
+            count: list.len(),
+            first_rules: list.iter().take(17).map(|&i| i as usize).collect(),
+            why,
+        })
+    }
+
+    fn leaf(&mut self, list: &[u32], depth: usize) -> Result<Ref, TableError> {
+        if list.is_empty() {
+            return Ok(Ref::leaf(0, 0));
+        }
+        self.stats.leaves += 1;
+        self.depth_sum += depth;
+        self.stats.depth_max = self.stats.depth_max.max(depth);
+        self.stats.leaf_max = self.stats.leaf_max.max(list.len());
+        let cells: Vec<u32> = list.iter().map(|&i| self.rule_cell(i)).collect();
+        let at = match self.lists.get(&cells) {
+            Some(&at) => at,
+            None => {
+                let at = self.alloc(1);
+                self.cells[at as usize] = Cell::from_list(&cells);
+                self.stats.list_cells += 1;
+                self.stats.list_entries += cells.len();
+                self.lists.insert(cells, at);
+                at
+            }
+        };
+        Ok(Ref::leaf(at, list.len() as u8))
+    }
+
+    fn rule_cell(&mut self, i: u32) -> u32 {
+        if self.rule_cell[i as usize] == u32::MAX {
+            let at = self.alloc(1);
+            self.cells[at as usize] = Cell::from_rule(&self.rules[i as usize].to_cell());
+            self.rule_cell[i as usize] = at;
+            self.stats.rule_cells += 1;
+        }
+        self.rule_cell[i as usize]
+    }
+
+    fn alloc(&mut self, n: usize) -> u32 {
+        let at = self.cells.len() as u32;
+        self.cells.resize(self.cells.len() + n, Cell::default());
+        at
+    }
+}

@@ -1,0 +1,332 @@
+//! The classification table compiler and the userspace walker.
+//!
+//! [`build_table`] turns a priority-ordered list of [`FlatRule`]s into the array of
+//! [`Cell`]s described in [`fluxgate_common::table`]: a HiCuts/HyperCuts-style
+//! decision tree of equal-size bit cuts, with small leaf lists of candidate rules.
+//! [`walk`] is the exact lookup the XDP program runs over the same cells, written
+//! so it mirrors line by line into a `no_std` eBPF program; [`scan`] is the linear
+//! definition the tree must agree with for every key.
+//!
+//! ```
+//! use fluxgate_common::table::{KEY_WORDS, action, word};
+//! use fluxgate_ruleset::table::{FlatRule, TreeConfig, build_table, scan, walk};
+//!
+//! let mut ssh = FlatRule::any(action::PASS, 7);
+//! ssh.lo[word::DPORT] = 22;
+//! ssh.hi[word::DPORT] = 22;
+//! let rules = [ssh, FlatRule::any(action::DROP, 8)];
+//! let image = build_table(&rules, action::PASS, 0, 1, &TreeConfig::default())?;
+//! let mut key = [0u32; KEY_WORDS];
+//! key[word::DPORT] = 22;
+//! assert_eq!(walk(&image.cells, &key).decision, Some((action::PASS, 7)));
+//! assert_eq!(walk(&image.cells, &key), scan(&rules, &key));
+//! # Ok::<(), fluxgate_ruleset::table::TableError>(())
+//! ```
+
+use fluxgate_common::table::{
+    COUNT_MAX, Cell, Header, KEY_WORDS, LEAF_MAX, MAX_CUT_BITS, MAX_DEPTH, MAX_TREES, RANGE_WORDS,
+    REFS_PER_CELL, Ref, RuleCell, action, word,
+};
+
+mod build;
+pub mod gen5;
+#[cfg(test)]
+mod tests;
+
+pub use build::build_table;
+
+/// One rule as the tree sees it: every range word within `[lo, hi]` (inclusive,
+/// host-order numeric, see [`fluxgate_common::table::word`]) and
+/// `(tcp_flags & flags_mask) == flags_value`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct FlatRule {
+    /// Lower bounds per range word.
+    pub lo: [u32; RANGE_WORDS],
+    /// Upper bounds (inclusive) per range word.
+    pub hi: [u32; RANGE_WORDS],
+    /// TCP flags mask.
+    pub flags_mask: u8,
+    /// TCP flags value under the mask.
+    pub flags_value: u8,
+    /// One of [`fluxgate_common::table::action`].
+    pub action: u8,
+    /// Counter slot; tenant index for [`action::TENANT`].
+    pub counter: u32,
+}
+
+impl FlatRule {
+    /// A rule matching every key.
+    pub const fn any(action: u8, counter: u32) -> FlatRule {
+        FlatRule {
+            lo: [0; RANGE_WORDS],
+            hi: [u32::MAX; RANGE_WORDS],
+            flags_mask: 0,
+            flags_value: 0,
+            action,
+            counter,
+        }
+    }
+
+    /// Whether `key` matches this rule (same definition as [`RuleCell::matches`]).
+    pub fn matches(&self, key: &[u32; KEY_WORDS]) -> bool {
+        (0..RANGE_WORDS).all(|i| self.lo[i] <= key[i] && key[i] <= self.hi[i])
+            && (key[word::TCP_FLAGS] as u8) & self.flags_mask == self.flags_value
+    }
+
+    /// Whether the action ends classification (PASS, DROP, TENANT).
+    pub const fn is_terminal(&self) -> bool {
+        matches!(self.action, action::PASS | action::DROP | action::TENANT)
+    }
+
+    /// Whether some key can match this rule at all.
+    pub fn can_match(&self) -> bool {
+        self.flags_value & !self.flags_mask == 0
+            && (0..RANGE_WORDS).all(|i| self.lo[i] <= self.hi[i])
+    }
+
+    /// The rule as a table cell.
+    pub const fn to_cell(&self) -> RuleCell {
+        RuleCell {
+            lo: self.lo,
+            hi: self.hi,
+            counter: self.counter,
+            action: self.action,
+            flags_mask: self.flags_mask,
+            flags_value: self.flags_value,
+            _pad: 0,
+        }
+    }
+}
+
+/// Tuning knobs of the tree compiler.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct TreeConfig {
+    /// A region with at most this many candidate rules becomes a leaf ("binth";
+    /// clamped to `1..=LEAF_MAX`). Default 8.
+    pub leaf_target: usize,
+    /// HiCuts space factor: a cut into `k` children of a region with `n` rules is
+    /// allowed when `sum of child rule counts + k <= spfac * n`. Default 4.
+    pub spfac: f64,
+}
+
+impl Default for TreeConfig {
+    fn default() -> Self {
+        TreeConfig {
+            leaf_target: 8,
+            spfac: 4.0,
+        }
+    }
+}
+
+/// Shape and size of a compiled table.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct TableStats {
+    /// Rules given to the compiler.
+    pub rules: usize,
+    /// Deepest leaf (number of node steps from the root).
+    pub depth_max: usize,
+    /// Mean depth of the (distinct, non-empty) leaves.
+    pub depth_avg: f64,
+    /// Inner nodes (distinct).
+    pub nodes: usize,
+    /// Cells holding node children.
+    pub node_cells: usize,
+    /// Non-empty leaves (distinct subtrees; shared lists counted per leaf).
+    pub leaves: usize,
+    /// Largest leaf list.
+    pub leaf_max: usize,
+    /// Leaf list cells (after sharing identical lists).
+    pub list_cells: usize,
+    /// Rule cells (rules reachable from some leaf; each stored once).
+    pub rule_cells: usize,
+    /// Sum of the lengths of all distinct leaf lists (rule references).
+    pub list_entries: usize,
+    /// Total cells including the header.
+    pub cells: usize,
+}
+
+impl TableStats {
+    /// Table bytes per input rule (`cells × 128 / rules`).
+    pub fn bytes_per_rule(&self) -> f64 {
+        (self.cells * core::mem::size_of::<Cell>()) as f64 / self.rules.max(1) as f64
+    }
+    /// Rule references in leaf lists per stored rule.
+    pub fn replication(&self) -> f64 {
+        self.list_entries as f64 / self.rule_cells.max(1) as f64
+    }
+}
+
+/// A compiled table, ready to be written into the `ARRAY` map.
+#[derive(Clone, Debug, PartialEq)]
+pub struct TableImage {
+    /// The cells; cell 0 is the [`Header`].
+    pub cells: Vec<Cell>,
+    /// What the compiler produced.
+    pub stats: TableStats,
+}
+
+impl TableImage {
+    /// The header cell.
+    pub fn header(&self) -> &Header {
+        self.cells[0].header()
+    }
+}
+
+/// Why a table could not be built.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum TableError {
+    /// A rule is malformed.
+    #[error("rule #{index}: {reason}")]
+    InvalidRule {
+        /// Position in the input.
+        index: usize,
+        /// What is wrong.
+        reason: &'static str,
+    },
+    /// More than [`LEAF_MAX`] rules stay candidates in a region that no cut can
+    /// separate (they overlap everywhere in it, differing at most in TCP flags) or
+    /// before the tree reaches [`MAX_DEPTH`].
+    #[error(
+        "{count} rules (first: #{first_rules:?}) overlap in one region that cannot be cut further \
+         ({why}); a leaf holds at most {LEAF_MAX} rules — merge or reorder overlapping count/flag rules"
+    )]
+    TooManyOverlapping {
+        /// Candidate rules in the region.
+        count: usize,
+        /// Positions of the first few of them.
+        first_rules: Vec<usize>,
+        /// `"max depth reached"` or `"rules inseparable"`.
+        why: &'static str,
+    },
+    /// The table would need more cells than a `u32` index addresses.
+    #[error("table too large: more than {0} cells")]
+    TooLarge(u64),
+    /// The default action is not PASS or DROP.
+    #[error("default action {0} is not PASS or DROP")]
+    BadDefault(u8),
+}
+
+/// Result of a [`walk`]: the counters of COUNT rules matched before the decision,
+/// in order, and the deciding rule's `(action, counter)` (`None`: the header's
+/// default applies).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Walk {
+    counters: [u32; COUNT_MAX],
+    n_counters: u8,
+    /// `(action, counter)` of the deciding rule, `None` when no terminal rule matched.
+    pub decision: Option<(u8, u32)>,
+}
+
+impl Walk {
+    /// Counters of the COUNT rules matched, in priority order.
+    pub fn counters(&self) -> &[u32] {
+        &self.counters[..usize::from(self.n_counters)]
+    }
+
+    /// The final `(action, counter)`: the decision, or the table's default.
+    pub fn resolve(&self, cells: &[Cell]) -> Option<(u8, u32)> {
+        self.decision.or_else(|| {
+            let h = cells.first()?.header();
+            Some((h.default_action as u8, h.default_counter))
+        })
+    }
+
+    fn push_counter(&mut self, c: u32) {
+        if let Some(slot) = self.counters.get_mut(usize::from(self.n_counters)) {
+            *slot = c;
+            self.n_counters += 1;
+        }
+    }
+}
+
+/// The lookup, exactly as the XDP program runs it. For each tree of the header
+/// (at most [`MAX_TREES`]): from its root, at most [`MAX_DEPTH`] node steps
+/// (`child = ref.child(key[ref.word()])`, next ref in cell `ref.cell() + child / 16`,
+/// slot `child % 16`), then a scan of at most [`LEAF_MAX`] entries of the leaf
+/// list, which hold rule cell indices in priority order, trees walked from the
+/// last to tree 0: the scan stops at an index at or past the best terminal match
+/// so far, records matching COUNT rules, and stops at the first matching
+/// PASS/DROP/TENANT rule, which becomes the best. Rule cells are laid out in
+/// priority order, so the lowest index wins across trees; the compiler keeps
+/// every COUNT rule in tree 0 (scanned last), so the ones recorded are exactly
+/// those before the winner (at most [`COUNT_MAX`]). A malformed image never
+/// panics: a broken tree is skipped.
+pub fn walk(cells: &[Cell], key: &[u32; KEY_WORDS]) -> Walk {
+    let mut out = Walk::default();
+    let Some(head) = cells.first() else {
+        return out;
+    };
+    let header = head.header();
+    let trees = (header.trees as usize).clamp(1, MAX_TREES);
+    let mut best = u32::MAX;
+    for t in (0..trees).rev() {
+        let Some(leaf) = descend(cells, header.root_of(t), key) else {
+            continue;
+        };
+        let n = (leaf.count() as usize).min(LEAF_MAX);
+        let Some(list) = cells.get(leaf.cell() as usize) else {
+            continue;
+        };
+        for &idx in &list.list()[..n] {
+            if idx >= best {
+                break;
+            }
+            let Some(rule) = cells.get(idx as usize) else {
+                continue;
+            };
+            let rule = rule.rule();
+            if !rule.matches(key) {
+                continue;
+            }
+            match rule.action {
+                action::COUNT => out.push_counter(rule.counter),
+                action::PASS | action::DROP | action::TENANT => {
+                    best = idx;
+                    break;
+                }
+                _ => {}
+            }
+        }
+    }
+    if let Some(c) = cells.get(best as usize) {
+        out.decision = Some((c.rule().action, c.rule().counter));
+    }
+    out
+}
+
+/// Follows one tree from `root` to its leaf; `None` for an empty leaf or a
+/// broken tree.
+fn descend(cells: &[Cell], root: Ref, key: &[u32; KEY_WORDS]) -> Option<Ref> {
+    let mut r = root;
+    let mut steps = 0;
+    while !r.is_leaf() {
+        if steps == MAX_DEPTH || r.bits() > MAX_CUT_BITS || r.shift() >= 32 {
+            return None;
+        }
+        let child = r.child(*key.get(r.word())?) as usize;
+        let cell = cells.get(r.cell() as usize + child / REFS_PER_CELL)?;
+        r = Ref(cell.raw[child % REFS_PER_CELL]);
+        steps += 1;
+    }
+    (r.count() > 0).then_some(r)
+}
+
+/// Linear-scan reference: what [`walk`] must return for a table built from `rules`
+/// (COUNT rules matched before the first terminal match, in order, and that match).
+pub fn scan(rules: &[FlatRule], key: &[u32; KEY_WORDS]) -> Walk {
+    let mut out = Walk::default();
+    for r in rules {
+        if !r.matches(key) {
+            continue;
+        }
+        match r.action {
+            action::COUNT => out.push_counter(r.counter),
+            action::PASS | action::DROP | action::TENANT => {
+                out.decision = Some((r.action, r.counter));
+                return out;
+            }
+            _ => {}
+        }
+    }
+    out
+}

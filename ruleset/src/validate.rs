@@ -1,0 +1,551 @@
+//! Validation: everything that must hold before a ruleset may be compiled.
+//!
+//! Runs in O(n log n) over prefixes and O(n · [`Config::shadow_window`]) over rules.
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+
+use ipnet::IpNet;
+
+use crate::config::Config;
+use crate::error::{Diag, ErrorKind, Errors, Severity, SourceMap};
+use crate::model::{
+    Gateway, Match, NamedSet, PortItem, PortRange, PrefixItem, Proto, Rule, Ruleset, SetElems,
+    Span, Tenant,
+};
+use crate::parser::check_ident;
+use crate::shadow::find_shadowed;
+
+/// A ruleset that passed [`validate`]: every set reference resolved to literals, every
+/// rule possible and inside its tenant's scope. The only input the compiler accepts.
+#[derive(Debug, Clone)]
+pub struct ValidRuleset {
+    ruleset: Ruleset,
+    warnings: Vec<Diag>,
+}
+
+impl ValidRuleset {
+    /// The resolved ruleset: no [`PrefixItem::Set`] / [`PortItem::Set`] remain in rules.
+    /// Tenant rules with an empty `dst` mean "the tenant's prefixes".
+    pub fn ruleset(&self) -> &Ruleset {
+        &self.ruleset
+    }
+
+    /// The gateway part.
+    pub fn gateway(&self) -> &Gateway {
+        &self.ruleset.gateway
+    }
+
+    /// Tenants, sorted by name; prefixes of different tenants never overlap.
+    pub fn tenants(&self) -> &[Tenant] {
+        &self.ruleset.tenants
+    }
+
+    /// Warnings found (shadowed rules, host bits set).
+    pub fn warnings(&self) -> &[Diag] {
+        &self.warnings
+    }
+
+    /// Index of the tenant owning `dst` (longest prefix match; linear scan, for
+    /// reference use — the compiler builds a real index).
+    pub fn tenant_for(&self, dst: IpAddr) -> Option<usize> {
+        let mut best: Option<(usize, u8)> = None;
+        for (i, t) in self.ruleset.tenants.iter().enumerate() {
+            for p in &t.prefixes {
+                if p.contains(&dst) && best.is_none_or(|(_, l)| p.prefix_len() > l) {
+                    best = Some((i, p.prefix_len()));
+                }
+            }
+        }
+        best.map(|(i, _)| i)
+    }
+
+    /// Gives back the resolved ruleset.
+    pub fn into_ruleset(self) -> Ruleset {
+        self.ruleset
+    }
+}
+
+struct Ctx<'a> {
+    map: &'a SourceMap,
+    cfg: &'a Config,
+    errors: Vec<Diag>,
+    warnings: Vec<Diag>,
+}
+
+impl Ctx<'_> {
+    fn error(&mut self, kind: ErrorKind, span: Span, msg: impl Into<String>) {
+        self.errors.push(self.map.error(kind, span, msg));
+    }
+}
+
+/// Checks `ruleset` against `config`; resolves named sets.
+///
+/// Returns every error found (each with `file:line:col`), or the [`ValidRuleset`]
+/// with its warnings.
+pub fn validate(ruleset: Ruleset, config: &Config) -> Result<ValidRuleset, Errors> {
+    let mut rs = ruleset;
+    let map = std::mem::take(&mut rs.sources);
+    let mut cx = Ctx {
+        map: &map,
+        cfg: config,
+        errors: Vec::new(),
+        warnings: Vec::new(),
+    };
+
+    limits(&mut cx, &rs);
+    tenant_names(&mut cx, &rs.tenants);
+    tenant_prefixes(&mut cx, &rs.tenants);
+
+    // Shadowing is only analysed in a scope whose rules all checked out: a rule whose
+    // unknown set was dropped during resolution would look broader than it is.
+    let gw_sets = sets_by_name(&mut cx, &rs.gateway.sets, None);
+    let before = cx.errors.len();
+    for r in &mut rs.gateway.rules {
+        check_rule(&mut cx, r, &gw_sets, None, None);
+    }
+    if cx.errors.len() == before {
+        find_shadowed(cx.map, cx.cfg, &rs.gateway.rules, None, &mut cx.warnings);
+    }
+    for t in &mut rs.tenants {
+        let before = cx.errors.len();
+        let own = sets_by_name(&mut cx, &t.sets, Some(&gw_sets));
+        let tenant = (t.name.as_str(), t.prefixes.as_slice());
+        for r in &mut t.rules {
+            check_rule(&mut cx, r, &gw_sets, Some(&own), Some(tenant));
+        }
+        if cx.errors.len() == before {
+            let prefixes = Some(t.prefixes.as_slice());
+            find_shadowed(cx.map, cx.cfg, &t.rules, prefixes, &mut cx.warnings);
+        }
+    }
+
+    let Ctx {
+        mut errors,
+        warnings,
+        ..
+    } = cx;
+    rs.sources = map;
+    if errors.is_empty() {
+        Ok(ValidRuleset {
+            ruleset: rs,
+            warnings,
+        })
+    } else {
+        errors.sort_by(|a, b| {
+            (&a.location.file, a.location.line, a.location.col).cmp(&(
+                &b.location.file,
+                b.location.line,
+                b.location.col,
+            ))
+        });
+        Err(Errors { errors, warnings })
+    }
+}
+
+fn limits(cx: &mut Ctx<'_>, rs: &Ruleset) {
+    let cfg = cx.cfg;
+    if rs.tenants.len() > cfg.max_tenants {
+        cx.errors.push(Diag::without_source(
+            ErrorKind::Limit,
+            "",
+            format!(
+                "{} tenants exceed the limit of {} (Config::max_tenants)",
+                rs.tenants.len(),
+                cfg.max_tenants
+            ),
+        ));
+    }
+    let mut total = rs.gateway.rules.len();
+    for t in &rs.tenants {
+        total += t.rules.len();
+        if t.rules.len() > cfg.max_rules_per_tenant {
+            let span = t
+                .rules
+                .get(cfg.max_rules_per_tenant)
+                .map_or(t.spans.name, |r| r.spans.rule);
+            cx.error(
+                ErrorKind::Limit,
+                span,
+                format!(
+                    "tenant `{}` has {} rules, more than the limit of {} \
+                     (Config::max_rules_per_tenant); this is the first rule past it",
+                    t.name,
+                    t.rules.len(),
+                    cfg.max_rules_per_tenant
+                ),
+            );
+        }
+    }
+    if total > cfg.max_total_rules {
+        cx.errors.push(Diag::without_source(
+            ErrorKind::Limit,
+            "",
+            format!(
+                "{total} rules in total exceed the limit of {} (Config::max_total_rules)",
+                cfg.max_total_rules
+            ),
+        ));
+    }
+}
+
+fn tenant_names(cx: &mut Ctx<'_>, tenants: &[Tenant]) {
+    let mut seen: HashMap<&str, Span> = HashMap::new();
+    for t in tenants {
+        if let Err(m) = check_ident(&t.name) {
+            cx.error(ErrorKind::TenantName, t.spans.name, m);
+        }
+        if let Some(first) = seen.insert(&t.name, t.spans.name) {
+            let d = cx
+                .map
+                .error(
+                    ErrorKind::DuplicateTenant,
+                    t.spans.name,
+                    format!("tenant `{}` is declared twice", t.name),
+                )
+                .with_related(cx.map, first, "first declared here");
+            cx.errors.push(d);
+        }
+        if t.prefixes.is_empty() {
+            cx.error(
+                ErrorKind::NoPrefixes,
+                t.spans.name,
+                format!(
+                    "tenant `{}` owns no prefix, so no packet can reach its rules",
+                    t.name
+                ),
+            );
+        }
+    }
+}
+
+/// Tenants' prefixes must not overlap. Prefixes are nested or disjoint, so after
+/// sorting by first address an overlap shows up as a start inside the widest
+/// preceding prefix.
+fn tenant_prefixes(cx: &mut Ctx<'_>, tenants: &[Tenant]) {
+    let mut all: Vec<(IpNet, usize, Span)> = Vec::new();
+    for (ti, t) in tenants.iter().enumerate() {
+        for (pi, p) in t.prefixes.iter().enumerate() {
+            let span = t.spans.prefixes.get(pi).copied().unwrap_or(t.spans.name);
+            if p.addr() != p.network() {
+                cx.warnings.push(host_bits(cx.map, p, span));
+            }
+            all.push((p.trunc(), ti, span));
+        }
+    }
+    all.sort_by_key(|a| (a.0.network(), a.0.prefix_len()));
+    let mut cover: Option<(IpNet, usize, Span)> = None;
+    for &(p, ti, span) in &all {
+        match cover {
+            Some((c, cti, cspan)) if c.contains(&p) => {
+                if cti != ti {
+                    let (a, b) = (&tenants[cti].name, &tenants[ti].name);
+                    let d = cx
+                        .map
+                        .error(
+                            ErrorKind::TenantOverlap,
+                            span,
+                            format!(
+                                "prefix {p} of tenant `{b}` overlaps prefix {c} of tenant `{a}`"
+                            ),
+                        )
+                        .with_related(cx.map, cspan, format!("{c} of tenant `{a}`"));
+                    cx.errors.push(d);
+                }
+            }
+            _ => cover = Some((p, ti, span)),
+        }
+    }
+}
+
+fn host_bits(map: &SourceMap, p: &IpNet, span: Span) -> Diag {
+    map.diag(
+        Severity::Warning,
+        ErrorKind::HostBits,
+        span,
+        format!(
+            "{p} has bits set after its prefix length; it means {}",
+            p.trunc()
+        ),
+    )
+}
+
+type Sets<'a> = HashMap<&'a str, &'a NamedSet>;
+
+fn sets_by_name<'a>(cx: &mut Ctx<'_>, sets: &'a [NamedSet], outer: Option<&Sets<'a>>) -> Sets<'a> {
+    let mut out: Sets<'a> = HashMap::new();
+    for s in sets {
+        if let Err(m) = check_ident(&s.name) {
+            cx.error(ErrorKind::Syntax, s.span, m);
+        }
+        let prev = out
+            .get(s.name.as_str())
+            .or_else(|| outer.and_then(|o| o.get(s.name.as_str())));
+        if let Some(prev) = prev {
+            let d = cx
+                .map
+                .error(
+                    ErrorKind::DuplicateSet,
+                    s.span,
+                    format!("set `{}` is already defined", s.name),
+                )
+                .with_related(cx.map, prev.span, "first defined here");
+            cx.errors.push(d);
+            continue;
+        }
+        match &s.elems {
+            SetElems::Ports(p) => {
+                for r in p.iter().filter(|r| r.lo > r.hi) {
+                    cx.error(
+                        ErrorKind::PortRangeReversed,
+                        s.span,
+                        format!("set `{}` holds the empty range {}-{}", s.name, r.lo, r.hi),
+                    );
+                }
+            }
+            SetElems::Prefixes(p) => {
+                for n in p.iter().filter(|n| n.addr() != n.network()) {
+                    cx.warnings.push(host_bits(cx.map, n, s.span));
+                }
+            }
+        }
+        out.insert(&s.name, s);
+    }
+    out
+}
+
+fn lookup<'a>(name: &str, gw: &Sets<'a>, own: Option<&Sets<'a>>) -> Option<&'a NamedSet> {
+    own.and_then(|o| o.get(name))
+        .or_else(|| gw.get(name))
+        .copied()
+}
+
+/// Replaces set references in `items` by their elements.
+fn resolve_prefixes(
+    cx: &mut Ctx<'_>,
+    items: &mut Vec<PrefixItem>,
+    span: Span,
+    gw: &Sets<'_>,
+    own: Option<&Sets<'_>>,
+) {
+    if !items.iter().any(|i| matches!(i, PrefixItem::Set(_))) {
+        for n in Match::nets(items).filter(|n| n.addr() != n.network()) {
+            cx.warnings.push(host_bits(cx.map, n, span));
+        }
+        return;
+    }
+    let mut out = Vec::with_capacity(items.len());
+    for it in items.drain(..) {
+        match it {
+            PrefixItem::Net(n) => out.push(PrefixItem::Net(n)),
+            PrefixItem::Set(name) => match lookup(&name, gw, own).map(|s| &s.elems) {
+                Some(SetElems::Prefixes(p)) => out.extend(p.iter().map(|n| PrefixItem::Net(*n))),
+                Some(SetElems::Ports(_)) => cx.error(
+                    ErrorKind::SetTypeMismatch,
+                    span,
+                    format!("set `@{name}` holds ports, but an address list needs prefixes"),
+                ),
+                None => cx.error(
+                    ErrorKind::UnknownSet,
+                    span,
+                    format!("no set named `@{name}`"),
+                ),
+            },
+        }
+    }
+    *items = out;
+}
+
+fn resolve_ports(
+    cx: &mut Ctx<'_>,
+    items: &mut Vec<PortItem>,
+    span: Span,
+    gw: &Sets<'_>,
+    own: Option<&Sets<'_>>,
+) {
+    if items.iter().any(|i| matches!(i, PortItem::Set(_))) {
+        let mut out = Vec::with_capacity(items.len());
+        for it in items.drain(..) {
+            match it {
+                PortItem::Range(r) => out.push(PortItem::Range(r)),
+                PortItem::Set(name) => match lookup(&name, gw, own).map(|s| &s.elems) {
+                    Some(SetElems::Ports(p)) => out.extend(p.iter().map(|r| PortItem::Range(*r))),
+                    Some(SetElems::Prefixes(_)) => cx.error(
+                        ErrorKind::SetTypeMismatch,
+                        span,
+                        format!("set `@{name}` holds prefixes, but a port list needs ports"),
+                    ),
+                    None => cx.error(
+                        ErrorKind::UnknownSet,
+                        span,
+                        format!("no set named `@{name}`"),
+                    ),
+                },
+            }
+        }
+        *items = out;
+    }
+    for r in Match::ranges(items).filter(|r| r.lo > r.hi) {
+        cx.error(
+            ErrorKind::PortRangeReversed,
+            span,
+            format!(
+                "port range {}-{} is empty: the first port must not exceed the last",
+                r.lo, r.hi
+            ),
+        );
+    }
+}
+
+/// `Some(true)` if every prefix is IPv4, `Some(false)` if every one is IPv6, `None` if
+/// the list is empty or mixed.
+fn family(items: &[PrefixItem]) -> Option<bool> {
+    let mut nets = Match::nets(items);
+    let first = nets.next()?.addr().is_ipv4();
+    nets.all(|n| n.addr().is_ipv4() == first).then_some(first)
+}
+
+fn check_rule(
+    cx: &mut Ctx<'_>,
+    r: &mut Rule,
+    gw: &Sets<'_>,
+    own: Option<&Sets<'_>>,
+    tenant: Option<(&str, &[IpNet])>,
+) {
+    let sp = r.spans;
+    let at = |s: Option<Span>| s.unwrap_or(sp.rule);
+    let m = &mut r.matches;
+    resolve_prefixes(cx, &mut m.src, at(sp.src), gw, own);
+    resolve_prefixes(cx, &mut m.dst, at(sp.dst), gw, own);
+    resolve_ports(cx, &mut m.sport, at(sp.sport), gw, own);
+    resolve_ports(cx, &mut m.dport, at(sp.dport), gw, own);
+
+    if let Some(i) = &m.iif {
+        let ok = !i.is_empty()
+            && i.len() <= crate::parser::MAX_IFNAME
+            && i.bytes().all(|c| c.is_ascii_graphic() && c != b'"');
+        if !ok {
+            cx.error(
+                ErrorKind::Syntax,
+                at(sp.iif),
+                format!("interface name {i:?} must be 1 to 15 printable characters without `\"`"),
+            );
+        }
+    }
+    if let Some(v) = m.vlan.filter(|&v| v > 4095) {
+        cx.error(
+            ErrorKind::VlanOutOfRange,
+            at(sp.vlan),
+            format!("VLAN id {v} is above 4095"),
+        );
+    }
+    let proto = m.proto;
+    let l4_ok = match proto {
+        Some(p) => p.has_ports(),
+        None => cx.cfg.allow_ports_without_proto,
+    };
+    let what = || proto.map_or_else(|| "no `proto`".to_owned(), |p| format!("`proto {p}`"));
+    for (present, s, name) in [
+        (!m.sport.is_empty(), sp.sport, "sport"),
+        (!m.dport.is_empty(), sp.dport, "dport"),
+    ] {
+        if present && !l4_ok {
+            cx.errors.push(
+                cx.map
+                    .error(
+                        ErrorKind::PortsWithoutTcpUdp,
+                        at(s),
+                        format!(
+                            "`{name}` on a rule with {}: only TCP and UDP have ports",
+                            what()
+                        ),
+                    )
+                    .with_help("add `proto tcp` or `proto udp` before the ports"),
+            );
+        }
+    }
+    let flags_ok = proto.map_or(cx.cfg.allow_ports_without_proto, |p| p == Proto::Tcp);
+    if m.tcp_flags.is_some() && !flags_ok {
+        cx.error(
+            ErrorKind::FlagsWithoutTcp,
+            at(sp.tcp_flags),
+            format!("`flags` on a rule with {}: only TCP has flags", what()),
+        );
+    }
+    let icmp_ok = proto.is_some_and(Proto::is_icmp);
+    for (present, s, name) in [
+        (m.icmp_type.is_some(), sp.icmp_type, "icmp-type"),
+        (m.icmp_code.is_some(), sp.icmp_code, "icmp-code"),
+    ] {
+        if present && !icmp_ok {
+            cx.errors.push(
+                cx.map
+                    .error(
+                        ErrorKind::IcmpWithoutIcmp,
+                        at(s),
+                        format!("`{name}` on a rule with {}", what()),
+                    )
+                    .with_help("add `proto icmp` (IPv4) or `proto icmpv6` (IPv6)"),
+            );
+        }
+    }
+    let (fs, fd) = (family(&m.src), family(&m.dst));
+    if let (Some(a), Some(b)) = (fs, fd)
+        && a != b
+    {
+        let (s, d) = if a {
+            ("IPv4", "IPv6")
+        } else {
+            ("IPv6", "IPv4")
+        };
+        cx.errors.push(
+            cx.map
+                .error(
+                    ErrorKind::FamilyMismatch,
+                    at(sp.dst),
+                    format!("{s} sources with {d} destinations can never match"),
+                )
+                .with_related(cx.map, at(sp.src), "sources here"),
+        );
+    }
+    let fam = fs.or(fd);
+    match (proto, fam) {
+        (Some(Proto::Icmp), Some(false)) => {
+            cx.error(
+                ErrorKind::FamilyMismatch,
+                at(sp.proto),
+                "`proto icmp` is IPv4 only, but the addresses are IPv6 (use `proto icmpv6`)",
+            );
+        }
+        (Some(Proto::Icmpv6), Some(true)) => {
+            cx.error(
+                ErrorKind::FamilyMismatch,
+                at(sp.proto),
+                "`proto icmpv6` is IPv6 only, but the addresses are IPv4 (use `proto icmp`)",
+            );
+        }
+        _ => {}
+    }
+    if let Some((name, owned)) = tenant {
+        for n in Match::nets(&m.dst) {
+            if !owned.iter().any(|o| o.contains(n)) {
+                cx.errors.push(
+                    cx.map
+                        .error(
+                            ErrorKind::OutOfScope,
+                            at(sp.dst),
+                            format!("destination {n} is outside the prefixes of tenant `{name}`"),
+                        )
+                        .with_help("a tenant's rules may only match its own destinations; leave `daddr` out to mean all of them"),
+                );
+            }
+        }
+    }
+}
+
+/// True if `a` covers every range of `b` with one of its own.
+pub(crate) fn ports_cover(a: &[PortItem], b: &[PortItem]) -> bool {
+    a.is_empty()
+        || (!b.is_empty()
+            && Match::ranges(b).all(|rb| Match::ranges(a).any(|ra: PortRange| ra.covers(rb))))
+}
