@@ -42,21 +42,46 @@ fn fluxgate(bin: &PathBuf, pins: &PathBuf, args: &[&str]) -> Result<()> {
     Ok(())
 }
 
-struct Pins(PathBuf);
+/// A scratch directory (bpffs pins, state, ruleset) removed at the end.
+struct Scratch(PathBuf);
 
-impl Drop for Pins {
+impl Drop for Scratch {
     fn drop(&mut self) {
         let _ = std::fs::remove_dir_all(&self.0);
     }
 }
 
+const ACME: std::net::Ipv4Addr = std::net::Ipv4Addr::new(10, 77, 1, 2);
+const BETA: std::net::Ipv4Addr = std::net::Ipv4Addr::new(10, 77, 2, 2);
+
+/// A two-tenant ruleset: acme serves web only, beta blocks SSH from outside.
+fn write_ruleset(dir: &std::path::Path) -> Result<()> {
+    std::fs::create_dir_all(dir)?;
+    std::fs::write(
+        dir.join("gateway.fg"),
+        "default pass\nproto udp dport 11211 drop   # memcached amplification\n",
+    )?;
+    std::fs::write(
+        dir.join("acme.fg"),
+        "tenant acme\nprefix 10.77.1.0/24\ndefault drop\nproto tcp dport { 80, 443 } pass\nproto udp dport 5000 count\n",
+    )?;
+    std::fs::write(
+        dir.join("beta.fg"),
+        "tenant beta\nprefix 10.77.2.0/24\ndefault pass\nproto tcp dport 22 drop\n",
+    )?;
+    Ok(())
+}
+
 fn main() -> Result<()> {
     support::require_root();
     let bin = fluxgate_bin()?;
-    let pins = Pins(PathBuf::from(format!(
-        "/sys/fs/bpf/fluxgate-demo-{}",
-        std::process::id()
-    )));
+    let pins = PathBuf::from(format!("/sys/fs/bpf/fluxgate-demo-{}", std::process::id()));
+    let _pins_guard = Scratch(pins.clone());
+    let _state_guard = Scratch(pins.with_extension("state"));
+    let scratch =
+        Scratch(std::env::temp_dir().join(format!("fluxgate-demo-{}", std::process::id())));
+    let rules = scratch.0.join("rules");
+    write_ruleset(&rules)?;
     let link = Link::new();
     let ns = link.b.name().to_owned();
     println!(
@@ -64,7 +89,7 @@ fn main() -> Result<()> {
         link.a.name()
     );
 
-    fluxgate(&bin, &pins.0, &["-n", &ns, "attach", IF_B])?;
+    fluxgate(&bin, &pins, &["-n", &ns, "attach", IF_B])?;
     println!("\nsending traffic {} -> {ns}:", link.a.name());
     let udp = support::udp_exchange(&link, 5000, 1000, 64);
     println!("  UDP: 1000 datagrams sent, {udp} received");
@@ -89,13 +114,35 @@ fn main() -> Result<()> {
     println!("  raw: 1 malformed IPv4 frame (IHL 3), 1 ARP frame\n");
     std::thread::sleep(std::time::Duration::from_millis(200));
 
-    fluxgate(&bin, &pins.0, &["-n", &ns, "stats"])?;
+    println!(
+        "loading a two-tenant ruleset (acme 10.77.1.0/24: web only; beta 10.77.2.0/24: no SSH):"
+    );
+    link.add_b_address(ACME);
+    link.add_b_address(BETA);
+    fluxgate(
+        &bin,
+        &pins,
+        &["-n", &ns, "load", &rules.display().to_string(), IF_B],
+    )?;
+    let web = support::tcp_exchange_to(&link, ACME, 443, 5, b"GET / HTTP/1.0\r\n\r\n");
+    println!("  acme:443  5 connections, {web} completed (rule acme#1 passes)");
+    let mysql = support::tcp_exchange_to(&link, ACME, 3306, 3, b"x");
+    println!("  acme:3306 3 connections, {mysql} completed (acme default drop)");
+    let counted = support::udp_exchange_to(&link, ACME, 5000, 10, 16);
+    println!("  acme:5000 10 datagrams, {counted} received (counted by acme#2, then default drop)");
+    let ssh = support::tcp_exchange_to(&link, BETA, 22, 3, b"SSH-2.0-x");
+    println!("  beta:22   3 connections, {ssh} completed (beta#1 drops)");
+    let dns = support::udp_exchange_to(&link, BETA, 53, 10, 32);
+    println!("  beta:53   10 datagrams, {dns} received (beta default pass)\n");
+    fluxgate(&bin, &pins, &["-n", &ns, "stats", IF_B])?;
     println!();
-    fluxgate(&bin, &pins.0, &["-n", &ns, "stats", "--json"])?;
-    println!();
-    fluxgate(&bin, &pins.0, &["-n", &ns, "detach", IF_B])?;
+
+    fluxgate(&bin, &pins, &["-n", &ns, "detach", IF_B])?;
     if udp != 1000 || tcp != 20 || icmp != 10 {
         bail!("traffic was lost while fluxgate passed everything");
+    }
+    if (web, mysql, counted, ssh, dns) != (5, 0, 0, 0, 10) {
+        bail!("the ruleset did not decide as written: {web} {mysql} {counted} {ssh} {dns}");
     }
     println!("\ndemo done; namespaces removed");
     Ok(())

@@ -246,20 +246,42 @@ pub fn udp_exchange_to(
 /// Opens `count` TCP connections from `a` to `b:port`, each sending `msg` and
 /// reading it back; returns how many round trips succeeded.
 pub fn tcp_exchange(link: &Link, port: u16, count: usize, msg: &'static [u8]) -> usize {
+    tcp_exchange_to(link, ADDR_B, port, count, msg)
+}
+
+/// Like [`tcp_exchange`], to `dst` (an address of `b`). Connections that are
+/// dropped time out after 1 s each.
+pub fn tcp_exchange_to(
+    link: &Link,
+    dst: Ipv4Addr,
+    port: u16,
+    count: usize,
+    msg: &'static [u8],
+) -> usize {
     use std::io::{Read, Write};
+    use std::sync::{Arc, atomic::AtomicBool};
     let (tx, rx) = std::sync::mpsc::channel();
     let name = link.b.name().to_owned();
+    let done = Arc::new(AtomicBool::new(false));
+    let server_done = Arc::clone(&done);
     let server = thread::spawn(move || {
         fluxgate_dataplane::netns::enter(&name).expect("enter netns");
-        let listener = TcpListener::bind(SocketAddrV4::new(ADDR_B, port)).expect("listen");
+        let listener = TcpListener::bind(SocketAddrV4::new(dst, port)).expect("listen");
+        listener.set_nonblocking(true).expect("nonblocking");
         tx.send(()).expect("ready");
-        for _ in 0..count {
-            let Ok((mut s, _)) = listener.accept() else {
-                break;
-            };
-            let mut buf = vec![0u8; msg.len()];
-            if s.read_exact(&mut buf).is_ok() {
-                let _ = s.write_all(&buf);
+        // Serve until the client side is finished (dropped connections never arrive).
+        while !server_done.load(Ordering::Acquire) {
+            match listener.accept() {
+                Ok((mut s, _)) => {
+                    s.set_nonblocking(false).expect("blocking");
+                    s.set_read_timeout(Some(Duration::from_secs(2)))
+                        .expect("timeout");
+                    let mut buf = vec![0u8; msg.len()];
+                    if s.read_exact(&mut buf).is_ok() {
+                        let _ = s.write_all(&buf);
+                    }
+                }
+                Err(_) => thread::sleep(Duration::from_millis(2)),
             }
         }
     });
@@ -267,8 +289,8 @@ pub fn tcp_exchange(link: &Link, port: u16, count: usize, msg: &'static [u8]) ->
     let ok = link.a.run(move || {
         let mut ok = 0;
         for _ in 0..count {
-            let addr = SocketAddr::V4(SocketAddrV4::new(ADDR_B, port));
-            let Ok(mut s) = TcpStream::connect_timeout(&addr, Duration::from_secs(2)) else {
+            let addr = SocketAddr::V4(SocketAddrV4::new(dst, port));
+            let Ok(mut s) = TcpStream::connect_timeout(&addr, Duration::from_secs(1)) else {
                 continue;
             };
             s.set_read_timeout(Some(Duration::from_secs(2)))
@@ -280,6 +302,7 @@ pub fn tcp_exchange(link: &Link, port: u16, count: usize, msg: &'static [u8]) ->
         }
         ok
     });
+    done.store(true, Ordering::Release);
     server.join().expect("server");
     ok
 }

@@ -261,7 +261,9 @@ impl RuleCell {
     /// Whether `key` matches this rule.
     ///
     /// Branch-free on purpose: one unsigned compare per word folded into a
-    /// mask keeps the verifier from exploring a path per word and rule.
+    /// mask keeps the verifier from exploring a path per word and rule (with
+    /// early-exit branches the program exceeds the verifier's 1M-instruction
+    /// budget).
     #[inline(always)]
     pub fn matches(&self, key: &[u32; KEY_WORDS]) -> bool {
         let mut outside = 0u64;

@@ -102,7 +102,8 @@ impl FlatRule {
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct TreeConfig {
     /// A region with at most this many candidate rules becomes a leaf ("binth";
-    /// clamped to `1..=LEAF_MAX`). Default 8.
+    /// clamped to `1..=LEAF_MAX`). Default 4: every leaf rule costs a map
+    /// lookup and a full range check per packet.
     pub leaf_target: usize,
     /// HiCuts space factor: a cut into `k` children of a region with `n` rules is
     /// allowed when `sum of child rule counts + k <= spfac * n`. Default 4.

@@ -1,0 +1,256 @@
+//! The classifier's cost, side by side with the baselines in the same run.
+//!
+//! Kernel (BPF_PROG_TEST_RUN, kernel-reported ns per packet, root needed):
+//! - hot: the same packet repeated, ClassBench-like ACL rulesets of 10 / 1k /
+//!   10k / 100k rules, and tenant dispatch over 10 and 10,000 tenants, beside
+//!   the bare `XDP_PASS` floor and parse-and-pass (no tables) from the same object;
+//! - cold-ish: a trace of distinct packets, one test_run each, the floor
+//!   measured the same way.
+//!
+//! Userspace: packets/s of `Classifier` at 10k rules on one core.
+//! Compile + stage (kernel maps created and filled) time, and kernel table
+//! memory per rule, printed in the summary.
+//!
+//! Run: `cargo bench --bench classifier` (as root).
+
+use std::time::{Duration, Instant};
+
+use criterion::{BenchmarkId, Criterion, Throughput};
+use fluxgate::{
+    common::GatewayConfig,
+    dataplane::{Program, StagedImage, Tables, frame::FrameSpec},
+    ruleset::{
+        Classifier, CompileOptions, Config, Image, PacketHeader, Ruleset, ValidRuleset, classbench,
+        classifier::key_of,
+        compile_with,
+        synth::{self, Family},
+        validate,
+    },
+};
+
+struct Setup {
+    name: String,
+    program: Program,
+    _staged: StagedImage,
+    image: Image,
+    packets: Vec<PacketHeader>,
+    compile_and_stage: Duration,
+    rules: usize,
+}
+
+fn realizable(mut p: PacketHeader) -> PacketHeader {
+    if p.proto != 6 && p.proto != 17 {
+        p.sport = None;
+        p.dport = None;
+        p.tcp_flags = None;
+    }
+    p
+}
+
+fn load(name: String, rs: &ValidRuleset, packets: Vec<PacketHeader>, rules: usize) -> Setup {
+    let started = Instant::now();
+    let image = compile_with(rs, &CompileOptions::default()).expect("compile");
+    let staged = StagedImage::new(&image).expect("stage");
+    let compile_and_stage = started.elapsed();
+    let mut program = Program::load(&GatewayConfig::default()).expect("load (needs root)");
+    program.publish_image(&staged).expect("publish");
+    Setup {
+        name,
+        program,
+        _staged: staged,
+        image,
+        packets,
+        compile_and_stage,
+        rules,
+    }
+}
+
+fn acl(n: usize) -> Setup {
+    let filters = synth::classbench_like(Family::Acl, n, 42);
+    let rs = validate(classbench::to_ruleset(&filters), &Config::classbench()).expect("valid");
+    let packets = synth::trace(&filters, 100_000, 7)
+        .into_iter()
+        .map(|e| realizable(e.header))
+        .collect();
+    load(format!("acl_{n}"), &rs, packets, n)
+}
+
+/// `tenants` tenants with one /24 each and 3 rules each, plus 10 global rules.
+fn tenants(tenants: usize) -> Setup {
+    let mut files = vec![(
+        "gateway.fg".to_owned(),
+        "default drop\n".to_owned()
+            + &(0..10)
+                .map(|i| format!("saddr 192.0.2.{i} drop\n"))
+                .collect::<String>(),
+    )];
+    for t in 0..tenants {
+        let (a, b) = (10 + t / 256, t % 256);
+        files.push((
+            format!("t{t}.fg"),
+            format!(
+                "tenant t{t}\nprefix 10.{a}.{b}.0/24\ndefault drop\nproto tcp dport 22 saddr 198.51.100.0/24 pass\nproto tcp dport {{ 80, 443 }} pass\nproto udp dport 53 pass\n"
+            ),
+        ));
+    }
+    let rs = validate(
+        Ruleset::parse_files(&files).expect("parse"),
+        &Config::default(),
+    )
+    .expect("valid");
+    let packets = (0..100_000)
+        .map(|i: usize| {
+            let t = i * 7919 % tenants;
+            format!(
+                "tcp 203.0.113.{}:40000 -> 10.{}.{}.{}:443 flags S",
+                i % 250,
+                10 + t / 256,
+                t % 256,
+                i % 250
+            )
+            .parse()
+            .expect("packet")
+        })
+        .collect();
+    load(format!("tenants_{tenants}"), &rs, packets, tenants * 3 + 10)
+}
+
+fn frame(p: &PacketHeader) -> Vec<u8> {
+    FrameSpec::from_header(p).expect("frame").build()
+}
+
+fn kernel_hot(c: &mut Criterion, floor: &Program, setups: &[Setup]) {
+    let mut group = c.benchmark_group("kernel_hot");
+    group.throughput(Throughput::Elements(1));
+    let reference = frame(&setups[0].packets[0]);
+    let empty = Program::load(&GatewayConfig::default()).expect("load");
+    let mut run = |name: &str, program: &Program, f: &[u8], use_floor: bool| {
+        group.bench_with_input(BenchmarkId::new(name, ""), f, |b, f| {
+            b.iter_custom(|iters| {
+                let repeat = iters.clamp(1, u64::from(u32::MAX)) as u32;
+                let out = if use_floor {
+                    program.test_run_floor(f, repeat)
+                } else {
+                    program.test_run(f, repeat)
+                };
+                out.expect("test run").duration * repeat
+            })
+        });
+    };
+    run("xdp_pass_floor", floor, &reference, true);
+    run("parse_and_pass", &empty, &reference, false);
+    for s in setups {
+        run(&s.name, &s.program, &frame(&s.packets[0]), false);
+    }
+    group.finish();
+}
+
+fn userspace(c: &mut Criterion, setup: &Setup) {
+    let classifier = Classifier::new(setup.image.clone(), []);
+    let keys: Vec<_> = setup
+        .packets
+        .iter()
+        .take(10_000)
+        .map(|p| key_of(p, 0))
+        .collect();
+    let mut group = c.benchmark_group("userspace");
+    group.throughput(Throughput::Elements(keys.len() as u64));
+    group.bench_function(BenchmarkId::new("classify_key", &setup.name), |b| {
+        b.iter(|| {
+            keys.iter()
+                .map(|k| classifier.classify_key(k).verdict as usize)
+                .sum::<usize>()
+        })
+    });
+    group.finish();
+}
+
+/// Median over 5 runs of 1M repeats, kernel-reported ns.
+fn hot_ns(program: &Program, f: &[u8], floor: bool) -> f64 {
+    let mut v: Vec<u128> = (0..5)
+        .map(|_| {
+            let out = if floor {
+                program.test_run_floor(f, 1_000_000)
+            } else {
+                program.test_run(f, 1_000_000)
+            };
+            out.expect("run").duration.as_nanos()
+        })
+        .collect();
+    v.sort();
+    v[2] as f64
+}
+
+/// Mean kernel ns over distinct packets (2,000 of the trace), one test_run each (repeat 100, so
+/// the kernel's whole-ns timing has resolution; caches see each packet anew).
+fn trace_ns(program: &Program, frames: &[Vec<u8>], floor: bool) -> f64 {
+    let total: u128 = frames
+        .iter()
+        .map(|f| {
+            let out = if floor {
+                program.test_run_floor(f, 100)
+            } else {
+                program.test_run(f, 100)
+            };
+            out.expect("run").duration.as_nanos()
+        })
+        .sum();
+    total as f64 / frames.len() as f64
+}
+
+fn summary(floor: &Program, setups: &[Setup]) {
+    let f0 = frame(&setups[0].packets[0]);
+    let floor_hot = hot_ns(floor, &f0, true);
+    let empty = Program::load(&GatewayConfig::default()).expect("load");
+    let parse_hot = hot_ns(&empty, &f0, false);
+    eprintln!("\nclassifier summary (same run; kernel ns/packet as BPF_PROG_TEST_RUN reports it)");
+    eprintln!(
+        "  xdp_pass_floor {floor_hot:.0} ns, parse_and_pass {parse_hot:.0} ns ({:.2}x floor)",
+        parse_hot / floor_hot
+    );
+    eprintln!(
+        "  {:<14} {:>9} {:>10} {:>11} {:>12} {:>12} {:>14} {:>10}",
+        "ruleset",
+        "rules",
+        "hot ns",
+        "hot/floor",
+        "trace ns",
+        "trace/floor",
+        "compile+stage",
+        "B/rule"
+    );
+    for s in setups {
+        let hot = hot_ns(&s.program, &frame(&s.packets[0]), false);
+        let frames: Vec<_> = s.packets.iter().take(2_000).map(frame).collect();
+        let trace = trace_ns(&s.program, &frames, false);
+        let trace_floor = trace_ns(floor, &frames, true);
+        let bytes = s.image.cells() as f64 * 128.0 / s.rules as f64;
+        eprintln!(
+            "  {:<14} {:>9} {:>10.0} {:>11.2} {:>12.1} {:>12.2} {:>12.0}ms {:>10.0}",
+            s.name,
+            s.rules,
+            hot,
+            hot / floor_hot,
+            trace,
+            trace / trace_floor.max(1.0),
+            s.compile_and_stage.as_secs_f64() * 1e3,
+            bytes
+        );
+    }
+}
+
+fn main() {
+    let floor = Program::load(&GatewayConfig::default())
+        .expect("load the XDP program (benchmarks need root)");
+    let mut setups = vec![acl(10), acl(1_000), acl(10_000)];
+    if std::env::var_os("FLUXGATE_BENCH_100K").is_some() {
+        setups.push(acl(100_000));
+    }
+    setups.push(tenants(10));
+    setups.push(tenants(10_000));
+    let mut criterion = Criterion::default().configure_from_args();
+    kernel_hot(&mut criterion, &floor, &setups);
+    userspace(&mut criterion, &setups[2]);
+    criterion.final_summary();
+    summary(&floor, &setups);
+}
