@@ -73,10 +73,13 @@ pub fn build_table(
     // the same address fields (EffiCuts' separable trees), merged by priority.
     let budget = 4 * live.len() + 1024;
     let single = Builder::new(rules, leaf_target, spfac, budget).build(std::slice::from_ref(&live));
+    // The split trees get a generous but finite budget too: a pathological
+    // rule set is refused with `TooLarge` instead of compiling for minutes.
+    let split_budget = 64 * live.len() + (1 << 16);
     let (cells, mut stats, depth_sum) = match single {
         Ok(done) => done,
         Err(_) => {
-            Builder::new(rules, leaf_target, spfac, usize::MAX).build(&partition(rules, &live))?
+            Builder::new(rules, leaf_target, spfac, split_budget).build(&partition(rules, &live))?
         }
     };
     let n = cells.len();

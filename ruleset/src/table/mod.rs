@@ -276,7 +276,7 @@ pub fn walk(cells: &[Cell], key: &[u32; KEY_WORDS]) -> Walk {
                 continue;
             };
             let rule = rule.rule();
-            if !rule.matches(key) {
+            if !matches_early_exit(rule, key) {
                 continue;
             }
             match rule.action {
@@ -293,6 +293,34 @@ pub fn walk(cells: &[Cell], key: &[u32; KEY_WORDS]) -> Walk {
         out.decision = Some((c.rule().action, c.rule().counter));
     }
     out
+}
+
+/// [`RuleCell::matches`] with early exits, most selective words first: the
+/// same answer, faster on a CPU (the kernel keeps the branch-free form, which
+/// the verifier can afford).
+#[inline]
+fn matches_early_exit(rule: &RuleCell, key: &[u32; KEY_WORDS]) -> bool {
+    const ORDER: [usize; RANGE_WORDS] = [
+        word::DST,
+        word::SRC,
+        word::DPORT,
+        word::SPORT,
+        word::PROTO,
+        word::DST + 1,
+        word::DST + 2,
+        word::DST + 3,
+        word::SRC + 1,
+        word::SRC + 2,
+        word::SRC + 3,
+        word::L4,
+        word::FAMILY,
+        word::VLAN,
+        word::IFINDEX,
+    ];
+    ORDER
+        .iter()
+        .all(|&w| key[w].wrapping_sub(rule.lo[w]) <= rule.hi[w].wrapping_sub(rule.lo[w]))
+        && (key[word::TCP_FLAGS] as u8) & rule.flags_mask == rule.flags_value
 }
 
 /// Follows one tree from `root` to its leaf; `None` for an empty leaf or a
