@@ -7,7 +7,7 @@ use std::{
     path::{Path, PathBuf},
 };
 
-use fluxgate_common::{GatewayConfig, Trace, xdp};
+use fluxgate_common::{GatewayConfig, Trace};
 use fluxgate_dataplane::{PinnedAttachment, Program, StagedImage, Tables, frame::FrameSpec};
 use fluxgate_ruleset::{
     Classifier, CompileOptions, Config, Image, PacketHeader, Ruleset, Scope, ValidRuleset,
@@ -414,10 +414,9 @@ pub fn classify(
                     let spec = FrameSpec::from_header(p).ok_or_else(|| {
                         ControlError::Usage(format!("packet `{p}` cannot be built as a frame"))
                     })?;
-                    let out = program.test_run(&spec.build(), 1)?;
+                    program.test_run(&spec.build(), 1)?;
                     let trace: Trace = program.last_trace()?;
                     let slot = image.counters.get(trace.decided as usize);
-                    let _ = out.verdict == xdp::DROP;
                     Ok(match slot {
                         Some(s) => name(&s.scope, s.rule.map(|_| s.position)),
                         None => name(&Scope::Gateway, None),

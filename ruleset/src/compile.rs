@@ -455,7 +455,6 @@ pub fn set_prefix(r: &mut FlatRule, at: usize, net: &IpNet) {
         }
     };
     exact(r, word::FAMILY, family);
-    let bits = if family == 4 { 32 } else { 128 };
     for (i, &value) in words.iter().enumerate() {
         // How many of this word's 32 bits the prefix fixes.
         let fixed = u32::from(len).saturating_sub(32 * i as u32).min(32);
@@ -463,7 +462,6 @@ pub fn set_prefix(r: &mut FlatRule, at: usize, net: &IpNet) {
             exact(r, at + i, 0);
             continue;
         }
-        let _ = bits;
         let mask = if fixed == 0 {
             0
         } else {

@@ -51,8 +51,13 @@ impl Rng {
         if n == 0 { 0 } else { self.next_u64() % n }
     }
 
+    /// A random `u32`.
+    pub fn u32(&mut self) -> u32 {
+        self.next_u64() as u32
+    }
+
     /// Picks from `(weight, value)` pairs.
-    fn weighted<T: Copy>(&mut self, table: &[(u32, T)]) -> T {
+    pub(crate) fn weighted<T: Copy>(&mut self, table: &[(u32, T)]) -> T {
         let total: u64 = table.iter().map(|(w, _)| u64::from(*w)).sum();
         let mut x = self.below(total);
         for &(w, v) in table {

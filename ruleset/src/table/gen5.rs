@@ -10,39 +10,7 @@ use fluxgate_common::table::{KEY_WORDS, RANGE_WORDS, action, word};
 
 use super::FlatRule;
 
-/// SplitMix64.
-#[derive(Clone, Debug)]
-pub struct Rng(pub u64);
-
-impl Rng {
-    /// Next 64 random bits.
-    pub fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-    /// Uniform in `0..n` (0 when `n == 0`).
-    pub fn below(&mut self, n: u64) -> u64 {
-        if n == 0 { 0 } else { self.next_u64() % n }
-    }
-    /// A random `u32`.
-    pub fn u32(&mut self) -> u32 {
-        self.next_u64() as u32
-    }
-    fn pick<T: Copy>(&mut self, table: &[(u32, T)]) -> T {
-        let total: u64 = table.iter().map(|(w, _)| u64::from(*w)).sum();
-        let mut x = self.below(total);
-        for &(w, v) in table {
-            if x < u64::from(w) {
-                return v;
-            }
-            x -= u64::from(w);
-        }
-        table[table.len() - 1].1
-    }
-}
+pub use crate::synth::Rng;
 
 fn prefix(addr: u32, len: u32) -> (u32, u32) {
     let host = u32::MAX.checked_shr(len).unwrap_or(0);
@@ -73,7 +41,7 @@ fn ipv4_any() -> FlatRule {
 /// `n` ClassBench-like IPv4 rules (deterministic in `seed`); about 1% are COUNT
 /// rules on specific destinations, the rest PASS or DROP. Counter = position.
 pub fn classbench_like(n: usize, seed: u64) -> Vec<FlatRule> {
-    let mut rng = Rng(seed);
+    let mut rng = Rng::new(seed);
     let seeds: Vec<u32> = (0..(n / 50).clamp(4, 2000))
         .map(|_| rng.u32() & 0xffff_0000)
         .collect();
@@ -85,11 +53,11 @@ pub fn classbench_like(n: usize, seed: u64) -> Vec<FlatRule> {
     for i in 0..n {
         let mut r = ipv4_any();
         let count = rng.below(100) == 0;
-        let slen = rng.pick(&[(35, 0), (5, 8), (15, 16), (25, 24), (20, 32)]);
+        let slen = rng.weighted(&[(35, 0), (5, 8), (15, 16), (25, 24), (20, 32)]);
         let dlen = if count {
-            rng.pick(&[(1, 24), (1, 32)])
+            rng.weighted(&[(1, 24), (1, 32)])
         } else {
-            rng.pick(&[(8, 0), (5, 8), (12, 16), (35, 24), (40, 32)])
+            rng.weighted(&[(8, 0), (5, 8), (12, 16), (35, 24), (40, 32)])
         };
         let (slo, shi) = if slen == 0 {
             (0, u32::MAX)
@@ -105,18 +73,18 @@ pub fn classbench_like(n: usize, seed: u64) -> Vec<FlatRule> {
         r.hi[word::SRC] = shi;
         r.lo[word::DST] = dlo;
         r.hi[word::DST] = dhi;
-        let proto = rng.pick(&[(60, 6u32), (25, 17), (15, 256)]);
+        let proto = rng.weighted(&[(60, 6u32), (25, 17), (15, 256)]);
         if proto != 256 {
             r.lo[word::PROTO] = proto;
             r.hi[word::PROTO] = proto;
-            let (spl, sph) = rng.pick(&[(85, (0, 65535)), (10, (1024, 65535)), (5, (1, 1))]);
+            let (spl, sph) = rng.weighted(&[(85, (0, 65535)), (10, (1024, 65535)), (5, (1, 1))]);
             let (spl, sph) = if spl == 1 {
                 let p = PORTS[rng.below(PORTS.len() as u64) as usize];
                 (p, p)
             } else {
                 (spl, sph)
             };
-            let kind = rng.pick(&[(50, 0), (10, 1), (15, 2), (25, 3)]);
+            let kind = rng.weighted(&[(50, 0), (10, 1), (15, 2), (25, 3)]);
             let (dpl, dph) = match kind {
                 0 => {
                     let p = PORTS[rng.below(PORTS.len() as u64) as usize];
@@ -145,7 +113,7 @@ pub fn classbench_like(n: usize, seed: u64) -> Vec<FlatRule> {
         r.action = if count {
             action::COUNT
         } else {
-            rng.pick(&[(70, action::PASS), (30, action::DROP)])
+            rng.weighted(&[(70, action::PASS), (30, action::DROP)])
         };
         r.counter = i as u32;
         out.push(r);
@@ -194,7 +162,7 @@ fn key_in_raw(rng: &mut Rng, r: Option<&FlatRule>) -> [u32; KEY_WORDS] {
 
 /// `n` keys: about half inside random rules of `rules`, half random.
 pub fn keys(rules: &[FlatRule], n: usize, seed: u64) -> Vec<[u32; KEY_WORDS]> {
-    let mut rng = Rng(seed);
+    let mut rng = Rng::new(seed);
     (0..n)
         .map(|_| {
             if !rules.is_empty() && rng.below(2) == 0 {
