@@ -20,6 +20,7 @@
 #![no_main]
 
 mod parse;
+mod walk;
 
 use aya_ebpf::{
     btf_maps::{Array as BtfArray, ArrayOfMaps},
@@ -30,12 +31,13 @@ use aya_ebpf::{
 use fluxgate_common::{
     BPF_F_INNER_MAP, Counter, GATEWAY_SLOTS, GatewayConfig, MAX_COUNTERS, MAX_TENANTS, Malformed,
     Outcome, SLOT_DISPATCH, SLOT_GLOBAL, Trace,
-    table::{Cell, KEY_WORDS, LEAF_MAX, MAX_DEPTH, MAX_TREES, REFS_PER_CELL, Ref, action},
+    table::{Cell, KEY_WORDS, action},
     tenant_counter, xdp as verdict,
 };
+use walk::{NO_MATCH, default_of, walk};
 
 /// One table: an ARRAY of cells whose size differs per table (BPF_F_INNER_MAP).
-type Table = BtfArray<Cell, 1, { BPF_F_INNER_MAP as usize }>;
+pub(crate) type Table = BtfArray<Cell, 1, { BPF_F_INNER_MAP as usize }>;
 
 #[map(name = "FG_OUTCOMES")]
 static FG_OUTCOMES: PerCpuArray<Counter> = PerCpuArray::with_max_entries(Outcome::COUNT, 0);
@@ -90,28 +92,18 @@ pub fn fluxgate_floor(_ctx: XdpContext) -> u32 {
     verdict::PASS
 }
 
-/// A walk result packed in a u64 (`action << 32 | counter`), or [`NO_MATCH`].
-/// Plain integers keep every register initialised on every path, which the
-/// verifier insists on (an `Option<(u8, u32)>` left the action undefined on `None`).
-const NO_MATCH: u64 = u64::MAX;
-
-#[inline(always)]
-const fn decided(action: u8, counter: u32) -> u64 {
-    (action as u64) << 32 | counter as u64
-}
-
 #[inline(always)]
 fn classify(key: &[u32; KEY_WORDS], bytes: u64) -> u32 {
     let mut tenant = NO_TENANT;
     if let Some(dispatch) = FG_GATEWAY.get(SLOT_DISPATCH) {
-        let d = walk(dispatch, key, bytes);
+        let d = walk(dispatch, key, bytes, &FG_RULE_COUNTERS);
         if d != NO_MATCH && (d >> 32) as u8 == action::TENANT {
             tenant = d as u32;
         }
     }
     let global = FG_GATEWAY.get(SLOT_GLOBAL);
     let mut decision = match global {
-        Some(g) => walk(g, key, bytes),
+        Some(g) => walk(g, key, bytes, &FG_RULE_COUNTERS),
         None => NO_MATCH,
     };
     if decision == NO_MATCH {
@@ -121,7 +113,7 @@ fn classify(key: &[u32; KEY_WORDS], bytes: u64) -> u32 {
             FG_TENANTS.get(tenant)
         };
         decision = match table {
-            Some(table) => match walk(table, key, bytes) {
+            Some(table) => match walk(table, key, bytes, &FG_RULE_COUNTERS) {
                 NO_MATCH => default_of(table),
                 d => d,
             },
@@ -158,101 +150,6 @@ fn classify(key: &[u32; KEY_WORDS], bytes: u64) -> u32 {
 
 const NO_TENANT: u32 = u32::MAX;
 
-/// The default action and its counter, from a table's header.
-#[inline(always)]
-fn default_of(table: &Table) -> u64 {
-    match table.get(0) {
-        Some(cell) => {
-            let header = cell.header();
-            decided(header.default_action as u8, header.default_counter)
-        }
-        None => NO_MATCH,
-    }
-}
-
-/// Walks one table: each of its trees (at most `MAX_TREES`, last first) down to
-/// a leaf, then the leaf's rule indices in priority order, stopping at the best
-/// index found so far. Rule cells are laid out in priority order, so the lowest
-/// matching terminal index wins across trees; count rules all live in tree 0,
-/// scanned last, so a matched count rule is counted at once. Returns the
-/// winner's action and counter, or `NO_MATCH`.
-#[inline(always)]
-fn walk(table: &Table, key: &[u32; KEY_WORDS], bytes: u64) -> u64 {
-    let Some(head) = table.get(0) else {
-        return NO_MATCH;
-    };
-    let header = head.header();
-    let trees = if header.trees == 0 {
-        1
-    } else {
-        header.trees as usize
-    };
-    let mut best = u32::MAX;
-    let mut step = 0;
-    while step < MAX_TREES {
-        if step >= trees {
-            break;
-        }
-        let t = trees - 1 - step;
-        step += 1;
-        let leaf = descend(table, header.root_of(t), key);
-        if !leaf.is_leaf() || leaf.count() == 0 {
-            continue;
-        }
-        let Some(list) = table.get(leaf.cell()) else {
-            continue;
-        };
-        let list = list.list();
-        let n = leaf.count() as usize;
-        let mut i = 0;
-        while i < LEAF_MAX {
-            if i >= n {
-                break;
-            }
-            let idx = list[i];
-            if idx >= best {
-                break;
-            }
-            i += 1;
-            let Some(rule) = table.get(idx) else { continue };
-            let rule = rule.rule();
-            if !rule.matches(key) {
-                continue;
-            }
-            if rule.action == action::COUNT {
-                count(&FG_RULE_COUNTERS, rule.counter, bytes);
-                continue;
-            }
-            best = idx;
-            break;
-        }
-    }
-    match table.get(best) {
-        Some(cell) if best != u32::MAX => decided(cell.rule().action, cell.rule().counter),
-        _ => NO_MATCH,
-    }
-}
-
-/// Follows one tree from `root` to its leaf (at most `MAX_DEPTH` steps); a
-/// non-leaf result means a broken tree, which the caller skips.
-#[inline(always)]
-fn descend(table: &Table, root: Ref, key: &[u32; KEY_WORDS]) -> Ref {
-    let mut r = root;
-    let mut depth = 0;
-    while depth < MAX_DEPTH {
-        if r.is_leaf() {
-            break;
-        }
-        let child = r.child(key[r.word() & (KEY_WORDS - 1)]);
-        let Some(cell) = table.get(r.cell() + child / REFS_PER_CELL as u32) else {
-            return Ref(u64::MAX);
-        };
-        r = Ref(cell.raw[child as usize % REFS_PER_CELL]);
-        depth += 1;
-    }
-    r
-}
-
 /// Records a decision for `classify --engine kernel` / `explain` (tracing only).
 #[inline(never)]
 fn record(decision: u64, tenant: u32, dropped: bool) {
@@ -286,7 +183,7 @@ fn malformed_action() -> u32 {
 }
 
 #[inline(always)]
-fn count(map: &PerCpuArray<Counter>, index: u32, bytes: u64) {
+pub(crate) fn count(map: &PerCpuArray<Counter>, index: u32, bytes: u64) {
     if let Some(counter) = map.get_ptr_mut(index) {
         // SAFETY: the pointer comes from a successful per-CPU map lookup; it is
         // valid, aligned, and only this CPU writes this slot.

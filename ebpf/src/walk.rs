@@ -1,0 +1,120 @@
+//! Table walks shared by every program of the object: the decision-tree
+//! descent, the leaf scan and the table default (layout: `fluxgate_common::table`).
+
+use aya_ebpf::maps::PerCpuArray;
+use fluxgate_common::{
+    Counter,
+    table::{KEY_WORDS, LEAF_MAX, MAX_DEPTH, MAX_TREES, REFS_PER_CELL, Ref, action},
+};
+
+use crate::{Table, count};
+
+/// A walk result packed in a u64 (`action << 32 | counter`), or [`NO_MATCH`].
+/// Plain integers keep every register initialised on every path, which the
+/// verifier insists on (an `Option<(u8, u32)>` left the action undefined on `None`).
+pub(crate) const NO_MATCH: u64 = u64::MAX;
+
+#[inline(always)]
+pub(crate) const fn decided(action: u8, counter: u32) -> u64 {
+    (action as u64) << 32 | counter as u64
+}
+
+/// The default action and its counter, from a table's header.
+#[inline(always)]
+pub(crate) fn default_of(table: &Table) -> u64 {
+    match table.get(0) {
+        Some(cell) => {
+            let header = cell.header();
+            decided(header.default_action as u8, header.default_counter)
+        }
+        None => NO_MATCH,
+    }
+}
+
+/// Walks one table: each of its trees (at most `MAX_TREES`, last first) down to
+/// a leaf, then the leaf's rule indices in priority order, stopping at the best
+/// index found so far. Rule cells are laid out in priority order, so the lowest
+/// matching terminal index wins across trees; count rules all live in tree 0,
+/// scanned last, so a matched count rule is counted at once. Returns the
+/// winner's action and counter, or `NO_MATCH`.
+#[inline(always)]
+pub(crate) fn walk(
+    table: &Table,
+    key: &[u32; KEY_WORDS],
+    bytes: u64,
+    counters: &PerCpuArray<Counter>,
+) -> u64 {
+    let Some(head) = table.get(0) else {
+        return NO_MATCH;
+    };
+    let header = head.header();
+    let trees = if header.trees == 0 {
+        1
+    } else {
+        header.trees as usize
+    };
+    let mut best = u32::MAX;
+    let mut step = 0;
+    while step < MAX_TREES {
+        if step >= trees {
+            break;
+        }
+        let t = trees - 1 - step;
+        step += 1;
+        let leaf = descend(table, header.root_of(t), key);
+        if !leaf.is_leaf() || leaf.count() == 0 {
+            continue;
+        }
+        let Some(list) = table.get(leaf.cell()) else {
+            continue;
+        };
+        let list = list.list();
+        let n = leaf.count() as usize;
+        let mut i = 0;
+        while i < LEAF_MAX {
+            if i >= n {
+                break;
+            }
+            let idx = list[i];
+            if idx >= best {
+                break;
+            }
+            i += 1;
+            let Some(rule) = table.get(idx) else { continue };
+            let rule = rule.rule();
+            if !rule.matches(key) {
+                continue;
+            }
+            if rule.action == action::COUNT {
+                count(counters, rule.counter, bytes);
+                continue;
+            }
+            best = idx;
+            break;
+        }
+    }
+    match table.get(best) {
+        Some(cell) if best != u32::MAX => decided(cell.rule().action, cell.rule().counter),
+        _ => NO_MATCH,
+    }
+}
+
+/// Follows one tree from `root` to its leaf (at most `MAX_DEPTH` steps); a
+/// non-leaf result means a broken tree, which the caller skips.
+#[inline(always)]
+fn descend(table: &Table, root: Ref, key: &[u32; KEY_WORDS]) -> Ref {
+    let mut r = root;
+    let mut depth = 0;
+    while depth < MAX_DEPTH {
+        if r.is_leaf() {
+            break;
+        }
+        let child = r.child(key[r.word() & (KEY_WORDS - 1)]);
+        let Some(cell) = table.get(r.cell() + child / REFS_PER_CELL as u32) else {
+            return Ref(u64::MAX);
+        };
+        r = Ref(cell.raw[child as usize % REFS_PER_CELL]);
+        depth += 1;
+    }
+    r
+}
