@@ -23,6 +23,13 @@ pub enum ControlError {
     /// The command line asked for something impossible.
     #[error("{0}")]
     Usage(String),
+    /// Another change holds the interface's lock.
+    #[error("{0}")]
+    Busy(String),
+    /// Packets run through the staged change in the kernel did not get the
+    /// verdict the reference gives them; nothing live changed.
+    #[error("preflight failed, nothing changed:\n{0}")]
+    Preflight(String),
 }
 
 impl ControlError {
@@ -33,6 +40,8 @@ impl ControlError {
             ControlError::Dataplane(e) => exit::for_error(e),
             ControlError::State(_) => exit::FAILURE,
             ControlError::Usage(_) => exit::USAGE,
+            ControlError::Busy(_) => exit::CONFLICT,
+            ControlError::Preflight(_) => exit::PREFLIGHT,
         }
     }
 }

@@ -14,10 +14,12 @@ pub const PERMISSION: i32 = 3;
 pub const NOT_FOUND: i32 = 4;
 /// The kernel lacks a needed feature, or pinned state is incompatible.
 pub const UNSUPPORTED: i32 = 5;
-/// The interface is already attached (or already has a ruleset loaded).
+/// The interface is already attached, or another change holds its lock.
 pub const CONFLICT: i32 = 6;
 /// The ruleset was rejected (syntax, validation or compilation); nothing changed.
 pub const BAD_RULESET: i32 = 7;
+/// Preflight in the kernel disagreed with the reference; nothing changed.
+pub const PREFLIGHT: i32 = 8;
 
 /// The exit code for a dataplane error.
 pub fn for_error(err: &Error) -> i32 {

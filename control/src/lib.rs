@@ -14,7 +14,9 @@ use serde::Serialize;
 
 mod error;
 pub mod exit;
+pub mod generations;
 pub mod rules;
+pub mod store;
 
 pub use error::ControlError;
 

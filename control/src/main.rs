@@ -8,6 +8,7 @@ use clap::{Parser, Subcommand};
 use fluxgate_common::{Malformed, Outcome};
 use fluxgate_control::{
     AttachOptions, ControlError, InterfaceStats, MalformedVerdict, PinLocation, exit,
+    generations::Gateway,
     rules::{self, Engine, RuleSource, StateDir, TenantStats},
 };
 use fluxgate_dataplane::{AttachMode, DEFAULT_PIN_ROOT};
@@ -19,7 +20,8 @@ use fluxgate_dataplane::{AttachMode, DEFAULT_PIN_ROOT};
     about = "Packet filter dataplane for shared-hosting gateways (XDP)",
     after_help = "Exit codes: 0 ok, 1 failure, 2 usage, 3 permission (needs root), \
                   4 not found (interface/namespace/attachment), 5 unsupported or incompatible, \
-                  6 already attached."
+                  6 already attached or busy (another change holds the lock), \
+                  7 ruleset rejected, 8 preflight failed (nothing changed)."
 )]
 struct Cli {
     /// Act inside the named network namespace (like `ip -n`).
@@ -73,15 +75,61 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// First load of a ruleset directory onto an attached interface.
-    Load {
+    /// Apply a ruleset directory as a new generation: parse, validate,
+    /// compile, stage the changed tables beside the live ones, preflight them
+    /// in the kernel, publish atomically (tenant by tenant), record.
+    #[command(alias = "load")]
+    Apply {
         /// Directory with gateway.fg and one <tenant>.fg per tenant.
         dir: PathBuf,
-        /// Interface (attached with `fluxgate attach`).
-        iface: String,
+        /// Interface (default: the only attached one).
+        iface: Option<String>,
+        /// Why (recorded in the history).
+        #[arg(long, default_value = "")]
+        reason: String,
         /// Print the result as JSON.
         #[arg(long)]
         json: bool,
+    },
+    /// Roll back (or forward) to a kept generation: one slot flip per scope,
+    /// nothing recompiled.
+    Rollback {
+        /// Interface (default: the only attached one).
+        iface: Option<String>,
+        /// Only this tenant (default: the whole gateway).
+        #[arg(long)]
+        tenant: Option<String>,
+        /// Target generation (default: the one before the live one).
+        #[arg(long = "to", value_name = "GEN")]
+        to: Option<u64>,
+        /// Print the result as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show live generations per tenant, kept generations and classifier versions.
+    Status {
+        /// Interface (default: every attached one).
+        iface: Option<String>,
+        /// Print as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show the history of changes.
+    History {
+        /// Interface (default: the only attached one).
+        iface: Option<String>,
+        /// Only events of this tenant (and gateway-wide ones).
+        #[arg(long)]
+        tenant: Option<String>,
+        /// Print as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Roll out a new classifier program version tenant by tenant, or replace
+    /// the dispatcher.
+    Upgrade {
+        #[command(subcommand)]
+        step: UpgradeStep,
     },
     /// Print, for each packet of a ClassBench trace, the rule that decides it:
     /// the 1-based filter number (0: none) with --classbench, `scope#N` or
@@ -103,6 +151,47 @@ enum Command {
         /// Which classifier to run.
         #[arg(long, value_enum, default_value_t = Engine::Userspace)]
         engine: Engine,
+    },
+}
+
+#[derive(Subcommand)]
+enum UpgradeStep {
+    /// Load this build's classifier beside the running versions and preflight
+    /// it against every live tenant; it serves nobody yet. Prints its version.
+    Stage {
+        /// Interface (default: the only attached one).
+        iface: Option<String>,
+    },
+    /// Make a version serve some tenants (`--tenant`, repeatable; `gateway` =
+    /// packets of no tenant) or, without `--tenant`, everyone.
+    Assign {
+        /// Version number (see `upgrade list`).
+        version: u32,
+        /// Interface (default: the only attached one).
+        iface: Option<String>,
+        /// Tenant to move to this version.
+        #[arg(long)]
+        tenant: Vec<String>,
+    },
+    /// List loaded classifier versions.
+    List {
+        /// Interface (default: the only attached one).
+        iface: Option<String>,
+        /// Print as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Unload a version that serves nobody.
+    Unload {
+        /// Version number.
+        version: u32,
+        /// Interface (default: the only attached one).
+        iface: Option<String>,
+    },
+    /// Replace the attached dispatcher with this build's (atomic bpf_link update).
+    Dispatcher {
+        /// Interface (default: the only attached one).
+        iface: Option<String>,
     },
 }
 
@@ -160,6 +249,7 @@ fn run(cli: Cli) -> Result<(), ControlError> {
         }
         Command::Detach { iface } => {
             fluxgate_control::detach(&loc, &iface)?;
+            state.remove(&iface);
             println!("detached from {iface}");
         }
         Command::Stats {
@@ -188,23 +278,120 @@ fn run(cli: Cli) -> Result<(), ControlError> {
                 }
             }
         }
-        Command::Load { dir, iface, json } => {
-            let loaded = rules::load(&loc, &state, &dir, &iface)?;
+        Command::Apply {
+            dir,
+            iface,
+            reason,
+            json,
+        } => {
+            let iface = one_iface(&loc, iface)?;
+            let applied = rules::apply(&loc, &state, &dir, &iface, &reason)?;
             if json {
-                print_json(&loaded);
+                print_json(&applied);
             } else {
-                for w in &loaded.warnings {
+                for w in &applied.warnings {
                     eprintln!("{w}");
                 }
+                if applied.changed.is_empty() && applied.removed.is_empty() {
+                    println!(
+                        "{}: nothing changed, generation {} stays live",
+                        applied.iface, applied.generation
+                    );
+                } else {
+                    println!(
+                        "{}: generation {} live: {} rules for {} tenants; changed {}{}; \
+                         {} preflight packets agreed; {} KiB of new tables",
+                        applied.iface,
+                        applied.generation,
+                        applied.rules,
+                        applied.tenants,
+                        applied.changed.join(", "),
+                        if applied.removed.is_empty() {
+                            String::new()
+                        } else {
+                            format!("; removed {}", applied.removed.join(", "))
+                        },
+                        applied.preflight_packets,
+                        applied.table_bytes / 1024
+                    );
+                }
+            }
+        }
+        Command::Rollback {
+            iface,
+            tenant,
+            to,
+            json,
+        } => {
+            let iface = one_iface(&loc, iface)?;
+            let done =
+                Gateway::open(&loc, state.root(), &iface)?.rollback(tenant.as_deref(), to)?;
+            if json {
+                print_json(&done);
+            } else {
                 println!(
-                    "loaded {} rules for {} tenants onto {} ({} KiB of tables)",
-                    loaded.rules,
-                    loaded.tenants,
-                    loaded.iface,
-                    loaded.table_bytes / 1024
+                    "{}: {} now at generation {} ({})",
+                    done.iface,
+                    done.tenant.as_deref().unwrap_or("gateway"),
+                    done.to,
+                    if done.flipped.is_empty() {
+                        "already live".to_owned()
+                    } else {
+                        format!("flipped {}", done.flipped.join(", "))
+                    }
                 );
             }
         }
+        Command::Status { iface, json } => {
+            let names = match iface {
+                Some(i) => vec![i],
+                None => fluxgate_dataplane::PinnedAttachment::list(loc.root())?,
+            };
+            let mut all = Vec::new();
+            for name in names {
+                all.push(status_of(&loc, &state, &name)?);
+            }
+            if json {
+                print_json(&serde_json::json!({ "interfaces": all }));
+            } else if all.is_empty() {
+                println!("fluxgate is not attached to any interface");
+            } else {
+                all.iter().for_each(print_status);
+            }
+        }
+        Command::History {
+            iface,
+            tenant,
+            json,
+        } => {
+            let iface = one_iface(&loc, iface)?;
+            let gw = Gateway::open_read(&loc, state.root(), &iface)?;
+            let events: Vec<_> = gw
+                .state()
+                .events
+                .iter()
+                .filter(|e| tenant.is_none() || e.tenant.is_none() || e.tenant == tenant)
+                .cloned()
+                .collect();
+            if json {
+                print_json(&events);
+            } else {
+                for e in &events {
+                    println!(
+                        "{} gen {:<5} {:<20} {}{}",
+                        e.at,
+                        e.generation,
+                        e.what,
+                        e.tenant
+                            .as_deref()
+                            .map(|t| format!("[{t}] "))
+                            .unwrap_or_default(),
+                        e.detail
+                    );
+                }
+            }
+        }
+        Command::Upgrade { step } => upgrade(&loc, &state, step)?,
         Command::Classify {
             ruleset,
             classbench,
@@ -226,6 +413,154 @@ fn run(cli: Cli) -> Result<(), ControlError> {
         }
     }
     Ok(())
+}
+
+/// `iface`, or the only attached interface.
+fn one_iface(loc: &PinLocation, iface: Option<String>) -> Result<String, ControlError> {
+    if let Some(i) = iface {
+        return Ok(i);
+    }
+    let mut all = fluxgate_dataplane::PinnedAttachment::list(loc.root())?;
+    match all.len() {
+        1 => Ok(all.remove(0)),
+        0 => Err(ControlError::Usage(
+            "fluxgate is not attached to any interface; `fluxgate attach IFACE` first".into(),
+        )),
+        _ => Err(ControlError::Usage(format!(
+            "several interfaces are attached ({}); name one",
+            all.join(", ")
+        ))),
+    }
+}
+
+fn upgrade(loc: &PinLocation, state: &StateDir, step: UpgradeStep) -> Result<(), ControlError> {
+    match step {
+        UpgradeStep::Stage { iface } => {
+            let iface = one_iface(loc, iface)?;
+            let v = Gateway::open(loc, state.root(), &iface)?.stage_version()?;
+            println!(
+                "{iface}: classifier version {v} loaded and preflighted; it serves nobody yet"
+            );
+        }
+        UpgradeStep::Assign {
+            version,
+            iface,
+            tenant,
+        } => {
+            let iface = one_iface(loc, iface)?;
+            Gateway::open(loc, state.root(), &iface)?.assign(version, &tenant)?;
+            let whom = if tenant.is_empty() {
+                "every tenant".to_owned()
+            } else {
+                tenant.join(", ")
+            };
+            println!("{iface}: classifier version {version} now serves {whom}");
+        }
+        UpgradeStep::List { iface, json } => {
+            let iface = one_iface(loc, iface)?;
+            let versions = Gateway::open_read(loc, state.root(), &iface)?.versions()?;
+            if json {
+                let v: Vec<_> = versions.iter().map(version_json).collect();
+                print_json(&v);
+            } else {
+                for v in &versions {
+                    println!(
+                        "version {:<2} program {:<6} tag {}  serves {} tenant slot(s)",
+                        v.version,
+                        v.program_id,
+                        v.tag,
+                        v.serves.len()
+                    );
+                }
+            }
+        }
+        UpgradeStep::Unload { version, iface } => {
+            let iface = one_iface(loc, iface)?;
+            Gateway::open(loc, state.root(), &iface)?.unload_version(version)?;
+            println!("{iface}: classifier version {version} unloaded");
+        }
+        UpgradeStep::Dispatcher { iface } => {
+            let iface = one_iface(loc, iface)?;
+            let id = Gateway::open(loc, state.root(), &iface)?.replace_dispatcher()?;
+            println!("{iface}: dispatcher replaced (program {id})");
+        }
+    }
+    Ok(())
+}
+
+fn version_json(v: &fluxgate_dataplane::VersionInfo) -> serde_json::Value {
+    serde_json::json!({
+        "version": v.version,
+        "program_id": v.program_id,
+        "tag": v.tag,
+        "loaded_at": v.loaded_at.and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok()).map(|d| d.as_secs()),
+        "serves_gateway": v.serves.contains(&None),
+        "serves_tenant_slots": v.serves.iter().flatten().count(),
+    })
+}
+
+fn status_of(
+    loc: &PinLocation,
+    state: &StateDir,
+    iface: &str,
+) -> Result<serde_json::Value, ControlError> {
+    let gw = Gateway::open_read(loc, state.root(), iface)?;
+    let st = gw.state();
+    let versions = gw.versions()?;
+    let version_of = |slot: Option<u32>| {
+        versions
+            .iter()
+            .find(|v| v.serves.contains(&slot))
+            .map(|v| v.version)
+    };
+    let tenants: Vec<_> = st
+        .live
+        .tenants
+        .iter()
+        .map(|(name, t)| {
+            serde_json::json!({
+                "tenant": name,
+                "slot": t.slot,
+                "generation": t.table,
+                "classifier_version": version_of(Some(t.slot)),
+            })
+        })
+        .collect();
+    Ok(serde_json::json!({
+        "iface": iface,
+        "generation": st.generation,
+        "live_generation": st.live_generation,
+        "global_generation": st.live.global,
+        "dispatch_generation": st.live.dispatch,
+        "gateway_classifier_version": version_of(None),
+        "tenants": tenants,
+        "kept_generations": gw.kept()?,
+        "retention": fluxgate_control::generations::RETAIN,
+        "versions": versions.iter().map(version_json).collect::<Vec<_>>(),
+    }))
+}
+
+fn print_status(s: &serde_json::Value) {
+    println!(
+        "{}: generation {} live (newest {}), kept {} (retention {}), gateway classifier version {}",
+        s["iface"].as_str().unwrap_or(""),
+        s["live_generation"],
+        s["generation"],
+        s["kept_generations"],
+        s["retention"],
+        s["gateway_classifier_version"]
+    );
+    if let Some(tenants) = s["tenants"].as_array() {
+        for t in tenants {
+            println!(
+                "  {:<20} generation {:<6} slot {:<6} classifier version {}",
+                t["tenant"].as_str().unwrap_or(""),
+                t["generation"],
+                t["slot"],
+                t["classifier_version"]
+            );
+        }
+    }
 }
 
 fn print_tenant(t: &TenantStats) {

@@ -8,43 +8,20 @@ use std::{
 };
 
 use fluxgate_common::{GatewayConfig, Trace};
-use fluxgate_dataplane::{PinnedAttachment, Program, StagedImage, Tables, frame::FrameSpec};
+use fluxgate_dataplane::{Program, StagedImage, Tables, frame::FrameSpec};
 use fluxgate_ruleset::{
     Classifier, CompileOptions, Config, Image, PacketHeader, Ruleset, Scope, ValidRuleset,
     classbench, compile_with, reference, validate,
 };
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 
-use crate::{ControlError, PinLocation};
+use crate::{
+    ControlError, PinLocation,
+    generations::{Applied, Gateway},
+};
 
-/// What the state directory remembers about a loaded ruleset: enough to name
-/// every counter slot after the loading process has exited.
-#[derive(Clone, Debug, Serialize, Deserialize)]
-pub struct LoadedState {
-    /// The ruleset directory that was loaded.
-    pub ruleset: PathBuf,
-    /// Generation number.
-    pub generation: u64,
-    /// Tenant names by tenant index.
-    pub tenants: Vec<String>,
-    /// Counter slot → what it counts.
-    pub counters: Vec<SlotInfo>,
-}
-
-/// One counter slot of a [`LoadedState`].
-#[derive(Clone, Debug, Serialize, Deserialize)]
-pub struct SlotInfo {
-    /// `gateway` or the tenant name.
-    pub scope: String,
-    /// Rule id (hex), absent for a default action.
-    pub rule: Option<String>,
-    /// 1-based position (0: the default action).
-    pub position: u32,
-    /// The rule as written (canonical form), or `default pass|drop`.
-    pub text: String,
-}
-
-/// Where fluxgate keeps state files: `<dir>/<netns|init>/<iface>/loaded.json`.
+/// Where fluxgate keeps state files: `<dir>/<netns|init>/<iface>/` (see
+/// [`crate::store`]).
 #[derive(Clone, Debug)]
 pub struct StateDir {
     root: PathBuf,
@@ -58,46 +35,14 @@ impl StateDir {
         }
     }
 
-    fn file(&self, iface: &str) -> PathBuf {
-        self.root.join(iface).join("loaded.json")
+    /// `<dir>/<netns|init>`.
+    pub fn root(&self) -> &Path {
+        &self.root
     }
 
-    /// The state of `iface`, if a ruleset was loaded there.
-    pub fn read(&self, iface: &str) -> Result<Option<LoadedState>, ControlError> {
-        let path = self.file(iface);
-        match fs::read(&path) {
-            Ok(bytes) => serde_json::from_slice(&bytes)
-                .map(Some)
-                .map_err(|e| ControlError::State(format!("{} is corrupt: {e}", path.display()))),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-            Err(e) => Err(ControlError::State(format!(
-                "cannot read {}: {e}",
-                path.display()
-            ))),
-        }
-    }
-
-    /// Writes the state of `iface` atomically (write, fsync, rename), root-only.
-    fn write(&self, iface: &str, state: &LoadedState) -> Result<(), ControlError> {
-        use std::{io::Write, os::unix::fs::PermissionsExt};
-        let path = self.file(iface);
-        let dir = path.parent().unwrap_or(Path::new("."));
-        let fail = |e: std::io::Error| {
-            ControlError::State(format!("cannot write {}: {e}", path.display()))
-        };
-        fs::create_dir_all(dir).map_err(fail)?;
-        fs::set_permissions(&self.root, fs::Permissions::from_mode(0o700)).map_err(fail)?;
-        let tmp = dir.join("loaded.json.tmp");
-        let mut f = fs::File::create(&tmp).map_err(fail)?;
-        let text =
-            serde_json::to_vec_pretty(state).map_err(|e| ControlError::State(e.to_string()))?;
-        f.write_all(&text).map_err(fail)?;
-        f.sync_all().map_err(fail)?;
-        fs::rename(&tmp, &path).map_err(fail)
-    }
-
-    fn remove(&self, iface: &str) {
-        let _ = fs::remove_file(self.file(iface));
+    /// Forgets everything recorded about `iface` (after a detach).
+    pub fn remove(&self, iface: &str) {
+        crate::store::Store::new(&self.root, iface).remove();
     }
 }
 
@@ -140,99 +85,16 @@ pub fn compile_dir(
     Ok((rs, image))
 }
 
-/// What [`load`] did.
-#[derive(Clone, Debug, Serialize)]
-pub struct Loaded {
-    /// Interface.
-    pub iface: String,
-    /// Tenants loaded.
-    pub tenants: usize,
-    /// Rules loaded (gateway and tenants).
-    pub rules: usize,
-    /// Kernel memory of the tables, bytes.
-    pub table_bytes: u64,
-    /// Warnings from validation, rendered.
-    pub warnings: Vec<String>,
-}
-
-/// First load of the ruleset in `dir` onto `iface`, which must be attached
-/// (`fluxgate attach`) and have no ruleset yet. Everything is parsed,
-/// validated, compiled and staged in the kernel before the first slot flips;
-/// any failure before that leaves the interface exactly as it was.
-pub fn load(
+/// Applies the ruleset in `dir` to `iface` (attached with `fluxgate attach`)
+/// as a new generation; see [`Gateway::apply`].
+pub fn apply(
     loc: &PinLocation,
     state: &StateDir,
     dir: &Path,
     iface: &str,
-) -> Result<Loaded, ControlError> {
-    let mut pinned = PinnedAttachment::open(loc.root(), iface)?;
-    if state.read(iface)?.is_some() {
-        return Err(ControlError::Dataplane(
-            fluxgate_dataplane::Error::InvalidArgument(format!(
-                "{iface} already has a ruleset loaded; replacing it atomically is `apply` (not yet available)"
-            )),
-        ));
-    }
-    let (rs, image) = compile_dir(dir, host_interfaces())?;
-    let staged = StagedImage::new(&image)?;
-    let loaded_state = describe(dir, &rs, &image);
-    // Record what the slots mean before they go live, so `stats` can name them.
-    state.write(iface, &loaded_state)?;
-    if let Err(e) = pinned.publish_image(&staged) {
-        state.remove(iface);
-        return Err(e.into());
-    }
-    Ok(Loaded {
-        iface: iface.to_owned(),
-        tenants: image.tenants.len(),
-        rules: rs.gateway().rules.len() + rs.tenants().iter().map(|t| t.rules.len()).sum::<usize>(),
-        table_bytes: staged.bytes(),
-        warnings: rs.warnings().iter().map(|d| d.render()).collect(),
-    })
-}
-
-fn describe(dir: &Path, rs: &ValidRuleset, image: &Image) -> LoadedState {
-    let rule_text = |scope: &Scope, position: u32| -> String {
-        let rules = match scope {
-            Scope::Gateway => &rs.gateway().rules,
-            Scope::Tenant(t) => match rs.tenants().iter().find(|x| &x.name == t) {
-                Some(t) => &t.rules,
-                None => return String::new(),
-            },
-        };
-        rules
-            .get(position.saturating_sub(1) as usize)
-            .map(|r| r.to_string())
-            .unwrap_or_default()
-    };
-    let default_text = |scope: &Scope| match scope {
-        Scope::Gateway => format!("default {:?}", rs.gateway().default_action).to_lowercase(),
-        Scope::Tenant(t) => rs
-            .tenants()
-            .iter()
-            .find(|x| &x.name == t)
-            .map(|t| format!("default {:?}", t.default_action).to_lowercase())
-            .unwrap_or_default(),
-    };
-    LoadedState {
-        ruleset: dir.to_path_buf(),
-        generation: image.generation,
-        tenants: image.tenants.iter().map(|t| t.name.clone()).collect(),
-        counters: image
-            .counters
-            .iter()
-            .map(|c| SlotInfo {
-                scope: c.scope.to_string(),
-                rule: c.rule.map(|id| id.to_string()),
-                position: c.position,
-                text: if c.rule.is_some() {
-                    rule_text(&c.scope, c.position)
-                } else {
-                    default_text(&c.scope)
-                },
-            })
-            .collect(),
-    }
+    reason: &str,
+) -> Result<Applied, ControlError> {
+    Gateway::open(loc, state.root(), iface)?.apply(dir, reason)
 }
 
 /// Hits of one rule or default.
@@ -272,46 +134,45 @@ pub fn rule_stats(
     iface: &str,
     tenant: Option<&str>,
 ) -> Result<Vec<TenantStats>, ControlError> {
-    let Some(loaded) = state.read(iface)? else {
+    let mut gw = Gateway::open_read(loc, state.root(), iface)?;
+    let live = gw.state().live.clone();
+    if live.global.is_none() {
         return Ok(Vec::new());
-    };
+    }
     if let Some(t) = tenant
         && t != "gateway"
-        && !loaded.tenants.iter().any(|x| x == t)
+        && !live.tenants.contains_key(t)
     {
         return Err(ControlError::Usage(format!(
             "no tenant named {t:?} is loaded on {iface}"
         )));
     }
-    let mut pinned = PinnedAttachment::open(loc.root(), iface)?;
-    let hits = pinned.rule_counters(0, loaded.counters.len() as u32)?;
+    let slots = gw.live_counters()?;
     let scopes = std::iter::once(("gateway".to_owned(), None)).chain(
-        loaded
-            .tenants
+        live.tenants
             .iter()
-            .enumerate()
-            .map(|(i, t)| (t.clone(), Some(i as u32))),
+            .map(|(name, t)| (name.clone(), Some(t.slot))),
     );
     let mut out = Vec::new();
     for (name, index) in scopes {
         if tenant.is_some_and(|t| t != name) {
             continue;
         }
+        let pinned = gw.pinned_mut();
         let (passed, dropped) = pinned.tenant_counters(index)?;
-        let rules = loaded
-            .counters
-            .iter()
-            .zip(&hits)
-            .filter(|(s, _)| s.scope == name)
-            .map(|(s, c)| RuleHits {
+        let mut rules = Vec::new();
+        for s in slots.iter().filter(|s| s.scope == name) {
+            let c = pinned.rule_counters(s.slot, 1)?[0];
+            rules.push(RuleHits {
                 scope: s.scope.clone(),
                 position: s.position,
                 rule: s.rule.clone(),
                 text: s.text.clone(),
                 packets: c.packets,
                 bytes: c.bytes,
-            })
-            .collect();
+            });
+        }
+        rules.sort_by_key(|r| r.position);
         out.push(TenantStats {
             tenant: name,
             passed: passed.packets,
@@ -416,7 +277,7 @@ pub fn classify(
                     })?;
                     program.test_run(&spec.build(), 1)?;
                     let trace: Trace = program.last_trace()?;
-                    let slot = image.counters.get(trace.decided as usize);
+                    let slot = image.counter(trace.decided);
                     Ok(match slot {
                         Some(s) => name(&s.scope, s.rule.map(|_| s.position)),
                         None => name(&Scope::Gateway, None),

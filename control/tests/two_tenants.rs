@@ -5,83 +5,15 @@
 #[path = "../../tests/support/mod.rs"]
 mod support;
 
-use std::{
-    net::Ipv4Addr,
-    path::{Path, PathBuf},
-    process::{Command, Output},
-};
+mod common;
 
+use std::net::Ipv4Addr;
+
+use common::{Scratch, fluxgate, hits, ok, stats_json, write};
 use support::{IF_B, Link};
 
 const ACME: Ipv4Addr = Ipv4Addr::new(10, 77, 1, 2);
 const BETA: Ipv4Addr = Ipv4Addr::new(10, 77, 2, 2);
-
-struct Scratch {
-    pins: PathBuf,
-    state: PathBuf,
-    rules: PathBuf,
-}
-
-impl Scratch {
-    fn new() -> Scratch {
-        static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
-        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let tag = format!("fgt-2t-{}-{n}", std::process::id());
-        let s = Scratch {
-            pins: PathBuf::from("/sys/fs/bpf").join(&tag),
-            state: std::env::temp_dir().join(format!("{tag}-state")),
-            rules: std::env::temp_dir().join(format!("{tag}-rules")),
-        };
-        std::fs::create_dir_all(&s.rules).expect("rules dir");
-        s
-    }
-}
-
-impl Drop for Scratch {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.pins);
-        let _ = std::fs::remove_dir_all(&self.state);
-        let _ = std::fs::remove_dir_all(&self.rules);
-    }
-}
-
-fn fluxgate(s: &Scratch, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_fluxgate"))
-        .arg("--bpffs")
-        .arg(&s.pins)
-        .arg("--state")
-        .arg(&s.state)
-        .args(args)
-        .output()
-        .expect("run fluxgate")
-}
-
-fn ok(out: Output) -> Output {
-    assert!(
-        out.status.success(),
-        "fluxgate failed: {}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out
-}
-
-fn write(dir: &Path, name: &str, text: &str) {
-    std::fs::write(dir.join(name), text).expect("write rule file");
-}
-
-/// Packets counted for `scope` rule `position` (0: default) in `stats --json`.
-fn hits(json: &serde_json::Value, scope: &str, position: u64) -> u64 {
-    json["interfaces"][0]["tenants"]
-        .as_array()
-        .expect("tenants")
-        .iter()
-        .filter(|t| t["tenant"] == scope)
-        .flat_map(|t| t["rules"].as_array().cloned().unwrap_or_default())
-        .find(|r| r["position"] == position)
-        .and_then(|r| r["packets"].as_u64())
-        .unwrap_or_else(|| panic!("no rule {scope}#{position} in {json}"))
-}
 
 #[test]
 fn each_tenant_gets_its_own_verdicts_and_exact_rule_counters() {
@@ -89,7 +21,7 @@ fn each_tenant_gets_its_own_verdicts_and_exact_rule_counters() {
     let link = Link::new();
     link.add_b_address(ACME);
     link.add_b_address(BETA);
-    let s = Scratch::new();
+    let s = Scratch::new("2t");
     write(
         &s.rules,
         "gateway.fg",
@@ -109,7 +41,7 @@ fn each_tenant_gets_its_own_verdicts_and_exact_rule_counters() {
     let rules = s.rules.display().to_string();
 
     // Loading onto an interface that is not attached is refused.
-    let out = fluxgate(&s, &["-n", ns, "load", &rules, IF_B]);
+    let out = fluxgate(&s, &["-n", ns, "apply", &rules, IF_B]);
     assert_eq!(
         out.status.code(),
         Some(4),
@@ -117,7 +49,7 @@ fn each_tenant_gets_its_own_verdicts_and_exact_rule_counters() {
         String::from_utf8_lossy(&out.stderr)
     );
     ok(fluxgate(&s, &["-n", ns, "attach", IF_B]));
-    ok(fluxgate(&s, &["-n", ns, "load", &rules, IF_B]));
+    ok(fluxgate(&s, &["-n", ns, "apply", &rules, IF_B]));
 
     let n = 40;
     assert_eq!(
@@ -151,8 +83,7 @@ fn each_tenant_gets_its_own_verdicts_and_exact_rule_counters() {
         "no tenant: gateway default pass"
     );
 
-    let out = ok(fluxgate(&s, &["-n", ns, "stats", IF_B, "--json"]));
-    let json: serde_json::Value = serde_json::from_slice(&out.stdout).expect("stats JSON");
+    let json = stats_json(&s, ns, IF_B);
     let n = n as u64;
     assert_eq!(hits(&json, "acme", 1), n);
     assert_eq!(hits(&json, "acme", 2), n, "count rule counted");
@@ -168,14 +99,13 @@ fn each_tenant_gets_its_own_verdicts_and_exact_rule_counters() {
     assert!(text.contains("beta: 40 passed, 40 dropped"), "{text}");
     assert!(!text.contains("acme:"), "{text}");
 
-    // A second load is refused; nothing changes.
-    let out = fluxgate(&s, &["-n", ns, "load", &rules, IF_B]);
-    assert_eq!(
-        out.status.code(),
-        Some(2),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    // Applying the same ruleset again changes nothing, counters included.
+    let out = ok(fluxgate(&s, &["-n", ns, "apply", &rules, IF_B]));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("nothing changed"), "{text}");
+    let json = stats_json(&s, ns, IF_B);
+    assert_eq!(hits(&json, "beta", 1), n);
+    assert_eq!(hits(&json, "acme", 0), 2 * n);
     ok(fluxgate(&s, &["-n", ns, "detach", IF_B]));
 }
 
@@ -183,7 +113,7 @@ fn each_tenant_gets_its_own_verdicts_and_exact_rule_counters() {
 fn a_bad_ruleset_is_rejected_with_its_location_and_nothing_changes() {
     support::require_root();
     let link = Link::new();
-    let s = Scratch::new();
+    let s = Scratch::new("2t");
     write(
         &s.rules,
         "gateway.fg",
@@ -193,7 +123,7 @@ fn a_bad_ruleset_is_rejected_with_its_location_and_nothing_changes() {
     ok(fluxgate(&s, &["-n", ns, "attach", IF_B]));
     let out = fluxgate(
         &s,
-        &["-n", ns, "load", &s.rules.display().to_string(), IF_B],
+        &["-n", ns, "apply", &s.rules.display().to_string(), IF_B],
     );
     assert_eq!(out.status.code(), Some(7), "bad ruleset exit code");
     let err = String::from_utf8_lossy(&out.stderr);

@@ -13,8 +13,8 @@ pub struct StagedImage {
     pub dispatch: StagedTable,
     /// Global rules and gateway default.
     pub global: StagedTable,
-    /// Per tenant, in image order (tenant index = position).
-    pub tenants: Vec<StagedTable>,
+    /// Per tenant: tenant slot and table, sorted by slot.
+    pub tenants: Vec<(u32, StagedTable)>,
 }
 
 impl StagedImage {
@@ -26,7 +26,10 @@ impl StagedImage {
             tenants: image
                 .tenants
                 .iter()
-                .map(|t| StagedTable::new(&format!("fg_t_{}", t.name), &t.table.cells))
+                .map(|t| {
+                    StagedTable::new(&format!("fg_t_{}", t.name), &t.table.cells)
+                        .map(|table| (t.index, table))
+                })
                 .collect::<Result<_, _>>()?,
         })
     }
@@ -35,6 +38,6 @@ impl StagedImage {
     pub fn bytes(&self) -> u64 {
         self.dispatch.bytes()
             + self.global.bytes()
-            + self.tenants.iter().map(StagedTable::bytes).sum::<u64>()
+            + self.tenants.iter().map(|(_, t)| t.bytes()).sum::<u64>()
     }
 }

@@ -23,20 +23,28 @@ mod attach;
 mod counters;
 mod error;
 pub mod frame;
+mod generations;
 mod image;
 pub mod netns;
 mod pin;
+mod probe;
 mod program;
 mod sys;
 mod tables;
+mod versions;
 
 pub use attach::{AttachMode, Attachment};
 pub use counters::{CounterReport, Counters, CountersReport};
 pub use error::Error;
 pub use image::StagedImage;
 pub use pin::{DEFAULT_PIN_ROOT, PinnedAttachment};
+pub use probe::{Probe, ProbeResult};
 pub use program::{Program, TestRunOutput};
 pub use tables::{Slot, StagedTable, TableMap, Tables};
+pub use versions::VersionInfo;
+
+/// The embedded object's bytes (for [`PinnedAttachment::stage_version_from`]).
+pub const EMBEDDED_OBJECT: &[u8] = OBJECT;
 
 /// The compiled XDP object, built from `ebpf/` by `build.rs` and embedded here so
 /// it is never loaded from a path at run time.

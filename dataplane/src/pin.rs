@@ -15,8 +15,8 @@ use aya::{
     },
 };
 use fluxgate_common::{
-    Counter, GATEWAY_SLOTS, GatewayConfig, MAX_COUNTERS, MAX_TENANTS, Malformed, Outcome, Trace,
-    maps,
+    ABI_VERSION, Counter, GATEWAY_SLOTS, GatewayConfig, MAX_COUNTERS, MAX_TENANTS, MAX_VERSIONS,
+    Malformed, Outcome, Scratch, Trace, VERSION_SLOTS, maps,
 };
 
 use crate::{Counters, Error, Program, TableMap, Tables, program};
@@ -24,12 +24,17 @@ use crate::{Counters, Error, Program, TableMap, Tables, program};
 /// Where the CLI pins state unless told otherwise.
 pub const DEFAULT_PIN_ROOT: &str = "/sys/fs/bpf/fluxgate";
 
-const LINK: &str = "link";
+pub(crate) const LINK: &str = "link";
+/// The probe entry, pinned verified so a preflight never waits for the verifier.
+pub(crate) const PROBE: &str = "probe";
 /// bpffs magic number (`BPF_FS_MAGIC` in linux/magic.h).
 const BPF_FS_MAGIC: i64 = 0xcafe4a11;
 
-/// The expected shape of each pinned map; checked before a pinned map is reused.
-const MAP_SPECS: [(&str, MapType, u32, u32); 8] = [
+/// The expected shape of each pinned map (name, type, value size, entries; keys
+/// are all u32); checked before a pinned map is reused. Every map of the object
+/// is here: a program loaded later (a classifier version, a new dispatcher)
+/// must share all of them.
+pub(crate) const MAP_SPECS: [(&str, MapType, u32, u32); 16] = [
     (
         maps::OUTCOMES,
         MapType::PerCpuArray,
@@ -63,6 +68,29 @@ const MAP_SPECS: [(&str, MapType, u32, u32); 8] = [
     ),
     (maps::GATEWAY, MapType::ArrayOfMaps, 4, GATEWAY_SLOTS),
     (maps::TENANTS, MapType::ArrayOfMaps, 4, MAX_TENANTS),
+    (
+        maps::SCRATCH,
+        MapType::PerCpuArray,
+        size_of::<Scratch>() as u32,
+        1,
+    ),
+    (maps::CLASSIFIERS, MapType::ProgramArray, 4, MAX_VERSIONS),
+    (maps::VERSIONS, MapType::Array, 4, VERSION_SLOTS),
+    (maps::PROBE_GATEWAY, MapType::ArrayOfMaps, 4, GATEWAY_SLOTS),
+    (maps::PROBE_TENANTS, MapType::ArrayOfMaps, 4, MAX_TENANTS),
+    (
+        maps::PROBE_TRACE,
+        MapType::Array,
+        size_of::<Trace>() as u32,
+        1,
+    ),
+    (
+        maps::PROBE_SINK,
+        MapType::PerCpuArray,
+        size_of::<Counter>() as u32,
+        1,
+    ),
+    (maps::BENCH_TAIL, MapType::ProgramArray, 4, 1),
 ];
 
 /// fluxgate state pinned for one interface, adopted by this process.
@@ -101,6 +129,11 @@ impl PinnedAttachment {
                     .pin(pinned.dir.join(name))
                     .map_err(|e| Error::kernel("pin a map", e))?;
             }
+            let probe = crate::program::xdp_of(&program.ebpf, fluxgate_common::PROBE_PROGRAM_NAME)?
+                .fd()
+                .map_err(|e| Error::kernel("get the probe program fd", e))?;
+            crate::sys::obj_pin(std::os::fd::AsFd::as_fd(probe), &pinned.dir.join(PROBE))
+                .map_err(|e| Error::kernel("pin the probe program", e))?;
             let link: FdLink = link.try_into().map_err(|e: LinkError| Error::Unsupported {
                 feature: "bpf_link-based XDP attachment (Linux >= 5.9), needed to pin it",
                 source: io::Error::other(e.to_string()),
@@ -134,6 +167,17 @@ impl PinnedAttachment {
         };
         for (name, ..) in MAP_SPECS {
             pinned.open_map(name)?;
+        }
+        let config = pinned.config()?;
+        if config.abi_version != ABI_VERSION {
+            return Err(Error::Incompatible {
+                path: pinned.dir.join(maps::CONFIG),
+                reason: format!(
+                    "pinned state has ABI version {}, this build speaks {ABI_VERSION}; \
+                     detach and attach again to replace it",
+                    config.abi_version
+                ),
+            });
         }
         Ok(pinned)
     }
@@ -177,6 +221,11 @@ impl PinnedAttachment {
         )
     }
 
+    /// The gateway configuration of the running program.
+    pub fn config(&self) -> Result<GatewayConfig, Error> {
+        program::read_config(&self.open_map(maps::CONFIG)?)
+    }
+
     /// Replaces the gateway configuration of the running program.
     pub fn set_config(&self, config: &GatewayConfig) -> Result<(), Error> {
         program::write_config(&mut self.open_map(maps::CONFIG)?, config)
@@ -195,7 +244,7 @@ impl PinnedAttachment {
         Ok(())
     }
 
-    fn open_map(&self, name: &'static str) -> Result<Map, Error> {
+    pub(crate) fn open_map(&self, name: &'static str) -> Result<Map, Error> {
         let path = self.dir.join(name);
         let data = MapData::from_pin(&path).map_err(|e| Error::Incompatible {
             path: path.clone(),
@@ -227,14 +276,17 @@ impl PinnedAttachment {
         Ok(match map_type {
             MapType::PerCpuArray => Map::PerCpuArray(data),
             MapType::ArrayOfMaps => Map::ArrayOfMaps(data),
+            MapType::ProgramArray => Map::ProgramArray(data),
             _ => Map::Array(data),
         })
     }
 
     fn remove_pins(&self) {
-        for name in MAP_SPECS.iter().map(|(n, ..)| *n).chain([LINK]) {
+        for name in MAP_SPECS.iter().map(|(n, ..)| *n).chain([LINK, PROBE]) {
             let _ignored = fs::remove_file(self.dir.join(name));
         }
+        // Kept table generations (see `generations.rs`): unpinning frees them.
+        let _ignored = fs::remove_dir_all(self.dir.join(crate::generations::TABLES_DIR));
         let _ignored = fs::remove_dir(&self.dir);
     }
 }

@@ -2,11 +2,12 @@ use std::time::Duration;
 
 use aya::{
     Ebpf,
-    maps::{Array, Map, MapData, PerCpuArray},
+    maps::{Array, Map, MapData, PerCpuArray, ProgramArray},
     programs::{TestRun, TestRunOptions, Xdp},
 };
 use fluxgate_common::{
-    Counter, FLOOR_PROGRAM_NAME, GatewayConfig, Malformed, Outcome, PROGRAM_NAME, maps,
+    CLASSIFIER_PROGRAM_NAME, Counter, FLOOR_PROGRAM_NAME, GatewayConfig, Malformed, Outcome,
+    PROBE_PROGRAM_NAME, PROGRAM_NAME, TAIL_FLOOR_PROGRAM_NAME, maps,
 };
 
 use crate::{AttachMode, Attachment, Counters, Error, OBJECT};
@@ -33,22 +34,46 @@ pub struct TestRunOutput {
 const ETH_HLEN: usize = 14;
 
 impl Program {
-    /// Loads and verifies the embedded program and writes `config` into it.
+    /// Loads and verifies the embedded programs (dispatcher, classifier, probe,
+    /// floors), installs the classifier as version 0 — serving every tenant —
+    /// and writes `config`.
     pub fn load(config: &GatewayConfig) -> Result<Program, Error> {
         let ebpf =
             Ebpf::load(OBJECT).map_err(|e| Error::kernel("load the fluxgate eBPF object", e))?;
         let mut program = Program { ebpf };
-        for name in [PROGRAM_NAME, FLOOR_PROGRAM_NAME] {
-            let xdp: &mut Xdp = program
-                .ebpf
-                .program_mut(name)
-                .ok_or_else(missing_program)?
-                .try_into()
-                .map_err(|e| Error::kernel("find the XDP program in the object", e))?;
-            xdp.load().map_err(rejected)?;
+        for name in [
+            PROGRAM_NAME,
+            CLASSIFIER_PROGRAM_NAME,
+            PROBE_PROGRAM_NAME,
+            FLOOR_PROGRAM_NAME,
+            TAIL_FLOOR_PROGRAM_NAME,
+        ] {
+            load_xdp(&mut program.ebpf, name)?;
         }
+        program.install(maps::CLASSIFIERS, 0, CLASSIFIER_PROGRAM_NAME)?;
+        program.install(maps::BENCH_TAIL, 0, FLOOR_PROGRAM_NAME)?;
         program.set_config(config)?;
         Ok(program)
+    }
+
+    /// Puts program `name` of this object at `index` of the program array `map`.
+    fn install(&mut self, map: &'static str, index: u32, name: &str) -> Result<(), Error> {
+        let fd = xdp_of(&self.ebpf, name)?
+            .fd()
+            .map_err(|e| Error::kernel("get a program fd", e))?
+            .try_clone()
+            .map_err(|e| Error::kernel("duplicate a program fd", e))?;
+        let mut array: ProgramArray<&mut MapData> = ProgramArray::try_from(self.map_mut(map)?)
+            .map_err(|e| Error::kernel("open a program array", e))?;
+        array
+            .set(index, &fd, 0)
+            .map_err(|e| Error::kernel("install a classifier version", e))
+    }
+
+    /// Runs `frame` through the dispatcher plus one tail call replaced by the
+    /// floor: `test_run_floor` + exactly one tail call (benchmarks).
+    pub fn test_run_tail_floor(&self, frame: &[u8], repeat: u32) -> Result<TestRunOutput, Error> {
+        test_run(xdp_of(&self.ebpf, TAIL_FLOOR_PROGRAM_NAME)?, frame, repeat)
     }
 
     /// Replaces the gateway configuration the program reads on every packet.
@@ -84,14 +109,7 @@ impl Program {
     /// Runs `frame` through the bare `XDP_PASS` program of the same object: the
     /// harness floor that benchmarks subtract or divide by.
     pub fn test_run_floor(&self, frame: &[u8], repeat: u32) -> Result<TestRunOutput, Error> {
-        let prog = self
-            .ebpf
-            .program(FLOOR_PROGRAM_NAME)
-            .ok_or_else(missing_program)?;
-        let xdp: &Xdp = prog
-            .try_into()
-            .map_err(|e| Error::kernel("find the XDP program in the object", e))?;
-        test_run(xdp, frame, repeat)
+        test_run(xdp_of(&self.ebpf, FLOOR_PROGRAM_NAME)?, frame, repeat)
     }
 
     /// Attaches the program to `iface` in the current network namespace.
@@ -103,19 +121,14 @@ impl Program {
     }
 
     pub(crate) fn xdp(&self) -> Result<&Xdp, Error> {
-        let prog = self
-            .ebpf
-            .program(PROGRAM_NAME)
-            .ok_or_else(missing_program)?;
-        prog.try_into()
-            .map_err(|e| Error::kernel("find the XDP program in the object", e))
+        xdp_of(&self.ebpf, PROGRAM_NAME)
     }
 
     pub(crate) fn xdp_mut(&mut self) -> Result<&mut Xdp, Error> {
         let prog = self
             .ebpf
             .program_mut(PROGRAM_NAME)
-            .ok_or_else(missing_program)?;
+            .ok_or_else(|| missing_program_named(PROGRAM_NAME))?;
         prog.try_into()
             .map_err(|e| Error::kernel("find the XDP program in the object", e))
     }
@@ -133,8 +146,26 @@ impl Program {
     }
 }
 
+/// Program `name` of a loaded object, as XDP.
+pub(crate) fn xdp_of<'a>(ebpf: &'a Ebpf, name: &str) -> Result<&'a Xdp, Error> {
+    ebpf.program(name)
+        .ok_or_else(|| missing_program_named(name))?
+        .try_into()
+        .map_err(|e| Error::kernel("find the XDP program in the object", e))
+}
+
+/// Verifies and loads program `name` of `ebpf`.
+pub(crate) fn load_xdp(ebpf: &mut Ebpf, name: &str) -> Result<(), Error> {
+    let xdp: &mut Xdp = ebpf
+        .program_mut(name)
+        .ok_or_else(|| missing_program_named(name))?
+        .try_into()
+        .map_err(|e| Error::kernel("find the XDP program in the object", e))?;
+    xdp.load().map_err(rejected)
+}
+
 /// A program load failure, with the end of the verifier log when there is one.
-fn rejected(err: aya::programs::ProgramError) -> Error {
+pub(crate) fn rejected(err: aya::programs::ProgramError) -> Error {
     match err {
         aya::programs::ProgramError::LoadError {
             io_error,
@@ -152,10 +183,10 @@ fn rejected(err: aya::programs::ProgramError) -> Error {
     }
 }
 
-fn missing_program() -> Error {
+fn missing_program_named(name: &str) -> Error {
     Error::Incompatible {
-        path: "<embedded object>".into(),
-        reason: format!("no program named {PROGRAM_NAME}"),
+        path: "<object>".into(),
+        reason: format!("no program named {name}"),
     }
 }
 
@@ -172,6 +203,14 @@ pub(crate) fn write_config(map: &mut Map, config: &GatewayConfig) -> Result<(), 
     array
         .set(0, config, 0)
         .map_err(|e| Error::kernel("write the config map", e))
+}
+
+pub(crate) fn read_config(map: &Map) -> Result<GatewayConfig, Error> {
+    let array: Array<&MapData, GatewayConfig> =
+        Array::try_from(map).map_err(|e| Error::kernel("open the config map", e))?;
+    array
+        .get(&0, 0)
+        .map_err(|e| Error::kernel("read the config map", e))
 }
 
 pub(crate) fn read_counters(outcomes: &Map, malformed: &Map) -> Result<Counters, Error> {
@@ -195,7 +234,7 @@ fn sum_into(map: &Map, out: &mut [Counter]) -> Result<(), Error> {
     Ok(())
 }
 
-fn test_run(xdp: &Xdp, frame: &[u8], repeat: u32) -> Result<TestRunOutput, Error> {
+pub(crate) fn test_run(xdp: &Xdp, frame: &[u8], repeat: u32) -> Result<TestRunOutput, Error> {
     if frame.len() < ETH_HLEN {
         return Err(Error::InvalidArgument(format!(
             "BPF_PROG_TEST_RUN needs a frame of at least {ETH_HLEN} bytes, got {}; \

@@ -106,3 +106,79 @@ pub(crate) fn delete(map: BorrowedFd<'_>, key: u32) -> io::Result<()> {
     attr.put_u64(8, (&raw const key) as u64);
     bpf(BPF_MAP_DELETE_ELEM, &mut attr).map(|_| ())
 }
+
+const BPF_MAP_LOOKUP_ELEM: libc::c_long = 1;
+const BPF_OBJ_GET: libc::c_long = 7;
+const BPF_LINK_UPDATE: libc::c_long = 29;
+const BPF_F_REPLACE: u32 = 1 << 2;
+
+/// Looks up `key` in a map whose values are u32 (for PROG_ARRAY and
+/// ARRAY_OF_MAPS the kernel answers with the program / map id); `None` when empty.
+pub(crate) fn lookup_u32(map: BorrowedFd<'_>, key: u32) -> io::Result<Option<u32>> {
+    let mut value = 0u32;
+    let mut attr = Attr::new();
+    attr.put_u32(0, map.as_raw_fd() as u32);
+    attr.put_u64(8, (&raw const key) as u64);
+    attr.put_u64(16, (&raw mut value) as u64);
+    match bpf(BPF_MAP_LOOKUP_ELEM, &mut attr) {
+        Ok(_) => Ok(Some(value)),
+        Err(e) if e.raw_os_error() == Some(libc::ENOENT) => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
+/// Opens a pinned bpffs object (map, program or link).
+pub(crate) fn obj_get(path: &std::path::Path) -> io::Result<OwnedFd> {
+    let path = std::ffi::CString::new(path.as_os_str().as_encoded_bytes())
+        .map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))?;
+    let mut attr = Attr::new();
+    attr.put_u64(0, path.as_ptr() as u64);
+    let fd = bpf(BPF_OBJ_GET, &mut attr)?;
+    // SAFETY: the kernel returned a new, owned file descriptor.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd as i32) })
+}
+
+/// Atomically replaces the program of a bpf_link; with `old`, only if the link
+/// still runs that program (`BPF_F_REPLACE`).
+pub(crate) fn link_update(
+    link: BorrowedFd<'_>,
+    new: BorrowedFd<'_>,
+    old: Option<BorrowedFd<'_>>,
+) -> io::Result<()> {
+    let mut attr = Attr::new();
+    attr.put_u32(0, link.as_raw_fd() as u32);
+    attr.put_u32(4, new.as_raw_fd() as u32);
+    if let Some(old) = old {
+        attr.put_u32(8, BPF_F_REPLACE);
+        attr.put_u32(12, old.as_raw_fd() as u32);
+    }
+    bpf(BPF_LINK_UPDATE, &mut attr).map(|_| ())
+}
+
+const BPF_PROG_TEST_RUN: libc::c_long = 10;
+const BPF_OBJ_PIN: libc::c_long = 6;
+
+/// Pins a bpf object (map, program, link) at `path` on a bpffs.
+pub(crate) fn obj_pin(fd: BorrowedFd<'_>, path: &std::path::Path) -> io::Result<()> {
+    let path = std::ffi::CString::new(path.as_os_str().as_encoded_bytes())
+        .map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))?;
+    let mut attr = Attr::new();
+    attr.put_u64(0, path.as_ptr() as u64);
+    attr.put_u32(8, fd.as_raw_fd() as u32);
+    bpf(BPF_OBJ_PIN, &mut attr).map(|_| ())
+}
+
+/// Runs `frame` once through program `prog` (`BPF_PROG_TEST_RUN`); its return value.
+pub(crate) fn test_run(prog: BorrowedFd<'_>, frame: &[u8]) -> io::Result<u32> {
+    let mut attr = Attr::new();
+    // test: prog_fd 0, retval 4, data_size_in 8, data_size_out 12, data_in 16,
+    // data_out 24, repeat 32, duration 36
+    attr.put_u32(0, prog.as_raw_fd() as u32);
+    attr.put_u32(8, frame.len() as u32);
+    attr.put_u64(16, frame.as_ptr() as u64);
+    attr.put_u32(32, 1);
+    bpf(BPF_PROG_TEST_RUN, &mut attr)?;
+    Ok(u32::from_ne_bytes([
+        attr.0[4], attr.0[5], attr.0[6], attr.0[7],
+    ]))
+}

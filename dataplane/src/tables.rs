@@ -19,13 +19,15 @@ use crate::{Error, Program, sys};
 /// it: keep it to roll back to later (the kernel holds its own reference while
 /// it is published).
 pub struct StagedTable {
-    map: MapData,
+    pub(crate) map: MapData,
     cells: u32,
+    id: u32,
 }
 
 impl std::fmt::Debug for StagedTable {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("StagedTable")
+            .field("id", &self.id)
             .field("cells", &self.cells)
             .finish()
     }
@@ -51,7 +53,34 @@ impl StagedTable {
             })?;
         sys::update_all(fd.as_fd(), cells).map_err(|e| Error::kernel("fill a table map", e))?;
         let map = MapData::from_fd(fd).map_err(|e| Error::kernel("adopt a table map", e))?;
-        Ok(StagedTable { map, cells: n })
+        StagedTable::from_map(map)
+    }
+
+    pub(crate) fn from_map(map: MapData) -> Result<StagedTable, Error> {
+        let info = map
+            .info()
+            .map_err(|e| Error::kernel("read a table's info", e))?;
+        if info.value_size() != size_of::<Cell>() as u32 {
+            return Err(Error::Incompatible {
+                path: "<table>".into(),
+                reason: format!(
+                    "table cells are {} bytes, this build's are {}",
+                    info.value_size(),
+                    size_of::<Cell>()
+                ),
+            });
+        }
+        Ok(StagedTable {
+            cells: info.max_entries(),
+            id: info.id(),
+            map,
+        })
+    }
+
+    /// Kernel map id (what [`crate::PinnedAttachment::live_table_id`] reports
+    /// when this table is live).
+    pub fn id(&self) -> u32 {
+        self.id
     }
 
     /// Number of cells.
@@ -66,7 +95,7 @@ impl StagedTable {
 }
 
 /// Which table slot to publish into.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Slot {
     /// Destination → tenant dispatch.
     Dispatch,
@@ -84,7 +113,7 @@ pub trait Tables {
 
     /// Publishes `table` into `slot`: one atomic update of one ARRAY_OF_MAPS entry.
     fn publish(&mut self, slot: Slot, table: &StagedTable) -> Result<(), Error> {
-        let (name, index) = slot_location(slot)?;
+        let (name, index) = slot_location(slot, false)?;
         let mut map = self.table_map(name)?;
         let mut outer: ArrayOfMaps<&mut MapData, MapData> = ArrayOfMaps::try_from(map.get())
             .map_err(|e| Error::kernel("open a table slot map", e))?;
@@ -95,7 +124,7 @@ pub trait Tables {
 
     /// Empties `slot` (packets then skip it, as if it had never been loaded).
     fn unpublish(&mut self, slot: Slot) -> Result<(), Error> {
-        let (name, index) = slot_location(slot)?;
+        let (name, index) = slot_location(slot, false)?;
         let mut map = self.table_map(name)?;
         let data: &mut MapData = match map.get() {
             Map::ArrayOfMaps(data) => data,
@@ -116,10 +145,8 @@ pub trait Tables {
     /// then the dispatch table, so a packet dispatched to a tenant always finds
     /// that tenant's table. Each step is one atomic slot update.
     fn publish_image(&mut self, staged: &crate::StagedImage) -> Result<(), Error> {
-        for (index, table) in staged.tenants.iter().enumerate() {
-            let index = u32::try_from(index)
-                .map_err(|_| Error::InvalidArgument("too many tenants".into()))?;
-            self.publish(Slot::Tenant(index), table)?;
+        for (index, table) in &staged.tenants {
+            self.publish(Slot::Tenant(*index), table)?;
         }
         self.publish(Slot::Global, &staged.global)?;
         self.publish(Slot::Dispatch, &staged.dispatch)
@@ -131,6 +158,26 @@ pub trait Tables {
         (first..first.saturating_add(n))
             .map(|i| per_cpu_sum(map.get(), i))
             .collect()
+    }
+
+    /// Zeroes the rule counters `slots` on every CPU (before a slot that counted
+    /// for a rule long gone is handed to a new rule).
+    fn reset_counters(&mut self, slots: &[u32]) -> Result<(), Error> {
+        if slots.is_empty() {
+            return Ok(());
+        }
+        let cpus = aya::util::nr_cpus().map_err(|(_, e)| Error::kernel("count CPUs", e))?;
+        let mut map = self.table_map(maps::RULE_COUNTERS)?;
+        let mut array: PerCpuArray<&mut MapData, Counter> = PerCpuArray::try_from(map.get())
+            .map_err(|e| Error::kernel("open the rule counters", e))?;
+        for &slot in slots {
+            let zeros = aya::maps::PerCpuValues::try_from(vec![Counter::default(); cpus])
+                .map_err(|e| Error::kernel("build per-CPU zeros", e))?;
+            array
+                .set(slot, zeros, 0)
+                .map_err(|e| Error::kernel("reset a rule counter", e))?;
+        }
+        Ok(())
     }
 
     /// Passed and dropped counters of `tenant` (`None`: packets of no tenant).
@@ -178,11 +225,17 @@ impl Tables for Program {
     }
 }
 
-fn slot_location(slot: Slot) -> Result<(&'static str, u32), Error> {
+/// The outer map and index of `slot`; in the probe overlay maps with `probe`.
+pub(crate) fn slot_location(slot: Slot, probe: bool) -> Result<(&'static str, u32), Error> {
+    let (gateway, tenants) = if probe {
+        (maps::PROBE_GATEWAY, maps::PROBE_TENANTS)
+    } else {
+        (maps::GATEWAY, maps::TENANTS)
+    };
     Ok(match slot {
-        Slot::Dispatch => (maps::GATEWAY, SLOT_DISPATCH),
-        Slot::Global => (maps::GATEWAY, SLOT_GLOBAL),
-        Slot::Tenant(t) if t < MAX_TENANTS => (maps::TENANTS, t),
+        Slot::Dispatch => (gateway, SLOT_DISPATCH),
+        Slot::Global => (gateway, SLOT_GLOBAL),
+        Slot::Tenant(t) if t < MAX_TENANTS => (tenants, t),
         Slot::Tenant(t) => {
             return Err(Error::InvalidArgument(format!(
                 "tenant index {t} is beyond the {MAX_TENANTS} tenant slots"

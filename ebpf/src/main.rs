@@ -1,18 +1,27 @@
-//! The fluxgate XDP program.
+//! The fluxgate XDP programs.
 //!
-//! Per packet: parse (Ethernet with up to two VLAN tags, IPv4 with any IHL and
+//! Per packet, the *dispatcher* (`fluxgate`, the program attached to the
+//! interface) parses (Ethernet with up to two VLAN tags, IPv4 with any IHL and
 //! fragments, IPv6 with a bounded extension-header chain, TCP / UDP / ICMP /
-//! ICMPv6) into a classification key → tenant by destination (dispatch table) →
-//! global rules → that tenant's rules → first terminal match wins, else the
-//! tenant's default action, else the gateway default → verdict, per-CPU counters
-//! of the deciding rule, of every count rule on the way, of the tenant and of
-//! the outcome.
+//! ICMPv6) into a classification key, finds the tenant by destination (dispatch
+//! table), leaves key and tenant in a per-CPU scratch slot and tail-calls the
+//! *classifier* version assigned to that tenant (`FG_VERSIONS` →
+//! `FG_CLASSIFIERS`). The classifier (`fluxgate_classify`) runs the global
+//! rules, then that tenant's rules: first terminal match wins, else the
+//! tenant's default action, else the gateway default → verdict, per-CPU
+//! counters of the deciding rule, of every count rule on the way, of the tenant
+//! and of the outcome. So a new classifier build can serve one tenant (a canary)
+//! while every other tenant keeps the old one, and each step is one map update.
 //!
 //! Tables are decision trees in ARRAY maps reached through ARRAY_OF_MAPS slots
 //! (see `fluxgate_common::table` for the layout and why): publishing a tenant
 //! replaces one slot, atomically. With nothing loaded every well-formed packet
 //! passes. Malformed packets get the verdict configured in `FG_CONFIG`; frames
 //! that are not IP (ARP, LLDP, …) always pass.
+//!
+//! `fluxgate_probe` is the dispatcher's twin for `BPF_PROG_TEST_RUN` only
+//! (preflight): it reads staged tables overlaid on the live ones, runs the
+//! classifier version under test, counts nothing and records its decision.
 //!
 //! Everything here is bounded: VLAN tags, extension headers, tree depth and leaf
 //! size are loops with constant trip counts.
@@ -25,14 +34,15 @@ mod walk;
 use aya_ebpf::{
     btf_maps::{Array as BtfArray, ArrayOfMaps},
     macros::{btf_map, map, xdp},
-    maps::{Array, PerCpuArray},
+    maps::{Array, PerCpuArray, ProgramArray},
     programs::XdpContext,
 };
 use fluxgate_common::{
-    BPF_F_INNER_MAP, Counter, GATEWAY_SLOTS, GatewayConfig, MAX_COUNTERS, MAX_TENANTS, Malformed,
-    Outcome, SLOT_DISPATCH, SLOT_GLOBAL, Trace,
-    table::{Cell, KEY_WORDS, action},
-    tenant_counter, xdp as verdict,
+    BPF_F_INNER_MAP, Counter, GATEWAY_SLOTS, GatewayConfig, MAX_COUNTERS, MAX_TENANTS,
+    MAX_VERSIONS, Malformed, Outcome, SLOT_DISPATCH, SLOT_GLOBAL, Scratch, Trace,
+    VERSION_SLOT_PROBE, VERSION_SLOTS,
+    table::{Cell, action},
+    tenant_counter, version_slot, xdp as verdict,
 };
 use walk::{NO_MATCH, default_of, walk};
 
@@ -58,30 +68,137 @@ static FG_RULE_COUNTERS: PerCpuArray<Counter> = PerCpuArray::with_max_entries(MA
 static FG_TENANT_COUNTERS: PerCpuArray<Counter> =
     PerCpuArray::with_max_entries((MAX_TENANTS + 1) * 2, 0);
 
+#[map(name = "FG_SCRATCH")]
+static FG_SCRATCH: PerCpuArray<Scratch> = PerCpuArray::with_max_entries(1, 0);
+
+#[map(name = "FG_CLASSIFIERS")]
+static FG_CLASSIFIERS: ProgramArray = ProgramArray::with_max_entries(MAX_VERSIONS, 0);
+
+#[map(name = "FG_VERSIONS")]
+static FG_VERSIONS: Array<u32> = Array::with_max_entries(VERSION_SLOTS, 0);
+
+#[map(name = "FG_PROBE_TRACE")]
+static FG_PROBE_TRACE: Array<Trace> = Array::with_max_entries(1, 0);
+
+#[map(name = "FG_PROBE_SINK")]
+static FG_PROBE_SINK: PerCpuArray<Counter> = PerCpuArray::with_max_entries(1, 0);
+
+#[map(name = "FG_BENCH_TAIL")]
+static FG_BENCH_TAIL: ProgramArray = ProgramArray::with_max_entries(1, 0);
+
 #[btf_map]
 static FG_GATEWAY: ArrayOfMaps<Table, { GATEWAY_SLOTS as usize }> = ArrayOfMaps::new();
 
 #[btf_map]
 static FG_TENANTS: ArrayOfMaps<Table, { MAX_TENANTS as usize }> = ArrayOfMaps::new();
 
+#[btf_map]
+static FG_PROBE_GW: ArrayOfMaps<Table, { GATEWAY_SLOTS as usize }> = ArrayOfMaps::new();
+
+#[btf_map]
+static FG_PROBE_TNT: ArrayOfMaps<Table, { MAX_TENANTS as usize }> = ArrayOfMaps::new();
+
+/// The dispatcher, attached to interfaces.
 #[xdp]
 pub fn fluxgate(ctx: XdpContext) -> u32 {
+    dispatch::<false>(&ctx)
+}
+
+/// The dispatcher's twin for preflight test runs (never attached).
+#[xdp]
+pub fn fluxgate_probe(ctx: XdpContext) -> u32 {
+    dispatch::<true>(&ctx)
+}
+
+/// Parses, finds the tenant, tail-calls the tenant's classifier version.
+#[inline(always)]
+fn dispatch<const PROBE: bool>(ctx: &XdpContext) -> u32 {
     let start = ctx.data();
     let end = ctx.data_end();
     let bytes = (end - start) as u64;
     // SAFETY: reading a field of the xdp_md context the kernel handed us.
     let ifindex = unsafe { (*ctx.ctx).ingress_ifindex };
-    match parse::parse(start, end, ifindex) {
-        Ok(parse::Parsed::Ip(key)) => classify(&key, bytes),
+    let key = match parse::parse(start, end, ifindex) {
+        Ok(parse::Parsed::Ip(key)) => key,
         Ok(parse::Parsed::NotIp) => {
-            count(&FG_OUTCOMES, Outcome::NotIp as u32, bytes);
-            verdict::PASS
+            if !PROBE {
+                count(&FG_OUTCOMES, Outcome::NotIp as u32, bytes);
+            }
+            return verdict::PASS;
         }
         Err(reason) => {
-            count(&FG_OUTCOMES, Outcome::Malformed as u32, bytes);
-            count(&FG_MALFORMED, reason as u32, bytes);
-            malformed_action()
+            if !PROBE {
+                count(&FG_OUTCOMES, Outcome::Malformed as u32, bytes);
+                count(&FG_MALFORMED, reason as u32, bytes);
+            }
+            return malformed_action();
         }
+    };
+    let table = if PROBE {
+        FG_PROBE_GW
+            .get(SLOT_DISPATCH)
+            .or_else(|| FG_GATEWAY.get(SLOT_DISPATCH))
+    } else {
+        FG_GATEWAY.get(SLOT_DISPATCH)
+    };
+    let sink = if PROBE {
+        &FG_PROBE_SINK
+    } else {
+        &FG_RULE_COUNTERS
+    };
+    let mut tenant = NO_TENANT;
+    if let Some(dispatch) = table {
+        let d = walk(dispatch, &key, bytes, sink);
+        if d != NO_MATCH && (d >> 32) as u8 == action::TENANT {
+            tenant = d as u32;
+        }
+    }
+    let Some(scratch) = FG_SCRATCH.get_ptr_mut(0) else {
+        return unclassified::<PROBE>(bytes);
+    };
+    // SAFETY: a valid per-CPU map value pointer; only this CPU uses it, and the
+    // classifier we tail-call reads it before anything else runs on this CPU.
+    unsafe {
+        (*scratch).key = key;
+        (*scratch).bytes = bytes;
+        (*scratch).tenant = tenant;
+        (*scratch).probe = PROBE as u32;
+    }
+    let slot = if PROBE {
+        VERSION_SLOT_PROBE
+    } else if tenant == NO_TENANT {
+        version_slot(None)
+    } else {
+        version_slot(Some(tenant))
+    };
+    let version = FG_VERSIONS.get(slot).copied().unwrap_or(0);
+    // SAFETY: on success control never comes back; on failure we carry on.
+    unsafe { FG_CLASSIFIERS.tail_call(ctx, version) };
+    unclassified::<PROBE>(bytes)
+}
+
+/// The tail call failed (no classifier in the tenant's version slot): pass and
+/// count it, or tell the probe caller with `XDP_ABORTED`.
+#[inline(always)]
+fn unclassified<const PROBE: bool>(bytes: u64) -> u32 {
+    if PROBE {
+        return verdict::ABORTED;
+    }
+    count(&FG_OUTCOMES, Outcome::Unclassified as u32, bytes);
+    verdict::PASS
+}
+
+/// The classifier: global rules, then the tenant's, for the packet the
+/// dispatcher left in `FG_SCRATCH`.
+#[xdp]
+pub fn fluxgate_classify(_ctx: XdpContext) -> u32 {
+    let Some(scratch) = FG_SCRATCH.get(0) else {
+        return verdict::PASS;
+    };
+    if scratch.probe != 0 {
+        classify::<true>(scratch)
+    } else {
+        classify::<false>(scratch)
     }
 }
 
@@ -92,28 +209,46 @@ pub fn fluxgate_floor(_ctx: XdpContext) -> u32 {
     verdict::PASS
 }
 
+/// Tail-calls `FG_BENCH_TAIL[0]` (the floor, when the bench installs it), else
+/// passes: the floor plus exactly one tail call.
+#[xdp]
+pub fn fluxgate_floor_tail(ctx: XdpContext) -> u32 {
+    // SAFETY: on success control never comes back.
+    unsafe { FG_BENCH_TAIL.tail_call(&ctx, 0) };
+    verdict::PASS
+}
+
 #[inline(always)]
-fn classify(key: &[u32; KEY_WORDS], bytes: u64) -> u32 {
-    let mut tenant = NO_TENANT;
-    if let Some(dispatch) = FG_GATEWAY.get(SLOT_DISPATCH) {
-        let d = walk(dispatch, key, bytes, &FG_RULE_COUNTERS);
-        if d != NO_MATCH && (d >> 32) as u8 == action::TENANT {
-            tenant = d as u32;
-        }
-    }
-    let global = FG_GATEWAY.get(SLOT_GLOBAL);
+fn classify<const PROBE: bool>(scratch: &Scratch) -> u32 {
+    let key = &scratch.key;
+    let bytes = scratch.bytes;
+    let tenant = scratch.tenant;
+    let counters = if PROBE {
+        &FG_PROBE_SINK
+    } else {
+        &FG_RULE_COUNTERS
+    };
+    let global = if PROBE {
+        FG_PROBE_GW
+            .get(SLOT_GLOBAL)
+            .or_else(|| FG_GATEWAY.get(SLOT_GLOBAL))
+    } else {
+        FG_GATEWAY.get(SLOT_GLOBAL)
+    };
     let mut decision = match global {
-        Some(g) => walk(g, key, bytes, &FG_RULE_COUNTERS),
+        Some(g) => walk(g, key, bytes, counters),
         None => NO_MATCH,
     };
     if decision == NO_MATCH {
         let table = if tenant == NO_TENANT {
             None
+        } else if PROBE {
+            FG_PROBE_TNT.get(tenant).or_else(|| FG_TENANTS.get(tenant))
         } else {
             FG_TENANTS.get(tenant)
         };
         decision = match table {
-            Some(table) => match walk(table, key, bytes, &FG_RULE_COUNTERS) {
+            Some(table) => match walk(table, key, bytes, counters) {
                 NO_MATCH => default_of(table),
                 d => d,
             },
@@ -125,25 +260,33 @@ fn classify(key: &[u32; KEY_WORDS], bytes: u64) -> u32 {
     }
     // Nothing loaded yet: pass.
     let dropped = decision != NO_MATCH && (decision >> 32) as u8 == action::DROP;
-    if decision != NO_MATCH {
-        count(&FG_RULE_COUNTERS, decision as u32, bytes);
-    }
-    if let Some(config) = FG_CONFIG.get(0)
-        && config.trace != 0
-    {
-        record(decision, tenant, dropped);
-    }
-    let tenant = if tenant == NO_TENANT {
-        None
+    if PROBE {
+        record(&FG_PROBE_TRACE, decision, tenant, dropped);
     } else {
-        Some(tenant)
-    };
-    count(&FG_TENANT_COUNTERS, tenant_counter(tenant, dropped), bytes);
+        if decision != NO_MATCH {
+            count(&FG_RULE_COUNTERS, decision as u32, bytes);
+        }
+        if let Some(config) = FG_CONFIG.get(0)
+            && config.trace != 0
+        {
+            record(&FG_TRACE, decision, tenant, dropped);
+        }
+        let tenant = if tenant == NO_TENANT {
+            None
+        } else {
+            Some(tenant)
+        };
+        count(&FG_TENANT_COUNTERS, tenant_counter(tenant, dropped), bytes);
+        let outcome = if dropped {
+            Outcome::Dropped
+        } else {
+            Outcome::Passed
+        };
+        count(&FG_OUTCOMES, outcome as u32, bytes);
+    }
     if dropped {
-        count(&FG_OUTCOMES, Outcome::Dropped as u32, bytes);
         verdict::DROP
     } else {
-        count(&FG_OUTCOMES, Outcome::Passed as u32, bytes);
         verdict::PASS
     }
 }
@@ -152,8 +295,8 @@ const NO_TENANT: u32 = u32::MAX;
 
 /// Records a decision for `classify --engine kernel` / `explain` (tracing only).
 #[inline(never)]
-fn record(decision: u64, tenant: u32, dropped: bool) {
-    if let Some(t) = FG_TRACE.get_ptr_mut(0) {
+fn record(map: &Array<Trace>, decision: u64, tenant: u32, dropped: bool) {
+    if let Some(t) = map.get_ptr_mut(0) {
         // SAFETY: a valid map value pointer; a torn read by userspace only
         // happens while packets race, which tracing users do not do.
         unsafe {

@@ -51,7 +51,7 @@ impl Classifier {
 
     /// What counter slot `slot` counts.
     pub fn slot(&self, slot: u32) -> Option<&CounterSlot> {
-        self.image.counters.get(slot as usize)
+        self.image.counter(slot)
     }
 
     /// Classifies a packet header.
@@ -75,7 +75,7 @@ impl Classifier {
         counted.extend_from_slice(global.counters());
         let decision = match global.decision {
             Some(d) => Some(d),
-            None => match tenant.and_then(|t| self.image.tenants.get(t as usize)) {
+            None => match tenant.and_then(|t| self.image.tenant(t)) {
                 Some(t) => {
                     let w = walk(&t.table.cells, key);
                     counted.extend_from_slice(w.counters());
@@ -158,7 +158,7 @@ impl Classifier {
         let rule = c.decided_by.and_then(rule_ref);
         let tenant_name = c
             .tenant
-            .and_then(|t| self.image.tenants.get(t as usize))
+            .and_then(|t| self.image.tenant(t))
             .map(|t| t.name.clone());
         let reason = match (&rule, &tenant_name) {
             (Some(r), _) => format!("rule {r} decided"),

@@ -10,7 +10,7 @@
 //! flags imply TCP, an ICMP type/code implies the family's ICMP, a VLAN match
 //! implies a tag (untagged packets carry [`VLAN_NONE`]).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use fluxgate_common::table::{RANGE_WORDS, VLAN_NONE, action, word};
 use ipnet::IpNet;
@@ -33,11 +33,71 @@ pub struct CompileOptions {
     pub tree: TreeConfig,
     /// Most table rules one model rule may expand into (default 4096 when 0).
     pub max_expansion: usize,
+    /// Tenant and counter slots carried over from earlier generations.
+    pub plan: SlotPlan,
+}
+
+/// Tenant and counter slots carried over from earlier generations, so that a
+/// tenant keeps its slot (only its own slot flips when it changes) and a rule
+/// that did not change keeps its counter — and keeps counting across swaps.
+///
+/// New tenants and rules get the lowest slots that are neither planned nor
+/// reserved. The empty plan numbers everything densely: gateway default 0, the
+/// gateway's rules, then per tenant its default and rules; tenants 0, 1, …
+#[derive(Clone, Debug, Default)]
+pub struct SlotPlan {
+    /// Tenant name → tenant slot.
+    pub tenants: BTreeMap<String, u32>,
+    /// Tenant slots no new tenant may take (held by kept generations).
+    pub reserved_tenants: BTreeSet<u32>,
+    /// (scope, rule) → counter slot; `None`: the scope's default action.
+    pub counters: HashMap<(Scope, Option<RuleId>), u32>,
+    /// Counter slots no new rule may take (held by kept generations).
+    pub reserved_counters: BTreeSet<u32>,
+}
+
+/// Hands out the lowest slots that are not taken.
+struct Allocator<'a> {
+    taken: BTreeSet<u32>,
+    reserved: &'a BTreeSet<u32>,
+    planned: BTreeSet<u32>,
+    next: u32,
+}
+
+impl<'a> Allocator<'a> {
+    fn new(reserved: &'a BTreeSet<u32>, planned: impl IntoIterator<Item = u32>) -> Self {
+        Allocator {
+            taken: BTreeSet::new(),
+            reserved,
+            planned: planned.into_iter().collect(),
+            next: 0,
+        }
+    }
+
+    /// `planned` if the plan has a slot for this item (and it is still free in
+    /// this image), else a fresh one.
+    fn take(&mut self, planned: Option<u32>) -> u32 {
+        if let Some(p) = planned
+            && self.taken.insert(p)
+        {
+            return p;
+        }
+        while self.taken.contains(&self.next)
+            || self.reserved.contains(&self.next)
+            || self.planned.contains(&self.next)
+        {
+            self.next += 1;
+        }
+        self.taken.insert(self.next);
+        self.next
+    }
 }
 
 /// What a counter slot counts.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct CounterSlot {
+    /// The slot (index of the kernel's rule counter array).
+    pub slot: u32,
     /// Gateway or tenant.
     pub scope: Scope,
     /// The rule, or `None` for the scope's default action.
@@ -51,13 +111,15 @@ pub struct CounterSlot {
 pub struct TenantImage {
     /// Tenant name.
     pub name: String,
+    /// Tenant slot: dispatch result, kernel slot and counter index.
+    pub index: u32,
     /// The table (its header holds the tenant's default action).
     pub table: TableImage,
 }
 
 /// A compiled ruleset: every table, and what each counter slot means.
 ///
-/// Tenant `i` of [`ValidRuleset::tenants`] is `tenants[i]` and dispatch index `i`.
+/// Tenant slots and counter slots come from [`CompileOptions::plan`].
 #[derive(Clone, Debug)]
 pub struct Image {
     /// Generation number in every header.
@@ -66,9 +128,9 @@ pub struct Image {
     pub dispatch: TableImage,
     /// Global rules; its header holds the gateway default.
     pub global: TableImage,
-    /// Per tenant, in [`ValidRuleset::tenants`] order.
+    /// Per tenant, sorted by tenant slot.
     pub tenants: Vec<TenantImage>,
-    /// Counter slot → what it counts. Slot 0 is the gateway default.
+    /// What each counter slot counts, sorted by slot. Slot 0 is the gateway default.
     pub counters: Vec<CounterSlot>,
 }
 
@@ -88,8 +150,29 @@ impl Image {
     pub fn slot_of(&self, scope: &Scope, rule: RuleId) -> Option<u32> {
         self.counters
             .iter()
-            .position(|c| &c.scope == scope && c.rule == Some(rule))
-            .and_then(|i| u32::try_from(i).ok())
+            .find(|c| &c.scope == scope && c.rule == Some(rule))
+            .map(|c| c.slot)
+    }
+
+    /// What counter slot `slot` counts.
+    pub fn counter(&self, slot: u32) -> Option<&CounterSlot> {
+        self.counters
+            .binary_search_by_key(&slot, |c| c.slot)
+            .ok()
+            .map(|i| &self.counters[i])
+    }
+
+    /// The tenant in tenant slot `index`.
+    pub fn tenant(&self, index: u32) -> Option<&TenantImage> {
+        self.tenants
+            .binary_search_by_key(&index, |t| t.index)
+            .ok()
+            .map(|i| &self.tenants[i])
+    }
+
+    /// One past the highest counter slot.
+    pub fn counter_span(&self) -> u32 {
+        self.counters.last().map_or(0, |c| c.slot + 1)
     }
 }
 
@@ -118,6 +201,18 @@ pub enum CompileError {
         /// The limit.
         limit: usize,
     },
+    /// More tenants than the kernel has slots (kept generations hold slots too).
+    #[error("more tenants than the {limit} tenant slots (counting slots held by kept generations)")]
+    TooManyTenants {
+        /// Number of tenant slots.
+        limit: u32,
+    },
+    /// More rules than the kernel has counter slots (kept generations hold slots too).
+    #[error("more rules than the {limit} counter slots (counting slots held by kept generations)")]
+    TooManyCounters {
+        /// Number of counter slots.
+        limit: u32,
+    },
     /// The decision tree for a scope could not be built within its bounds.
     #[error("{scope}: {source}")]
     Table {
@@ -141,7 +236,10 @@ pub fn compile_with(rs: &ValidRuleset, opts: &CompileOptions) -> Result<Image, C
     } else {
         opts.max_expansion
     };
+    let plan = &opts.plan;
+    let mut slots = Allocator::new(&plan.reserved_counters, plan.counters.values().copied());
     let mut counters = vec![CounterSlot {
+        slot: slots.take(Some(0)),
         scope: Scope::Gateway,
         rule: None,
         position: 0,
@@ -161,30 +259,54 @@ pub fn compile_with(rs: &ValidRuleset, opts: &CompileOptions) -> Result<Image, C
     };
 
     let gw = rs.gateway();
-    let flat = lower_scope(&Scope::Gateway, &gw.rules, opts, limit, &mut counters)?;
+    let flat = lower_scope(
+        &Scope::Gateway,
+        &gw.rules,
+        opts,
+        limit,
+        &mut slots,
+        &mut counters,
+    )?;
     let global = table("gateway", &flat, gw.default_action, 0)?;
 
+    let mut tenant_slots = Allocator::new(&plan.reserved_tenants, plan.tenants.values().copied());
     let mut tenants = Vec::with_capacity(rs.tenants().len());
     let mut dispatch_rules = Vec::new();
-    for (index, t) in rs.tenants().iter().enumerate() {
-        let index = u32::try_from(index).unwrap_or(u32::MAX);
+    for t in rs.tenants() {
+        let index = tenant_slots.take(plan.tenants.get(&t.name).copied());
+        if index >= fluxgate_common::MAX_TENANTS {
+            return Err(CompileError::TooManyTenants {
+                limit: fluxgate_common::MAX_TENANTS,
+            });
+        }
         for net in &t.prefixes {
             let mut r = FlatRule::any(action::TENANT, index);
             set_prefix(&mut r, word::DST, net);
             dispatch_rules.push(r);
         }
         let scope = Scope::Tenant(t.name.clone());
-        let default_slot = slot(&counters);
+        let default_slot = slots.take(plan.counters.get(&(scope.clone(), None)).copied());
         counters.push(CounterSlot {
+            slot: default_slot,
             scope: scope.clone(),
             rule: None,
             position: 0,
         });
-        let flat = lower_scope(&scope, &t.rules, opts, limit, &mut counters)?;
+        let flat = lower_scope(&scope, &t.rules, opts, limit, &mut slots, &mut counters)?;
         let table = table(&t.name, &flat, t.default_action, default_slot)?;
         tenants.push(TenantImage {
             name: t.name.clone(),
+            index,
             table,
+        });
+    }
+    tenants.sort_by_key(|t| t.index);
+    counters.sort_by_key(|c| c.slot);
+    if let Some(c) = counters.last()
+        && c.slot >= fluxgate_common::MAX_COUNTERS
+    {
+        return Err(CompileError::TooManyCounters {
+            limit: fluxgate_common::MAX_COUNTERS,
         });
     }
     // Tenant prefixes never overlap (validated), so dispatch order is irrelevant.
@@ -215,21 +337,24 @@ fn verdict_action(v: Verdict) -> u8 {
     }
 }
 
-fn slot(counters: &[CounterSlot]) -> u32 {
-    u32::try_from(counters.len()).unwrap_or(u32::MAX)
-}
-
 fn lower_scope(
     scope: &Scope,
     rules: &[Rule],
     opts: &CompileOptions,
     limit: usize,
+    slots: &mut Allocator<'_>,
     counters: &mut Vec<CounterSlot>,
 ) -> Result<Vec<FlatRule>, CompileError> {
     let mut out = Vec::with_capacity(rules.len());
     for rule in rules {
-        let counter = slot(counters);
+        let counter = slots.take(
+            opts.plan
+                .counters
+                .get(&(scope.clone(), Some(rule.id)))
+                .copied(),
+        );
         counters.push(CounterSlot {
+            slot: counter,
             scope: scope.clone(),
             rule: Some(rule.id),
             position: rule.position,

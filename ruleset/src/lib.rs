@@ -201,7 +201,9 @@ pub mod table;
 pub mod validate;
 
 pub use classifier::{Classified, Classifier};
-pub use compile::{CompileError, CompileOptions, Image, compile, compile_with};
+pub use compile::{
+    CompileError, CompileOptions, CounterSlot, Image, SlotPlan, TenantImage, compile, compile_with,
+};
 pub use config::Config;
 pub use error::{Diag, ErrorKind, Errors, Location, Severity, SourceMap};
 pub use load::GATEWAY_FILE;

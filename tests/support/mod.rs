@@ -434,3 +434,110 @@ pub fn eventually(timeout: Duration, mut f: impl FnMut() -> bool) -> bool {
     }
     f()
 }
+
+/// Continuous UDP traffic from `a` to several `(address, port)` of `b`, paced
+/// at a total rate, until [`Flow::stop`] (or drop). Bounded: the sender stops
+/// by itself after [`Flow::MAX_DURATION`].
+pub struct Flow {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    sender: Option<thread::JoinHandle<Vec<u64>>>,
+    receivers: Vec<thread::JoinHandle<u64>>,
+}
+
+impl Flow {
+    /// Longest a flow runs, whatever the test does.
+    pub const MAX_DURATION: Duration = Duration::from_secs(600);
+
+    /// Starts receivers on `b` for every destination, then the sender on `a`,
+    /// one datagram to each destination per tick, `pps` datagrams/s in total.
+    pub fn start(link: &Link, dsts: &[(Ipv4Addr, u16)], pps: u32) -> Flow {
+        use std::sync::{Arc, atomic::AtomicBool};
+        let stop = Arc::new(AtomicBool::new(false));
+        let mut receivers = Vec::new();
+        for &(dst, port) in dsts {
+            let (tx, rx) = std::sync::mpsc::channel();
+            let name = link.b.name().to_owned();
+            let stop = stop.clone();
+            receivers.push(thread::spawn(move || {
+                fluxgate_dataplane::netns::enter(&name).expect("enter netns");
+                let sock = UdpSocket::bind(SocketAddrV4::new(dst, port)).expect("bind");
+                sock.set_read_timeout(Some(Duration::from_millis(100)))
+                    .expect("timeout");
+                tx.send(()).expect("ready");
+                let mut got = 0u64;
+                let mut buf = [0u8; 2048];
+                let mut idle_since = Instant::now();
+                loop {
+                    match sock.recv(&mut buf) {
+                        Ok(_) => {
+                            got += 1;
+                            idle_since = Instant::now();
+                        }
+                        // After stop, keep draining stragglers until idle.
+                        Err(_) => {
+                            if stop.load(Ordering::SeqCst)
+                                && idle_since.elapsed() > Duration::from_millis(500)
+                            {
+                                break got;
+                            }
+                        }
+                    }
+                }
+            }));
+            rx.recv().expect("receiver ready");
+        }
+        let name = link.a.name().to_owned();
+        let dsts = dsts.to_vec();
+        let sender_stop = stop.clone();
+        let sender = thread::spawn(move || {
+            fluxgate_dataplane::netns::enter(&name).expect("enter netns");
+            let sock = UdpSocket::bind(SocketAddrV4::new(ADDR_A, 0)).expect("bind");
+            let tick = Duration::from_secs_f64(dsts.len() as f64 / f64::from(pps.max(1)));
+            let start = Instant::now();
+            let mut sent = vec![0u64; dsts.len()];
+            let mut next = start;
+            while !sender_stop.load(Ordering::SeqCst) && start.elapsed() < Flow::MAX_DURATION {
+                for (i, &(dst, port)) in dsts.iter().enumerate() {
+                    if sock
+                        .send_to(&[0x5a; 32], SocketAddrV4::new(dst, port))
+                        .is_ok()
+                    {
+                        sent[i] += 1;
+                    }
+                }
+                next += tick;
+                if let Some(wait) = next.checked_duration_since(Instant::now()) {
+                    thread::sleep(wait);
+                }
+            }
+            sent
+        });
+        Flow {
+            stop,
+            sender: Some(sender),
+            receivers,
+        }
+    }
+
+    /// Stops sending, waits for stragglers; `(sent, received)` per destination.
+    pub fn stop(mut self) -> Vec<(u64, u64)> {
+        self.stop.store(true, Ordering::SeqCst);
+        let sent = self
+            .sender
+            .take()
+            .expect("sender")
+            .join()
+            .expect("sender thread");
+        let received: Vec<u64> = std::mem::take(&mut self.receivers)
+            .into_iter()
+            .map(|r| r.join().expect("receiver thread"))
+            .collect();
+        sent.into_iter().zip(received).collect()
+    }
+}
+
+impl Drop for Flow {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+    }
+}

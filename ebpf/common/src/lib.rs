@@ -14,7 +14,7 @@ pub mod table;
 
 /// Version of this ABI. Stored in [`GatewayConfig::abi_version`] and checked by
 /// userspace before it reuses state pinned by another build.
-pub const ABI_VERSION: u32 = 1;
+pub const ABI_VERSION: u32 = 2;
 
 /// Map names, as they appear in the object file and under the bpffs pin directory.
 pub mod maps {
@@ -35,6 +35,57 @@ pub mod maps {
     pub const TENANT_COUNTERS: &str = "FG_TENANT_COUNTERS";
     /// `Array<Trace>` with one entry: the last decision, when tracing is on.
     pub const TRACE: &str = "FG_TRACE";
+    /// `PerCpuArray<Scratch>` with one entry: the parsed packet, handed from the
+    /// dispatcher to the classifier it tail-calls (tail calls keep only the context).
+    pub const SCRATCH: &str = "FG_SCRATCH";
+    /// `ProgramArray` with [`crate::MAX_VERSIONS`] entries: the loaded classifier versions.
+    pub const CLASSIFIERS: &str = "FG_CLASSIFIERS";
+    /// `Array<u32>` with [`crate::VERSION_SLOTS`] entries: the classifier version
+    /// (index into [`CLASSIFIERS`]) serving each tenant; see [`crate::version_slot`].
+    pub const VERSIONS: &str = "FG_VERSIONS";
+    /// Like [`GATEWAY`], read only by probe runs: staged tables overlaid on the live ones.
+    pub const PROBE_GATEWAY: &str = "FG_PROBE_GW";
+    /// Like [`TENANTS`], read only by probe runs: staged tables overlaid on the live ones.
+    pub const PROBE_TENANTS: &str = "FG_PROBE_TNT";
+    /// `Array<Trace>` with one entry: the decision of the last probe run.
+    pub const PROBE_TRACE: &str = "FG_PROBE_TRACE";
+    /// `PerCpuArray<Counter>` with one entry: where probe runs "count" (nowhere that matters).
+    pub const PROBE_SINK: &str = "FG_PROBE_SINK";
+    /// `ProgramArray` with one entry: the tail-call target of the tail-call benchmark.
+    pub const BENCH_TAIL: &str = "FG_BENCH_TAIL";
+}
+
+/// Classifier versions that can be loaded at once (entries of [`maps::CLASSIFIERS`]).
+pub const MAX_VERSIONS: u32 = 16;
+/// Entries of [`maps::VERSIONS`]: one per tenant, one for packets of no tenant,
+/// one for probe runs.
+pub const VERSION_SLOTS: u32 = MAX_TENANTS + 2;
+/// [`maps::VERSIONS`] entry read by probe runs.
+pub const VERSION_SLOT_PROBE: u32 = MAX_TENANTS + 1;
+
+/// [`maps::VERSIONS`] entry that selects the classifier for `tenant`'s packets
+/// (`None`: packets whose destination belongs to no tenant).
+#[inline(always)]
+pub const fn version_slot(tenant: Option<u32>) -> u32 {
+    match tenant {
+        Some(t) => t,
+        None => MAX_TENANTS,
+    }
+}
+
+/// The parsed packet, handed from the dispatcher to the classifier ([`maps::SCRATCH`]).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Scratch {
+    /// The classification key (`table::word` layout, host order).
+    pub key: [u32; table::KEY_WORDS],
+    /// Frame length.
+    pub bytes: u64,
+    /// Tenant index, or [`Trace::NONE`].
+    pub tenant: u32,
+    /// Non-zero for probe runs: read the probe overlay tables, count nothing,
+    /// record the decision in [`maps::PROBE_TRACE`].
+    pub probe: u32,
 }
 
 /// Entries of [`maps::GATEWAY`].
@@ -61,8 +112,18 @@ pub const fn tenant_counter(tenant: Option<u32>, dropped: bool) -> u32 {
     base + dropped as u32
 }
 
-/// Name of the XDP program in the object file.
+/// Name of the dispatcher: the XDP program attached to interfaces. It parses
+/// the packet, finds the tenant and tail-calls that tenant's classifier version.
 pub const PROGRAM_NAME: &str = "fluxgate";
+/// Name of the classifier program (tail-called, never attached).
+pub const CLASSIFIER_PROGRAM_NAME: &str = "fluxgate_classify";
+/// Name of the probe entry: the dispatcher's twin for `BPF_PROG_TEST_RUN` only —
+/// reads staged tables overlaid on the live ones, runs the classifier version in
+/// [`VERSION_SLOT_PROBE`], counts nothing, records its decision.
+pub const PROBE_PROGRAM_NAME: &str = "fluxgate_probe";
+/// Name of a bare `XDP_PASS` program that first tail-calls [`maps::BENCH_TAIL`]:
+/// measures what one tail call costs.
+pub const TAIL_FLOOR_PROGRAM_NAME: &str = "fluxgate_floor_tail";
 /// Name of the bare `XDP_PASS` program in the same object: the measurement floor
 /// that benchmarks report every program against.
 pub const FLOOR_PROGRAM_NAME: &str = "fluxgate_floor";
@@ -107,17 +168,22 @@ pub enum Outcome {
     Malformed = 2,
     /// A well-formed frame that carries neither IPv4 nor IPv6 (ARP, LLDP, …); always passed.
     NotIp = 3,
+    /// A packet whose tenant's classifier version was missing (the tail call
+    /// failed); passed. Never happens unless the version map is damaged: the
+    /// dataplane refuses to unload a version that still serves a tenant.
+    Unclassified = 4,
 }
 
 impl Outcome {
     /// Number of outcomes (size of the outcome counter map).
-    pub const COUNT: u32 = 4;
+    pub const COUNT: u32 = 5;
     /// All outcomes, in index order.
-    pub const ALL: [Outcome; 4] = [
+    pub const ALL: [Outcome; 5] = [
         Outcome::Passed,
         Outcome::Dropped,
         Outcome::Malformed,
         Outcome::NotIp,
+        Outcome::Unclassified,
     ];
 
     /// Stable lower-case name, used in CLI and JSON output.
@@ -127,6 +193,7 @@ impl Outcome {
             Outcome::Dropped => "dropped",
             Outcome::Malformed => "malformed",
             Outcome::NotIp => "not_ip",
+            Outcome::Unclassified => "unclassified",
         }
     }
 }
@@ -241,6 +308,7 @@ mod user {
     unsafe impl aya::Pod for super::Counter {}
     unsafe impl aya::Pod for super::GatewayConfig {}
     unsafe impl aya::Pod for super::Trace {}
+    unsafe impl aya::Pod for super::Scratch {}
     unsafe impl aya::Pod for super::table::Cell {}
 }
 
@@ -254,6 +322,7 @@ mod tests {
         assert_eq!(size_of::<Counter>(), 16);
         assert_eq!(size_of::<GatewayConfig>(), 16);
         assert_eq!(size_of::<Trace>(), 16);
+        assert_eq!(size_of::<Scratch>(), 4 * table::KEY_WORDS + 16);
     }
 
     #[test]

@@ -1,0 +1,223 @@
+//! Hot swap costs, side by side in one run (root needed):
+//! - publish flip: one tenant slot flipped to an already staged table, at 10,
+//!   10k (and, with `FLUXGATE_BENCH_100K=1`, 100k) rules — flat in size is the point;
+//! - rollback: a kept (pinned) generation reopened and flipped back in;
+//! - staging: compile + create and fill the table beside the live one;
+//! - tail call: the bare `XDP_PASS` floor vs the floor reached through one tail
+//!   call (what the dispatcher → classifier hop costs per packet).
+//!
+//! The program is attached (generic mode) to `lo` of a private network
+//! namespace and pinned under a private bpffs directory, both removed at the end.
+//!
+//! Run: `cargo bench --bench swap` (as root).
+
+use std::{
+    path::PathBuf,
+    process::Command,
+    time::{Duration, Instant},
+};
+
+use criterion::{BenchmarkId, Criterion};
+use fluxgate::{
+    common::{GatewayConfig, table::Cell},
+    dataplane::{AttachMode, PinnedAttachment, Program, Slot, StagedTable, Tables, netns},
+    ruleset::{
+        CompileOptions, Config, classbench, compile_with,
+        synth::{self, Family},
+        validate,
+    },
+};
+
+/// Network namespace and bpffs directory of this run; removed on drop.
+struct Sandbox {
+    ns: String,
+    pins: PathBuf,
+}
+
+impl Sandbox {
+    fn new() -> Sandbox {
+        let ns = format!("fgbench-{}", std::process::id());
+        let ok = Command::new("ip")
+            .args(["netns", "add", &ns])
+            .status()
+            .is_ok_and(|s| s.success());
+        assert!(ok, "ip netns add (the bench needs root)");
+        Sandbox {
+            pins: PathBuf::from("/sys/fs/bpf").join(&ns),
+            ns,
+        }
+    }
+}
+
+impl Drop for Sandbox {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.pins);
+        let _ = Command::new("ip").args(["netns", "del", &self.ns]).status();
+    }
+}
+
+/// The global table of a ClassBench-like ACL ruleset of `n` rules.
+fn table(n: usize) -> Vec<Cell> {
+    let filters = synth::classbench_like(Family::Acl, n, 42);
+    let rs = validate(classbench::to_ruleset(&filters), &Config::classbench()).expect("valid");
+    compile_with(&rs, &CompileOptions::default())
+        .expect("compile")
+        .global
+        .cells
+}
+
+struct Size {
+    n: usize,
+    scope: String,
+    a: StagedTable,
+    b: StagedTable,
+    stage: Duration,
+}
+
+fn main() {
+    let sandbox = Sandbox::new();
+    netns::enter(&sandbox.ns).expect("enter the bench namespace");
+    let program = Program::load(&GatewayConfig::default()).expect("load (needs root)");
+    let attached = program
+        .attach("lo", AttachMode::Generic)
+        .expect("attach to lo");
+    let frame = fluxgate::dataplane::frame::FrameSpec::from_header(
+        &"udp 198.51.100.1:1000 -> 203.0.113.1:2000"
+            .parse()
+            .expect("packet"),
+    )
+    .expect("frame")
+    .build();
+    let tail = tail_call_ns(attached.program(), &frame);
+    let mut pinned = attached.pin(&sandbox.pins).expect("pin");
+
+    let mut sizes_n = vec![10, 10_000];
+    if std::env::var_os("FLUXGATE_BENCH_100K").is_some() {
+        sizes_n.push(100_000);
+    } else {
+        println!(
+            "note: 100k rules skipped (compiling them takes ~30 s); set FLUXGATE_BENCH_100K=1"
+        );
+    }
+    let sizes: Vec<Size> = sizes_n
+        .into_iter()
+        .map(|n| {
+            let started = Instant::now();
+            let cells = table(n);
+            let a = StagedTable::new("bench_a", &cells).expect("stage");
+            let stage = started.elapsed();
+            let b = StagedTable::new("bench_b", &cells).expect("stage");
+            let scope = format!("bench-{n}");
+            pinned.keep_table(&scope, 1, &a).expect("keep");
+            pinned.keep_table(&scope, 2, &b).expect("keep");
+            Size {
+                n,
+                scope,
+                a,
+                b,
+                stage,
+            }
+        })
+        .collect();
+
+    let mut c = Criterion::default()
+        .configure_from_args()
+        .measurement_time(Duration::from_secs(3))
+        .warm_up_time(Duration::from_millis(500));
+    let mut flips = Vec::new();
+    let mut rollbacks = Vec::new();
+    {
+        let mut group = c.benchmark_group("swap");
+        for s in &sizes {
+            group.bench_function(BenchmarkId::new("publish_flip", s.n), |bench| {
+                let mut odd = false;
+                bench.iter(|| {
+                    odd = !odd;
+                    let t = if odd { &s.a } else { &s.b };
+                    pinned.publish(Slot::Tenant(0), t).expect("publish");
+                })
+            });
+            group.bench_function(BenchmarkId::new("rollback_from_pin", s.n), |bench| {
+                let mut g = 1;
+                bench.iter(|| {
+                    g = 3 - g;
+                    let t = pinned.kept_table(&s.scope, g).expect("kept");
+                    pinned.publish(Slot::Tenant(0), &t).expect("publish");
+                })
+            });
+        }
+        group.finish();
+    }
+    // Summary from direct timings (criterion's report has the distributions).
+    for s in &sizes {
+        flips.push(median_us(101, |i| {
+            let t = if i % 2 == 0 { &s.a } else { &s.b };
+            pinned.publish(Slot::Tenant(0), t).expect("publish");
+        }));
+        rollbacks.push(median_us(101, |i| {
+            let t = pinned
+                .kept_table(&s.scope, 1 + (i % 2) as u64)
+                .expect("kept");
+            pinned.publish(Slot::Tenant(0), &t).expect("publish");
+        }));
+    }
+    println!("\n== swap summary (median of 101) ==");
+    println!(
+        "{:>8} {:>14} {:>18} {:>16}",
+        "rules", "flip µs", "rollback µs", "stage ms"
+    );
+    for (i, s) in sizes.iter().enumerate() {
+        println!(
+            "{:>8} {:>14.1} {:>18.1} {:>16.1}",
+            s.n,
+            flips[i],
+            rollbacks[i],
+            s.stage.as_secs_f64() * 1e3
+        );
+    }
+    println!(
+        "tail call: floor {:.1} ns, floor via one tail call {:.1} ns → +{:.1} ns per packet",
+        tail.0,
+        tail.1,
+        tail.1 - tail.0
+    );
+    drop(sizes);
+    cleanup(pinned);
+    drop(sandbox);
+}
+
+fn cleanup(pinned: PinnedAttachment) {
+    pinned.detach().expect("detach");
+}
+
+/// Median wall time of `f` over `runs` runs, in µs.
+fn median_us(runs: usize, mut f: impl FnMut(usize)) -> f64 {
+    let mut v: Vec<f64> = (0..runs)
+        .map(|i| {
+            let t = Instant::now();
+            f(i);
+            t.elapsed().as_secs_f64() * 1e6
+        })
+        .collect();
+    v.sort_by(f64::total_cmp);
+    v[runs / 2]
+}
+
+/// Median kernel ns of the floor and of the floor behind one tail call.
+fn tail_call_ns(program: &Program, frame: &[u8]) -> (f64, f64) {
+    let med = |tail: bool| {
+        let mut v: Vec<u128> = (0..5)
+            .map(|_| {
+                let out = if tail {
+                    program.test_run_tail_floor(frame, 1_000_000)
+                } else {
+                    program.test_run_floor(frame, 1_000_000)
+                };
+                out.expect("run").duration.as_nanos()
+            })
+            .collect();
+        v.sort();
+        v[2] as f64
+    };
+    (med(false), med(true))
+}

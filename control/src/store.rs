@@ -1,0 +1,256 @@
+//! What the control plane remembers about one interface, on disk:
+//! `<state dir>/<netns|init>/<iface>/state.json` (the live manifest and the
+//! generation counter) and `gen/<G>.json` (one record per kept generation: its
+//! ruleset text, manifest and counter slots). Every write is atomic (write,
+//! fsync, rename), the directory is root-only, and a lock file serializes
+//! changes. The kernel stays the truth for what is live: [`crate::generations`]
+//! reconciles this state with the pinned slots before every operation.
+
+use std::{
+    collections::BTreeMap,
+    fs,
+    io::Write,
+    os::{fd::AsRawFd, unix::fs::PermissionsExt},
+    path::{Path, PathBuf},
+};
+
+use serde::{Deserialize, Serialize, de::DeserializeOwned};
+
+use crate::ControlError;
+
+/// Which table generation each scope has: one gateway generation's content,
+/// or the live state (which per-tenant rollbacks can make a mix).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Manifest {
+    /// Table generation of the destination → tenant dispatch table.
+    pub dispatch: Option<u64>,
+    /// Table generation of the global rules.
+    pub global: Option<u64>,
+    /// Tenant name → its slot and table generation.
+    pub tenants: BTreeMap<String, TenantRef>,
+}
+
+/// A tenant in a [`Manifest`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TenantRef {
+    /// Tenant slot (kernel index; stable across generations).
+    pub slot: u32,
+    /// Generation whose table this is.
+    pub table: u64,
+}
+
+/// One counter slot of a generation.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SlotInfo {
+    /// Kernel counter index.
+    pub slot: u32,
+    /// `gateway` or the tenant name.
+    pub scope: String,
+    /// Rule id (hex), absent for a default action.
+    pub rule: Option<String>,
+    /// 1-based position (0: the default action).
+    pub position: u32,
+    /// The rule as written (canonical form), or `default pass|drop`.
+    pub text: String,
+}
+
+/// One generation as recorded.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Record {
+    /// Gateway-wide generation number.
+    pub generation: u64,
+    /// Seconds since the Unix epoch.
+    pub created: u64,
+    /// Why (`--reason`, or what created it).
+    pub reason: String,
+    /// The directory the ruleset was read from.
+    pub source: PathBuf,
+    /// The ruleset's files (name, text), so the generation can be re-checked
+    /// and explained after the directory changed.
+    pub files: Vec<(String, String)>,
+    /// Table generation per scope.
+    pub manifest: Manifest,
+    /// Content hash per table scope (`dispatch`, `global`, `tenant-<name>`).
+    pub hashes: BTreeMap<String, u64>,
+    /// Every counter slot of this generation, sorted by slot.
+    pub counters: Vec<SlotInfo>,
+}
+
+/// One line of the interface's history.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Event {
+    /// Seconds since the Unix epoch.
+    pub at: u64,
+    /// Gateway generation concerned.
+    pub generation: u64,
+    /// `apply`, `rollback`, `recovered`, …
+    pub what: String,
+    /// Tenant concerned, when only one was.
+    pub tenant: Option<String>,
+    /// Free text.
+    pub detail: String,
+}
+
+/// `state.json`.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct IfaceState {
+    /// Highest generation number handed out.
+    pub generation: u64,
+    /// Generation whose manifest was last made live as a whole (apply or
+    /// gateway-wide rollback); tenants may since have moved on their own.
+    pub live_generation: u64,
+    /// What is live, per scope.
+    pub live: Manifest,
+    /// Every change, oldest first (bounded: the newest 1,000).
+    pub events: Vec<Event>,
+}
+
+/// The state directory of one interface.
+#[derive(Clone, Debug)]
+pub struct Store {
+    dir: PathBuf,
+}
+
+/// Most events kept in `state.json`.
+const MAX_EVENTS: usize = 1000;
+
+impl Store {
+    /// The store of `iface` under `root` (`<state dir>/<netns|init>`).
+    pub fn new(root: &Path, iface: &str) -> Store {
+        Store {
+            dir: root.join(iface),
+        }
+    }
+
+    /// The directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    fn state_path(&self) -> PathBuf {
+        self.dir.join("state.json")
+    }
+
+    fn record_path(&self, generation: u64) -> PathBuf {
+        self.dir.join("gen").join(format!("{generation}.json"))
+    }
+
+    /// The state, or the empty state when nothing was ever applied.
+    pub fn state(&self) -> Result<IfaceState, ControlError> {
+        Ok(read_json(&self.state_path())?.unwrap_or_default())
+    }
+
+    /// Writes the state atomically.
+    pub fn write_state(&self, state: &mut IfaceState) -> Result<(), ControlError> {
+        let excess = state.events.len().saturating_sub(MAX_EVENTS);
+        state.events.drain(..excess);
+        write_json(&self.state_path(), state)
+    }
+
+    /// Record of `generation`, if kept.
+    pub fn record(&self, generation: u64) -> Result<Option<Record>, ControlError> {
+        read_json(&self.record_path(generation))
+    }
+
+    /// Writes a record atomically.
+    pub fn write_record(&self, record: &Record) -> Result<(), ControlError> {
+        write_json(&self.record_path(record.generation), record)
+    }
+
+    /// Deletes the record of `generation`.
+    pub fn forget_record(&self, generation: u64) -> Result<(), ControlError> {
+        match fs::remove_file(self.record_path(generation)) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(ControlError::State(format!(
+                "cannot delete generation {generation}: {e}"
+            ))),
+        }
+    }
+
+    /// Generations with a record, ascending.
+    pub fn recorded(&self) -> Result<Vec<u64>, ControlError> {
+        let mut out: Vec<u64> = match fs::read_dir(self.dir.join("gen")) {
+            Ok(entries) => entries
+                .filter_map(Result::ok)
+                .filter_map(|e| e.file_name().to_str()?.strip_suffix(".json")?.parse().ok())
+                .collect(),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
+            Err(e) => {
+                return Err(ControlError::State(format!(
+                    "cannot list {}: {e}",
+                    self.dir.display()
+                )));
+            }
+        };
+        out.sort_unstable();
+        Ok(out)
+    }
+
+    /// Removes everything (after a detach).
+    pub fn remove(&self) {
+        let _ = fs::remove_dir_all(&self.dir);
+    }
+
+    /// Takes the interface's change lock; a second holder gets a clear error.
+    pub fn lock(&self) -> Result<Lock, ControlError> {
+        create_private_dir(&self.dir)?;
+        let path = self.dir.join("lock");
+        let file = fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .map_err(|e| ControlError::State(format!("cannot open {}: {e}", path.display())))?;
+        // SAFETY: flock on a file descriptor we own.
+        let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
+        if rc != 0 {
+            return Err(ControlError::Busy(format!(
+                "another fluxgate change is in progress on this interface (lock {} is held); \
+                 try again when it has finished",
+                path.display()
+            )));
+        }
+        Ok(Lock { _file: file })
+    }
+}
+
+/// Held while an interface is being changed; released on drop (or when the
+/// process dies — the kernel drops flock locks with the last descriptor).
+pub struct Lock {
+    _file: fs::File,
+}
+
+fn create_private_dir(dir: &Path) -> Result<(), ControlError> {
+    fs::create_dir_all(dir)
+        .and_then(|()| fs::set_permissions(dir, fs::Permissions::from_mode(0o700)))
+        .map_err(|e| ControlError::State(format!("cannot create {}: {e}", dir.display())))
+}
+
+fn read_json<T: DeserializeOwned>(path: &Path) -> Result<Option<T>, ControlError> {
+    match fs::read(path) {
+        Ok(bytes) => serde_json::from_slice(&bytes)
+            .map(Some)
+            .map_err(|e| ControlError::State(format!("{} is corrupt: {e}", path.display()))),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(ControlError::State(format!(
+            "cannot read {}: {e}",
+            path.display()
+        ))),
+    }
+}
+
+/// Write to a temporary file, fsync, rename over `path`, fsync the directory.
+fn write_json<T: Serialize>(path: &Path, value: &T) -> Result<(), ControlError> {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let fail =
+        |e: std::io::Error| ControlError::State(format!("cannot write {}: {e}", path.display()));
+    create_private_dir(dir)?;
+    let tmp = path.with_extension("json.tmp");
+    let text = serde_json::to_vec_pretty(value).map_err(|e| ControlError::State(e.to_string()))?;
+    let mut f = fs::File::create(&tmp).map_err(fail)?;
+    f.write_all(&text).map_err(fail)?;
+    f.sync_all().map_err(fail)?;
+    fs::rename(&tmp, path).map_err(fail)?;
+    fs::File::open(dir).and_then(|d| d.sync_all()).map_err(fail)
+}

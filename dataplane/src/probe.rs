@@ -1,0 +1,147 @@
+//! Preflight in the kernel: packets run through a classifier version and a
+//! set of tables *before* they serve traffic.
+//!
+//! The object's `fluxgate_probe` entry is the dispatcher's twin for
+//! `BPF_PROG_TEST_RUN` only: it reads the probe overlay maps first (staged
+//! tables placed there by [`Probe::overlay`]) and falls back to the live
+//! tables, tail-calls the classifier version under test, counts nothing, and
+//! records its decision in `FG_PROBE_TRACE`. Live traffic never reads the
+//! overlay maps, so probing is invisible to it. One probe at a time per
+//! attachment (the control plane serializes changes).
+
+use aya::maps::{Array, ArrayOfMaps, MapData};
+use fluxgate_common::{GATEWAY_SLOTS, MAX_TENANTS, Trace, maps, xdp};
+
+use std::os::fd::AsFd;
+
+use crate::{Error, PinnedAttachment, Slot, StagedTable, sys, tables, versions};
+
+/// What a probe run decided.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ProbeResult {
+    /// XDP verdict (`fluxgate_common::xdp::PASS` / `DROP`).
+    pub verdict: u32,
+    /// Counter slot of the deciding rule or default; `None` when no table decided
+    /// (nothing loaded) or the packet never reached the classifier (malformed,
+    /// not IP).
+    pub decided: Option<u32>,
+    /// Tenant index the destination dispatched to.
+    pub tenant: Option<u32>,
+}
+
+/// A probe session on a pinned attachment; clears its overlays when dropped.
+pub struct Probe<'a> {
+    pinned: &'a PinnedAttachment,
+    program: std::os::fd::OwnedFd,
+    overlaid: Vec<Slot>,
+}
+
+impl PinnedAttachment {
+    /// Starts a probe session that runs classifier `version` (see
+    /// [`PinnedAttachment::versions`]) against the live tables, overlaid with
+    /// whatever [`Probe::overlay`] adds.
+    pub fn probe(&self, version: u32) -> Result<Probe<'_>, Error> {
+        let path = self.dir().join(crate::pin::PROBE);
+        let program = sys::obj_get(&path).map_err(|e| Error::Incompatible {
+            path,
+            reason: format!("cannot open the pinned probe program: {e}"),
+        })?;
+        self.set_probe_version(version)?;
+        let probe = Probe {
+            pinned: self,
+            program,
+            overlaid: Vec::new(),
+        };
+        // Leftovers of a crashed probe session must not leak into this one.
+        probe.clear_all()?;
+        Ok(probe)
+    }
+}
+
+impl Probe<'_> {
+    /// Makes probe runs see `table` in `slot` instead of the live table.
+    pub fn overlay(&mut self, slot: Slot, table: &StagedTable) -> Result<(), Error> {
+        let (name, index) = tables::slot_location(slot, true)?;
+        let mut map = self.pinned.open_map(name)?;
+        let mut outer: ArrayOfMaps<&mut MapData, MapData> = ArrayOfMaps::try_from(&mut map)
+            .map_err(|e| Error::kernel("open a probe slot map", e))?;
+        outer
+            .set(index, &table.map, 0)
+            .map_err(|e| Error::kernel("overlay a staged table", e))?;
+        self.overlaid.push(slot);
+        Ok(())
+    }
+
+    /// Runs one frame; see [`ProbeResult`].
+    pub fn run(&self, frame: &[u8]) -> Result<ProbeResult, Error> {
+        let before = self.trace()?;
+        if frame.len() < 14 {
+            return Err(Error::InvalidArgument(format!(
+                "BPF_PROG_TEST_RUN needs a frame of at least 14 bytes, got {}",
+                frame.len()
+            )));
+        }
+        let verdict = sys::test_run(self.program.as_fd(), frame)
+            .map_err(|e| Error::kernel("run a probe (BPF_PROG_TEST_RUN)", e))?;
+        if verdict == xdp::ABORTED {
+            return Err(Error::InvalidArgument(
+                "the probed classifier version is not loaded (tail call failed)".into(),
+            ));
+        }
+        let after = self.trace()?;
+        let (decided, tenant) = if after.seq == before.seq {
+            (None, None)
+        } else {
+            let some = |v: u32| (v != Trace::NONE).then_some(v);
+            (some(after.decided), some(after.tenant))
+        };
+        Ok(ProbeResult {
+            verdict,
+            decided,
+            tenant,
+        })
+    }
+
+    fn trace(&self) -> Result<Trace, Error> {
+        let map = self.pinned.open_map(maps::PROBE_TRACE)?;
+        let array: Array<&MapData, Trace> =
+            Array::try_from(&map).map_err(|e| Error::kernel("open the probe trace", e))?;
+        array
+            .get(&0, 0)
+            .map_err(|e| Error::kernel("read the probe trace", e))
+    }
+
+    fn clear_all(&self) -> Result<(), Error> {
+        for name in [maps::PROBE_GATEWAY, maps::PROBE_TENANTS] {
+            let map = self.pinned.open_map(name)?;
+            let fd = versions::map_fd(&map)?;
+            let entries = if name == maps::PROBE_GATEWAY {
+                GATEWAY_SLOTS
+            } else {
+                MAX_TENANTS
+            };
+            for i in 0..entries {
+                if sys::lookup_u32(fd, i)
+                    .map_err(|e| Error::kernel("read a probe slot", e))?
+                    .is_some()
+                {
+                    sys::delete(fd, i).map_err(|e| Error::kernel("clear a probe slot", e))?;
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Drop for Probe<'_> {
+    fn drop(&mut self) {
+        for slot in std::mem::take(&mut self.overlaid) {
+            if let Ok((name, index)) = tables::slot_location(slot, true)
+                && let Ok(map) = self.pinned.open_map(name)
+                && let Ok(fd) = versions::map_fd(&map)
+            {
+                let _already_empty_is_fine = sys::delete(fd, index);
+            }
+        }
+    }
+}
