@@ -1,7 +1,11 @@
 //! Hot swap costs, side by side in one run (root needed):
-//! - publish flip: one tenant slot flipped to an already staged table, at 10,
-//!   10k (and, with `FLUXGATE_BENCH_100K=1`, 100k) rules — flat in size is the point;
-//! - rollback: a kept (pinned) generation reopened and flipped back in;
+//! - publish flip: a tenant slot's selector flipped to the table staged in its
+//!   standby buffer, at 10, 10k (and, with `FLUXGATE_BENCH_100K=1`, 100k)
+//!   rules — flat in size is the point; rolling back to the previous
+//!   generation is the same flip;
+//! - place: putting a table in the standby buffer (map-in-map update: the
+//!   kernel waits for an RCU grace period), the slow half of publishing;
+//! - rollback to an older kept generation: reopen its pin, place, flip;
 //! - staging: compile + create and fill the table beside the live one;
 //! - tail call: the bare `XDP_PASS` floor vs the floor reached through one tail
 //!   call (what the dispatcher → classifier hop costs per packet).
@@ -129,12 +133,18 @@ fn main() {
     {
         let mut group = c.benchmark_group("swap");
         for s in &sizes {
+            // A live, B in standby: each flip publishes one and rolls back the other.
+            pinned.publish(Slot::Tenant(0), &s.b).expect("publish");
+            pinned.publish(Slot::Tenant(0), &s.a).expect("publish");
             group.bench_function(BenchmarkId::new("publish_flip", s.n), |bench| {
+                bench.iter(|| pinned.flip(Slot::Tenant(0)).expect("flip"))
+            });
+            group.bench_function(BenchmarkId::new("place_standby", s.n), |bench| {
                 let mut odd = false;
                 bench.iter(|| {
                     odd = !odd;
                     let t = if odd { &s.a } else { &s.b };
-                    pinned.publish(Slot::Tenant(0), t).expect("publish");
+                    pinned.place(Slot::Tenant(0), t).expect("place");
                 })
             });
             group.bench_function(BenchmarkId::new("rollback_from_pin", s.n), |bench| {
@@ -149,28 +159,35 @@ fn main() {
         group.finish();
     }
     // Summary from direct timings (criterion's report has the distributions).
+    let mut places = Vec::new();
     for s in &sizes {
-        flips.push(median_us(101, |i| {
-            let t = if i % 2 == 0 { &s.a } else { &s.b };
-            pinned.publish(Slot::Tenant(0), t).expect("publish");
+        pinned.publish(Slot::Tenant(0), &s.b).expect("publish");
+        pinned.publish(Slot::Tenant(0), &s.a).expect("publish");
+        flips.push(median_us(1001, |_| {
+            pinned.flip(Slot::Tenant(0)).expect("flip");
         }));
-        rollbacks.push(median_us(101, |i| {
+        places.push(median_us(21, |i| {
+            let t = if i % 2 == 0 { &s.a } else { &s.b };
+            pinned.place(Slot::Tenant(0), t).expect("place");
+        }));
+        rollbacks.push(median_us(21, |i| {
             let t = pinned
                 .kept_table(&s.scope, 1 + (i % 2) as u64)
                 .expect("kept");
             pinned.publish(Slot::Tenant(0), &t).expect("publish");
         }));
     }
-    println!("\n== swap summary (median of 101) ==");
+    println!("\n== swap summary (medians) ==");
     println!(
-        "{:>8} {:>14} {:>18} {:>16}",
-        "rules", "flip µs", "rollback µs", "stage ms"
+        "{:>8} {:>28} {:>12} {:>26} {:>10}",
+        "rules", "publish / rollback flip µs", "place µs", "rollback to older gen µs", "stage ms"
     );
     for (i, s) in sizes.iter().enumerate() {
         println!(
-            "{:>8} {:>14.1} {:>18.1} {:>16.1}",
+            "{:>8} {:>28.1} {:>12.1} {:>26.1} {:>10.1}",
             s.n,
             flips[i],
+            places[i],
             rollbacks[i],
             s.stage.as_secs_f64() * 1e3
         );

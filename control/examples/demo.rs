@@ -1,6 +1,8 @@
 //! `cargo xtask demo`: two network namespaces joined by a veth pair, fluxgate
 //! attached to the receiving end with the `fluxgate` CLI, bounded UDP / TCP /
-//! ICMP traffic plus one malformed and one non-IP frame, then the counters.
+//! ICMP traffic plus one malformed and one non-IP frame, then a two-tenant
+//! ruleset and its per-rule counters; then a patch that breaks one tenant,
+//! rolled back in one command while the other tenant's traffic never stops.
 //! Everything it creates is removed at the end, also on failure.
 
 #[path = "../../tests/support/mod.rs"]
@@ -34,6 +36,8 @@ fn fluxgate(bin: &PathBuf, pins: &PathBuf, args: &[&str]) -> Result<()> {
     let status = Command::new(bin)
         .arg("--bpffs")
         .arg(pins)
+        .arg("--state")
+        .arg(pins.with_extension("state"))
         .args(args)
         .status()?;
     if !status.success() {
@@ -122,7 +126,7 @@ fn main() -> Result<()> {
     fluxgate(
         &bin,
         &pins,
-        &["-n", &ns, "load", &rules.display().to_string(), IF_B],
+        &["-n", &ns, "apply", &rules.display().to_string(), IF_B],
     )?;
     let web = support::tcp_exchange_to(&link, ACME, 443, 5, b"GET / HTTP/1.0\r\n\r\n");
     println!("  acme:443  5 connections, {web} completed (rule acme#1 passes)");
@@ -137,12 +141,59 @@ fn main() -> Result<()> {
     fluxgate(&bin, &pins, &["-n", &ns, "stats", IF_B])?;
     println!();
 
+    println!("a patch to acme that (by mistake) closes its web ports goes live:");
+    let patched = scratch.0.join("patched");
+    write_ruleset(&patched)?;
+    std::fs::write(
+        patched.join("acme.fg"),
+        "tenant acme\nprefix 10.77.1.0/24\ndefault drop\nproto tcp dport { 80, 443 } drop\nproto udp dport 5000 count\n",
+    )?;
+    let patched = patched.display().to_string();
+    fluxgate(
+        &bin,
+        &pins,
+        &[
+            "-n",
+            &ns,
+            "apply",
+            &patched,
+            IF_B,
+            "--reason",
+            "tighten acme",
+        ],
+    )?;
+    let broken = support::tcp_exchange_to(&link, ACME, 443, 3, b"GET / HTTP/1.0\r\n\r\n");
+    let beta_during = support::udp_exchange_to(&link, BETA, 53, 10, 32);
+    println!(
+        "  acme:443 3 connections, {broken} completed; beta:53 10 datagrams, {beta_during} received"
+    );
+    println!("rolling acme back, one slot flip, nothing recompiled:");
+    fluxgate(
+        &bin,
+        &pins,
+        &["-n", &ns, "rollback", IF_B, "--tenant", "acme"],
+    )?;
+    let restored = support::tcp_exchange_to(&link, ACME, 443, 5, b"GET / HTTP/1.0\r\n\r\n");
+    let beta_after = support::udp_exchange_to(&link, BETA, 53, 10, 32);
+    println!(
+        "  acme:443 5 connections, {restored} completed; beta:53 10 datagrams, {beta_after} received\n"
+    );
+    fluxgate(&bin, &pins, &["-n", &ns, "status", IF_B])?;
+    fluxgate(&bin, &pins, &["-n", &ns, "history", IF_B])?;
+    fluxgate(&bin, &pins, &["-n", &ns, "stats", IF_B, "--tenant", "acme"])?;
+    println!();
+
     fluxgate(&bin, &pins, &["-n", &ns, "detach", IF_B])?;
     if udp != 1000 || tcp != 20 || icmp != 10 {
         bail!("traffic was lost while fluxgate passed everything");
     }
     if (web, mysql, counted, ssh, dns) != (5, 0, 0, 0, 10) {
         bail!("the ruleset did not decide as written: {web} {mysql} {counted} {ssh} {dns}");
+    }
+    if (broken, beta_during, restored, beta_after) != (0, 10, 5, 10) {
+        bail!(
+            "the patch / rollback did not behave: {broken} {beta_during} {restored} {beta_after}"
+        );
     }
     println!("\ndemo done; namespaces removed");
     Ok(())

@@ -414,9 +414,11 @@ impl Gateway {
         let version = self.pinned.version_of(None)?;
         let preflight_packets = {
             let mut probe = self.pinned.probe(version)?;
-            for (_, slot, table) in &staged {
-                probe.overlay(*slot, table)?;
-            }
+            let overlays: Vec<(Slot, &StagedTable)> = staged
+                .iter()
+                .map(|(_, slot, table)| (*slot, table))
+                .collect();
+            probe.overlay_all(&overlays)?;
             let (n, mismatches) = preflight(&probe, &rs, &image, None)?;
             if !mismatches.is_empty() {
                 return Err(ControlError::Preflight(report(&mismatches)));
@@ -494,7 +496,7 @@ impl Gateway {
                 .collect()
         };
         let (old_t, new_t) = (by_slot(&from), by_slot(to));
-        // (slot, scope of the new table + its generation, the old one)
+        // (slot, scope and generation of the new table, of the old one)
         type Step = (Slot, Option<(String, u64)>, Option<(String, u64)>);
         let mut steps: Vec<Step> = Vec::new();
         for (slot, new) in &new_t {
@@ -522,15 +524,40 @@ impl Gateway {
                 steps.push((Slot::Tenant(*slot), None, Some(old.clone())));
             }
         }
-        let mut done: Vec<&Step> = Vec::new();
-        for step in &steps {
-            if let Err(e) = self.flip(step.0, step.1.as_ref()) {
-                for undo in done.iter().rev() {
-                    let _best_effort = self.flip(undo.0, undo.2.as_ref());
-                }
-                return Err(e);
+        // 1. Place each new table in its slot's standby buffer, unless it is
+        //    already there (the previous generation: rollback is then a pure
+        //    flip). Slow (an RCU grace period each) but nothing live changes.
+        let mut flips: Vec<Slot> = Vec::new();
+        let mut to_place: Vec<(Slot, StagedTable)> = Vec::new();
+        for (slot, new, _) in &steps {
+            let Some((scope, g)) = new else { continue };
+            let table = self.pinned.kept_table(scope, *g)?;
+            if self.pinned.live_table_id(*slot)? == Some(table.id()) {
+                continue;
             }
-            done.push(step);
+            if self.pinned.standby_table_id(*slot)? != Some(table.id()) {
+                to_place.push((*slot, table));
+            }
+            flips.push(*slot);
+        }
+        let refs: Vec<(Slot, &StagedTable)> = to_place.iter().map(|(s, t)| (*s, t)).collect();
+        self.pinned.place_all(&refs)?;
+        // 2. Flip, in order: microseconds each. If one fails, flip back the
+        //    ones already flipped — their previous tables are in standby.
+        for (i, slot) in flips.iter().enumerate() {
+            if let Err(e) = self.pinned.flip(*slot) {
+                for done in flips[..i].iter().rev() {
+                    let _best_effort = self.pinned.flip(*done);
+                }
+                return Err(e.into());
+            }
+        }
+        // 3. Empty the slots of tenants that are gone (dispatch no longer
+        //    leads there).
+        for (slot, new, _) in &steps {
+            if new.is_none() {
+                self.pinned.unpublish(*slot)?;
+            }
         }
         Ok(steps
             .iter()
@@ -539,17 +566,6 @@ impl Gateway {
                 None => format!("{slot:?} emptied"),
             })
             .collect())
-    }
-
-    fn flip(&mut self, slot: Slot, table: Option<&(String, u64)>) -> Result<(), ControlError> {
-        match table {
-            Some((scope, g)) => {
-                let t = self.pinned.kept_table(scope, *g)?;
-                self.pinned.publish(slot, &t)?;
-            }
-            None => self.pinned.unpublish(slot)?,
-        }
-        Ok(())
     }
 
     /// Rolls the whole gateway, or only `tenant`, back (or forward) to kept

@@ -357,3 +357,37 @@ fn an_incompatible_pinned_map_is_refused_with_a_clear_error() {
         "names the map and the mismatch: {err}"
     );
 }
+
+#[test]
+fn a_classifier_version_that_disagrees_with_the_reference_never_serves() {
+    support::require_root();
+    let link = Link::new();
+    let s = Scratch::new("version");
+    let ns = link.b.name().to_owned();
+    let dir = ruleset(&s.rules, ACME_PASS);
+    let loc = PinLocation::new(&s.pins, Some(&ns));
+    let state = StateDir::new(&s.state, Some(&ns));
+    link.b.run(move || {
+        fluxgate_control::attach(&loc, IF_B, AttachOptions::default()).expect("attach");
+        let mut gw = Gateway::open(&loc, state.root(), IF_B).expect("open");
+        gw.apply(&dir, "").expect("apply");
+        // A "classifier" that passes everything: acme's default drop disagrees.
+        let err = gw
+            .stage_version_from(fluxgate_dataplane::EMBEDDED_OBJECT, "fluxgate_floor")
+            .expect_err("a wrong classifier is refused");
+        assert!(
+            matches!(err, fluxgate_control::ControlError::Preflight(_)),
+            "{err}"
+        );
+        assert!(err.to_string().contains("acme"), "names the tenant: {err}");
+        assert_eq!(gw.versions().expect("versions").len(), 1, "unloaded again");
+        // This build's classifier passes and can serve acme alone (a canary).
+        let v = gw.stage_version().expect("stage");
+        gw.assign(v, &["acme".to_owned()]).expect("assign");
+        assert_eq!(gw.pinned().version_of(Some(0)).ok(), Some(v));
+        assert_eq!(gw.pinned().version_of(Some(1)).ok(), Some(0));
+        assert!(gw.unload_version(v).is_err(), "a serving version stays");
+        gw.assign(0, &[]).expect("everyone back on 0");
+        gw.unload_version(v).expect("unload");
+    });
+}

@@ -7,7 +7,7 @@ use std::{fs, io, path::PathBuf};
 
 use aya::maps::MapData;
 
-use crate::{Error, PinnedAttachment, Slot, StagedTable, sys, tables, versions::map_fd};
+use crate::{Error, PinnedAttachment, Slot, StagedTable, Tables, sys, tables, versions::map_fd};
 
 pub(crate) const TABLES_DIR: &str = "tables";
 
@@ -101,13 +101,22 @@ impl PinnedAttachment {
     }
 
     /// Map id of the table published in `slot` (what packets see now), if any.
-    pub fn live_table_id(&self, slot: Slot) -> Result<Option<u32>, Error> {
-        self.slot_table_id(slot, false)
+    pub fn live_table_id(&mut self, slot: Slot) -> Result<Option<u32>, Error> {
+        let buffer = self.live_buffer(slot)?;
+        self.buffer_table_id(slot, buffer)
     }
 
-    pub(crate) fn slot_table_id(&self, slot: Slot, probe: bool) -> Result<Option<u32>, Error> {
-        let (name, index) = tables::slot_location(slot, probe)?;
-        let map = self.open_map(name)?;
-        sys::lookup_u32(map_fd(&map)?, index).map_err(|e| Error::kernel("read a table slot", e))
+    /// Map id of the table waiting in the standby buffer of `slot` (the
+    /// previous one, after a publish), if any.
+    pub fn standby_table_id(&mut self, slot: Slot) -> Result<Option<u32>, Error> {
+        let buffer = 1 - self.live_buffer(slot)?;
+        self.buffer_table_id(slot, buffer)
+    }
+
+    fn buffer_table_id(&self, slot: Slot, buffer: u32) -> Result<Option<u32>, Error> {
+        let loc = tables::slot_location(slot, false)?;
+        let map = self.open_map(loc.map)?;
+        sys::lookup_u32(map_fd(&map)?, loc.index + buffer)
+            .map_err(|e| Error::kernel("read a table slot", e))
     }
 }

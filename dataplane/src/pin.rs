@@ -16,7 +16,7 @@ use aya::{
 };
 use fluxgate_common::{
     ABI_VERSION, Counter, GATEWAY_SLOTS, GatewayConfig, MAX_COUNTERS, MAX_TENANTS, MAX_VERSIONS,
-    Malformed, Outcome, Scratch, Trace, VERSION_SLOTS, maps,
+    Malformed, Outcome, SELECT_SLOTS, Scratch, TABLE_BUFFERS, Trace, VERSION_SLOTS, maps,
 };
 
 use crate::{Counters, Error, Program, TableMap, Tables, program};
@@ -34,7 +34,7 @@ const BPF_FS_MAGIC: i64 = 0xcafe4a11;
 /// are all u32); checked before a pinned map is reused. Every map of the object
 /// is here: a program loaded later (a classifier version, a new dispatcher)
 /// must share all of them.
-pub(crate) const MAP_SPECS: [(&str, MapType, u32, u32); 16] = [
+pub(crate) const MAP_SPECS: [(&str, MapType, u32, u32); 17] = [
     (
         maps::OUTCOMES,
         MapType::PerCpuArray,
@@ -66,8 +66,19 @@ pub(crate) const MAP_SPECS: [(&str, MapType, u32, u32); 16] = [
         size_of::<Counter>() as u32,
         (MAX_TENANTS + 1) * 2,
     ),
-    (maps::GATEWAY, MapType::ArrayOfMaps, 4, GATEWAY_SLOTS),
-    (maps::TENANTS, MapType::ArrayOfMaps, 4, MAX_TENANTS),
+    (
+        maps::GATEWAY,
+        MapType::ArrayOfMaps,
+        4,
+        GATEWAY_SLOTS * TABLE_BUFFERS,
+    ),
+    (
+        maps::TENANTS,
+        MapType::ArrayOfMaps,
+        4,
+        MAX_TENANTS * TABLE_BUFFERS,
+    ),
+    (maps::SELECT, MapType::Array, 4, SELECT_SLOTS),
     (
         maps::SCRATCH,
         MapType::PerCpuArray,

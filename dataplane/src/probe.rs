@@ -61,7 +61,8 @@ impl PinnedAttachment {
 impl Probe<'_> {
     /// Makes probe runs see `table` in `slot` instead of the live table.
     pub fn overlay(&mut self, slot: Slot, table: &StagedTable) -> Result<(), Error> {
-        let (name, index) = tables::slot_location(slot, true)?;
+        let loc = tables::slot_location(slot, true)?;
+        let (name, index) = (loc.map, loc.index);
         let mut map = self.pinned.open_map(name)?;
         let mut outer: ArrayOfMaps<&mut MapData, MapData> = ArrayOfMaps::try_from(&mut map)
             .map_err(|e| Error::kernel("open a probe slot map", e))?;
@@ -69,6 +70,30 @@ impl Probe<'_> {
             .set(index, &table.map, 0)
             .map_err(|e| Error::kernel("overlay a staged table", e))?;
         self.overlaid.push(slot);
+        Ok(())
+    }
+
+    /// [`Probe::overlay`] for many tables at once (one RCU grace period per
+    /// outer map instead of one per table).
+    pub fn overlay_all(&mut self, tables: &[(Slot, &StagedTable)]) -> Result<(), Error> {
+        let mut by_map: Vec<(&'static str, Vec<u32>, Vec<u32>)> = Vec::new();
+        for (slot, table) in tables {
+            let loc = tables::slot_location(*slot, true)?;
+            let fd = std::os::fd::AsRawFd::as_raw_fd(&table.map.fd().as_fd()) as u32;
+            match by_map.iter_mut().find(|(m, ..)| *m == loc.map) {
+                Some((_, keys, fds)) => {
+                    keys.push(loc.index);
+                    fds.push(fd);
+                }
+                None => by_map.push((loc.map, vec![loc.index], vec![fd])),
+            }
+        }
+        for (name, keys, fds) in by_map {
+            let map = self.pinned.open_map(name)?;
+            sys::update_batch(versions::map_fd(&map)?, &keys, &fds)
+                .map_err(|e| Error::kernel("overlay staged tables", e))?;
+        }
+        self.overlaid.extend(tables.iter().map(|(s, _)| *s));
         Ok(())
     }
 
@@ -120,14 +145,16 @@ impl Probe<'_> {
             } else {
                 MAX_TENANTS
             };
+            let mut occupied = Vec::new();
             for i in 0..entries {
                 if sys::lookup_u32(fd, i)
                     .map_err(|e| Error::kernel("read a probe slot", e))?
                     .is_some()
                 {
-                    sys::delete(fd, i).map_err(|e| Error::kernel("clear a probe slot", e))?;
+                    occupied.push(i);
                 }
             }
+            sys::delete_all(fd, &occupied).map_err(|e| Error::kernel("clear probe slots", e))?;
         }
         Ok(())
     }
@@ -135,12 +162,19 @@ impl Probe<'_> {
 
 impl Drop for Probe<'_> {
     fn drop(&mut self) {
-        for slot in std::mem::take(&mut self.overlaid) {
-            if let Ok((name, index)) = tables::slot_location(slot, true)
-                && let Ok(map) = self.pinned.open_map(name)
+        let overlaid = std::mem::take(&mut self.overlaid);
+        for name in [maps::PROBE_GATEWAY, maps::PROBE_TENANTS] {
+            let keys: Vec<u32> = overlaid
+                .iter()
+                .filter_map(|s| tables::slot_location(*s, true).ok())
+                .filter(|loc| loc.map == name)
+                .map(|loc| loc.index)
+                .collect();
+            if let Ok(map) = self.pinned.open_map(name)
                 && let Ok(fd) = versions::map_fd(&map)
             {
-                let _already_empty_is_fine = sys::delete(fd, index);
+                // Best effort: the next probe session clears leftovers anyway.
+                let _ = sys::delete_all(fd, &keys);
             }
         }
     }

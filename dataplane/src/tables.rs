@@ -1,16 +1,21 @@
 //! Classification tables in the kernel: each table is its own ARRAY map of
-//! cells, built and filled *beside* the live ones, then published by writing
-//! its fd into one slot of an ARRAY_OF_MAPS — an atomic pointer swap, so a
-//! packet sees the old table or the new one, never a mix, and a live table is
-//! never cleared or refilled.
+//! cells, built and filled *beside* the live ones. Every table slot (dispatch,
+//! global, each tenant) has two buffers in its ARRAY_OF_MAPS and a selector in
+//! `FG_SELECT`: a new table is placed in the standby buffer (slow: the kernel
+//! waits for an RCU grace period on each map-in-map update), then the selector
+//! flips (a 4-byte array update: microseconds). A packet reads the selector and
+//! then that buffer, so it sees the old table or the new one, never a mix; a
+//! live table is never cleared or refilled; and the previous table stays in the
+//! other buffer, so flipping back is an instant rollback.
 
-use std::os::fd::{AsFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 
-use aya::maps::{ArrayOfMaps, Map, MapData, PerCpuArray};
+use aya::maps::{Array, ArrayOfMaps, Map, MapData, PerCpuArray};
 use fluxgate_common::{
-    BPF_F_INNER_MAP, Counter, MAX_TENANTS, SLOT_DISPATCH, SLOT_GLOBAL, maps,
+    BPF_F_INNER_MAP, Counter, MAX_TENANTS, SLOT_DISPATCH, SLOT_GLOBAL, TABLE_BUFFERS, maps,
+    select_index,
     table::{Cell, Header},
-    tenant_counter,
+    table_index, tenant_counter,
 };
 
 use crate::{Error, Program, sys};
@@ -111,45 +116,128 @@ pub trait Tables {
     /// The map called `name`, opened for writing.
     fn table_map(&mut self, name: &'static str) -> Result<TableMap<'_>, Error>;
 
-    /// Publishes `table` into `slot`: one atomic update of one ARRAY_OF_MAPS entry.
-    fn publish(&mut self, slot: Slot, table: &StagedTable) -> Result<(), Error> {
-        let (name, index) = slot_location(slot, false)?;
-        let mut map = self.table_map(name)?;
+    /// Which buffer of `slot` is live (0 or 1; see `fluxgate_common::TABLE_BUFFERS`).
+    fn live_buffer(&mut self, slot: Slot) -> Result<u32, Error> {
+        let loc = slot_location(slot, false)?;
+        let mut map = self.table_map(maps::SELECT)?;
+        let array: Array<&MapData, u32> =
+            Array::try_from(&*map.get()).map_err(|e| Error::kernel("open the selector map", e))?;
+        let select = loc.select.unwrap_or(0);
+        Ok(array
+            .get(&select, 0)
+            .map_err(|e| Error::kernel("read a table selector", e))?
+            & 1)
+    }
+
+    /// Places `table` in the standby buffer of `slot`, where no packet looks
+    /// yet. This is the slow half of publishing (the kernel waits for an RCU
+    /// grace period on every map-in-map update); [`Tables::flip`] is the fast one.
+    fn place(&mut self, slot: Slot, table: &StagedTable) -> Result<(), Error> {
+        let standby = 1 - self.live_buffer(slot)?;
+        let loc = slot_location(slot, false)?;
+        let mut map = self.table_map(loc.map)?;
         let mut outer: ArrayOfMaps<&mut MapData, MapData> = ArrayOfMaps::try_from(map.get())
             .map_err(|e| Error::kernel("open a table slot map", e))?;
         outer
-            .set(index, &table.map, 0)
-            .map_err(|e| Error::kernel("publish a table", e))
+            .set(loc.index + standby, &table.map, 0)
+            .map_err(|e| Error::kernel("place a table in its standby buffer", e))
     }
 
-    /// Empties `slot` (packets then skip it, as if it had never been loaded).
+    /// [`Tables::place`] for many slots at once: one `BPF_MAP_UPDATE_BATCH` per
+    /// outer map, so the kernel waits for one RCU grace period, not one per table.
+    fn place_all(&mut self, tables: &[(Slot, &StagedTable)]) -> Result<(), Error> {
+        let mut by_map: Vec<(&'static str, Vec<u32>, Vec<u32>)> = Vec::new();
+        for (slot, table) in tables {
+            let standby = 1 - self.live_buffer(*slot)?;
+            let loc = slot_location(*slot, false)?;
+            let fd = table.map.fd().as_fd().as_raw_fd() as u32;
+            match by_map.iter_mut().find(|(m, ..)| *m == loc.map) {
+                Some((_, keys, fds)) => {
+                    keys.push(loc.index + standby);
+                    fds.push(fd);
+                }
+                None => by_map.push((loc.map, vec![loc.index + standby], vec![fd])),
+            }
+        }
+        for (name, keys, fds) in by_map {
+            let mut map = self.table_map(name)?;
+            let data: &MapData = match map.get() {
+                Map::ArrayOfMaps(data) => data,
+                _ => {
+                    return Err(Error::InvalidArgument(format!(
+                        "{name} is not an array of maps"
+                    )));
+                }
+            };
+            sys::update_batch(data.fd().as_fd(), &keys, &fds)
+                .map_err(|e| Error::kernel("place tables in their standby buffers", e))?;
+        }
+        Ok(())
+    }
+
+    /// Makes the standby buffer of `slot` live: one 4-byte array update, so a
+    /// packet sees the old table or the new one, never a mix. Flipping again
+    /// brings the previous table back.
+    fn flip(&mut self, slot: Slot) -> Result<(), Error> {
+        let select = slot_location(slot, false)?.select.unwrap_or(0);
+        let mut map = self.table_map(maps::SELECT)?;
+        let mut array: Array<&mut MapData, u32> =
+            Array::try_from(map.get()).map_err(|e| Error::kernel("open the selector map", e))?;
+        let live = array
+            .get(&select, 0)
+            .map_err(|e| Error::kernel("read a table selector", e))?
+            & 1;
+        array
+            .set(select, 1 - live, 0)
+            .map_err(|e| Error::kernel("flip a table selector", e))
+    }
+
+    /// Publishes `table` into `slot`: [`Tables::place`], then [`Tables::flip`].
+    fn publish(&mut self, slot: Slot, table: &StagedTable) -> Result<(), Error> {
+        self.place(slot, table)?;
+        self.flip(slot)
+    }
+
+    /// Empties `slot`, both buffers (packets then skip it, as if it had never
+    /// been loaded).
     fn unpublish(&mut self, slot: Slot) -> Result<(), Error> {
-        let (name, index) = slot_location(slot, false)?;
-        let mut map = self.table_map(name)?;
+        let loc = slot_location(slot, false)?;
+        let mut map = self.table_map(loc.map)?;
         let data: &mut MapData = match map.get() {
             Map::ArrayOfMaps(data) => data,
             _ => {
                 return Err(Error::InvalidArgument(format!(
-                    "{name} is not an array of maps"
+                    "{} is not an array of maps",
+                    loc.map
                 )));
             }
         };
-        match sys::delete(data.fd().as_fd(), index) {
-            Ok(()) => Ok(()),
-            Err(e) if e.raw_os_error() == Some(libc::ENOENT) => Ok(()),
-            Err(e) => Err(Error::kernel("empty a table slot", e)),
+        for buffer in 0..TABLE_BUFFERS {
+            match sys::delete(data.fd().as_fd(), loc.index + buffer) {
+                Ok(()) => {}
+                Err(e) if e.raw_os_error() == Some(libc::ENOENT) => {}
+                Err(e) => return Err(Error::kernel("empty a table slot", e)),
+            }
         }
+        Ok(())
     }
 
     /// Publishes every table of `staged`: tenants first, then the global rules,
     /// then the dispatch table, so a packet dispatched to a tenant always finds
     /// that tenant's table. Each step is one atomic slot update.
     fn publish_image(&mut self, staged: &crate::StagedImage) -> Result<(), Error> {
-        for (index, table) in &staged.tenants {
-            self.publish(Slot::Tenant(*index), table)?;
+        let mut all: Vec<(Slot, &StagedTable)> = staged
+            .tenants
+            .iter()
+            .map(|(index, table)| (Slot::Tenant(*index), table))
+            .collect();
+        all.push((Slot::Global, &staged.global));
+        all.push((Slot::Dispatch, &staged.dispatch));
+        self.place_all(&all)?;
+        for (slot, _) in &all {
+            self.flip(*slot)?;
         }
-        self.publish(Slot::Global, &staged.global)?;
-        self.publish(Slot::Dispatch, &staged.dispatch)
+        Ok(())
     }
 
     /// Per-CPU sums of the rule counters `first .. first + n`.
@@ -225,21 +313,48 @@ impl Tables for Program {
     }
 }
 
-/// The outer map and index of `slot`; in the probe overlay maps with `probe`.
-pub(crate) fn slot_location(slot: Slot, probe: bool) -> Result<(&'static str, u32), Error> {
-    let (gateway, tenants) = if probe {
-        (maps::PROBE_GATEWAY, maps::PROBE_TENANTS)
-    } else {
-        (maps::GATEWAY, maps::TENANTS)
-    };
-    Ok(match slot {
-        Slot::Dispatch => (gateway, SLOT_DISPATCH),
-        Slot::Global => (gateway, SLOT_GLOBAL),
-        Slot::Tenant(t) if t < MAX_TENANTS => (tenants, t),
+/// Where a table slot lives.
+pub(crate) struct SlotLoc {
+    /// The outer ARRAY_OF_MAPS.
+    pub map: &'static str,
+    /// Index of buffer 0 (live slots) or of the slot itself (probe overlay).
+    pub index: u32,
+    /// Index of its selector in `FG_SELECT` (live slots only).
+    pub select: Option<u32>,
+}
+
+/// Where `slot` lives; in the (single-buffered) probe overlay maps with `probe`.
+pub(crate) fn slot_location(slot: Slot, probe: bool) -> Result<SlotLoc, Error> {
+    let (n, gateway) = match slot {
+        Slot::Dispatch => (SLOT_DISPATCH, true),
+        Slot::Global => (SLOT_GLOBAL, true),
+        Slot::Tenant(t) if t < MAX_TENANTS => (t, false),
         Slot::Tenant(t) => {
             return Err(Error::InvalidArgument(format!(
                 "tenant index {t} is beyond the {MAX_TENANTS} tenant slots"
             )));
         }
+    };
+    Ok(match (probe, gateway) {
+        (true, true) => SlotLoc {
+            map: maps::PROBE_GATEWAY,
+            index: n,
+            select: None,
+        },
+        (true, false) => SlotLoc {
+            map: maps::PROBE_TENANTS,
+            index: n,
+            select: None,
+        },
+        (false, true) => SlotLoc {
+            map: maps::GATEWAY,
+            index: table_index(n, 0),
+            select: Some(select_index(0, Some(n))),
+        },
+        (false, false) => SlotLoc {
+            map: maps::TENANTS,
+            index: table_index(n, 0),
+            select: Some(select_index(n, None)),
+        },
     })
 }

@@ -39,10 +39,10 @@ use aya_ebpf::{
 };
 use fluxgate_common::{
     BPF_F_INNER_MAP, Counter, GATEWAY_SLOTS, GatewayConfig, MAX_COUNTERS, MAX_TENANTS,
-    MAX_VERSIONS, Malformed, Outcome, SLOT_DISPATCH, SLOT_GLOBAL, Scratch, Trace,
-    VERSION_SLOT_PROBE, VERSION_SLOTS,
+    MAX_VERSIONS, Malformed, Outcome, SELECT_SLOTS, SLOT_DISPATCH, SLOT_GLOBAL, Scratch,
+    TABLE_BUFFERS, Trace, VERSION_SLOT_PROBE, VERSION_SLOTS, select_index,
     table::{Cell, action},
-    tenant_counter, version_slot, xdp as verdict,
+    table_index, tenant_counter, version_slot, xdp as verdict,
 };
 use walk::{NO_MATCH, default_of, walk};
 
@@ -86,11 +86,16 @@ static FG_PROBE_SINK: PerCpuArray<Counter> = PerCpuArray::with_max_entries(1, 0)
 #[map(name = "FG_BENCH_TAIL")]
 static FG_BENCH_TAIL: ProgramArray = ProgramArray::with_max_entries(1, 0);
 
-#[btf_map]
-static FG_GATEWAY: ArrayOfMaps<Table, { GATEWAY_SLOTS as usize }> = ArrayOfMaps::new();
+#[map(name = "FG_SELECT")]
+static FG_SELECT: Array<u32> = Array::with_max_entries(SELECT_SLOTS, 0);
 
 #[btf_map]
-static FG_TENANTS: ArrayOfMaps<Table, { MAX_TENANTS as usize }> = ArrayOfMaps::new();
+static FG_GATEWAY: ArrayOfMaps<Table, { (GATEWAY_SLOTS * TABLE_BUFFERS) as usize }> =
+    ArrayOfMaps::new();
+
+#[btf_map]
+static FG_TENANTS: ArrayOfMaps<Table, { (MAX_TENANTS * TABLE_BUFFERS) as usize }> =
+    ArrayOfMaps::new();
 
 #[btf_map]
 static FG_PROBE_GW: ArrayOfMaps<Table, { GATEWAY_SLOTS as usize }> = ArrayOfMaps::new();
@@ -137,9 +142,9 @@ fn dispatch<const PROBE: bool>(ctx: &XdpContext) -> u32 {
     let table = if PROBE {
         FG_PROBE_GW
             .get(SLOT_DISPATCH)
-            .or_else(|| FG_GATEWAY.get(SLOT_DISPATCH))
+            .or_else(|| live_gateway(SLOT_DISPATCH))
     } else {
-        FG_GATEWAY.get(SLOT_DISPATCH)
+        live_gateway(SLOT_DISPATCH)
     };
     let sink = if PROBE {
         &FG_PROBE_SINK
@@ -231,9 +236,9 @@ fn classify<const PROBE: bool>(scratch: &Scratch) -> u32 {
     let global = if PROBE {
         FG_PROBE_GW
             .get(SLOT_GLOBAL)
-            .or_else(|| FG_GATEWAY.get(SLOT_GLOBAL))
+            .or_else(|| live_gateway(SLOT_GLOBAL))
     } else {
-        FG_GATEWAY.get(SLOT_GLOBAL)
+        live_gateway(SLOT_GLOBAL)
     };
     let mut decision = match global {
         Some(g) => walk(g, key, bytes, counters),
@@ -243,9 +248,9 @@ fn classify<const PROBE: bool>(scratch: &Scratch) -> u32 {
         let table = if tenant == NO_TENANT {
             None
         } else if PROBE {
-            FG_PROBE_TNT.get(tenant).or_else(|| FG_TENANTS.get(tenant))
+            FG_PROBE_TNT.get(tenant).or_else(|| live_tenant(tenant))
         } else {
-            FG_TENANTS.get(tenant)
+            live_tenant(tenant)
         };
         decision = match table {
             Some(table) => match walk(table, key, bytes, counters) {
@@ -292,6 +297,26 @@ fn classify<const PROBE: bool>(scratch: &Scratch) -> u32 {
 }
 
 const NO_TENANT: u32 = u32::MAX;
+
+/// The live buffer of a gateway table slot.
+#[inline(always)]
+fn live_gateway(slot: u32) -> Option<&'static Table> {
+    let buffer = FG_SELECT
+        .get(select_index(0, Some(slot)))
+        .copied()
+        .unwrap_or(0);
+    FG_GATEWAY.get(table_index(slot, buffer))
+}
+
+/// The live buffer of a tenant's table slot.
+#[inline(always)]
+fn live_tenant(tenant: u32) -> Option<&'static Table> {
+    let buffer = FG_SELECT
+        .get(select_index(tenant, None))
+        .copied()
+        .unwrap_or(0);
+    FG_TENANTS.get(table_index(tenant, buffer))
+}
 
 /// Records a decision for `classify --engine kernel` / `explain` (tracing only).
 #[inline(never)]

@@ -14,7 +14,7 @@ pub mod table;
 
 /// Version of this ABI. Stored in [`GatewayConfig::abi_version`] and checked by
 /// userspace before it reuses state pinned by another build.
-pub const ABI_VERSION: u32 = 2;
+pub const ABI_VERSION: u32 = 3;
 
 /// Map names, as they appear in the object file and under the bpffs pin directory.
 pub mod maps {
@@ -24,11 +24,16 @@ pub mod maps {
     pub const MALFORMED: &str = "FG_MALFORMED";
     /// `Array<GatewayConfig>` with one entry (index 0).
     pub const CONFIG: &str = "FG_CONFIG";
-    /// `ArrayOfMaps<Array<Cell>>` with [`crate::GATEWAY_SLOTS`] entries: the tenant
-    /// dispatch table at [`crate::SLOT_DISPATCH`], the global rules at [`crate::SLOT_GLOBAL`].
+    /// `ArrayOfMaps<Array<Cell>>` with [`crate::GATEWAY_SLOTS`] × [`crate::TABLE_BUFFERS`]
+    /// entries: the tenant dispatch table ([`crate::SLOT_DISPATCH`]) and the global
+    /// rules ([`crate::SLOT_GLOBAL`]), each double-buffered (see [`crate::table_index`]).
     pub const GATEWAY: &str = "FG_GATEWAY";
-    /// `ArrayOfMaps<Array<Cell>>` indexed by tenant index: each tenant's rules.
+    /// `ArrayOfMaps<Array<Cell>>` with [`crate::MAX_TENANTS`] × [`crate::TABLE_BUFFERS`]
+    /// entries: each tenant's rules, double-buffered.
     pub const TENANTS: &str = "FG_TENANTS";
+    /// `Array<u32>` with [`crate::SELECT_SLOTS`] entries: which buffer of each
+    /// table slot is live (see [`crate::select_index`]).
+    pub const SELECT: &str = "FG_SELECT";
     /// `PerCpuArray<Counter>` indexed by counter slot: per rule and per default action.
     pub const RULE_COUNTERS: &str = "FG_RULE_COUNTERS";
     /// `PerCpuArray<Counter>` indexed by [`crate::tenant_counter`].
@@ -88,8 +93,32 @@ pub struct Scratch {
     pub probe: u32,
 }
 
-/// Entries of [`maps::GATEWAY`].
+/// Table slots of [`maps::GATEWAY`] (each double-buffered).
 pub const GATEWAY_SLOTS: u32 = 2;
+/// Buffers per table slot. A new table is placed in the standby buffer (the
+/// kernel waits for an RCU grace period on every map-in-map update, ≈ 16 ms
+/// here), then made live by flipping the slot's selector in [`maps::SELECT`] —
+/// a plain 4-byte array update, microseconds. The previous table stays in the
+/// other buffer, so rolling back to it is the same flip.
+pub const TABLE_BUFFERS: u32 = 2;
+/// Entries of [`maps::SELECT`]: one per tenant slot, then one per gateway slot.
+pub const SELECT_SLOTS: u32 = MAX_TENANTS + GATEWAY_SLOTS;
+
+/// Index in [`maps::GATEWAY`] / [`maps::TENANTS`] of buffer `buffer` of table slot `slot`.
+#[inline(always)]
+pub const fn table_index(slot: u32, buffer: u32) -> u32 {
+    slot * TABLE_BUFFERS + (buffer & 1)
+}
+
+/// Index in [`maps::SELECT`] of a tenant's selector (`gateway_slot`: `None`) or
+/// of a gateway slot's ([`SLOT_DISPATCH`] / [`SLOT_GLOBAL`]).
+#[inline(always)]
+pub const fn select_index(tenant: u32, gateway_slot: Option<u32>) -> u32 {
+    match gateway_slot {
+        Some(g) => MAX_TENANTS + g,
+        None => tenant,
+    }
+}
 /// [`maps::GATEWAY`] slot of the tenant dispatch table (destination → tenant index).
 pub const SLOT_DISPATCH: u32 = 0;
 /// [`maps::GATEWAY`] slot of the global (provider) rules, evaluated before any tenant's.
