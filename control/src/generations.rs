@@ -45,6 +45,9 @@ use crate::{
 /// Generations kept loaded (pinned) for instant rollback, besides the live one.
 pub const RETAIN: usize = 8;
 
+/// Tables placed per batch (one RCU grace period each; bounds open descriptors).
+const PLACE_CHUNK: usize = 2048;
+
 /// Most witness packets one preflight runs (chosen evenly over the rules).
 pub const MAX_WITNESSES: usize = 4096;
 
@@ -68,6 +71,21 @@ pub struct Gateway {
     state: IfaceState,
     /// `None` for a read-only view.
     lock: Option<crate::store::Lock>,
+    /// An interrupted apply found to be completely published (in a read-only
+    /// view its record is not rewritten).
+    finished: Option<u64>,
+}
+
+/// Options of [`Gateway::apply_with`].
+#[derive(Clone, Debug, Default)]
+pub struct ApplyOptions {
+    /// Why (recorded in the history).
+    pub reason: String,
+    /// Only these tenants (`gateway`: the gateway file) change; every other
+    /// scope keeps its live rules. Empty: the whole directory.
+    pub tenants: Vec<String>,
+    /// Do everything but publish, kernel preflight included (like `nft -c`).
+    pub dry_run: bool,
 }
 
 /// What [`Gateway::apply`] did.
@@ -75,8 +93,11 @@ pub struct Gateway {
 pub struct Applied {
     /// Interface.
     pub iface: String,
-    /// The new generation (unchanged when nothing changed).
+    /// The new generation (unchanged when nothing changed; with `dry_run`,
+    /// the number it would get).
     pub generation: u64,
+    /// Nothing was published.
+    pub dry_run: bool,
     /// Tables staged and published, by scope (`dispatch`, `global`, `tenant-<name>`).
     pub changed: Vec<String>,
     /// Tenants removed.
@@ -106,14 +127,16 @@ pub struct RolledBack {
     pub flipped: Vec<String>,
 }
 
-/// One failing witness of a preflight.
+/// One failing preflight packet.
 #[derive(Clone, Debug, Serialize)]
 pub struct Mismatch {
     /// The packet.
     pub packet: String,
-    /// Scope whose witness it is.
+    /// Tenant (or `gateway`) whose guard or witness it is.
     pub scope: String,
-    /// What the reference decides: `verdict by rule`.
+    /// For a guard: `file:line:col must pass|drop`.
+    pub guard: Option<String>,
+    /// What the reference decides, and by which rule.
     pub expected: String,
     /// What the kernel decided.
     pub got: String,
@@ -156,6 +179,7 @@ impl Gateway {
             store,
             state,
             lock,
+            finished: None,
         };
         gw.reconcile()?;
         Ok(gw)
@@ -242,9 +266,30 @@ impl Gateway {
             }
         }
         live.tenants = tenants;
+        // An apply that died after its last flip published everything: finish it.
+        let mut finished = None;
+        for g in self.store.recorded()?.into_iter().rev() {
+            if let Some(mut r) = self.store.record(g)?
+                && !r.published
+                && r.manifest == live
+            {
+                r.published = true;
+                if self.lock.is_some() {
+                    self.store.write_record(&r)?;
+                }
+                finished = Some(g);
+                notes.push(format!("generation {g} had been published completely"));
+                break;
+            }
+        }
+        self.finished = finished;
         if !notes.is_empty() {
+            if let Some(g) = finished {
+                self.state.live_generation = g;
+            }
             self.state.live = live;
             self.state.events.push(Event {
+                who: who(),
                 at: now(),
                 generation: self.state.generation,
                 what: "recovered".into(),
@@ -320,8 +365,20 @@ impl Gateway {
     /// Applies the ruleset in `dir` as a new generation (see the module docs).
     /// Any failure before publishing leaves the interface exactly as it was.
     pub fn apply(&mut self, dir: &Path, reason: &str) -> Result<Applied, ControlError> {
+        self.apply_with(
+            dir,
+            &ApplyOptions {
+                reason: reason.to_owned(),
+                ..ApplyOptions::default()
+            },
+        )
+    }
+
+    /// [`Gateway::apply`] with options: only some tenants, or a dry run.
+    pub fn apply_with(&mut self, dir: &Path, opts: &ApplyOptions) -> Result<Applied, ControlError> {
         self.writable()?;
-        let files = read_files(dir)?;
+        let reason = opts.reason.as_str();
+        let files = self.files_to_apply(dir, &opts.tenants)?;
         let rs = validate(Ruleset::parse_files(&files)?, &Config::default())?;
         let records = self.records()?;
         let generation = self.state.generation + 1;
@@ -394,11 +451,17 @@ impl Gateway {
         let counters = describe(&rs, &image);
         let rules =
             rs.gateway().rules.len() + rs.tenants().iter().map(|t| t.rules.len()).sum::<usize>();
-        let warnings = rs.warnings().iter().map(|d| d.render()).collect();
+        let mut warnings: Vec<String> = rs.warnings().iter().map(|d| d.render()).collect();
+        warnings.extend(unguarded(&rs).into_iter().map(|t| {
+            format!(
+                "warning: tenant `{t}` declares no guard packets; only generated witnesses check it"
+            )
+        }));
         if changed.is_empty() && removed.is_empty() {
             return Ok(Applied {
                 iface: self.pinned.iface().to_owned(),
                 generation: self.state.generation,
+                dry_run: opts.dry_run,
                 changed,
                 removed,
                 preflight_packets: 0,
@@ -409,6 +472,7 @@ impl Gateway {
             });
         }
 
+        crash_point("staged");
         // Preflight against the staged tables, through the version serving
         // packets of no tenant (tenants may be new: they get that one too).
         let version = self.pinned.version_of(None)?;
@@ -419,30 +483,72 @@ impl Gateway {
                 .map(|(_, slot, table)| (*slot, table))
                 .collect();
             probe.overlay_all(&overlays)?;
-            let (n, mismatches) = preflight(&probe, &rs, &image, None)?;
+            let (n, mismatches) = preflight(&probe, &rs, &image)?;
+            drop(probe);
             if !mismatches.is_empty() {
-                return Err(ControlError::Preflight(report(&mismatches)));
+                let text = report(&mismatches);
+                if !opts.dry_run {
+                    self.log(
+                        "aborted",
+                        None,
+                        format!(
+                            "{reason}{}preflight failed: {} packet(s) disagreed",
+                            if reason.is_empty() { "" } else { "; " },
+                            mismatches.len()
+                        ),
+                    )?;
+                }
+                return Err(ControlError::Preflight(text));
             }
             n
         };
+        crash_point("preflighted");
+        if opts.dry_run {
+            return Ok(Applied {
+                iface: self.pinned.iface().to_owned(),
+                generation,
+                dry_run: true,
+                changed,
+                removed,
+                preflight_packets,
+                tenants: image.tenants.len(),
+                rules,
+                table_bytes,
+                warnings,
+            });
+        }
 
         // Keep the staged tables (pinned), record the generation, then publish.
+        // Pins of this generation number can only be orphans of an apply that
+        // died before recording it (never live): drop them first.
+        for (scope, g) in self.pinned.kept_tables()? {
+            if g == generation {
+                self.pinned.forget_table(&scope, g)?;
+            }
+        }
         for (scope, _, table) in &staged {
             self.pinned.keep_table(scope, generation, table)?;
         }
-        let record = Record {
+        // The pins hold them now; don't hold a descriptor per table too.
+        drop(staged);
+        crash_point("kept");
+        let mut record = Record {
             generation,
             created: now(),
+            who: who(),
             reason: reason.to_owned(),
             source: dir.to_path_buf(),
             files,
             manifest: manifest.clone(),
             hashes,
             counters,
+            preflight_packets,
+            published: false,
         };
         self.store.write_record(&record)?;
         self.state.generation = generation;
         self.store.write_state(&mut self.state)?;
+        crash_point("recorded");
         // Slots new in this generation may hold counts of a rule long gone.
         let fresh: Vec<u32> = {
             let held = self.plan(&records).reserved_counters;
@@ -455,9 +561,11 @@ impl Gateway {
         };
         self.pinned.reset_counters(&fresh)?;
         self.transition(&manifest)?;
+        crash_point("flipped");
         self.state.live = manifest;
         self.state.live_generation = generation;
         self.state.events.push(Event {
+            who: who(),
             at: now(),
             generation,
             what: "apply".into(),
@@ -470,10 +578,13 @@ impl Gateway {
             ),
         });
         self.store.write_state(&mut self.state)?;
+        record.published = true;
+        self.store.write_record(&record)?;
         self.prune()?;
         Ok(Applied {
             iface: self.pinned.iface().to_owned(),
             generation,
+            dry_run: false,
             changed,
             removed,
             preflight_packets,
@@ -527,6 +638,7 @@ impl Gateway {
         // 1. Place each new table in its slot's standby buffer, unless it is
         //    already there (the previous generation: rollback is then a pure
         //    flip). Slow (an RCU grace period each) but nothing live changes.
+        //    In chunks, so a 10k-tenant apply never holds 10k descriptors.
         let mut flips: Vec<Slot> = Vec::new();
         let mut to_place: Vec<(Slot, StagedTable)> = Vec::new();
         for (slot, new, _) in &steps {
@@ -537,14 +649,20 @@ impl Gateway {
             }
             if self.pinned.standby_table_id(*slot)? != Some(table.id()) {
                 to_place.push((*slot, table));
+                if to_place.len() == PLACE_CHUNK {
+                    self.place_chunk(&mut to_place)?;
+                }
             }
             flips.push(*slot);
         }
-        let refs: Vec<(Slot, &StagedTable)> = to_place.iter().map(|(s, t)| (*s, t)).collect();
-        self.pinned.place_all(&refs)?;
+        self.place_chunk(&mut to_place)?;
+        crash_point("placed");
         // 2. Flip, in order: microseconds each. If one fails, flip back the
         //    ones already flipped — their previous tables are in standby.
         for (i, slot) in flips.iter().enumerate() {
+            if i == 1 {
+                crash_point("flipping");
+            }
             if let Err(e) = self.pinned.flip(*slot) {
                 for done in flips[..i].iter().rev() {
                     let _best_effort = self.pinned.flip(*done);
@@ -566,6 +684,13 @@ impl Gateway {
                 None => format!("{slot:?} emptied"),
             })
             .collect())
+    }
+
+    fn place_chunk(&mut self, tables: &mut Vec<(Slot, StagedTable)>) -> Result<(), ControlError> {
+        let refs: Vec<(Slot, &StagedTable)> = tables.iter().map(|(s, t)| (*s, t)).collect();
+        self.pinned.place_all(&refs)?;
+        tables.clear();
+        Ok(())
     }
 
     /// Rolls the whole gateway, or only `tenant`, back (or forward) to kept
@@ -627,6 +752,7 @@ impl Gateway {
             self.state.live_generation = target;
         }
         self.state.events.push(Event {
+            who: who(),
             at: now(),
             generation: target,
             what: "rollback".into(),
@@ -673,6 +799,56 @@ impl Gateway {
         Ok(())
     }
 
+    /// Generations an interrupted apply recorded but never finished publishing
+    /// (the process died): resume by applying again, or [`Gateway::discard_interrupted`].
+    pub fn interrupted(&self) -> Result<Vec<u64>, ControlError> {
+        Ok(self
+            .records()?
+            .into_values()
+            .filter(|r| !r.published && Some(r.generation) != self.finished)
+            .map(|r| r.generation)
+            .collect())
+    }
+
+    /// Discards interrupted applies: if one left some scopes live, the whole
+    /// gateway goes back to the last generation that was published as a
+    /// whole; then their records and tables are forgotten.
+    pub fn discard_interrupted(&mut self) -> Result<Vec<u64>, ControlError> {
+        self.writable()?;
+        let gens = self.interrupted()?;
+        if gens.is_empty() {
+            return Ok(gens);
+        }
+        let live_uses = manifest_tables(&self.state.live)
+            .iter()
+            .any(|(_, g)| gens.contains(g));
+        if live_uses {
+            let target = self.state.live_generation;
+            if target == 0 {
+                return Err(ControlError::Usage(
+                    "the interrupted apply was the first one; apply again to finish it".into(),
+                ));
+            }
+            self.rollback(None, Some(target))?;
+        }
+        for g in &gens {
+            self.store.forget_record(*g)?;
+        }
+        self.prune()?;
+        self.log(
+            "discarded",
+            None,
+            format!(
+                "interrupted generation(s) {} discarded",
+                gens.iter()
+                    .map(u64::to_string)
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+        )?;
+        Ok(gens)
+    }
+
     /// What each live counter slot counts.
     pub fn live_counters(&self) -> Result<Vec<SlotInfo>, ControlError> {
         let mut out = Vec::new();
@@ -699,11 +875,10 @@ impl Gateway {
         Ok(out)
     }
 
-    /// The live ruleset (each scope from the generation it is at) and its
-    /// counter slots, rebuilt from the recorded files.
-    pub fn live_ruleset(&self) -> Result<Option<(ValidRuleset, Vec<SlotInfo>)>, ControlError> {
+    /// The files of the live ruleset (each scope from the generation it is at).
+    pub fn live_files(&self) -> Result<Vec<(String, String)>, ControlError> {
         let Some(g) = self.state.live.global else {
-            return Ok(None);
+            return Ok(Vec::new());
         };
         let file = |g: u64, name: &str| -> Result<(String, String), ControlError> {
             let r = self.store.record(g)?.ok_or_else(|| {
@@ -717,6 +892,58 @@ impl Gateway {
         let mut files = vec![file(g, "gateway.fg")?];
         for (n, t) in &self.state.live.tenants {
             files.push(file(t.table, &format!("{n}.fg"))?);
+        }
+        Ok(files)
+    }
+
+    /// The files to apply: all of `dir`, or — with `tenants` — the live files
+    /// with those scopes taken from `dir` (a listed tenant missing from `dir`
+    /// is removed).
+    fn files_to_apply(
+        &self,
+        dir: &Path,
+        tenants: &[String],
+    ) -> Result<Vec<(String, String)>, ControlError> {
+        let new = read_files(dir)?;
+        if tenants.is_empty() {
+            return Ok(new);
+        }
+        let name_of = |path: &str| -> String {
+            Path::new(path)
+                .file_stem()
+                .and_then(|s| s.to_str())
+                .unwrap_or("")
+                .to_owned()
+        };
+        let live = self.live_files()?;
+        for t in tenants {
+            let scope = if t == "gateway" {
+                "gateway"
+            } else {
+                t.as_str()
+            };
+            let known = new.iter().chain(&live).any(|(p, _)| name_of(p) == scope);
+            if !known {
+                return Err(ControlError::Usage(format!(
+                    "unknown tenant {t:?}: neither live nor in {}",
+                    dir.display()
+                )));
+            }
+        }
+        let listed = |path: &str| tenants.iter().any(|t| *t == name_of(path));
+        let mut files: Vec<(String, String)> =
+            live.into_iter().filter(|(p, _)| !listed(p)).collect();
+        files.extend(new.into_iter().filter(|(p, _)| listed(p)));
+        files.sort();
+        Ok(files)
+    }
+
+    /// The live ruleset (each scope from the generation it is at) and its
+    /// counter slots, rebuilt from the recorded files.
+    pub fn live_ruleset(&self) -> Result<Option<(ValidRuleset, Vec<SlotInfo>)>, ControlError> {
+        let files = self.live_files()?;
+        if files.is_empty() {
+            return Ok(None);
         }
         let rs = validate(Ruleset::parse_files(&files)?, &Config::default())?;
         Ok(Some((rs, self.live_counters()?)))
@@ -757,7 +984,7 @@ impl Gateway {
                     .map(|(n, t)| (n.clone(), t.slot))
                     .collect();
                 let probe = self.pinned.probe(v)?;
-                let (_, mismatches) = preflight(&probe, &rs, &index, None)?;
+                let (_, mismatches) = preflight(&probe, &rs, &index)?;
                 drop(probe);
                 if mismatches.is_empty() {
                     Ok(())
@@ -858,6 +1085,7 @@ impl Gateway {
         detail: String,
     ) -> Result<(), ControlError> {
         self.state.events.push(Event {
+            who: who(),
             at: now(),
             generation: self.state.generation,
             what: what.into(),
@@ -901,6 +1129,25 @@ fn content_hash(cells: &[Cell]) -> u64 {
     h.finish()
 }
 
+/// Fault injection for tests: when `FLUXGATE_CRASH_AT` names this step of a
+/// change, the process aborts right here, as a `kill -9` would stop it. The
+/// steps: `staged`, `preflighted`, `kept`, `recorded`, `placed`, `flipping`,
+/// `flipped`.
+fn crash_point(step: &str) {
+    if std::env::var_os("FLUXGATE_CRASH_AT").is_some_and(|s| s == step) {
+        eprintln!("fluxgate: FLUXGATE_CRASH_AT={step}: aborting here");
+        std::process::abort();
+    }
+}
+
+/// Who is making a change: the invoking user behind sudo, else the user.
+fn who() -> String {
+    std::env::var("SUDO_USER")
+        .or_else(|_| std::env::var("USER"))
+        // SAFETY: getuid cannot fail.
+        .unwrap_or_else(|_| format!("uid {}", unsafe { libc::getuid() }))
+}
+
 fn gen_text(g: Option<u64>) -> String {
     g.map_or("nothing".into(), |g| format!("generation {g}"))
 }
@@ -914,7 +1161,7 @@ fn list_or_none(items: &[String]) -> String {
 }
 
 /// The `.fg` files of `dir`, sorted, as (path, text).
-fn read_files(dir: &Path) -> Result<Vec<(String, String)>, ControlError> {
+pub(crate) fn read_files(dir: &Path) -> Result<Vec<(String, String)>, ControlError> {
     let fail = |p: &Path, e: std::io::Error| {
         ControlError::Ruleset(format!("error: cannot read {}: {e}", p.display()))
     };
@@ -1037,23 +1284,75 @@ impl SlotSource for SlotIndex {
     }
 }
 
-/// Runs witness packets of `rs` (or `packets` when given) through `probe`
-/// and the reference; returns how many ran and the ones that differ. The
-/// tenant is compared by slot when `slots` knows tenant slots, else by
-/// whether one was found.
+/// A packet preflight runs: a declared guard (with the verdict it must get)
+/// or a witness generated from a rule.
+#[derive(Clone, Debug)]
+pub struct Check {
+    /// Tenant name or `gateway`.
+    pub scope: String,
+    /// The packet.
+    pub packet: PacketHeader,
+    /// For a guard: the verdict it must get, and where it is written.
+    pub guard: Option<(Verdict, String)>,
+}
+
+/// The guards of `rs` (every tenant's and the gateway's), then its witnesses.
+pub fn checks(rs: &ValidRuleset) -> Vec<Check> {
+    let at = |span: fluxgate_ruleset::Span| -> String {
+        rs.ruleset()
+            .sources
+            .file(span.file)
+            .map_or_else(String::new, |f| f.location(span.start as usize).to_string())
+    };
+    let mut out: Vec<Check> = rs
+        .gateway()
+        .guards
+        .iter()
+        .map(|g| ("gateway", g))
+        .chain(
+            rs.tenants()
+                .iter()
+                .flat_map(|t| t.guards.iter().map(move |g| (t.name.as_str(), g))),
+        )
+        .map(|(scope, g)| Check {
+            scope: scope.to_owned(),
+            packet: g.packet.clone(),
+            guard: Some((g.verdict, at(g.span))),
+        })
+        .collect();
+    out.extend(witnesses(rs).into_iter().map(|(scope, packet)| Check {
+        scope,
+        packet,
+        guard: None,
+    }));
+    out
+}
+
+/// Tenants that declare no guard (the gateway file counts as `gateway`).
+pub fn unguarded(rs: &ValidRuleset) -> Vec<String> {
+    rs.tenants()
+        .iter()
+        .filter(|t| t.guards.is_empty())
+        .map(|t| t.name.clone())
+        .collect()
+}
+
+/// Runs every guard and witness of `rs` through `probe` and the reference;
+/// returns how many ran and the ones that failed: a guard fails when the
+/// reference does not give it its declared verdict, and any packet fails when
+/// the kernel's verdict, deciding counter slot or tenant differ from the
+/// reference's. The tenant is compared by slot when `slots` knows tenant
+/// slots, else by whether one was found.
 pub(crate) fn preflight(
     probe: &fluxgate_dataplane::Probe<'_>,
     rs: &ValidRuleset,
     slots: &impl SlotSource,
-    packets: Option<&[PacketHeader]>,
 ) -> Result<(usize, Vec<Mismatch>), ControlError> {
     let index = slots.index();
-    let witnesses: Vec<(String, PacketHeader)> = match packets {
-        Some(p) => p.iter().map(|p| ("guard".to_owned(), p.clone())).collect(),
-        None => witnesses(rs),
-    };
+    let checks = checks(rs);
     let mut mismatches = Vec::new();
-    for (scope, p) in &witnesses {
+    for c in &checks {
+        let p = &c.packet;
         let Some(frame) = FrameSpec::from_header(p) else {
             continue;
         };
@@ -1067,7 +1366,7 @@ pub(crate) fn preflight(
                 .map_or(Scope::Gateway, Scope::Tenant),
         };
         let want_slot = index.slot(&want_scope, want.rule.as_ref().map(|r| r.id));
-        let want_verdict = match want.verdict {
+        let xdp = |v: Verdict| match v {
             Verdict::Pass => fluxgate_common::xdp::PASS,
             Verdict::Drop => fluxgate_common::xdp::DROP,
         };
@@ -1075,47 +1374,48 @@ pub(crate) fn preflight(
             (Some(name), false) => got.tenant == index.tenants.get(name).copied(),
             (name, _) => got.tenant.is_some() == name.is_some(),
         };
-        if got.verdict != want_verdict || got.decided != want_slot || !tenant_ok {
-            let what = |v: u32| {
-                if v == fluxgate_common::xdp::DROP {
-                    "drop"
-                } else {
-                    "pass"
-                }
-            };
-            mismatches.push(Mismatch {
-                packet: p.to_string(),
-                scope: scope.clone(),
-                expected: format!(
-                    "{} by {} (slot {})",
-                    what(want_verdict),
-                    match &want.rule {
-                        Some(r) => format!("{}#{}", r.scope, r.position),
-                        None => format!("{want_scope} default"),
-                    },
-                    want_slot.map_or("none".into(), |s| s.to_string())
-                ),
-                got: format!(
-                    "{} by slot {} (tenant slot {})",
-                    what(got.verdict),
-                    got.decided.map_or("none".into(), |s| s.to_string()),
-                    got.tenant.map_or("none".into(), |s| s.to_string())
-                ),
-            });
+        let kernel_ok = got.verdict == xdp(want.verdict) && got.decided == want_slot && tenant_ok;
+        let guard_ok = c.guard.as_ref().is_none_or(|(v, _)| *v == want.verdict);
+        if kernel_ok && guard_ok {
+            continue;
         }
+        let got_text = format!(
+            "{} by counter slot {} (tenant slot {})",
+            if got.verdict == fluxgate_common::xdp::DROP {
+                "drop"
+            } else {
+                "pass"
+            },
+            got.decided.map_or("none".into(), |s| s.to_string()),
+            got.tenant.map_or("none".into(), |s| s.to_string())
+        );
+        mismatches.push(Mismatch {
+            packet: p.to_string(),
+            scope: c.scope.clone(),
+            guard: c
+                .guard
+                .as_ref()
+                .map(|(v, at)| format!("{at} must {}", verdict_name(*v))),
+            expected: crate::pipeline::decided_by(rs, &want),
+            got: got_text,
+        });
     }
-    Ok((witnesses.len(), mismatches))
+    Ok((checks.len(), mismatches))
 }
 
 fn report(mismatches: &[Mismatch]) -> String {
     let mut out: Vec<String> = mismatches
         .iter()
         .take(20)
-        .map(|m| {
-            format!(
-                "  {} ({}): expected {}, kernel gave {}",
-                m.packet, m.scope, m.expected, m.got
-            )
+        .map(|m| match &m.guard {
+            Some(g) => format!(
+                "  guard {g}: `{}` gets {}; kernel: {}",
+                m.packet, m.expected, m.got
+            ),
+            None => format!(
+                "  witness of {}: `{}`: reference {}, kernel {}",
+                m.scope, m.packet, m.expected, m.got
+            ),
         })
         .collect();
     if mismatches.len() > 20 {

@@ -15,6 +15,7 @@ use serde::Serialize;
 mod error;
 pub mod exit;
 pub mod generations;
+pub mod pipeline;
 pub mod rules;
 pub mod store;
 

@@ -8,7 +8,7 @@ use clap::{Parser, Subcommand};
 use fluxgate_common::{Malformed, Outcome};
 use fluxgate_control::{
     AttachOptions, ControlError, InterfaceStats, MalformedVerdict, PinLocation, exit,
-    generations::Gateway,
+    generations::{ApplyOptions, Gateway},
     rules::{self, Engine, RuleSource, StateDir, TenantStats},
 };
 use fluxgate_dataplane::{AttachMode, DEFAULT_PIN_ROOT};
@@ -87,7 +87,33 @@ enum Command {
         /// Why (recorded in the history).
         #[arg(long, default_value = "")]
         reason: String,
+        /// Only this tenant changes (repeatable; `gateway`: the gateway file);
+        /// every other scope keeps its live rules.
+        #[arg(long)]
+        tenant: Vec<String>,
+        /// Do everything but publish, kernel preflight included (like `nft -c`).
+        #[arg(long)]
+        dry_run: bool,
         /// Print the result as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Parse, validate and compile a ruleset directory and check its guards
+    /// against the reference classifier. No kernel, no root.
+    Check {
+        /// Directory with gateway.fg and one <tenant>.fg per tenant.
+        dir: PathBuf,
+        /// Print the result as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show what applying a directory would change, per tenant.
+    Diff {
+        /// Directory with gateway.fg and one <tenant>.fg per tenant.
+        dir: PathBuf,
+        /// Interface (default: the only attached one; none attached: against nothing).
+        iface: Option<String>,
+        /// Print as JSON.
         #[arg(long)]
         json: bool,
     },
@@ -113,6 +139,12 @@ enum Command {
         /// Print as JSON.
         #[arg(long)]
         json: bool,
+    },
+    /// Forget an interrupted apply (its process died before it finished
+    /// publishing): scopes it left live go back to the last whole generation.
+    Discard {
+        /// Interface (default: the only attached one).
+        iface: Option<String>,
     },
     /// Show the history of changes.
     History {
@@ -204,6 +236,7 @@ enum Mode {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    raise_open_file_limit();
     match run(cli) {
         Ok(()) => ExitCode::from(exit::OK as u8),
         Err(err) => {
@@ -282,17 +315,39 @@ fn run(cli: Cli) -> Result<(), ControlError> {
             dir,
             iface,
             reason,
+            tenant,
+            dry_run,
             json,
         } => {
             let iface = one_iface(&loc, iface)?;
-            let applied = rules::apply(&loc, &state, &dir, &iface, &reason)?;
+            let applied = Gateway::open(&loc, state.root(), &iface)?.apply_with(
+                &dir,
+                &ApplyOptions {
+                    reason,
+                    tenants: tenant,
+                    dry_run,
+                },
+            )?;
             if json {
                 print_json(&applied);
             } else {
                 for w in &applied.warnings {
                     eprintln!("{w}");
                 }
-                if applied.changed.is_empty() && applied.removed.is_empty() {
+                if applied.dry_run && !(applied.changed.is_empty() && applied.removed.is_empty()) {
+                    println!(
+                        "{}: dry run: generation {} would change {}{}; {} preflight packets agreed; nothing published",
+                        applied.iface,
+                        applied.generation,
+                        summarize(&applied.changed),
+                        if applied.removed.is_empty() {
+                            String::new()
+                        } else {
+                            format!(" and remove {}", summarize(&applied.removed))
+                        },
+                        applied.preflight_packets
+                    );
+                } else if applied.changed.is_empty() && applied.removed.is_empty() {
                     println!(
                         "{}: nothing changed, generation {} stays live",
                         applied.iface, applied.generation
@@ -305,16 +360,56 @@ fn run(cli: Cli) -> Result<(), ControlError> {
                         applied.generation,
                         applied.rules,
                         applied.tenants,
-                        applied.changed.join(", "),
+                        summarize(&applied.changed),
                         if applied.removed.is_empty() {
                             String::new()
                         } else {
-                            format!("; removed {}", applied.removed.join(", "))
+                            format!("; removed {}", summarize(&applied.removed))
                         },
                         applied.preflight_packets,
                         applied.table_bytes / 1024
                     );
                 }
+            }
+        }
+        Command::Check { dir, json } => {
+            let checked = fluxgate_control::pipeline::check(&dir)?;
+            if json {
+                print_json(&checked);
+            } else {
+                for w in &checked.warnings {
+                    eprintln!("{w}");
+                }
+                println!(
+                    "{}: ok: {} rules for {} tenants, {} guard packets agree, {} KiB of tables",
+                    dir.display(),
+                    checked.rules,
+                    checked.tenants,
+                    checked.guards,
+                    checked.table_bytes / 1024
+                );
+            }
+        }
+        Command::Diff { dir, iface, json } => {
+            let attached = fluxgate_dataplane::PinnedAttachment::list(loc.root())?;
+            let live = match iface {
+                Some(i) => Gateway::open_read(&loc, state.root(), &i)?.live_files()?,
+                None if attached.len() == 1 => {
+                    Gateway::open_read(&loc, state.root(), &attached[0])?.live_files()?
+                }
+                None if attached.is_empty() => Vec::new(),
+                None => {
+                    return Err(ControlError::Usage(format!(
+                        "several interfaces are attached ({}); name one",
+                        attached.join(", ")
+                    )));
+                }
+            };
+            let report = fluxgate_control::pipeline::diff_files(&live, &dir)?;
+            if json {
+                print_json(&report);
+            } else {
+                print!("{report}");
             }
         }
         Command::Rollback {
@@ -378,10 +473,11 @@ fn run(cli: Cli) -> Result<(), ControlError> {
             } else {
                 for e in &events {
                     println!(
-                        "{} gen {:<5} {:<20} {}{}",
+                        "{} gen {:<5} {:<20} {:<10} {}{}",
                         e.at,
                         e.generation,
                         e.what,
+                        e.who,
                         e.tenant
                             .as_deref()
                             .map(|t| format!("[{t}] "))
@@ -392,6 +488,15 @@ fn run(cli: Cli) -> Result<(), ControlError> {
             }
         }
         Command::Upgrade { step } => upgrade(&loc, &state, step)?,
+        Command::Discard { iface } => {
+            let iface = one_iface(&loc, iface)?;
+            let gens = Gateway::open(&loc, state.root(), &iface)?.discard_interrupted()?;
+            if gens.is_empty() {
+                println!("{iface}: no interrupted apply to discard");
+            } else {
+                println!("{iface}: discarded interrupted generation(s) {gens:?}");
+            }
+        }
         Command::Classify {
             ruleset,
             classbench,
@@ -413,6 +518,22 @@ fn run(cli: Cli) -> Result<(), ControlError> {
         }
     }
     Ok(())
+}
+
+/// Every staged table is a file descriptor until it is pinned: a change to
+/// thousands of tenants needs more than the usual soft limit of 1024.
+fn raise_open_file_limit() {
+    // SAFETY: getrlimit/setrlimit with a valid, initialised struct.
+    unsafe {
+        let mut lim = libc::rlimit {
+            rlim_cur: 0,
+            rlim_max: 0,
+        };
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) == 0 && lim.rlim_cur < lim.rlim_max {
+            lim.rlim_cur = lim.rlim_max;
+            let _best_effort = libc::setrlimit(libc::RLIMIT_NOFILE, &lim);
+        }
+    }
 }
 
 /// `iface`, or the only attached interface.
@@ -535,6 +656,7 @@ fn status_of(
         "gateway_classifier_version": version_of(None),
         "tenants": tenants,
         "kept_generations": gw.kept()?,
+        "interrupted": gw.interrupted()?,
         "retention": fluxgate_control::generations::RETAIN,
         "versions": versions.iter().map(version_json).collect::<Vec<_>>(),
     }))
@@ -550,6 +672,15 @@ fn print_status(s: &serde_json::Value) {
         s["retention"],
         s["gateway_classifier_version"]
     );
+    if let Some(gens) = s["interrupted"].as_array()
+        && !gens.is_empty()
+    {
+        println!(
+            "  interrupted apply: generation(s) {} recorded but never fully published; \
+             `fluxgate apply` again to resume, or `fluxgate discard` to drop it",
+            s["interrupted"]
+        );
+    }
     if let Some(tenants) = s["tenants"].as_array() {
         for t in tenants {
             println!(
@@ -560,6 +691,21 @@ fn print_status(s: &serde_json::Value) {
                 t["classifier_version"]
             );
         }
+    }
+}
+
+/// A list, or its first items and a count when it is long (`--json` has all).
+fn summarize(items: &[String]) -> String {
+    const SHOWN: usize = 8;
+    if items.len() <= SHOWN {
+        items.join(", ")
+    } else {
+        format!(
+            "{} … and {} more ({} in all)",
+            items[..SHOWN].join(", "),
+            items.len() - SHOWN,
+            items.len()
+        )
     }
 }
 

@@ -15,10 +15,7 @@ use fluxgate_ruleset::{
 };
 use serde::Serialize;
 
-use crate::{
-    ControlError, PinLocation,
-    generations::{Applied, Gateway},
-};
+use crate::{ControlError, PinLocation, generations::Gateway};
 
 /// Where fluxgate keeps state files: `<dir>/<netns|init>/<iface>/` (see
 /// [`crate::store`]).
@@ -83,18 +80,6 @@ pub fn compile_dir(
         },
     )?;
     Ok((rs, image))
-}
-
-/// Applies the ruleset in `dir` to `iface` (attached with `fluxgate attach`)
-/// as a new generation; see [`Gateway::apply`].
-pub fn apply(
-    loc: &PinLocation,
-    state: &StateDir,
-    dir: &Path,
-    iface: &str,
-    reason: &str,
-) -> Result<Applied, ControlError> {
-    Gateway::open(loc, state.root(), iface)?.apply(dir, reason)
 }
 
 /// Hits of one rule or default.

@@ -61,6 +61,9 @@ pub struct Record {
     pub generation: u64,
     /// Seconds since the Unix epoch.
     pub created: u64,
+    /// Who made it.
+    #[serde(default)]
+    pub who: String,
     /// Why (`--reason`, or what created it).
     pub reason: String,
     /// The directory the ruleset was read from.
@@ -74,6 +77,13 @@ pub struct Record {
     pub hashes: BTreeMap<String, u64>,
     /// Every counter slot of this generation, sorted by slot.
     pub counters: Vec<SlotInfo>,
+    /// Guard and witness packets that agreed in the kernel preflight.
+    #[serde(default)]
+    pub preflight_packets: usize,
+    /// Published as a whole; false while an apply runs, and forever after if
+    /// it was interrupted (see `Gateway::interrupted`).
+    #[serde(default)]
+    pub published: bool,
 }
 
 /// One line of the interface's history.
@@ -89,6 +99,9 @@ pub struct Event {
     pub tenant: Option<String>,
     /// Free text.
     pub detail: String,
+    /// Who made the change (the user behind sudo, else the user).
+    #[serde(default)]
+    pub who: String,
 }
 
 /// `state.json`.

@@ -293,7 +293,12 @@ impl PinnedAttachment {
     }
 
     fn remove_pins(&self) {
-        for name in MAP_SPECS.iter().map(|(n, ..)| *n).chain([LINK, PROBE]) {
+        for name in
+            MAP_SPECS
+                .iter()
+                .map(|(n, ..)| *n)
+                .chain([LINK, PROBE, crate::probe::PLACEHOLDER])
+        {
             let _ignored = fs::remove_file(self.dir.join(name));
         }
         // Kept table generations (see `generations.rs`): unpinning frees them.

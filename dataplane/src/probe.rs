@@ -33,6 +33,10 @@ pub struct ProbeResult {
 pub struct Probe<'a> {
     pinned: &'a PinnedAttachment,
     program: std::os::fd::OwnedFd,
+    /// An all-zero one-cell table: written over overlay slots to clear them
+    /// (the probe program ignores tables without a valid header).
+    placeholder: std::os::fd::OwnedFd,
+    placeholder_id: u32,
     overlaid: Vec<Slot>,
 }
 
@@ -47,9 +51,12 @@ impl PinnedAttachment {
             reason: format!("cannot open the pinned probe program: {e}"),
         })?;
         self.set_probe_version(version)?;
+        let (placeholder, placeholder_id) = self.placeholder()?;
         let probe = Probe {
             pinned: self,
             program,
+            placeholder,
+            placeholder_id,
             overlaid: Vec::new(),
         };
         // Leftovers of a crashed probe session must not leak into this one.
@@ -57,6 +64,42 @@ impl PinnedAttachment {
         Ok(probe)
     }
 }
+
+impl PinnedAttachment {
+    /// The attachment's all-zero placeholder table (pinned beside the maps,
+    /// created on first use) and its map id.
+    fn placeholder(&self) -> Result<(std::os::fd::OwnedFd, u32), Error> {
+        let path = self.dir().join(PLACEHOLDER);
+        let fd = match sys::obj_get(&path) {
+            Ok(fd) => fd,
+            Err(_) => {
+                let fd = sys::create_array(
+                    "fg_probe_clear",
+                    size_of::<fluxgate_common::table::Cell>() as u32,
+                    1,
+                    fluxgate_common::BPF_F_INNER_MAP,
+                )
+                .map_err(|e| Error::kernel("create the probe placeholder table", e))?;
+                sys::obj_pin(fd.as_fd(), &path)
+                    .map_err(|e| Error::kernel("pin the probe placeholder table", e))?;
+                fd
+            }
+        };
+        let data = aya::maps::MapData::from_fd(
+            fd.try_clone()
+                .map_err(|e| Error::kernel("duplicate a map fd", e))?,
+        )
+        .map_err(|e| Error::kernel("open the probe placeholder table", e))?;
+        let id = data
+            .info()
+            .map_err(|e| Error::kernel("read the placeholder's info", e))?
+            .id();
+        Ok((fd, id))
+    }
+}
+
+/// Pin name of the probe placeholder table.
+pub(crate) const PLACEHOLDER: &str = "probe_clear";
 
 impl Probe<'_> {
     /// Makes probe runs see `table` in `slot` instead of the live table.
@@ -89,12 +132,26 @@ impl Probe<'_> {
             }
         }
         for (name, keys, fds) in by_map {
-            let map = self.pinned.open_map(name)?;
-            sys::update_batch(versions::map_fd(&map)?, &keys, &fds)
-                .map_err(|e| Error::kernel("overlay staged tables", e))?;
+            self.write_slots(name, &keys, &fds)?;
         }
         self.overlaid.extend(tables.iter().map(|(s, _)| *s));
         Ok(())
+    }
+
+    /// One batch update of overlay map `name` (one RCU grace period).
+    fn write_slots(&self, name: &'static str, keys: &[u32], fds: &[u32]) -> Result<(), Error> {
+        if keys.is_empty() {
+            return Ok(());
+        }
+        let map = self.pinned.open_map(name)?;
+        sys::update_batch(versions::map_fd(&map)?, keys, fds)
+            .map_err(|e| Error::kernel("write probe overlay slots", e))
+    }
+
+    /// Clears overlay slots `keys` of `name` with the placeholder, in one batch.
+    fn clear_slots(&self, name: &'static str, keys: &[u32]) -> Result<(), Error> {
+        let fd = std::os::fd::AsRawFd::as_raw_fd(&self.placeholder) as u32;
+        self.write_slots(name, keys, &vec![fd; keys.len()])
     }
 
     /// Runs one frame; see [`ProbeResult`].
@@ -147,14 +204,13 @@ impl Probe<'_> {
             };
             let mut occupied = Vec::new();
             for i in 0..entries {
-                if sys::lookup_u32(fd, i)
-                    .map_err(|e| Error::kernel("read a probe slot", e))?
-                    .is_some()
-                {
+                let id =
+                    sys::lookup_u32(fd, i).map_err(|e| Error::kernel("read a probe slot", e))?;
+                if id.is_some_and(|id| id != self.placeholder_id) {
                     occupied.push(i);
                 }
             }
-            sys::delete_all(fd, &occupied).map_err(|e| Error::kernel("clear probe slots", e))?;
+            self.clear_slots(name, &occupied)?;
         }
         Ok(())
     }
@@ -170,12 +226,8 @@ impl Drop for Probe<'_> {
                 .filter(|loc| loc.map == name)
                 .map(|loc| loc.index)
                 .collect();
-            if let Ok(map) = self.pinned.open_map(name)
-                && let Ok(fd) = versions::map_fd(&map)
-            {
-                // Best effort: the next probe session clears leftovers anyway.
-                let _ = sys::delete_all(fd, &keys);
-            }
+            // Best effort: the next probe session clears leftovers anyway.
+            let _ = self.clear_slots(name, &keys);
         }
     }
 }

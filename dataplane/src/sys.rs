@@ -106,43 +106,6 @@ pub(crate) fn update_batch<V>(map: BorrowedFd<'_>, keys: &[u32], values: &[V]) -
 }
 
 const BPF_MAP_DELETE_ELEM: libc::c_long = 3;
-const BPF_MAP_DELETE_BATCH: libc::c_long = 27;
-/// The kernel's internal "operation not supported" (not in libc).
-const ENOTSUPP: i32 = 524;
-
-/// Deletes every key of `keys` (`BPF_MAP_DELETE_BATCH`: one RCU grace period
-/// for a map-in-map), falling back to one delete per key where the kernel
-/// has no batch delete for the map type. Missing keys are not an error.
-pub(crate) fn delete_all(map: BorrowedFd<'_>, keys: &[u32]) -> io::Result<()> {
-    if keys.is_empty() {
-        return Ok(());
-    }
-    let mut attr = Attr::new();
-    attr.put_u64(16, keys.as_ptr() as u64);
-    attr.put_u32(32, keys.len() as u32);
-    attr.put_u32(36, map.as_raw_fd() as u32);
-    match bpf(BPF_MAP_DELETE_BATCH, &mut attr) {
-        Ok(_) => return Ok(()),
-        Err(e)
-            if !matches!(
-                e.raw_os_error(),
-                Some(libc::EINVAL | ENOTSUPP | libc::EOPNOTSUPP | libc::ENOENT)
-            ) =>
-        {
-            return Err(e);
-        }
-        Err(_) => {}
-    }
-    for &k in keys {
-        match delete(map, k) {
-            Ok(()) => {}
-            Err(e) if e.raw_os_error() == Some(libc::ENOENT) => {}
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(())
-}
-
 /// Deletes `key` from a map (for ARRAY_OF_MAPS: empties the slot).
 pub(crate) fn delete(map: BorrowedFd<'_>, key: u32) -> io::Result<()> {
     let mut attr = Attr::new();

@@ -41,7 +41,7 @@ use fluxgate_common::{
     BPF_F_INNER_MAP, Counter, GATEWAY_SLOTS, GatewayConfig, MAX_COUNTERS, MAX_TENANTS,
     MAX_VERSIONS, Malformed, Outcome, SELECT_SLOTS, SLOT_DISPATCH, SLOT_GLOBAL, Scratch,
     TABLE_BUFFERS, Trace, VERSION_SLOT_PROBE, VERSION_SLOTS, select_index,
-    table::{Cell, action},
+    table::{Cell, Header, action},
     table_index, tenant_counter, version_slot, xdp as verdict,
 };
 use walk::{NO_MATCH, default_of, walk};
@@ -140,9 +140,7 @@ fn dispatch<const PROBE: bool>(ctx: &XdpContext) -> u32 {
         }
     };
     let table = if PROBE {
-        FG_PROBE_GW
-            .get(SLOT_DISPATCH)
-            .or_else(|| live_gateway(SLOT_DISPATCH))
+        overlay(FG_PROBE_GW.get(SLOT_DISPATCH)).or_else(|| live_gateway(SLOT_DISPATCH))
     } else {
         live_gateway(SLOT_DISPATCH)
     };
@@ -234,9 +232,7 @@ fn classify<const PROBE: bool>(scratch: &Scratch) -> u32 {
         &FG_RULE_COUNTERS
     };
     let global = if PROBE {
-        FG_PROBE_GW
-            .get(SLOT_GLOBAL)
-            .or_else(|| live_gateway(SLOT_GLOBAL))
+        overlay(FG_PROBE_GW.get(SLOT_GLOBAL)).or_else(|| live_gateway(SLOT_GLOBAL))
     } else {
         live_gateway(SLOT_GLOBAL)
     };
@@ -248,7 +244,7 @@ fn classify<const PROBE: bool>(scratch: &Scratch) -> u32 {
         let table = if tenant == NO_TENANT {
             None
         } else if PROBE {
-            FG_PROBE_TNT.get(tenant).or_else(|| live_tenant(tenant))
+            overlay(FG_PROBE_TNT.get(tenant)).or_else(|| live_tenant(tenant))
         } else {
             live_tenant(tenant)
         };
@@ -297,6 +293,20 @@ fn classify<const PROBE: bool>(scratch: &Scratch) -> u32 {
 }
 
 const NO_TENANT: u32 = u32::MAX;
+
+/// A probe overlay slot's table, unless it holds none or a placeholder (an
+/// all-zero map without a valid header: how userspace clears overlays in one
+/// batch, since deleting map-in-map entries costs an RCU grace period each).
+#[inline(always)]
+fn overlay(table: Option<&'static Table>) -> Option<&'static Table> {
+    let t = table?;
+    let cell = t.get(0)?;
+    if cell.header().magic == Header::MAGIC {
+        Some(t)
+    } else {
+        None
+    }
+}
 
 /// The live buffer of a gateway table slot.
 #[inline(always)]

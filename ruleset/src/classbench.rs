@@ -247,6 +247,7 @@ pub fn to_ruleset(filters: &[Filter]) -> Ruleset {
     assign_ids(&Scope::Gateway, &mut rules);
     Ruleset {
         gateway: Gateway {
+            guards: Vec::new(),
             default_action: Verdict::Drop,
             rules,
             ..Gateway::default()

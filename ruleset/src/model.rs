@@ -449,6 +449,8 @@ pub struct Gateway {
     pub rules: Vec<Rule>,
     /// Named sets visible to the gateway and every tenant.
     pub sets: Vec<NamedSet>,
+    /// Guard packets of the gateway file.
+    pub guards: Vec<Guard>,
     /// Where `default` was written.
     pub default_span: Span,
 }
@@ -459,6 +461,7 @@ impl Default for Gateway {
             default_action: Verdict::Drop,
             rules: Vec::new(),
             sets: Vec::new(),
+            guards: Vec::new(),
             default_span: Span::default(),
         }
     }
@@ -477,6 +480,8 @@ pub struct Tenant {
     pub sets: Vec<NamedSet>,
     /// Rules, in priority (file) order.
     pub rules: Vec<Rule>,
+    /// Guard packets (each addressed to this tenant).
+    pub guards: Vec<Guard>,
     /// Where things were written.
     pub spans: TenantSpans,
 }
@@ -498,6 +503,29 @@ impl PartialEq for TenantSpans {
     }
 }
 impl Eq for TenantSpans {}
+
+/// A guard packet: a packet with the verdict it must get. Before a change goes
+/// live, every guard runs through the staged tables in the kernel and through
+/// the reference classifier; any mismatch aborts the change.
+///
+/// Written `guard "tcp 198.51.100.7:40000 -> 203.0.113.10:443 flags S" pass`
+/// (the packet in [`crate::PacketHeader`]'s text form).
+#[derive(Debug, Clone)]
+pub struct Guard {
+    /// The packet.
+    pub packet: crate::PacketHeader,
+    /// The verdict it must get.
+    pub verdict: Verdict,
+    /// Where it was written (not part of equality).
+    pub span: Span,
+}
+
+impl PartialEq for Guard {
+    fn eq(&self, other: &Guard) -> bool {
+        self.packet == other.packet && self.verdict == other.verdict
+    }
+}
+impl Eq for Guard {}
 
 /// A whole gateway ruleset as written: the gateway file plus one file per tenant.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]

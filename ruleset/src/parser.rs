@@ -9,7 +9,7 @@ pub(crate) use crate::literal::{
     FLAG_LETTERS, check_ident, parse_flags, parse_port_range, parse_prefix, parse_proto, parse_u32,
 };
 use crate::model::{
-    Action, FileId, Gateway, Match, NamedSet, PortItem, PortRange, PrefixItem, Rule, RuleId,
+    Action, FileId, Gateway, Guard, Match, NamedSet, PortItem, PortRange, PrefixItem, Rule, RuleId,
     RuleSpans, SetElems, Span, Tenant, TenantSpans, Verdict,
 };
 
@@ -171,6 +171,7 @@ impl<'a> Parser<'a> {
         self.statements(FileKind::Gateway, &mut |p, kw, span| match kw {
             "default" => p.default_stmt(&mut default, span),
             "set" => p.set_stmt(&mut gw.sets),
+            "guard" => p.guard_stmt(&mut gw.guards),
             _ => p.rule(&mut rules),
         });
         self.finish_default(
@@ -191,6 +192,7 @@ impl<'a> Parser<'a> {
             default_action: Verdict::Drop,
             sets: Vec::new(),
             rules: Vec::new(),
+            guards: Vec::new(),
             spans: TenantSpans::default(),
         };
         let mut default = None;
@@ -216,6 +218,7 @@ impl<'a> Parser<'a> {
             }
             "default" => p.default_stmt(&mut default, span),
             "set" => p.set_stmt(&mut t.sets),
+            "guard" => p.guard_stmt(&mut t.guards),
             _ => p.rule(&mut t.rules),
         });
         if !named && !self.lex_failed {
@@ -317,6 +320,43 @@ impl<'a> Parser<'a> {
             return Err(self.err(ErrorKind::Default, span, "`default` given twice"));
         }
         *slot = Some((v, span.to(s)));
+        self.end_of_statement()
+    }
+
+    /// `guard "PACKET" pass|drop`.
+    fn guard_stmt(&mut self, guards: &mut Vec<Guard>) -> PResult<()> {
+        let kw = self.bump();
+        let t = self.bump();
+        if t.tok != Tok::Str {
+            return Err(self.unexpected(
+                t,
+                "a quoted packet, e.g. \"tcp 198.51.100.7:40000 -> 203.0.113.10:443 flags S\"",
+            ));
+        }
+        let pspan = self.span(t);
+        let packet: crate::PacketHeader =
+            self.text(t)
+                .parse()
+                .map_err(|e: crate::packet::PacketParseError| {
+                    self.err(ErrorKind::Syntax, pspan, e.to_string())
+                })?;
+        let (w, s) = self.word("`pass` or `drop`")?;
+        let verdict = match w {
+            "pass" => Verdict::Pass,
+            "drop" => Verdict::Drop,
+            _ => {
+                return Err(self.err(
+                    ErrorKind::Syntax,
+                    s,
+                    format!("expected `pass` or `drop` after the guard packet, found `{w}`"),
+                ));
+            }
+        };
+        guards.push(Guard {
+            packet,
+            verdict,
+            span: self.span(kw).to(s),
+        });
         self.end_of_statement()
     }
 

@@ -183,7 +183,17 @@ impl fmt::Display for Gateway {
         for r in &self.rules {
             writeln!(f, "{r}")?;
         }
+        for g in &self.guards {
+            writeln!(f, "{g}")?;
+        }
         Ok(())
+    }
+}
+
+/// Prints `guard "PACKET" pass|drop`.
+impl fmt::Display for crate::Guard {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "guard \"{}\" {}", self.packet, self.verdict)
     }
 }
 
@@ -202,6 +212,9 @@ impl fmt::Display for Tenant {
         }
         for r in &self.rules {
             writeln!(f, "{r}")?;
+        }
+        for g in &self.guards {
+            writeln!(f, "{g}")?;
         }
         Ok(())
     }

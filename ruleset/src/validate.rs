@@ -96,6 +96,7 @@ pub fn validate(ruleset: Ruleset, config: &Config) -> Result<ValidRuleset, Error
     limits(&mut cx, &rs);
     tenant_names(&mut cx, &rs.tenants);
     tenant_prefixes(&mut cx, &rs.tenants);
+    guards_in_scope(&mut cx, &rs.tenants);
 
     // Shadowing is only analysed in a scope whose rules all checked out: a rule whose
     // unknown set was dropped during resolution would look broader than it is.
@@ -537,6 +538,28 @@ fn check_rule(
                             format!("destination {n} is outside the prefixes of tenant `{name}`"),
                         )
                         .with_help("a tenant's rules may only match its own destinations; leave `daddr` out to mean all of them"),
+                );
+            }
+        }
+    }
+}
+
+/// A tenant's guard packets must be addressed to that tenant.
+fn guards_in_scope(cx: &mut Ctx<'_>, tenants: &[Tenant]) {
+    for t in tenants {
+        for g in &t.guards {
+            if !t.prefixes.iter().any(|p| p.contains(&g.packet.dst)) {
+                cx.errors.push(
+                    cx.map
+                        .error(
+                            ErrorKind::OutOfScope,
+                            g.span,
+                            format!(
+                                "guard packet to {} is not addressed to tenant `{}`",
+                                g.packet.dst, t.name
+                            ),
+                        )
+                        .with_help("a tenant's guards check that tenant's traffic: use one of its prefixes, or put the guard in gateway.fg"),
                 );
             }
         }

@@ -148,6 +148,7 @@ fn ruleset() -> impl Strategy<Value = Ruleset> {
                         default_action: d,
                         sets,
                         rules,
+                        guards: Vec::new(),
                         spans: TenantSpans::default(),
                     })
                     .collect(),

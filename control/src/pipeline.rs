@@ -1,0 +1,310 @@
+//! The parts of the apply pipeline that need no kernel: `fluxgate check`
+//! (parse, validate, compile, guards against the reference) and `fluxgate diff`
+//! (what would change, per tenant).
+
+use std::path::Path;
+
+use fluxgate_ruleset::{
+    CompileOptions, Config, Rule, Ruleset, ValidRuleset, compile_with,
+    diff::{ScopeDiff, diff},
+    reference, validate,
+};
+use serde::Serialize;
+
+use crate::{
+    ControlError,
+    generations::{checks, read_files, unguarded},
+    rules::host_interfaces,
+};
+
+/// What [`check`] found.
+#[derive(Clone, Debug, Serialize)]
+pub struct Checked {
+    /// Tenants.
+    pub tenants: usize,
+    /// Rules (gateway and tenants).
+    pub rules: usize,
+    /// Guard packets, all of which get their declared verdict.
+    pub guards: usize,
+    /// Kernel memory the tables would take, bytes.
+    pub table_bytes: u64,
+    /// Validation warnings and unguarded tenants, rendered.
+    pub warnings: Vec<String>,
+}
+
+/// Parses, validates and compiles the ruleset in `dir`, then runs every guard
+/// through the reference classifier. No kernel, no root. A guard that does not
+/// get its declared verdict is an error ([`ControlError::Preflight`]) naming
+/// the guard and the rule that decided it.
+pub fn check(dir: &Path) -> Result<Checked, ControlError> {
+    let files = read_files(dir)?;
+    let rs = validate(Ruleset::parse_files(&files)?, &Config::default())?;
+    let image = compile_with(
+        &rs,
+        &CompileOptions {
+            interfaces: host_interfaces(),
+            ..Default::default()
+        },
+    )?;
+    let guards: Vec<_> = checks(&rs)
+        .into_iter()
+        .filter(|c| c.guard.is_some())
+        .collect();
+    let failing: Vec<String> = guards
+        .iter()
+        .filter_map(|c| {
+            let (must, at) = c.guard.as_ref()?;
+            let got = reference::classify(&rs, &c.packet);
+            (got.verdict != *must).then(|| {
+                format!(
+                    "  guard {at} must {}: `{}` gets {}",
+                    verdict_word(*must),
+                    c.packet,
+                    decided_by(&rs, &got)
+                )
+            })
+        })
+        .collect();
+    if !failing.is_empty() {
+        return Err(ControlError::Preflight(failing.join("\n")));
+    }
+    let mut warnings: Vec<String> = rs.warnings().iter().map(|d| d.render()).collect();
+    warnings.extend(
+        unguarded(&rs)
+            .into_iter()
+            .map(|t| format!("warning: tenant `{t}` declares no guard packets")),
+    );
+    Ok(Checked {
+        tenants: rs.tenants().len(),
+        rules: rs.gateway().rules.len() + rs.tenants().iter().map(|t| t.rules.len()).sum::<usize>(),
+        guards: guards.len(),
+        table_bytes: image.cells() as u64 * 128,
+        warnings,
+    })
+}
+
+fn verdict_word(v: fluxgate_ruleset::Verdict) -> &'static str {
+    match v {
+        fluxgate_ruleset::Verdict::Pass => "pass",
+        fluxgate_ruleset::Verdict::Drop => "drop",
+    }
+}
+
+/// `drop by acme#2 (`proto tcp dport 22 drop`)` or `drop by the acme default`.
+pub(crate) fn decided_by(rs: &ValidRuleset, d: &fluxgate_ruleset::Decision) -> String {
+    let verdict = verdict_word(d.verdict);
+    match &d.rule {
+        Some(r) => {
+            let rules = match &r.scope {
+                fluxgate_ruleset::Scope::Gateway => Some(&rs.gateway().rules),
+                fluxgate_ruleset::Scope::Tenant(t) => {
+                    rs.tenants().iter().find(|x| &x.name == t).map(|t| &t.rules)
+                }
+            };
+            let text = rules
+                .and_then(|rules| rules.get(r.position.saturating_sub(1) as usize))
+                .map(|rule| format!(" (`{rule}`)"))
+                .unwrap_or_default();
+            format!("{verdict} by {}#{}{text}", r.scope, r.position)
+        }
+        None => format!(
+            "{verdict} by the {} default",
+            d.tenant_name.as_deref().unwrap_or("gateway")
+        ),
+    }
+}
+
+/// One rule in a diff.
+#[derive(Clone, Debug, Serialize)]
+pub struct DiffRule {
+    /// Position (new position for added / changed / moved rules, old for removed).
+    pub position: u32,
+    /// Old position, for moved rules.
+    pub from: Option<u32>,
+    /// The rule.
+    pub rule: String,
+}
+
+/// What changes in one scope.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct ScopeChanges {
+    /// `gateway` or the tenant name.
+    pub scope: String,
+    /// `added`, `removed` or `changed`.
+    pub status: String,
+    /// Default verdict change, `old -> new`.
+    pub default: Option<String>,
+    /// Prefixes changed (tenants).
+    pub prefixes_changed: bool,
+    /// Named sets changed.
+    pub sets_changed: bool,
+    /// Rules added.
+    pub added: Vec<DiffRule>,
+    /// Rules removed.
+    pub removed: Vec<DiffRule>,
+    /// Rules whose match or action changed at the same position.
+    pub changed: Vec<DiffRule>,
+    /// Rules that moved.
+    pub moved: Vec<DiffRule>,
+}
+
+/// What applying a directory would change, per scope.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct DiffReport {
+    /// Scopes that change.
+    pub changes: Vec<ScopeChanges>,
+    /// Tenants that stay as they are.
+    pub untouched: Vec<String>,
+}
+
+/// Compares `live` (files of the live ruleset; empty: nothing loaded) with `dir`.
+pub fn diff_files(live: &[(String, String)], dir: &Path) -> Result<DiffReport, ControlError> {
+    let new = Ruleset::parse_files(&read_files(dir)?)?;
+    let old = if live.is_empty() {
+        Ruleset::default()
+    } else {
+        Ruleset::parse_files(live)?
+    };
+    let d = diff(&old, &new);
+    let rules = |scope: Option<&str>, rs: &Ruleset| -> Vec<Rule> {
+        match scope {
+            None => rs.gateway.rules.clone(),
+            Some(t) => rs
+                .tenants
+                .iter()
+                .find(|x| x.name == t)
+                .map(|t| t.rules.clone())
+                .unwrap_or_default(),
+        }
+    };
+    let scope_changes = |name: &str, scope: Option<&str>, sd: &ScopeDiff| -> ScopeChanges {
+        let (o, n) = (rules(scope, &old), rules(scope, &new));
+        let text = |rs: &[Rule], p: u32| {
+            rs.get(p.saturating_sub(1) as usize)
+                .map(|r| r.to_string())
+                .unwrap_or_default()
+        };
+        ScopeChanges {
+            scope: name.to_owned(),
+            status: "changed".into(),
+            added: sd
+                .added
+                .iter()
+                .map(|r| DiffRule {
+                    position: r.position,
+                    from: None,
+                    rule: text(&n, r.position),
+                })
+                .collect(),
+            removed: sd
+                .removed
+                .iter()
+                .map(|r| DiffRule {
+                    position: r.position,
+                    from: None,
+                    rule: text(&o, r.position),
+                })
+                .collect(),
+            changed: sd
+                .changed
+                .iter()
+                .map(|m| DiffRule {
+                    position: m.new,
+                    from: Some(m.old),
+                    rule: text(&n, m.new),
+                })
+                .collect(),
+            moved: sd
+                .reordered
+                .iter()
+                .map(|m| DiffRule {
+                    position: m.new,
+                    from: Some(m.old),
+                    rule: text(&n, m.new),
+                })
+                .collect(),
+            ..ScopeChanges::default()
+        }
+    };
+    let mut report = DiffReport {
+        untouched: d.tenants_untouched.clone(),
+        ..DiffReport::default()
+    };
+    let gw_changed = d.gateway_default_changed.is_some()
+        || d.gateway_sets_changed
+        || !d.gateway_rules.is_empty();
+    if gw_changed {
+        let mut c = scope_changes("gateway", None, &d.gateway_rules);
+        c.default = d
+            .gateway_default_changed
+            .map(|(a, b)| format!("{} -> {}", verdict_word(a), verdict_word(b)));
+        c.sets_changed = d.gateway_sets_changed;
+        report.changes.push(c);
+    }
+    for t in &d.tenants_added {
+        report.changes.push(ScopeChanges {
+            scope: t.clone(),
+            status: "added".into(),
+            ..ScopeChanges::default()
+        });
+    }
+    for t in &d.tenants_removed {
+        report.changes.push(ScopeChanges {
+            scope: t.clone(),
+            status: "removed".into(),
+            ..ScopeChanges::default()
+        });
+    }
+    for td in &d.tenants_changed {
+        let mut c = scope_changes(&td.name, Some(&td.name), &td.rules);
+        c.default = td
+            .default_changed
+            .map(|(a, b)| format!("{} -> {}", verdict_word(a), verdict_word(b)));
+        c.prefixes_changed = td.prefixes_changed;
+        c.sets_changed = td.sets_changed;
+        report.changes.push(c);
+    }
+    Ok(report)
+}
+
+impl std::fmt::Display for DiffReport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.changes.is_empty() {
+            writeln!(f, "no changes")?;
+        }
+        for c in &self.changes {
+            writeln!(f, "{} ({}):", c.scope, c.status)?;
+            if let Some(d) = &c.default {
+                writeln!(f, "  default {d}")?;
+            }
+            if c.prefixes_changed {
+                writeln!(f, "  prefixes changed")?;
+            }
+            if c.sets_changed {
+                writeln!(f, "  sets changed")?;
+            }
+            for r in &c.removed {
+                writeln!(f, "  - #{:<4} {}", r.position, r.rule)?;
+            }
+            for r in &c.added {
+                writeln!(f, "  + #{:<4} {}", r.position, r.rule)?;
+            }
+            for r in &c.changed {
+                writeln!(f, "  ~ #{:<4} {}", r.position, r.rule)?;
+            }
+            for r in &c.moved {
+                writeln!(
+                    f,
+                    "  ↕ #{:<4} {} (was #{})",
+                    r.position,
+                    r.rule,
+                    r.from.unwrap_or(0)
+                )?;
+            }
+        }
+        if !self.untouched.is_empty() {
+            writeln!(f, "unchanged: {}", self.untouched.join(", "))?;
+        }
+        Ok(())
+    }
+}
