@@ -1142,10 +1142,22 @@ fn crash_point(step: &str) {
 
 /// Who is making a change: the invoking user behind sudo, else the user.
 fn who() -> String {
-    std::env::var("SUDO_USER")
-        .or_else(|_| std::env::var("USER"))
-        // SAFETY: getuid cannot fail.
-        .unwrap_or_else(|_| format!("uid {}", unsafe { libc::getuid() }))
+    if let Ok(user) = std::env::var("SUDO_USER") {
+        return user;
+    }
+    // SAFETY: getuid cannot fail; getpwuid returns NULL or a pointer to a
+    // static record whose name is a NUL-terminated string, read at once.
+    unsafe {
+        let uid = libc::getuid();
+        let pw = libc::getpwuid(uid);
+        if pw.is_null() || (*pw).pw_name.is_null() {
+            format!("uid {uid}")
+        } else {
+            std::ffi::CStr::from_ptr((*pw).pw_name)
+                .to_string_lossy()
+                .into_owned()
+        }
+    }
 }
 
 fn gen_text(g: Option<u64>) -> String {

@@ -474,7 +474,7 @@ fn run(cli: Cli) -> Result<(), ControlError> {
                 for e in &events {
                     println!(
                         "{} gen {:<5} {:<20} {:<10} {}{}",
-                        e.at,
+                        utc(e.at),
                         e.generation,
                         e.what,
                         e.who,
@@ -692,6 +692,26 @@ fn print_status(s: &serde_json::Value) {
             );
         }
     }
+}
+
+/// `2026-11-25T16:30:00Z` for seconds since the epoch.
+fn utc(secs: u64) -> String {
+    let t = secs as libc::time_t;
+    // SAFETY: gmtime_r writes into `tm`, a properly sized out-parameter.
+    let mut tm: libc::tm = unsafe { std::mem::zeroed() };
+    // SAFETY: valid pointers to a time_t and a tm.
+    if unsafe { libc::gmtime_r(&t, &mut tm) }.is_null() {
+        return secs.to_string();
+    }
+    format!(
+        "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}Z",
+        tm.tm_year + 1900,
+        tm.tm_mon + 1,
+        tm.tm_mday,
+        tm.tm_hour,
+        tm.tm_min,
+        tm.tm_sec
+    )
 }
 
 /// A list, or its first items and a count when it is long (`--json` has all).

@@ -67,8 +67,10 @@
 //! `{ … }` list may span lines.
 //!
 //! ```text
-//! gateway file := ( "default" ("pass"|"drop") | set | rule )*
-//! tenant file  := "tenant" NAME, then ( ("prefix"|"prefixes") PREFIXES | "default" … | set | rule )*
+//! gateway file := ( "default" ("pass"|"drop") | set | rule | guard )*
+//! tenant file  := "tenant" NAME, then ( ("prefix"|"prefixes") PREFIXES | "default" … | set | rule | guard )*
+//! guard        := "guard" "\"PACKET\"" ("pass"|"drop")   PACKET as in `PacketHeader`'s text form;
+//!                                                        a tenant's guards go to its prefixes
 //! set          := "set" NAME "{" elem ("," elem)* "}"      elems all prefixes or all ports
 //! rule         := clause* ("pass" | "drop" | "count")       each clause at most once
 //! clause       := "iif" IFNAME | "vlan" 0-4095
