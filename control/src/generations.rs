@@ -532,13 +532,19 @@ impl Gateway {
         // The pins hold them now; don't hold a descriptor per table too.
         drop(staged);
         crash_point("kept");
+        let sources = files
+            .iter()
+            .map(|(p, text)| Ok((p.clone(), self.store.put_source(text)?)))
+            .collect::<Result<Vec<_>, ControlError>>()?;
         let mut record = Record {
             generation,
             created: now(),
             who: who(),
             reason: reason.to_owned(),
             source: dir.to_path_buf(),
-            files,
+            sources,
+            changed: changed.clone(),
+            removed: removed.clone(),
             manifest: manifest.clone(),
             hashes,
             counters,
@@ -786,11 +792,15 @@ impl Gateway {
                 tables.insert((scope, g));
             }
         }
-        for g in records.keys() {
-            if !keep.contains(g) {
+        let mut sources = std::collections::HashSet::new();
+        for (g, r) in &records {
+            if keep.contains(g) {
+                sources.extend(r.sources.iter().map(|(_, h)| h.clone()));
+            } else {
                 self.store.forget_record(*g)?;
             }
         }
+        self.store.prune_sources(&sources)?;
         for (scope, g) in self.pinned.kept_tables()? {
             if !tables.contains(&(scope.clone(), g)) {
                 self.pinned.forget_table(&scope, g)?;
@@ -880,14 +890,30 @@ impl Gateway {
         let Some(g) = self.state.live.global else {
             return Ok(Vec::new());
         };
-        let file = |g: u64, name: &str| -> Result<(String, String), ControlError> {
-            let r = self.store.record(g)?.ok_or_else(|| {
-                ControlError::State(format!("the record of live generation {g} is missing"))
-            })?;
-            r.files
-                .into_iter()
-                .find(|(p, _)| Path::new(p).file_name().is_some_and(|f| f == name))
-                .ok_or_else(|| ControlError::State(format!("generation {g} has no file {name}")))
+        let mut records: HashMap<u64, HashMap<String, (String, String)>> = HashMap::new();
+        let mut file = |g: u64, name: &str| -> Result<(String, String), ControlError> {
+            let by_name = match records.entry(g) {
+                std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
+                std::collections::hash_map::Entry::Vacant(e) => {
+                    let r = self.store.record(g)?.ok_or_else(|| {
+                        ControlError::State(format!("the record of live generation {g} is missing"))
+                    })?;
+                    e.insert(
+                        r.sources
+                            .into_iter()
+                            .filter_map(|(p, h)| {
+                                let n = Path::new(&p).file_name()?.to_str()?.to_owned();
+                                Some((n, (p, h)))
+                            })
+                            .collect(),
+                    )
+                }
+            };
+            let (path, hash) = by_name
+                .get(name)
+                .cloned()
+                .ok_or_else(|| ControlError::State(format!("generation {g} has no file {name}")))?;
+            Ok((path, self.store.source(&hash)?))
         };
         let mut files = vec![file(g, "gateway.fg")?];
         for (n, t) in &self.state.live.tenants {
@@ -1130,12 +1156,14 @@ fn content_hash(cells: &[Cell]) -> u64 {
 }
 
 /// Fault injection for tests: when `FLUXGATE_CRASH_AT` names this step of a
-/// change, the process aborts right here, as a `kill -9` would stop it. The
+/// change, the process kills itself right here with SIGKILL (`kill -9`). The
 /// steps: `staged`, `preflighted`, `kept`, `recorded`, `placed`, `flipping`,
 /// `flipped`.
 fn crash_point(step: &str) {
     if std::env::var_os("FLUXGATE_CRASH_AT").is_some_and(|s| s == step) {
-        eprintln!("fluxgate: FLUXGATE_CRASH_AT={step}: aborting here");
+        eprintln!("fluxgate: FLUXGATE_CRASH_AT={step}: killing myself (SIGKILL)");
+        // SAFETY: signalling our own process.
+        unsafe { libc::kill(libc::getpid(), libc::SIGKILL) };
         std::process::abort();
     }
 }

@@ -68,9 +68,17 @@ pub struct Record {
     pub reason: String,
     /// The directory the ruleset was read from.
     pub source: PathBuf,
-    /// The ruleset's files (name, text), so the generation can be re-checked
-    /// and explained after the directory changed.
-    pub files: Vec<(String, String)>,
+    /// The ruleset's files as (path, SHA-256 of the text); the texts are
+    /// kept content-addressed in `sources/`, so the generation can be
+    /// re-checked and explained after the directory changed, and a file that
+    /// did not change between generations is stored once.
+    pub sources: Vec<(String, String)>,
+    /// Table scopes staged and published by this generation.
+    #[serde(default)]
+    pub changed: Vec<String>,
+    /// Tenants removed by this generation.
+    #[serde(default)]
+    pub removed: Vec<String>,
     /// Table generation per scope.
     pub manifest: Manifest,
     /// Content hash per table scope (`dispatch`, `global`, `tenant-<name>`).
@@ -181,6 +189,56 @@ impl Store {
         }
     }
 
+    /// Stores a ruleset file's text under its SHA-256; returns the hash.
+    pub fn put_source(&self, text: &str) -> Result<String, ControlError> {
+        use sha2::Digest;
+        let hash: String = sha2::Sha256::digest(text.as_bytes())
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        let path = self.dir.join("sources").join(&hash);
+        if !path.exists() {
+            write_bytes(&path, text.as_bytes())?;
+        }
+        Ok(hash)
+    }
+
+    /// The text stored under `hash`.
+    pub fn source(&self, hash: &str) -> Result<String, ControlError> {
+        let valid = hash.len() == 64 && hash.bytes().all(|b| b.is_ascii_hexdigit());
+        if !valid {
+            return Err(ControlError::State(format!("bad source hash {hash:?}")));
+        }
+        let path = self.dir.join("sources").join(hash);
+        fs::read_to_string(&path)
+            .map_err(|e| ControlError::State(format!("cannot read {}: {e}", path.display())))
+    }
+
+    /// Deletes stored sources no hash of `keep` names.
+    pub fn prune_sources(
+        &self,
+        keep: &std::collections::HashSet<String>,
+    ) -> Result<(), ControlError> {
+        let dir = self.dir.join("sources");
+        let entries = match fs::read_dir(&dir) {
+            Ok(e) => e,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+            Err(e) => {
+                return Err(ControlError::State(format!(
+                    "cannot list {}: {e}",
+                    dir.display()
+                )));
+            }
+        };
+        for e in entries.filter_map(Result::ok) {
+            let name = e.file_name().to_string_lossy().into_owned();
+            if !keep.contains(&name) {
+                let _ = fs::remove_file(e.path());
+            }
+        }
+        Ok(())
+    }
+
     /// Generations with a record, ascending.
     pub fn recorded(&self) -> Result<Vec<u64>, ControlError> {
         let mut out: Vec<u64> = match fs::read_dir(self.dir.join("gen")) {
@@ -253,16 +311,22 @@ fn read_json<T: DeserializeOwned>(path: &Path) -> Result<Option<T>, ControlError
     }
 }
 
-/// Write to a temporary file, fsync, rename over `path`, fsync the directory.
 fn write_json<T: Serialize>(path: &Path, value: &T) -> Result<(), ControlError> {
+    let text = serde_json::to_vec_pretty(value).map_err(|e| ControlError::State(e.to_string()))?;
+    write_bytes(path, &text)
+}
+
+/// Write to a temporary file, fsync, rename over `path`, fsync the directory.
+fn write_bytes(path: &Path, bytes: &[u8]) -> Result<(), ControlError> {
     let dir = path.parent().unwrap_or(Path::new("."));
     let fail =
         |e: std::io::Error| ControlError::State(format!("cannot write {}: {e}", path.display()));
     create_private_dir(dir)?;
-    let tmp = path.with_extension("json.tmp");
-    let text = serde_json::to_vec_pretty(value).map_err(|e| ControlError::State(e.to_string()))?;
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(".tmp");
+    let tmp = PathBuf::from(tmp);
     let mut f = fs::File::create(&tmp).map_err(fail)?;
-    f.write_all(&text).map_err(fail)?;
+    f.write_all(bytes).map_err(fail)?;
     f.sync_all().map_err(fail)?;
     fs::rename(&tmp, path).map_err(fail)?;
     fs::File::open(dir).and_then(|d| d.sync_all()).map_err(fail)
