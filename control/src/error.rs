@@ -30,6 +30,9 @@ pub enum ControlError {
     /// verdict the reference gives them; nothing live changed.
     #[error("preflight failed, nothing changed:\n{0}")]
     Preflight(String),
+    /// A canary apply was rolled back because health regressed.
+    #[error("canary rolled back: {0}")]
+    CanaryRolledBack(String),
 }
 
 impl ControlError {
@@ -42,6 +45,7 @@ impl ControlError {
             ControlError::Usage(_) => exit::USAGE,
             ControlError::Busy(_) => exit::CONFLICT,
             ControlError::Preflight(_) => exit::PREFLIGHT,
+            ControlError::CanaryRolledBack(_) => exit::CANARY_ROLLED_BACK,
         }
     }
 }

@@ -20,6 +20,8 @@ pub const CONFLICT: i32 = 6;
 pub const BAD_RULESET: i32 = 7;
 /// Preflight in the kernel disagreed with the reference; nothing changed.
 pub const PREFLIGHT: i32 = 8;
+/// A canary apply went live, health regressed, and it was rolled back.
+pub const CANARY_ROLLED_BACK: i32 = 9;
 
 /// The exit code for a dataplane error.
 pub fn for_error(err: &Error) -> i32 {

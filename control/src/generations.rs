@@ -997,30 +997,51 @@ impl Gateway {
         self.check_version(v)
     }
 
+    /// Every guard and witness of the live ruleset through classifier
+    /// `version` and the live tables in the kernel; the ones that disagree.
+    fn live_mismatches(&self, version: u32) -> Result<Vec<Mismatch>, ControlError> {
+        let Some((rs, slots)) = self.live_ruleset()? else {
+            return Ok(Vec::new());
+        };
+        let mut index = slots_image(&slots);
+        index.tenants = self
+            .state
+            .live
+            .tenants
+            .iter()
+            .map(|(n, t)| (n.clone(), t.slot))
+            .collect();
+        let probe = self.pinned.probe(version)?;
+        Ok(preflight(&probe, &rs, &index)?.1)
+    }
+
+    /// Re-runs the live ruleset's guards and witnesses through the live
+    /// tables (the version serving packets of no tenant): the canary's probe.
+    pub fn live_preflight(&self) -> Result<Vec<Mismatch>, ControlError> {
+        self.live_mismatches(self.pinned.version_of(None)?)
+    }
+
+    /// Adds a line to the history.
+    pub fn note(&mut self, what: &str, detail: String) -> Result<(), ControlError> {
+        self.writable()?;
+        self.log(what, None, detail)
+    }
+
     fn check_version(&mut self, v: u32) -> Result<u32, ControlError> {
-        let result = match self.live_ruleset()? {
-            None => Ok(()),
-            Some((rs, slots)) => {
-                let mut index = slots_image(&slots);
-                index.tenants = self
-                    .state
-                    .live
-                    .tenants
-                    .iter()
-                    .map(|(n, t)| (n.clone(), t.slot))
-                    .collect();
-                let probe = self.pinned.probe(v)?;
-                let (_, mismatches) = preflight(&probe, &rs, &index)?;
-                drop(probe);
-                if mismatches.is_empty() {
-                    Ok(())
-                } else {
-                    Err(ControlError::Preflight(format!(
-                        "classifier version {v} disagrees with the reference:\n{}",
-                        report(&mismatches)
-                    )))
-                }
+        let mismatches = match self.live_mismatches(v) {
+            Ok(m) => m,
+            Err(e) => {
+                let _unload_best_effort = self.pinned.unload_version(v);
+                return Err(e);
             }
+        };
+        let result = if mismatches.is_empty() {
+            Ok(())
+        } else {
+            Err(ControlError::Preflight(format!(
+                "classifier version {v} disagrees with the reference:\n{}",
+                report(&mismatches)
+            )))
         };
         match result {
             Ok(()) => {

@@ -12,6 +12,7 @@ use fluxgate_common::{GatewayConfig, xdp};
 use fluxgate_dataplane::{AttachMode, CountersReport, Error, PinnedAttachment, Program};
 use serde::Serialize;
 
+pub mod canary;
 mod error;
 pub mod exit;
 pub mod generations;

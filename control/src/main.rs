@@ -7,7 +7,9 @@ use std::{path::PathBuf, process::ExitCode};
 use clap::{Parser, Subcommand};
 use fluxgate_common::{Malformed, Outcome};
 use fluxgate_control::{
-    AttachOptions, ControlError, InterfaceStats, MalformedVerdict, PinLocation, exit,
+    AttachOptions, ControlError, InterfaceStats, MalformedVerdict, PinLocation,
+    canary::Health,
+    exit,
     generations::{ApplyOptions, Gateway},
     rules::{self, Engine, RuleSource, StateDir, TenantStats},
 };
@@ -21,7 +23,8 @@ use fluxgate_dataplane::{AttachMode, DEFAULT_PIN_ROOT};
     after_help = "Exit codes: 0 ok, 1 failure, 2 usage, 3 permission (needs root), \
                   4 not found (interface/namespace/attachment), 5 unsupported or incompatible, \
                   6 already attached or busy (another change holds the lock), \
-                  7 ruleset rejected, 8 preflight failed (nothing changed)."
+                  7 ruleset rejected, 8 preflight failed (nothing changed), \
+                  9 canary regressed and was rolled back."
 )]
 struct Cli {
     /// Act inside the named network namespace (like `ip -n`).
@@ -94,6 +97,22 @@ enum Command {
         /// Do everything but publish, kernel preflight included (like `nft -c`).
         #[arg(long)]
         dry_run: bool,
+        /// Watch the changed tenants' health for this long after publishing
+        /// (e.g. 30s) and roll back by itself when it regresses (exit code 9).
+        #[arg(long, value_name = "DURATION", value_parser = fluxgate_control::canary::parse_duration)]
+        canary: Option<std::time::Duration>,
+        /// Baseline window measured before publishing (canary).
+        #[arg(long, value_name = "DURATION", default_value = "5s", value_parser = fluxgate_control::canary::parse_duration)]
+        baseline: std::time::Duration,
+        /// Largest tolerated fall of a tenant's pass ratio, 0..1 (canary).
+        #[arg(long, default_value_t = 0.2)]
+        max_pass_drop: f64,
+        /// Smallest tolerated packets/s as a fraction of the baseline (canary).
+        #[arg(long, default_value_t = 0.5)]
+        min_rate: f64,
+        /// Command run every interval during the canary; non-zero exit = unhealthy.
+        #[arg(long, value_name = "CMD")]
+        health_cmd: Option<String>,
         /// Print the result as JSON.
         #[arg(long)]
         json: bool,
@@ -317,17 +336,58 @@ fn run(cli: Cli) -> Result<(), ControlError> {
             reason,
             tenant,
             dry_run,
+            canary,
+            baseline,
+            max_pass_drop,
+            min_rate,
+            health_cmd,
             json,
         } => {
             let iface = one_iface(&loc, iface)?;
-            let applied = Gateway::open(&loc, state.root(), &iface)?.apply_with(
-                &dir,
-                &ApplyOptions {
-                    reason,
-                    tenants: tenant,
-                    dry_run,
-                },
-            )?;
+            let opts = ApplyOptions {
+                reason,
+                tenants: tenant,
+                dry_run,
+            };
+            let mut gw = Gateway::open(&loc, state.root(), &iface)?;
+            if let Some(window) = canary {
+                let health = Health {
+                    window,
+                    baseline,
+                    max_pass_drop,
+                    min_rate,
+                    command: health_cmd,
+                    ..Health::default()
+                };
+                if !json {
+                    println!(
+                        "{iface}: measuring a {:.1} s baseline, then watching for {:.1} s",
+                        baseline.as_secs_f64(),
+                        window.as_secs_f64()
+                    );
+                }
+                let outcome = gw.apply_canary(&dir, &opts, &health)?;
+                if json {
+                    print_json(&outcome);
+                } else if let Some(why) = &outcome.reason {
+                    println!(
+                        "{iface}: canary: generation {} ROLLED BACK after {:.1} s: {why}",
+                        outcome.applied.generation, outcome.watched
+                    );
+                } else {
+                    println!(
+                        "{iface}: canary: generation {} healthy after {:.1} s",
+                        outcome.applied.generation, outcome.watched
+                    );
+                }
+                if outcome.rolled_back {
+                    return Err(ControlError::CanaryRolledBack(
+                        outcome.reason.unwrap_or_default(),
+                    ));
+                }
+                return Ok(());
+            }
+            let applied = gw.apply_with(&dir, &opts)?;
             if json {
                 print_json(&applied);
             } else {

@@ -1,0 +1,125 @@
+//! Canary applies on real traffic: a patch that passes preflight but drops
+//! most of a tenant's real traffic is rolled back by itself within its window,
+//! the other tenant sees no change; a harmless patch stays.
+
+#[path = "../../tests/support/mod.rs"]
+mod support;
+
+mod common;
+
+use std::{net::Ipv4Addr, process::Output};
+
+use common::{Scratch, fluxgate, hits, ok, stats_json, write};
+use support::{Flow, IF_B, Link};
+
+const ACME: Ipv4Addr = Ipv4Addr::new(10, 77, 1, 2);
+const BETA: Ipv4Addr = Ipv4Addr::new(10, 77, 2, 2);
+
+fn acme(rule: &str) -> String {
+    format!(
+        "tenant acme\nprefix 10.77.1.0/24\ndefault drop\n{rule}\n\
+         guard \"udp 198.51.100.7:40000 -> 10.77.1.2:7000\" pass\n\
+         guard \"tcp 198.51.100.7:40000 -> 10.77.1.2:3306 flags S\" drop\n"
+    )
+}
+
+fn ruleset(s: &Scratch, name: &str, acme_rule: &str) -> String {
+    let dir = s.rules_dir(name);
+    write(&dir, "gateway.fg", "default pass\n");
+    write(&dir, "acme.fg", &acme(acme_rule));
+    write(
+        &dir,
+        "beta.fg",
+        "tenant beta\nprefix 10.77.2.0/24\ndefault drop\nproto udp dport 7000 pass\n\
+         guard \"udp 198.51.100.7:40000 -> 10.77.2.2:7000\" pass\n",
+    );
+    dir.display().to_string()
+}
+
+fn text(out: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+#[test]
+fn a_canary_that_hurts_real_traffic_rolls_itself_back_and_a_good_one_stays() {
+    support::require_root();
+    let link = Link::new();
+    link.add_b_address(ACME);
+    link.add_b_address(BETA);
+    let s = Scratch::new("canary");
+    let ns = link.b.name().to_owned();
+    let v1 = ruleset(&s, "v1", "proto udp dport 7000 pass");
+    // Passes the guards (they come from 198.51.100.7), drops the real clients.
+    let v2 = ruleset(&s, "v2", "saddr 198.51.100.0/24 proto udp dport 7000 pass");
+    // Harmless: one more service.
+    let v3 = ruleset(&s, "v3", "proto udp dport { 7000, 7001 } pass");
+    ok(fluxgate(&s, &["-n", &ns, "attach", IF_B]));
+    ok(fluxgate(&s, &["-n", &ns, "apply", &v1]));
+
+    let flow = Flow::start(&link, &[(ACME, 7000), (BETA, 7000)], 1000);
+    let out = fluxgate(
+        &s,
+        &[
+            "-n",
+            &ns,
+            "apply",
+            &v2,
+            "--canary",
+            "5s",
+            "--baseline",
+            "1s",
+            "--reason",
+            "partners only",
+        ],
+    );
+    assert_eq!(out.status.code(), Some(9), "{}", text(&out));
+    assert!(
+        text(&out).contains("ROLLED BACK") && text(&out).contains("pass ratio"),
+        "{}",
+        text(&out)
+    );
+    let status = ok(fluxgate(&s, &["-n", &ns, "status", IF_B, "--json"]));
+    let status: serde_json::Value = serde_json::from_slice(&status.stdout).expect("json");
+    let tenants = status["interfaces"][0]["tenants"]
+        .as_array()
+        .expect("tenants")
+        .clone();
+    let acme = tenants
+        .iter()
+        .find(|t| t["tenant"] == "acme")
+        .expect("acme");
+    assert_eq!(
+        acme["generation"], 1,
+        "acme back on its old rules: {status}"
+    );
+    let history =
+        String::from_utf8_lossy(&ok(fluxgate(&s, &["-n", &ns, "history"])).stdout).into_owned();
+    assert!(history.contains("canary-rollback"), "{history}");
+
+    let out = ok(fluxgate(
+        &s,
+        &[
+            "-n",
+            &ns,
+            "apply",
+            &v3,
+            "--canary",
+            "2s",
+            "--baseline",
+            "1s",
+        ],
+    ));
+    assert!(text(&out).contains("healthy"), "{}", text(&out));
+    let result = flow.stop();
+    let (beta_sent, beta_received) = result[1];
+    assert_eq!(beta_received, beta_sent, "beta saw no change");
+    let j = stats_json(&s, &ns, IF_B);
+    assert_eq!(hits(&j, "beta", 1), beta_sent);
+    let history =
+        String::from_utf8_lossy(&ok(fluxgate(&s, &["-n", &ns, "history"])).stdout).into_owned();
+    assert!(history.contains("canary-passed"), "{history}");
+}
