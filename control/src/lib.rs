@@ -15,6 +15,7 @@ use serde::Serialize;
 pub mod canary;
 mod error;
 pub mod exit;
+pub mod explain;
 pub mod generations;
 pub mod pipeline;
 pub mod rules;

@@ -159,6 +159,22 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Explain why a packet gets its verdict: its tenant, every rule considered
+    /// with each field checked, the deciding rule — and the kernel's answer on
+    /// the same tables.
+    Explain {
+        /// Interface (default: the only attached one).
+        iface: Option<String>,
+        /// The packet, e.g. "tcp 198.51.100.7:40000 -> 203.0.113.10:443 flags S".
+        #[arg(long)]
+        packet: String,
+        /// A kept generation instead of the live one.
+        #[arg(long, value_name = "GEN")]
+        generation: Option<u64>,
+        /// Print as JSON.
+        #[arg(long)]
+        json: bool,
+    },
     /// Forget an interrupted apply (its process died before it finished
     /// publishing): scopes it left live go back to the last whole generation.
     Discard {
@@ -548,6 +564,27 @@ fn run(cli: Cli) -> Result<(), ControlError> {
             }
         }
         Command::Upgrade { step } => upgrade(&loc, &state, step)?,
+        Command::Explain {
+            iface,
+            packet,
+            generation,
+            json,
+        } => {
+            let iface = one_iface(&loc, iface)?;
+            let packet: fluxgate_ruleset::PacketHeader =
+                packet
+                    .parse()
+                    .map_err(|e: fluxgate_ruleset::PacketParseError| {
+                        ControlError::Usage(e.to_string())
+                    })?;
+            let report =
+                Gateway::open_read(&loc, state.root(), &iface)?.explain(&packet, generation)?;
+            if json {
+                print_json(&report);
+            } else {
+                print!("{report}");
+            }
+        }
         Command::Discard { iface } => {
             let iface = one_iface(&loc, iface)?;
             let gens = Gateway::open(&loc, state.root(), &iface)?.discard_interrupted()?;

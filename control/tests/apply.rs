@@ -339,3 +339,69 @@ fn a_crash_at_any_step_of_an_apply_leaves_a_state_the_next_command_reports_exact
         std::mem::swap(&mut from, &mut to);
     }
 }
+
+#[test]
+fn explain_names_every_rule_considered_and_the_kernel_agrees() {
+    support::require_root();
+    let link = Link::new();
+    let s = Scratch::new("explain");
+    let ns = link.b.name().to_owned();
+    let v1 = ruleset(&s, "v1", ACME, BETA);
+    let v2 = ruleset(&s, "v2", ACME_SSH, BETA_DNS);
+    ok(fluxgate(&s, &["-n", &ns, "attach", IF_B]));
+    ok(fluxgate(&s, &["-n", &ns, "apply", &v1]));
+    ok(fluxgate(&s, &["-n", &ns, "apply", &v2]));
+    let ssh = "tcp 198.51.100.7:40000 -> 10.77.1.2:22 flags S";
+    let out = ok(fluxgate(
+        &s,
+        &["-n", &ns, "explain", "--packet", ssh, "--json"],
+    ));
+    let e: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    assert_eq!(e["tenant"], "acme", "{e}");
+    assert_eq!(e["verdict"], "pass", "{e}");
+    assert_eq!(e["decided_by"], "acme#2", "{e}");
+    assert_eq!(e["kernel"]["agrees"], true, "{e}");
+    let considered = e["considered"].as_array().expect("considered");
+    // The gateway rule, acme#1 (port 22 not in { 80, 443 }), acme#2 (matched).
+    assert_eq!(considered.len(), 3, "{e}");
+    assert_eq!(considered[1]["matched"], false);
+    let why = considered[1]["fields"]
+        .as_array()
+        .expect("fields")
+        .iter()
+        .find(|f| f["field"] == "dport")
+        .expect("dport checked");
+    assert_eq!(why["ok"], false);
+    assert!(
+        why["detail"]
+            .as_str()
+            .is_some_and(|d| d.contains("22 not in")),
+        "{why}"
+    );
+    // The same packet against generation 1 (kept): acme's default dropped it.
+    let out = ok(fluxgate(
+        &s,
+        &[
+            "-n",
+            &ns,
+            "explain",
+            "--packet",
+            ssh,
+            "--generation",
+            "1",
+            "--json",
+        ],
+    ));
+    let e: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    assert_eq!(
+        (e["verdict"].as_str(), e["decided_by"].as_str()),
+        (Some("drop"), Some("acme default"))
+    );
+    assert_eq!(e["kernel"]["agrees"], true, "{e}");
+    // Text form.
+    let text = stdout(&ok(fluxgate(&s, &["-n", &ns, "explain", "--packet", ssh])));
+    assert!(
+        text.contains("MATCH acme#2") && text.contains("agrees"),
+        "{text}"
+    );
+}

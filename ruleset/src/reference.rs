@@ -175,3 +175,181 @@ pub fn classify(rs: &ValidRuleset, p: &PacketHeader) -> Decision {
         reason,
     }
 }
+
+/// One field of a rule checked against a packet, for [`explain`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FieldCheck {
+    /// `saddr`, `dport`, `flags`, …
+    pub field: &'static str,
+    /// Whether the packet satisfies it.
+    pub ok: bool,
+    /// `10.0.0.1 in 10.0.0.0/8`, `port 22 not in { 80, 443 }`, …
+    pub detail: String,
+}
+
+/// One rule considered for a packet, for [`explain`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Considered {
+    /// Gateway or tenant.
+    pub scope: Scope,
+    /// 1-based position.
+    pub position: u32,
+    /// The rule as written (canonical form).
+    pub rule: String,
+    /// Whether it matched (every field ok).
+    pub matched: bool,
+    /// Each constrained field, checked.
+    pub fields: Vec<FieldCheck>,
+}
+
+/// Why a packet gets its verdict: every rule considered, in evaluation order,
+/// with each field checked, and the [`Decision`] ([`classify`]'s, exactly).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Explanation {
+    /// The rules considered: the gateway's, then (unless a gateway rule
+    /// decided) the owning tenant's, up to and including the deciding one.
+    pub considered: Vec<Considered>,
+    /// The decision.
+    pub decision: Decision,
+}
+
+/// Explains [`classify`]: the same walk, with every field of every rule
+/// considered checked and described.
+pub fn explain(rs: &ValidRuleset, p: &PacketHeader) -> Explanation {
+    let decision = classify(rs, p);
+    let mut considered = Vec::new();
+    let mut walk = |scope: Scope, rules: &[Rule]| -> bool {
+        for r in rules {
+            let fields = check_fields(&r.matches, p);
+            let matched = matches(&r.matches, p);
+            debug_assert_eq!(matched, fields.iter().all(|f| f.ok));
+            considered.push(Considered {
+                scope: scope.clone(),
+                position: r.position,
+                rule: r.to_string(),
+                matched,
+                fields,
+            });
+            if matched && r.action.verdict().is_some() {
+                return true;
+            }
+        }
+        false
+    };
+    let decided = walk(Scope::Gateway, &rs.gateway().rules);
+    if !decided && let Some(t) = decision.tenant.and_then(|i| rs.tenants().get(i)) {
+        walk(Scope::Tenant(t.name.clone()), &t.rules);
+    }
+    Explanation {
+        considered,
+        decision,
+    }
+}
+
+/// Every constrained field of `m` checked against `p` (what [`matches`] tests).
+fn check_fields(m: &Match, p: &PacketHeader) -> Vec<FieldCheck> {
+    let mut out = Vec::new();
+    let list = |items: Vec<String>| {
+        if items.len() == 1 {
+            items[0].clone()
+        } else {
+            format!("{{ {} }}", items.join(", "))
+        }
+    };
+    let mut addr = |field: &'static str, items: &[PrefixItem], a: std::net::IpAddr| {
+        if !items.is_empty() {
+            let ok = prefixes(items, a);
+            let nets = list(Match::nets(items).map(ToString::to_string).collect());
+            let verb = if ok { "in" } else { "not in" };
+            out.push(FieldCheck {
+                field,
+                ok,
+                detail: format!("{a} {verb} {nets}"),
+            });
+        }
+    };
+    addr("saddr", &m.src, p.src);
+    addr("daddr", &m.dst, p.dst);
+    if let Some(pr) = m.proto {
+        let ok = pr.number() == p.proto;
+        out.push(FieldCheck {
+            field: "proto",
+            ok,
+            detail: format!(
+                "protocol {} {} {pr}",
+                p.proto,
+                if ok { "is" } else { "is not" }
+            ),
+        });
+    }
+    for (field, items, port) in [("sport", &m.sport, p.sport), ("dport", &m.dport, p.dport)] {
+        if !items.is_empty() {
+            let ok = ports(items, port);
+            let ranges = list(
+                Match::ranges(items)
+                    .map(|r| {
+                        if r.lo == r.hi {
+                            r.lo.to_string()
+                        } else {
+                            format!("{}-{}", r.lo, r.hi)
+                        }
+                    })
+                    .collect(),
+            );
+            let detail = match port {
+                Some(pt) => format!("port {pt} {} {ranges}", if ok { "in" } else { "not in" }),
+                None => format!(
+                    "no port in the packet (not TCP/UDP, or a later fragment); rule wants {ranges}"
+                ),
+            };
+            out.push(FieldCheck { field, ok, detail });
+        }
+    }
+    if let Some(f) = m.tcp_flags {
+        let ok = p.tcp_flags.is_some_and(|b| b & f.mask == f.value);
+        let detail = match p.tcp_flags {
+            Some(b) => format!(
+                "flags {b:#04x} & mask {:#04x} = {:#04x}, rule wants {:#04x}",
+                f.mask,
+                b & f.mask,
+                f.value
+            ),
+            None => "no TCP flags in the packet".to_owned(),
+        };
+        out.push(FieldCheck {
+            field: "flags",
+            ok,
+            detail,
+        });
+    }
+    let mut exact = |field: &'static str, want: Option<String>, got: Option<String>| {
+        if let Some(w) = want {
+            let ok = got.as_ref() == Some(&w);
+            out.push(FieldCheck {
+                field,
+                ok,
+                detail: format!(
+                    "packet has {}, rule wants {w}",
+                    got.unwrap_or_else(|| "none".into())
+                ),
+            });
+        }
+    };
+    exact(
+        "icmp-type",
+        m.icmp_type.map(|v| v.to_string()),
+        p.icmp_type.map(|v| v.to_string()),
+    );
+    exact(
+        "icmp-code",
+        m.icmp_code.map(|v| v.to_string()),
+        p.icmp_code.map(|v| v.to_string()),
+    );
+    exact("iif", m.iif.clone(), p.iif.clone());
+    exact(
+        "vlan",
+        m.vlan.map(|v| v.to_string()),
+        p.vlan.map(|v| v.to_string()),
+    );
+    out
+}

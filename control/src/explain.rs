@@ -1,0 +1,286 @@
+//! `fluxgate explain`: why a packet gets its verdict — the tenant, every rule
+//! considered in order with each field checked, the deciding rule — from the
+//! live generation or any kept one, with the kernel's own answer beside it
+//! (the packet run through the same tables with `BPF_PROG_TEST_RUN`).
+
+use std::collections::BTreeMap;
+
+use fluxgate_dataplane::{Slot, frame::FrameSpec};
+use fluxgate_ruleset::{Config, PacketHeader, Ruleset, Verdict, reference, validate};
+use serde::Serialize;
+
+use crate::{
+    ControlError,
+    generations::Gateway,
+    store::{Manifest, SlotInfo},
+};
+
+/// One field check.
+#[derive(Clone, Debug, Serialize)]
+pub struct FieldReport {
+    /// Field keyword.
+    pub field: String,
+    /// Satisfied.
+    pub ok: bool,
+    /// Why.
+    pub detail: String,
+}
+
+/// One rule considered.
+#[derive(Clone, Debug, Serialize)]
+pub struct RuleReport {
+    /// `gateway` or the tenant.
+    pub scope: String,
+    /// 1-based position.
+    pub position: u32,
+    /// The rule.
+    pub rule: String,
+    /// Matched.
+    pub matched: bool,
+    /// Its fields.
+    pub fields: Vec<FieldReport>,
+}
+
+/// What the kernel decided for the packet, on the same generation.
+#[derive(Clone, Debug, Serialize)]
+pub struct KernelReport {
+    /// `pass` or `drop`.
+    pub verdict: String,
+    /// Counter slot of the deciding rule or default.
+    pub decided_slot: Option<u32>,
+    /// The deciding rule or default, named from the slot.
+    pub decided_by: Option<String>,
+    /// Tenant slot found.
+    pub tenant_slot: Option<u32>,
+    /// Same verdict, rule and tenant as the reference.
+    pub agrees: bool,
+}
+
+/// The whole explanation.
+#[derive(Clone, Debug, Serialize)]
+pub struct ExplainReport {
+    /// The generation explained.
+    pub generation: u64,
+    /// The packet.
+    pub packet: String,
+    /// Tenant owning the destination.
+    pub tenant: Option<String>,
+    /// Rules considered, in order.
+    pub considered: Vec<RuleReport>,
+    /// `count` rules that counted it.
+    pub counted: Vec<String>,
+    /// `pass` or `drop`.
+    pub verdict: String,
+    /// Rule or default that decided (`acme#2`, `acme default`).
+    pub decided_by: String,
+    /// The reference's reason, in words.
+    pub reason: String,
+    /// The kernel's answer.
+    pub kernel: KernelReport,
+}
+
+impl Gateway {
+    /// Explains `packet` against the live generation, or kept generation
+    /// `generation` (the kernel answer then comes from that generation's kept
+    /// tables, overlaid for a probe run).
+    pub fn explain(
+        &self,
+        packet: &PacketHeader,
+        generation: Option<u64>,
+    ) -> Result<ExplainReport, ControlError> {
+        let (files, manifest, slots, number) = match generation {
+            None => {
+                let files = self.live_files()?;
+                if files.is_empty() {
+                    return Err(ControlError::Usage(
+                        "no ruleset is applied on this interface".into(),
+                    ));
+                }
+                (
+                    files,
+                    self.state().live.clone(),
+                    self.live_counters()?,
+                    self.state().live_generation,
+                )
+            }
+            Some(g) => {
+                let r = self.store().record(g)?.ok_or_else(|| {
+                    ControlError::Usage(format!(
+                        "generation {g} is not kept (kept: {:?})",
+                        self.kept().unwrap_or_default()
+                    ))
+                })?;
+                let files = r
+                    .sources
+                    .iter()
+                    .map(|(p, h)| Ok((p.clone(), self.store().source(h)?)))
+                    .collect::<Result<Vec<_>, ControlError>>()?;
+                (files, r.manifest.clone(), r.counters.clone(), g)
+            }
+        };
+        let rs = validate(Ruleset::parse_files(&files)?, &Config::default())?;
+        let e = reference::explain(&rs, packet);
+        let d = &e.decision;
+        let decided_by = match &d.rule {
+            Some(r) => format!("{}#{}", r.scope, r.position),
+            None => format!("{} default", d.tenant_name.as_deref().unwrap_or("gateway")),
+        };
+        let kernel = self.kernel_answer(packet, &manifest, &slots, generation.is_some(), d)?;
+        Ok(ExplainReport {
+            generation: number,
+            packet: packet.to_string(),
+            tenant: d.tenant_name.clone(),
+            considered: e
+                .considered
+                .iter()
+                .map(|c| RuleReport {
+                    scope: c.scope.to_string(),
+                    position: c.position,
+                    rule: c.rule.clone(),
+                    matched: c.matched,
+                    fields: c
+                        .fields
+                        .iter()
+                        .map(|f| FieldReport {
+                            field: f.field.to_owned(),
+                            ok: f.ok,
+                            detail: f.detail.clone(),
+                        })
+                        .collect(),
+                })
+                .collect(),
+            counted: d.counted.iter().map(ToString::to_string).collect(),
+            verdict: verdict_word(d.verdict).to_owned(),
+            decided_by,
+            reason: d.reason.clone(),
+            kernel,
+        })
+    }
+
+    fn kernel_answer(
+        &self,
+        packet: &PacketHeader,
+        manifest: &Manifest,
+        slots: &[SlotInfo],
+        overlay: bool,
+        want: &reference::Decision,
+    ) -> Result<KernelReport, ControlError> {
+        let frame = FrameSpec::from_header(packet)
+            .ok_or_else(|| ControlError::Usage(format!("packet `{packet}` cannot be built")))?
+            .build();
+        let tenant_slot = want
+            .tenant_name
+            .as_ref()
+            .and_then(|t| manifest.tenants.get(t))
+            .map(|t| t.slot);
+        let version = self.pinned().version_of(tenant_slot)?;
+        let mut probe = self.pinned().probe(version)?;
+        let mut kept = Vec::new();
+        if overlay {
+            if let Some(g) = manifest.dispatch {
+                kept.push((Slot::Dispatch, self.pinned().kept_table("dispatch", g)?));
+            }
+            if let Some(g) = manifest.global {
+                kept.push((Slot::Global, self.pinned().kept_table("global", g)?));
+            }
+            for (name, t) in &manifest.tenants {
+                kept.push((
+                    Slot::Tenant(t.slot),
+                    self.pinned()
+                        .kept_table(&format!("tenant-{name}"), t.table)?,
+                ));
+            }
+            let refs: Vec<_> = kept.iter().map(|(s, t)| (*s, t)).collect();
+            probe.overlay_all(&refs)?;
+        }
+        let got = probe.run(&frame)?;
+        let by_slot: BTreeMap<u32, &SlotInfo> = slots.iter().map(|s| (s.slot, s)).collect();
+        let name = |slot: u32| {
+            by_slot.get(&slot).map(|s| {
+                if s.position == 0 {
+                    format!("{} default", s.scope)
+                } else {
+                    format!("{}#{}", s.scope, s.position)
+                }
+            })
+        };
+        let want_name = match &want.rule {
+            Some(r) => format!("{}#{}", r.scope, r.position),
+            None => format!(
+                "{} default",
+                want.tenant_name.as_deref().unwrap_or("gateway")
+            ),
+        };
+        let decided_by = got.decided.and_then(name);
+        let verdict = if got.verdict == fluxgate_common::xdp::DROP {
+            Verdict::Drop
+        } else {
+            Verdict::Pass
+        };
+        Ok(KernelReport {
+            verdict: verdict_word(verdict).to_owned(),
+            decided_slot: got.decided,
+            agrees: verdict == want.verdict
+                && decided_by.as_deref() == Some(want_name.as_str())
+                && got.tenant == tenant_slot,
+            decided_by,
+            tenant_slot: got.tenant,
+        })
+    }
+}
+
+fn verdict_word(v: Verdict) -> &'static str {
+    match v {
+        Verdict::Pass => "pass",
+        Verdict::Drop => "drop",
+    }
+}
+
+impl std::fmt::Display for ExplainReport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        writeln!(f, "packet   {}", self.packet)?;
+        writeln!(
+            f,
+            "tenant   {} (generation {})",
+            self.tenant
+                .as_deref()
+                .unwrap_or("none: no tenant owns the destination"),
+            self.generation
+        )?;
+        for r in &self.considered {
+            let mark = if r.matched { "MATCH" } else { "no" };
+            writeln!(f, "  {:<5} {}#{}  {}", mark, r.scope, r.position, r.rule)?;
+            for c in &r.fields {
+                writeln!(
+                    f,
+                    "          {} {:<9} {}",
+                    if c.ok { "✓" } else { "✗" },
+                    c.field,
+                    c.detail
+                )?;
+            }
+        }
+        if !self.counted.is_empty() {
+            writeln!(f, "counted  {}", self.counted.join(", "))?;
+        }
+        writeln!(
+            f,
+            "verdict  {} by {} — {}",
+            self.verdict, self.decided_by, self.reason
+        )?;
+        writeln!(
+            f,
+            "kernel   {} by {} ({})",
+            self.kernel.verdict,
+            self.kernel
+                .decided_by
+                .as_deref()
+                .unwrap_or("nothing loaded"),
+            if self.kernel.agrees {
+                "agrees"
+            } else {
+                "DISAGREES with the reference"
+            }
+        )
+    }
+}
