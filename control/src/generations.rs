@@ -290,6 +290,7 @@ impl Gateway {
             self.state.live = live;
             self.state.events.push(Event {
                 who: who(),
+                duration_ms: None,
                 at: now(),
                 generation: self.state.generation,
                 what: "recovered".into(),
@@ -377,6 +378,7 @@ impl Gateway {
     /// [`Gateway::apply`] with options: only some tenants, or a dry run.
     pub fn apply_with(&mut self, dir: &Path, opts: &ApplyOptions) -> Result<Applied, ControlError> {
         self.writable()?;
+        let started = std::time::Instant::now();
         let reason = opts.reason.as_str();
         let files = self.files_to_apply(dir, &opts.tenants)?;
         let rs = validate(Ruleset::parse_files(&files)?, &Config::default())?;
@@ -572,6 +574,7 @@ impl Gateway {
         self.state.live_generation = generation;
         self.state.events.push(Event {
             who: who(),
+            duration_ms: Some(started.elapsed().as_millis() as u64),
             at: now(),
             generation,
             what: "apply".into(),
@@ -708,6 +711,7 @@ impl Gateway {
         to: Option<u64>,
     ) -> Result<RolledBack, ControlError> {
         self.writable()?;
+        let started = std::time::Instant::now();
         let kept = self.kept()?;
         let current = match tenant {
             Some(t) => self
@@ -759,6 +763,7 @@ impl Gateway {
         }
         self.state.events.push(Event {
             who: who(),
+            duration_ms: Some(started.elapsed().as_millis() as u64),
             at: now(),
             generation: target,
             what: "rollback".into(),
@@ -1133,6 +1138,7 @@ impl Gateway {
     ) -> Result<(), ControlError> {
         self.state.events.push(Event {
             who: who(),
+            duration_ms: None,
             at: now(),
             generation: self.state.generation,
             what: what.into(),

@@ -17,6 +17,7 @@ mod error;
 pub mod exit;
 pub mod explain;
 pub mod generations;
+pub mod metrics;
 pub mod pipeline;
 pub mod rules;
 pub mod store;

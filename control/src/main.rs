@@ -159,6 +159,14 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Serve Prometheus metrics of every attached interface (of the
+    /// namespace) until stopped: counters per outcome, tenant and rule,
+    /// generations, change counts and durations.
+    Serve {
+        /// Address to listen on (loopback by default).
+        #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:9464")]
+        metrics: std::net::SocketAddr,
+    },
     /// Explain why a packet gets its verdict: its tenant, every rule considered
     /// with each field checked, the deciding rule — and the kernel's answer on
     /// the same tables.
@@ -282,6 +290,15 @@ fn main() -> ExitCode {
 }
 
 fn run(cli: Cli) -> Result<(), ControlError> {
+    // The metrics endpoint listens in the caller's namespace (where the
+    // scraper is), whatever namespace's interfaces it reports.
+    let listener = match &cli.command {
+        Command::Serve { metrics } => Some(
+            std::net::TcpListener::bind(metrics)
+                .map_err(|e| ControlError::Usage(format!("cannot listen on {metrics}: {e}")))?,
+        ),
+        _ => None,
+    };
     if let Some(netns) = &cli.netns {
         fluxgate_dataplane::netns::enter(netns)?;
     }
@@ -564,6 +581,18 @@ fn run(cli: Cli) -> Result<(), ControlError> {
             }
         }
         Command::Upgrade { step } => upgrade(&loc, &state, step)?,
+        Command::Serve { .. } => {
+            let Some(listener) = listener else {
+                return Err(ControlError::State("no listener".into()));
+            };
+            let addr = listener
+                .local_addr()
+                .map_err(|e| ControlError::State(e.to_string()))?;
+            println!("serving metrics on http://{addr}/metrics");
+            use std::io::Write as _;
+            let _ = std::io::stdout().flush();
+            return Err(fluxgate_control::metrics::serve(&listener, &loc, &state));
+        }
         Command::Explain {
             iface,
             packet,

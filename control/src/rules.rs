@@ -108,6 +108,10 @@ pub struct TenantStats {
     pub passed: u64,
     /// Packets dropped.
     pub dropped: u64,
+    /// Bytes passed.
+    pub passed_bytes: u64,
+    /// Bytes dropped.
+    pub dropped_bytes: u64,
     /// Rules of this scope (and its default), in order.
     pub rules: Vec<RuleHits>,
 }
@@ -162,6 +166,8 @@ pub fn rule_stats(
             tenant: name,
             passed: passed.packets,
             dropped: dropped.packets,
+            passed_bytes: passed.bytes,
+            dropped_bytes: dropped.bytes,
             rules,
         });
     }

@@ -110,6 +110,9 @@ pub struct Event {
     /// Who made the change (the user behind sudo, else the user).
     #[serde(default)]
     pub who: String,
+    /// How long the change took (applies and rollbacks), milliseconds.
+    #[serde(default)]
+    pub duration_ms: Option<u64>,
 }
 
 /// `state.json`.

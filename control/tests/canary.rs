@@ -123,3 +123,76 @@ fn a_canary_that_hurts_real_traffic_rolls_itself_back_and_a_good_one_stays() {
         String::from_utf8_lossy(&ok(fluxgate(&s, &["-n", &ns, "history"])).stdout).into_owned();
     assert!(history.contains("canary-passed"), "{history}");
 }
+
+/// Kills the child on drop (also when the test fails).
+struct Child(std::process::Child);
+
+impl Drop for Child {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn scrape(addr: &str) -> String {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr).expect("connect to the metrics endpoint");
+    s.write_all(b"GET /metrics HTTP/1.0\r\n\r\n")
+        .expect("request");
+    let mut out = String::new();
+    s.read_to_string(&mut out).expect("response");
+    out
+}
+
+#[test]
+fn metrics_are_scraped_over_http_with_per_tenant_and_per_rule_counters() {
+    use std::io::BufRead;
+    support::require_root();
+    let link = Link::new();
+    link.add_b_address(BETA);
+    let s = Scratch::new("metrics");
+    let ns = link.b.name().to_owned();
+    let v1 = ruleset(&s, "v1", "proto udp dport 7000 pass");
+    ok(fluxgate(&s, &["-n", &ns, "attach", IF_B]));
+    ok(fluxgate(&s, &["-n", &ns, "apply", &v1]));
+    assert_eq!(support::udp_exchange_to(&link, BETA, 7000, 20, 16), 20);
+
+    let mut child = Child(
+        common::fluxgate_cmd(&s)
+            .args(["-n", &ns, "serve", "--metrics", "127.0.0.1:0"])
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .expect("spawn serve"),
+    );
+    let mut line = String::new();
+    std::io::BufReader::new(child.0.stdout.take().expect("stdout"))
+        .read_line(&mut line)
+        .expect("address line");
+    let addr = line
+        .trim()
+        .strip_prefix("serving metrics on http://")
+        .and_then(|a| a.strip_suffix("/metrics"))
+        .unwrap_or_else(|| panic!("unexpected: {line}"))
+        .to_owned();
+    let body = scrape(&addr);
+    assert!(body.starts_with("HTTP/1.0 200 OK"), "{body}");
+    for want in [
+        "fluxgate_tenant_packets_total{iface=\"fg-b\",tenant=\"beta\",verdict=\"pass\"} 20",
+        "fluxgate_rule_packets_total{iface=\"fg-b\",scope=\"beta\",rule=\"1\",",
+        "fluxgate_generation{iface=\"fg-b\",kind=\"live\"} 1",
+        "fluxgate_changes_total{iface=\"fg-b\",kind=\"apply\"} 1",
+        "fluxgate_packets_total{iface=\"fg-b\",outcome=\"passed\"}",
+        "# EOF",
+    ] {
+        assert!(body.contains(want), "missing {want} in:\n{body}");
+    }
+    let not_found = {
+        use std::io::{Read, Write};
+        let mut c = std::net::TcpStream::connect(&addr).expect("connect");
+        c.write_all(b"GET / HTTP/1.0\r\n\r\n").expect("request");
+        let mut out = String::new();
+        c.read_to_string(&mut out).expect("response");
+        out
+    };
+    assert!(not_found.starts_with("HTTP/1.0 404"), "{not_found}");
+}
