@@ -8,7 +8,9 @@
 //! - rollback to an older kept generation: reopen its pin, place, flip;
 //! - staging: compile + create and fill the table beside the live one;
 //! - tail call: the bare `XDP_PASS` floor vs the floor reached through one tail
-//!   call (what the dispatcher → classifier hop costs per packet).
+//!   call (what the dispatcher → classifier hop costs per packet);
+//! - drop capture: a dropped packet with capture off (the classifier alone),
+//!   on but filtered out, and on recording every drop.
 //!
 //! The program is attached (generic mode) to `lo` of a private network
 //! namespace and pinned under a private bpffs directory, both removed at the end.
@@ -24,9 +26,11 @@ use std::{
 use criterion::{BenchmarkId, Criterion};
 use fluxgate::{
     common::{GatewayConfig, table::Cell},
-    dataplane::{AttachMode, PinnedAttachment, Program, Slot, StagedTable, Tables, netns},
+    dataplane::{
+        AttachMode, PinnedAttachment, Program, Slot, StagedImage, StagedTable, Tables, netns,
+    },
     ruleset::{
-        CompileOptions, Config, classbench, compile_with,
+        CompileOptions, Config, Ruleset, classbench, compile_with,
         synth::{self, Family},
         validate,
     },
@@ -93,6 +97,8 @@ fn main() {
     .expect("frame")
     .build();
     let tail = tail_call_ns(attached.program(), &frame);
+    let mut attached = attached;
+    let capture = capture_ns(attached.program_mut(), &frame);
     let mut pinned = attached.pin(&sandbox.pins).expect("pin");
 
     let mut sizes_n = vec![10, 10_000];
@@ -198,6 +204,15 @@ fn main() {
         tail.1,
         tail.1 - tail.0
     );
+    println!(
+        "capture (dropped packet, same run): classifier alone {:.1} ns; capture on, filtered out {:.1} ns ({:.2}×); \
+         capture on, recording every drop {:.1} ns ({:.2}×)",
+        capture.0,
+        capture.1,
+        capture.1 / capture.0,
+        capture.2,
+        capture.2 / capture.0
+    );
     drop(sizes);
     cleanup(pinned);
     drop(sandbox);
@@ -218,6 +233,53 @@ fn median_us(runs: usize, mut f: impl FnMut(usize)) -> f64 {
         .collect();
     v.sort_by(f64::total_cmp);
     v[runs / 2]
+}
+
+/// Kernel ns per dropped packet with capture off, on but filtered out, and on
+/// recording every drop (runs of 2,000 so the ring never fills; drained between).
+fn capture_ns(program: &mut Program, frame: &[u8]) -> (f64, f64, f64) {
+    use fluxgate::common::{CaptureConfig, Trace};
+    let rs = validate(
+        Ruleset::parse_files(&[("gateway.fg", "default drop\nproto tcp dport 22 drop\n")])
+            .expect("parse"),
+        &Config::default(),
+    )
+    .expect("valid");
+    let image = compile_with(&rs, &CompileOptions::default()).expect("compile");
+    let staged = StagedImage::new(&image).expect("stage");
+    program.publish_image(&staged).expect("publish");
+    let run = |program: &mut Program, repeat: u32| {
+        let mut v: Vec<f64> = (0..5)
+            .map(|_| {
+                program.drain_drops().expect("drain");
+                let out = program.test_run(frame, repeat).expect("run");
+                assert_eq!(out.verdict, fluxgate::common::xdp::DROP);
+                out.duration.as_nanos() as f64
+            })
+            .collect();
+        v.sort_by(f64::total_cmp);
+        v[2]
+    };
+    program.set_capture(&CaptureConfig::default()).expect("off");
+    let off = run(program, 2000);
+    let on = CaptureConfig {
+        enabled: 1,
+        tenant: Trace::NONE,
+        slot: Trace::NONE,
+        sample: 1,
+        rate: 0,
+        snaplen: 256,
+    };
+    program
+        .set_capture(&CaptureConfig { tenant: 7, ..on })
+        .expect("filtered");
+    let filtered = run(program, 2000);
+    program.set_capture(&on).expect("on");
+    let recording = run(program, 2000);
+    program.set_capture(&CaptureConfig::default()).expect("off");
+    program.drain_drops().expect("drain");
+    drop(staged);
+    (off, filtered, recording)
 }
 
 /// Median kernel ns of the floor and of the floor behind one tail call.

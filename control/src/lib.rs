@@ -13,6 +13,7 @@ use fluxgate_dataplane::{AttachMode, CountersReport, Error, PinnedAttachment, Pr
 use serde::Serialize;
 
 pub mod canary;
+pub mod capture;
 mod error;
 pub mod exit;
 pub mod explain;

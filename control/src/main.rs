@@ -159,6 +159,42 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Capture dropped packets (with the rule that dropped each), filtered,
+    /// sampled and rate-limited in the kernel; print them or write pcapng.
+    Capture {
+        /// Interface (default: the only attached one).
+        iface: Option<String>,
+        /// Capture dropped packets (the only kind there is; for `tcpdump`-like clarity).
+        #[arg(long, required = true)]
+        drops: bool,
+        /// Write pcapng here (the deciding rule is each packet's comment).
+        #[arg(short = 'w', value_name = "FILE")]
+        write: Option<PathBuf>,
+        /// Stop after this many packets.
+        #[arg(short = 'c', long)]
+        count: Option<u64>,
+        /// Stop after this long.
+        #[arg(long, default_value = "60s", value_parser = fluxgate_control::canary::parse_duration)]
+        duration: std::time::Duration,
+        /// Only this tenant's drops (`gateway`: packets of no tenant).
+        #[arg(long)]
+        tenant: Option<String>,
+        /// Only drops by this rule: `acme#2`, `gateway#1`, `acme default`.
+        #[arg(long)]
+        rule: Option<String>,
+        /// Keep one dropped packet in N.
+        #[arg(long, default_value_t = 1)]
+        sample: u32,
+        /// At most N packets per second per CPU (0: unlimited).
+        #[arg(long, default_value_t = 1000)]
+        rate: u32,
+        /// Bytes kept per packet (at most 256).
+        #[arg(long, default_value_t = 256)]
+        snaplen: u32,
+        /// One JSON object per packet instead of text.
+        #[arg(long)]
+        json: bool,
+    },
     /// Serve Prometheus metrics of every attached interface (of the
     /// namespace) until stopped: counters per outcome, tenant and rule,
     /// generations, change counts and durations.
@@ -592,6 +628,68 @@ fn run(cli: Cli) -> Result<(), ControlError> {
             use std::io::Write as _;
             let _ = std::io::stdout().flush();
             return Err(fluxgate_control::metrics::serve(&listener, &loc, &state));
+        }
+        Command::Capture {
+            iface,
+            drops: _,
+            write,
+            count,
+            duration,
+            tenant,
+            rule,
+            sample,
+            rate,
+            snaplen,
+            json,
+        } => {
+            let iface = one_iface(&loc, iface)?;
+            let gw = Gateway::open_read(&loc, state.root(), &iface)?;
+            let opts = fluxgate_control::capture::CaptureOptions {
+                tenant,
+                rule,
+                sample,
+                rate,
+                snaplen,
+                count,
+                duration,
+            };
+            if !json {
+                println!(
+                    "{iface}: capturing dropped packets for up to {:.0} s{}",
+                    duration.as_secs_f64(),
+                    count
+                        .map(|c| format!(" or {c} packets"))
+                        .unwrap_or_default()
+                );
+                use std::io::Write as _;
+                let _ = std::io::stdout().flush();
+            }
+            let n = gw.capture(&opts, write.as_deref(), |p| {
+                if json {
+                    if let Ok(line) = serde_json::to_string(p) {
+                        println!("{line}");
+                    }
+                } else {
+                    println!(
+                        "{} {} bytes{} dropped by {}",
+                        utc(p.time as u64),
+                        p.len,
+                        p.tenant
+                            .as_deref()
+                            .map(|t| format!(" to {t}"))
+                            .unwrap_or_default(),
+                        p.dropped_by
+                    );
+                }
+            })?;
+            if !json {
+                println!(
+                    "{iface}: {n} packet(s) captured{}",
+                    write
+                        .map(|w| format!(", written to {}", w.display()))
+                        .unwrap_or_default()
+                );
+            }
         }
         Command::Explain {
             iface,

@@ -20,6 +20,7 @@
 //! ```
 
 mod attach;
+mod capture;
 mod counters;
 mod error;
 pub mod frame;
@@ -34,6 +35,7 @@ mod tables;
 mod versions;
 
 pub use attach::{AttachMode, Attachment};
+pub use capture::DropReader;
 pub use counters::{CounterReport, Counters, CountersReport};
 pub use error::Error;
 pub use image::StagedImage;

@@ -34,7 +34,7 @@ const BPF_FS_MAGIC: i64 = 0xcafe4a11;
 /// are all u32); checked before a pinned map is reused. Every map of the object
 /// is here: a program loaded later (a classifier version, a new dispatcher)
 /// must share all of them.
-pub(crate) const MAP_SPECS: [(&str, MapType, u32, u32); 17] = [
+pub(crate) const MAP_SPECS: [(&str, MapType, u32, u32); 20] = [
     (
         maps::OUTCOMES,
         MapType::PerCpuArray,
@@ -79,6 +79,25 @@ pub(crate) const MAP_SPECS: [(&str, MapType, u32, u32); 17] = [
         MAX_TENANTS * TABLE_BUFFERS,
     ),
     (maps::SELECT, MapType::Array, 4, SELECT_SLOTS),
+    (
+        maps::CAPTURE,
+        MapType::Array,
+        size_of::<fluxgate_common::CaptureConfig>() as u32,
+        1,
+    ),
+    (
+        maps::CAPTURE_RATE,
+        MapType::PerCpuArray,
+        size_of::<fluxgate_common::CaptureRate>() as u32,
+        1,
+    ),
+    // A ring buffer has no keys or values; its size is its max_entries.
+    (
+        maps::DROPS,
+        MapType::RingBuf,
+        0,
+        fluxgate_common::DROPS_RING_BYTES,
+    ),
     (
         maps::SCRATCH,
         MapType::PerCpuArray,
@@ -275,11 +294,12 @@ impl PinnedAttachment {
             info.value_size(),
             info.max_entries(),
         );
-        if found != (Some(map_type), 4, value_size, max_entries) {
+        let key_size = if map_type == MapType::RingBuf { 0 } else { 4 };
+        if found != (Some(map_type), key_size, value_size, max_entries) {
             return Err(Error::Incompatible {
                 path,
                 reason: format!(
-                    "expected {map_type:?} key 4 value {value_size} entries {max_entries}, found {:?} key {} value {} entries {}",
+                    "expected {map_type:?} key {key_size} value {value_size} entries {max_entries}, found {:?} key {} value {} entries {}",
                     found.0, found.1, found.2, found.3
                 ),
             });
@@ -288,6 +308,7 @@ impl PinnedAttachment {
             MapType::PerCpuArray => Map::PerCpuArray(data),
             MapType::ArrayOfMaps => Map::ArrayOfMaps(data),
             MapType::ProgramArray => Map::ProgramArray(data),
+            MapType::RingBuf => Map::RingBuf(data),
             _ => Map::Array(data),
         })
     }

@@ -76,6 +76,27 @@ impl Program {
         test_run(xdp_of(&self.ebpf, TAIL_FLOOR_PROGRAM_NAME)?, frame, repeat)
     }
 
+    /// Replaces the capture configuration (see [`crate::DropReader`]).
+    pub fn set_capture(&mut self, config: &fluxgate_common::CaptureConfig) -> Result<(), Error> {
+        let mut array: Array<&mut MapData, fluxgate_common::CaptureConfig> =
+            Array::try_from(self.map_mut(maps::CAPTURE)?)
+                .map_err(|e| Error::kernel("open the capture map", e))?;
+        array
+            .set(0, config, 0)
+            .map_err(|e| Error::kernel("write the capture map", e))
+    }
+
+    /// Discards every captured record waiting in the drop ring; how many.
+    pub fn drain_drops(&mut self) -> Result<usize, Error> {
+        let mut ring = aya::maps::RingBuf::try_from(self.map_mut(maps::DROPS)?)
+            .map_err(|e| Error::kernel("open the drop ring", e))?;
+        let mut n = 0;
+        while ring.next().is_some() {
+            n += 1;
+        }
+        Ok(n)
+    }
+
     /// Replaces the gateway configuration the program reads on every packet.
     pub fn set_config(&mut self, config: &GatewayConfig) -> Result<(), Error> {
         let map = self.map_mut(maps::CONFIG)?;

@@ -33,15 +33,17 @@ mod walk;
 
 use aya_ebpf::{
     btf_maps::{Array as BtfArray, ArrayOfMaps},
+    helpers::generated::{bpf_get_prandom_u32, bpf_ktime_get_ns, bpf_xdp_load_bytes},
     macros::{btf_map, map, xdp},
-    maps::{Array, PerCpuArray, ProgramArray},
+    maps::{Array, PerCpuArray, ProgramArray, RingBuf},
     programs::XdpContext,
 };
 use fluxgate_common::{
-    BPF_F_INNER_MAP, Counter, GATEWAY_SLOTS, GatewayConfig, MAX_COUNTERS, MAX_TENANTS,
-    MAX_VERSIONS, Malformed, Outcome, SELECT_SLOTS, SLOT_DISPATCH, SLOT_GLOBAL, Scratch,
-    TABLE_BUFFERS, Trace, VERSION_SLOT_PROBE, VERSION_SLOTS, select_index,
-    table::{Cell, Header, action},
+    BPF_F_INNER_MAP, CAPTURE_SNAPLEN, CaptureConfig, CaptureRate, CaptureRecord, Counter,
+    DROPS_RING_BYTES, GATEWAY_SLOTS, GatewayConfig, MAX_COUNTERS, MAX_TENANTS, MAX_VERSIONS,
+    Malformed, Outcome, SELECT_SLOTS, SLOT_DISPATCH, SLOT_GLOBAL, Scratch, TABLE_BUFFERS, Trace,
+    VERSION_SLOT_PROBE, VERSION_SLOTS, select_index,
+    table::{Cell, Header, action, word},
     table_index, tenant_counter, version_slot, xdp as verdict,
 };
 use walk::{NO_MATCH, default_of, walk};
@@ -85,6 +87,15 @@ static FG_PROBE_SINK: PerCpuArray<Counter> = PerCpuArray::with_max_entries(1, 0)
 
 #[map(name = "FG_BENCH_TAIL")]
 static FG_BENCH_TAIL: ProgramArray = ProgramArray::with_max_entries(1, 0);
+
+#[map(name = "FG_CAPTURE")]
+static FG_CAPTURE: Array<CaptureConfig> = Array::with_max_entries(1, 0);
+
+#[map(name = "FG_CAPTURE_RATE")]
+static FG_CAPTURE_RATE: PerCpuArray<CaptureRate> = PerCpuArray::with_max_entries(1, 0);
+
+#[map(name = "FG_DROPS")]
+static FG_DROPS: RingBuf = RingBuf::with_byte_size(DROPS_RING_BYTES, 0);
 
 #[map(name = "FG_SELECT")]
 static FG_SELECT: Array<u32> = Array::with_max_entries(SELECT_SLOTS, 0);
@@ -194,14 +205,14 @@ fn unclassified<const PROBE: bool>(bytes: u64) -> u32 {
 /// The classifier: global rules, then the tenant's, for the packet the
 /// dispatcher left in `FG_SCRATCH`.
 #[xdp]
-pub fn fluxgate_classify(_ctx: XdpContext) -> u32 {
+pub fn fluxgate_classify(ctx: XdpContext) -> u32 {
     let Some(scratch) = FG_SCRATCH.get(0) else {
         return verdict::PASS;
     };
     if scratch.probe != 0 {
-        classify::<true>(scratch)
+        classify::<true>(&ctx, scratch)
     } else {
-        classify::<false>(scratch)
+        classify::<false>(&ctx, scratch)
     }
 }
 
@@ -222,7 +233,7 @@ pub fn fluxgate_floor_tail(ctx: XdpContext) -> u32 {
 }
 
 #[inline(always)]
-fn classify<const PROBE: bool>(scratch: &Scratch) -> u32 {
+fn classify<const PROBE: bool>(ctx: &XdpContext, scratch: &Scratch) -> u32 {
     let key = &scratch.key;
     let bytes = scratch.bytes;
     let tenant = scratch.tenant;
@@ -278,6 +289,18 @@ fn classify<const PROBE: bool>(scratch: &Scratch) -> u32 {
             Some(tenant)
         };
         count(&FG_TENANT_COUNTERS, tenant_counter(tenant, dropped), bytes);
+        // Capture costs one array lookup per dropped packet while it is off.
+        if dropped
+            && let Some(config) = FG_CAPTURE.get(0)
+            && config.enabled != 0
+        {
+            let slot = if decision == NO_MATCH {
+                Trace::NONE
+            } else {
+                decision as u32
+            };
+            capture(ctx, config, slot, scratch);
+        }
         let outcome = if dropped {
             Outcome::Dropped
         } else {
@@ -326,6 +349,110 @@ fn live_tenant(tenant: u32) -> Option<&'static Table> {
         .copied()
         .unwrap_or(0);
     FG_TENANTS.get(table_index(tenant, buffer))
+}
+
+/// Sends a dropped packet to userspace through `FG_DROPS`, if the capture
+/// filters (tenant, deciding slot), sampling and rate limit let it through.
+#[inline(never)]
+fn capture(ctx: &XdpContext, config: &CaptureConfig, slot: u32, scratch: &Scratch) {
+    let (tenant, len, ifindex) = (scratch.tenant, scratch.bytes, scratch.key[word::IFINDEX]);
+    if config.tenant != Trace::NONE
+        && config.tenant
+            != if tenant == NO_TENANT {
+                MAX_TENANTS
+            } else {
+                tenant
+            }
+    {
+        return;
+    }
+    if config.slot != Trace::NONE && config.slot != slot {
+        return;
+    }
+    // SAFETY: helpers without preconditions.
+    if config.sample > 1 && unsafe { bpf_get_prandom_u32() } % config.sample != 0 {
+        return;
+    }
+    if config.rate != 0 {
+        let Some(state) = FG_CAPTURE_RATE.get_ptr_mut(0) else {
+            return;
+        };
+        // SAFETY: per-CPU value pointer from a successful lookup; helper call.
+        unsafe {
+            let now = bpf_ktime_get_ns();
+            if now.wrapping_sub((*state).window) >= 1_000_000_000 {
+                (*state).window = now;
+                (*state).count = 0;
+            }
+            if (*state).count >= u64::from(config.rate) {
+                return;
+            }
+            (*state).count += 1;
+        }
+    }
+    let Some(mut entry) = FG_DROPS.reserve::<CaptureRecord>(0) else {
+        return;
+    };
+    let rec = entry.as_mut_ptr();
+    let snaplen = if config.snaplen == 0 || config.snaplen as usize > CAPTURE_SNAPLEN {
+        CAPTURE_SNAPLEN as u32
+    } else {
+        config.snaplen
+    };
+    let want = if len < u64::from(snaplen) {
+        len as u32
+    } else {
+        snaplen
+    };
+    // SAFETY: `rec` points at a reserved record we own until submit; the copy
+    // length is bounded by the record's buffer.
+    unsafe {
+        (*rec).ts_ns = bpf_ktime_get_ns();
+        (*rec).len = len as u32;
+        (*rec).slot = slot;
+        (*rec).tenant = tenant;
+        (*rec).ifindex = ifindex;
+        (*rec)._pad = 0;
+        // Copied in constant-size pieces (256, 128, …, 1): the verifier wants
+        // a provably bounded length for each bpf_xdp_load_bytes.
+        let mut off = 0u32;
+        let mut left = want;
+        let mut ok = true;
+        ok &= piece::<256>(ctx, rec, &mut off, &mut left);
+        ok &= piece::<128>(ctx, rec, &mut off, &mut left);
+        ok &= piece::<64>(ctx, rec, &mut off, &mut left);
+        ok &= piece::<32>(ctx, rec, &mut off, &mut left);
+        ok &= piece::<16>(ctx, rec, &mut off, &mut left);
+        ok &= piece::<8>(ctx, rec, &mut off, &mut left);
+        ok &= piece::<4>(ctx, rec, &mut off, &mut left);
+        ok &= piece::<2>(ctx, rec, &mut off, &mut left);
+        ok &= piece::<1>(ctx, rec, &mut off, &mut left);
+        (*rec).caplen = if ok { off } else { 0 };
+    }
+    entry.submit(0);
+}
+
+/// Copies `N` packet bytes at `*off` into the record when at least `N` are
+/// left to copy; false if the kernel refused.
+#[inline(always)]
+unsafe fn piece<const N: u32>(
+    ctx: &XdpContext,
+    rec: *mut CaptureRecord,
+    off: &mut u32,
+    left: &mut u32,
+) -> bool {
+    if *left < N || *off as usize + N as usize > CAPTURE_SNAPLEN {
+        return true;
+    }
+    // SAFETY: `rec` is a reserved ring-buffer record; `off + N` is within its
+    // data (checked above).
+    let ok = unsafe {
+        let dst = (*rec).data.as_mut_ptr().add(*off as usize);
+        bpf_xdp_load_bytes(ctx.ctx, *off, dst.cast(), N) == 0
+    };
+    *off += N;
+    *left -= N;
+    ok
 }
 
 /// Records a decision for `classify --engine kernel` / `explain` (tracing only).

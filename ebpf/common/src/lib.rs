@@ -14,7 +14,7 @@ pub mod table;
 
 /// Version of this ABI. Stored in [`GatewayConfig::abi_version`] and checked by
 /// userspace before it reuses state pinned by another build.
-pub const ABI_VERSION: u32 = 3;
+pub const ABI_VERSION: u32 = 4;
 
 /// Map names, as they appear in the object file and under the bpffs pin directory.
 pub mod maps {
@@ -58,6 +58,12 @@ pub mod maps {
     pub const PROBE_SINK: &str = "FG_PROBE_SINK";
     /// `ProgramArray` with one entry: the tail-call target of the tail-call benchmark.
     pub const BENCH_TAIL: &str = "FG_BENCH_TAIL";
+    /// `Array<CaptureConfig>` with one entry: what dropped packets to capture.
+    pub const CAPTURE: &str = "FG_CAPTURE";
+    /// `PerCpuArray<CaptureRate>` with one entry: the per-CPU capture rate limiter.
+    pub const CAPTURE_RATE: &str = "FG_CAPTURE_RATE";
+    /// `RingBuf` of [`crate::CaptureRecord`]s: captured dropped packets.
+    pub const DROPS: &str = "FG_DROPS";
 }
 
 /// Classifier versions that can be loaded at once (entries of [`maps::CLASSIFIERS`]).
@@ -91,6 +97,61 @@ pub struct Scratch {
     /// Non-zero for probe runs: read the probe overlay tables, count nothing,
     /// record the decision in [`maps::PROBE_TRACE`].
     pub probe: u32,
+}
+
+/// Bytes of a packet a [`CaptureRecord`] holds at most.
+pub const CAPTURE_SNAPLEN: usize = 256;
+/// Size of the [`maps::DROPS`] ring buffer, bytes (≈ 3,600 records).
+pub const DROPS_RING_BYTES: u32 = 1 << 20;
+
+/// What to capture (index 0 of [`maps::CAPTURE`]); all zero: nothing.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct CaptureConfig {
+    /// Non-zero: capture dropped packets.
+    pub enabled: u32,
+    /// Only this tenant slot ([`Trace::NONE`]: any; `MAX_TENANTS`: no tenant).
+    pub tenant: u32,
+    /// Only drops decided by this counter slot ([`Trace::NONE`]: any).
+    pub slot: u32,
+    /// Keep one packet in `sample` (0 or 1: every one).
+    pub sample: u32,
+    /// At most this many records per second per CPU (0: unlimited).
+    pub rate: u32,
+    /// Bytes of each packet to keep (at most [`CAPTURE_SNAPLEN`]).
+    pub snaplen: u32,
+}
+
+/// The per-CPU state of the capture rate limiter.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct CaptureRate {
+    /// Start of the current one-second window (ns, monotonic).
+    pub window: u64,
+    /// Records in the current window.
+    pub count: u64,
+}
+
+/// One captured dropped packet, as sent through [`maps::DROPS`].
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct CaptureRecord {
+    /// `bpf_ktime_get_ns()` at capture (monotonic).
+    pub ts_ns: u64,
+    /// Length of the packet on the wire.
+    pub len: u32,
+    /// Bytes of it in `data`.
+    pub caplen: u32,
+    /// Counter slot of the deciding rule or default.
+    pub slot: u32,
+    /// Tenant slot, or [`Trace::NONE`].
+    pub tenant: u32,
+    /// Ingress interface index.
+    pub ifindex: u32,
+    /// Explicit padding.
+    pub _pad: u32,
+    /// The first `caplen` bytes of the packet.
+    pub data: [u8; CAPTURE_SNAPLEN],
 }
 
 /// Table slots of [`maps::GATEWAY`] (each double-buffered).
@@ -338,6 +399,9 @@ mod user {
     unsafe impl aya::Pod for super::GatewayConfig {}
     unsafe impl aya::Pod for super::Trace {}
     unsafe impl aya::Pod for super::Scratch {}
+    unsafe impl aya::Pod for super::CaptureConfig {}
+    unsafe impl aya::Pod for super::CaptureRate {}
+    unsafe impl aya::Pod for super::CaptureRecord {}
     unsafe impl aya::Pod for super::table::Cell {}
 }
 
@@ -352,6 +416,9 @@ mod tests {
         assert_eq!(size_of::<GatewayConfig>(), 16);
         assert_eq!(size_of::<Trace>(), 16);
         assert_eq!(size_of::<Scratch>(), 4 * table::KEY_WORDS + 16);
+        assert_eq!(size_of::<CaptureConfig>(), 24);
+        assert_eq!(size_of::<CaptureRate>(), 16);
+        assert_eq!(size_of::<CaptureRecord>(), 32 + CAPTURE_SNAPLEN);
     }
 
     #[test]

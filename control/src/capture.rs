@@ -1,0 +1,218 @@
+//! `fluxgate capture --drops`: dropped packets from the kernel's ring buffer,
+//! filtered by tenant / rule, sampled and rate-limited in the kernel, written
+//! as pcapng (readable by tcpdump and Wireshark) with the deciding rule in
+//! each packet's comment.
+
+use std::{
+    borrow::Cow,
+    collections::HashMap,
+    fs::File,
+    path::Path,
+    time::{Duration, Instant, SystemTime, UNIX_EPOCH},
+};
+
+use fluxgate_common::{CAPTURE_SNAPLEN, CaptureConfig, CaptureRecord, MAX_TENANTS, Trace};
+use pcap_file::{
+    DataLink,
+    pcapng::{
+        PcapNgWriter,
+        blocks::{
+            enhanced_packet::{EnhancedPacketBlock, EnhancedPacketOption},
+            interface_description::{InterfaceDescriptionBlock, InterfaceDescriptionOption},
+        },
+    },
+};
+use serde::Serialize;
+
+use crate::{ControlError, generations::Gateway};
+
+/// What to capture.
+#[derive(Clone, Debug, Default)]
+pub struct CaptureOptions {
+    /// Only this tenant's drops (`gateway`: packets of no tenant).
+    pub tenant: Option<String>,
+    /// Only drops decided by this rule: `acme#2`, `gateway#1`, `acme default`.
+    pub rule: Option<String>,
+    /// Keep one packet in N (kernel side).
+    pub sample: u32,
+    /// At most N packets per second per CPU (kernel side; 0: unlimited).
+    pub rate: u32,
+    /// Bytes per packet (at most 256).
+    pub snaplen: u32,
+    /// Stop after this many packets.
+    pub count: Option<u64>,
+    /// Stop after this long.
+    pub duration: Duration,
+}
+
+/// One captured packet, summarized.
+#[derive(Clone, Debug, Serialize)]
+pub struct Captured {
+    /// Seconds since the Unix epoch (fractional).
+    pub time: f64,
+    /// Length on the wire.
+    pub len: u32,
+    /// Bytes captured.
+    pub caplen: u32,
+    /// Tenant, if any.
+    pub tenant: Option<String>,
+    /// The rule or default that dropped it.
+    pub dropped_by: String,
+}
+
+/// Monotonic clock now (what `bpf_ktime_get_ns` counts), ns.
+fn monotonic_ns() -> u64 {
+    // SAFETY: clock_gettime writes into `ts`, a properly sized out-parameter.
+    let mut ts: libc::timespec = unsafe { std::mem::zeroed() };
+    // SAFETY: valid pointer; CLOCK_MONOTONIC always exists.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}
+
+impl Gateway {
+    /// Captures dropped packets until `opts.count` or `opts.duration`; each
+    /// goes to `each` and, with `out`, into a pcapng file. Capture is switched
+    /// off again when this returns.
+    pub fn capture(
+        &self,
+        opts: &CaptureOptions,
+        out: Option<&Path>,
+        mut each: impl FnMut(&Captured),
+    ) -> Result<u64, ControlError> {
+        let live = &self.state().live;
+        let slots = self.live_counters()?;
+        let names: HashMap<u32, String> = slots
+            .iter()
+            .map(|s| {
+                let name = if s.position == 0 {
+                    format!("{} default", s.scope)
+                } else {
+                    format!("{}#{}", s.scope, s.position)
+                };
+                (s.slot, name)
+            })
+            .collect();
+        let tenant_names: HashMap<u32, String> = live
+            .tenants
+            .iter()
+            .map(|(n, t)| (t.slot, n.clone()))
+            .collect();
+        let tenant = match opts.tenant.as_deref() {
+            None => Trace::NONE,
+            Some("gateway") => MAX_TENANTS,
+            Some(t) => {
+                live.tenants
+                    .get(t)
+                    .ok_or_else(|| ControlError::Usage(format!("no tenant named {t:?} is live")))?
+                    .slot
+            }
+        };
+        let slot = match opts.rule.as_deref() {
+            None => Trace::NONE,
+            Some(r) => *names
+                .iter()
+                .find(|(_, n)| n.as_str() == r)
+                .map(|(s, _)| s)
+                .ok_or_else(|| {
+                    ControlError::Usage(format!(
+                        "no live rule {r:?} (write `tenant#N`, `gateway#N` or `tenant default`)"
+                    ))
+                })?,
+        };
+        let snaplen = if opts.snaplen == 0 {
+            CAPTURE_SNAPLEN as u32
+        } else {
+            opts.snaplen.min(CAPTURE_SNAPLEN as u32)
+        };
+        let mut writer = match out {
+            Some(path) => {
+                let file = File::create(path).map_err(|e| {
+                    ControlError::Usage(format!("cannot create {}: {e}", path.display()))
+                })?;
+                let mut w = PcapNgWriter::new(file)
+                    .map_err(|e| ControlError::State(format!("pcapng: {e}")))?;
+                w.write_pcapng_block(InterfaceDescriptionBlock {
+                    linktype: DataLink::ETHERNET,
+                    snaplen,
+                    // pcap-file writes timestamps in nanoseconds: say so (default: µs).
+                    options: vec![
+                        InterfaceDescriptionOption::IfTsResol(9),
+                        InterfaceDescriptionOption::IfName(Cow::Owned(
+                            self.pinned().iface().to_owned(),
+                        )),
+                    ],
+                })
+                .map_err(|e| ControlError::State(format!("pcapng: {e}")))?;
+                Some(w)
+            }
+            None => None,
+        };
+        let mut reader = self.pinned().capture(&CaptureConfig {
+            enabled: 1,
+            tenant,
+            slot,
+            sample: opts.sample,
+            rate: opts.rate,
+            snaplen,
+        })?;
+        // Monotonic → wall clock, for timestamps.
+        let wall = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_nanos() as u64;
+        let offset = wall.saturating_sub(monotonic_ns());
+        let started = Instant::now();
+        let mut n = 0u64;
+        while opts.count.is_none_or(|c| n < c) {
+            let left = opts.duration.saturating_sub(started.elapsed());
+            if left.is_zero() {
+                break;
+            }
+            let Some(rec) = reader.next(left.min(Duration::from_millis(200))) else {
+                continue;
+            };
+            n += 1;
+            let when = Duration::from_nanos(rec.ts_ns + offset);
+            let dropped_by = names
+                .get(&rec.slot)
+                .cloned()
+                .unwrap_or_else(|| format!("counter slot {}", rec.slot));
+            let tenant = tenant_names.get(&rec.tenant).cloned();
+            let summary = Captured {
+                time: when.as_secs_f64(),
+                len: rec.len,
+                caplen: rec.caplen,
+                tenant: tenant.clone(),
+                dropped_by: dropped_by.clone(),
+            };
+            if let Some(w) = writer.as_mut() {
+                write_packet(w, &rec, when, &dropped_by, tenant.as_deref())?;
+            }
+            each(&summary);
+        }
+        Ok(n)
+    }
+}
+
+fn write_packet(
+    w: &mut PcapNgWriter<File>,
+    rec: &CaptureRecord,
+    when: Duration,
+    dropped_by: &str,
+    tenant: Option<&str>,
+) -> Result<(), ControlError> {
+    let data = &rec.data[..(rec.caplen as usize).min(CAPTURE_SNAPLEN)];
+    let comment = format!(
+        "fluxgate: dropped by {dropped_by}{}",
+        tenant.map(|t| format!(" (tenant {t})")).unwrap_or_default()
+    );
+    w.write_pcapng_block(EnhancedPacketBlock {
+        interface_id: 0,
+        timestamp: when,
+        original_len: rec.len,
+        data: Cow::Borrowed(data),
+        options: vec![EnhancedPacketOption::Comment(Cow::Owned(comment))],
+    })
+    .map_err(|e| ControlError::State(format!("pcapng: {e}")))?;
+    Ok(())
+}
