@@ -284,3 +284,32 @@ impl std::fmt::Display for ExplainReport {
         )
     }
 }
+
+/// The frames of a pcap or pcapng file.
+pub fn read_pcap(path: &std::path::Path) -> Result<Vec<Vec<u8>>, ControlError> {
+    use pcap_file::{
+        pcap::PcapReader,
+        pcapng::{Block, PcapNgReader},
+    };
+    let fail = |e: &dyn std::fmt::Display| {
+        ControlError::Usage(format!("cannot read {}: {e}", path.display()))
+    };
+    let bytes = std::fs::read(path).map_err(|e| fail(&e))?;
+    let mut frames = Vec::new();
+    if let Ok(mut r) = PcapNgReader::new(&bytes[..]) {
+        while let Some(block) = r.next_block() {
+            match block.map_err(|e| fail(&e))? {
+                Block::EnhancedPacket(p) => frames.push(p.data.into_owned()),
+                Block::SimplePacket(p) => frames.push(p.data.into_owned()),
+                Block::Packet(p) => frames.push(p.data.into_owned()),
+                _ => {}
+            }
+        }
+        return Ok(frames);
+    }
+    let mut r = PcapReader::new(&bytes[..]).map_err(|e| fail(&e))?;
+    while let Some(p) = r.next_packet() {
+        frames.push(p.map_err(|e| fail(&e))?.data.into_owned());
+    }
+    Ok(frames)
+}

@@ -210,8 +210,11 @@ enum Command {
         /// Interface (default: the only attached one).
         iface: Option<String>,
         /// The packet, e.g. "tcp 198.51.100.7:40000 -> 203.0.113.10:443 flags S".
-        #[arg(long)]
-        packet: String,
+        #[arg(long, required_unless_present = "pcap", conflicts_with = "pcap")]
+        packet: Option<String>,
+        /// Explain every packet of a pcap / pcapng file instead.
+        #[arg(long, value_name = "FILE")]
+        pcap: Option<PathBuf>,
         /// A kept generation instead of the live one.
         #[arg(long, value_name = "GEN")]
         generation: Option<u64>,
@@ -694,22 +697,60 @@ fn run(cli: Cli) -> Result<(), ControlError> {
         Command::Explain {
             iface,
             packet,
+            pcap,
             generation,
             json,
         } => {
             let iface = one_iface(&loc, iface)?;
-            let packet: fluxgate_ruleset::PacketHeader =
-                packet
-                    .parse()
-                    .map_err(|e: fluxgate_ruleset::PacketParseError| {
-                        ControlError::Usage(e.to_string())
-                    })?;
-            let report =
-                Gateway::open_read(&loc, state.root(), &iface)?.explain(&packet, generation)?;
+            let gw = Gateway::open_read(&loc, state.root(), &iface)?;
+            let packets: Vec<Result<fluxgate_ruleset::PacketHeader, String>> = match (packet, pcap)
+            {
+                (Some(text), _) => vec![Ok(text.parse().map_err(
+                    |e: fluxgate_ruleset::PacketParseError| ControlError::Usage(e.to_string()),
+                )?)],
+                (None, Some(file)) => fluxgate_control::explain::read_pcap(&file)?
+                    .iter()
+                    .map(|frame| match fluxgate_dataplane::frame::header_of(frame) {
+                        Ok(Some(p)) => Ok(p),
+                        Ok(None) => Err("not IP: always passed".to_owned()),
+                        Err(reason) => Err(format!(
+                            "malformed ({}): gets the malformed verdict",
+                            reason.name()
+                        )),
+                    })
+                    .collect(),
+                (None, None) => {
+                    return Err(ControlError::Usage("--packet or --pcap is required".into()));
+                }
+            };
+            let several = packets.len() > 1;
+            let mut reports = Vec::new();
+            for (i, p) in packets.iter().enumerate() {
+                if several && !json {
+                    println!("--- packet {}", i + 1);
+                }
+                match p {
+                    Ok(p) => {
+                        let report = gw.explain(p, generation)?;
+                        if !json {
+                            print!("{report}");
+                        }
+                        reports.push(serde_json::to_value(&report).unwrap_or_default());
+                    }
+                    Err(why) => {
+                        if !json {
+                            println!("{why}");
+                        }
+                        reports.push(serde_json::json!({ "skipped": why }));
+                    }
+                }
+            }
             if json {
-                print_json(&report);
-            } else {
-                print!("{report}");
+                if several {
+                    print_json(&reports);
+                } else if let Some(r) = reports.pop() {
+                    print_json(&r);
+                }
             }
         }
         Command::Discard { iface } => {

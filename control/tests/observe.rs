@@ -274,4 +274,27 @@ fn dropped_packets_are_captured_to_pcapng_with_their_rule_and_tcpdump_reads_them
     let needle = b"fluxgate: dropped by beta default (tenant beta)";
     let hits = raw.windows(needle.len()).filter(|w| *w == needle).count();
     assert_eq!(hits, 5, "comments");
+    // The captured file explains itself: each packet, why it was dropped.
+    let out = ok(fluxgate(
+        &s,
+        &[
+            "-n",
+            &ns,
+            "explain",
+            "--pcap",
+            &file.display().to_string(),
+            "--json",
+        ],
+    ));
+    let reports: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    let reports = reports.as_array().expect("one report per packet");
+    assert_eq!(reports.len(), 5);
+    for r in reports {
+        assert_eq!(
+            (r["verdict"].as_str(), r["decided_by"].as_str()),
+            (Some("drop"), Some("beta default")),
+            "{r}"
+        );
+        assert_eq!(r["kernel"]["agrees"], true, "{r}");
+    }
 }

@@ -370,3 +370,69 @@ mod tests {
         assert_eq!(&f[20..22], &ethertype::IPV4.to_be_bytes());
     }
 }
+
+/// The parser the XDP program runs, compiled for the host: userspace reads
+/// frames (pcap files for `explain`) exactly as the kernel does.
+#[path = "../../ebpf/src/parse.rs"]
+#[allow(dead_code, reason = "the host only calls `parse`")]
+mod kparse;
+
+/// What the XDP parser makes of `frame`: `Ok(Some(header))` for IPv4 / IPv6,
+/// `Ok(None)` for a well-formed frame that is not IP, `Err(reason)` for a
+/// malformed one.
+pub fn header_of(
+    frame: &[u8],
+) -> Result<Option<fluxgate_ruleset::PacketHeader>, fluxgate_common::Malformed> {
+    use fluxgate_common::table::{VLAN_NONE, word};
+    use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+    let start = frame.as_ptr() as usize;
+    let key = match kparse::parse(start, start + frame.len(), 0)? {
+        kparse::Parsed::Ip(key) => key,
+        kparse::Parsed::NotIp => return Ok(None),
+    };
+    let addr = |at: usize| -> IpAddr {
+        if key[word::FAMILY] == 6 {
+            let mut b = [0u8; 16];
+            for i in 0..4 {
+                b[i * 4..i * 4 + 4].copy_from_slice(&key[at + i].to_be_bytes());
+            }
+            IpAddr::V6(Ipv6Addr::from(b))
+        } else {
+            IpAddr::V4(Ipv4Addr::from(key[at]))
+        }
+    };
+    let proto = key[word::PROTO] as u8;
+    let l4 = key[word::L4] == 1;
+    let ports = l4 && (proto == 6 || proto == 17);
+    let icmp = l4 && (proto == 1 || proto == 58);
+    Ok(Some(fluxgate_ruleset::PacketHeader {
+        src: addr(word::SRC),
+        dst: addr(word::DST),
+        proto,
+        sport: ports.then_some(key[word::SPORT] as u16),
+        dport: ports.then_some(key[word::DPORT] as u16),
+        tcp_flags: (l4 && proto == 6).then_some(key[word::TCP_FLAGS] as u8),
+        icmp_type: icmp.then_some(key[word::SPORT] as u8),
+        icmp_code: icmp.then_some(key[word::DPORT] as u8),
+        iif: None,
+        vlan: (key[word::VLAN] != VLAN_NONE).then_some(key[word::VLAN] as u16),
+    }))
+}
+
+#[cfg(test)]
+mod parse_back {
+    use super::*;
+
+    #[test]
+    fn a_built_frame_parses_back_to_its_header() {
+        for text in [
+            "tcp 198.51.100.7:40000 -> 203.0.113.10:443 flags S",
+            "udp 2001:db8::1:53 -> 2001:db8::2:5353",
+            "icmp 192.0.2.1 -> 192.0.2.2 type 8 code 0",
+        ] {
+            let p: fluxgate_ruleset::PacketHeader = text.parse().expect("packet");
+            let frame = FrameSpec::from_header(&p).expect("frame").build();
+            assert_eq!(header_of(&frame), Ok(Some(p)), "{text}");
+        }
+    }
+}
