@@ -459,19 +459,20 @@ impl Gateway {
                 "warning: tenant `{t}` declares no guard packets; only generated witnesses check it"
             )
         }));
+        let mut applied = Applied {
+            iface: self.pinned.iface().to_owned(),
+            generation: self.state.generation,
+            dry_run: opts.dry_run,
+            changed: changed.clone(),
+            removed: removed.clone(),
+            preflight_packets: 0,
+            tenants: image.tenants.len(),
+            rules,
+            table_bytes: 0,
+            warnings,
+        };
         if changed.is_empty() && removed.is_empty() {
-            return Ok(Applied {
-                iface: self.pinned.iface().to_owned(),
-                generation: self.state.generation,
-                dry_run: opts.dry_run,
-                changed,
-                removed,
-                preflight_packets: 0,
-                tenants: image.tenants.len(),
-                rules,
-                table_bytes: 0,
-                warnings,
-            });
+            return Ok(applied);
         }
 
         crash_point("staged");
@@ -505,19 +506,11 @@ impl Gateway {
             n
         };
         crash_point("preflighted");
+        applied.generation = generation;
+        applied.preflight_packets = preflight_packets;
+        applied.table_bytes = table_bytes;
         if opts.dry_run {
-            return Ok(Applied {
-                iface: self.pinned.iface().to_owned(),
-                generation,
-                dry_run: true,
-                changed,
-                removed,
-                preflight_packets,
-                tenants: image.tenants.len(),
-                rules,
-                table_bytes,
-                warnings,
-            });
+            return Ok(applied);
         }
 
         // Keep the staged tables (pinned), record the generation, then publish.
@@ -590,18 +583,7 @@ impl Gateway {
         record.published = true;
         self.store.write_record(&record)?;
         self.prune()?;
-        Ok(Applied {
-            iface: self.pinned.iface().to_owned(),
-            generation,
-            dry_run: false,
-            changed,
-            removed,
-            preflight_packets,
-            tenants: image.tenants.len(),
-            rules,
-            table_bytes,
-            warnings,
-        })
+        Ok(applied)
     }
 
     /// Flips slots from the live manifest to `to`: tenants first, then the
@@ -1229,24 +1211,7 @@ fn list_or_none(items: &[String]) -> String {
 
 /// The `.fg` files of `dir`, sorted, as (path, text).
 pub(crate) fn read_files(dir: &Path) -> Result<Vec<(String, String)>, ControlError> {
-    let fail = |p: &Path, e: std::io::Error| {
-        ControlError::Ruleset(format!("error: cannot read {}: {e}", p.display()))
-    };
-    let mut paths = Vec::new();
-    for entry in std::fs::read_dir(dir).map_err(|e| fail(dir, e))? {
-        let path = entry.map_err(|e| fail(dir, e))?.path();
-        if path.extension().is_some_and(|e| e == "fg") && path.is_file() {
-            paths.push(path);
-        }
-    }
-    paths.sort();
-    paths
-        .into_iter()
-        .map(|p| {
-            let text = std::fs::read_to_string(&p).map_err(|e| fail(&p, e))?;
-            Ok((p.display().to_string(), text))
-        })
-        .collect()
+    Ok(fluxgate_ruleset::read_dir_files(dir)?)
 }
 
 /// What each counter slot of `image` counts, with the rule text.

@@ -184,44 +184,29 @@ pub fn diff_files(live: &[(String, String)], dir: &Path) -> Result<DiffReport, C
                 .map(|r| r.to_string())
                 .unwrap_or_default()
         };
+        let at = |rs: &[Rule], position: u32, from: Option<u32>| DiffRule {
+            position,
+            from,
+            rule: text(rs, position),
+        };
         ScopeChanges {
             scope: name.to_owned(),
             status: "changed".into(),
-            added: sd
-                .added
-                .iter()
-                .map(|r| DiffRule {
-                    position: r.position,
-                    from: None,
-                    rule: text(&n, r.position),
-                })
-                .collect(),
+            added: sd.added.iter().map(|r| at(&n, r.position, None)).collect(),
             removed: sd
                 .removed
                 .iter()
-                .map(|r| DiffRule {
-                    position: r.position,
-                    from: None,
-                    rule: text(&o, r.position),
-                })
+                .map(|r| at(&o, r.position, None))
                 .collect(),
             changed: sd
                 .changed
                 .iter()
-                .map(|m| DiffRule {
-                    position: m.new,
-                    from: Some(m.old),
-                    rule: text(&n, m.new),
-                })
+                .map(|m| at(&n, m.new, Some(m.old)))
                 .collect(),
             moved: sd
                 .reordered
                 .iter()
-                .map(|m| DiffRule {
-                    position: m.new,
-                    from: Some(m.old),
-                    rule: text(&n, m.new),
-                })
+                .map(|m| at(&n, m.new, Some(m.old)))
                 .collect(),
             ..ScopeChanges::default()
         }

@@ -93,27 +93,33 @@ impl Ruleset {
     /// Reads `dir/gateway.fg` and every `dir/*.fg` (sorted by name) and parses them
     /// with [`Ruleset::parse_files`]. The only I/O this crate does.
     pub fn load_dir(dir: impl AsRef<Path>) -> Result<Ruleset, Errors> {
-        let dir = dir.as_ref();
-        let io = |p: &Path, e: std::io::Error| {
-            Errors::one(Diag::without_source(
-                ErrorKind::Io,
-                &p.display().to_string(),
-                e.to_string(),
-            ))
-        };
-        let mut paths = Vec::new();
-        for entry in std::fs::read_dir(dir).map_err(|e| io(dir, e))? {
-            let path = entry.map_err(|e| io(dir, e))?.path();
-            if path.extension().is_some_and(|e| e == "fg") && path.is_file() {
-                paths.push(path);
-            }
-        }
-        paths.sort();
-        let mut files = Vec::with_capacity(paths.len());
-        for p in paths {
-            let text = std::fs::read_to_string(&p).map_err(|e| io(&p, e))?;
-            files.push((p.display().to_string(), text));
-        }
-        Ruleset::parse_files(&files)
+        Ruleset::parse_files(&read_dir_files(dir)?)
     }
+}
+
+/// The `.fg` files of `dir` as `(path, text)`, sorted by path, ready for
+/// [`Ruleset::parse_files`]; an unreadable directory or file is an error naming it.
+pub fn read_dir_files(dir: impl AsRef<Path>) -> Result<Vec<(String, String)>, Errors> {
+    let dir = dir.as_ref();
+    let io = |p: &Path, e: std::io::Error| {
+        Errors::one(Diag::without_source(
+            ErrorKind::Io,
+            &p.display().to_string(),
+            e.to_string(),
+        ))
+    };
+    let mut paths = Vec::new();
+    for entry in std::fs::read_dir(dir).map_err(|e| io(dir, e))? {
+        let path = entry.map_err(|e| io(dir, e))?.path();
+        if path.extension().is_some_and(|e| e == "fg") && path.is_file() {
+            paths.push(path);
+        }
+    }
+    paths.sort();
+    let mut files = Vec::with_capacity(paths.len());
+    for p in paths {
+        let text = std::fs::read_to_string(&p).map_err(|e| io(&p, e))?;
+        files.push((p.display().to_string(), text));
+    }
+    Ok(files)
 }
