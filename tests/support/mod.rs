@@ -463,6 +463,19 @@ impl Flow {
                 let sock = UdpSocket::bind(SocketAddrV4::new(dst, port)).expect("bind");
                 sock.set_read_timeout(Some(Duration::from_millis(100)))
                     .expect("timeout");
+                // A deep receive queue: a receiver descheduled for a while on a
+                // busy 2-core machine must not lose datagrams the filter passed.
+                let size: libc::c_int = 8 << 20;
+                // SAFETY: setsockopt on a socket we own, with a valid int option.
+                unsafe {
+                    libc::setsockopt(
+                        std::os::fd::AsRawFd::as_raw_fd(&sock),
+                        libc::SOL_SOCKET,
+                        libc::SO_RCVBUFFORCE,
+                        (&raw const size).cast(),
+                        size_of::<libc::c_int>() as libc::socklen_t,
+                    )
+                };
                 tx.send(()).expect("ready");
                 let mut got = 0u64;
                 let mut buf = [0u8; 2048];
