@@ -293,14 +293,17 @@ impl PinnedAttachment {
             info.key_size(),
             info.value_size(),
             info.max_entries(),
+            info.map_flags(),
         );
         let key_size = if map_type == MapType::RingBuf { 0 } else { 4 };
-        if found != (Some(map_type), key_size, value_size, max_entries) {
+        // Every map of the object is created without flags.
+        if found != (Some(map_type), key_size, value_size, max_entries, 0) {
             return Err(Error::Incompatible {
                 path,
                 reason: format!(
-                    "expected {map_type:?} key {key_size} value {value_size} entries {max_entries}, found {:?} key {} value {} entries {}",
-                    found.0, found.1, found.2, found.3
+                    "expected {map_type:?} key {key_size} value {value_size} entries {max_entries} flags 0, \
+                     found {:?} key {} value {} entries {} flags {:#x}",
+                    found.0, found.1, found.2, found.3, found.4
                 ),
             });
         }
