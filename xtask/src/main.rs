@@ -29,6 +29,8 @@ const APT_PACKAGES: &[&str] = &[
     "linux-libc-dev",
     "iproute2",
     "bpftool",
+    // The capture test reads pcapng files back with tcpdump.
+    "tcpdump",
 ];
 const TOOLS_DIR: &str = "/opt/fluxgate/tools";
 const BPF_LINKER_VERSION: &str = "0.13.0";
