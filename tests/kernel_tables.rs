@@ -8,7 +8,7 @@ use std::net::Ipv4Addr;
 use fluxgate::{
     common::{
         GatewayConfig, Outcome,
-        table::{Cell, Header, OPS_PER_CELL, Op, Ref, action, word},
+        table::{Cell, Header, Ref, RuleCell, action, word},
         xdp,
     },
     dataplane::{
@@ -43,44 +43,39 @@ fn to(dst: Ipv4Addr, dport: u16) -> Vec<u8> {
 }
 
 /// Global table: root node cuts the top 8 bits of DST; child 203 → leaf with
-/// [count dport 443, drop dport 22 with SYN and not ACK, pass all] as ops over
-/// two cells; every other child → empty leaf.
+/// [count dport 443, drop dport 22, pass all]; every other child → empty leaf.
 fn global_table() -> Vec<Cell> {
-    let mut cells = vec![Cell::default(); 1 + 16 + 2];
+    let mut cells = vec![Cell::default(); 1 + 16 + 1 + 3];
     let node_base = 1u32;
-    let leaf = 17u32;
+    let list = 17u32;
+    let rules = 18u32;
     cells[0] = header(
         Ref::node(node_base, word::DST as u8, 24, 8),
         action::PASS,
         0,
-        19,
+        21,
     );
-    let ops = [
-        Op::range(word::DPORT, 443, 443, 1),
-        Op::end(action::COUNT, 10, 0),
-        Op::range(word::DPORT, 22, 22, 2),
-        Op::flags(0x12, 0x02, 1), // SYN without ACK
-        Op::end(action::DROP, 11, 1),
-        // padding checks that always hold, so the leaf spans two cells
-        Op::range(word::SPORT, 0, u32::MAX, 7),
-        Op::range(word::SPORT, 0, u32::MAX, 6),
-        Op::range(word::SPORT, 0, u32::MAX, 5),
-        Op::range(word::SPORT, 0, u32::MAX, 4),
-        Op::range(word::SPORT, 0, u32::MAX, 3),
-        Op::range(word::SPORT, 0, u32::MAX, 2),
-        Op::range(word::SPORT, 0, u32::MAX, 1),
-        Op::end(action::PASS, 12, 2),
-    ];
     for child in 0..256u32 {
         let r = if child == 203 {
-            Ref::leaf(leaf, ops.len() as u16)
+            Ref::leaf(list, 3)
         } else {
             Ref::leaf(0, 0)
         };
         cells[(node_base + child / 16) as usize].raw[(child % 16) as usize] = r.0;
     }
-    cells[leaf as usize] = Cell::from_ops(&ops[..OPS_PER_CELL]);
-    cells[leaf as usize + 1] = Cell::from_ops(&ops[OPS_PER_CELL..]);
+    cells[list as usize] = Cell::from_list(&[rules, rules + 1, rules + 2]);
+    let mut count443 = RuleCell::any(action::COUNT, 10);
+    count443.lo[word::DPORT] = 443;
+    count443.hi[word::DPORT] = 443;
+    let mut drop22 = RuleCell::any(action::DROP, 11);
+    drop22.lo[word::DPORT] = 22;
+    drop22.hi[word::DPORT] = 22;
+    drop22.flags_mask = 0x12;
+    drop22.flags_value = 0x02; // SYN without ACK
+    let pass = RuleCell::any(action::PASS, 12);
+    cells[rules as usize] = Cell::from_rule(&count443);
+    cells[rules as usize + 1] = Cell::from_rule(&drop22);
+    cells[rules as usize + 2] = Cell::from_rule(&pass);
     cells
 }
 

@@ -90,14 +90,14 @@ pub mod action {
     pub const DROP: u8 = 1;
     /// Count the packet and continue with the next rule.
     pub const COUNT: u8 = 2;
-    /// Dispatch table only: the packet belongs to the tenant in the end op's counter field.
+    /// Dispatch table only: the packet belongs to tenant `RuleCell::counter`.
     pub const TENANT: u8 = 3;
 }
 
 /// A reference to the next step of the walk, packed in a `u64`.
 ///
-/// Nodes: bits 0–31 cell index · 32–39 key word · 40–47 shift · 48–55 cut bits.
-/// Leaves: bits 0–31 first leaf cell · 32–47 number of ops · 48–55 zero.
+/// bits 0–31 cell index · 32–39 key word · 40–47 shift · 48–55 cut bits (0 = leaf)
+/// · 56–63 leaf rule count.
 #[repr(transparent)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Ref(pub u64);
@@ -108,10 +108,10 @@ impl Ref {
     pub const fn node(cell: u32, word: u8, shift: u8, bits: u8) -> Ref {
         Ref(cell as u64 | (word as u64) << 32 | (shift as u64) << 40 | (bits as u64) << 48)
     }
-    /// A leaf: `count` [`Op`]s in the cells from `cell` on, [`OPS_PER_CELL`]
-    /// per cell (`count` = 0: no rule matches; `cell` is then ignored).
-    pub const fn leaf(cell: u32, count: u16) -> Ref {
-        Ref(cell as u64 | (count as u64) << 32)
+    /// A leaf: the list cell `cell` holds `count` rule cell indices (`count` = 0:
+    /// no rule matches; `cell` is then ignored).
+    pub const fn leaf(cell: u32, count: u8) -> Ref {
+        Ref(cell as u64 | (count as u64) << 56)
     }
     /// First cell.
     #[inline(always)]
@@ -133,10 +133,10 @@ impl Ref {
     pub const fn bits(self) -> u32 {
         ((self.0 >> 48) & 0xff) as u32
     }
-    /// Ops in the leaf (only meaningful for leaves).
+    /// Rule indices in the leaf's list cell.
     #[inline(always)]
     pub const fn count(self) -> u32 {
-        ((self.0 >> 32) & 0xffff) as u32
+        (self.0 >> 56) as u32
     }
     /// Whether this is a leaf.
     #[inline(always)]
@@ -167,108 +167,34 @@ impl Default for Cell {
     }
 }
 
-/// One step of a leaf program (12 bytes, [`OPS_PER_CELL`] per cell).
-///
-/// A leaf is a straight-line program over the key: per candidate rule, in
-/// priority order, the *residual* checks — only the words the rule constrains
-/// more than the tree already did on the way to this leaf — then an end op
-/// that applies the rule if every check since the previous end op held.
-///
-/// - check ([`Op::END`] clear): `((key[meta & 15] & mask) - a) <= b` (mod 2^32),
-///   where `mask` is all ones when [`Op::FULL`] is set, else `(meta >> 8) & 0xff`
-///   (a TCP flags test: `a` = value, `b` = 0); `a` = low bound, `b` = span.
-///   Bits 20–27: ops up to and including the rule's end op (a failed check may
-///   skip there).
-/// - end ([`Op::END`] set): action in bits 0–7, `a` = counter slot, `b` = the
-///   rule's priority (lower wins; also across the trees of a table).
+/// A rule as the walk checks it: every range word within `[lo, hi]` and
+/// `flags & flags_mask == flags_value`.
 #[repr(C)]
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
-pub struct Op {
-    /// Kind, word, mask, skip (checks) or action (end ops).
-    pub meta: u32,
-    /// Low bound (checks) or counter slot (end ops).
-    pub a: u32,
-    /// Span `hi - lo` (checks) or priority (end ops).
-    pub b: u32,
-}
-
-/// Ops in one leaf cell (the last 8 bytes of the cell are unused).
-pub const OPS_PER_CELL: usize = 10;
-/// Most ops in one leaf: [`LEAF_MAX`] rules, each checking every word.
-pub const LEAF_OPS_MAX: usize = LEAF_MAX * (RANGE_WORDS + 2);
-/// Most consecutive cells one leaf spans.
-pub const LEAF_CELLS_MAX: usize = LEAF_OPS_MAX.div_ceil(OPS_PER_CELL);
-
-impl Op {
-    /// Marks an end op.
-    pub const END: u32 = 1 << 31;
-    /// A check on the whole word (mask of all ones).
-    pub const FULL: u32 = 1 << 16;
-
-    /// A range check `key[word] in [lo, hi]`; `skip` = ops up to the rule's end op.
-    pub const fn range(word: usize, lo: u32, hi: u32, skip: u8) -> Op {
-        Op {
-            meta: (word as u32 & 15) | 0xff << 8 | Op::FULL | (skip as u32) << 20,
-            a: lo,
-            b: hi.wrapping_sub(lo),
-        }
-    }
-    /// A TCP flags test `flags & mask == value`.
-    pub const fn flags(mask: u8, value: u8, skip: u8) -> Op {
-        Op {
-            meta: word::TCP_FLAGS as u32 | (mask as u32) << 8 | (skip as u32) << 20,
-            a: (value & mask) as u32,
-            b: 0,
-        }
-    }
-    /// The end of a rule: its action, counter slot and priority.
-    pub const fn end(action: u8, counter: u32, priority: u32) -> Op {
-        Op {
-            meta: Op::END | action as u32,
-            a: counter,
-            b: priority,
-        }
-    }
-    /// Whether this is an end op.
-    #[inline(always)]
-    pub const fn is_end(self) -> bool {
-        self.meta & Op::END != 0
-    }
-    /// Action of an end op.
-    #[inline(always)]
-    pub const fn action(self) -> u8 {
-        self.meta as u8
-    }
-    /// Ops to skip to the rule's end op when this check fails (0 if unknown).
-    #[inline(always)]
-    pub const fn skip(self) -> usize {
-        ((self.meta >> 20) & 0xff) as usize
-    }
-    /// Whether a check holds for `key`.
-    #[inline(always)]
-    pub fn holds(self, key: &[u32; KEY_WORDS]) -> bool {
-        self.miss(key) >> 63 == 0
-    }
-    /// A check without branches: bit 63 is set exactly when it fails for
-    /// `key`. The kernel ORs these over a rule and tests bit 63 once at the
-    /// end op: BPF has no set-on-compare, so a `bool` per check becomes a
-    /// branch per check, each branch a path the verifier explores.
-    #[inline(always)]
-    pub fn miss(self, key: &[u32; KEY_WORDS]) -> u64 {
-        let full = 0u32.wrapping_sub((self.meta >> 16) & 1);
-        let mask = ((self.meta >> 8) & 0xff) | full;
-        let off = (key[(self.meta & 15) as usize] & mask).wrapping_sub(self.a);
-        u64::from(self.b).wrapping_sub(u64::from(off))
-    }
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RuleCell {
+    /// Lower bounds, per [`word`].
+    pub lo: [u32; RANGE_WORDS],
+    /// Upper bounds (inclusive), per [`word`].
+    pub hi: [u32; RANGE_WORDS],
+    /// Counter slot (per-CPU rule counters); tenant index for [`action::TENANT`].
+    pub counter: u32,
+    /// One of [`action`].
+    pub action: u8,
+    /// TCP flags mask.
+    pub flags_mask: u8,
+    /// TCP flags value under the mask.
+    pub flags_value: u8,
+    /// Explicit padding.
+    pub _pad: u8,
 }
 
 /// Cell 0 of every table.
 ///
 /// A table holds 1 to [`MAX_TREES`] trees over disjoint parts of its rules
 /// (wildcard-heavy rule sets are split so each tree cuts the fields its rules
-/// are specific in). End ops carry the rule's priority, so across trees the
-/// matching rule with the *lowest priority number* wins. Trees are walked from
-/// the last to tree 0 and a leaf scan stops at the best priority found so far;
+/// are specific in). Rule cells are laid out in priority order, so across trees
+/// the matching rule with the *lowest cell index* wins. Trees are walked from
+/// the last to tree 0 and a leaf scan stops at the best index found so far;
 /// every count rule lives in tree 0, so when tree 0 is scanned the winner among
 /// the other trees is known and a matched count rule can be counted at once.
 #[repr(C)]
@@ -314,37 +240,87 @@ impl Header {
 }
 
 impl Header {
-    /// `"FG"` + table ABI version 3.
-    pub const MAGIC: u32 = 0x4647_0003;
+    /// `"FG"` + table ABI version 2.
+    pub const MAGIC: u32 = 0x4647_0002;
+}
+
+impl RuleCell {
+    /// A rule matching every packet.
+    pub const fn any(action: u8, counter: u32) -> RuleCell {
+        RuleCell {
+            lo: [0; RANGE_WORDS],
+            hi: [u32::MAX; RANGE_WORDS],
+            counter,
+            action,
+            flags_mask: 0,
+            flags_value: 0,
+            _pad: 0,
+        }
+    }
+
+    /// Whether `key` matches this rule.
+    ///
+    /// Branch-free on purpose: one unsigned compare per word folded into a
+    /// mask keeps the verifier from exploring a path per word and rule (with
+    /// early-exit branches the program exceeds the verifier's 1M-instruction
+    /// budget).
+    #[inline(always)]
+    pub fn matches(&self, key: &[u32; KEY_WORDS]) -> bool {
+        let mut outside = 0u64;
+        let mut i = 0;
+        while i < RANGE_WORDS {
+            // key in [lo, hi] ⇔ key - lo ≤ hi - lo (mod 2^32); the difference
+            // below goes negative (top bit set) exactly when it is not.
+            let span = u64::from(self.hi[i].wrapping_sub(self.lo[i]));
+            let off = u64::from(key[i].wrapping_sub(self.lo[i]));
+            outside |= span.wrapping_sub(off);
+            i += 1;
+        }
+        let flags = (key[word::TCP_FLAGS] as u8 & self.flags_mask) ^ self.flags_value;
+        (outside >> 63) == 0 && flags == 0
+    }
 }
 
 /// Reinterpretations of a [`Cell`].
 impl Cell {
+    /// The cell as a rule.
+    #[inline(always)]
+    pub fn rule(&self) -> &RuleCell {
+        // SAFETY: RuleCell is repr(C), 128 bytes, alignment 4 ≤ Cell's 8, and
+        // every bit pattern is a valid RuleCell (only integers).
+        unsafe { &*(self as *const Cell).cast::<RuleCell>() }
+    }
     /// The cell as a header.
     #[inline(always)]
     pub fn header(&self) -> &Header {
-        // SAFETY: Header is repr(C), 128 bytes, alignment 8 ≤ Cell's 8, and
-        // every bit pattern is a valid Header (only integers).
+        // SAFETY: as for `rule`: same size, compatible alignment, integers only.
         unsafe { &*(self as *const Cell).cast::<Header>() }
     }
-    /// The cell as leaf ops.
+    /// The cell as a leaf list of rule cell indices (the first [`Ref::count`] are used).
     #[inline(always)]
-    pub fn ops(&self) -> &[Op; OPS_PER_CELL] {
-        // SAFETY: [Op; 10] is 120 bytes ≤ 128 with alignment 4; integers only.
-        unsafe { &*(self as *const Cell).cast::<[Op; OPS_PER_CELL]>() }
+    pub fn list(&self) -> &[u32; 2 * REFS_PER_CELL] {
+        // SAFETY: [u32; 32] is 128 bytes with alignment 4; integers only.
+        unsafe { &*(self as *const Cell).cast::<[u32; 2 * REFS_PER_CELL]>() }
     }
-    /// A leaf cell holding `ops` (at most [`OPS_PER_CELL`]; the rest are zero).
-    pub fn from_ops(ops: &[Op]) -> Cell {
-        let mut all = [Op::default(); OPS_PER_CELL];
-        let n = if ops.len() < OPS_PER_CELL {
-            ops.len()
+    /// A leaf list cell holding `indices` (at most [`LEAF_MAX`]).
+    pub fn from_list(indices: &[u32]) -> Cell {
+        let mut words = [0u32; 2 * REFS_PER_CELL];
+        let n = if indices.len() < LEAF_MAX {
+            indices.len()
         } else {
-            OPS_PER_CELL
+            LEAF_MAX
         };
-        all[..n].copy_from_slice(&ops[..n]);
+        words[..n].copy_from_slice(&indices[..n]);
         let mut cell = Cell::default();
-        // SAFETY: 120 bytes into a 128-byte cell; Cell has no invalid bit patterns.
-        unsafe { core::ptr::write((&mut cell as *mut Cell).cast::<[Op; OPS_PER_CELL]>(), all) };
+        // SAFETY: same size; Cell has no invalid bit patterns.
+        unsafe { core::ptr::write((&mut cell as *mut Cell).cast::<[u32; 32]>(), words) };
+        cell
+    }
+    /// A cell holding `rule`.
+    pub fn from_rule(rule: &RuleCell) -> Cell {
+        let mut cell = Cell::default();
+        // SAFETY: same size; Cell has no invalid bit patterns.
+        unsafe { core::ptr::write((&mut cell as *mut Cell).cast::<RuleCell>(), *rule) };
         cell
     }
     /// A cell holding `header`.
@@ -357,6 +333,5 @@ impl Cell {
 }
 
 const _: () = assert!(core::mem::size_of::<Cell>() == 128);
-const _: () = assert!(core::mem::size_of::<Op>() * OPS_PER_CELL <= 128);
+const _: () = assert!(core::mem::size_of::<RuleCell>() == 128);
 const _: () = assert!(core::mem::size_of::<Header>() == 128);
-const _: () = assert!(LEAF_OPS_MAX <= 0xffff);

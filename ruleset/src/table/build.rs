@@ -21,8 +21,8 @@ use std::collections::HashMap;
 
 use super::{FlatRule, TableError, TableImage, TableStats, TreeConfig};
 use fluxgate_common::table::{
-    Cell, Header, KEY_WORDS, LEAF_MAX, LEAF_OPS_MAX, MAX_CUT_BITS, MAX_DEPTH, MAX_TREES,
-    OPS_PER_CELL, Op, RANGE_WORDS, REFS_PER_CELL, Ref, WORD_BITS, action, word,
+    Cell, Header, KEY_WORDS, LEAF_MAX, MAX_CUT_BITS, MAX_DEPTH, MAX_TREES, RANGE_WORDS,
+    REFS_PER_CELL, Ref, WORD_BITS, action, word,
 };
 
 /// Compiles `rules` (priority order: index 0 wins) into a table image.
@@ -275,9 +275,8 @@ struct Builder<'a> {
     leaf_target: usize,
     spfac: f64,
     cells: Vec<Cell>,
-    referenced: Vec<bool>,
-    leaves: HashMap<Vec<Op>, u32>,
-    ops: Vec<Op>,
+    rule_cell: Vec<u32>,
+    lists: HashMap<Vec<u32>, u32>,
     stats: TableStats,
     depth_sum: usize,
 }
@@ -300,9 +299,8 @@ impl<'a> Builder<'a> {
             leaf_target,
             spfac,
             cells: vec![Cell::default()],
-            referenced: vec![false; rules.len()],
-            leaves: HashMap::new(),
-            ops: Vec::new(),
+            rule_cell: vec![u32::MAX; rules.len()],
+            lists: HashMap::new(),
             stats: TableStats::default(),
             depth_sum: 0,
         }
@@ -311,6 +309,14 @@ impl<'a> Builder<'a> {
     /// Builds one tree per group; returns the cells (header: roots and tree
     /// count only), the stats and the sum of leaf depths.
     fn build(mut self, groups: &[Vec<u32>]) -> Result<(Vec<Cell>, TableStats, usize), TableError> {
+        // Rule cells first, in priority order: the cell index is the priority.
+        for &i in groups
+            .iter()
+            .flatten()
+            .collect::<std::collections::BTreeSet<_>>()
+        {
+            self.rule_cell(i);
+        }
         let mut roots = [Ref::default(); MAX_TREES];
         for (t, group) in groups.iter().take(MAX_TREES).enumerate() {
             // Every key matching a rule of this tree lies in their bounding box.
@@ -324,7 +330,7 @@ impl<'a> Builder<'a> {
             self.bbox = bbox;
             let region = Region::root();
             let list = self.prune(group, &region);
-            roots[t] = self.node(list, region, Known::root(), 0)?;
+            roots[t] = self.node(list, region, 0)?;
         }
         let trees = groups.len().clamp(1, MAX_TREES);
         self.cells[0] = Cell::from_header(&Header {
@@ -333,7 +339,6 @@ impl<'a> Builder<'a> {
             trees: trees as u32,
             ..Header::default()
         });
-        self.stats.rule_cells = self.referenced.iter().filter(|&&r| r).count();
         Ok((self.cells, self.stats, self.depth_sum))
     }
 
@@ -353,25 +358,19 @@ impl<'a> Builder<'a> {
         out
     }
 
-    fn node(
-        &mut self,
-        list: Vec<u32>,
-        reg: Region,
-        known: Known,
-        depth: usize,
-    ) -> Result<Ref, TableError> {
+    fn node(&mut self, list: Vec<u32>, reg: Region, depth: usize) -> Result<Ref, TableError> {
         if self.cells.len() > self.budget {
             return Err(TableError::TooLarge(self.cells.len() as u64));
         }
         if list.len() <= self.leaf_target {
-            return self.leaf(&list, &known, depth);
+            return self.leaf(&list, depth);
         }
         let near_limit = depth + 2 >= MAX_DEPTH;
         let Some(cut) = self.choose(&list, &reg, near_limit) else {
-            return self.leaf_or_error(list, &known, depth, "rules inseparable");
+            return self.leaf_or_error(list, depth, "rules inseparable");
         };
         if depth == MAX_DEPTH || (cut.max == list.len() && near_limit) {
-            return self.leaf_or_error(list, &known, depth, "max depth reached");
+            return self.leaf_or_error(list, depth, "max depth reached");
         }
         let children = 1usize << cut.bits;
         let first = self.alloc(children.div_ceil(REFS_PER_CELL));
@@ -396,45 +395,34 @@ impl<'a> Builder<'a> {
                 }
             }
         }
-        let subs: Vec<Vec<u32>> = buckets
-            .into_iter()
-            .enumerate()
-            .map(|(c, bucket)| self.prune(&bucket, &reg.child(cut.word, cut.bits, c as u32)))
-            .collect();
-        // Siblings with the same list whose rules all span the cut word's
-        // whole child range behave identically: a run of them shares one subtree.
-        let shareable: Vec<bool> = subs
-            .iter()
-            .map(|sub| {
-                sub.iter().all(|&i| {
-                    let r = &self.rules[i as usize];
-                    cut.word == word::TCP_FLAGS
-                        && r.flags_mask & (((1u32 << cut.bits) - 1) << shift) as u8 == 0
-                        || cut.word != word::TCP_FLAGS && {
-                            let (lo, hi) = effective(&reg, cut.word, self.bbox[cut.word]);
-                            r.lo[cut.word] <= lo && r.hi[cut.word] >= hi
-                        }
-                })
-            })
-            .collect();
-        let mut c = 0;
-        while c < children {
-            let mut last = c;
-            while shareable[c]
-                && last + 1 < children
-                && shareable[last + 1]
-                && subs[last + 1] == subs[c]
-            {
-                last += 1;
-            }
-            let child = reg.child(cut.word, cut.bits, c as u32);
-            let k = known.cut(&reg, cut.word, cut.bits, c as u32, last as u32);
-            let r = self.node(subs[c].clone(), child, k, depth + 1)?;
-            for x in c..=last {
-                let at = first as usize + x / REFS_PER_CELL;
-                self.cells[at].raw[x % REFS_PER_CELL] = r.0;
-            }
-            c = last + 1;
+        let mut prev: Option<(Vec<u32>, Ref)> = None;
+        for (c, bucket) in buckets.into_iter().enumerate() {
+            let c = c as u32;
+            let child = reg.child(cut.word, cut.bits, c);
+            let sub = self.prune(&bucket, &child);
+            // Siblings with the same list whose rules all span the cut word's
+            // whole child range behave identically: share one subtree.
+            let shareable = sub.iter().all(|&i| {
+                let r = &self.rules[i as usize];
+                cut.word == word::TCP_FLAGS
+                    && r.flags_mask & (((1u32 << cut.bits) - 1) << shift) as u8 == 0
+                    || cut.word != word::TCP_FLAGS && {
+                        let (lo, hi) = effective(&reg, cut.word, self.bbox[cut.word]);
+                        r.lo[cut.word] <= lo && r.hi[cut.word] >= hi
+                    }
+            });
+            let r = match &prev {
+                Some((p, r)) if shareable && *p == sub => *r,
+                _ => {
+                    let r = self.node(sub.clone(), child, depth + 1)?;
+                    if shareable {
+                        prev = Some((sub, r));
+                    }
+                    r
+                }
+            };
+            let at = first as usize + c as usize / REFS_PER_CELL;
+            self.cells[at].raw[c as usize % REFS_PER_CELL] = r.0;
         }
         Ok(Ref::node(
             first,
@@ -527,12 +515,11 @@ impl<'a> Builder<'a> {
     fn leaf_or_error(
         &mut self,
         list: Vec<u32>,
-        known: &Known,
         depth: usize,
         why: &'static str,
     ) -> Result<Ref, TableError> {
         if list.len() <= LEAF_MAX {
-            return self.leaf(&list, known, depth);
+            return self.leaf(&list, depth);
         }
         Err(TableError::TooManyOverlapping {
             count: list.len(),
@@ -541,9 +528,7 @@ impl<'a> Builder<'a> {
         })
     }
 
-    /// A leaf: the residual ops of `list` (at most [`LEAF_MAX`] rules), shared
-    /// with any identical leaf built before.
-    fn leaf(&mut self, list: &[u32], known: &Known, depth: usize) -> Result<Ref, TableError> {
+    fn leaf(&mut self, list: &[u32], depth: usize) -> Result<Ref, TableError> {
         if list.is_empty() {
             return Ok(Ref::leaf(0, 0));
         }
@@ -551,129 +536,34 @@ impl<'a> Builder<'a> {
         self.depth_sum += depth;
         self.stats.depth_max = self.stats.depth_max.max(depth);
         self.stats.leaf_max = self.stats.leaf_max.max(list.len());
-        let mut ops = std::mem::take(&mut self.ops);
-        ops.clear();
-        for &i in list {
-            self.referenced[i as usize] = true;
-            residual(&self.rules[i as usize], i, known, &mut ops);
-        }
-        debug_assert!(ops.len() <= LEAF_OPS_MAX);
-        self.stats.leaf_ops_max = self.stats.leaf_ops_max.max(ops.len());
-        let at = match self.leaves.get(&ops) {
+        let cells: Vec<u32> = list.iter().map(|&i| self.rule_cell(i)).collect();
+        let at = match self.lists.get(&cells) {
             Some(&at) => at,
             None => {
-                let n = ops.len().div_ceil(OPS_PER_CELL);
-                let at = self.alloc(n);
-                for (j, chunk) in ops.chunks(OPS_PER_CELL).enumerate() {
-                    self.cells[at as usize + j] = Cell::from_ops(chunk);
-                }
-                self.stats.list_cells += n;
-                self.stats.list_entries += list.len();
-                self.stats.ops += ops.len();
-                self.leaves.insert(ops.clone(), at);
+                let at = self.alloc(1);
+                self.cells[at as usize] = Cell::from_list(&cells);
+                self.stats.list_cells += 1;
+                self.stats.list_entries += cells.len();
+                self.lists.insert(cells, at);
                 at
             }
         };
-        let n = ops.len() as u16;
-        self.ops = ops;
-        Ok(Ref::leaf(at, n))
+        Ok(Ref::leaf(at, list.len() as u8))
+    }
+
+    fn rule_cell(&mut self, i: u32) -> u32 {
+        if self.rule_cell[i as usize] == u32::MAX {
+            let at = self.alloc(1);
+            self.cells[at as usize] = Cell::from_rule(&self.rules[i as usize].to_cell());
+            self.rule_cell[i as usize] = at;
+            self.stats.rule_cells += 1;
+        }
+        self.rule_cell[i as usize]
     }
 
     fn alloc(&mut self, n: usize) -> u32 {
         let at = self.cells.len() as u32;
         self.cells.resize(self.cells.len() + n, Cell::default());
         at
-    }
-}
-
-/// Key words in the order a leaf checks them: the most selective first, so the
-/// userspace walk's early exit fails fast.
-const CHECK_ORDER: [usize; RANGE_WORDS] = [
-    word::DST,
-    word::SRC,
-    word::DPORT,
-    word::SPORT,
-    word::PROTO,
-    word::DST + 1,
-    word::DST + 2,
-    word::DST + 3,
-    word::SRC + 1,
-    word::SRC + 2,
-    word::SRC + 3,
-    word::L4,
-    word::FAMILY,
-    word::VLAN,
-    word::IFINDEX,
-];
-
-/// Appends rule `r` (priority `prio`) as leaf ops: a check per word where `r`
-/// is narrower than what every key reaching the leaf already satisfies, a
-/// flags test on the flag bits the tree has not fixed, then its end op.
-fn residual(r: &FlatRule, prio: u32, known: &Known, ops: &mut Vec<Op>) {
-    let start = ops.len();
-    for w in CHECK_ORDER {
-        if r.lo[w] > known.lo[w] || r.hi[w] < known.hi[w] {
-            ops.push(Op::range(w, r.lo[w], r.hi[w], 0));
-        }
-    }
-    let mask = r.flags_mask & !known.flags_mask;
-    if mask != 0 {
-        ops.push(Op::flags(mask, r.flags_value & mask, 0));
-    }
-    let end = ops.len();
-    for (j, op) in ops[start..].iter_mut().enumerate() {
-        op.meta |= ((end - start - j) as u32) << 20;
-    }
-    ops.push(Op::end(r.action, r.counter, prio));
-}
-
-/// What holds for every key that reaches a node: per word an inclusive
-/// interval, and the TCP flag bits fixed by cuts. Normally the region's
-/// bounds; below a subtree shared by a run of sibling children only the union
-/// of their intervals holds on the cut word, and no later cut of that word
-/// (which indexes by its lower bits) narrows it. Leaf ops check only what
-/// this does not already imply.
-#[derive(Clone, Copy, Debug)]
-struct Known {
-    lo: [u32; KEY_WORDS],
-    hi: [u32; KEY_WORDS],
-    /// Words cut by a shared run (bit per word).
-    aliased: u32,
-    flags_mask: u8,
-    flags_value: u8,
-}
-
-impl Known {
-    fn root() -> Known {
-        let mut hi = [u32::MAX; KEY_WORDS];
-        for (h, bits) in hi.iter_mut().zip(WORD_BITS) {
-            *h = u32::MAX.checked_shr(32 - bits).unwrap_or(0);
-        }
-        Known {
-            lo: [0; KEY_WORDS],
-            hi,
-            aliased: 0,
-            flags_mask: 0,
-            flags_value: 0,
-        }
-    }
-
-    /// After a cut of `bits` bits of word `w` of `reg`, for children `first..=last`.
-    fn cut(&self, reg: &Region, w: usize, bits: u32, first: u32, last: u32) -> Known {
-        let mut k = *self;
-        if w == word::TCP_FLAGS {
-            if first == last {
-                let shift = reg.free(w) - bits;
-                k.flags_mask |= (((1u32 << bits) - 1) << shift) as u8;
-                k.flags_value |= (first << shift) as u8;
-            }
-        } else if self.aliased & (1 << w) == 0 {
-            k.lo[w] = reg.child(w, bits, first).bounds(w).0;
-            k.hi[w] = reg.child(w, bits, last).bounds(w).1;
-            if first != last {
-                k.aliased |= 1 << w;
-            }
-        }
-        k
     }
 }

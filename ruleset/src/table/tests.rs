@@ -1,8 +1,7 @@
 //! Tree ≡ linear scan, edge cases, layout invariants.
 
 use fluxgate_common::table::{
-    Cell, Header, KEY_WORDS, LEAF_MAX, LEAF_OPS_MAX, MAX_DEPTH, OPS_PER_CELL, Op, RANGE_WORDS, Ref,
-    action, word,
+    Cell, Header, KEY_WORDS, LEAF_MAX, MAX_DEPTH, RANGE_WORDS, Ref, action, word,
 };
 use proptest::prelude::*;
 
@@ -45,27 +44,17 @@ fn check_layout(image: &TableImage) {
         }
         if r.is_leaf() {
             assert!(depth <= MAX_DEPTH);
-            let n = r.count() as usize;
-            assert!(n <= LEAF_OPS_MAX);
-            if n > 0 {
+            assert!(r.count() as usize <= LEAF_MAX);
+            if r.count() > 0 {
+                let list = cells[r.cell() as usize].list();
+                let entries = &list[..r.count() as usize];
                 assert!(
-                    r.cell() > 0 && r.cell() as usize + n.div_ceil(OPS_PER_CELL) <= cells.len()
+                    entries.windows(2).all(|p| p[0] < p[1]),
+                    "leaf list in priority order"
                 );
-                let ops: Vec<Op> = (0..n)
-                    .map(|i| cells[r.cell() as usize + i / OPS_PER_CELL].ops()[i % OPS_PER_CELL])
-                    .collect();
-                assert!(ops.last().is_some_and(|o| o.is_end()), "leaf ends a rule");
-                let ends: Vec<&Op> = ops.iter().filter(|o| o.is_end()).collect();
-                assert!(ends.len() <= LEAF_MAX);
-                assert!(
-                    ends.windows(2).all(|p| p[0].b < p[1].b),
-                    "leaf rules in priority order"
-                );
-                assert!(ends.iter().all(|o| o.action() <= action::TENANT));
-                for (i, o) in ops.iter().enumerate() {
-                    if !o.is_end() {
-                        assert!(ops[i + o.skip()].is_end(), "a check skips to its end op");
-                    }
+                for &i in entries {
+                    assert!(i > 0 && (i as usize) < cells.len());
+                    assert!(cells[i as usize].rule().action <= action::TENANT);
                 }
             }
             continue;
