@@ -103,7 +103,11 @@ impl FlatRule {
 pub struct TreeConfig {
     /// A region with at most this many candidate rules becomes a leaf ("binth";
     /// clamped to `1..=LEAF_MAX`). Default 4: every leaf rule costs a map
-    /// lookup and a full range check per packet.
+    /// lookup and a full 15-word range check per packet (≈ 100 BPF
+    /// instructions), a tree step one lookup. Measured against 8 (same bench
+    /// run, kernel hot ns): acl 1k 343 → 294, acl 10k 430 → 360, acl 10 and
+    /// tenants unchanged; table bytes per rule 409 → 1196 (1k), 335 → 586 (10k);
+    /// compile 0.63 → 0.91 s (1k), 3.3 → 3.6 s (10k). Set 8 where memory matters more.
     pub leaf_target: usize,
     /// HiCuts space factor: a cut into `k` children of a region with `n` rules is
     /// allowed when `sum of child rule counts + k <= spfac * n`. Default 4.
@@ -113,7 +117,7 @@ pub struct TreeConfig {
 impl Default for TreeConfig {
     fn default() -> Self {
         TreeConfig {
-            leaf_target: 8,
+            leaf_target: 4,
             spfac: 4.0,
         }
     }
