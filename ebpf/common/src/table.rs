@@ -20,8 +20,8 @@
 //!
 //! | | acl 10 | acl 1k | acl 10k | 10 tenants | 10k tenants |
 //! |---|---|---|---|---|---|
-//! | leaf target 8 | 160 | 343 | 430 | 223 | 249 |
-//! | leaf target 4 (default now) | 156 | 294 | 360 | 224 | 224 |
+//! | leaf target 8 (default) | 160 | 343 | 430 | 223 | 249 |
+//! | leaf target 4 (×3 memory at 1k, see `TreeConfig`) | 151–156 | 294–315 | 360–386 | 224 | 224 |
 //! | v3 leaves of residual checks, `bpf_loop` walk (reverted) | 265 | 630 | 716 | 303 | 310 |
 //!
 //! Where the time goes: every lookup on a table is a call (tables are
@@ -47,6 +47,13 @@
 //!   `bpf_map_lookup_elem` instead of the direct array lookup: +100 ns per packet
 //!   (table above). A callback called only for long leaves still exceeded the
 //!   budget: it is re-verified for every distinct caller state;
+//! - state that differs per exit path multiplies what the verifier explores
+//!   across trees and walks: even the current walk, keeping the winner's
+//!   action/counter in a register at the match (to save the final lookup of
+//!   its cell), exceeds the budget. The residual-check walk kept exactly such
+//!   a register; keeping only a *location* (and reading action/counter once
+//!   after all trees) is the first thing to try before giving up on inline
+//!   leaves;
 //! - a `bool` per check is a branch in BPF (no set-on-compare): the verifier's
 //!   paths double per check. Accumulate `span - (key - lo)` in a u64 and test
 //!   bit 63 once per rule instead (as [`RuleCell::matches`] does).
