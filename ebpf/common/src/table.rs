@@ -50,10 +50,11 @@
 //! - state that differs per exit path multiplies what the verifier explores
 //!   across trees and walks: even the current walk, keeping the winner's
 //!   action/counter in a register at the match (to save the final lookup of
-//!   its cell), exceeds the budget. The residual-check walk kept exactly such
-//!   a register; keeping only a *location* (and reading action/counter once
-//!   after all trees) is the first thing to try before giving up on inline
-//!   leaves;
+//!   its cell), exceeds the budget. Dropping that register from the
+//!   residual-check walk (only the winner's priority kept, the decision read
+//!   once after all trees) was not enough either: 4 cells per tree still
+//!   exceeded it. Cheaper verification needs fewer paths per op (the end op
+//!   has four branches) or fewer unrolled tree × walk copies;
 //! - a `bool` per check is a branch in BPF (no set-on-compare): the verifier's
 //!   paths double per check. Accumulate `span - (key - lo)` in a u64 and test
 //!   bit 63 once per rule instead (as [`RuleCell::matches`] does).
