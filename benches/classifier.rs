@@ -221,9 +221,16 @@ fn summary(floor: &Program, setups: &[Setup]) {
     );
     for s in setups {
         let hot = hot_ns(&s.program, &frame(&s.packets[0]), false);
-        let frames: Vec<_> = s.packets.iter().take(2_000).map(frame).collect();
-        let trace = trace_ns(&s.program, &frames, false);
-        let trace_floor = trace_ns(floor, &frames, true);
+        // FLUXGATE_BENCH_NO_TRACE=1 skips the (slow) distinct-packet trace.
+        let (trace, trace_floor) = if std::env::var_os("FLUXGATE_BENCH_NO_TRACE").is_some() {
+            (f64::NAN, f64::NAN)
+        } else {
+            let frames: Vec<_> = s.packets.iter().take(2_000).map(frame).collect();
+            (
+                trace_ns(&s.program, &frames, false),
+                trace_ns(floor, &frames, true),
+            )
+        };
         let bytes = s.image.cells() as f64 * 128.0 / s.rules as f64;
         eprintln!(
             "  {:<14} {:>9} {:>10.0} {:>11.2} {:>12.1} {:>12.2} {:>12.0}ms {:>10.0}",

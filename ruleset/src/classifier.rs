@@ -66,9 +66,14 @@ impl Classifier {
 
     /// Classifies a packet key (the fast path: no allocation unless count rules match).
     pub fn classify_key(&self, key: &[u32; KEY_WORDS]) -> Classified {
-        let tenant = match walk(&self.image.dispatch.cells, key).decision {
-            Some((action::TENANT, t)) => Some(t),
-            _ => None,
+        // No tenants: the dispatch table cannot name one (skip its walk).
+        let tenant = if self.image.tenants.is_empty() {
+            None
+        } else {
+            match walk(&self.image.dispatch.cells, key).decision {
+                Some((action::TENANT, t)) => Some(t),
+                _ => None,
+            }
         };
         let mut counted = Vec::new();
         let global = walk(&self.image.global.cells, key);

@@ -16,6 +16,49 @@
 //! dispatch uses the same tree over the destination address, so it stays flat as
 //! tenants grow too.
 //!
+//! # Measured (2026-11-25, `cargo bench --bench classifier`, kernel hot ns, floor 26–28 ns)
+//!
+//! | | acl 10 | acl 1k | acl 10k | 10 tenants | 10k tenants |
+//! |---|---|---|---|---|---|
+//! | leaf target 8 (default) | 160 | 343 | 430 | 223 | 249 |
+//! | leaf target 4 (×3 memory at 1k, see `TreeConfig`) | 151–156 | 294–315 | 360–386 | 224 | 224 |
+//! | v3 leaves of residual checks, `bpf_loop` walk (reverted) | 265 | 630 | 716 | 303 | 310 |
+//!
+//! Where the time goes: every lookup on a table is a call (tables are
+//! `BPF_F_INNER_MAP` arrays of varying size, whose lookups the verifier does
+//! not inline); a leaf rule is one lookup plus a branch-free 15-word range
+//! check, ≈ 100 instructions; a table walks up to [`MAX_TREES`] trees.
+//!
+//! # What did not work (so the next attempt starts from the facts)
+//!
+//! Leaves holding their rules inline as *residual checks* (per rule only the
+//! words it constrains beyond what the tree fixed on the way, 12-byte
+//! `{word/mask, lo, span}` ops, an end op with action/counter/priority) were
+//! built and passed every differential test, but:
+//! - the verifier's 1M-instruction budget, with three inlined walks of four
+//!   trees, holds only about 8 unrolled leaf cells (80 ops) per walk — 4 + 1 +
+//!   1 + 1 or 2 + 2 + 2 + 2 cells verify, 3 per tree or 6 + 1 + 1 + 1 do not,
+//!   and one more live register (a shared-check accumulator) tips 4 + 1 + 1 + 1
+//!   over. ClassBench-like IPv4 rules need 9–13 checks each (the zero words 1–3
+//!   of both addresses, family, L4, proto, ports), so leaves hold 1–4 rules
+//!   and the trees deepen until compilation runs out of memory budget;
+//! - `bpf_loop` callbacks verify cheaply and *are* inlined, but a callback
+//!   reached by tables of both outer maps gets the generic (indirect)
+//!   `bpf_map_lookup_elem` instead of the direct array lookup: +100 ns per packet
+//!   (table above). A callback called only for long leaves still exceeded the
+//!   budget: it is re-verified for every distinct caller state;
+//! - state that differs per exit path multiplies what the verifier explores
+//!   across trees and walks: even the current walk, keeping the winner's
+//!   action/counter in a register at the match (to save the final lookup of
+//!   its cell), exceeds the budget. Dropping that register from the
+//!   residual-check walk (only the winner's priority kept, the decision read
+//!   once after all trees) was not enough either: 4 cells per tree still
+//!   exceeded it. Cheaper verification needs fewer paths per op (the end op
+//!   has four branches) or fewer unrolled tree × walk copies;
+//! - a `bool` per check is a branch in BPF (no set-on-compare): the verifier's
+//!   paths double per check. Accumulate `span - (key - lo)` in a u64 and test
+//!   bit 63 once per rule instead (as [`RuleCell::matches`] does).
+//!
 //! # Layout
 //!
 //! A table is an `ARRAY` of [`Cell`]s (128 bytes). Cell 0 is the [`Header`].
