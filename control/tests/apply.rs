@@ -405,3 +405,48 @@ fn explain_names_every_rule_considered_and_the_kernel_agrees() {
         "{text}"
     );
 }
+
+#[test]
+fn a_removed_tenant_falls_to_the_gateway_default_and_a_rollback_brings_it_back() {
+    support::require_root();
+    let link = Link::new();
+    let s = Scratch::new("remove");
+    let ns = link.b.name().to_owned();
+    let both = ruleset(&s, "both", ACME, BETA);
+    let only_acme = s.rules_dir("only-acme");
+    write(&only_acme, "gateway.fg", GATEWAY);
+    write(&only_acme, "acme.fg", ACME);
+    let only_acme = only_acme.display().to_string();
+    ok(fluxgate(&s, &["-n", &ns, "attach", IF_B]));
+    ok(fluxgate(&s, &["-n", &ns, "apply", &both]));
+    let ssh = "tcp 198.51.100.7:40000 -> 10.77.2.2:22 flags S";
+    let explain = |s: &Scratch| -> serde_json::Value {
+        let out = ok(fluxgate(
+            s,
+            &["-n", &ns, "explain", "--packet", ssh, "--json"],
+        ));
+        serde_json::from_slice(&out.stdout).expect("json")
+    };
+    assert_eq!(explain(&s)["decided_by"], "beta#1");
+
+    let out = ok(fluxgate(&s, &["-n", &ns, "apply", &only_acme, "--json"]));
+    let applied: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    assert_eq!(applied["removed"], serde_json::json!(["beta"]), "{applied}");
+    let e = explain(&s);
+    assert_eq!(
+        (e["tenant"].is_null(), e["decided_by"].as_str()),
+        (true, Some("gateway default")),
+        "{e}"
+    );
+    assert_eq!(
+        e["kernel"]["agrees"], true,
+        "the kernel no longer dispatches to beta: {e}"
+    );
+    assert_eq!(status(&s, &ns)["tenants"].as_array().map(Vec::len), Some(1));
+
+    ok(fluxgate(&s, &["-n", &ns, "rollback"]));
+    let e = explain(&s);
+    assert_eq!(e["decided_by"], "beta#1", "{e}");
+    assert_eq!(e["kernel"]["agrees"], true, "{e}");
+    assert_eq!(generations(&s, &ns), (1, 2, 1, 1));
+}
