@@ -454,11 +454,7 @@ impl Gateway {
         let rules =
             rs.gateway().rules.len() + rs.tenants().iter().map(|t| t.rules.len()).sum::<usize>();
         let mut warnings: Vec<String> = rs.warnings().iter().map(|d| d.render()).collect();
-        warnings.extend(unguarded(&rs).into_iter().map(|t| {
-            format!(
-                "warning: tenant `{t}` declares no guard packets; only generated witnesses check it"
-            )
-        }));
+        warnings.extend(unguarded_warning(&rs));
         let mut applied = Applied {
             iface: self.pinned.iface().to_owned(),
             generation: self.state.generation,
@@ -663,11 +659,12 @@ impl Gateway {
         }
         // 3. Empty the slots of tenants that are gone (dispatch no longer
         //    leads there).
-        for (slot, new, _) in &steps {
-            if new.is_none() {
-                self.pinned.unpublish(*slot)?;
-            }
-        }
+        let gone: Vec<Slot> = steps
+            .iter()
+            .filter(|(_, new, _)| new.is_none())
+            .map(|(slot, ..)| *slot)
+            .collect();
+        self.pinned.unpublish_all(&gone)?;
         Ok(steps
             .iter()
             .map(|(slot, new, _)| match new {
@@ -1358,6 +1355,24 @@ pub fn checks(rs: &ValidRuleset) -> Vec<Check> {
         guard: None,
     }));
     out
+}
+
+/// One warning naming the tenants without guards (the first few, and a count).
+pub(crate) fn unguarded_warning(rs: &ValidRuleset) -> Option<String> {
+    const SHOWN: usize = 5;
+    let names = unguarded(rs);
+    match names.len() {
+        0 => None,
+        1 => Some(format!(
+            "warning: tenant `{}` declares no guard packets; only generated witnesses check it",
+            names[0]
+        )),
+        n => Some(format!(
+            "warning: {n} tenants declare no guard packets ({}{}); only generated witnesses check them",
+            names[..n.min(SHOWN)].join(", "),
+            if n > SHOWN { ", …" } else { "" }
+        )),
+    }
 }
 
 /// Tenants that declare no guard (the gateway file counts as `gateway`).

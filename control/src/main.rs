@@ -317,6 +317,10 @@ enum Mode {
 }
 
 fn main() -> ExitCode {
+    // Like other command-line tools, end quietly when the reader of our output
+    // goes away (`fluxgate status | head`) instead of panicking on EPIPE.
+    // SAFETY: restoring the default disposition of a signal, before any thread.
+    unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
     let cli = Cli::parse();
     raise_open_file_limit();
     match run(cli) {
@@ -564,7 +568,7 @@ fn run(cli: Cli) -> Result<(), ControlError> {
                     if done.flipped.is_empty() {
                         "already live".to_owned()
                     } else {
-                        format!("flipped {}", done.flipped.join(", "))
+                        format!("flipped {}", summarize(&done.flipped))
                     }
                 );
             }

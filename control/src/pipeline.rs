@@ -13,7 +13,7 @@ use serde::Serialize;
 
 use crate::{
     ControlError,
-    generations::{checks, read_files, unguarded},
+    generations::{checks, read_files},
     rules::host_interfaces,
 };
 
@@ -69,11 +69,7 @@ pub fn check(dir: &Path) -> Result<Checked, ControlError> {
         return Err(ControlError::Preflight(failing.join("\n")));
     }
     let mut warnings: Vec<String> = rs.warnings().iter().map(|d| d.render()).collect();
-    warnings.extend(
-        unguarded(&rs)
-            .into_iter()
-            .map(|t| format!("warning: tenant `{t}` declares no guard packets")),
-    );
+    warnings.extend(crate::generations::unguarded_warning(&rs));
     Ok(Checked {
         tenants: rs.tenants().len(),
         rules: rs.gateway().rules.len() + rs.tenants().iter().map(|t| t.rules.len()).sum::<usize>(),

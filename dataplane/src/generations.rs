@@ -116,7 +116,39 @@ impl PinnedAttachment {
     fn buffer_table_id(&self, slot: Slot, buffer: u32) -> Result<Option<u32>, Error> {
         let loc = tables::slot_location(slot, false)?;
         let map = self.open_map(loc.map)?;
-        sys::lookup_u32(map_fd(&map)?, loc.index + buffer)
-            .map_err(|e| Error::kernel("read a table slot", e))
+        let id = sys::lookup_u32(map_fd(&map)?, loc.index + buffer)
+            .map_err(|e| Error::kernel("read a table slot", e))?;
+        // The placeholder stands for "nothing" (see `unpublish_all`).
+        Ok(id.filter(|id| Some(*id) != self.known_placeholder_id()))
+    }
+
+    /// Empties every slot of `slots` (both buffers) in one batch per outer
+    /// map — one RCU grace period in all, where deleting entries costs one per
+    /// entry. The slots are filled with the placeholder table, which
+    /// [`PinnedAttachment::live_table_id`] reports as empty. Only for slots no
+    /// packet reaches any more (a removed tenant, after dispatch moved on):
+    /// the placeholder has no valid header.
+    pub fn unpublish_all(&mut self, slots: &[Slot]) -> Result<(), Error> {
+        if slots.is_empty() {
+            return Ok(());
+        }
+        let (fd, _) = self.placeholder()?;
+        let raw = std::os::fd::AsRawFd::as_raw_fd(&fd) as u32;
+        let mut by_map: Vec<(&'static str, Vec<u32>)> = Vec::new();
+        for slot in slots {
+            let loc = tables::slot_location(*slot, false)?;
+            let keys = (0..fluxgate_common::TABLE_BUFFERS).map(|b| loc.index + b);
+            match by_map.iter_mut().find(|(m, _)| *m == loc.map) {
+                Some((_, k)) => k.extend(keys),
+                None => by_map.push((loc.map, keys.collect())),
+            }
+        }
+        for (name, keys) in by_map {
+            let map = self.open_map(name)?;
+            let fds = vec![raw; keys.len()];
+            sys::update_batch(map_fd(&map)?, &keys, &fds)
+                .map_err(|e| Error::kernel("empty table slots", e))?;
+        }
+        Ok(())
     }
 }

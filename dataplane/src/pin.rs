@@ -128,6 +128,8 @@ pub(crate) const MAP_SPECS: [(&str, MapType, u32, u32); 20] = [
 pub struct PinnedAttachment {
     iface: String,
     dir: PathBuf,
+    /// Map id of the placeholder table, once known (see `probe.rs`).
+    pub(crate) placeholder_id: std::sync::Mutex<Option<u32>>,
 }
 
 impl PinnedAttachment {
@@ -149,6 +151,7 @@ impl PinnedAttachment {
         let pinned = PinnedAttachment {
             iface: iface.to_owned(),
             dir,
+            placeholder_id: std::sync::Mutex::new(None),
         };
         // On any failure below, `remove_pins` undoes what was pinned; the link
         // is dropped unpinned, which detaches the program.
@@ -194,6 +197,7 @@ impl PinnedAttachment {
         let pinned = PinnedAttachment {
             iface: iface.to_owned(),
             dir,
+            placeholder_id: std::sync::Mutex::new(None),
         };
         for (name, ..) in MAP_SPECS {
             pinned.open_map(name)?;

@@ -66,9 +66,21 @@ impl PinnedAttachment {
 }
 
 impl PinnedAttachment {
+    /// The placeholder's map id if it exists (never creates it).
+    pub(crate) fn known_placeholder_id(&self) -> Option<u32> {
+        let mut cached = self.placeholder_id.lock().ok()?;
+        if cached.is_none() {
+            let fd = sys::obj_get(&self.dir().join(PLACEHOLDER)).ok()?;
+            let data = aya::maps::MapData::from_fd(fd).ok()?;
+            *cached = Some(data.info().ok()?.id());
+        }
+        *cached
+    }
+
     /// The attachment's all-zero placeholder table (pinned beside the maps,
-    /// created on first use) and its map id.
-    fn placeholder(&self) -> Result<(std::os::fd::OwnedFd, u32), Error> {
+    /// created on first use) and its map id. Written over slots that must hold
+    /// nothing — in one batch, where deleting costs a grace period per entry.
+    pub(crate) fn placeholder(&self) -> Result<(std::os::fd::OwnedFd, u32), Error> {
         let path = self.dir().join(PLACEHOLDER);
         let fd = match sys::obj_get(&path) {
             Ok(fd) => fd,
@@ -94,6 +106,9 @@ impl PinnedAttachment {
             .info()
             .map_err(|e| Error::kernel("read the placeholder's info", e))?
             .id();
+        if let Ok(mut cached) = self.placeholder_id.lock() {
+            *cached = Some(id);
+        }
         Ok((fd, id))
     }
 }
