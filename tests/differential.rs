@@ -88,10 +88,6 @@ impl Kernel {
     }
 }
 
-fn agree(a: &Decision, b: &Decision) -> bool {
-    a.verdict == b.verdict && a.tenant == b.tenant && a.rule == b.rule && a.counted == b.counted
-}
-
 #[test]
 fn case_table_agrees_in_kernel_userspace_and_reference() {
     support::require_root();
@@ -113,7 +109,7 @@ fn case_table_agrees_in_kernel_userspace_and_reference() {
                         failures.push(format!("{} line {}: {e}", case.name, p.line));
                     }
                     let r = reference::classify(&rs, &p.packet);
-                    if !agree(&d, &r) {
+                    if !d.same_outcome(&r) {
                         failures.push(format!(
                             "{} line {}: {d:?} vs reference {r:?}",
                             case.name, p.line
@@ -149,7 +145,7 @@ proptest! {
         for p in &packets {
             let d = kernel.check(p).map_err(TestCaseError::fail)?;
             let r = reference::classify(&rs, p);
-            prop_assert!(agree(&d, &r), "packet {p}\nkernel/userspace {d:?}\nreference {r:?}\nfiles {files:#?}");
+            prop_assert!(d.same_outcome(&r), "packet {p}\nkernel/userspace {d:?}\nreference {r:?}\nfiles {files:#?}");
         }
     }
 }
@@ -187,7 +183,7 @@ fn classbench_agrees(family: Family, rules: usize, packets: usize, seed: u64) {
         };
         // The reference is linear; check every packet on 1k rules, every 10th on 10k.
         let r = (rules <= 1000 || i % 10 == 0).then(|| reference::classify(&rs, &p));
-        if k != u.verdict || r.as_ref().is_some_and(|r| !agree(&u, r)) {
+        if k != u.verdict || r.as_ref().is_some_and(|r| !u.same_outcome(r)) {
             disagreements.push(format!(
                 "{p}: kernel {k:?}, userspace {u:?}, reference {r:?}"
             ));

@@ -29,12 +29,7 @@ impl PinnedAttachment {
 
     /// Replaces the capture configuration (`enabled = 0`: off).
     pub fn set_capture(&self, config: &CaptureConfig) -> Result<(), Error> {
-        let mut map = self.open_map(maps::CAPTURE)?;
-        let mut array: Array<&mut MapData, CaptureConfig> =
-            Array::try_from(&mut map).map_err(|e| Error::kernel("open the capture map", e))?;
-        array
-            .set(0, config, 0)
-            .map_err(|e| Error::kernel("write the capture map", e))
+        crate::program::write_capture(&mut self.open_map(maps::CAPTURE)?, config)
     }
 
     /// Starts capturing with `config` (enabled) and returns the reader.

@@ -134,18 +134,14 @@ impl PinnedAttachment {
         }
         let (fd, _) = self.placeholder()?;
         let raw = std::os::fd::AsRawFd::as_raw_fd(&fd) as u32;
-        let mut by_map: Vec<(&'static str, Vec<u32>)> = Vec::new();
+        let mut writes = Vec::new();
         for slot in slots {
             let loc = tables::slot_location(*slot, false)?;
-            let keys = (0..fluxgate_common::TABLE_BUFFERS).map(|b| loc.index + b);
-            match by_map.iter_mut().find(|(m, _)| *m == loc.map) {
-                Some((_, k)) => k.extend(keys),
-                None => by_map.push((loc.map, keys.collect())),
-            }
+            writes
+                .extend((0..fluxgate_common::TABLE_BUFFERS).map(|b| (loc.map, loc.index + b, raw)));
         }
-        for (name, keys) in by_map {
+        for (name, keys, fds) in tables::batches(writes) {
             let map = self.open_map(name)?;
-            let fds = vec![raw; keys.len()];
             sys::update_batch(map_fd(&map)?, &keys, &fds)
                 .map_err(|e| Error::kernel("empty table slots", e))?;
         }

@@ -9,7 +9,7 @@
 //! overlay maps, so probing is invisible to it. One probe at a time per
 //! attachment (the control plane serializes changes).
 
-use aya::maps::{Array, ArrayOfMaps, MapData};
+use aya::maps::{Array, MapData};
 use fluxgate_common::{GATEWAY_SLOTS, MAX_TENANTS, Trace, maps, xdp};
 
 use std::os::fd::AsFd;
@@ -119,34 +119,18 @@ pub(crate) const PLACEHOLDER: &str = "probe_clear";
 impl Probe<'_> {
     /// Makes probe runs see `table` in `slot` instead of the live table.
     pub fn overlay(&mut self, slot: Slot, table: &StagedTable) -> Result<(), Error> {
-        let loc = tables::slot_location(slot, true)?;
-        let (name, index) = (loc.map, loc.index);
-        let mut map = self.pinned.open_map(name)?;
-        let mut outer: ArrayOfMaps<&mut MapData, MapData> = ArrayOfMaps::try_from(&mut map)
-            .map_err(|e| Error::kernel("open a probe slot map", e))?;
-        outer
-            .set(index, &table.map, 0)
-            .map_err(|e| Error::kernel("overlay a staged table", e))?;
-        self.overlaid.push(slot);
-        Ok(())
+        self.overlay_all(&[(slot, table)])
     }
 
     /// [`Probe::overlay`] for many tables at once (one RCU grace period per
     /// outer map instead of one per table).
     pub fn overlay_all(&mut self, tables: &[(Slot, &StagedTable)]) -> Result<(), Error> {
-        let mut by_map: Vec<(&'static str, Vec<u32>, Vec<u32>)> = Vec::new();
+        let mut writes = Vec::with_capacity(tables.len());
         for (slot, table) in tables {
             let loc = tables::slot_location(*slot, true)?;
-            let fd = std::os::fd::AsRawFd::as_raw_fd(&table.map.fd().as_fd()) as u32;
-            match by_map.iter_mut().find(|(m, ..)| *m == loc.map) {
-                Some((_, keys, fds)) => {
-                    keys.push(loc.index);
-                    fds.push(fd);
-                }
-                None => by_map.push((loc.map, vec![loc.index], vec![fd])),
-            }
+            writes.push((loc.map, loc.index, table.raw_fd()));
         }
-        for (name, keys, fds) in by_map {
+        for (name, keys, fds) in tables::batches(writes) {
             self.write_slots(name, &keys, &fds)?;
         }
         self.overlaid.extend(tables.iter().map(|(s, _)| *s));

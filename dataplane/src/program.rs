@@ -78,12 +78,7 @@ impl Program {
 
     /// Replaces the capture configuration (see [`crate::DropReader`]).
     pub fn set_capture(&mut self, config: &fluxgate_common::CaptureConfig) -> Result<(), Error> {
-        let mut array: Array<&mut MapData, fluxgate_common::CaptureConfig> =
-            Array::try_from(self.map_mut(maps::CAPTURE)?)
-                .map_err(|e| Error::kernel("open the capture map", e))?;
-        array
-            .set(0, config, 0)
-            .map_err(|e| Error::kernel("write the capture map", e))
+        write_capture(self.map_mut(maps::CAPTURE)?, config)
     }
 
     /// Discards every captured record waiting in the drop ring; how many.
@@ -224,6 +219,17 @@ pub(crate) fn write_config(map: &mut Map, config: &GatewayConfig) -> Result<(), 
     array
         .set(0, config, 0)
         .map_err(|e| Error::kernel("write the config map", e))
+}
+
+pub(crate) fn write_capture(
+    map: &mut Map,
+    config: &fluxgate_common::CaptureConfig,
+) -> Result<(), Error> {
+    let mut array: Array<&mut MapData, fluxgate_common::CaptureConfig> =
+        Array::try_from(map).map_err(|e| Error::kernel("open the capture map", e))?;
+    array
+        .set(0, config, 0)
+        .map_err(|e| Error::kernel("write the capture map", e))
 }
 
 pub(crate) fn read_config(map: &Map) -> Result<GatewayConfig, Error> {

@@ -88,6 +88,11 @@ impl StagedTable {
         self.id
     }
 
+    /// The map's descriptor as a batch-update value.
+    pub(crate) fn raw_fd(&self) -> u32 {
+        self.map.fd().as_fd().as_raw_fd() as u32
+    }
+
     /// Number of cells.
     pub fn cells(&self) -> u32 {
         self.cells
@@ -146,20 +151,13 @@ pub trait Tables {
     /// [`Tables::place`] for many slots at once: one `BPF_MAP_UPDATE_BATCH` per
     /// outer map, so the kernel waits for one RCU grace period, not one per table.
     fn place_all(&mut self, tables: &[(Slot, &StagedTable)]) -> Result<(), Error> {
-        let mut by_map: Vec<(&'static str, Vec<u32>, Vec<u32>)> = Vec::new();
+        let mut writes = Vec::with_capacity(tables.len());
         for (slot, table) in tables {
             let standby = 1 - self.live_buffer(*slot)?;
             let loc = slot_location(*slot, false)?;
-            let fd = table.map.fd().as_fd().as_raw_fd() as u32;
-            match by_map.iter_mut().find(|(m, ..)| *m == loc.map) {
-                Some((_, keys, fds)) => {
-                    keys.push(loc.index + standby);
-                    fds.push(fd);
-                }
-                None => by_map.push((loc.map, vec![loc.index + standby], vec![fd])),
-            }
+            writes.push((loc.map, loc.index + standby, table.raw_fd()));
         }
-        for (name, keys, fds) in by_map {
+        for (name, keys, fds) in batches(writes) {
             let mut map = self.table_map(name)?;
             let data: &MapData = match map.get() {
                 Map::ArrayOfMaps(data) => data,
@@ -311,6 +309,25 @@ impl Tables for Program {
     fn table_map(&mut self, name: &'static str) -> Result<TableMap<'_>, Error> {
         Ok(TableMap::Borrowed(self.map_mut_named(name)?))
     }
+}
+
+/// Map-in-map writes grouped per outer map, for one `BPF_MAP_UPDATE_BATCH`
+/// (one RCU grace period) each: `(map, key, inner map fd)` in, `(map, keys,
+/// fds)` out, in first-seen map order.
+pub(crate) fn batches(
+    writes: impl IntoIterator<Item = (&'static str, u32, u32)>,
+) -> Vec<(&'static str, Vec<u32>, Vec<u32>)> {
+    let mut by_map: Vec<(&'static str, Vec<u32>, Vec<u32>)> = Vec::new();
+    for (map, key, fd) in writes {
+        match by_map.iter_mut().find(|(m, ..)| *m == map) {
+            Some((_, keys, fds)) => {
+                keys.push(key);
+                fds.push(fd);
+            }
+            None => by_map.push((map, vec![key], vec![fd])),
+        }
+    }
+    by_map
 }
 
 /// Where a table slot lives.

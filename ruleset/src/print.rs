@@ -176,18 +176,35 @@ impl fmt::Display for NamedSet {
 /// Prints `gateway.fg`.
 impl fmt::Display for Gateway {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        writeln!(f, "default {}", self.default_action)?;
-        for s in &self.sets {
-            writeln!(f, "{s}")?;
-        }
-        for r in &self.rules {
-            writeln!(f, "{r}")?;
-        }
-        for g in &self.guards {
-            writeln!(f, "{g}")?;
-        }
-        Ok(())
+        body(
+            f,
+            self.default_action,
+            &self.sets,
+            &self.rules,
+            &self.guards,
+        )
     }
+}
+
+/// What gateway and tenant files share: the default, sets, rules, guards.
+fn body(
+    f: &mut fmt::Formatter<'_>,
+    default: crate::Verdict,
+    sets: &[crate::NamedSet],
+    rules: &[crate::Rule],
+    guards: &[crate::Guard],
+) -> fmt::Result {
+    writeln!(f, "default {default}")?;
+    for s in sets {
+        writeln!(f, "{s}")?;
+    }
+    for r in rules {
+        writeln!(f, "{r}")?;
+    }
+    for g in guards {
+        writeln!(f, "{g}")?;
+    }
+    Ok(())
 }
 
 /// Prints `guard "PACKET" pass|drop`.
@@ -206,17 +223,13 @@ impl fmt::Display for Tenant {
         if !s.is_empty() {
             writeln!(f, "{}", s.trim_end())?;
         }
-        writeln!(f, "default {}", self.default_action)?;
-        for s in &self.sets {
-            writeln!(f, "{s}")?;
-        }
-        for r in &self.rules {
-            writeln!(f, "{r}")?;
-        }
-        for g in &self.guards {
-            writeln!(f, "{g}")?;
-        }
-        Ok(())
+        body(
+            f,
+            self.default_action,
+            &self.sets,
+            &self.rules,
+            &self.guards,
+        )
     }
 }
 

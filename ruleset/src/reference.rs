@@ -55,6 +55,18 @@ pub struct Decision {
     pub reason: String,
 }
 
+impl Decision {
+    /// Same verdict, tenant, deciding rule and counted rules — the outcome;
+    /// the tenant's name and the reason text are explanations, not compared.
+    /// How every engine is checked against the reference.
+    pub fn same_outcome(&self, other: &Decision) -> bool {
+        self.verdict == other.verdict
+            && self.tenant == other.tenant
+            && self.rule == other.rule
+            && self.counted == other.counted
+    }
+}
+
 fn prefixes(items: &[PrefixItem], a: std::net::IpAddr) -> bool {
     items.is_empty() || Match::nets(items).any(|n| n.contains(&a))
 }

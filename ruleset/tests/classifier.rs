@@ -2,14 +2,10 @@
 //! shared case table and on generated rulesets and packets.
 
 use fluxgate_ruleset::{
-    Classifier, CompileOptions, Config, Decision, PacketHeader, Ruleset,
+    Classifier, CompileOptions, Config, PacketHeader, Ruleset,
     cases::{self, check_decision},
     compile_with, reference, validate,
 };
-
-fn same(a: &Decision, b: &Decision) -> bool {
-    a.verdict == b.verdict && a.tenant == b.tenant && a.rule == b.rule && a.counted == b.counted
-}
 
 #[test]
 fn case_table_passes_on_the_compiled_classifier() {
@@ -36,7 +32,7 @@ fn case_table_passes_on_the_compiled_classifier() {
                 failures.push(format!("{} (line {}): {e}", case.name, p.line));
             }
             let r = reference::classify(&rs, &p.packet);
-            if !same(&d, &r) {
+            if !d.same_outcome(&r) {
                 failures.push(format!(
                     "{} (line {}): classifier {d:?} != reference {r:?}",
                     case.name, p.line
@@ -99,7 +95,7 @@ mod generated {
             let c = Classifier::new(compile_with(&rs, &CompileOptions::default()).expect("compile"), []);
             for p in &packets {
                 let (d, r) = (c.decide(p), reference::classify(&rs, p));
-                prop_assert!(same(&d, &r), "packet {p}\nclassifier {d:?}\nreference {r:?}\nfiles {files:#?}");
+                prop_assert!(d.same_outcome(&r), "packet {p}\nclassifier {d:?}\nreference {r:?}\nfiles {files:#?}");
             }
         }
     }
