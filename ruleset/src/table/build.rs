@@ -17,7 +17,7 @@
 //! list wins. Near the depth limit the space bound is dropped: a deeper tree
 //! would not verify, more memory is the lesser evil.
 
-use std::collections::HashMap;
+use ahash::AHashMap as HashMap;
 
 use super::{FlatRule, TableError, TableImage, TableStats, TreeConfig};
 use fluxgate_common::table::{
@@ -71,15 +71,33 @@ pub fn build_table(
     // One tree when it stays small; otherwise (wildcard-heavy sets replicate
     // rules into every child) one tree per class of rules that are specific in
     // the same address fields (EffiCuts' separable trees), merged by priority.
-    let budget = 4 * live.len() + 1024;
-    let single = Builder::new(rules, leaf_target, spfac, budget).build(std::slice::from_ref(&live));
     // The split trees get a generous but finite budget too: a pathological
     // rule set is refused with `TooLarge` instead of compiling for minutes.
     let split_budget = 64 * live.len() + (1 << 16);
-    let (cells, mut stats, depth_sum) = match single {
-        Ok(done) => done,
-        Err(_) => {
-            Builder::new(rules, leaf_target, spfac, split_budget).build(&partition(rules, &live))?
+    let groups = partition(rules, &live);
+    let (cells, mut stats, depth_sum) = if groups.iter().filter(|g| !g.is_empty()).count() <= 1 {
+        Builder::new(rules, leaf_target, spfac, split_budget, u64::MAX)
+            .build(std::slice::from_ref(&live))?
+    } else {
+        // The single tree is tried first but given up early: where it fails it
+        // replicates wildcards until the cell budget runs out, which cost 2 s
+        // of a 2.6 s compile at 100k ClassBench ACL rules (measured
+        // 2026-11-25); the work budget (rule visits while choosing and
+        // distributing, ≈ 10 ns each) stops it after ≈ 10 ms + 0.3 µs per rule.
+        let single_work = (1 << 20) + 32 * live.len() as u64;
+        let single = Builder::new(
+            rules,
+            leaf_target,
+            spfac,
+            4 * live.len() + 1024,
+            single_work,
+        )
+        .build(std::slice::from_ref(&live));
+        match single {
+            Ok(done) => done,
+            Err(_) => {
+                Builder::new(rules, leaf_target, spfac, split_budget, u64::MAX).build(&groups)?
+            }
         }
     };
     let n = cells.len();
@@ -111,7 +129,8 @@ pub fn build_table(
 /// rule sets repeat themselves.
 fn unshadowed(rules: &[FlatRule]) -> Vec<u32> {
     const SHADOW_WINDOW: usize = 32;
-    let mut seen: HashMap<([u32; RANGE_WORDS], [u32; RANGE_WORDS], u8, u8), ()> = HashMap::new();
+    let mut seen: HashMap<([u32; RANGE_WORDS], [u32; RANGE_WORDS], u8, u8), ()> =
+        HashMap::default();
     let mut recent: std::collections::VecDeque<u32> = std::collections::VecDeque::new();
     let mut out = Vec::with_capacity(rules.len());
     for (i, r) in rules.iter().enumerate() {
@@ -169,8 +188,12 @@ fn partition(rules: &[FlatRule], live: &[u32]) -> Vec<Vec<u32>> {
     groups
 }
 
-/// Lists at most this long are cut by [`Builder::choose_precisely`].
+/// Lists at most this long are re-scored after covering pruning ([`Builder::precise`]).
 const PRECISE_BELOW: usize = 64;
+
+/// Lists at most this long are scored by a sweep over sorted span ends, longer
+/// ones by histograms (O(n) per width vs O(n + 2^bits) in all).
+const SWEEP_BELOW: usize = 64;
 
 /// An aligned box: per key word, the top `fixed` bits (of the word's significant
 /// width) equal those of `lo`.
@@ -272,6 +295,8 @@ struct Builder<'a> {
     rules: &'a [FlatRule],
     bbox: [(u32, u32); RANGE_WORDS],
     budget: usize,
+    /// Most rule visits (see `work`) before the build gives up with `TooLarge`.
+    work_budget: u64,
     leaf_target: usize,
     spfac: f64,
     cells: Vec<Cell>,
@@ -279,6 +304,8 @@ struct Builder<'a> {
     lists: HashMap<Vec<u32>, u32>,
     stats: TableStats,
     depth_sum: usize,
+    /// Rule visits so far while choosing cuts and distributing rules.
+    work: std::cell::Cell<u64>,
 }
 
 /// A scored cut.
@@ -291,18 +318,26 @@ struct Cut {
 }
 
 impl<'a> Builder<'a> {
-    fn new(rules: &'a [FlatRule], leaf_target: usize, spfac: f64, budget: usize) -> Self {
+    fn new(
+        rules: &'a [FlatRule],
+        leaf_target: usize,
+        spfac: f64,
+        budget: usize,
+        work_budget: u64,
+    ) -> Self {
         Builder {
             rules,
             bbox: [(0, u32::MAX); RANGE_WORDS],
             budget,
+            work_budget,
             leaf_target,
             spfac,
             cells: vec![Cell::default()],
             rule_cell: vec![u32::MAX; rules.len()],
-            lists: HashMap::new(),
+            lists: HashMap::default(),
             stats: TableStats::default(),
             depth_sum: 0,
+            work: std::cell::Cell::new(0),
         }
     }
 
@@ -344,6 +379,7 @@ impl<'a> Builder<'a> {
 
     /// Rules of `list` overlapping `reg`, up to the first covering terminal rule.
     fn prune(&self, list: &[u32], reg: &Region) -> Vec<u32> {
+        self.work.set(self.work.get() + list.len() as u64);
         let mut out = Vec::with_capacity(list.len());
         for &i in list {
             let r = &self.rules[i as usize];
@@ -359,7 +395,7 @@ impl<'a> Builder<'a> {
     }
 
     fn node(&mut self, list: Vec<u32>, reg: Region, depth: usize) -> Result<Ref, TableError> {
-        if self.cells.len() > self.budget {
+        if self.cells.len() > self.budget || self.work.get() > self.work_budget {
             return Err(TableError::TooLarge(self.cells.len() as u64));
         }
         if list.len() <= self.leaf_target {
@@ -377,29 +413,14 @@ impl<'a> Builder<'a> {
         self.stats.nodes += 1;
         self.stats.node_cells += children.div_ceil(REFS_PER_CELL);
         let shift = reg.free(cut.word) - cut.bits;
-        // Distribute the rules into the children they overlap (priority order is
-        // kept), then prune each child list against its region.
+        // The pruned rule list of every child, in one pass.
         let mut buckets: Vec<Vec<u32>> = vec![Vec::new(); children];
-        for &i in &list {
-            let r = &self.rules[i as usize];
-            if cut.word == word::TCP_FLAGS {
-                for (c, b) in buckets.iter_mut().enumerate() {
-                    if overlaps(r, &reg.child(cut.word, cut.bits, c as u32), &self.bbox) {
-                        b.push(i);
-                    }
-                }
-            } else {
-                let (a, b) = child_span(r, &reg, cut.word, cut.bits, self.bbox[cut.word]);
-                for bucket in &mut buckets[a as usize..=b as usize] {
-                    bucket.push(i);
-                }
-            }
-        }
+        self.distribute(&list, &reg, cut.word, cut.bits, |c, i| buckets[c].push(i));
         let mut prev: Option<(Vec<u32>, Ref)> = None;
         for (c, bucket) in buckets.into_iter().enumerate() {
             let c = c as u32;
             let child = reg.child(cut.word, cut.bits, c);
-            let sub = self.prune(&bucket, &child);
+            let sub = bucket;
             // Siblings with the same list whose rules all span the cut word's
             // whole child range behave identically: share one subtree.
             let shareable = sub.iter().all(|&i| {
@@ -443,54 +464,102 @@ impl<'a> Builder<'a> {
     fn choose(&self, list: &[u32], reg: &Region, near_limit: bool) -> Option<Cut> {
         let n = list.len();
         let mut per_word: Vec<Cut> = Vec::new();
-        let mut counts = vec![0i64; (1 << MAX_CUT_BITS) + 1];
+        // hx[v] / hy[v]: rules whose span starts / ends before top-width child v.
+        let mut hx = [0usize; (1 << MAX_CUT_BITS) + 1];
+        let mut hy = [0usize; (1 << MAX_CUT_BITS) + 1];
+        // Per rule, its clipped span on the word, relative to the region (the
+        // child span of a `bits` cut is this shifted right by `free - bits`).
+        let mut spans: Vec<(u32, u32)> = Vec::with_capacity(n);
+        let (mut xs, mut ys) = (Vec::new(), Vec::new());
         for w in 0..KEY_WORDS {
             let top = reg.free(w).min(MAX_CUT_BITS);
-            let mut pick: Option<(Cut, bool)> = None;
-            for bits in 1..=top {
-                let k = 1usize << bits;
-                counts[..=k].iter_mut().for_each(|c| *c = 0);
-                if w == word::TCP_FLAGS {
-                    for &i in list {
-                        let r = &self.rules[i as usize];
-                        for c in 0..k as u32 {
-                            if overlaps(r, &reg.child(word::TCP_FLAGS, bits, c), &self.bbox) {
-                                counts[c as usize] += 1;
-                                counts[c as usize + 1] -= 1;
-                            }
+            if top == 0 {
+                continue;
+            }
+            if w == word::TCP_FLAGS {
+                if let Some(cut) = self.choose_flags(list, reg, near_limit, top) {
+                    per_word.push(cut);
+                }
+                continue;
+            }
+            let (base, _) = reg.bounds(w);
+            let (elo, ehi) = effective(reg, w, self.bbox[w]);
+            self.work.set(self.work.get() + n as u64);
+            spans.clear();
+            spans.extend(list.iter().map(|&i| {
+                let r = &self.rules[i as usize];
+                (r.lo[w].max(elo) - base, r.hi[w].min(ehi) - base)
+            }));
+            // Every rule with the same span: no cut on this word separates anything.
+            if spans.iter().all(|s| *s == spans[0]) {
+                continue;
+            }
+            let drop = reg.free(w) - top;
+            self.work.set(self.work.get() + n as u64);
+            let mut pick: Option<Cut> = None;
+            if n <= SWEEP_BELOW {
+                // Few rules: largest child by a sweep over sorted span ends
+                // (shifting keeps them sorted), total by span lengths — O(n)
+                // per width instead of O(2^bits).
+                xs.clear();
+                ys.clear();
+                xs.extend(spans.iter().map(|&(x, _)| x >> drop));
+                ys.extend(spans.iter().map(|&(_, y)| y >> drop));
+                xs.sort_unstable();
+                ys.sort_unstable();
+                for bits in 1..=top {
+                    let d = top - bits;
+                    let (mut i, mut j, mut open, mut max, mut sum) = (0, 0, 0usize, 0usize, 0usize);
+                    while i < n {
+                        if xs[i] >> d <= ys[j] >> d {
+                            open += 1;
+                            max = max.max(open);
+                            i += 1;
+                        } else {
+                            open -= 1;
+                            j += 1;
                         }
                     }
-                } else {
-                    for &i in list {
-                        let (a, b) =
-                            child_span(&self.rules[i as usize], reg, w, bits, self.bbox[w]);
-                        counts[a as usize] += 1;
-                        counts[b as usize + 1] -= 1;
+                    for (x, y) in xs.iter().zip(ys.iter()) {
+                        sum += ((y >> d) - (x >> d) + 1) as usize;
                     }
+                    pick = Self::wider(
+                        pick,
+                        self.fits(
+                            Cut {
+                                word: w,
+                                bits,
+                                max,
+                                sum,
+                            },
+                            n,
+                            near_limit,
+                        ),
+                    );
                 }
-                let (mut run, mut max, mut sum) = (0i64, 0usize, 0usize);
-                for c in &counts[..k] {
-                    run += c;
-                    max = max.max(run as usize);
-                    sum += run as usize;
+            } else {
+                // Child sizes of every width from two histograms at the widest cut:
+                // a rule spans child `c` of a `bits` cut (d = top - bits) unless it
+                // starts at or after child c + 1 or ends before child c, so
+                // size(c) = #(x < (c+1) << d) - #(y < c << d) over the top-width spans.
+                let width = 1usize << top;
+                hx[..=width].iter_mut().for_each(|c| *c = 0);
+                hy[..=width].iter_mut().for_each(|c| *c = 0);
+                for &(x, y) in &spans {
+                    hx[(x >> drop) as usize + 1] += 1;
+                    hy[(y >> drop) as usize + 1] += 1;
                 }
-                let fits = near_limit || (sum + k) as f64 <= self.spfac * n as f64 + k as f64;
-                let cut = Cut {
-                    word: w,
-                    bits,
-                    max,
-                    sum,
-                };
-                // Widest fitting cut that still shrinks the largest child.
-                match pick {
-                    None => pick = Some((cut, fits)),
-                    Some((p, _)) if fits && cut.max <= p.max => pick = Some((cut, fits)),
-                    _ => {}
+                for v in 1..=width {
+                    hx[v] += hx[v - 1];
+                    hy[v] += hy[v - 1];
+                }
+                for bits in 1..=top {
+                    let d = top - bits;
+                    let sizes = (0..1usize << bits).map(|c| hx[(c + 1) << d] - hy[c << d]);
+                    pick = Self::wider(pick, self.score(w, bits, n, sizes, near_limit));
                 }
             }
-            if let Some((cut, _)) = pick {
-                per_word.push(cut);
-            }
+            per_word.extend(pick);
         }
         if n <= PRECISE_BELOW {
             per_word.iter_mut().for_each(|c| self.precise(list, reg, c));
@@ -500,16 +569,167 @@ impl<'a> Builder<'a> {
             .min_by_key(|c| (c.max, c.sum, u32::MAX - c.bits))
     }
 
+    /// The naive score of a cut into `2^bits` children of the given list
+    /// sizes. `fits`: its replication stays within the space bound.
+    fn score(
+        &self,
+        word: usize,
+        bits: u32,
+        n: usize,
+        sizes: impl Iterator<Item = usize>,
+        near_limit: bool,
+    ) -> (Cut, bool) {
+        let (mut max, mut sum) = (0usize, 0usize);
+        for size in sizes {
+            max = max.max(size);
+            sum += size;
+        }
+        self.fits(
+            Cut {
+                word,
+                bits,
+                max,
+                sum,
+            },
+            n,
+            near_limit,
+        )
+    }
+
+    /// `cut` and whether its replication stays within the space bound.
+    fn fits(&self, cut: Cut, n: usize, near_limit: bool) -> (Cut, bool) {
+        let k = 1usize << cut.bits;
+        let fits = near_limit || (cut.sum + k) as f64 <= self.spfac * n as f64 + k as f64;
+        (cut, fits)
+    }
+
+    /// Of cuts on one word tried narrowest first: the widest fitting cut that
+    /// still shrinks the largest child (the narrowest when none fits).
+    fn wider(pick: Option<Cut>, (cut, fits): (Cut, bool)) -> Option<Cut> {
+        match pick {
+            Some(p) if !(fits && cut.max <= p.max) => Some(p),
+            _ => Some(cut),
+        }
+    }
+
+    /// [`Builder::choose`] for the TCP flags byte (bit positions, not ranges).
+    /// A rule of `list` (pruned for `reg`) overlaps a child of a flags cut
+    /// exactly when its flags agree with the bits the child fixes.
+    fn choose_flags(&self, list: &[u32], reg: &Region, near_limit: bool, top: u32) -> Option<Cut> {
+        let free_mask = (0xffu32 >> reg.fixed[word::TCP_FLAGS]) as u8;
+        if list
+            .iter()
+            .all(|&i| self.rules[i as usize].flags_mask & free_mask == 0)
+        {
+            return None;
+        }
+        // Rules grouped by the flag bits they constrain (typically 2–3 groups).
+        let mut groups: Vec<(u8, u8, usize)> = Vec::new();
+        for &i in list {
+            let r = &self.rules[i as usize];
+            let key = (r.flags_mask, r.flags_value & r.flags_mask);
+            match groups.iter_mut().find(|g| (g.0, g.1) == key) {
+                Some(g) => g.2 += 1,
+                None => groups.push((key.0, key.1, 1)),
+            }
+        }
+        self.work.set(self.work.get() + list.len() as u64);
+        let mut pick = None;
+        for bits in 1..=top {
+            let sizes = (0..1u32 << bits).map(|c| {
+                let (mask, val) = flags_fixed(&reg.child(word::TCP_FLAGS, bits, c));
+                groups
+                    .iter()
+                    .filter(|&&(m, v, _)| (v ^ val) & m & mask == 0)
+                    .map(|g| g.2)
+                    .sum()
+            });
+            pick = Self::wider(
+                pick,
+                self.score(word::TCP_FLAGS, bits, list.len(), sizes, near_limit),
+            );
+        }
+        pick
+    }
+
     /// Re-scores `cut` by the child lists after covering pruning.
     fn precise(&self, list: &[u32], reg: &Region, cut: &mut Cut) {
-        let (mut max, mut sum) = (0, 0);
-        for c in 0..1u32 << cut.bits {
-            let n = self.prune(list, &reg.child(cut.word, cut.bits, c)).len();
-            max = max.max(n);
-            sum += n;
+        let mut sizes = [0usize; 1 << MAX_CUT_BITS];
+        self.distribute(list, reg, cut.word, cut.bits, |c, _| sizes[c] += 1);
+        let sizes = &sizes[..1 << cut.bits];
+        cut.max = sizes.iter().copied().max().unwrap_or(0);
+        cut.sum = sizes.iter().sum();
+    }
+
+    /// Hands `(child, rule)` for every rule of each child's pruned list, in
+    /// priority order: exactly `self.prune(list, &reg.child(w, bits, c))` for
+    /// every child `c`, in one pass over `list` (which must be pruned for `reg`).
+    ///
+    /// A child differs from `reg` in word `w` only, so a rule of `list`
+    /// overlaps exactly the children of its span on `w`, and covers a child
+    /// exactly when it covers `reg` on every other word and the child on `w`;
+    /// a child's list ends at its first covering terminal rule.
+    fn distribute(
+        &self,
+        list: &[u32],
+        reg: &Region,
+        w: usize,
+        bits: u32,
+        mut push: impl FnMut(usize, u32),
+    ) {
+        self.work.set(self.work.get() + list.len() as u64);
+        let k = 1usize << bits;
+        if w == word::TCP_FLAGS {
+            for c in 0..k {
+                for i in self.prune(list, &reg.child(w, bits, c as u32)) {
+                    push(c, i);
+                }
+            }
+            return;
         }
-        cut.max = max;
-        cut.sum = sum;
+        let bb = self.bbox[w];
+        let (base, _) = reg.bounds(w);
+        let shift = reg.free(w) - bits;
+        let (flags_mask, flags_val) = flags_fixed(reg);
+        let mut closed = [false; 1 << MAX_CUT_BITS];
+        let mut open = k;
+        for &i in list {
+            if open == 0 {
+                break;
+            }
+            let r = &self.rules[i as usize];
+            let (a, b) = child_span(r, reg, w, bits, bb);
+            // Whether `r` covers `reg` on every word but `w` (flags included).
+            let covers_rest = r.is_terminal()
+                && r.flags_mask & !flags_mask == 0
+                && (r.flags_value ^ flags_val) & r.flags_mask == 0
+                && self.bbox.iter().enumerate().all(|(v, bb)| {
+                    v == w || {
+                        let (lo, hi) = effective(reg, v, *bb);
+                        r.lo[v] <= lo && r.hi[v] >= hi
+                    }
+                });
+            self.work.set(self.work.get() + u64::from(b - a + 1));
+            for (c, done) in closed
+                .iter_mut()
+                .enumerate()
+                .take(b as usize + 1)
+                .skip(a as usize)
+            {
+                if *done {
+                    continue;
+                }
+                push(c, i);
+                if covers_rest {
+                    let clo = base | ((c as u32) << shift);
+                    let chi = clo | (((1u64 << shift) - 1) as u32);
+                    if r.lo[w] <= clo.max(bb.0) && r.hi[w] >= chi.min(bb.1) {
+                        *done = true;
+                        open -= 1;
+                    }
+                }
+            }
+        }
     }
 
     fn leaf_or_error(
