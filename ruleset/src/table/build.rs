@@ -129,8 +129,13 @@ pub fn build_table(
 /// rule sets repeat themselves.
 fn unshadowed(rules: &[FlatRule]) -> Vec<u32> {
     const SHADOW_WINDOW: usize = 32;
-    let mut seen: HashMap<([u32; RANGE_WORDS], [u32; RANGE_WORDS], u8, u8), ()> =
-        HashMap::default();
+    // Terminal rules seen, by a 64-bit fingerprint of their match fields
+    // (8 bytes per entry instead of a 122-byte key); a hit is confirmed
+    // against the first rule with that fingerprint, so a collision merely
+    // keeps a duplicate.
+    let fields = |r: &FlatRule| (r.lo, r.hi, r.flags_mask, r.flags_value);
+    let hasher = ahash::RandomState::with_seeds(1, 2, 3, 4);
+    let mut seen: HashMap<u64, u32> = HashMap::with_capacity(rules.len());
     let mut recent: std::collections::VecDeque<u32> = std::collections::VecDeque::new();
     let mut out = Vec::with_capacity(rules.len());
     for (i, r) in rules.iter().enumerate() {
@@ -138,8 +143,8 @@ fn unshadowed(rules: &[FlatRule]) -> Vec<u32> {
             continue;
         }
         if r.is_terminal() {
-            let key = (r.lo, r.hi, r.flags_mask, r.flags_value);
-            if seen.insert(key, ()).is_some() {
+            let first = *seen.entry(hasher.hash_one(fields(r))).or_insert(i as u32);
+            if first != i as u32 && fields(&rules[first as usize]) == fields(r) {
                 continue;
             }
             let inside = |e: &FlatRule| {
@@ -415,29 +420,47 @@ impl<'a> Builder<'a> {
         let shift = reg.free(cut.word) - cut.bits;
         // The pruned rule list of every child, in one pass.
         let mut buckets: Vec<Vec<u32>> = vec![Vec::new(); children];
-        self.distribute(&list, &reg, cut.word, cut.bits, |c, i| buckets[c].push(i));
-        let mut prev: Option<(Vec<u32>, Ref)> = None;
-        for (c, bucket) in buckets.into_iter().enumerate() {
+        let uncovered = self.uncovered(&list, &reg);
+        self.distribute(&list, &uncovered, &reg, cut.word, cut.bits, |c, i| {
+            buckets[c].push(i)
+        });
+        // Siblings whose rules all span the cut word's whole range (or, for a
+        // flags cut, leave the cut bits free) behave identically: they share
+        // one subtree. Such a rule lands in every child the region's box
+        // reaches, and the first covering terminal one ends every such child's
+        // list at once, so all non-empty lists of this kind are the same list:
+        // equal lengths mean equal lists.
+        let (whole_lo, whole_hi) = match self.bbox.get(cut.word) {
+            Some(bb) => effective(&reg, cut.word, *bb),
+            None => (0, 0),
+        };
+        let flag_bits = (((1u32 << cut.bits) - 1) << shift) as u8;
+        let mut prev: Option<(usize, Ref)> = None;
+        let mut prev_list: Option<Vec<u32>> = None;
+        for (c, sub) in buckets.into_iter().enumerate() {
             let c = c as u32;
             let child = reg.child(cut.word, cut.bits, c);
-            let sub = bucket;
-            // Siblings with the same list whose rules all span the cut word's
-            // whole child range behave identically: share one subtree.
             let shareable = sub.iter().all(|&i| {
                 let r = &self.rules[i as usize];
-                cut.word == word::TCP_FLAGS
-                    && r.flags_mask & (((1u32 << cut.bits) - 1) << shift) as u8 == 0
-                    || cut.word != word::TCP_FLAGS && {
-                        let (lo, hi) = effective(&reg, cut.word, self.bbox[cut.word]);
-                        r.lo[cut.word] <= lo && r.hi[cut.word] >= hi
-                    }
+                if cut.word == word::TCP_FLAGS {
+                    r.flags_mask & flag_bits == 0
+                } else {
+                    r.lo[cut.word] <= whole_lo && r.hi[cut.word] >= whole_hi
+                }
             });
-            let r = match &prev {
-                Some((p, r)) if shareable && *p == sub => *r,
+            let r = match prev {
+                Some((len, r)) if shareable && len == sub.len() => {
+                    debug_assert_eq!(prev_list.as_ref(), Some(&sub));
+                    r
+                }
                 _ => {
-                    let r = self.node(sub.clone(), child, depth + 1)?;
+                    let len = sub.len();
+                    if cfg!(debug_assertions) && shareable {
+                        prev_list = Some(sub.clone());
+                    }
+                    let r = self.node(sub, child, depth + 1)?;
                     if shareable {
-                        prev = Some((sub, r));
+                        prev = Some((len, r));
                     }
                     r
                 }
@@ -562,7 +585,10 @@ impl<'a> Builder<'a> {
             per_word.extend(pick);
         }
         if n <= PRECISE_BELOW {
-            per_word.iter_mut().for_each(|c| self.precise(list, reg, c));
+            let uncovered = self.uncovered(list, reg);
+            per_word
+                .iter_mut()
+                .for_each(|c| self.precise(list, &uncovered, reg, c));
         }
         per_word
             .into_iter()
@@ -652,10 +678,39 @@ impl<'a> Builder<'a> {
         pick
     }
 
+    /// Per rule of `list`, the words on which it does not cover `reg` (bit
+    /// `w`), plus bit 15 when it cannot end a list there (not terminal, or its
+    /// flags do not cover the region's).
+    fn uncovered(&self, list: &[u32], reg: &Region) -> Vec<u16> {
+        let (flags_mask, flags_val) = flags_fixed(reg);
+        let whole: [(u32, u32); RANGE_WORDS] =
+            std::array::from_fn(|v| effective(reg, v, self.bbox[v]));
+        list.iter()
+            .map(|&i| {
+                let r = &self.rules[i as usize];
+                let mut mask = 0u16;
+                for (v, &(lo, hi)) in whole.iter().enumerate() {
+                    if r.lo[v] > lo || r.hi[v] < hi {
+                        mask |= 1 << v;
+                    }
+                }
+                let ends = r.is_terminal()
+                    && r.flags_mask & !flags_mask == 0
+                    && (r.flags_value ^ flags_val) & r.flags_mask == 0;
+                if !ends {
+                    mask |= 1 << word::TCP_FLAGS;
+                }
+                mask
+            })
+            .collect()
+    }
+
     /// Re-scores `cut` by the child lists after covering pruning.
-    fn precise(&self, list: &[u32], reg: &Region, cut: &mut Cut) {
+    fn precise(&self, list: &[u32], uncovered: &[u16], reg: &Region, cut: &mut Cut) {
         let mut sizes = [0usize; 1 << MAX_CUT_BITS];
-        self.distribute(list, reg, cut.word, cut.bits, |c, _| sizes[c] += 1);
+        self.distribute(list, uncovered, reg, cut.word, cut.bits, |c, _| {
+            sizes[c] += 1
+        });
         let sizes = &sizes[..1 << cut.bits];
         cut.max = sizes.iter().copied().max().unwrap_or(0);
         cut.sum = sizes.iter().sum();
@@ -669,9 +724,11 @@ impl<'a> Builder<'a> {
     /// overlaps exactly the children of its span on `w`, and covers a child
     /// exactly when it covers `reg` on every other word and the child on `w`;
     /// a child's list ends at its first covering terminal rule.
+    /// `uncovered` is [`Builder::uncovered`] of `list` and `reg`.
     fn distribute(
         &self,
         list: &[u32],
+        uncovered: &[u16],
         reg: &Region,
         w: usize,
         bits: u32,
@@ -690,25 +747,16 @@ impl<'a> Builder<'a> {
         let bb = self.bbox[w];
         let (base, _) = reg.bounds(w);
         let shift = reg.free(w) - bits;
-        let (flags_mask, flags_val) = flags_fixed(reg);
         let mut closed = [false; 1 << MAX_CUT_BITS];
         let mut open = k;
-        for &i in list {
+        for (at, &i) in list.iter().enumerate() {
             if open == 0 {
                 break;
             }
             let r = &self.rules[i as usize];
             let (a, b) = child_span(r, reg, w, bits, bb);
             // Whether `r` covers `reg` on every word but `w` (flags included).
-            let covers_rest = r.is_terminal()
-                && r.flags_mask & !flags_mask == 0
-                && (r.flags_value ^ flags_val) & r.flags_mask == 0
-                && self.bbox.iter().enumerate().all(|(v, bb)| {
-                    v == w || {
-                        let (lo, hi) = effective(reg, v, *bb);
-                        r.lo[v] <= lo && r.hi[v] >= hi
-                    }
-                });
+            let covers_rest = uncovered[at] & !(1 << w) == 0;
             self.work.set(self.work.get() + u64::from(b - a + 1));
             for (c, done) in closed
                 .iter_mut()
