@@ -16,6 +16,25 @@
 //! replication stays within `spfac × n + 2^bits` and that shrinks the largest
 //! list wins. Near the depth limit the space bound is dropped: a deeper tree
 //! would not verify, more memory is the lesser evil.
+//!
+//! # Compile time (`compile_with`, synthetic ClassBench, release, one core, 2026-11-25)
+//!
+//! | | 1k | 10k | 100k |
+//! |---|---|---|---|
+//! | ACL, before | 640 ms | 3.4 s | 27.6 s |
+//! | ACL, now (same trees, byte for byte) | 10 ms | 26 ms | 270 ms |
+//! | FW, now | 9 ms | 0.31 s | fails: 17 rules overlap at depth 20 |
+//! | IPC, now | 8 ms | 50 ms | 6.1 s (2288 table bytes per rule) |
+//!
+//! What made it fast: a node's rules are distributed into *pruned* child lists
+//! in one pass ([`Builder::distribute`]: a child differs from its parent in
+//! one word, so overlap and covering need one compare per rule, with the other
+//! words' covering precomputed as a mask); cut widths are scored from two
+//! histograms of span ends (long lists) or a sweep over sorted span ends (short
+//! ones) instead of one pass per width; flags cuts are scored per group of
+//! rules with the same flag constraint; and the single-tree attempt, which fails
+//! on wildcard-heavy sets after replicating rules until its cell budget runs
+//! out (2 s of the 2.6 s at 100k ACL), stops after a work budget instead.
 
 use ahash::AHashMap as HashMap;
 

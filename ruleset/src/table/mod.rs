@@ -108,7 +108,8 @@ pub struct TreeConfig {
     /// ratio to the floor in the same run): acl 1k 12.3× → 11.7×, acl 10k
     /// 15.4× → 14.3×, trace 12.5× → 11.4× and 12.7× → 11.3×, acl 10 and tenants
     /// unchanged — for 409 → 1196 table bytes per rule at 1k (335 → 586 at 10k)
-    /// and compile 0.63 → 0.97 s (1k), 3.3 → 3.7 s (10k): not worth it by default.
+    /// and compile 0.63 → 0.97 s (1k), 3.3 → 3.7 s (10k, both with the
+    /// compiler of that day, before it got 17–100× faster): not worth it by default.
     pub leaf_target: usize,
     /// HiCuts space factor: a cut into `k` children of a region with `n` rules is
     /// allowed when `sum of child rule counts + k <= spfac * n`. Default 4.
