@@ -4,7 +4,7 @@
 use aya_ebpf::maps::PerCpuArray;
 use fluxgate_common::{
     Counter,
-    table::{KEY_WORDS, LEAF_MAX, MAX_DEPTH, MAX_TREES, REFS_PER_CELL, Ref, action},
+    table::{KEY_WORDS, LEAF_MAX, LIST_SLOTS, MAX_DEPTH, MAX_TREES, REFS_PER_CELL, Ref, action},
 };
 
 use crate::{Table, count};
@@ -70,12 +70,14 @@ pub(crate) fn walk(
         };
         let list = list.list();
         let n = leaf.count() as usize;
+        let first = leaf.slot();
         let mut i = 0;
         while i < LEAF_MAX {
             if i >= n {
                 break;
             }
-            let idx = list[i];
+            // Lists are packed in their cell; the mask keeps a corrupt ref in it.
+            let idx = list[(first + i) & (LIST_SLOTS - 1)];
             if idx >= best {
                 break;
             }

@@ -40,7 +40,7 @@ use ahash::AHashMap as HashMap;
 
 use super::{FlatRule, TableError, TableImage, TableStats, TreeConfig};
 use fluxgate_common::table::{
-    Cell, Header, KEY_WORDS, LEAF_MAX, MAX_CUT_BITS, MAX_DEPTH, MAX_TREES, RANGE_WORDS,
+    Cell, Header, KEY_WORDS, LEAF_MAX, LIST_SLOTS, MAX_CUT_BITS, MAX_DEPTH, MAX_TREES, RANGE_WORDS,
     REFS_PER_CELL, Ref, WORD_BITS, action, word,
 };
 
@@ -325,7 +325,10 @@ struct Builder<'a> {
     spfac: f64,
     cells: Vec<Cell>,
     rule_cell: Vec<u32>,
-    lists: HashMap<Vec<u32>, u32>,
+    /// Where each distinct leaf list was placed: list cell and first slot.
+    lists: HashMap<Vec<u32>, (u32, usize)>,
+    /// The list cell being filled and how many of its slots are used.
+    packing: Option<(u32, usize)>,
     stats: TableStats,
     depth_sum: usize,
     /// Rule visits so far while choosing cuts and distributing rules.
@@ -359,6 +362,7 @@ impl<'a> Builder<'a> {
             cells: vec![Cell::default()],
             rule_cell: vec![u32::MAX; rules.len()],
             lists: HashMap::default(),
+            packing: None,
             stats: TableStats::default(),
             depth_sum: 0,
             work: std::cell::Cell::new(0),
@@ -824,18 +828,27 @@ impl<'a> Builder<'a> {
         self.stats.depth_max = self.stats.depth_max.max(depth);
         self.stats.leaf_max = self.stats.leaf_max.max(list.len());
         let cells: Vec<u32> = list.iter().map(|&i| self.rule_cell(i)).collect();
-        let at = match self.lists.get(&cells) {
-            Some(&at) => at,
+        let (at, slot) = match self.lists.get(&cells) {
+            Some(&placed) => placed,
             None => {
-                let at = self.alloc(1);
-                self.cells[at as usize] = Cell::from_list(&cells);
-                self.stats.list_cells += 1;
-                self.stats.list_entries += cells.len();
-                self.lists.insert(cells, at);
-                at
+                // Packed: the list goes after the previous one when it fits in
+                // the same cell, else into a new cell.
+                let n = cells.len();
+                let (at, slot) = match self.packing {
+                    Some((at, used)) if used + n <= LIST_SLOTS => (at, used),
+                    _ => {
+                        self.stats.list_cells += 1;
+                        (self.alloc(1), 0)
+                    }
+                };
+                self.cells[at as usize].list_mut()[slot..slot + n].copy_from_slice(&cells);
+                self.packing = Some((at, slot + n));
+                self.stats.list_entries += n;
+                self.lists.insert(cells, (at, slot));
+                (at, slot)
             }
         };
-        Ok(Ref::leaf(at, list.len() as u8))
+        Ok(Ref::leaf_at(at, slot as u8, list.len() as u8))
     }
 
     fn rule_cell(&mut self, i: u32) -> u32 {

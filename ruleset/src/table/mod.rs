@@ -274,7 +274,10 @@ pub fn walk(cells: &[Cell], key: &[u32; KEY_WORDS]) -> Walk {
         let Some(list) = cells.get(leaf.cell() as usize) else {
             continue;
         };
-        for &idx in &list.list()[..n] {
+        let Some(entries) = list.list().get(leaf.slot()..leaf.slot() + n) else {
+            continue;
+        };
+        for &idx in entries {
             if idx >= best {
                 break;
             }

@@ -47,7 +47,7 @@ fn check_layout(image: &TableImage) {
             assert!(r.count() as usize <= LEAF_MAX);
             if r.count() > 0 {
                 let list = cells[r.cell() as usize].list();
-                let entries = &list[..r.count() as usize];
+                let entries = &list[r.slot()..r.slot() + r.count() as usize];
                 assert!(
                     entries.windows(2).all(|p| p[0] < p[1]),
                     "leaf list in priority order"
@@ -326,6 +326,21 @@ fn classbench_tables_match_linear_scan() {
             walk(&img.cells, &keys(&rules, 1, 5)[0])
         );
     }
+}
+
+#[test]
+fn leaf_lists_are_packed_into_shared_cells() {
+    let rules = classbench_like(5000, 3);
+    let img = build(&rules, &TreeConfig::default());
+    let s = img.stats;
+    // Lists of a few rules each share cells, and every list stays inside its cell.
+    assert!(s.list_entries <= s.list_cells * 2 * fluxgate_common::table::REFS_PER_CELL);
+    assert!(
+        s.list_cells * 2 < s.leaves,
+        "{} list cells for {} leaves: lists are not packed",
+        s.list_cells,
+        s.leaves
+    );
 }
 
 // ---- property tests ----
