@@ -104,18 +104,36 @@ pub fn build_table(
         // 2026-11-25); the work budget (rule visits while choosing and
         // distributing, ≈ 10 ns each) stops it after ≈ 10 ms + 0.3 µs per rule.
         let single_work = (1 << 20) + 32 * live.len() as u64;
-        let single = Builder::new(
-            rules,
-            leaf_target,
-            spfac,
-            4 * live.len() + 1024,
-            single_work,
-        )
-        .build(std::slice::from_ref(&live));
-        match single {
-            Ok(done) => done,
-            Err(_) => {
-                Builder::new(rules, leaf_target, spfac, split_budget, u64::MAX).build(&groups)?
+        let single = || {
+            Builder::new(
+                rules,
+                leaf_target,
+                spfac,
+                4 * live.len() + 1024,
+                single_work,
+            )
+            .build(std::slice::from_ref(&live))
+        };
+        let split =
+            || Builder::new(rules, leaf_target, spfac, split_budget, u64::MAX).build(&groups);
+        if live.len() >= PARALLEL_FROM {
+            // Large sets: the single-tree attempt runs beside the forest.
+            let (single, forest) = std::thread::scope(|scope| {
+                let attempt = scope.spawn(single);
+                let forest = split();
+                let single = attempt
+                    .join()
+                    .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
+                (single, forest)
+            });
+            match single {
+                Ok(done) => done,
+                Err(_) => forest?,
+            }
+        } else {
+            match single() {
+                Ok(done) => done,
+                Err(_) => split()?,
             }
         }
     };
@@ -211,6 +229,11 @@ fn partition(rules: &[FlatRule], live: &[u32]) -> Vec<Vec<u32>> {
     }
     groups
 }
+
+/// Forests of at least this many rules build their trees in parallel (below,
+/// a thread costs more than it saves: a gateway with 10k small tenants
+/// compiles 10k small tables).
+const PARALLEL_FROM: usize = 4096;
 
 /// Lists at most this long are re-scored after covering pruning ([`Builder::precise`]).
 const PRECISE_BELOW: usize = 64;
@@ -329,6 +352,10 @@ struct Builder<'a> {
     lists: HashMap<Vec<u32>, (u32, usize)>,
     /// The list cell being filled and how many of its slots are used.
     packing: Option<(u32, usize)>,
+    /// Node cells allocated (first cell, cells): the cells holding refs.
+    node_ranges: Vec<(u32, usize)>,
+    /// The root of the tree a subtree builder built.
+    root: Ref,
     stats: TableStats,
     depth_sum: usize,
     /// Rule visits so far while choosing cuts and distributing rules.
@@ -363,6 +390,8 @@ impl<'a> Builder<'a> {
             rule_cell: vec![u32::MAX; rules.len()],
             lists: HashMap::default(),
             packing: None,
+            node_ranges: Vec::new(),
+            root: Ref::default(),
             stats: TableStats::default(),
             depth_sum: 0,
             work: std::cell::Cell::new(0),
@@ -381,19 +410,37 @@ impl<'a> Builder<'a> {
             self.rule_cell(i);
         }
         let mut roots = [Ref::default(); MAX_TREES];
-        for (t, group) in groups.iter().take(MAX_TREES).enumerate() {
-            // Every key matching a rule of this tree lies in their bounding box.
-            let mut bbox = [(u32::MAX, 0u32); RANGE_WORDS];
-            for &i in group {
-                let r = &self.rules[i as usize];
-                for (w, bb) in bbox.iter_mut().enumerate() {
-                    *bb = (bb.0.min(r.lo[w]), bb.1.max(r.hi[w]));
-                }
+        let groups = &groups[..groups.len().min(MAX_TREES)];
+        if groups.len() > 1 && groups.iter().map(Vec::len).sum::<usize>() >= PARALLEL_FROM {
+            // Large forests: each tree built on its own thread into its own
+            // cells, then appended and relocated, in tree order.
+            let built: Vec<Result<Builder<'a>, TableError>> = std::thread::scope(|scope| {
+                let handles: Vec<_> = groups
+                    .iter()
+                    .map(|group| {
+                        let mut sub = self.subtree_builder();
+                        scope.spawn(move || {
+                            let root = sub.tree(group)?;
+                            sub.root = root;
+                            Ok(sub)
+                        })
+                    })
+                    .collect();
+                handles
+                    .into_iter()
+                    .map(|h| {
+                        h.join()
+                            .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+                    })
+                    .collect()
+            });
+            for (t, sub) in built.into_iter().enumerate() {
+                roots[t] = self.append(sub?)?;
             }
-            self.bbox = bbox;
-            let region = Region::root();
-            let list = self.prune(group, &region);
-            roots[t] = self.node(list, region, 0)?;
+        } else {
+            for (t, group) in groups.iter().enumerate() {
+                roots[t] = self.tree(group)?;
+            }
         }
         let trees = groups.len().clamp(1, MAX_TREES);
         self.cells[0] = Cell::from_header(&Header {
@@ -403,6 +450,73 @@ impl<'a> Builder<'a> {
             ..Header::default()
         });
         Ok((self.cells, self.stats, self.depth_sum))
+    }
+
+    /// Builds the tree of `group`; returns its root.
+    fn tree(&mut self, group: &[u32]) -> Result<Ref, TableError> {
+        // Every key matching a rule of this tree lies in their bounding box.
+        let mut bbox = [(u32::MAX, 0u32); RANGE_WORDS];
+        for &i in group {
+            let r = &self.rules[i as usize];
+            for (w, bb) in bbox.iter_mut().enumerate() {
+                *bb = (bb.0.min(r.lo[w]), bb.1.max(r.hi[w]));
+            }
+        }
+        self.bbox = bbox;
+        let region = Region::root();
+        let list = self.prune(group, &region);
+        self.node(list, region, 0)
+    }
+
+    /// A builder for one tree of this table on another thread: same rules,
+    /// rule cells already placed, its own (empty) cells, relocated by [`Builder::append`].
+    fn subtree_builder(&self) -> Builder<'a> {
+        let mut sub = Builder::new(
+            self.rules,
+            self.leaf_target,
+            self.spfac,
+            self.budget,
+            self.work_budget,
+        );
+        sub.cells.clear();
+        sub.rule_cell.clone_from(&self.rule_cell);
+        sub
+    }
+
+    /// Appends the cells of a tree built by a [`Builder::subtree_builder`],
+    /// relocating its refs; returns its root.
+    fn append(&mut self, sub: Builder<'a>) -> Result<Ref, TableError> {
+        let off = self.cells.len() as u64;
+        // Refs to the tree's own cells move; empty leaves (count 0) point nowhere.
+        let relocate = |r: Ref| {
+            if !r.is_leaf() || r.count() > 0 {
+                Ref(r.0 + off)
+            } else {
+                r
+            }
+        };
+        let mut cells = sub.cells;
+        for &(first, n) in &sub.node_ranges {
+            for cell in &mut cells[first as usize..first as usize + n] {
+                for raw in &mut cell.raw {
+                    *raw = relocate(Ref(*raw)).0;
+                }
+            }
+        }
+        self.cells.extend_from_slice(&cells);
+        if self.cells.len() > self.budget {
+            return Err(TableError::TooLarge(self.cells.len() as u64));
+        }
+        let s = sub.stats;
+        self.stats.nodes += s.nodes;
+        self.stats.node_cells += s.node_cells;
+        self.stats.leaves += s.leaves;
+        self.stats.list_cells += s.list_cells;
+        self.stats.list_entries += s.list_entries;
+        self.stats.depth_max = self.stats.depth_max.max(s.depth_max);
+        self.stats.leaf_max = self.stats.leaf_max.max(s.leaf_max);
+        self.depth_sum += sub.depth_sum;
+        Ok(relocate(sub.root))
     }
 
     /// Rules of `list` overlapping `reg`, up to the first covering terminal rule.
@@ -438,6 +552,8 @@ impl<'a> Builder<'a> {
         }
         let children = 1usize << cut.bits;
         let first = self.alloc(children.div_ceil(REFS_PER_CELL));
+        self.node_ranges
+            .push((first, children.div_ceil(REFS_PER_CELL)));
         self.stats.nodes += 1;
         self.stats.node_cells += children.div_ceil(REFS_PER_CELL);
         let shift = reg.free(cut.word) - cut.bits;
