@@ -35,6 +35,16 @@
 //! rules with the same flag constraint; and the single-tree attempt, which fails
 //! on wildcard-heavy sets after replicating rules until its cell budget runs
 //! out (2 s of the 2.6 s at 100k ACL), stops after a work budget instead.
+//!
+//! Where the remaining time and memory go: the tree of rules wide in *both*
+//! addresses (tree 3 of [`partition`]) — specific only in ports and protocol,
+//! with overlapping port ranges — is cut down to the depth limit: at 100k ACL
+//! rules it holds 706 rules in 23,560 cells (105 ms); at 100k IPC, 2,522 rules in
+//! 1.09M cells (6 s); at 100k FW more than 16 of them overlap in one point and
+//! the compile fails. Tried (not kept): ending a branch in a leaf when its best
+//! cut leaves ≥ 75 % of the rules in one child — ACL 100k compiles in 0.13 s at
+//! 176 bytes per rule, IPC 100k in 3.9 s at 883, but a packet checks 25 % more
+//! leaf rules (9.1 instead of 7.3); the per-packet cost comes first.
 
 use ahash::AHashMap as HashMap;
 
