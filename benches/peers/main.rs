@@ -19,7 +19,8 @@
 //!    pair (`tests/support`); the sender floods 64-byte UDP frames (one flow,
 //!    `sendmmsg`) for 2 s per measurement (at most 5M datagrams) to a socket in the
 //!    other namespace. Packets/s = datagrams the receiving *socket* got ÷ send time.
-//!    Measured in 5 interleaved rounds (median): no filter; an nftables netdev ingress
+//!    Measured in 5 interleaved rounds (median; "x paired" is the median of each
+//!    round's ratio to that round's no-filter run): no filter; an nftables netdev ingress
 //!    chain on the receiving veth with the ClassBench-like ACL rules translated one to
 //!    one (`ip saddr … ip daddr … tcp|udp|th sport … dport … accept`, policy drop) plus
 //!    a last rule accepting the flood, loaded with one `nft -f`; fluxgate attached
@@ -33,7 +34,7 @@
 //!    Both filters' hooks see only traffic between the bench's own namespaces.
 //!
 //! Run: `cargo bench --bench peers` (as root; needs `xdp-filter`, `nft`, `nsenter`,
-//! `unshare`; ≈ 2 minutes). Criterion measures the kernel part; the summary tables
+//! `unshare`; ≈ 4 minutes). Criterion measures the kernel part; the summary tables
 //! come at the end (`FLUXGATE_PEERS_NO_CRITERION=1` prints only them).
 
 #[path = "../../tests/support/mod.rs"]
@@ -519,8 +520,8 @@ fn main() {
         flood::TIME.as_secs()
     );
     eprintln!(
-        "  {:<16} {:>10} {:>10} {:>12}  {:<26} notes (per round)",
-        "filter", "sent pps", "recv pps", "x no filter", "recv pps per round"
+        "  {:<16} {:>10} {:>10} {:>12} {:>10}  {:<34} notes (per round)",
+        "filter", "sent pps", "recv pps", "x no filter", "x paired", "recv pps per round"
     );
     for r in &flood_rows {
         let m = r.median();
@@ -530,6 +531,16 @@ fn main() {
             .map(|run| format!("{:.0}", run.pps()))
             .collect::<Vec<_>>()
             .join(" ");
+        // The ratio to the no-filter run of the same round, median over rounds: less
+        // exposed to load that comes and goes on a shared machine.
+        let mut paired: Vec<f64> = r
+            .runs
+            .iter()
+            .zip(&flood_rows[0].runs)
+            .map(|(run, none)| run.pps() / none.pps())
+            .collect();
+        paired.sort_by(f64::total_cmp);
+        let paired = paired[paired.len() / 2];
         let notes: Vec<&str> = r
             .notes
             .iter()
@@ -537,11 +548,12 @@ fn main() {
             .filter(|n| !n.is_empty())
             .collect();
         eprintln!(
-            "  {:<16} {:>10.0} {:>10.0} {:>12.3}  {:<26} {}",
+            "  {:<16} {:>10.0} {:>10.0} {:>12.3} {:>10.3}  {:<34} {}",
             r.name,
             m.sent as f64 / m.secs,
             m.pps(),
             m.pps() / base,
+            paired,
             per_round,
             notes.join("; ")
         );
