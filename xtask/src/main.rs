@@ -31,6 +31,9 @@ const APT_PACKAGES: &[&str] = &[
     "bpftool",
     // The capture test reads pcapng files back with tcpdump.
     "tcpdump",
+    // The peers bench compares against xdp-filter and nftables.
+    "xdp-tools",
+    "nftables",
 ];
 const TOOLS_DIR: &str = "/opt/fluxgate/tools";
 const BPF_LINKER_VERSION: &str = "0.13.0";
