@@ -17,14 +17,15 @@
 //! list wins. Near the depth limit the space bound is dropped: a deeper tree
 //! would not verify, more memory is the lesser evil.
 //!
-//! # Compile time (`compile_with`, synthetic ClassBench, release, one core, 2026-11-25)
+//! # Compile time (`compile_with`, synthetic ClassBench, release, 2026-11-25)
 //!
 //! | | 1k | 10k | 100k |
 //! |---|---|---|---|
-//! | ACL, before | 640 ms | 3.4 s | 27.6 s |
-//! | ACL, now (same trees, byte for byte) | 10 ms | 26 ms | 270 ms |
-//! | FW, now | 9 ms | 0.31 s | fails: 17 rules overlap at depth 20 |
-//! | IPC, now | 8 ms | 50 ms | 6.1 s (2288 table bytes per rule) |
+//! | ACL, session start | 640 ms | 3.4 s | 27.6 s |
+//! | ACL, same trees, one core | 10 ms | 26 ms | 270 ms |
+//! | ACL, now (partition at /8, 2 cores) | 10 ms | 22 ms | 170–230 ms |
+//! | FW, now | 7 ms | 22–35 ms | 0.34–0.47 s (failed before) |
+//! | IPC, now | 8 ms | 26–36 ms | 0.21 s (9.8 s before) |
 //!
 //! What made it fast: a node's rules are distributed into *pruned* child lists
 //! in one pass ([`Builder::distribute`]: a child differs from its parent in
@@ -36,12 +37,12 @@
 //! on wildcard-heavy sets after replicating rules until its cell budget runs
 //! out (2 s of the 2.6 s at 100k ACL), stops after a work budget instead.
 //!
-//! Where the remaining time and memory go: the tree of rules wide in *both*
-//! addresses (tree 3 of [`partition`]) — specific only in ports and protocol,
-//! with overlapping port ranges — is cut down to the depth limit: at 100k ACL
-//! rules it holds 706 rules in 23,560 cells (105 ms); at 100k IPC, 2,522 rules in
-//! 1.09M cells (6 s); at 100k FW more than 16 of them overlap in one point and
-//! the compile fails. Tried (not kept): ending a branch in a leaf when its best
+//! Where the time and memory went before the partition moved to /8: the tree
+//! of rules wide in *both* addresses (tree 3 of [`partition`]) held the /9–/16
+//! rules too and was cut down to the depth limit: at 100k ACL rules 706 rules
+//! in 23,560 cells (105 ms); at 100k IPC, 2,522 rules in 1.09M cells (6 s); at
+//! 100k FW more than 16 of them overlapped in one point and the compile failed.
+//! Tried before that fix (not kept): ending a branch in a leaf when its best
 //! cut leaves ≥ 75 % of the rules in one child — ACL 100k compiles in 0.13 s at
 //! 176 bytes per rule, IPC 100k in 3.9 s at 883, but a packet checks 25 % more
 //! leaf rules (9.1 instead of 7.3); the per-packet cost comes first.
