@@ -38,10 +38,18 @@ impl Program {
     /// floors), installs the classifier as version 0 — serving every tenant —
     /// and writes `config`.
     pub fn load(config: &GatewayConfig) -> Result<Program, Error> {
-        let ebpf =
-            Ebpf::load(OBJECT).map_err(|e| Error::kernel("load the fluxgate eBPF object", e))?;
+        let pool_cells = std::env::var("FLUXGATE_POOL_CELLS")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(1u32 << 16);
+        let ebpf = aya::EbpfLoader::new()
+            .map_max_entries("FG_POOL", pool_cells)
+            .load(OBJECT)
+            .map_err(|e| Error::kernel("load the fluxgate eBPF object", e))?;
         let mut program = Program { ebpf };
         for name in [
+            "fluxgate_exp_maps",
+            "fluxgate_exp_pool",
             PROGRAM_NAME,
             CLASSIFIER_PROGRAM_NAME,
             PROBE_PROGRAM_NAME,
@@ -74,6 +82,53 @@ impl Program {
     /// floor: `test_run_floor` + exactly one tail call (benchmarks).
     pub fn test_run_tail_floor(&self, frame: &[u8], repeat: u32) -> Result<TestRunOutput, Error> {
         test_run(xdp_of(&self.ebpf, TAIL_FLOOR_PROGRAM_NAME)?, frame, repeat)
+    }
+
+    /// EXPERIMENT: copies each table into the pool (contiguously from cell 1)
+    /// and points both buffers of its slot at it.
+    #[doc(hidden)]
+    pub fn exp_pool_fill(
+        &mut self,
+        tables: &[(crate::Slot, &[fluxgate_common::table::Cell])],
+    ) -> Result<(), Error> {
+        use std::os::fd::AsFd;
+        let mut base = 1u32;
+        let mut placed = Vec::new();
+        {
+            let pool = match self.map_mut("FG_POOL")? {
+                Map::Array(d) => d,
+                _ => return Err(Error::InvalidArgument("FG_POOL".into())),
+            };
+            for (slot, cells) in tables {
+                let keys: Vec<u32> = (base..base + cells.len() as u32).collect();
+                crate::sys::update_batch(pool.fd().as_fd(), &keys, cells)
+                    .map_err(|e| Error::kernel("fill the pool", e))?;
+                placed.push((*slot, base));
+                base += cells.len() as u32;
+            }
+        }
+        for (slot, base) in placed {
+            let (map, index) = match slot {
+                crate::Slot::Dispatch => ("FG_POOL_GW", fluxgate_common::table_index(0, 0)),
+                crate::Slot::Global => ("FG_POOL_GW", fluxgate_common::table_index(1, 0)),
+                crate::Slot::Tenant(t) => ("FG_POOL_TNT", fluxgate_common::table_index(t, 0)),
+            };
+            let mut array: Array<&mut MapData, u32> = Array::try_from(self.map_mut(map)?)
+                .map_err(|e| Error::kernel("open a pool slot map", e))?;
+            for b in 0..2 {
+                array
+                    .set(index + b, base, 0)
+                    .map_err(|e| Error::kernel("set a pool slot", e))?;
+            }
+        }
+        Ok(())
+    }
+
+    /// EXPERIMENT: runs `frame` through the one-program walk over inner maps or the pool.
+    #[doc(hidden)]
+    pub fn test_run_exp(&self, frame: &[u8], repeat: u32, pool: bool) -> Result<TestRunOutput, Error> {
+        let name = if pool { "fluxgate_exp_pool" } else { "fluxgate_exp_maps" };
+        test_run(xdp_of(&self.ebpf, name)?, frame, repeat)
     }
 
     /// Replaces the capture configuration (see [`crate::DropReader`]).

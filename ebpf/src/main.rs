@@ -46,7 +46,7 @@ use fluxgate_common::{
     table::{Cell, Header, action, word},
     table_index, tenant_counter, version_slot, xdp as verdict,
 };
-use walk::{NO_MATCH, default_of, walk};
+use walk::{Cells, NO_MATCH, Region, default_of, walk};
 
 /// One table: an ARRAY of cells whose size differs per table (BPF_F_INNER_MAP).
 pub(crate) type Table = BtfArray<Cell, 1, { BPF_F_INNER_MAP as usize }>;
@@ -99,6 +99,18 @@ static FG_DROPS: RingBuf = RingBuf::with_byte_size(DROPS_RING_BYTES, 0);
 
 #[map(name = "FG_SELECT")]
 static FG_SELECT: Array<u32> = Array::with_max_entries(SELECT_SLOTS, 0);
+
+/// EXPERIMENT: every table as a region of one fixed-size cell array.
+#[map(name = "FG_POOL")]
+pub(crate) static FG_POOL: Array<Cell> = Array::with_max_entries(1, 0);
+
+/// EXPERIMENT: region base of each gateway table buffer (0: empty).
+#[map(name = "FG_POOL_GW")]
+static FG_POOL_GW: Array<u32> = Array::with_max_entries(GATEWAY_SLOTS * TABLE_BUFFERS, 0);
+
+/// EXPERIMENT: region base of each tenant table buffer (0: empty).
+#[map(name = "FG_POOL_TNT")]
+static FG_POOL_TNT: Array<u32> = Array::with_max_entries(MAX_TENANTS * TABLE_BUFFERS, 0);
 
 #[btf_map]
 static FG_GATEWAY: ArrayOfMaps<Table, { (GATEWAY_SLOTS * TABLE_BUFFERS) as usize }> =
@@ -162,7 +174,7 @@ fn dispatch<const PROBE: bool>(ctx: &XdpContext) -> u32 {
     };
     let mut tenant = NO_TENANT;
     if let Some(dispatch) = table {
-        let d = walk(dispatch, &key, bytes, sink);
+        let d = walk(&dispatch, &key, bytes, sink);
         if d != NO_MATCH && (d >> 32) as u8 == action::TENANT {
             tenant = d as u32;
         }
@@ -248,7 +260,7 @@ fn classify<const PROBE: bool>(ctx: &XdpContext, scratch: &Scratch) -> u32 {
         live_gateway(SLOT_GLOBAL)
     };
     let mut decision = match global {
-        Some(g) => walk(g, key, bytes, counters),
+        Some(g) => walk(&g, key, bytes, counters),
         None => NO_MATCH,
     };
     if decision == NO_MATCH {
@@ -260,12 +272,12 @@ fn classify<const PROBE: bool>(ctx: &XdpContext, scratch: &Scratch) -> u32 {
             live_tenant(tenant)
         };
         decision = match table {
-            Some(table) => match walk(table, key, bytes, counters) {
-                NO_MATCH => default_of(table),
+            Some(table) => match walk(&table, key, bytes, counters) {
+                NO_MATCH => default_of(&table),
                 d => d,
             },
             None => match global {
-                Some(g) => default_of(g),
+                Some(g) => default_of(&g),
                 None => NO_MATCH,
             },
         };
@@ -316,6 +328,112 @@ fn classify<const PROBE: bool>(ctx: &XdpContext, scratch: &Scratch) -> u32 {
 }
 
 const NO_TENANT: u32 = u32::MAX;
+
+/// EXPERIMENT: where a walk finds its tables.
+trait Source {
+    type T: Cells;
+    fn gateway(slot: u32) -> Option<Self::T>;
+    fn tenant(tenant: u32) -> Option<Self::T>;
+}
+
+struct InnerMaps;
+impl Source for InnerMaps {
+    type T = &'static Table;
+    #[inline(always)]
+    fn gateway(slot: u32) -> Option<Self::T> {
+        live_gateway(slot)
+    }
+    #[inline(always)]
+    fn tenant(tenant: u32) -> Option<Self::T> {
+        live_tenant(tenant)
+    }
+}
+
+struct Pool;
+impl Source for Pool {
+    type T = Region;
+    #[inline(always)]
+    fn gateway(slot: u32) -> Option<Self::T> {
+        let buffer = FG_SELECT
+            .get(select_index(0, Some(slot)))
+            .copied()
+            .unwrap_or(0);
+        Region::at(*FG_POOL_GW.get(table_index(slot, buffer))?)
+    }
+    #[inline(always)]
+    fn tenant(tenant: u32) -> Option<Self::T> {
+        let buffer = FG_SELECT
+            .get(select_index(tenant, None))
+            .copied()
+            .unwrap_or(0);
+        Region::at(*FG_POOL_TNT.get(table_index(tenant, buffer))?)
+    }
+}
+
+/// EXPERIMENT: dispatch + global + tenant walks in one program over inner maps.
+#[xdp]
+pub fn fluxgate_exp_maps(ctx: XdpContext) -> u32 {
+    exp::<InnerMaps>(&ctx)
+}
+
+/// EXPERIMENT: the same over pool regions.
+#[xdp]
+pub fn fluxgate_exp_pool(ctx: XdpContext) -> u32 {
+    exp::<Pool>(&ctx)
+}
+
+#[inline(always)]
+fn exp<S: Source>(ctx: &XdpContext) -> u32 {
+    let start = ctx.data();
+    let end = ctx.data_end();
+    let bytes = (end - start) as u64;
+    // SAFETY: reading a field of the xdp_md context the kernel handed us.
+    let ifindex = unsafe { (*ctx.ctx).ingress_ifindex };
+    let key = match parse::parse(start, end, ifindex) {
+        Ok(parse::Parsed::Ip(key)) => key,
+        Ok(parse::Parsed::NotIp) => return verdict::PASS,
+        Err(_) => return verdict::DROP,
+    };
+    let counters = &FG_RULE_COUNTERS;
+    let mut tenant = NO_TENANT;
+    if let Some(d) = S::gateway(SLOT_DISPATCH) {
+        let d = walk(&d, &key, bytes, counters);
+        if d != NO_MATCH && (d >> 32) as u8 == action::TENANT {
+            tenant = d as u32;
+        }
+    }
+    let global = S::gateway(SLOT_GLOBAL);
+    let mut decision = match &global {
+        Some(g) => walk(g, &key, bytes, counters),
+        None => NO_MATCH,
+    };
+    if decision == NO_MATCH {
+        let table = if tenant == NO_TENANT {
+            None
+        } else {
+            S::tenant(tenant)
+        };
+        decision = match &table {
+            Some(t) => match walk(t, &key, bytes, counters) {
+                NO_MATCH => default_of(t),
+                d => d,
+            },
+            None => match &global {
+                Some(g) => default_of(g),
+                None => NO_MATCH,
+            },
+        };
+    }
+    let dropped = decision != NO_MATCH && (decision >> 32) as u8 == action::DROP;
+    if decision != NO_MATCH {
+        count(&FG_RULE_COUNTERS, decision as u32, bytes);
+    }
+    if dropped {
+        verdict::DROP
+    } else {
+        verdict::PASS
+    }
+}
 
 /// A probe overlay slot's table, unless it holds none or a placeholder (an
 /// all-zero map without a valid header: how userspace clears overlays in one
