@@ -50,20 +50,14 @@ fn realizable(mut p: PacketHeader) -> PacketHeader {
 fn load(name: String, rs: &ValidRuleset, packets: Vec<PacketHeader>, rules: usize) -> Setup {
     let started = Instant::now();
     let image = compile_with(rs, &CompileOptions::default()).expect("compile");
-    let staged = StagedImage::new(&image).expect("stage");
-    let compile_and_stage = started.elapsed();
-    let mut program = Program::load(&GatewayConfig::default()).expect("load (needs root)");
+    let compiled = started.elapsed();
+    let pool = (image.cells() as u32 + 2).max(fluxgate::common::DEFAULT_POOL_CELLS);
+    let mut program =
+        Program::load_sized(&GatewayConfig::default(), pool).expect("load (needs root)");
+    let started = Instant::now();
+    let staged = StagedImage::new(&mut program, &image).expect("stage");
+    let compile_and_stage = compiled + started.elapsed();
     program.publish_image(&staged).expect("publish");
-    if std::env::var_os("FLUXGATE_EXP").is_some() {
-        let mut tables: Vec<(fluxgate::dataplane::Slot, &[fluxgate::common::table::Cell])> = vec![
-            (fluxgate::dataplane::Slot::Dispatch, &image.dispatch.cells),
-            (fluxgate::dataplane::Slot::Global, &image.global.cells),
-        ];
-        for t in &image.tenants {
-            tables.push((fluxgate::dataplane::Slot::Tenant(t.index), &t.table.cells));
-        }
-        program.exp_pool_fill(&tables).expect("pool fill");
-    }
     Setup {
         name,
         program,
@@ -256,53 +250,7 @@ fn summary(floor: &Program, setups: &[Setup]) {
     }
 }
 
-fn exp_ns(program: &Program, f: &[u8], pool: bool) -> (f64, u32) {
-    let mut v: Vec<(u128, u32)> = (0..5)
-        .map(|_| {
-            let out = program.test_run_exp(f, 1_000_000, pool).expect("run");
-            (out.duration.as_nanos(), out.verdict)
-        })
-        .collect();
-    v.sort();
-    (v[2].0 as f64, v[2].1)
-}
-
-fn experiment(floor: &Program, setups: &[Setup]) {
-    let f0 = frame(&setups[0].packets[0]);
-    for round in 0..3 {
-        let floor_hot = hot_ns(floor, &f0, true);
-        eprintln!("EXP round {round}: floor {floor_hot:.0}");
-        for s in setups {
-            let f = frame(&s.packets[0]);
-            let real = hot_ns(&s.program, &f, false);
-            let (maps, vm) = exp_ns(&s.program, &f, false);
-            let (pool, vp) = exp_ns(&s.program, &f, true);
-            // verdict agreement over 200 packets of the trace
-            let mut agree = 0;
-            for p in s.packets.iter().take(200) {
-                let f = frame(p);
-                let a = s.program.test_run_exp(&f, 1, false).unwrap().verdict;
-                let b = s.program.test_run_exp(&f, 1, true).unwrap().verdict;
-                let c = s.program.test_run(&f, 1).unwrap().verdict;
-                agree += usize::from(a == b && b == c);
-            }
-            eprintln!(
-                "EXP {:<12} cells {:>7} real {real:>5.0} exp_maps {maps:>5.0} exp_pool {pool:>5.0} maps/pool {:.2} (verdicts {vm}/{vp}, agree {agree}/200)",
-                s.name,
-                s.image.cells(),
-                maps / pool
-            );
-        }
-    }
-}
-
 fn main() {
-    if std::env::var_os("FLUXGATE_EXP").is_some() {
-        let floor = Program::load(&GatewayConfig::default()).expect("load");
-        let setups = vec![acl(10), acl(1_000), acl(10_000), tenants(10), tenants(10_000)];
-        experiment(&floor, &setups);
-        return;
-    }
     let floor = Program::load(&GatewayConfig::default())
         .expect("load the XDP program (benchmarks need root)");
     let mut setups = vec![acl(10), acl(1_000), acl(10_000)];

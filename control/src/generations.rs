@@ -397,7 +397,7 @@ impl Gateway {
         let live_hashes = live_hashes(live, &records);
         let mut manifest = Manifest::default();
         let mut hashes = BTreeMap::new();
-        let mut staged: Vec<(String, Slot, StagedTable)> = Vec::new();
+        let mut pending: Vec<(String, Slot)> = Vec::new();
         let mut stage = |scope: String,
                          slot: Slot,
                          cells: &[Cell],
@@ -410,8 +410,7 @@ impl Gateway {
             {
                 return Ok(g);
             }
-            let table = StagedTable::new(&scope, cells)?;
-            staged.push((scope, slot, table));
+            pending.push((scope, slot));
             Ok(generation)
         };
         manifest.dispatch = Some(stage(
@@ -442,6 +441,29 @@ impl Gateway {
                 },
             );
         }
+        // Every changed table into the cell pool at once (one copy syscall;
+        // `PoolFull` before anything live changed when it does not fit).
+        let cells_of = |slot: Slot| -> &[Cell] {
+            match slot {
+                Slot::Dispatch => &image.dispatch.cells,
+                Slot::Global => &image.global.cells,
+                Slot::Tenant(i) => image
+                    .tenants
+                    .iter()
+                    .find(|t| t.index == i)
+                    .map_or(&[][..], |t| &t.table.cells),
+            }
+        };
+        let tables: Vec<(&str, &[Cell])> = pending
+            .iter()
+            .map(|(scope, slot)| (scope.as_str(), cells_of(*slot)))
+            .collect();
+        let made = self.pinned.stage_all(&tables)?;
+        let staged: Vec<(String, Slot, StagedTable)> = pending
+            .into_iter()
+            .zip(made)
+            .map(|((scope, slot), table)| (scope, slot, table))
+            .collect();
         let removed: Vec<String> = live
             .tenants
             .keys()

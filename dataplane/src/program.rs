@@ -1,4 +1,4 @@
-use std::time::Duration;
+use std::{os::fd::AsFd, time::Duration};
 
 use aya::{
     Ebpf,
@@ -6,8 +6,8 @@ use aya::{
     programs::{TestRun, TestRunOptions, Xdp},
 };
 use fluxgate_common::{
-    CLASSIFIER_PROGRAM_NAME, Counter, FLOOR_PROGRAM_NAME, GatewayConfig, Malformed, Outcome,
-    PROBE_PROGRAM_NAME, PROGRAM_NAME, TAIL_FLOOR_PROGRAM_NAME, maps,
+    CLASSIFIER_PROGRAM_NAME, Counter, DEFAULT_POOL_CELLS, FLOOR_PROGRAM_NAME, GatewayConfig,
+    Malformed, Outcome, PROBE_PROGRAM_NAME, PROGRAM_NAME, TAIL_FLOOR_PROGRAM_NAME, maps,
 };
 
 use crate::{AttachMode, Attachment, Counters, Error, OBJECT};
@@ -18,6 +18,7 @@ use crate::{AttachMode, Attachment, Counters, Error, OBJECT};
 /// them unless they are attached or pinned elsewhere.
 pub struct Program {
     pub(crate) ebpf: Ebpf,
+    pub(crate) pool: crate::pool::Pool,
 }
 
 /// Result of running one packet through the program with `BPF_PROG_TEST_RUN`.
@@ -36,20 +37,41 @@ const ETH_HLEN: usize = 14;
 impl Program {
     /// Loads and verifies the embedded programs (dispatcher, classifier, probe,
     /// floors), installs the classifier as version 0 — serving every tenant —
-    /// and writes `config`.
+    /// and writes `config`. The table cell pool gets
+    /// [`fluxgate_common::DEFAULT_POOL_CELLS`] cells (see [`Program::load_sized`]).
     pub fn load(config: &GatewayConfig) -> Result<Program, Error> {
-        let pool_cells = std::env::var("FLUXGATE_POOL_CELLS")
-            .ok()
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(1u32 << 16);
+        Program::load_sized(config, DEFAULT_POOL_CELLS)
+    }
+
+    /// [`Program::load`] with a table cell pool of `pool_cells` cells (128
+    /// bytes each, allocated up front): every table of every kept generation
+    /// of this attachment must fit in it (see [`Error::PoolFull`]).
+    pub fn load_sized(config: &GatewayConfig, pool_cells: u32) -> Result<Program, Error> {
+        if pool_cells < 2 {
+            return Err(Error::InvalidArgument(format!(
+                "a cell pool of {pool_cells} cells cannot hold a table (cell 0 is reserved)"
+            )));
+        }
         let ebpf = aya::EbpfLoader::new()
-            .map_max_entries("FG_POOL", pool_cells)
+            .map_max_entries(maps::POOL, pool_cells)
             .load(OBJECT)
-            .map_err(|e| Error::kernel("load the fluxgate eBPF object", e))?;
-        let mut program = Program { ebpf };
+            .map_err(|e| {
+                Error::kernel(
+                    "load the fluxgate eBPF object (is the memlock/memcg limit too low for the cell pool?)",
+                    e,
+                )
+            })?;
+        let pool_fd = match ebpf.map(maps::POOL) {
+            Some(Map::Array(data)) => data
+                .fd()
+                .as_fd()
+                .try_clone_to_owned()
+                .map_err(|e| Error::kernel("duplicate a map fd", e))?,
+            _ => return Err(missing_map(maps::POOL)),
+        };
+        let pool = crate::pool::Pool::open(pool_fd, true)?;
+        let mut program = Program { ebpf, pool };
         for name in [
-            "fluxgate_exp_maps",
-            "fluxgate_exp_pool",
             PROGRAM_NAME,
             CLASSIFIER_PROGRAM_NAME,
             PROBE_PROGRAM_NAME,
@@ -82,53 +104,6 @@ impl Program {
     /// floor: `test_run_floor` + exactly one tail call (benchmarks).
     pub fn test_run_tail_floor(&self, frame: &[u8], repeat: u32) -> Result<TestRunOutput, Error> {
         test_run(xdp_of(&self.ebpf, TAIL_FLOOR_PROGRAM_NAME)?, frame, repeat)
-    }
-
-    /// EXPERIMENT: copies each table into the pool (contiguously from cell 1)
-    /// and points both buffers of its slot at it.
-    #[doc(hidden)]
-    pub fn exp_pool_fill(
-        &mut self,
-        tables: &[(crate::Slot, &[fluxgate_common::table::Cell])],
-    ) -> Result<(), Error> {
-        use std::os::fd::AsFd;
-        let mut base = 1u32;
-        let mut placed = Vec::new();
-        {
-            let pool = match self.map_mut("FG_POOL")? {
-                Map::Array(d) => d,
-                _ => return Err(Error::InvalidArgument("FG_POOL".into())),
-            };
-            for (slot, cells) in tables {
-                let keys: Vec<u32> = (base..base + cells.len() as u32).collect();
-                crate::sys::update_batch(pool.fd().as_fd(), &keys, cells)
-                    .map_err(|e| Error::kernel("fill the pool", e))?;
-                placed.push((*slot, base));
-                base += cells.len() as u32;
-            }
-        }
-        for (slot, base) in placed {
-            let (map, index) = match slot {
-                crate::Slot::Dispatch => ("FG_POOL_GW", fluxgate_common::table_index(0, 0)),
-                crate::Slot::Global => ("FG_POOL_GW", fluxgate_common::table_index(1, 0)),
-                crate::Slot::Tenant(t) => ("FG_POOL_TNT", fluxgate_common::table_index(t, 0)),
-            };
-            let mut array: Array<&mut MapData, u32> = Array::try_from(self.map_mut(map)?)
-                .map_err(|e| Error::kernel("open a pool slot map", e))?;
-            for b in 0..2 {
-                array
-                    .set(index + b, base, 0)
-                    .map_err(|e| Error::kernel("set a pool slot", e))?;
-            }
-        }
-        Ok(())
-    }
-
-    /// EXPERIMENT: runs `frame` through the one-program walk over inner maps or the pool.
-    #[doc(hidden)]
-    pub fn test_run_exp(&self, frame: &[u8], repeat: u32, pool: bool) -> Result<TestRunOutput, Error> {
-        let name = if pool { "fluxgate_exp_pool" } else { "fluxgate_exp_maps" };
-        test_run(xdp_of(&self.ebpf, name)?, frame, repeat)
     }
 
     /// Replaces the capture configuration (see [`crate::DropReader`]).

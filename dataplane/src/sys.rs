@@ -1,7 +1,8 @@
-//! The two raw `bpf(2)` commands aya 0.14 does not expose: creating an inner
-//! ARRAY map with a name and flags of our choosing, and filling it with one
-//! `BPF_MAP_UPDATE_BATCH` instead of one syscall per cell (100k-rule tables
-//! have ~10^5 cells; per-element updates alone would blow the staging budget).
+//! The raw `bpf(2)` commands aya 0.14 does not expose: creating an ARRAY map
+//! with a name and flags of our choosing, batch updates and lookups
+//! (`BPF_MAP_UPDATE_BATCH` copies a table into the cell pool in one syscall
+//! instead of one per cell: 100k-rule tables have ~10^5 cells), and waiting
+//! for an RCU grace period.
 
 use std::{
     io,
@@ -68,13 +69,6 @@ pub(crate) fn create_array(
     let fd = bpf(BPF_MAP_CREATE, &mut attr)?;
     // SAFETY: the kernel returned a new, owned file descriptor.
     Ok(unsafe { OwnedFd::from_raw_fd(fd as i32) })
-}
-
-/// Writes `values[i]` at index `i` for every `i`, in as few syscalls as the
-/// kernel allows (it may process a batch partially; we continue where it stopped).
-pub(crate) fn update_all<V>(map: BorrowedFd<'_>, values: &[V]) -> io::Result<()> {
-    let keys: Vec<u32> = (0..values.len() as u32).collect();
-    update_batch(map, &keys, values)
 }
 
 /// Writes `values[i]` at key `keys[i]` with `BPF_MAP_UPDATE_BATCH`. For a
@@ -188,4 +182,81 @@ pub(crate) fn test_run(prog: BorrowedFd<'_>, frame: &[u8]) -> io::Result<u32> {
     Ok(u32::from_ne_bytes([
         attr.0[4], attr.0[5], attr.0[6], attr.0[7],
     ]))
+}
+
+const BPF_MAP_LOOKUP_BATCH: libc::c_long = 24;
+const BPF_MAP_TYPE_ARRAY_OF_MAPS: u32 = 12;
+
+/// Looks up `key` in a map whose values are `V`; `None` when absent.
+pub(crate) fn lookup<V: Copy>(map: BorrowedFd<'_>, key: u32, zero: V) -> io::Result<Option<V>> {
+    let mut value = zero;
+    let mut attr = Attr::new();
+    attr.put_u32(0, map.as_raw_fd() as u32);
+    attr.put_u64(8, (&raw const key) as u64);
+    attr.put_u64(16, (&raw mut value) as u64);
+    match bpf(BPF_MAP_LOOKUP_ELEM, &mut attr) {
+        Ok(_) => Ok(Some(value)),
+        Err(e) if e.raw_os_error() == Some(libc::ENOENT) => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
+/// Every value of an ARRAY map of `n` entries, in as few `BPF_MAP_LOOKUP_BATCH`
+/// calls as the kernel allows.
+pub(crate) fn lookup_all<V: Copy>(map: BorrowedFd<'_>, n: u32, zero: V) -> io::Result<Vec<V>> {
+    let n = n as usize;
+    let mut keys = vec![0u32; n];
+    let mut values = vec![zero; n];
+    let (mut token_in, mut token_out) = (0u32, 0u32);
+    let mut done = 0usize;
+    let mut first = true;
+    while done < n {
+        let mut attr = Attr::new();
+        if !first {
+            attr.put_u64(0, (&raw const token_in) as u64);
+        }
+        attr.put_u64(8, (&raw mut token_out) as u64);
+        attr.put_u64(16, keys[done..].as_mut_ptr() as u64);
+        attr.put_u64(24, values[done..].as_mut_ptr() as u64);
+        attr.put_u32(32, (n - done) as u32);
+        attr.put_u32(36, map.as_raw_fd() as u32);
+        let result = bpf(BPF_MAP_LOOKUP_BATCH, &mut attr);
+        let count = u32::from_ne_bytes([attr.0[32], attr.0[33], attr.0[34], attr.0[35]]) as usize;
+        done += count;
+        first = false;
+        token_in = token_out;
+        match result {
+            Ok(_) if count == 0 => break,
+            Ok(_) => {}
+            Err(e) if e.raw_os_error() == Some(libc::ENOENT) => break,
+            Err(e) => return Err(e),
+        }
+    }
+    let mut out = vec![zero; n];
+    for i in 0..done {
+        if let Some(slot) = out.get_mut(keys[i] as usize) {
+            *slot = values[i];
+        }
+    }
+    Ok(out)
+}
+
+/// Waits for an RCU grace period: every XDP program run that started before
+/// the call has finished when it returns. The kernel does that on each update
+/// of an ARRAY_OF_MAPS (`maybe_wait_bpf_programs`), so this updates a private
+/// one-slot map-in-map.
+pub(crate) fn synchronize_rcu() -> io::Result<()> {
+    let inner = create_array("fg_grace_in", 4, 1, 0)?;
+    let mut attr = Attr::new();
+    attr.put_u32(0, BPF_MAP_TYPE_ARRAY_OF_MAPS);
+    attr.put_u32(4, 4);
+    attr.put_u32(8, 4);
+    attr.put_u32(12, 1);
+    attr.put_u32(20, inner.as_raw_fd() as u32);
+    let fd = bpf(BPF_MAP_CREATE, &mut attr)?;
+    // SAFETY: the kernel returned a new, owned file descriptor.
+    let outer = unsafe { OwnedFd::from_raw_fd(fd as i32) };
+    let raw = inner.as_raw_fd() as u32;
+    use std::os::fd::AsFd;
+    update_batch(outer.as_fd(), &[0], &[raw])
 }

@@ -10,21 +10,12 @@ use fluxgate_common::{
     },
 };
 
-use crate::{FG_POOL, Table, count};
+use crate::{FG_POOL, count};
 
-/// Cells of one table, by index relative to the table.
-pub(crate) trait Cells {
-    fn cell(&self, i: u32) -> Option<&'static Cell>;
-}
-
-impl Cells for &'static Table {
-    #[inline(always)]
-    fn cell(&self, i: u32) -> Option<&'static Cell> {
-        self.get(i)
-    }
-}
-
-/// A table stored as region `[base, base + cells)` of the cell pool.
+/// A table: region `[base, base + cells)` of the cell pool, `cells` read from
+/// its header (cell `base`). Userspace writes a region completely before any
+/// slot points at it and reuses it only after nothing points at it and an
+/// RCU grace period has passed, so a packet always sees one whole table.
 #[derive(Clone, Copy)]
 pub(crate) struct Region {
     base: u32,
@@ -47,9 +38,11 @@ impl Region {
     }
 }
 
-impl Cells for Region {
+impl Region {
+    /// Cell `i` of the table; `None` outside the region (a corrupt index can
+    /// pick a wrong cell of its own table, never one of another table).
     #[inline(always)]
-    fn cell(&self, i: u32) -> Option<&'static Cell> {
+    pub(crate) fn cell(&self, i: u32) -> Option<&'static Cell> {
         if i >= self.cells {
             return None;
         }
@@ -69,7 +62,7 @@ pub(crate) const fn decided(action: u8, counter: u32) -> u64 {
 
 /// The default action and its counter, from a table's header.
 #[inline(always)]
-pub(crate) fn default_of<C: Cells>(table: &C) -> u64 {
+pub(crate) fn default_of(table: &Region) -> u64 {
     match table.cell(0) {
         Some(cell) => {
             let header = cell.header();
@@ -86,8 +79,8 @@ pub(crate) fn default_of<C: Cells>(table: &C) -> u64 {
 /// scanned last, so a matched count rule is counted at once. Returns the
 /// winner's action and counter, or `NO_MATCH`.
 #[inline(always)]
-pub(crate) fn walk<C: Cells>(
-    table: &C,
+pub(crate) fn walk(
+    table: &Region,
     key: &[u32; KEY_WORDS],
     bytes: u64,
     counters: &PerCpuArray<Counter>,
@@ -130,7 +123,9 @@ pub(crate) fn walk<C: Cells>(
                 break;
             }
             i += 1;
-            let Some(rule) = table.cell(idx) else { continue };
+            let Some(rule) = table.cell(idx) else {
+                continue;
+            };
             let rule = rule.rule();
             if !rule.matches(key) {
                 continue;
@@ -156,7 +151,7 @@ pub(crate) fn walk<C: Cells>(
 /// Follows one tree from `root` to its leaf (at most `MAX_DEPTH` steps); a
 /// non-leaf result means a broken tree, which the caller skips.
 #[inline(always)]
-fn descend<C: Cells>(table: &C, root: Ref, key: &[u32; KEY_WORDS]) -> Ref {
+fn descend(table: &Region, root: Ref, key: &[u32; KEY_WORDS]) -> Ref {
     let mut r = root;
     let mut depth = 0;
     while depth < MAX_DEPTH {
