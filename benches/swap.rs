@@ -3,10 +3,10 @@
 //!   standby buffer, at 10, 10k (and, with `FLUXGATE_BENCH_100K=1`, 100k)
 //!   rules — flat in size is the point; rolling back to the previous
 //!   generation is the same flip;
-//! - place: putting a table in the standby buffer (map-in-map update: the
-//!   kernel waits for an RCU grace period), the slow half of publishing;
+//! - place: putting a table in the standby buffer (its region base written
+//!   to the slot map), the first half of publishing;
 //! - rollback to an older kept generation: reopen its pin, place, flip;
-//! - staging: compile + create and fill the table beside the live one;
+//! - staging: compile + copy the table into the cell pool beside the live one;
 //! - tail call: the bare `XDP_PASS` floor vs the floor reached through one tail
 //!   call (what the dispatcher → classifier hop costs per packet);
 //! - drop capture: a dropped packet with capture off (the classifier alone),

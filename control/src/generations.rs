@@ -45,7 +45,7 @@ use crate::{
 /// Generations kept loaded (pinned) for instant rollback, besides the live one.
 pub const RETAIN: usize = 8;
 
-/// Tables placed per batch (one RCU grace period each; bounds open descriptors).
+/// Tables placed per batch (one slot-map write each; bounds open handles).
 const PLACE_CHUNK: usize = 2048;
 
 /// Most witness packets one preflight runs (chosen evenly over the rules).
@@ -646,8 +646,8 @@ impl Gateway {
         }
         // 1. Place each new table in its slot's standby buffer, unless it is
         //    already there (the previous generation: rollback is then a pure
-        //    flip). Slow (an RCU grace period each) but nothing live changes.
-        //    In chunks, so a 10k-tenant apply never holds 10k descriptors.
+        //    flip). One array write per chunk (a region base); nothing live
+        //    changes. In chunks, so a 10k-tenant apply never holds 10k handles.
         let mut flips: Vec<Slot> = Vec::new();
         let mut to_place: Vec<(Slot, StagedTable)> = Vec::new();
         for (slot, new, _) in &steps {
