@@ -15,8 +15,9 @@ use aya::{
     },
 };
 use fluxgate_common::{
-    ABI_VERSION, Counter, GATEWAY_SLOTS, GatewayConfig, MAX_COUNTERS, MAX_TENANTS, MAX_VERSIONS,
-    Malformed, Outcome, SELECT_SLOTS, Scratch, TABLE_BUFFERS, Trace, VERSION_SLOTS, maps,
+    ABI_VERSION, BPF_F_MMAPABLE, Counter, GATEWAY_SLOTS, GatewayConfig, MAX_COUNTERS, MAX_TENANTS,
+    MAX_VERSIONS, Malformed, Outcome, SELECT_SLOTS, Scratch, TABLE_BUFFERS, Trace, VERSION_SLOTS,
+    maps,
 };
 
 use std::os::fd::AsFd;
@@ -129,6 +130,14 @@ pub(crate) const MAP_SPECS: [(&str, MapType, u32, u32); 21] = [
         1,
     ),
     (maps::BENCH_TAIL, MapType::ProgramArray, 4, 1),
+];
+
+/// Maps of region bases, created `BPF_F_MMAPABLE`.
+const SLOT_MAPS: [&str; 4] = [
+    maps::GATEWAY,
+    maps::TENANTS,
+    maps::PROBE_GATEWAY,
+    maps::PROBE_TENANTS,
 ];
 
 /// fluxgate state pinned for one interface, adopted by this process.
@@ -314,12 +323,17 @@ impl PinnedAttachment {
         } else {
             max_entries
         };
-        // Every map of the object is created without flags.
-        if found != (Some(map_type), key_size, value_size, max_entries, 0) {
+        // The slot maps are mmapable (read by the pool allocator); the others have no flags.
+        let flags = if SLOT_MAPS.contains(&name) {
+            BPF_F_MMAPABLE
+        } else {
+            0
+        };
+        if found != (Some(map_type), key_size, value_size, max_entries, flags) {
             return Err(Error::Incompatible {
                 path,
                 reason: format!(
-                    "expected {map_type:?} key {key_size} value {value_size} entries {max_entries} flags 0, \
+                    "expected {map_type:?} key {key_size} value {value_size} entries {max_entries} flags {flags:#x}, \
                      found {:?} key {} value {} entries {} flags {:#x}",
                     found.0, found.1, found.2, found.3, found.4
                 ),

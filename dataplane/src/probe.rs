@@ -158,7 +158,7 @@ impl Probe<'_> {
             } else {
                 MAX_TENANTS
             };
-            let bases = sys::lookup_all(fd, entries, 0u32)
+            let bases = sys::read_mmapable_u32(fd, entries)
                 .map_err(|e| Error::kernel("read the probe slots", e))?;
             let occupied: Vec<u32> = (0..entries)
                 .filter(|&i| bases.get(i as usize).is_some_and(|b| *b != 0))

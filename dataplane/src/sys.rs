@@ -201,43 +201,37 @@ pub(crate) fn lookup<V: Copy>(map: BorrowedFd<'_>, key: u32, zero: V) -> io::Res
     }
 }
 
-/// Every value of an ARRAY map of `n` entries, in as few `BPF_MAP_LOOKUP_BATCH`
-/// calls as the kernel allows.
-pub(crate) fn lookup_all<V: Copy>(map: BorrowedFd<'_>, n: u32, zero: V) -> io::Result<Vec<V>> {
-    let n = n as usize;
-    let mut keys = vec![0u32; n];
-    let mut values = vec![zero; n];
-    let (mut token_in, mut token_out) = (0u32, 0u32);
-    let mut done = 0usize;
-    let mut first = true;
-    while done < n {
-        let mut attr = Attr::new();
-        if !first {
-            attr.put_u64(0, (&raw const token_in) as u64);
-        }
-        attr.put_u64(8, (&raw mut token_out) as u64);
-        attr.put_u64(16, keys[done..].as_mut_ptr() as u64);
-        attr.put_u64(24, values[done..].as_mut_ptr() as u64);
-        attr.put_u32(32, (n - done) as u32);
-        attr.put_u32(36, map.as_raw_fd() as u32);
-        let result = bpf(BPF_MAP_LOOKUP_BATCH, &mut attr);
-        let count = u32::from_ne_bytes([attr.0[32], attr.0[33], attr.0[34], attr.0[35]]) as usize;
-        done += count;
-        first = false;
-        token_in = token_out;
-        match result {
-            Ok(_) if count == 0 => break,
-            Ok(_) => {}
-            Err(e) if e.raw_os_error() == Some(libc::ENOENT) => break,
-            Err(e) => return Err(e),
-        }
+/// Every value of a `BPF_F_MMAPABLE` ARRAY of `n` u32 values, read through a
+/// read-only mapping (no per-element syscall work; array elements are 8-byte
+/// aligned, so value `i` is at byte `8 * i`).
+pub(crate) fn read_mmapable_u32(map: BorrowedFd<'_>, n: u32) -> io::Result<Vec<u32>> {
+    const STRIDE: usize = 8;
+    // SAFETY: sysconf has no preconditions.
+    let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) } as usize;
+    let len = (n as usize * STRIDE).div_ceil(page) * page;
+    // SAFETY: a fresh shared read-only mapping of the whole map; the kernel
+    // checks the length against the map.
+    let ptr = unsafe {
+        libc::mmap(
+            std::ptr::null_mut(),
+            len,
+            libc::PROT_READ,
+            libc::MAP_SHARED,
+            map.as_raw_fd(),
+            0,
+        )
+    };
+    if ptr == libc::MAP_FAILED {
+        return Err(io::Error::last_os_error());
     }
-    let mut out = vec![zero; n];
-    for i in 0..done {
-        if let Some(slot) = out.get_mut(keys[i] as usize) {
-            *slot = values[i];
-        }
-    }
+    let base = ptr.cast::<u8>();
+    let out = (0..n as usize)
+        // SAFETY: `i * STRIDE + 4 <= len` and the mapping is readable; the
+        // kernel may write concurrently, so each value is read volatile.
+        .map(|i| unsafe { std::ptr::read_volatile(base.add(i * STRIDE).cast::<u32>()) })
+        .collect();
+    // SAFETY: unmapping exactly what was mapped above.
+    unsafe { libc::munmap(ptr, len) };
     Ok(out)
 }
 

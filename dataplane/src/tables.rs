@@ -191,7 +191,7 @@ pub trait Tables {
         ] {
             let mut map = self.table_map(name)?;
             let fd = map_data(map.get(), name)?.fd().as_fd();
-            let bases = sys::lookup_all(fd, entries, 0u32)
+            let bases = sys::read_mmapable_u32(fd, entries)
                 .map_err(|e| Error::kernel("read table slots", e))?;
             out.extend(bases.into_iter().filter(|b| *b != 0));
         }

@@ -42,10 +42,10 @@ use aya_ebpf::{
     programs::XdpContext,
 };
 use fluxgate_common::{
-    CAPTURE_SNAPLEN, CaptureConfig, CaptureRate, CaptureRecord, Counter, DROPS_RING_BYTES,
-    GATEWAY_SLOTS, GatewayConfig, MAX_COUNTERS, MAX_TENANTS, MAX_VERSIONS, Malformed, Outcome,
-    SELECT_SLOTS, SLOT_DISPATCH, SLOT_GLOBAL, Scratch, TABLE_BUFFERS, Trace, VERSION_SLOT_PROBE,
-    VERSION_SLOTS, select_index,
+    BPF_F_MMAPABLE, CAPTURE_SNAPLEN, CaptureConfig, CaptureRate, CaptureRecord, Counter,
+    DROPS_RING_BYTES, GATEWAY_SLOTS, GatewayConfig, MAX_COUNTERS, MAX_TENANTS, MAX_VERSIONS,
+    Malformed, Outcome, SELECT_SLOTS, SLOT_DISPATCH, SLOT_GLOBAL, Scratch, TABLE_BUFFERS, Trace,
+    VERSION_SLOT_PROBE, VERSION_SLOTS, select_index,
     table::{Cell, action, word},
     table_index, tenant_counter, version_slot, xdp as verdict,
 };
@@ -108,19 +108,21 @@ pub(crate) static FG_POOL: Array<Cell> = Array::with_max_entries(1, 0);
 
 /// Region base of each gateway table buffer (0: none).
 #[map(name = "FG_GATEWAY")]
-static FG_GATEWAY: Array<u32> = Array::with_max_entries(GATEWAY_SLOTS * TABLE_BUFFERS, 0);
+static FG_GATEWAY: Array<u32> =
+    Array::with_max_entries(GATEWAY_SLOTS * TABLE_BUFFERS, BPF_F_MMAPABLE);
 
 /// Region base of each tenant table buffer (0: none).
 #[map(name = "FG_TENANTS")]
-static FG_TENANTS: Array<u32> = Array::with_max_entries(MAX_TENANTS * TABLE_BUFFERS, 0);
+static FG_TENANTS: Array<u32> =
+    Array::with_max_entries(MAX_TENANTS * TABLE_BUFFERS, BPF_F_MMAPABLE);
 
 /// Region base of the staged table a probe run sees in a gateway slot (0: the live one).
 #[map(name = "FG_PROBE_GW")]
-static FG_PROBE_GW: Array<u32> = Array::with_max_entries(GATEWAY_SLOTS, 0);
+static FG_PROBE_GW: Array<u32> = Array::with_max_entries(GATEWAY_SLOTS, BPF_F_MMAPABLE);
 
 /// Region base of the staged table a probe run sees in a tenant slot (0: the live one).
 #[map(name = "FG_PROBE_TNT")]
-static FG_PROBE_TNT: Array<u32> = Array::with_max_entries(MAX_TENANTS, 0);
+static FG_PROBE_TNT: Array<u32> = Array::with_max_entries(MAX_TENANTS, BPF_F_MMAPABLE);
 
 /// The dispatcher, attached to interfaces.
 #[xdp]
