@@ -159,6 +159,9 @@ impl Pool {
         referenced: &[u32],
         kept: &[(u32, u32)],
     ) -> Result<Vec<u32>, Error> {
+        if sizes.is_empty() {
+            return Ok(Vec::new());
+        }
         let mut state = self.state();
         if !state.graced {
             grace()?;

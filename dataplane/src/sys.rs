@@ -184,7 +184,6 @@ pub(crate) fn test_run(prog: BorrowedFd<'_>, frame: &[u8]) -> io::Result<u32> {
     ]))
 }
 
-const BPF_MAP_LOOKUP_BATCH: libc::c_long = 24;
 const BPF_MAP_TYPE_ARRAY_OF_MAPS: u32 = 12;
 
 /// Looks up `key` in a map whose values are `V`; `None` when absent.
