@@ -8,7 +8,10 @@
 //! or the new one, never a mix; a live table is never cleared or refilled;
 //! and the previous table stays in the other buffer, so flipping back is an
 //! instant rollback. No step waits for an RCU grace period, except reusing
-//! the space of a table nothing points at any more (`pool.rs`).
+//! the space of a table nothing points at any more (`pool.rs`). Measured
+//! (`cargo bench --bench swap`, alternating with the map-per-table build):
+//! place 8.0 ms → 14 µs, rollback to an older kept generation 8.0 ms → 27 µs,
+//! flip 7 µs either way, at 10 and 10k rules.
 
 use aya::maps::{Array, Map, MapData, PerCpuArray};
 use fluxgate_common::{

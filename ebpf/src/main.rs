@@ -14,9 +14,11 @@
 //! while every other tenant keeps the old one, and each step is one map update.
 //!
 //! Tables are decision trees, each a region of the one cell pool `FG_POOL`
-//! (a plain ARRAY, so the verifier inlines every cell lookup: ≈ 1.6× faster
-//! walks than one `BPF_F_INNER_MAP` map per table behind ARRAY_OF_MAPS slots,
-//! see `fluxgate_common::table`). A table slot buffer holds a region base;
+//! (a plain ARRAY, so the verifier inlines every cell lookup; one
+//! `BPF_F_INNER_MAP` map per table behind ARRAY_OF_MAPS slots made each one a
+//! helper call). Measured in alternating runs, kernel hot ns: acl 1k 367 →
+//! 226, acl 10k 451 → 278, 10k tenants 263 → 170 (1.5–1.6×; see
+//! `fluxgate_common::table`). A table slot buffer holds a region base;
 //! every cell index is checked against the region's header before the lookup,
 //! so a walk never leaves its table. Publishing a tenant flips one selector,
 //! atomically. With nothing loaded every well-formed packet

@@ -9,7 +9,7 @@
 //! vectors cost 26 ns at 1k rules but 129 ns at 10k (linear in rules / 64). A
 //! dependent ARRAY lookup costs ≈ 1.5 ns hot, and its cost does not depend on
 //! the table size. So a packet walks a decision tree (HiCuts/HyperCuts-style
-//! equal-size bit cuts on one key word per node) laid out in one ARRAY map, then
+//! equal-size bit cuts on one key word per node) laid out in one array of cells, then
 //! checks at most [`LEAF_MAX`] candidate rules in the leaf it reaches. The walk is
 //! at most [`MAX_DEPTH`] array steps whatever the number of rules, the compiler
 //! does all the hard work (choosing cuts, pruning covered rules), and tenant
@@ -17,6 +17,8 @@
 //! tenants grow too.
 //!
 //! # Measured (2026-11-25, `cargo bench --bench classifier`, kernel hot ns, floor 26–28 ns)
+//!
+//! With one `BPF_F_INNER_MAP` ARRAY per table (before the cell pool below):
 //!
 //! | | acl 10 | acl 1k | acl 10k | 10 tenants | 10k tenants |
 //! |---|---|---|---|---|---|
@@ -48,7 +50,24 @@
 //! | regions of one pool | 100–101 | 199–208 | 253–265 | 143–145 | 146–148 |
 //! | speed-up | 1.55–1.62× | 1.64–1.76× | 1.59–1.77× | 1.62–1.64× | 1.61–1.64× |
 //!
-//! POOL_MEASURED_PLACEHOLDER
+//! Measured after the change: `cargo bench --bench classifier` of this
+//! branch and of the map-per-table build before it (f97180a), run
+//! alternately five times on the same machine (kernel hot ns, median of the
+//! five; floor 27–29 ns and parse-and-pass 59–66 ns in every run, unchanged):
+//!
+//! | | acl 10 | acl 1k | acl 10k | 10 tenants | 10k tenants |
+//! |---|---|---|---|---|---|
+//! | one inner map per table | 181 (174–185) | 367 (359–389) | 451 (442–492) | 259 (252–269) | 263 (250–276) |
+//! | regions of one pool | 124 (118–127) | 226 (218–230) | 278 (271–285) | 169 (163–171) | 170 (162–177) |
+//! | speed-up | 1.46× | 1.62× | 1.62× | 1.53× | 1.55× |
+//! | hot / floor (median), before → after | 6.4 → 4.3 | 13.1 → 8.1 | 16.1 → 9.9 | 9.3 → 6.0 | 9.4 → 6.1 |
+//! | trace ns (distinct packets, one pair of runs) | 231 → 173 | 527 → 391 | 490 → 342 | 352 → 237 | 377 → 349 |
+//!
+//! Above parse-and-pass (≈ 60 ns) the walk itself costs ≈ 1.8× less at 1k
+//! and 10k rules. Staging a table is one `BPF_MAP_UPDATE_BATCH` into the pool
+//! plus a read of the (mmapable) slot maps; placing it is a 4-byte array
+//! write, no RCU grace period (the grace period is paid only when freed cells
+//! are reused, see `fluxgate-dataplane`'s `pool.rs`).
 //!
 //! # What did not work (so the next attempt starts from the facts)
 //!
@@ -82,7 +101,9 @@
 //!
 //! # Layout
 //!
-//! A table is an `ARRAY` of [`Cell`]s (128 bytes). Cell 0 is the [`Header`].
+//! A table is an array of [`Cell`]s (128 bytes): in the kernel a region of
+//! the attachment's cell pool, every index relative to the region's start.
+//! Cell 0 is the [`Header`].
 //! Every other cell is a *node* — 16 [`Ref`]s, the children of a cut —, a *leaf
 //! list* — up to [`LEAF_MAX`] `u32` rule cell indices in priority order — or a
 //! *rule* ([`RuleCell`]). A [`Ref`] says where the next step is and how to index
