@@ -63,6 +63,12 @@
 //! | hot / floor (median), before → after | 6.4 → 4.3 | 13.1 → 8.1 | 16.1 → 9.9 | 9.3 → 6.0 | 9.4 → 6.1 |
 //! | trace ns (distinct packets, one pair of runs) | 231 → 173 | 527 → 391 | 490 → 342 | 352 → 237 | 377 → 349 |
 //!
+//! Again on top of the tree-partition change (b1c69b3, 2–3 fewer tree steps
+//! per packet), two alternating pairs of runs (floor 26–27 ns, parse-and-pass
+//! 57–61 ns in both builds): acl 10 178/183 → 123/122 ns, acl 1k 327/310 →
+//! 193/193, acl 10k 385/371 → 231/227, 10 tenants 259/244 → 164/168, 10k
+//! tenants 252/250 → 172/169 (1.47–1.65×).
+//!
 //! Above parse-and-pass (≈ 60 ns) the walk itself costs ≈ 1.8× less at 1k
 //! and 10k rules. Staging a table is one `BPF_MAP_UPDATE_BATCH` into the pool
 //! plus a read of the (mmapable) slot maps; placing it is a 4-byte array
