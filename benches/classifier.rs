@@ -50,9 +50,13 @@ fn realizable(mut p: PacketHeader) -> PacketHeader {
 fn load(name: String, rs: &ValidRuleset, packets: Vec<PacketHeader>, rules: usize) -> Setup {
     let started = Instant::now();
     let image = compile_with(rs, &CompileOptions::default()).expect("compile");
-    let staged = StagedImage::new(&image).expect("stage");
-    let compile_and_stage = started.elapsed();
-    let mut program = Program::load(&GatewayConfig::default()).expect("load (needs root)");
+    let compiled = started.elapsed();
+    let pool = (image.cells() as u32 + 2).max(fluxgate::common::DEFAULT_POOL_CELLS);
+    let mut program =
+        Program::load_sized(&GatewayConfig::default(), pool).expect("load (needs root)");
+    let started = Instant::now();
+    let staged = StagedImage::new(&mut program, &image).expect("stage");
+    let compile_and_stage = compiled + started.elapsed();
     program.publish_image(&staged).expect("publish");
     Setup {
         name,

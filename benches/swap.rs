@@ -3,10 +3,10 @@
 //!   standby buffer, at 10, 10k (and, with `FLUXGATE_BENCH_100K=1`, 100k)
 //!   rules — flat in size is the point; rolling back to the previous
 //!   generation is the same flip;
-//! - place: putting a table in the standby buffer (map-in-map update: the
-//!   kernel waits for an RCU grace period), the slow half of publishing;
+//! - place: putting a table in the standby buffer (its region base written
+//!   to the slot map), the first half of publishing;
 //! - rollback to an older kept generation: reopen its pin, place, flip;
-//! - staging: compile + create and fill the table beside the live one;
+//! - staging: compile + copy the table into the cell pool beside the live one;
 //! - tail call: the bare `XDP_PASS` floor vs the floor reached through one tail
 //!   call (what the dispatcher → classifier hop costs per packet);
 //! - drop capture: a dropped packet with capture off (the classifier alone),
@@ -85,7 +85,13 @@ struct Size {
 fn main() {
     let sandbox = Sandbox::new();
     netns::enter(&sandbox.ns).expect("enter the bench namespace");
-    let program = Program::load(&GatewayConfig::default()).expect("load (needs root)");
+    // 100k-rule tables need more than the default pool (two of them staged).
+    let pool = if std::env::var_os("FLUXGATE_BENCH_100K").is_some() {
+        1 << 21
+    } else {
+        fluxgate::common::DEFAULT_POOL_CELLS
+    };
+    let program = Program::load_sized(&GatewayConfig::default(), pool).expect("load (needs root)");
     let attached = program
         .attach("lo", AttachMode::Generic)
         .expect("attach to lo");
@@ -114,9 +120,9 @@ fn main() {
         .map(|n| {
             let started = Instant::now();
             let cells = table(n);
-            let a = StagedTable::new("bench_a", &cells).expect("stage");
+            let a = pinned.stage("bench_a", &cells).expect("stage");
             let stage = started.elapsed();
-            let b = StagedTable::new("bench_b", &cells).expect("stage");
+            let b = pinned.stage("bench_b", &cells).expect("stage");
             let scope = format!("bench-{n}");
             pinned.keep_table(&scope, 1, &a).expect("keep");
             pinned.keep_table(&scope, 2, &b).expect("keep");
@@ -246,7 +252,7 @@ fn capture_ns(program: &mut Program, frame: &[u8]) -> (f64, f64, f64) {
     )
     .expect("valid");
     let image = compile_with(&rs, &CompileOptions::default()).expect("compile");
-    let staged = StagedImage::new(&image).expect("stage");
+    let staged = StagedImage::new(program, &image).expect("stage");
     program.publish_image(&staged).expect("publish");
     let run = |program: &mut Program, repeat: u32| {
         let mut v: Vec<f64> = (0..5)

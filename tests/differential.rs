@@ -31,7 +31,7 @@ impl Kernel {
     fn new(rs: &ValidRuleset) -> Kernel {
         let image = compile_with(rs, &CompileOptions::default()).expect("compile");
         let mut program = Program::load(&GatewayConfig::default()).expect("load program");
-        let staged = StagedImage::new(&image).expect("stage image");
+        let staged = StagedImage::new(&mut program, &image).expect("stage image");
         program.publish_image(&staged).expect("publish image");
         Kernel {
             program,
@@ -167,7 +167,7 @@ fn classbench_agrees(family: Family, rules: usize, packets: usize, seed: u64) {
     let image = compile_with(&rs, &CompileOptions::default()).expect("compile");
     let userspace = Classifier::new(image.clone(), []);
     let mut program = Program::load(&GatewayConfig::default()).expect("load");
-    let staged = StagedImage::new(&image).expect("stage");
+    let staged = StagedImage::new(&mut program, &image).expect("stage");
     program.publish_image(&staged).expect("publish");
     let trace = synth::trace(&filters, packets, seed ^ 0x5eed);
     let mut disagreements = Vec::new();

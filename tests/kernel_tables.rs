@@ -12,7 +12,7 @@ use fluxgate::{
         xdp,
     },
     dataplane::{
-        Program, Slot, StagedTable, Tables,
+        Program, Slot, Tables,
         frame::{FrameSpec, L4},
     },
 };
@@ -90,7 +90,9 @@ fn kernel_walks_hand_built_tables() {
         "nothing loaded: pass"
     );
 
-    let table = StagedTable::new("test_global", &global_table()).expect("stage");
+    let table = program
+        .stage("test_global", &global_table())
+        .expect("stage");
     program.publish(Slot::Global, &table).expect("publish");
     assert_eq!(
         program.test_run(&to(net, 22), 1).expect("run").verdict,
@@ -140,8 +142,9 @@ fn kernel_walks_hand_built_tables() {
 #[test]
 fn tables_without_a_valid_header_are_refused() {
     support::require_root();
+    let mut program = Program::load(&GatewayConfig::default()).expect("load");
     let mut cells = global_table();
     cells[0] = Cell::default();
-    let err = StagedTable::new("bad", &cells).expect_err("no header");
+    let err = program.stage("bad", &cells).expect_err("no header");
     assert!(err.to_string().contains("header"), "{err}");
 }

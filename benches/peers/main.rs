@@ -155,8 +155,10 @@ fn flood_rules(n: usize) -> (Vec<Filter>, usize) {
 fn load_fluxgate(filters: &[Filter]) -> (Program, StagedImage) {
     let rs = validate(classbench::to_ruleset(filters), &Config::classbench()).expect("valid");
     let image = compile_with(&rs, &CompileOptions::default()).expect("compile");
-    let staged = StagedImage::new(&image).expect("stage");
-    let mut program = Program::load(&GatewayConfig::default()).expect("load (needs root)");
+    let pool = (image.cells() as u32 + 2).max(fluxgate::common::DEFAULT_POOL_CELLS);
+    let mut program =
+        Program::load_sized(&GatewayConfig::default(), pool).expect("load (needs root)");
+    let staged = StagedImage::new(&mut program, &image).expect("stage");
     program.publish_image(&staged).expect("publish");
     (program, staged)
 }

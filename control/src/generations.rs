@@ -45,7 +45,7 @@ use crate::{
 /// Generations kept loaded (pinned) for instant rollback, besides the live one.
 pub const RETAIN: usize = 8;
 
-/// Tables placed per batch (one RCU grace period each; bounds open descriptors).
+/// Tables placed per batch (one slot-map write each; bounds open handles).
 const PLACE_CHUNK: usize = 2048;
 
 /// Most witness packets one preflight runs (chosen evenly over the rules).
@@ -397,7 +397,7 @@ impl Gateway {
         let live_hashes = live_hashes(live, &records);
         let mut manifest = Manifest::default();
         let mut hashes = BTreeMap::new();
-        let mut staged: Vec<(String, Slot, StagedTable)> = Vec::new();
+        let mut pending: Vec<(String, Slot)> = Vec::new();
         let mut stage = |scope: String,
                          slot: Slot,
                          cells: &[Cell],
@@ -410,8 +410,7 @@ impl Gateway {
             {
                 return Ok(g);
             }
-            let table = StagedTable::new(&scope, cells)?;
-            staged.push((scope, slot, table));
+            pending.push((scope, slot));
             Ok(generation)
         };
         manifest.dispatch = Some(stage(
@@ -442,6 +441,29 @@ impl Gateway {
                 },
             );
         }
+        // Every changed table into the cell pool at once (one copy syscall;
+        // `PoolFull` before anything live changed when it does not fit).
+        let cells_of = |slot: Slot| -> &[Cell] {
+            match slot {
+                Slot::Dispatch => &image.dispatch.cells,
+                Slot::Global => &image.global.cells,
+                Slot::Tenant(i) => image
+                    .tenants
+                    .iter()
+                    .find(|t| t.index == i)
+                    .map_or(&[][..], |t| &t.table.cells),
+            }
+        };
+        let tables: Vec<(&str, &[Cell])> = pending
+            .iter()
+            .map(|(scope, slot)| (scope.as_str(), cells_of(*slot)))
+            .collect();
+        let made = self.pinned.stage_all(&tables)?;
+        let staged: Vec<(String, Slot, StagedTable)> = pending
+            .into_iter()
+            .zip(made)
+            .map(|((scope, slot), table)| (scope, slot, table))
+            .collect();
         let removed: Vec<String> = live
             .tenants
             .keys()
@@ -624,8 +646,8 @@ impl Gateway {
         }
         // 1. Place each new table in its slot's standby buffer, unless it is
         //    already there (the previous generation: rollback is then a pure
-        //    flip). Slow (an RCU grace period each) but nothing live changes.
-        //    In chunks, so a 10k-tenant apply never holds 10k descriptors.
+        //    flip). One array write per chunk (a region base); nothing live
+        //    changes. In chunks, so a 10k-tenant apply never holds 10k handles.
         let mut flips: Vec<Slot> = Vec::new();
         let mut to_place: Vec<(Slot, StagedTable)> = Vec::new();
         for (slot, new, _) in &steps {

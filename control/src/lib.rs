@@ -64,6 +64,9 @@ pub struct AttachOptions {
     pub mode: AttachMode,
     /// Verdict for malformed packets.
     pub malformed: MalformedVerdict,
+    /// Cells (128 bytes each) of the table pool every generation's tables
+    /// share; `None`: `fluxgate_common::DEFAULT_POOL_CELLS`.
+    pub pool_cells: Option<u32>,
 }
 
 /// Result of [`attach`].
@@ -95,7 +98,11 @@ pub fn attach(loc: &PinLocation, iface: &str, opts: AttachOptions) -> Result<Att
             path: loc.root().join(iface),
         });
     }
-    let attachment = Program::load(&config)?.attach(iface, opts.mode)?;
+    let program = match opts.pool_cells {
+        Some(cells) => Program::load_sized(&config, cells)?,
+        None => Program::load(&config)?,
+    };
+    let attachment = program.attach(iface, opts.mode)?;
     let mode = attachment.mode().to_string();
     let fallback_reason = attachment.fallback_reason().map(str::to_owned);
     let pinned = attachment.pin(loc.root())?;

@@ -57,6 +57,10 @@ enum Command {
         /// Verdict for malformed packets.
         #[arg(long, value_enum, default_value_t = MalformedVerdict::Drop)]
         malformed: MalformedVerdict,
+        /// Cells (128 bytes each, allocated up front) of the pool that holds
+        /// every table of every kept generation (default 262144: 32 MiB).
+        #[arg(long)]
+        pool_cells: Option<u32>,
         /// Print the result as JSON.
         #[arg(long)]
         json: bool,
@@ -352,6 +356,7 @@ fn run(cli: Cli) -> Result<(), ControlError> {
             iface,
             mode,
             malformed,
+            pool_cells,
             json,
         } => {
             let mode = match mode {
@@ -359,8 +364,15 @@ fn run(cli: Cli) -> Result<(), ControlError> {
                 Mode::Native => AttachMode::Native,
                 Mode::Generic => AttachMode::Generic,
             };
-            let attached =
-                fluxgate_control::attach(&loc, &iface, AttachOptions { mode, malformed })?;
+            let attached = fluxgate_control::attach(
+                &loc,
+                &iface,
+                AttachOptions {
+                    mode,
+                    malformed,
+                    pool_cells,
+                },
+            )?;
             if json {
                 print_json(&attached);
             } else {

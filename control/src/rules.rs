@@ -258,7 +258,7 @@ pub fn classify(
                 ..GatewayConfig::default()
             };
             let mut program = Program::load(&config)?;
-            let staged = StagedImage::new(&image)?;
+            let staged = StagedImage::new(&mut program, &image)?;
             program.publish_image(&staged)?;
             packets
                 .iter()

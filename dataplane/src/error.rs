@@ -61,6 +61,20 @@ pub enum Error {
         /// The last lines of the verifier log.
         log: String,
     },
+    /// The attachment's cell pool has no room for the tables being staged
+    /// (nothing was written and nothing live changed).
+    #[error(
+        "the table cell pool is full: {needed} cells needed, {free} free of {size} \
+         (forget kept generations, or attach again with a larger pool)"
+    )]
+    PoolFull {
+        /// Cells the staged tables need.
+        needed: u64,
+        /// Free cells (possibly fragmented).
+        free: u64,
+        /// Cells in the pool.
+        size: u32,
+    },
     /// Invalid argument from the caller.
     #[error("invalid argument: {0}")]
     InvalidArgument(String),

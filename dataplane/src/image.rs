@@ -4,7 +4,7 @@
 
 use fluxgate_ruleset::Image;
 
-use crate::{Error, StagedTable};
+use crate::{Error, StagedTable, Tables};
 
 /// All tables of one image, created and filled in the kernel, not yet live.
 #[derive(Debug)]
@@ -18,18 +18,34 @@ pub struct StagedImage {
 }
 
 impl StagedImage {
-    /// Creates and fills a kernel map for every table of `image`.
-    pub fn new(image: &Image) -> Result<StagedImage, Error> {
+    /// Copies every table of `image` into the cell pool of `tables` (one
+    /// batch for all; [`Error::PoolFull`] and nothing written when it does not fit).
+    pub fn new(tables: &mut impl Tables, image: &Image) -> Result<StagedImage, Error> {
+        let names: Vec<String> = image
+            .tenants
+            .iter()
+            .map(|t| format!("tenant {}", t.name))
+            .collect();
+        let mut all: Vec<(&str, &[fluxgate_common::table::Cell])> = vec![
+            ("dispatch", &image.dispatch.cells),
+            ("global", &image.global.cells),
+        ];
+        for (t, name) in image.tenants.iter().zip(&names) {
+            all.push((name, &t.table.cells));
+        }
+        let mut staged = tables.stage_all(&all)?.into_iter();
+        let mut next = || {
+            staged
+                .next()
+                .ok_or_else(|| Error::InvalidArgument("a table was not staged".into()))
+        };
         Ok(StagedImage {
-            dispatch: StagedTable::new("fg_dispatch", &image.dispatch.cells)?,
-            global: StagedTable::new("fg_global", &image.global.cells)?,
+            dispatch: next()?,
+            global: next()?,
             tenants: image
                 .tenants
                 .iter()
-                .map(|t| {
-                    StagedTable::new(&format!("fg_t_{}", t.name), &t.table.cells)
-                        .map(|table| (t.index, table))
-                })
+                .map(|t| next().map(|table| (t.index, table)))
                 .collect::<Result<_, _>>()?,
         })
     }

@@ -28,6 +28,7 @@ mod generations;
 mod image;
 pub mod netns;
 mod pin;
+mod pool;
 mod probe;
 mod program;
 mod sys;

@@ -15,11 +15,14 @@ use aya::{
     },
 };
 use fluxgate_common::{
-    ABI_VERSION, Counter, GATEWAY_SLOTS, GatewayConfig, MAX_COUNTERS, MAX_TENANTS, MAX_VERSIONS,
-    Malformed, Outcome, SELECT_SLOTS, Scratch, TABLE_BUFFERS, Trace, VERSION_SLOTS, maps,
+    ABI_VERSION, BPF_F_MMAPABLE, Counter, GATEWAY_SLOTS, GatewayConfig, MAX_COUNTERS, MAX_TENANTS,
+    MAX_VERSIONS, Malformed, Outcome, SELECT_SLOTS, Scratch, TABLE_BUFFERS, Trace, VERSION_SLOTS,
+    maps,
 };
 
-use crate::{Counters, Error, Program, TableMap, Tables, program};
+use std::os::fd::AsFd;
+
+use crate::{Counters, Error, Program, TableMap, Tables, pool::Pool, program};
 
 /// Where the CLI pins state unless told otherwise.
 pub const DEFAULT_PIN_ROOT: &str = "/sys/fs/bpf/fluxgate";
@@ -31,10 +34,16 @@ pub(crate) const PROBE: &str = "probe";
 const BPF_FS_MAGIC: i64 = 0xcafe4a11;
 
 /// The expected shape of each pinned map (name, type, value size, entries; keys
-/// are all u32); checked before a pinned map is reused. Every map of the object
-/// is here: a program loaded later (a classifier version, a new dispatcher)
-/// must share all of them.
-pub(crate) const MAP_SPECS: [(&str, MapType, u32, u32); 20] = [
+/// are all u32; entries 0: any size, chosen at load time); checked before a
+/// pinned map is reused. Every map of the object is here: a program loaded
+/// later (a classifier version, a new dispatcher) must share all of them.
+pub(crate) const MAP_SPECS: [(&str, MapType, u32, u32); 21] = [
+    (
+        maps::POOL,
+        MapType::Array,
+        size_of::<fluxgate_common::table::Cell>() as u32,
+        0,
+    ),
     (
         maps::OUTCOMES,
         MapType::PerCpuArray,
@@ -68,13 +77,13 @@ pub(crate) const MAP_SPECS: [(&str, MapType, u32, u32); 20] = [
     ),
     (
         maps::GATEWAY,
-        MapType::ArrayOfMaps,
+        MapType::Array,
         4,
         GATEWAY_SLOTS * TABLE_BUFFERS,
     ),
     (
         maps::TENANTS,
-        MapType::ArrayOfMaps,
+        MapType::Array,
         4,
         MAX_TENANTS * TABLE_BUFFERS,
     ),
@@ -106,8 +115,8 @@ pub(crate) const MAP_SPECS: [(&str, MapType, u32, u32); 20] = [
     ),
     (maps::CLASSIFIERS, MapType::ProgramArray, 4, MAX_VERSIONS),
     (maps::VERSIONS, MapType::Array, 4, VERSION_SLOTS),
-    (maps::PROBE_GATEWAY, MapType::ArrayOfMaps, 4, GATEWAY_SLOTS),
-    (maps::PROBE_TENANTS, MapType::ArrayOfMaps, 4, MAX_TENANTS),
+    (maps::PROBE_GATEWAY, MapType::Array, 4, GATEWAY_SLOTS),
+    (maps::PROBE_TENANTS, MapType::Array, 4, MAX_TENANTS),
     (
         maps::PROBE_TRACE,
         MapType::Array,
@@ -123,13 +132,21 @@ pub(crate) const MAP_SPECS: [(&str, MapType, u32, u32); 20] = [
     (maps::BENCH_TAIL, MapType::ProgramArray, 4, 1),
 ];
 
+/// Maps of region bases, created `BPF_F_MMAPABLE`.
+const SLOT_MAPS: [&str; 4] = [
+    maps::GATEWAY,
+    maps::TENANTS,
+    maps::PROBE_GATEWAY,
+    maps::PROBE_TENANTS,
+];
+
 /// fluxgate state pinned for one interface, adopted by this process.
 #[derive(Debug)]
 pub struct PinnedAttachment {
     iface: String,
     dir: PathBuf,
-    /// Map id of the placeholder table, once known (see `probe.rs`).
-    pub(crate) placeholder_id: std::sync::Mutex<Option<u32>>,
+    /// The cell pool, once opened (see `pool.rs`).
+    pool: std::sync::Mutex<Option<Pool>>,
 }
 
 impl PinnedAttachment {
@@ -151,7 +168,7 @@ impl PinnedAttachment {
         let pinned = PinnedAttachment {
             iface: iface.to_owned(),
             dir,
-            placeholder_id: std::sync::Mutex::new(None),
+            pool: std::sync::Mutex::new(Some(program.pool.clone())),
         };
         // On any failure below, `remove_pins` undoes what was pinned; the link
         // is dropped unpinned, which detaches the program.
@@ -197,7 +214,7 @@ impl PinnedAttachment {
         let pinned = PinnedAttachment {
             iface: iface.to_owned(),
             dir,
-            placeholder_id: std::sync::Mutex::new(None),
+            pool: std::sync::Mutex::new(None),
         };
         for (name, ..) in MAP_SPECS {
             pinned.open_map(name)?;
@@ -300,12 +317,23 @@ impl PinnedAttachment {
             info.map_flags(),
         );
         let key_size = if map_type == MapType::RingBuf { 0 } else { 4 };
-        // Every map of the object is created without flags.
-        if found != (Some(map_type), key_size, value_size, max_entries, 0) {
+        // The pool's size is chosen at load time: any size that holds a table.
+        let max_entries = if max_entries == 0 && info.max_entries() >= 2 {
+            info.max_entries()
+        } else {
+            max_entries
+        };
+        // The slot maps are mmapable (read by the pool allocator); the others have no flags.
+        let flags = if SLOT_MAPS.contains(&name) {
+            BPF_F_MMAPABLE
+        } else {
+            0
+        };
+        if found != (Some(map_type), key_size, value_size, max_entries, flags) {
             return Err(Error::Incompatible {
                 path,
                 reason: format!(
-                    "expected {map_type:?} key {key_size} value {value_size} entries {max_entries} flags 0, \
+                    "expected {map_type:?} key {key_size} value {value_size} entries {max_entries} flags {flags:#x}, \
                      found {:?} key {} value {} entries {} flags {:#x}",
                     found.0, found.1, found.2, found.3, found.4
                 ),
@@ -321,12 +349,7 @@ impl PinnedAttachment {
     }
 
     fn remove_pins(&self) {
-        for name in
-            MAP_SPECS
-                .iter()
-                .map(|(n, ..)| *n)
-                .chain([LINK, PROBE, crate::probe::PLACEHOLDER])
-        {
+        for name in MAP_SPECS.iter().map(|(n, ..)| *n).chain([LINK, PROBE]) {
             let _ignored = fs::remove_file(self.dir.join(name));
         }
         // Kept table generations (see `generations.rs`): unpinning frees them.
@@ -372,8 +395,40 @@ fn ensure_bpffs(root: &Path) -> Result<(), Error> {
     Ok(())
 }
 
+impl PinnedAttachment {
+    /// The attachment's cell pool (opened on first use).
+    pub(crate) fn cell_pool(&self) -> Result<Pool, Error> {
+        let mut pool = self.pool.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(p) = &*pool {
+            return Ok(p.clone());
+        }
+        let map = self.open_map(maps::POOL)?;
+        let fd = crate::tables::map_data(&map, maps::POOL)?
+            .fd()
+            .as_fd()
+            .try_clone_to_owned()
+            .map_err(|e| Error::kernel("duplicate a map fd", e))?;
+        let p = Pool::open(fd, false)?;
+        *pool = Some(p.clone());
+        Ok(p)
+    }
+
+    /// Cells in the attachment's table pool.
+    pub fn pool_cells(&self) -> Result<u32, Error> {
+        Ok(self.cell_pool()?.size())
+    }
+}
+
 impl Tables for PinnedAttachment {
     fn table_map(&mut self, name: &'static str) -> Result<TableMap<'_>, Error> {
         Ok(TableMap::Owned(self.open_map(name)?))
+    }
+
+    fn pool(&mut self) -> Result<Pool, Error> {
+        self.cell_pool()
+    }
+
+    fn kept_regions(&mut self) -> Result<Vec<(u32, u32)>, Error> {
+        self.kept_tokens()
     }
 }

@@ -2,8 +2,8 @@
 //! set of tables *before* they serve traffic.
 //!
 //! The object's `fluxgate_probe` entry is the dispatcher's twin for
-//! `BPF_PROG_TEST_RUN` only: it reads the probe overlay maps first (staged
-//! tables placed there by [`Probe::overlay`]) and falls back to the live
+//! `BPF_PROG_TEST_RUN` only: it reads the probe overlay maps first (region
+//! bases of staged tables, written there by [`Probe::overlay`]) and falls back to the live
 //! tables, tail-calls the classifier version under test, counts nothing, and
 //! records its decision in `FG_PROBE_TRACE`. Live traffic never reads the
 //! overlay maps, so probing is invisible to it. One probe at a time per
@@ -33,10 +33,6 @@ pub struct ProbeResult {
 pub struct Probe<'a> {
     pinned: &'a PinnedAttachment,
     program: std::os::fd::OwnedFd,
-    /// An all-zero one-cell table: written over overlay slots to clear them
-    /// (the probe program ignores tables without a valid header).
-    placeholder: std::os::fd::OwnedFd,
-    placeholder_id: u32,
     overlaid: Vec<Slot>,
 }
 
@@ -51,12 +47,9 @@ impl PinnedAttachment {
             reason: format!("cannot open the pinned probe program: {e}"),
         })?;
         self.set_probe_version(version)?;
-        let (placeholder, placeholder_id) = self.placeholder()?;
         let probe = Probe {
             pinned: self,
             program,
-            placeholder,
-            placeholder_id,
             overlaid: Vec::new(),
         };
         // Leftovers of a crashed probe session must not leak into this one.
@@ -65,92 +58,56 @@ impl PinnedAttachment {
     }
 }
 
-impl PinnedAttachment {
-    /// The placeholder's map id if it exists (never creates it).
-    pub(crate) fn known_placeholder_id(&self) -> Option<u32> {
-        let mut cached = self.placeholder_id.lock().ok()?;
-        if cached.is_none() {
-            let fd = sys::obj_get(&self.dir().join(PLACEHOLDER)).ok()?;
-            let data = aya::maps::MapData::from_fd(fd).ok()?;
-            *cached = Some(data.info().ok()?.id());
-        }
-        *cached
-    }
-
-    /// The attachment's all-zero placeholder table (pinned beside the maps,
-    /// created on first use) and its map id. Written over slots that must hold
-    /// nothing — in one batch, where deleting costs a grace period per entry.
-    pub(crate) fn placeholder(&self) -> Result<(std::os::fd::OwnedFd, u32), Error> {
-        let path = self.dir().join(PLACEHOLDER);
-        let fd = match sys::obj_get(&path) {
-            Ok(fd) => fd,
-            Err(_) => {
-                let fd = sys::create_array(
-                    "fg_probe_clear",
-                    size_of::<fluxgate_common::table::Cell>() as u32,
-                    1,
-                    fluxgate_common::BPF_F_INNER_MAP,
-                )
-                .map_err(|e| Error::kernel("create the probe placeholder table", e))?;
-                sys::obj_pin(fd.as_fd(), &path)
-                    .map_err(|e| Error::kernel("pin the probe placeholder table", e))?;
-                fd
-            }
-        };
-        let data = aya::maps::MapData::from_fd(
-            fd.try_clone()
-                .map_err(|e| Error::kernel("duplicate a map fd", e))?,
-        )
-        .map_err(|e| Error::kernel("open the probe placeholder table", e))?;
-        let id = data
-            .info()
-            .map_err(|e| Error::kernel("read the placeholder's info", e))?
-            .id();
-        if let Ok(mut cached) = self.placeholder_id.lock() {
-            *cached = Some(id);
-        }
-        Ok((fd, id))
-    }
-}
-
-/// Pin name of the probe placeholder table.
-pub(crate) const PLACEHOLDER: &str = "probe_clear";
-
 impl Probe<'_> {
     /// Makes probe runs see `table` in `slot` instead of the live table.
     pub fn overlay(&mut self, slot: Slot, table: &StagedTable) -> Result<(), Error> {
         self.overlay_all(&[(slot, table)])
     }
 
-    /// [`Probe::overlay`] for many tables at once (one RCU grace period per
-    /// outer map instead of one per table).
+    /// [`Probe::overlay`] for many tables at once (one batch write per overlay map).
     pub fn overlay_all(&mut self, tables: &[(Slot, &StagedTable)]) -> Result<(), Error> {
+        let pool = self.pinned.cell_pool()?;
         let mut writes = Vec::with_capacity(tables.len());
         for (slot, table) in tables {
+            if table.pool_id() != pool.id() {
+                return Err(Error::InvalidArgument(format!(
+                    "a table staged in another attachment's cell pool cannot overlay {slot:?}"
+                )));
+            }
             let loc = tables::slot_location(*slot, true)?;
-            writes.push((loc.map, loc.index, table.raw_fd()));
+            writes.push((loc.map, loc.index, table.base()));
         }
-        for (name, keys, fds) in tables::batches(writes) {
-            self.write_slots(name, &keys, &fds)?;
+        for (name, keys, bases) in tables::batches(writes) {
+            self.write_slots(name, &keys, &bases)?;
         }
         self.overlaid.extend(tables.iter().map(|(s, _)| *s));
         Ok(())
     }
 
-    /// One batch update of overlay map `name` (one RCU grace period).
-    fn write_slots(&self, name: &'static str, keys: &[u32], fds: &[u32]) -> Result<(), Error> {
+    /// One batch write of region bases into overlay map `name`; the regions
+    /// they replace are quarantined (see `pool.rs`).
+    fn write_slots(&self, name: &'static str, keys: &[u32], bases: &[u32]) -> Result<(), Error> {
         if keys.is_empty() {
             return Ok(());
         }
         let map = self.pinned.open_map(name)?;
-        sys::update_batch(versions::map_fd(&map)?, keys, fds)
+        let fd = versions::map_fd(&map)?;
+        let mut old = Vec::with_capacity(keys.len());
+        for &k in keys {
+            old.push(
+                sys::lookup_u32(fd, k)
+                    .map_err(|e| Error::kernel("read a probe overlay slot", e))?
+                    .unwrap_or(0),
+            );
+        }
+        self.pinned.cell_pool()?.quarantine(old);
+        sys::update_batch(fd, keys, bases)
             .map_err(|e| Error::kernel("write probe overlay slots", e))
     }
 
-    /// Clears overlay slots `keys` of `name` with the placeholder, in one batch.
+    /// Clears overlay slots `keys` of `name` (base 0: the live table), in one batch.
     fn clear_slots(&self, name: &'static str, keys: &[u32]) -> Result<(), Error> {
-        let fd = std::os::fd::AsRawFd::as_raw_fd(&self.placeholder) as u32;
-        self.write_slots(name, keys, &vec![fd; keys.len()])
+        self.write_slots(name, keys, &vec![0; keys.len()])
     }
 
     /// Runs one frame; see [`ProbeResult`].
@@ -201,14 +158,11 @@ impl Probe<'_> {
             } else {
                 MAX_TENANTS
             };
-            let mut occupied = Vec::new();
-            for i in 0..entries {
-                let id =
-                    sys::lookup_u32(fd, i).map_err(|e| Error::kernel("read a probe slot", e))?;
-                if id.is_some_and(|id| id != self.placeholder_id) {
-                    occupied.push(i);
-                }
-            }
+            let bases = sys::read_mmapable_u32(fd, entries)
+                .map_err(|e| Error::kernel("read the probe slots", e))?;
+            let occupied: Vec<u32> = (0..entries)
+                .filter(|&i| bases.get(i as usize).is_some_and(|b| *b != 0))
+                .collect();
             self.clear_slots(name, &occupied)?;
         }
         Ok(())

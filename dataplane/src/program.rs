@@ -1,4 +1,4 @@
-use std::time::Duration;
+use std::{os::fd::AsFd, time::Duration};
 
 use aya::{
     Ebpf,
@@ -6,8 +6,8 @@ use aya::{
     programs::{TestRun, TestRunOptions, Xdp},
 };
 use fluxgate_common::{
-    CLASSIFIER_PROGRAM_NAME, Counter, FLOOR_PROGRAM_NAME, GatewayConfig, Malformed, Outcome,
-    PROBE_PROGRAM_NAME, PROGRAM_NAME, TAIL_FLOOR_PROGRAM_NAME, maps,
+    CLASSIFIER_PROGRAM_NAME, Counter, DEFAULT_POOL_CELLS, FLOOR_PROGRAM_NAME, GatewayConfig,
+    Malformed, Outcome, PROBE_PROGRAM_NAME, PROGRAM_NAME, TAIL_FLOOR_PROGRAM_NAME, maps,
 };
 
 use crate::{AttachMode, Attachment, Counters, Error, OBJECT};
@@ -18,6 +18,7 @@ use crate::{AttachMode, Attachment, Counters, Error, OBJECT};
 /// them unless they are attached or pinned elsewhere.
 pub struct Program {
     pub(crate) ebpf: Ebpf,
+    pub(crate) pool: crate::pool::Pool,
 }
 
 /// Result of running one packet through the program with `BPF_PROG_TEST_RUN`.
@@ -36,11 +37,40 @@ const ETH_HLEN: usize = 14;
 impl Program {
     /// Loads and verifies the embedded programs (dispatcher, classifier, probe,
     /// floors), installs the classifier as version 0 — serving every tenant —
-    /// and writes `config`.
+    /// and writes `config`. The table cell pool gets
+    /// [`fluxgate_common::DEFAULT_POOL_CELLS`] cells (see [`Program::load_sized`]).
     pub fn load(config: &GatewayConfig) -> Result<Program, Error> {
-        let ebpf =
-            Ebpf::load(OBJECT).map_err(|e| Error::kernel("load the fluxgate eBPF object", e))?;
-        let mut program = Program { ebpf };
+        Program::load_sized(config, DEFAULT_POOL_CELLS)
+    }
+
+    /// [`Program::load`] with a table cell pool of `pool_cells` cells (128
+    /// bytes each, allocated up front): every table of every kept generation
+    /// of this attachment must fit in it (see [`Error::PoolFull`]).
+    pub fn load_sized(config: &GatewayConfig, pool_cells: u32) -> Result<Program, Error> {
+        if pool_cells < 2 {
+            return Err(Error::InvalidArgument(format!(
+                "a cell pool of {pool_cells} cells cannot hold a table (cell 0 is reserved)"
+            )));
+        }
+        let ebpf = aya::EbpfLoader::new()
+            .map_max_entries(maps::POOL, pool_cells)
+            .load(OBJECT)
+            .map_err(|e| {
+                Error::kernel(
+                    "load the fluxgate eBPF object (is the memlock/memcg limit too low for the cell pool?)",
+                    e,
+                )
+            })?;
+        let pool_fd = match ebpf.map(maps::POOL) {
+            Some(Map::Array(data)) => data
+                .fd()
+                .as_fd()
+                .try_clone_to_owned()
+                .map_err(|e| Error::kernel("duplicate a map fd", e))?,
+            _ => return Err(missing_map(maps::POOL)),
+        };
+        let pool = crate::pool::Pool::open(pool_fd, true)?;
+        let mut program = Program { ebpf, pool };
         for name in [
             PROGRAM_NAME,
             CLASSIFIER_PROGRAM_NAME,

@@ -1,7 +1,8 @@
-//! The two raw `bpf(2)` commands aya 0.14 does not expose: creating an inner
-//! ARRAY map with a name and flags of our choosing, and filling it with one
-//! `BPF_MAP_UPDATE_BATCH` instead of one syscall per cell (100k-rule tables
-//! have ~10^5 cells; per-element updates alone would blow the staging budget).
+//! The raw `bpf(2)` commands aya 0.14 does not expose: creating an ARRAY map
+//! with a name and flags of our choosing, batch updates and lookups
+//! (`BPF_MAP_UPDATE_BATCH` copies a table into the cell pool in one syscall
+//! instead of one per cell: 100k-rule tables have ~10^5 cells), and waiting
+//! for an RCU grace period.
 
 use std::{
     io,
@@ -68,13 +69,6 @@ pub(crate) fn create_array(
     let fd = bpf(BPF_MAP_CREATE, &mut attr)?;
     // SAFETY: the kernel returned a new, owned file descriptor.
     Ok(unsafe { OwnedFd::from_raw_fd(fd as i32) })
-}
-
-/// Writes `values[i]` at index `i` for every `i`, in as few syscalls as the
-/// kernel allows (it may process a batch partially; we continue where it stopped).
-pub(crate) fn update_all<V>(map: BorrowedFd<'_>, values: &[V]) -> io::Result<()> {
-    let keys: Vec<u32> = (0..values.len() as u32).collect();
-    update_batch(map, &keys, values)
 }
 
 /// Writes `values[i]` at key `keys[i]` with `BPF_MAP_UPDATE_BATCH`. For a
@@ -188,4 +182,74 @@ pub(crate) fn test_run(prog: BorrowedFd<'_>, frame: &[u8]) -> io::Result<u32> {
     Ok(u32::from_ne_bytes([
         attr.0[4], attr.0[5], attr.0[6], attr.0[7],
     ]))
+}
+
+const BPF_MAP_TYPE_ARRAY_OF_MAPS: u32 = 12;
+
+/// Looks up `key` in a map whose values are `V`; `None` when absent.
+pub(crate) fn lookup<V: Copy>(map: BorrowedFd<'_>, key: u32, zero: V) -> io::Result<Option<V>> {
+    let mut value = zero;
+    let mut attr = Attr::new();
+    attr.put_u32(0, map.as_raw_fd() as u32);
+    attr.put_u64(8, (&raw const key) as u64);
+    attr.put_u64(16, (&raw mut value) as u64);
+    match bpf(BPF_MAP_LOOKUP_ELEM, &mut attr) {
+        Ok(_) => Ok(Some(value)),
+        Err(e) if e.raw_os_error() == Some(libc::ENOENT) => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
+/// Every value of a `BPF_F_MMAPABLE` ARRAY of `n` u32 values, read through a
+/// read-only mapping (no per-element syscall work; array elements are 8-byte
+/// aligned, so value `i` is at byte `8 * i`).
+pub(crate) fn read_mmapable_u32(map: BorrowedFd<'_>, n: u32) -> io::Result<Vec<u32>> {
+    const STRIDE: usize = 8;
+    // SAFETY: sysconf has no preconditions.
+    let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) } as usize;
+    let len = (n as usize * STRIDE).div_ceil(page) * page;
+    // SAFETY: a fresh shared read-only mapping of the whole map; the kernel
+    // checks the length against the map.
+    let ptr = unsafe {
+        libc::mmap(
+            std::ptr::null_mut(),
+            len,
+            libc::PROT_READ,
+            libc::MAP_SHARED,
+            map.as_raw_fd(),
+            0,
+        )
+    };
+    if ptr == libc::MAP_FAILED {
+        return Err(io::Error::last_os_error());
+    }
+    let base = ptr.cast::<u8>();
+    let out = (0..n as usize)
+        // SAFETY: `i * STRIDE + 4 <= len` and the mapping is readable; the
+        // kernel may write concurrently, so each value is read volatile.
+        .map(|i| unsafe { std::ptr::read_volatile(base.add(i * STRIDE).cast::<u32>()) })
+        .collect();
+    // SAFETY: unmapping exactly what was mapped above.
+    unsafe { libc::munmap(ptr, len) };
+    Ok(out)
+}
+
+/// Waits for an RCU grace period: every XDP program run that started before
+/// the call has finished when it returns. The kernel does that on each update
+/// of an ARRAY_OF_MAPS (`maybe_wait_bpf_programs`), so this updates a private
+/// one-slot map-in-map.
+pub(crate) fn synchronize_rcu() -> io::Result<()> {
+    let inner = create_array("fg_grace_in", 4, 1, 0)?;
+    let mut attr = Attr::new();
+    attr.put_u32(0, BPF_MAP_TYPE_ARRAY_OF_MAPS);
+    attr.put_u32(4, 4);
+    attr.put_u32(8, 4);
+    attr.put_u32(12, 1);
+    attr.put_u32(20, inner.as_raw_fd() as u32);
+    let fd = bpf(BPF_MAP_CREATE, &mut attr)?;
+    // SAFETY: the kernel returned a new, owned file descriptor.
+    let outer = unsafe { OwnedFd::from_raw_fd(fd as i32) };
+    let raw = inner.as_raw_fd() as u32;
+    use std::os::fd::AsFd;
+    update_batch(outer.as_fd(), &[0], &[raw])
 }

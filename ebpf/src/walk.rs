@@ -4,10 +4,51 @@
 use aya_ebpf::maps::PerCpuArray;
 use fluxgate_common::{
     Counter,
-    table::{KEY_WORDS, LEAF_MAX, LIST_SLOTS, MAX_DEPTH, MAX_TREES, REFS_PER_CELL, Ref, action},
+    table::{
+        Cell, Header, KEY_WORDS, LEAF_MAX, LIST_SLOTS, MAX_DEPTH, MAX_TREES, REFS_PER_CELL, Ref,
+        action,
+    },
 };
 
-use crate::{Table, count};
+use crate::{FG_POOL, count};
+
+/// A table: region `[base, base + cells)` of the cell pool, `cells` read from
+/// its header (cell `base`). Userspace writes a region completely before any
+/// slot points at it and reuses it only after nothing points at it and an
+/// RCU grace period has passed, so a packet always sees one whole table.
+#[derive(Clone, Copy)]
+pub(crate) struct Region {
+    base: u32,
+    cells: u32,
+}
+
+impl Region {
+    /// The region starting at `base`, if it holds a valid header.
+    #[inline(always)]
+    pub(crate) fn at(base: u32) -> Option<Region> {
+        let head = FG_POOL.get(base)?;
+        let h = head.header();
+        if h.magic != Header::MAGIC {
+            return None;
+        }
+        Some(Region {
+            base,
+            cells: h.cells,
+        })
+    }
+}
+
+impl Region {
+    /// Cell `i` of the table; `None` outside the region (a corrupt index can
+    /// pick a wrong cell of its own table, never one of another table).
+    #[inline(always)]
+    pub(crate) fn cell(&self, i: u32) -> Option<&'static Cell> {
+        if i >= self.cells {
+            return None;
+        }
+        FG_POOL.get(self.base.wrapping_add(i))
+    }
+}
 
 /// A walk result packed in a u64 (`action << 32 | counter`), or [`NO_MATCH`].
 /// Plain integers keep every register initialised on every path, which the
@@ -21,8 +62,8 @@ pub(crate) const fn decided(action: u8, counter: u32) -> u64 {
 
 /// The default action and its counter, from a table's header.
 #[inline(always)]
-pub(crate) fn default_of(table: &Table) -> u64 {
-    match table.get(0) {
+pub(crate) fn default_of(table: &Region) -> u64 {
+    match table.cell(0) {
         Some(cell) => {
             let header = cell.header();
             decided(header.default_action as u8, header.default_counter)
@@ -39,12 +80,12 @@ pub(crate) fn default_of(table: &Table) -> u64 {
 /// winner's action and counter, or `NO_MATCH`.
 #[inline(always)]
 pub(crate) fn walk(
-    table: &Table,
+    table: &Region,
     key: &[u32; KEY_WORDS],
     bytes: u64,
     counters: &PerCpuArray<Counter>,
 ) -> u64 {
-    let Some(head) = table.get(0) else {
+    let Some(head) = table.cell(0) else {
         return NO_MATCH;
     };
     let header = head.header();
@@ -65,7 +106,7 @@ pub(crate) fn walk(
         if !leaf.is_leaf() || leaf.count() == 0 {
             continue;
         }
-        let Some(list) = table.get(leaf.cell()) else {
+        let Some(list) = table.cell(leaf.cell()) else {
             continue;
         };
         let list = list.list();
@@ -82,7 +123,9 @@ pub(crate) fn walk(
                 break;
             }
             i += 1;
-            let Some(rule) = table.get(idx) else { continue };
+            let Some(rule) = table.cell(idx) else {
+                continue;
+            };
             let rule = rule.rule();
             if !rule.matches(key) {
                 continue;
@@ -99,7 +142,7 @@ pub(crate) fn walk(
     // register at the match instead (one variable more per exit path, across
     // four trees and three walks) puts the program past the verifier's
     // 1M-instruction budget (measured 2026-11-25).
-    match table.get(best) {
+    match table.cell(best) {
         Some(cell) if best != u32::MAX => decided(cell.rule().action, cell.rule().counter),
         _ => NO_MATCH,
     }
@@ -108,7 +151,7 @@ pub(crate) fn walk(
 /// Follows one tree from `root` to its leaf (at most `MAX_DEPTH` steps); a
 /// non-leaf result means a broken tree, which the caller skips.
 #[inline(always)]
-fn descend(table: &Table, root: Ref, key: &[u32; KEY_WORDS]) -> Ref {
+fn descend(table: &Region, root: Ref, key: &[u32; KEY_WORDS]) -> Ref {
     let mut r = root;
     let mut depth = 0;
     while depth < MAX_DEPTH {
@@ -116,7 +159,7 @@ fn descend(table: &Table, root: Ref, key: &[u32; KEY_WORDS]) -> Ref {
             break;
         }
         let child = r.child(key[r.word() & (KEY_WORDS - 1)]);
-        let Some(cell) = table.get(r.cell() + child / REFS_PER_CELL as u32) else {
+        let Some(cell) = table.cell(r.cell() + child / REFS_PER_CELL as u32) else {
             return Ref(u64::MAX);
         };
         r = Ref(cell.raw[child as usize % REFS_PER_CELL]);

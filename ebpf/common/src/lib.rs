@@ -14,7 +14,7 @@ pub mod table;
 
 /// Version of this ABI. Stored in [`GatewayConfig::abi_version`] and checked by
 /// userspace before it reuses state pinned by another build.
-pub const ABI_VERSION: u32 = 4;
+pub const ABI_VERSION: u32 = 5;
 
 /// Map names, as they appear in the object file and under the bpffs pin directory.
 pub mod maps {
@@ -24,12 +24,18 @@ pub mod maps {
     pub const MALFORMED: &str = "FG_MALFORMED";
     /// `Array<GatewayConfig>` with one entry (index 0).
     pub const CONFIG: &str = "FG_CONFIG";
-    /// `ArrayOfMaps<Array<Cell>>` with [`crate::GATEWAY_SLOTS`] × [`crate::TABLE_BUFFERS`]
-    /// entries: the tenant dispatch table ([`crate::SLOT_DISPATCH`]) and the global
-    /// rules ([`crate::SLOT_GLOBAL`]), each double-buffered (see [`crate::table_index`]).
+    /// `Array<Cell>` whose size is chosen at load time (default
+    /// [`crate::DEFAULT_POOL_CELLS`]): every table of the attachment is a region
+    /// `[base, base + cells)` of it (cell `base` is the table's header). Cell 0
+    /// is never allocated, so base 0 means "no table".
+    pub const POOL: &str = "FG_POOL";
+    /// `Array<u32>` with [`crate::GATEWAY_SLOTS`] × [`crate::TABLE_BUFFERS`]
+    /// entries: the [`POOL`] region base of the tenant dispatch table
+    /// ([`crate::SLOT_DISPATCH`]) and of the global rules ([`crate::SLOT_GLOBAL`]),
+    /// each double-buffered (see [`crate::table_index`]); 0: none.
     pub const GATEWAY: &str = "FG_GATEWAY";
-    /// `ArrayOfMaps<Array<Cell>>` with [`crate::MAX_TENANTS`] × [`crate::TABLE_BUFFERS`]
-    /// entries: each tenant's rules, double-buffered.
+    /// `Array<u32>` with [`crate::MAX_TENANTS`] × [`crate::TABLE_BUFFERS`]
+    /// entries: the [`POOL`] region base of each tenant's rules, double-buffered.
     pub const TENANTS: &str = "FG_TENANTS";
     /// `Array<u32>` with [`crate::SELECT_SLOTS`] entries: which buffer of each
     /// table slot is live (see [`crate::select_index`]).
@@ -156,11 +162,11 @@ pub struct CaptureRecord {
 
 /// Table slots of [`maps::GATEWAY`] (each double-buffered).
 pub const GATEWAY_SLOTS: u32 = 2;
-/// Buffers per table slot. A new table is placed in the standby buffer (the
-/// kernel waits for an RCU grace period on every map-in-map update, ≈ 16 ms
-/// here), then made live by flipping the slot's selector in [`maps::SELECT`] —
-/// a plain 4-byte array update, microseconds. The previous table stays in the
-/// other buffer, so rolling back to it is the same flip.
+/// Buffers per table slot. A new table is placed in the standby buffer (its
+/// region base written there: a plain array update), then made live by
+/// flipping the slot's selector in [`maps::SELECT`] — a 4-byte array update,
+/// microseconds. The previous table stays in the other buffer, so rolling back
+/// to it is the same flip.
 pub const TABLE_BUFFERS: u32 = 2;
 /// Entries of [`maps::SELECT`]: one per tenant slot, then one per gateway slot.
 pub const SELECT_SLOTS: u32 = MAX_TENANTS + GATEWAY_SLOTS;
@@ -188,8 +194,14 @@ pub const SLOT_GLOBAL: u32 = 1;
 pub const MAX_TENANTS: u32 = 16_384;
 /// Counter slots (entries of [`maps::RULE_COUNTERS`]).
 pub const MAX_COUNTERS: u32 = 262_144;
-/// `BPF_F_INNER_MAP`: inner maps of one outer map may differ in `max_entries`.
-pub const BPF_F_INNER_MAP: u32 = 1 << 12;
+/// `BPF_F_MMAPABLE`: the slot maps ([`maps::GATEWAY`], [`maps::TENANTS`],
+/// [`maps::PROBE_GATEWAY`], [`maps::PROBE_TENANTS`]) are mapped read-only by
+/// userspace, so the pool allocator reads every region base in a memcpy
+/// (a `BPF_MAP_LOOKUP_BATCH` of their 49,156 entries took 11 ms).
+pub const BPF_F_MMAPABLE: u32 = 1 << 10;
+/// Cells of [`maps::POOL`] unless the loader asks for another size (32 MiB:
+/// double-buffered 10k-rule ACLs or 10k small tenants, plus kept generations).
+pub const DEFAULT_POOL_CELLS: u32 = 1 << 18;
 
 /// Index in [`maps::TENANT_COUNTERS`] for `tenant` (`None`: no tenant) and a
 /// verdict (`dropped` = false: passed).

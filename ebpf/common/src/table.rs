@@ -9,7 +9,7 @@
 //! vectors cost 26 ns at 1k rules but 129 ns at 10k (linear in rules / 64). A
 //! dependent ARRAY lookup costs ≈ 1.5 ns hot, and its cost does not depend on
 //! the table size. So a packet walks a decision tree (HiCuts/HyperCuts-style
-//! equal-size bit cuts on one key word per node) laid out in one ARRAY map, then
+//! equal-size bit cuts on one key word per node) laid out in one array of cells, then
 //! checks at most [`LEAF_MAX`] candidate rules in the leaf it reaches. The walk is
 //! at most [`MAX_DEPTH`] array steps whatever the number of rules, the compiler
 //! does all the hard work (choosing cuts, pruning covered rules), and tenant
@@ -18,16 +18,62 @@
 //!
 //! # Measured (2026-11-25, `cargo bench --bench classifier`, kernel hot ns, floor 26–28 ns)
 //!
+//! With one `BPF_F_INNER_MAP` ARRAY per table (before the cell pool below):
+//!
 //! | | acl 10 | acl 1k | acl 10k | 10 tenants | 10k tenants |
 //! |---|---|---|---|---|---|
 //! | leaf target 8 (default) | 160 | 343 | 430 | 223 | 249 |
 //! | leaf target 4 (×3 memory at 1k, see `TreeConfig`) | 151–156 | 294–315 | 360–386 | 224 | 224 |
 //! | v3 leaves of residual checks, `bpf_loop` walk (reverted) | 265 | 630 | 716 | 303 | 310 |
 //!
-//! Where the time goes: every lookup on a table is a call (tables are
-//! `BPF_F_INNER_MAP` arrays of varying size, whose lookups the verifier does
-//! not inline); a leaf rule is one lookup plus a branch-free 15-word range
+//! Where the time went: every lookup on a table was a call (tables were
+//! `BPF_F_INNER_MAP` arrays of varying size behind ARRAY_OF_MAPS slots, whose
+//! lookups the verifier does not inline: `array_map_gen_lookup` refuses
+//! inner maps); a leaf rule is one lookup plus a branch-free 15-word range
 //! check, ≈ 100 instructions; a table walks up to [`MAX_TREES`] trees.
+//!
+//! # Tables as regions of one cell pool (2026-11-25)
+//!
+//! Every table is now a region `[base, base + cells)` of one fixed-size ARRAY
+//! per attachment (`FG_POOL`, no map-in-map, no `BPF_F_INNER_MAP`), so every
+//! cell lookup is inlined (a bounds check and an address computation instead
+//! of a helper call). A walk adds `base` to each index after checking it
+//! against the region header's `cells`, so it cannot leave its table.
+//!
+//! The experiment that decided it, one bench run, three rounds, the same walk
+//! code in two programs of one object (parse + dispatch + global + tenant
+//! walks, no tail call), kernel hot ns:
+//!
+//! | | acl 10 | acl 1k | acl 10k | 10 tenants | 10k tenants |
+//! |---|---|---|---|---|---|
+//! | one inner map per table | 155–164 | 342–350 | 422–447 | 232–238 | 237–242 |
+//! | regions of one pool | 100–101 | 199–208 | 253–265 | 143–145 | 146–148 |
+//! | speed-up | 1.55–1.62× | 1.64–1.76× | 1.59–1.77× | 1.62–1.64× | 1.61–1.64× |
+//!
+//! Measured after the change: `cargo bench --bench classifier` of this
+//! branch and of the map-per-table build before it (f97180a), run
+//! alternately five times on the same machine (kernel hot ns, median of the
+//! five; floor 27–29 ns and parse-and-pass 59–66 ns in every run, unchanged):
+//!
+//! | | acl 10 | acl 1k | acl 10k | 10 tenants | 10k tenants |
+//! |---|---|---|---|---|---|
+//! | one inner map per table | 181 (174–185) | 367 (359–389) | 451 (442–492) | 259 (252–269) | 263 (250–276) |
+//! | regions of one pool | 124 (118–127) | 226 (218–230) | 278 (271–285) | 169 (163–171) | 170 (162–177) |
+//! | speed-up | 1.46× | 1.62× | 1.62× | 1.53× | 1.55× |
+//! | hot / floor (median), before → after | 6.4 → 4.3 | 13.1 → 8.1 | 16.1 → 9.9 | 9.3 → 6.0 | 9.4 → 6.1 |
+//! | trace ns (distinct packets, one pair of runs) | 231 → 173 | 527 → 391 | 490 → 342 | 352 → 237 | 377 → 349 |
+//!
+//! Again on top of the tree-partition change (b1c69b3, 2–3 fewer tree steps
+//! per packet), two alternating pairs of runs (floor 26–27 ns, parse-and-pass
+//! 57–61 ns in both builds): acl 10 178/183 → 123/122 ns, acl 1k 327/310 →
+//! 193/193, acl 10k 385/371 → 231/227, 10 tenants 259/244 → 164/168, 10k
+//! tenants 252/250 → 172/169 (1.47–1.65×).
+//!
+//! Above parse-and-pass (≈ 60 ns) the walk itself costs ≈ 1.8× less at 1k
+//! and 10k rules. Staging a table is one `BPF_MAP_UPDATE_BATCH` into the pool
+//! plus a read of the (mmapable) slot maps; placing it is a 4-byte array
+//! write, no RCU grace period (the grace period is paid only when freed cells
+//! are reused, see `fluxgate-dataplane`'s `pool.rs`).
 //!
 //! # What did not work (so the next attempt starts from the facts)
 //!
@@ -61,7 +107,9 @@
 //!
 //! # Layout
 //!
-//! A table is an `ARRAY` of [`Cell`]s (128 bytes). Cell 0 is the [`Header`].
+//! A table is an array of [`Cell`]s (128 bytes): in the kernel a region of
+//! the attachment's cell pool, every index relative to the region's start.
+//! Cell 0 is the [`Header`].
 //! Every other cell is a *node* — 16 [`Ref`]s, the children of a cut —, a *leaf
 //! list* — up to [`LEAF_MAX`] `u32` rule cell indices in priority order — or a
 //! *rule* ([`RuleCell`]). A [`Ref`] says where the next step is and how to index
