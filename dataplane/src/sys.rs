@@ -116,16 +116,7 @@ const BPF_F_REPLACE: u32 = 1 << 2;
 /// Looks up `key` in a map whose values are u32 (for PROG_ARRAY and
 /// ARRAY_OF_MAPS the kernel answers with the program / map id); `None` when empty.
 pub(crate) fn lookup_u32(map: BorrowedFd<'_>, key: u32) -> io::Result<Option<u32>> {
-    let mut value = 0u32;
-    let mut attr = Attr::new();
-    attr.put_u32(0, map.as_raw_fd() as u32);
-    attr.put_u64(8, (&raw const key) as u64);
-    attr.put_u64(16, (&raw mut value) as u64);
-    match bpf(BPF_MAP_LOOKUP_ELEM, &mut attr) {
-        Ok(_) => Ok(Some(value)),
-        Err(e) if e.raw_os_error() == Some(libc::ENOENT) => Ok(None),
-        Err(e) => Err(e),
-    }
+    lookup(map, key, 0u32)
 }
 
 /// Opens a pinned bpffs object (map, program or link).
