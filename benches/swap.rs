@@ -123,7 +123,8 @@ fn main() {
         .map(|n| {
             // Staging = validate + compile + copy into the cell pool beside the
             // live tables: the median of 5 (each staged table kept until the
-            // end, so no run waits to reuse another's cells).
+            // end, so no run waits to reuse another's cells). The first two
+            // staged tables are the A and B the flips below alternate between.
             let rs = ruleset(n);
             let mut runs = Vec::new();
             let mut held = Vec::new();
@@ -131,15 +132,13 @@ fn main() {
                 let rs = rs.clone();
                 let started = Instant::now();
                 let cells = table(rs);
-                held.push(pinned.stage("bench_run", &cells).expect("stage"));
+                held.push(pinned.stage("bench", &cells).expect("stage"));
                 runs.push(started.elapsed());
             }
             runs.sort();
             let stage = runs[runs.len() / 2];
-            drop(held);
-            let cells = table(rs);
-            let a = pinned.stage("bench_a", &cells).expect("stage");
-            let b = pinned.stage("bench_b", &cells).expect("stage");
+            let mut held = held.into_iter();
+            let (a, b) = (held.next().expect("staged"), held.next().expect("staged"));
             let scope = format!("bench-{n}");
             pinned.keep_table(&scope, 1, &a).expect("keep");
             pinned.keep_table(&scope, 2, &b).expect("keep");
