@@ -130,23 +130,19 @@ pub fn render(loc: &PinLocation, state: &StateDir) -> Result<String, ControlErro
             }
         }
         for t in rule_stats(loc, state, &iface, None)? {
-            for (verdict, n) in [("pass", t.passed), ("drop", t.dropped)] {
-                tenant_packets
-                    .get_or_create(&labels(&[
-                        ("iface", &iface),
-                        ("tenant", &t.tenant),
-                        ("verdict", verdict),
-                    ]))
-                    .inc_by(n);
-            }
-            for (verdict, n) in [("pass", t.passed_bytes), ("drop", t.dropped_bytes)] {
-                tenant_bytes
-                    .get_or_create(&labels(&[
-                        ("iface", &iface),
-                        ("tenant", &t.tenant),
-                        ("verdict", verdict),
-                    ]))
-                    .inc_by(n);
+            for (family, passed, dropped) in [
+                (&tenant_packets, t.passed, t.dropped),
+                (&tenant_bytes, t.passed_bytes, t.dropped_bytes),
+            ] {
+                for (verdict, n) in [("pass", passed), ("drop", dropped)] {
+                    family
+                        .get_or_create(&labels(&[
+                            ("iface", &iface),
+                            ("tenant", &t.tenant),
+                            ("verdict", verdict),
+                        ]))
+                        .inc_by(n);
+                }
             }
             for r in &t.rules {
                 let action = r.text.rsplit(' ').next().unwrap_or("");
