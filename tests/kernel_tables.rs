@@ -8,7 +8,7 @@ use std::net::Ipv4Addr;
 use fluxgate::{
     common::{
         GatewayConfig, Outcome,
-        table::{Cell, Header, Ref, RuleCell, action, word},
+        table::{Cell, Header, RANGE_WORDS, Ref, RuleCell, action, word},
         xdp,
     },
     dataplane::{
@@ -64,14 +64,17 @@ fn global_table() -> Vec<Cell> {
         cells[(node_base + child / 16) as usize].raw[(child % 16) as usize] = r.0;
     }
     cells[list as usize] = Cell::from_list(&[rules, rules + 1, rules + 2]);
-    let mut count443 = RuleCell::any(action::COUNT, 10);
-    count443.lo[word::DPORT] = 443;
-    count443.hi[word::DPORT] = 443;
-    let mut drop22 = RuleCell::any(action::DROP, 11);
-    drop22.lo[word::DPORT] = 22;
-    drop22.hi[word::DPORT] = 22;
-    drop22.flags_mask = 0x12;
-    drop22.flags_value = 0x02; // SYN without ACK
+    let dport = |port: u32| {
+        let (mut lo, mut hi) = ([0; RANGE_WORDS], [u32::MAX; RANGE_WORDS]);
+        lo[word::DPORT] = port;
+        hi[word::DPORT] = port;
+        (lo, hi)
+    };
+    let (lo, hi) = dport(443);
+    let count443 = RuleCell::from_ranges(&lo, &hi, 0, 0, action::COUNT, 10);
+    let (lo, hi) = dport(22);
+    // SYN without ACK
+    let drop22 = RuleCell::from_ranges(&lo, &hi, 0x12, 0x02, action::DROP, 11);
     let pass = RuleCell::any(action::PASS, 12);
     cells[rules as usize] = Cell::from_rule(&count443);
     cells[rules as usize + 1] = Cell::from_rule(&drop22);

@@ -48,7 +48,7 @@ use fluxgate_common::{
     DROPS_RING_BYTES, GATEWAY_SLOTS, GatewayConfig, MAX_COUNTERS, MAX_TENANTS, MAX_VERSIONS,
     Malformed, Outcome, SELECT_SLOTS, SLOT_DISPATCH, SLOT_GLOBAL, Scratch, TABLE_BUFFERS, Trace,
     VERSION_SLOT_PROBE, VERSION_SLOTS, select_index,
-    table::{Cell, action, word},
+    table::{Cell, CheckKey, action, word},
     table_index, tenant_counter, version_slot, xdp as verdict,
 };
 use walk::{NO_MATCH, Region, default_of, walk};
@@ -172,18 +172,23 @@ fn dispatch<const PROBE: bool>(ctx: &XdpContext) -> u32 {
     } else {
         &FG_RULE_COUNTERS
     };
-    let mut tenant = NO_TENANT;
-    if let Some(dispatch) = table {
-        let d = walk(&dispatch, &key, bytes, sink);
-        if d != NO_MATCH && (d >> 32) as u8 == action::TENANT {
-            tenant = d as u32;
-        }
-    }
     let Some(scratch) = FG_SCRATCH.get_ptr_mut(0) else {
         return unclassified::<PROBE>(bytes);
     };
     // SAFETY: a valid per-CPU map value pointer; only this CPU uses it, and the
     // classifier we tail-call reads it before anything else runs on this CPU.
+    let check = unsafe {
+        (*scratch).check = CheckKey::of(&key);
+        &(*scratch).check
+    };
+    let mut tenant = NO_TENANT;
+    if let Some(dispatch) = table {
+        let d = walk(&dispatch, &key, check, bytes, sink);
+        if d != NO_MATCH && (d >> 32) as u8 == action::TENANT {
+            tenant = d as u32;
+        }
+    }
+    // SAFETY: as above.
     unsafe {
         (*scratch).key = key;
         (*scratch).bytes = bytes;
@@ -247,6 +252,7 @@ pub fn fluxgate_floor_tail(ctx: XdpContext) -> u32 {
 #[inline(always)]
 fn classify<const PROBE: bool>(ctx: &XdpContext, scratch: &Scratch) -> u32 {
     let key = &scratch.key;
+    let check = &scratch.check;
     let bytes = scratch.bytes;
     let tenant = scratch.tenant;
     let counters = if PROBE {
@@ -260,7 +266,7 @@ fn classify<const PROBE: bool>(ctx: &XdpContext, scratch: &Scratch) -> u32 {
         live_gateway(SLOT_GLOBAL)
     };
     let mut decision = match global {
-        Some(g) => walk(&g, key, bytes, counters),
+        Some(g) => walk(&g, key, check, bytes, counters),
         None => NO_MATCH,
     };
     if decision == NO_MATCH {
@@ -272,7 +278,7 @@ fn classify<const PROBE: bool>(ctx: &XdpContext, scratch: &Scratch) -> u32 {
             live_tenant(tenant)
         };
         decision = match table {
-            Some(table) => match walk(&table, key, bytes, counters) {
+            Some(table) => match walk(&table, key, check, bytes, counters) {
                 NO_MATCH => default_of(&table),
                 d => d,
             },

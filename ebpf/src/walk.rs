@@ -5,8 +5,8 @@ use aya_ebpf::maps::PerCpuArray;
 use fluxgate_common::{
     Counter,
     table::{
-        Cell, Header, KEY_WORDS, LEAF_MAX, LIST_SLOTS, MAX_DEPTH, MAX_TREES, REFS_PER_CELL, Ref,
-        action,
+        Cell, CheckKey, Header, KEY_WORDS, LEAF_MAX, LIST_SLOTS, MAX_DEPTH, MAX_TREES,
+        REFS_PER_CELL, Ref, action,
     },
 };
 
@@ -82,6 +82,7 @@ pub(crate) fn default_of(table: &Region) -> u64 {
 pub(crate) fn walk(
     table: &Region,
     key: &[u32; KEY_WORDS],
+    check: &CheckKey,
     bytes: u64,
     counters: &PerCpuArray<Counter>,
 ) -> u64 {
@@ -127,7 +128,7 @@ pub(crate) fn walk(
                 continue;
             };
             let rule = rule.rule();
-            if !rule.matches(key) {
+            if !rule.matches(check) {
                 continue;
             }
             if rule.action == action::COUNT {

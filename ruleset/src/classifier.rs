@@ -6,12 +6,12 @@
 
 use std::net::IpAddr;
 
-use fluxgate_common::table::{KEY_WORDS, LEAF_MAX, VLAN_NONE, action, word};
+use fluxgate_common::table::{CheckKey, KEY_WORDS, LEAF_MAX, VLAN_NONE, action, word};
 
 use crate::{
     PacketHeader, Verdict,
     compile::{CounterSlot, Image},
-    table::walk,
+    table::walk_checked,
 };
 
 /// What the classifier decided for one packet, by counter slot.
@@ -66,23 +66,25 @@ impl Classifier {
 
     /// Classifies a packet key (the fast path: no allocation unless count rules match).
     pub fn classify_key(&self, key: &[u32; KEY_WORDS]) -> Classified {
+        let check = CheckKey::of(key);
+        let walk = |cells| walk_checked(cells, key, &check);
         // No tenants: the dispatch table cannot name one (skip its walk).
         let tenant = if self.image.tenants.is_empty() {
             None
         } else {
-            match walk(&self.image.dispatch.cells, key).decision {
+            match walk(&self.image.dispatch.cells).decision {
                 Some((action::TENANT, t)) => Some(t),
                 _ => None,
             }
         };
         let mut counted = Vec::new();
-        let global = walk(&self.image.global.cells, key);
+        let global = walk(&self.image.global.cells);
         counted.extend_from_slice(global.counters());
         let decision = match global.decision {
             Some(d) => Some(d),
             None => match tenant.and_then(|t| self.image.tenant(t)) {
                 Some(t) => {
-                    let w = walk(&t.table.cells, key);
+                    let w = walk(&t.table.cells);
                     counted.extend_from_slice(w.counters());
                     w.resolve(&t.table.cells)
                 }

@@ -14,7 +14,7 @@ pub mod table;
 
 /// Version of this ABI. Stored in [`GatewayConfig::abi_version`] and checked by
 /// userspace before it reuses state pinned by another build.
-pub const ABI_VERSION: u32 = 5;
+pub const ABI_VERSION: u32 = 6;
 
 /// Map names, as they appear in the object file and under the bpffs pin directory.
 pub mod maps {
@@ -103,6 +103,8 @@ pub struct Scratch {
     /// Non-zero for probe runs: read the probe overlay tables, count nothing,
     /// record the decision in [`maps::PROBE_TRACE`].
     pub probe: u32,
+    /// The key in the form rule checks read (`table::CheckKey::of(&key)`).
+    pub check: table::CheckKey,
 }
 
 /// Bytes of a packet a [`CaptureRecord`] holds at most.
@@ -427,7 +429,7 @@ mod tests {
         assert_eq!(size_of::<Counter>(), 16);
         assert_eq!(size_of::<GatewayConfig>(), 16);
         assert_eq!(size_of::<Trace>(), 16);
-        assert_eq!(size_of::<Scratch>(), 4 * table::KEY_WORDS + 16);
+        assert_eq!(size_of::<Scratch>(), 4 * table::KEY_WORDS + 16 + 56);
         assert_eq!(size_of::<CaptureConfig>(), 24);
         assert_eq!(size_of::<CaptureRate>(), 16);
         assert_eq!(size_of::<CaptureRecord>(), 32 + CAPTURE_SNAPLEN);
