@@ -114,6 +114,15 @@
 //!   once after all trees) was not enough either: 4 cells per tree still
 //!   exceeded it. Cheaper verification needs fewer paths per op (the end op
 //!   has four branches) or fewer unrolled tree × walk copies;
+//! - an IPv4 build of the rule check (address words 1–3 skipped, ≈ 40 % fewer
+//!   instructions per rule; 1k / 10k rules 152 / 171 → 135 / 147 ns when it
+//!   was the only live copy) did not fit beside the general one: inlined in
+//!   one program, LLVM merged the two walks into one loop that branches on the
+//!   family per rule and the verifier ran past 1M instructions; as a program
+//!   of its own (a second tail-call entry per version) it verified only as an
+//!   out-of-line subprogram (100k instructions), and the call plus the extra
+//!   tail call cost more than the check saved (parse-and-pass 59 → 72–77 ns,
+//!   10k tenants 140 → 148–157; measured 2026-11-25);
 //! - a `bool` per check is a branch in BPF (no set-on-compare): the verifier's
 //!   paths double per check. Accumulate `span - (key - lo)` in a u64 and test
 //!   bit 63 once per rule instead (as [`RuleCell::matches`] does).
