@@ -270,16 +270,20 @@ pub fn walk_checked(cells: &[Cell], key: &[u32; KEY_WORDS], check: &CheckKey) ->
     };
     let header = head.header();
     let trees = (header.trees as usize).clamp(1, MAX_TREES);
+    let leaves = descend_all(cells, header, trees, key);
+    // Every leaf's list first: like the descents, these loads do not depend
+    // on each other.
+    let lists = leaves.map(|leaf| {
+        let leaf = leaf?;
+        let n = (leaf.count() as usize).min(LEAF_MAX);
+        cells
+            .get(leaf.cell() as usize)?
+            .list()
+            .get(leaf.slot()..leaf.slot() + n)
+    });
     let mut best = u32::MAX;
     for t in (0..trees).rev() {
-        let Some(leaf) = descend(cells, header.root_of(t), key) else {
-            continue;
-        };
-        let n = (leaf.count() as usize).min(LEAF_MAX);
-        let Some(list) = cells.get(leaf.cell() as usize) else {
-            continue;
-        };
-        let Some(entries) = list.list().get(leaf.slot()..leaf.slot() + n) else {
+        let Some(entries) = lists[t] else {
             continue;
         };
         for &idx in entries {
@@ -309,21 +313,47 @@ pub fn walk_checked(cells: &[Cell], key: &[u32; KEY_WORDS], check: &CheckKey) ->
     out
 }
 
-/// Follows one tree from `root` to its leaf; `None` for an empty leaf or a
-/// broken tree.
-fn descend(cells: &[Cell], root: Ref, key: &[u32; KEY_WORDS]) -> Option<Ref> {
-    let mut r = root;
-    let mut steps = 0;
-    while !r.is_leaf() {
-        if steps == MAX_DEPTH || r.bits() > MAX_CUT_BITS || r.shift() >= 32 {
-            return None;
-        }
-        let child = r.child(*key.get(r.word())?) as usize;
-        let cell = cells.get(r.cell() as usize + child / REFS_PER_CELL)?;
-        r = Ref(cell.raw[child % REFS_PER_CELL]);
-        steps += 1;
+/// Follows every tree to its leaf (at most [`MAX_DEPTH`] steps; `None` for an
+/// empty leaf or a broken tree), one step of each
+/// tree at a time: the trees' node loads are independent, so on keys that
+/// miss the cache they overlap instead of waiting for each other.
+#[inline]
+fn descend_all(
+    cells: &[Cell],
+    header: &Header,
+    trees: usize,
+    key: &[u32; KEY_WORDS],
+) -> [Option<Ref>; MAX_TREES] {
+    let mut at: [Option<Ref>; MAX_TREES] = [None; MAX_TREES];
+    for (t, r) in at.iter_mut().enumerate().take(trees) {
+        *r = Some(header.root_of(t));
     }
-    (r.count() > 0).then_some(r)
+    for _ in 0..MAX_DEPTH {
+        let mut moved = false;
+        for r in &mut at {
+            if let Some(cur) = *r
+                && !cur.is_leaf()
+            {
+                *r = step(cells, cur, key);
+                moved = true;
+            }
+        }
+        if !moved {
+            break;
+        }
+    }
+    at.map(|r| r.filter(|r| r.is_leaf() && r.count() > 0))
+}
+
+/// One step down from node `r`; `None` for a broken node.
+#[inline]
+fn step(cells: &[Cell], r: Ref, key: &[u32; KEY_WORDS]) -> Option<Ref> {
+    if r.bits() > MAX_CUT_BITS || r.shift() >= 32 {
+        return None;
+    }
+    let child = r.child(*key.get(r.word())?) as usize;
+    let cell = cells.get(r.cell() as usize + child / REFS_PER_CELL)?;
+    Some(Ref(cell.raw[child % REFS_PER_CELL]))
 }
 
 /// Linear-scan reference: what [`walk`] must return for a table built from `rules`
