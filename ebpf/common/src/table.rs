@@ -300,15 +300,11 @@ impl Default for Cell {
 /// [`RuleCell::matches`]): the eight address words and the ingress interface
 /// as `(lo, hi - lo)` pairs, the six small fields (ports, protocol, L4, family,
 /// VLAN) as lanes of one `u64` ([`small`]), the TCP flags as mask/value.
+/// Everything an IPv4 check reads lies in the first 64 bytes (one cache line).
 /// Build it with [`RuleCell::from_ranges`].
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct RuleCell {
-    /// Lower bound of each address word (`word::SRC..word::SRC + 4`, then
-    /// `word::DST..word::DST + 4`).
-    pub addr_lo: [u32; 8],
-    /// `hi - lo` of each address word.
-    pub addr_span: [u32; 8],
     /// Lower bounds of the small fields, packed as [`small::pack`] does.
     pub small_lo: u64,
     /// Upper bounds of the small fields, packed, with every guard bit set.
@@ -327,16 +323,32 @@ pub struct RuleCell {
     pub flags_value: u8,
     /// Explicit padding.
     pub _pad: u8,
+    /// `[lo, hi - lo]` of each address word, in [`ADDR_WORDS`] order.
+    pub addr: [[u32; 2]; 8],
     /// Explicit padding up to the cell size.
     pub _pad1: [u64; 4],
 }
+
+/// The key words of both addresses in the order rule cells and check keys
+/// hold them: the first word of each address (all of an IPv4 address), then
+/// the rest.
+pub const ADDR_WORDS: [usize; 8] = [
+    word::SRC,
+    word::DST,
+    word::SRC + 1,
+    word::SRC + 2,
+    word::SRC + 3,
+    word::DST + 1,
+    word::DST + 2,
+    word::DST + 3,
+];
 
 /// The packet's key as a rule check reads it (computed once per packet from
 /// the [`KEY_WORDS`] key: [`CheckKey::of`]).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct CheckKey {
-    /// Source then destination address words.
+    /// The address words, in [`ADDR_WORDS`] order.
     pub addr: [u32; 8],
     /// The small fields packed ([`small::pack`]), guard bits clear.
     pub small: u64,
@@ -420,14 +432,14 @@ impl CheckKey {
         let small = small::pack(key);
         CheckKey {
             addr: [
-                key[word::SRC],
-                key[word::SRC + 1],
-                key[word::SRC + 2],
-                key[word::SRC + 3],
-                key[word::DST],
-                key[word::DST + 1],
-                key[word::DST + 2],
-                key[word::DST + 3],
+                key[ADDR_WORDS[0]],
+                key[ADDR_WORDS[1]],
+                key[ADDR_WORDS[2]],
+                key[ADDR_WORDS[3]],
+                key[ADDR_WORDS[4]],
+                key[ADDR_WORDS[5]],
+                key[ADDR_WORDS[6]],
+                key[ADDR_WORDS[7]],
             ],
             small,
             small_guarded: small | small::GUARDS,
@@ -519,18 +531,24 @@ impl RuleCell {
         counter: u32,
     ) -> RuleCell {
         let mut never = flags_value & !flags_mask != 0;
-        let mut addr_lo = [0u32; 8];
-        let mut addr_span = [0u32; 8];
+        // An IPv4 key has zeros in address words 1–3: a rule whose words
+        // there exclude 0 cannot match IPv4, and says so in its family lane
+        // (so IPv4 checks may skip those words: `matches_family`).
+        let mut lo = *lo;
+        let mut i = 2;
+        while i < 8 {
+            if lo[ADDR_WORDS[i]] > 0 && lo[word::FAMILY] < 5 {
+                lo[word::FAMILY] = 5;
+            }
+            i += 1;
+        }
+        let lo = &lo;
+        let mut addr = [[0u32; 2]; 8];
         let mut i = 0;
         while i < 8 {
-            let w = if i < 4 {
-                word::SRC + i
-            } else {
-                word::DST + i - 4
-            };
+            let w = ADDR_WORDS[i];
             never |= lo[w] > hi[w];
-            addr_lo[i] = lo[w];
-            addr_span[i] = hi[w].wrapping_sub(lo[w]);
+            addr[i] = [lo[w], hi[w].wrapping_sub(lo[w])];
             i += 1;
         }
         never |= lo[word::IFINDEX] > hi[word::IFINDEX];
@@ -552,8 +570,7 @@ impl RuleCell {
             (flags_mask, flags_value)
         };
         RuleCell {
-            addr_lo,
-            addr_span,
+            addr,
             small_lo,
             small_hi,
             ifindex_lo: lo[word::IFINDEX],
@@ -576,23 +593,34 @@ impl RuleCell {
     /// is ≈ 6 per address word and ≈ 8 for all six small fields together.
     #[inline(always)]
     pub fn matches(&self, k: &CheckKey) -> bool {
+        self.matches_family::<true>(k)
+    }
+
+    /// [`RuleCell::matches`] for a packet known to be IPv4 (`V6 = false`:
+    /// its key has zeros in address words 1–3, which are then not read, so
+    /// the check touches only the cell's first cache line) or of any kind
+    /// (`V6 = true`). Equivalent: a rule whose words 1–3 exclude 0 has its
+    /// family lane raised past 4 by [`RuleCell::from_ranges`].
+    #[inline(always)]
+    pub fn matches_family<const V6: bool>(&self, k: &CheckKey) -> bool {
         // key in [lo, lo + span] ⇔ key - lo ≤ span (mod 2^32): the u64
         // difference below goes negative (bit 63) exactly when it is not.
         #[inline(always)]
-        fn outside(lo: u32, span: u32, key: u32) -> u64 {
+        fn outside([lo, span]: [u32; 2], key: u32) -> u64 {
             u64::from(span).wrapping_sub(u64::from(key.wrapping_sub(lo)))
         }
-        let a = &self.addr_lo;
-        let s = &self.addr_span;
-        let mut out = outside(a[0], s[0], k.addr[0])
-            | outside(a[1], s[1], k.addr[1])
-            | outside(a[2], s[2], k.addr[2])
-            | outside(a[3], s[3], k.addr[3])
-            | outside(a[4], s[4], k.addr[4])
-            | outside(a[5], s[5], k.addr[5])
-            | outside(a[6], s[6], k.addr[6])
-            | outside(a[7], s[7], k.addr[7])
-            | outside(self.ifindex_lo, self.ifindex_span, k.ifindex);
+        let a = &self.addr;
+        let mut out = outside(a[0], k.addr[0])
+            | outside(a[1], k.addr[1])
+            | outside([self.ifindex_lo, self.ifindex_span], k.ifindex);
+        if V6 {
+            out |= outside(a[2], k.addr[2])
+                | outside(a[3], k.addr[3])
+                | outside(a[4], k.addr[4])
+                | outside(a[5], k.addr[5])
+                | outside(a[6], k.addr[6])
+                | outside(a[7], k.addr[7]);
+        }
         // Small fields: a lane's guard bit survives both subtractions exactly
         // when lo ≤ key ≤ hi in that lane; a missing one (≤ 2^62) negates to
         // a value with bit 63 set.
@@ -668,7 +696,9 @@ const _: () = assert!(core::mem::size_of::<Header>() == 128);
 
 #[cfg(test)]
 mod tests {
+    extern crate std;
     use super::*;
+    use std::format;
 
     /// The plain definition the check form must agree with.
     fn plain(lo: &[u32; RANGE_WORDS], hi: &[u32; RANGE_WORDS], key: &[u32; KEY_WORDS]) -> bool {
@@ -704,15 +734,31 @@ mod tests {
                     .into_iter()
                     .filter(|k| *k <= max)
                 {
-                    for other in [0, 1] {
+                    for (other, family) in [(0, 4), (1, 4), (0, 6), (1, 6)] {
+                        // Keys as the parser makes them: every word within its
+                        // width, family 4 or 6, IPv4 keys with zeros in
+                        // address words 1–3.
+                        let high = |i: usize| ADDR_WORDS[2..].contains(&i);
+                        if (family == 4 && high(w)) || (w == word::FAMILY && other == 1) {
+                            continue;
+                        }
                         let mut key = [other; KEY_WORDS];
                         key[word::TCP_FLAGS] = 0;
+                        key[word::FAMILY] = family;
+                        for (i, v) in key.iter_mut().enumerate() {
+                            if family == 4 && high(i) {
+                                *v = 0;
+                            }
+                        }
                         key[w] = k;
-                        assert_eq!(
-                            cell.matches(&CheckKey::of(&key)),
-                            plain(&lo, &hi, &key),
-                            "word {w} [{l}, {h}] key {k} others {other}"
-                        );
+                        let want = plain(&lo, &hi, &key);
+                        let check = CheckKey::of(&key);
+                        let ctx =
+                            format!("word {w} [{l}, {h}] key {k} others {other} family {family}");
+                        assert_eq!(cell.matches(&check), want, "{ctx}");
+                        if family == 4 {
+                            assert_eq!(cell.matches_family::<false>(&check), want, "{ctx} (IPv4)");
+                        }
                     }
                 }
             }

@@ -24,8 +24,8 @@
 //! ```
 
 use fluxgate_common::table::{
-    COUNT_MAX, Cell, CheckKey, Header, KEY_WORDS, LEAF_MAX, MAX_CUT_BITS, MAX_DEPTH, MAX_TREES,
-    RANGE_WORDS, REFS_PER_CELL, Ref, RuleCell, action, word,
+    ADDR_WORDS, COUNT_MAX, Cell, CheckKey, Header, KEY_WORDS, LEAF_MAX, MAX_CUT_BITS, MAX_DEPTH,
+    MAX_TREES, RANGE_WORDS, REFS_PER_CELL, Ref, RuleCell, action, word,
 };
 
 mod build;
@@ -256,7 +256,9 @@ impl Walk {
 /// priority order, so the lowest index wins across trees; the compiler keeps
 /// every COUNT rule in tree 0 (scanned last), so the ones recorded are exactly
 /// those before the winner (at most [`COUNT_MAX`]). A malformed image never
-/// panics: a broken tree is skipped.
+/// panics: a broken tree is skipped. `key` must be a key as packets make it
+/// ([`crate::classifier::key_of`]): family 4 or 6, zeros in an IPv4 key's
+/// address words 1–3, every word within its [`WORD_BITS`](fluxgate_common::table::WORD_BITS).
 pub fn walk(cells: &[Cell], key: &[u32; KEY_WORDS]) -> Walk {
     walk_checked(cells, key, &CheckKey::of(key))
 }
@@ -264,6 +266,17 @@ pub fn walk(cells: &[Cell], key: &[u32; KEY_WORDS]) -> Walk {
 /// [`walk`] with the key's check form computed by the caller (once per
 /// packet, for the several tables a packet walks).
 pub fn walk_checked(cells: &[Cell], key: &[u32; KEY_WORDS], check: &CheckKey) -> Walk {
+    // An IPv4 key (zeros in address words 1–3) takes the IPv4 rule check,
+    // which reads one cache line of each rule cell instead of two.
+    let ipv4 = key[word::FAMILY] == 4 && ADDR_WORDS[2..].iter().all(|&w| key[w] == 0);
+    if ipv4 {
+        walk_family::<false>(cells, key, check)
+    } else {
+        walk_family::<true>(cells, key, check)
+    }
+}
+
+fn walk_family<const V6: bool>(cells: &[Cell], key: &[u32; KEY_WORDS], check: &CheckKey) -> Walk {
     let mut out = Walk::default();
     let Some(head) = cells.first() else {
         return out;
@@ -294,7 +307,7 @@ pub fn walk_checked(cells: &[Cell], key: &[u32; KEY_WORDS], check: &CheckKey) ->
                 continue;
             };
             let rule = rule.rule();
-            if !rule.matches(check) {
+            if !rule.matches_family::<V6>(check) {
                 continue;
             }
             match rule.action {

@@ -180,12 +180,19 @@ fn too_many_overlapping_counts_is_an_error() {
     check(&img, &rules[..LEAF_MAX], &k);
 }
 
-/// A key as packets produce it: every word within its significant bits.
+/// A key as packets produce it: every word within its significant bits,
+/// family 4 or 6, and an IPv4 key's address words 1–3 zero.
 fn fit(mut k: [u32; KEY_WORDS]) -> [u32; KEY_WORDS] {
     for (w, v) in k.iter_mut().enumerate() {
         let bits = fluxgate_common::table::WORD_BITS[w];
         if bits < 32 {
             *v &= (1u32 << bits) - 1;
+        }
+    }
+    if k[word::FAMILY] != 6 {
+        k[word::FAMILY] = 4;
+        for w in fluxgate_common::table::ADDR_WORDS[2..].iter() {
+            k[*w] = 0;
         }
     }
     k
