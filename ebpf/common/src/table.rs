@@ -86,7 +86,12 @@
 //! once per packet by the dispatcher. Kernel hot ns, two runs each, same
 //! machine (floor 26–30 ns): acl 10 117–136 → 101–104, acl 1k 200–232 →
 //! 152–153, acl 10k 228–263 → 171–176, 10 tenants 163–174 → 143–144, 10k
-//! tenants 177–180 → 138–144.
+//! tenants 177–180 → 138–144. The fields an IPv4 check reads come first, in
+//! one cache line; the userspace classifier checks IPv4 keys with
+//! [`RuleCell::matches_family`] and so touches only that line (10k rules,
+//! distinct keys, one core: ≈ 10.5 → 11.2 M packets/s). Its walk also
+//! descends all trees one step at a time so their loads overlap (8.1 →
+//! 10.1–10.9 M packets/s; the same key repeated: 14.7 → 18.2).
 //!
 //! # What did not work (so the next attempt starts from the facts)
 //!
