@@ -151,3 +151,24 @@ fn tables_without_a_valid_header_are_refused() {
     let err = program.stage("bad", &cells).expect_err("no header");
     assert!(err.to_string().contains("header"), "{err}");
 }
+
+/// The verifier's budget is 1,000,000 processed instructions per program, and
+/// the count is a cliff, not a slope: one reordered branch in the walk has
+/// moved a program from ≈ 250k to past the limit (see
+/// `fluxgate_common::table`). Every program keeps a third of the budget free,
+/// so a change that eats into it fails here, with the numbers, rather than
+/// at load time.
+#[test]
+fn every_program_leaves_the_verifier_headroom() {
+    support::require_root();
+    let program = Program::load(&GatewayConfig::default()).expect("load");
+    let counts = program.verified_instructions().expect("verifier counts");
+    assert!(counts.len() >= 5, "{counts:?}");
+    for (name, n) in &counts {
+        eprintln!("{name}: {n} instructions verified");
+        assert!(
+            *n <= 666_666,
+            "{name}: the verifier processed {n} instructions, more than 2/3 of its 1M budget ({counts:?})"
+        );
+    }
+}

@@ -143,6 +143,28 @@ impl Program {
         read_counters(self.map(maps::OUTCOMES)?, self.map(maps::MALFORMED)?)
     }
 
+    /// `(program name, instructions the verifier processed)` for every
+    /// program of the object. The kernel refuses a program past 1,000,000,
+    /// and small code changes can move the count a lot (LLVM's code shape
+    /// decides how well the verifier prunes), so tests keep an eye on the
+    /// headroom.
+    pub fn verified_instructions(&self) -> Result<Vec<(String, u32)>, Error> {
+        let mut out = Vec::new();
+        for (name, program) in self.ebpf.programs() {
+            let info = program
+                .info()
+                .map_err(|e| Error::kernel("read a program's info", e))?;
+            let count = info.verified_instruction_count().ok_or_else(|| {
+                Error::InvalidArgument(format!(
+                    "the kernel does not report how many instructions it verified for {name}"
+                ))
+            })?;
+            out.push((name.to_owned(), count));
+        }
+        out.sort();
+        Ok(out)
+    }
+
     /// Runs `frame` through the program `repeat` times (≥ 1) with `BPF_PROG_TEST_RUN`.
     ///
     /// Counters are updated as for real traffic. Frames shorter than an Ethernet
