@@ -33,6 +33,8 @@
 //! size are loops with constant trip counts.
 #![no_std]
 #![no_main]
+// Inline asm on BPF (one tail call site per version, see `tail_call_version`).
+#![feature(asm_experimental_arch)]
 
 mod parse;
 mod walk;
@@ -203,9 +205,48 @@ fn dispatch<const PROBE: bool>(ctx: &XdpContext) -> u32 {
         version_slot(Some(tenant))
     };
     let version = FG_VERSIONS.get(slot).copied().unwrap_or(0);
-    // SAFETY: on success control never comes back; on failure we carry on.
-    unsafe { FG_CLASSIFIERS.tail_call(ctx, version) };
+    tail_call_version(ctx, version);
     unclassified::<PROBE>(bytes)
+}
+
+/// Tail-calls classifier version `version` (returns only if there is none).
+///
+/// One call site per version, each with a constant index: the verifier then
+/// lets the JIT emit a direct jump, patched when the slot changes. A tail
+/// call through a variable index is an indirect jump (a retpoline here) and
+/// cost ≈ 12–15 ns more per packet (parse-and-pass 59 → 47 ns, measured
+/// 2026-11-25).
+#[inline(always)]
+fn tail_call_version(ctx: &XdpContext, version: u32) {
+    let map = (&raw const FG_CLASSIFIERS).cast::<core::ffi::c_void>();
+    macro_rules! arms {
+        ($($v:literal)*) => {
+            match version {
+                $(
+                    // `bpf_tail_call(ctx, map, $v)` as inline asm: LLVM merges
+                    // sixteen calls of the helper that differ only in the index
+                    // into one with a variable index, but never inline asm.
+                    // SAFETY: helper 12 with its three arguments; on success
+                    // control never comes back, on failure r0–r5 are clobbered
+                    // (declared) and we carry on.
+                    $v => unsafe {
+                        core::arch::asm!(
+                            "call 12",
+                            inlateout("r1") ctx.ctx => _,
+                            inlateout("r2") map => _,
+                            inlateout("r3") $v as u64 => _,
+                            lateout("r0") _,
+                            lateout("r4") _,
+                            lateout("r5") _,
+                        );
+                    },
+                )*
+                _ => {}
+            }
+        };
+    }
+    arms!(0 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15);
+    const _: () = assert!(MAX_VERSIONS == 16, "one arm per version");
 }
 
 /// The tail call failed (no classifier in the tenant's version slot): pass and
