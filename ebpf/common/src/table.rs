@@ -128,6 +128,11 @@
 //!   out-of-line subprogram (100k instructions), and the call plus the extra
 //!   tail call cost more than the check saved (parse-and-pass 59 → 72–77 ns,
 //!   10k tenants 140 → 148–157; measured 2026-11-25);
+//! - 32-bit ALU codegen (`bpf-linker --cpu-features=+alu32`; aya-build fixes
+//!   the eBPF crate's rustflags, so `-C target-cpu=v3` cannot be set) would
+//!   drop the zero-extending shift pair after each 32-bit subtraction, but
+//!   the object was refused: "R1 !read_ok", a store of a register a helper
+//!   call had just clobbered (measured 2026-11-25, bpf-linker 0.13, LLVM 22);
 //! - a `bool` per check is a branch in BPF (no set-on-compare): the verifier's
 //!   paths double per check. Accumulate `span - (key - lo)` in a u64 and test
 //!   bit 63 once per rule instead (as [`RuleCell::matches`] does).
