@@ -6,7 +6,7 @@
 //! wildcards, destination ports mostly exact well-known ports, then `1024-65535`,
 //! small ranges and wildcards; protocol TCP, UDP or any.
 
-use fluxgate_common::table::{KEY_WORDS, RANGE_WORDS, action, word};
+use fluxgate_common::table::{ADDR_WORDS, KEY_WORDS, RANGE_WORDS, action, word};
 
 use super::FlatRule;
 
@@ -22,14 +22,7 @@ const PORTS: [u32; 12] = [22, 25, 53, 80, 123, 443, 587, 993, 3306, 5432, 8080, 
 /// A fresh IPv4 5-tuple rule skeleton: family 4, upper address words 0, the rest wildcards.
 fn ipv4_any() -> FlatRule {
     let mut r = FlatRule::any(action::PASS, 0);
-    for w in [
-        word::SRC + 1,
-        word::SRC + 2,
-        word::SRC + 3,
-        word::DST + 1,
-        word::DST + 2,
-        word::DST + 3,
-    ] {
+    for &w in &ADDR_WORDS[2..] {
         r.lo[w] = 0;
         r.hi[w] = 0;
     }
