@@ -391,3 +391,70 @@ fn a_classifier_version_that_disagrees_with_the_reference_never_serves() {
         gw.unload_version(v).expect("unload");
     });
 }
+
+/// The dispatcher reaches every classifier version slot: it has one tail-call
+/// site per slot (constant indices, so the JIT jumps directly), and a slot it
+/// could not reach would leave its tenants unclassified. Staging fills all 16
+/// slots (each new version is preflighted through the probe path's call site
+/// for its slot); then acme is moved through every slot under real traffic.
+#[test]
+fn every_classifier_version_slot_serves_its_tenants() {
+    support::require_root();
+    let link = Link::new();
+    link.add_b_address(ACME);
+    let s = Scratch::new("slots");
+    let ns = link.b.name().to_owned();
+    let dir = ruleset(&s.rules, ACME_PASS);
+    let loc = PinLocation::new(&s.pins, Some(&ns));
+    let state = StateDir::new(&s.state, Some(&ns));
+    let versions = {
+        let (loc, state) = (loc.clone(), state.clone());
+        link.b.run(move || {
+            fluxgate_control::attach(&loc, IF_B, AttachOptions::default()).expect("attach");
+            let mut gw = Gateway::open(&loc, state.root(), IF_B).expect("open");
+            gw.apply(&dir, "").expect("apply");
+            let mut staged = vec![0];
+            for _ in 1..fluxgate_common::MAX_VERSIONS {
+                staged.push(gw.stage_version().expect("stage (preflight via its slot)"));
+            }
+            staged.sort();
+            staged
+        })
+    };
+    assert_eq!(
+        versions,
+        (0..fluxgate_common::MAX_VERSIONS).collect::<Vec<_>>(),
+        "every slot holds a version"
+    );
+    let mut expected_hits = 0;
+    for v in versions {
+        {
+            let (loc, state) = (loc.clone(), state.clone());
+            link.b.run(move || {
+                let mut gw = Gateway::open(&loc, state.root(), IF_B).expect("open");
+                gw.assign(v, &["acme".to_owned()]).expect("assign");
+                assert_eq!(gw.pinned().version_of(Some(0)).ok(), Some(v));
+            });
+        }
+        let received = support::udp_exchange_to(&link, ACME, PORT, 3, 32);
+        assert_eq!(received, 3, "acme's packets pass on version {v}");
+        expected_hits += 3;
+        let (loc, state) = (loc.clone(), state.clone());
+        let (stats, unclassified) = link.b.run(move || {
+            let stats = rule_stats(&loc, &state, IF_B, None).expect("stats");
+            let pinned =
+                fluxgate_dataplane::PinnedAttachment::open(loc.root(), IF_B).expect("open pinned");
+            let counters = pinned.counters().expect("counters");
+            (stats, counters.outcome(Outcome::Unclassified).packets)
+        });
+        assert_eq!(
+            unclassified, 0,
+            "version {v}: no packet missed its classifier"
+        );
+        assert_eq!(
+            rule_hits(tenant(&stats, "acme"), 1),
+            expected_hits,
+            "version {v} classified acme's packets by its rule"
+        );
+    }
+}
