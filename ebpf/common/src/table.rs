@@ -529,9 +529,12 @@ impl RuleCell {
     }
 
     /// The rule matching keys whose range words all lie in `[lo, hi]` and
-    /// whose TCP flags satisfy `flags & flags_mask == flags_value`. A rule no
-    /// key can match (some `lo > hi`, or a value bit outside the mask) is
-    /// encoded as one that never matches.
+    /// whose TCP flags satisfy `flags & flags_mask == flags_value` — keys as
+    /// packets make them: every word within its [`WORD_BITS`], family 4 or 6,
+    /// zeros in an IPv4 key's address words 1–3 (other keys may be judged
+    /// differently: see the family lane below). A rule no key can match (some
+    /// `lo > hi`, or a value bit outside the mask) is encoded as one that
+    /// never matches.
     pub const fn from_ranges(
         lo: &[u32; RANGE_WORDS],
         hi: &[u32; RANGE_WORDS],

@@ -67,7 +67,8 @@ impl FlatRule {
         }
     }
 
-    /// Whether `key` matches this rule (same definition as [`RuleCell::matches`]).
+    /// Whether `key` matches this rule ([`RuleCell::matches`] of its cell agrees
+    /// on every key as packets make it, see [`RuleCell::from_ranges`]).
     pub fn matches(&self, key: &[u32; KEY_WORDS]) -> bool {
         (0..RANGE_WORDS).all(|i| self.lo[i] <= key[i] && key[i] <= self.hi[i])
             && (key[word::TCP_FLAGS] as u8) & self.flags_mask == self.flags_value
