@@ -154,11 +154,12 @@ impl Program {
             let info = program
                 .info()
                 .map_err(|e| Error::kernel("read a program's info", e))?;
-            let count = info.verified_instruction_count().ok_or_else(|| {
-                Error::InvalidArgument(format!(
-                    "the kernel does not report how many instructions it verified for {name}"
-                ))
-            })?;
+            let count = info
+                .verified_instruction_count()
+                .ok_or_else(|| Error::Unsupported {
+                    feature: "verified instruction counts in program info (Linux 5.16+)",
+                    source: std::io::ErrorKind::Unsupported.into(),
+                })?;
             out.push((name.to_owned(), count));
         }
         out.sort();
