@@ -93,6 +93,19 @@
 //! descends all trees one step at a time so their loads overlap (8.1 →
 //! 10.1–10.9 M packets/s; the same key repeated: 14.7 → 18.2).
 //!
+//! # Upper address words only where they can decide (2026-11-26)
+//!
+//! A rule cell says in [`RuleCell::shape`] whether its check must read
+//! address words 1–3 at all ([`RuleCell::HIGH_WORDS`]): not for a rule
+//! whose family lane excludes IPv6, nor for one whose upper words are full
+//! ranges. The check branches on that bit — a branch on the rule, not on
+//! the packet, so the verifier's two paths meet in the same state and are
+//! pruned (classifier 264k → 245k instructions verified). IPv4 rules then
+//! cost ≈ 40 % fewer instructions and one cache line, for IPv4 *and* IPv6
+//! packets, with one walk. Kernel hot ns, alternating runs, same machine
+//! (floor 26–27 ns): acl 10 91 → 80–82, acl 1k 141 → 123–128, acl 10k 166 →
+//! 136–137, 10 tenants 126 → 113–117, 10k tenants 125 → 113.
+//!
 //! # What did not work (so the next attempt starts from the facts)
 //!
 //! Leaves holding their rules inline as *residual checks* (per rule only the
@@ -127,7 +140,8 @@
 //!   of its own (a second tail-call entry per version) it verified only as an
 //!   out-of-line subprogram (100k instructions), and the call plus the extra
 //!   tail call cost more than the check saved (parse-and-pass 59 → 72–77 ns,
-//!   10k tenants 140 → 148–157; measured 2026-11-25);
+//!   10k tenants 140 → 148–157; measured 2026-11-25). The rule-shape bit
+//!   (above) got the same saving by branching on the rule instead;
 //! - 32-bit ALU codegen (`bpf-linker --cpu-features=+alu32`; aya-build fixes
 //!   the eBPF crate's rustflags, so `-C target-cpu=v3` cannot be set) would
 //!   drop the zero-extending shift pair after each 32-bit subtraction, but
@@ -331,8 +345,8 @@ pub struct RuleCell {
     pub flags_mask: u8,
     /// TCP flags value under the mask (a bit outside the mask: never matches).
     pub flags_value: u8,
-    /// Explicit padding.
-    pub _pad: u8,
+    /// [`RuleCell::HIGH_WORDS`] or 0.
+    pub shape: u8,
     /// `[lo, hi - lo]` of each address word, in [`ADDR_WORDS`] order.
     pub addr: [[u32; 2]; 8],
     /// Explicit padding up to the cell size.
@@ -511,11 +525,21 @@ impl Header {
 }
 
 impl Header {
-    /// `"FG"` + table ABI version 4 (rule cells in check form).
-    pub const MAGIC: u32 = 0x4647_0004;
+    /// `"FG"` + table ABI version 5 (rule cells in check form, with
+    /// [`RuleCell::shape`]).
+    pub const MAGIC: u32 = 0x4647_0005;
 }
 
 impl RuleCell {
+    /// [`RuleCell::shape`] bit: the check must read address words 1–3 (the
+    /// second half of the cell). Clear when no key as packets make them can
+    /// fail there without failing elsewhere: the rule's family lane excludes
+    /// 6 (an IPv4 key's words 1–3 are 0, and a rule whose words there exclude
+    /// 0 has its family lane raised past 4), or all six words are full ranges.
+    /// Clear for every rule of an IPv4 ruleset, whose checks are then ≈ 40 %
+    /// shorter and touch one cache line.
+    pub const HIGH_WORDS: u8 = 1;
+
     /// A rule matching every packet.
     pub const fn any(action: u8, counter: u32) -> RuleCell {
         RuleCell::from_ranges(
@@ -582,6 +606,18 @@ impl RuleCell {
         } else {
             (flags_mask, flags_value)
         };
+        let family_6 = lo[word::FAMILY] <= 6 && 6 <= hi[word::FAMILY];
+        let mut high_full = true;
+        let mut i = 2;
+        while i < 8 {
+            high_full &= addr[i][0] == 0 && addr[i][1] == u32::MAX;
+            i += 1;
+        }
+        let shape = if family_6 && !high_full {
+            RuleCell::HIGH_WORDS
+        } else {
+            0
+        };
         RuleCell {
             addr,
             small_lo,
@@ -592,7 +628,7 @@ impl RuleCell {
             action,
             flags_mask,
             flags_value,
-            _pad: 0,
+            shape,
             _pad1: [0; 4],
         }
     }
@@ -626,7 +662,9 @@ impl RuleCell {
         let mut out = outside(a[0], k.addr[0])
             | outside(a[1], k.addr[1])
             | outside([self.ifindex_lo, self.ifindex_span], k.ifindex);
-        if V6 {
+        // A branch on the rule, not the packet: both sides leave the same
+        // kind of state, so the verifier prunes one at the join.
+        if V6 && self.shape & RuleCell::HIGH_WORDS != 0 {
             out |= outside(a[2], k.addr[2])
                 | outside(a[3], k.addr[3])
                 | outside(a[4], k.addr[4])
@@ -771,6 +809,48 @@ mod tests {
                         assert_eq!(cell.matches(&check), want, "{ctx}");
                         if family == 4 {
                             assert_eq!(cell.matches_family::<false>(&check), want, "{ctx} (IPv4)");
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn high_words_are_skipped_only_where_they_cannot_decide() {
+        // Rules: family lane × one range on an upper address word; keys: both
+        // families, the upper word at values around the range.
+        let families = [(4, 4), (6, 6), (0, 7), (5, 6), (4, 6)];
+        let ranges = [(0, u32::MAX), (0, 0), (1, 5), (0, 5), (5, u32::MAX)];
+        for &w in &ADDR_WORDS[2..] {
+            for (fl, fh) in families {
+                for (l, h) in ranges {
+                    let (mut lo, mut hi) = ([0; RANGE_WORDS], [u32::MAX; RANGE_WORDS]);
+                    (lo[word::FAMILY], hi[word::FAMILY]) = (fl, fh);
+                    (lo[w], hi[w]) = (l, h);
+                    let cell = RuleCell::from_ranges(&lo, &hi, 0, 0, action::PASS, 0);
+                    let full = (l, h) == (0, u32::MAX);
+                    assert_eq!(
+                        cell.shape & RuleCell::HIGH_WORDS != 0,
+                        fl <= 6 && 6 <= fh && !full || (l > 0 && fh >= 6),
+                        "word {w} family [{fl}, {fh}] range [{l}, {h}]"
+                    );
+                    for family in [4, 6] {
+                        for v in [0, 1, 3, 5, 6, u32::MAX] {
+                            if family == 4 && v != 0 {
+                                continue; // IPv4 keys have zeros there
+                            }
+                            let mut key = [0; KEY_WORDS];
+                            key[word::FAMILY] = family;
+                            key[word::VLAN] = VLAN_NONE;
+                            key[w] = v;
+                            let ctx =
+                                format!("word {w} family [{fl}, {fh}] [{l}, {h}] key {family}/{v}");
+                            assert_eq!(
+                                cell.matches(&CheckKey::of(&key)),
+                                plain(&lo, &hi, &key),
+                                "{ctx}"
+                            );
                         }
                     }
                 }
