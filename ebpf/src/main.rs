@@ -185,7 +185,7 @@ fn dispatch<const PROBE: bool>(ctx: &XdpContext) -> u32 {
     };
     let mut tenant = NO_TENANT;
     if let Some(dispatch) = table {
-        let d = walk(&dispatch, &key, check, bytes, sink);
+        let d = walk::<false>(&dispatch, &key, check, bytes, sink);
         if d != NO_MATCH && (d >> 32) as u8 == action::TENANT {
             tenant = d as u32;
         }
@@ -308,7 +308,7 @@ fn classify<const PROBE: bool>(ctx: &XdpContext, scratch: &Scratch) -> u32 {
         live_gateway(SLOT_GLOBAL)
     };
     let mut decision = match global {
-        Some(g) => walk(&g, key, check, bytes, counters),
+        Some(g) => walk::<true>(&g, key, check, bytes, counters),
         None => NO_MATCH,
     };
     if decision == NO_MATCH {
@@ -320,7 +320,7 @@ fn classify<const PROBE: bool>(ctx: &XdpContext, scratch: &Scratch) -> u32 {
             live_tenant(tenant)
         };
         decision = match table {
-            Some(table) => match walk(&table, key, check, bytes, counters) {
+            Some(table) => match walk::<true>(&table, key, check, bytes, counters) {
                 NO_MATCH => default_of(&table),
                 d => d,
             },

@@ -78,8 +78,15 @@ pub(crate) fn default_of(table: &Region) -> u64 {
 /// matching terminal index wins across trees; count rules all live in tree 0,
 /// scanned last, so a matched count rule is counted at once. Returns the
 /// winner's action and counter, or `NO_MATCH`.
+///
+/// `SKIP`: skip a tree whose [`Header::first`] bound is at or past the best
+/// match so far (the classifier's walks). The dispatcher's walk of the
+/// dispatch table (one class of rules, tenant prefixes) does without: the
+/// test gains nothing there and changes the dispatcher's register allocation
+/// into code the verifier refuses (a spill of an unset register on the
+/// non-IP path; LLVM 22, 2026-11-26).
 #[inline(always)]
-pub(crate) fn walk(
+pub(crate) fn walk<const SKIP: bool>(
     table: &Region,
     key: &[u32; KEY_WORDS],
     check: &CheckKey,
@@ -103,6 +110,9 @@ pub(crate) fn walk(
         }
         let t = trees - 1 - step;
         step += 1;
+        if SKIP && header.first_of(t) >= best {
+            continue;
+        }
         let leaf = descend(table, header.root_of(t), key);
         if !leaf.is_leaf() || leaf.count() == 0 {
             continue;

@@ -90,8 +90,9 @@
 //! one cache line; the userspace classifier checks IPv4 keys with
 //! [`RuleCell::matches_family`] and so touches only that line (10k rules,
 //! distinct keys, one core: ≈ 10.5 → 11.2 M packets/s). Its walk also
-//! descends all trees one step at a time so their loads overlap (8.1 →
-//! 10.1–10.9 M packets/s; the same key repeated: 14.7 → 18.2).
+//! descended all trees one step at a time so their loads overlapped (8.1 →
+//! 10.1–10.9 M packets/s; the same key repeated: 14.7 → 18.2), until trees
+//! could be skipped (below).
 //!
 //! # Upper address words only where they can decide (2026-11-26)
 //!
@@ -105,6 +106,21 @@
 //! packets, with one walk. Kernel hot ns, alternating runs, same machine
 //! (floor 26–27 ns): acl 10 91 → 80–82, acl 1k 141 → 123–128, acl 10k 166 →
 //! 136–137, 10 tenants 126 → 113–117, 10k tenants 125 → 113.
+//!
+//! # Most specific tree first, trees that cannot win skipped (2026-11-26)
+//!
+//! The walk scans trees from the last to tree 0 and stops a leaf scan at the
+//! best match so far. The compiler now puts the class likeliest to hold the
+//! winner last (specific in both addresses; tree 0 is the class wide in both,
+//! with the count rules), and the header records for each tree a lower bound
+//! of its rule indices ([`Header::first`]): a tree whose bound is at or past
+//! the best match is not descended at all. Per packet of the synthetic ACL
+//! trace, 1k / 10k / 100k rules: rule checks 9.9 / 7.5 / 8.5 → 2.6 / 2.2 /
+//! 3.2, tree steps 7.6 / 8.9 / 11.6 → 4.4 / 5.1 / 6.2, leaf lists read 3.2 /
+//! 3.3 / 3.5 → 1.5 / 2.0 / 2.2. Kernel hot ns (floor 26–31 ns): acl 1k 123 →
+//! 96, acl 10k 136 → 104. Userspace, 10k rules, one core (the walk now goes
+//! tree by tree, so it can skip): 11.2 → 15.9–16.2 M packets/s on distinct
+//! keys, 18.2 → 28 on one key repeated.
 //!
 //! # What did not work (so the next attempt starts from the facts)
 //!
@@ -504,8 +520,12 @@ pub struct Header {
     pub trees: u32,
     /// Explicit padding.
     pub _pad0: u32,
+    /// A lower bound of the rule cell indices in each tree's leaves (0: none
+    /// known). The walk skips a tree whose bound is at or past the best match
+    /// found so far: none of its rules can win, nor be counted.
+    pub first: [u32; MAX_TREES],
     /// Explicit padding up to the cell size.
-    pub _pad: [u64; 8],
+    pub _pad: [u64; 6],
 }
 
 /// Most trees in one table.
@@ -521,6 +541,12 @@ impl Header {
             3 => self.more_roots[2],
             _ => self.root,
         }
+    }
+
+    /// [`Header::first`] of tree `t` (`t` is taken modulo [`MAX_TREES`]).
+    #[inline(always)]
+    pub fn first_of(&self, t: usize) -> u32 {
+        self.first[t & (MAX_TREES - 1)]
     }
 }
 

@@ -226,23 +226,30 @@ fn unshadowed(rules: &[FlatRule]) -> Vec<u32> {
 /// 361 / 1582, ACL 241 / 200; with 2^24: FW 280 / 238, IPC 237 / 199, ACL
 /// 207 / 170, tree steps per packet 2–3 fewer, leaf rule checks the same
 /// (ACL 100k: 1.2 more), IPC 100k compiled in 0.34 s instead of 9.8 s.
+///
+/// The walk scans the trees from the last to tree 0 and stops each leaf scan
+/// at the best match found so far, so the class likeliest to hold a packet's
+/// winner goes last: specific in both addresses, then specific in the source,
+/// in the destination, wide in both (tree 0, with every count rule: the walk
+/// needs them in the tree it scans last). Leaf rule checks per packet
+/// (synthetic ClassBench ACL trace, 1k / 10k / 100k rules): 9.9 / 7.5 / 8.5
+/// with the opposite order, 2.6 / 2.2 / 3.2 with this one.
 fn partition(rules: &[FlatRule], live: &[u32]) -> Vec<Vec<u32>> {
     let wide = |r: &FlatRule, w: usize| r.hi[w] - r.lo[w] >= 1 << 24;
     let mut groups = vec![Vec::new(); MAX_TREES];
     for &i in live {
         let r = &rules[i as usize];
         // Count rules all go to tree 0, which the walk scans last (see walk).
-        let g = if r.action == action::COUNT {
+        let tree = if r.action == action::COUNT {
             0
         } else {
-            usize::from(wide(r, word::SRC)) * 2 + usize::from(wide(r, word::DST))
+            let class = usize::from(wide(r, word::SRC)) * 2 + usize::from(wide(r, word::DST));
+            MAX_TREES - 1 - class
         };
-        groups[g].push(i);
+        groups[tree].push(i);
     }
-    // Keep tree 0 first even when empty of rules, so counts stay in tree 0.
-    let first = groups.remove(0);
+    // Tree 0 holds every count rule; when it is empty there are none.
     groups.retain(|g| !g.is_empty());
-    groups.insert(0, first);
     if groups.is_empty() {
         groups.push(Vec::new());
     }
@@ -462,10 +469,19 @@ impl<'a> Builder<'a> {
             }
         }
         let trees = groups.len().clamp(1, MAX_TREES);
+        let mut first = [0; MAX_TREES];
+        for (t, group) in groups.iter().enumerate() {
+            first[t] = group
+                .iter()
+                .map(|&i| self.rule_cell[i as usize])
+                .min()
+                .unwrap_or(u32::MAX);
+        }
         self.cells[0] = Cell::from_header(&Header {
             root: roots[0],
             more_roots: [roots[1], roots[2], roots[3]],
             trees: trees as u32,
+            first,
             ..Header::default()
         });
         Ok((self.cells, self.stats, self.depth_sum))

@@ -251,7 +251,8 @@ impl Walk {
 /// (`child = ref.child(key[ref.word()])`, next ref in cell `ref.cell() + child / 16`,
 /// slot `child % 16`), then a scan of at most [`LEAF_MAX`] entries of the leaf
 /// list, which hold rule cell indices in priority order, trees walked from the
-/// last to tree 0: the scan stops at an index at or past the best terminal match
+/// last to tree 0, skipping a tree whose [`Header::first`] bound is at or past
+/// the best terminal match so far: the scan stops at an index at or past the best terminal match
 /// so far, records matching COUNT rules, and stops at the first matching
 /// PASS/DROP/TENANT rule, which becomes the best. Rule cells are laid out in
 /// priority order, so the lowest index wins across trees; the compiler keeps
@@ -284,20 +285,19 @@ fn walk_family<const V6: bool>(cells: &[Cell], key: &[u32; KEY_WORDS], check: &C
     };
     let header = head.header();
     let trees = (header.trees as usize).clamp(1, MAX_TREES);
-    let leaves = descend_all(cells, header, trees, key);
-    // Every leaf's list first: like the descents, these loads do not depend
-    // on each other.
-    let lists = leaves.map(|leaf| {
-        let leaf = leaf?;
-        let n = (leaf.count() as usize).min(LEAF_MAX);
-        cells
-            .get(leaf.cell() as usize)?
-            .list()
-            .get(leaf.slot()..leaf.slot() + n)
-    });
     let mut best = u32::MAX;
     for t in (0..trees).rev() {
-        let Some(entries) = lists[t] else {
+        if header.first_of(t) >= best {
+            continue;
+        }
+        let Some(leaf) = descend(cells, header.root_of(t), key) else {
+            continue;
+        };
+        let n = (leaf.count() as usize).min(LEAF_MAX);
+        let Some(entries) = cells
+            .get(leaf.cell() as usize)
+            .and_then(|c| c.list().get(leaf.slot()..leaf.slot() + n))
+        else {
             continue;
         };
         for &idx in entries {
@@ -327,36 +327,18 @@ fn walk_family<const V6: bool>(cells: &[Cell], key: &[u32; KEY_WORDS], check: &C
     out
 }
 
-/// Follows every tree to its leaf (at most [`MAX_DEPTH`] steps; `None` for an
-/// empty leaf or a broken tree), one step of each
-/// tree at a time: the trees' node loads are independent, so on keys that
-/// miss the cache they overlap instead of waiting for each other.
+/// Follows one tree from `root` to its leaf (at most [`MAX_DEPTH`] steps);
+/// `None` for an empty leaf or a broken tree.
 #[inline]
-fn descend_all(
-    cells: &[Cell],
-    header: &Header,
-    trees: usize,
-    key: &[u32; KEY_WORDS],
-) -> [Option<Ref>; MAX_TREES] {
-    let mut at: [Option<Ref>; MAX_TREES] = [None; MAX_TREES];
-    for (t, r) in at.iter_mut().enumerate().take(trees) {
-        *r = Some(header.root_of(t));
-    }
+fn descend(cells: &[Cell], root: Ref, key: &[u32; KEY_WORDS]) -> Option<Ref> {
+    let mut r = root;
     for _ in 0..MAX_DEPTH {
-        let mut moved = false;
-        for r in &mut at {
-            if let Some(cur) = *r
-                && !cur.is_leaf()
-            {
-                *r = step(cells, cur, key);
-                moved = true;
-            }
-        }
-        if !moved {
+        if r.is_leaf() {
             break;
         }
+        r = step(cells, r, key)?;
     }
-    at.map(|r| r.filter(|r| r.is_leaf() && r.count() > 0))
+    Some(r).filter(|r| r.is_leaf() && r.count() > 0)
 }
 
 /// One step down from node `r`; `None` for a broken node.

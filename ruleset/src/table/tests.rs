@@ -36,10 +36,11 @@ fn check_layout(image: &TableImage) {
     assert_eq!(h.magic, Header::MAGIC);
     assert_eq!(h.cells as usize, cells.len());
     let trees = (h.trees as usize).clamp(1, fluxgate_common::table::MAX_TREES);
-    let mut stack: Vec<(Ref, usize)> = (0..trees).map(|t| (h.root_of(t), 0usize)).collect();
+    let mut stack: Vec<(Ref, usize, usize)> =
+        (0..trees).map(|t| (h.root_of(t), 0usize, t)).collect();
     let mut seen = std::collections::HashSet::new();
-    while let Some((r, depth)) = stack.pop() {
-        if !seen.insert((r.0, depth)) {
+    while let Some((r, depth, tree)) = stack.pop() {
+        if !seen.insert((r.0, depth, tree)) {
             continue;
         }
         if r.is_leaf() {
@@ -54,7 +55,19 @@ fn check_layout(image: &TableImage) {
                 );
                 for &i in entries {
                     assert!(i > 0 && (i as usize) < cells.len());
-                    assert!(cells[i as usize].rule().action <= action::TENANT);
+                    let action = cells[i as usize].rule().action;
+                    assert!(action <= action::TENANT);
+                    // The walk skips tree t once its best match is at or
+                    // before `first_of(t)`, and needs every count rule in
+                    // tree 0 (scanned last).
+                    assert!(
+                        i >= h.first_of(tree),
+                        "tree {tree}: rule {i} below its bound"
+                    );
+                    assert!(
+                        action != action::COUNT || tree == 0,
+                        "count rule in tree {tree}"
+                    );
                 }
             }
             continue;
@@ -68,6 +81,7 @@ fn check_layout(image: &TableImage) {
             stack.push((
                 Ref(cells[r.cell() as usize + c / 16].raw[c % 16]),
                 depth + 1,
+                tree,
             ));
         }
     }
