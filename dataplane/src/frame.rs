@@ -386,10 +386,10 @@ pub fn header_of(
     use fluxgate_common::table::{VLAN_NONE, word};
     use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
     let start = frame.as_ptr() as usize;
-    let key = match kparse::parse(start, start + frame.len(), 0)? {
-        kparse::Parsed::Ip(key) => key,
-        kparse::Parsed::NotIp => return Ok(None),
-    };
+    let mut key = [0; fluxgate_common::table::KEY_WORDS];
+    if !kparse::parse(start, start + frame.len(), 0, &mut key)? {
+        return Ok(None);
+    }
     let addr = |at: usize| -> IpAddr {
         if key[word::FAMILY] == 6 {
             let mut b = [0u8; 16];

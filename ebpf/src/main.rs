@@ -50,7 +50,7 @@ use fluxgate_common::{
     DROPS_RING_BYTES, GATEWAY_SLOTS, GatewayConfig, MAX_COUNTERS, MAX_TENANTS, MAX_VERSIONS,
     Malformed, Outcome, SELECT_SLOTS, SLOT_DISPATCH, SLOT_GLOBAL, Scratch, TABLE_BUFFERS, Trace,
     VERSION_SLOT_PROBE, VERSION_SLOTS, select_index,
-    table::{Cell, CheckKey, action, word},
+    table::{Cell, CheckKey, KEY_WORDS, action, word},
     table_index, tenant_counter, version_slot, xdp as verdict,
 };
 use walk::{NO_MATCH, Region, default_of, walk};
@@ -148,9 +148,25 @@ fn dispatch<const PROBE: bool>(ctx: &XdpContext) -> u32 {
     let bytes = (end - start) as u64;
     // SAFETY: reading a field of the xdp_md context the kernel handed us.
     let ifindex = unsafe { (*ctx.ctx).ingress_ifindex };
-    let key = match parse::parse(start, end, ifindex) {
-        Ok(parse::Parsed::Ip(key)) => key,
-        Ok(parse::Parsed::NotIp) => {
+    let Some(scratch) = FG_SCRATCH.get_ptr_mut(0) else {
+        return unclassified::<PROBE>(bytes);
+    };
+    // SAFETY: a valid per-CPU map value pointer; only this CPU uses it, and the
+    // classifier we tail-call reads it before anything else runs on this CPU.
+    // The key is parsed in place, zeroed first by eight volatile stores
+    // (`Scratch` is 8-aligned): a plain `[0; KEY_WORDS]` compiles to a call of
+    // a memset subprogram, and copying a key into the scratch to a memcpy,
+    // ≈ 20 ns per packet each (measured 2026-11-26).
+    let key = unsafe {
+        let words = (&raw mut (*scratch).key).cast::<u64>();
+        for i in 0..KEY_WORDS / 2 {
+            core::ptr::write_volatile(words.add(i), 0);
+        }
+        &mut (*scratch).key
+    };
+    match parse::parse(start, end, ifindex, key) {
+        Ok(true) => {}
+        Ok(false) => {
             if !PROBE {
                 count(&FG_OUTCOMES, Outcome::NotIp as u32, bytes);
             }
@@ -163,7 +179,7 @@ fn dispatch<const PROBE: bool>(ctx: &XdpContext) -> u32 {
             }
             return malformed_action();
         }
-    };
+    }
     let table = if PROBE {
         overlay(FG_PROBE_GW.get(SLOT_DISPATCH)).or_else(|| live_gateway(SLOT_DISPATCH))
     } else {
@@ -174,25 +190,21 @@ fn dispatch<const PROBE: bool>(ctx: &XdpContext) -> u32 {
     } else {
         &FG_RULE_COUNTERS
     };
-    let Some(scratch) = FG_SCRATCH.get_ptr_mut(0) else {
-        return unclassified::<PROBE>(bytes);
-    };
-    // SAFETY: a valid per-CPU map value pointer; only this CPU uses it, and the
-    // classifier we tail-call reads it before anything else runs on this CPU.
+    let key = &*key;
+    // SAFETY: as above.
     let check = unsafe {
-        (*scratch).check = CheckKey::of(&key);
+        (*scratch).check = CheckKey::of(key);
         &(*scratch).check
     };
     let mut tenant = NO_TENANT;
     if let Some(dispatch) = table {
-        let d = walk::<false>(&dispatch, &key, check, bytes, sink);
+        let d = walk(&dispatch, key, check, bytes, sink);
         if d != NO_MATCH && (d >> 32) as u8 == action::TENANT {
             tenant = d as u32;
         }
     }
     // SAFETY: as above.
     unsafe {
-        (*scratch).key = key;
         (*scratch).bytes = bytes;
         (*scratch).tenant = tenant;
         (*scratch).probe = PROBE as u32;
@@ -308,7 +320,7 @@ fn classify<const PROBE: bool>(ctx: &XdpContext, scratch: &Scratch) -> u32 {
         live_gateway(SLOT_GLOBAL)
     };
     let mut decision = match global {
-        Some(g) => walk::<true>(&g, key, check, bytes, counters),
+        Some(g) => walk(&g, key, check, bytes, counters),
         None => NO_MATCH,
     };
     if decision == NO_MATCH {
@@ -320,7 +332,7 @@ fn classify<const PROBE: bool>(ctx: &XdpContext, scratch: &Scratch) -> u32 {
             live_tenant(tenant)
         };
         decision = match table {
-            Some(table) => match walk::<true>(&table, key, check, bytes, counters) {
+            Some(table) => match walk(&table, key, check, bytes, counters) {
                 NO_MATCH => default_of(&table),
                 d => d,
             },

@@ -39,14 +39,6 @@ const UDP_HLEN: usize = 8;
 /// Every ICMP and ICMPv6 message starts with 8 bytes (type, code, checksum, 4 more).
 const ICMP_HLEN: usize = 8;
 
-/// What a frame turned out to be.
-pub enum Parsed {
-    /// A well-formed IPv4 or IPv6 packet and its classification key.
-    Ip([u32; KEY_WORDS]),
-    /// A well-formed frame whose payload is not IP.
-    NotIp,
-}
-
 /// A cursor over `[pos, end)` that only advances after a bounds check.
 struct Cursor {
     pos: usize,
@@ -87,13 +79,25 @@ fn be32(p: *const u8, off: usize) -> u32 {
     ])
 }
 
-/// Parses the frame in `[start, end)` that arrived on `ifindex`.
+/// Parses the frame in `[start, end)` that arrived on `ifindex` into `key`,
+/// which must come zeroed: `Ok(true)`
+/// for an IPv4 or IPv6 packet, `Ok(false)` for a well-formed frame whose
+/// payload is not IP (the key is then meaningless).
+///
+/// A plain `Result<bool, _>` on purpose: returning the key inside an enum
+/// (`Ip([u32; 16])` / `NotIp`) let LLVM copy the payload's undefined bytes
+/// on the non-IP path, a spill of an unset register the verifier refuses
+/// ("R0 !read_ok") as soon as the code around it changes shape.
 #[inline(always)]
-pub fn parse(start: usize, end: usize, ifindex: u32) -> Result<Parsed, Malformed> {
+pub fn parse(
+    start: usize,
+    end: usize,
+    ifindex: u32,
+    key: &mut [u32; KEY_WORDS],
+) -> Result<bool, Malformed> {
     let mut cur = Cursor { pos: start, end };
     let eth = cur.take(ETH_HLEN).ok_or(Malformed::EthernetTruncated)?;
     let mut ethertype = be16(eth, ETH_TYPE_OFF);
-    let mut key = [0u32; KEY_WORDS];
     key[word::VLAN] = VLAN_NONE;
     key[word::IFINDEX] = ifindex;
     let mut tags = 0;
@@ -112,14 +116,14 @@ pub fn parse(start: usize, end: usize, ifindex: u32) -> Result<Parsed, Malformed
         tags += 1;
     }
     let first_fragment = match ethertype {
-        ETH_P_IP => ipv4(&mut cur, &mut key)?,
-        ETH_P_IPV6 => ipv6(&mut cur, &mut key)?,
-        _ => return Ok(Parsed::NotIp),
+        ETH_P_IP => ipv4(&mut cur, key)?,
+        ETH_P_IPV6 => ipv6(&mut cur, key)?,
+        _ => return Ok(false),
     };
     if first_fragment {
-        l4(&mut cur, &mut key)?;
+        l4(&mut cur, key)?;
     }
-    Ok(Parsed::Ip(key))
+    Ok(true)
 }
 
 /// Parses an IPv4 header; returns whether an L4 header follows (not a non-first fragment).

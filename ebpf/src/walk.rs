@@ -20,6 +20,8 @@ use crate::{FG_POOL, count};
 pub(crate) struct Region {
     base: u32,
     cells: u32,
+    /// Cell `base`, read once: walks and defaults use it without another lookup.
+    header: &'static Header,
 }
 
 impl Region {
@@ -34,6 +36,7 @@ impl Region {
         Some(Region {
             base,
             cells: h.cells,
+            header: h,
         })
     }
 }
@@ -63,13 +66,10 @@ pub(crate) const fn decided(action: u8, counter: u32) -> u64 {
 /// The default action and its counter, from a table's header.
 #[inline(always)]
 pub(crate) fn default_of(table: &Region) -> u64 {
-    match table.cell(0) {
-        Some(cell) => {
-            let header = cell.header();
-            decided(header.default_action as u8, header.default_counter)
-        }
-        None => NO_MATCH,
-    }
+    decided(
+        table.header.default_action as u8,
+        table.header.default_counter,
+    )
 }
 
 /// Walks one table: each of its trees (at most `MAX_TREES`, last first) down to
@@ -78,25 +78,15 @@ pub(crate) fn default_of(table: &Region) -> u64 {
 /// matching terminal index wins across trees; count rules all live in tree 0,
 /// scanned last, so a matched count rule is counted at once. Returns the
 /// winner's action and counter, or `NO_MATCH`.
-///
-/// `SKIP`: skip a tree whose [`Header::first`] bound is at or past the best
-/// match so far (the classifier's walks). The dispatcher's walk of the
-/// dispatch table (one class of rules, tenant prefixes) does without: the
-/// test gains nothing there and changes the dispatcher's register allocation
-/// into code the verifier refuses (a spill of an unset register on the
-/// non-IP path; LLVM 22, 2026-11-26).
 #[inline(always)]
-pub(crate) fn walk<const SKIP: bool>(
+pub(crate) fn walk(
     table: &Region,
     key: &[u32; KEY_WORDS],
     check: &CheckKey,
     bytes: u64,
     counters: &PerCpuArray<Counter>,
 ) -> u64 {
-    let Some(head) = table.cell(0) else {
-        return NO_MATCH;
-    };
-    let header = head.header();
+    let header = table.header;
     let trees = if header.trees == 0 {
         1
     } else {
@@ -110,7 +100,7 @@ pub(crate) fn walk<const SKIP: bool>(
         }
         let t = trees - 1 - step;
         step += 1;
-        if SKIP && header.first_of(t) >= best {
+        if header.first_of(t) >= best {
             continue;
         }
         let leaf = descend(table, header.root_of(t), key);
