@@ -374,7 +374,6 @@ mod tests {
 /// The parser the XDP program runs, compiled for the host: userspace reads
 /// frames (pcap files for `explain`) exactly as the kernel does.
 #[path = "../../ebpf/src/parse.rs"]
-#[allow(dead_code, reason = "the host only calls `parse`")]
 mod kparse;
 
 /// What the XDP parser makes of `frame`: `Ok(Some(header))` for IPv4 / IPv6,
