@@ -155,8 +155,8 @@ fn dispatch<const PROBE: bool>(ctx: &XdpContext) -> u32 {
     // classifier we tail-call reads it before anything else runs on this CPU.
     // The key is parsed in place, zeroed first by eight volatile stores
     // (`Scratch` is 8-aligned): a plain `[0; KEY_WORDS]` compiles to a call of
-    // a memset subprogram, and copying a key into the scratch to a memcpy,
-    // ≈ 20 ns per packet each (measured 2026-11-26).
+    // a memset subprogram and copying a key into the scratch to a memcpy one
+    // (parse-and-pass 47 → 63–72 ns with them, measured 2026-11-26).
     let key = unsafe {
         let words = (&raw mut (*scratch).key).cast::<u64>();
         for i in 0..KEY_WORDS / 2 {

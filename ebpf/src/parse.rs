@@ -80,9 +80,9 @@ fn be32(p: *const u8, off: usize) -> u32 {
 }
 
 /// Parses the frame in `[start, end)` that arrived on `ifindex` into `key`,
-/// which must come zeroed: `Ok(true)`
-/// for an IPv4 or IPv6 packet, `Ok(false)` for a well-formed frame whose
-/// payload is not IP (the key is then meaningless).
+/// which must come zeroed (only the words a packet has are written):
+/// `Ok(true)` for an IPv4 or IPv6 packet, `Ok(false)` for a well-formed frame
+/// whose payload is not IP (the key is then meaningless).
 ///
 /// A plain `Result<bool, _>` on purpose: returning the key inside an enum
 /// (`Ip([u32; 16])` / `NotIp`) let LLVM copy the payload's undefined bytes

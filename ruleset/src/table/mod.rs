@@ -252,8 +252,8 @@ impl Walk {
 /// slot `child % 16`), then a scan of at most [`LEAF_MAX`] entries of the leaf
 /// list, which hold rule cell indices in priority order, trees walked from the
 /// last to tree 0, skipping a tree whose [`Header::first`] bound is at or past
-/// the best terminal match so far: the scan stops at an index at or past the best terminal match
-/// so far, records matching COUNT rules, and stops at the first matching
+/// the best terminal match so far: the scan stops at an index at or past the
+/// best terminal match so far, records matching COUNT rules, and stops at the first matching
 /// PASS/DROP/TENANT rule, which becomes the best. Rule cells are laid out in
 /// priority order, so the lowest index wins across trees; the compiler keeps
 /// every COUNT rule in tree 0 (scanned last), so the ones recorded are exactly
