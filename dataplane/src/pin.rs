@@ -132,8 +132,10 @@ pub(crate) const MAP_SPECS: [(&str, MapType, u32, u32); 21] = [
     (maps::BENCH_TAIL, MapType::ProgramArray, 4, 1),
 ];
 
-/// Maps of region bases, created `BPF_F_MMAPABLE`.
-const SLOT_MAPS: [&str; 4] = [
+/// Maps created `BPF_F_MMAPABLE`: the slot maps of region bases (read by the
+/// pool allocator) and the cell pool (tables are copied into it).
+const MMAPABLE_MAPS: [&str; 5] = [
+    maps::POOL,
     maps::GATEWAY,
     maps::TENANTS,
     maps::PROBE_GATEWAY,
@@ -323,8 +325,8 @@ impl PinnedAttachment {
         } else {
             max_entries
         };
-        // The slot maps are mmapable (read by the pool allocator); the others have no flags.
-        let flags = if SLOT_MAPS.contains(&name) {
+        // The slot maps and the pool are mmapable; the others have no flags.
+        let flags = if MMAPABLE_MAPS.contains(&name) {
             BPF_F_MMAPABLE
         } else {
             0

@@ -70,7 +70,7 @@
 //! tenants 252/250 → 172/169 (1.47–1.65×).
 //!
 //! Above parse-and-pass (≈ 60 ns) the walk itself costs ≈ 1.8× less at 1k
-//! and 10k rules. Staging a table is one `BPF_MAP_UPDATE_BATCH` into the pool
+//! and 10k rules. Staging a table is a copy into the (mmapable) pool
 //! plus a read of the (mmapable) slot maps; placing it is a 4-byte array
 //! write, no RCU grace period (the grace period is paid only when freed cells
 //! are reused, see `fluxgate-dataplane`'s `pool.rs`).
