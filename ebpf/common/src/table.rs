@@ -144,6 +144,15 @@
 //! interleaving 2–8 packets (≈ 19.5–20 M/s for a bare walk in a standalone
 //! loop, but a `classify_keys` batch API built on it, four keys per table
 //! walk, measured 13.2 M/s against `classify_key`'s 15.7 in the same bench).
+//! Rebuilt on 2026-11-26 as a lockstep walk of 4 lanes (one step of every
+//! lane per round, scans after each tree, counts re-read from tree 0's leaf
+//! only when a count rule matched) behind `classify_keys` in bursts of 64:
+//! 15.4–17.2 M/s in criterion against 16.9 for `classify_key`, while the
+//! bare 4-lane walk in a standalone loop ran at 21 (1, 2, 8, 16 lanes: 17.9,
+//! 19.8, 17.9, 14.4). What ate the gain, measured piece by piece: recording
+//! count rules inside the lane scan (≈ 2 M/s even with none in the table),
+//! per-lane table and key pointers (register pressure), and building the
+//! per-packet results (≈ 10 %). Not kept.
 //!
 //! # What did not work (so the next attempt starts from the facts)
 //!
