@@ -226,32 +226,45 @@ pub(crate) fn read_mmapable_u32(map: BorrowedFd<'_>, n: u32) -> io::Result<Vec<u
     Ok(out)
 }
 
-/// Copies `values` into elements `first..first + values.len()` of a
-/// `BPF_F_MMAPABLE` ARRAY whose elements are `size_of::<V>()` bytes (a
-/// multiple of 8, so they lie back to back), through a shared mapping of just
-/// those pages. The caller must own those elements: no program may read them
-/// until something published after this call points at them (a release
-/// fence orders the copy before that publication).
+/// Copies each `(first, values)` of `regions` into elements
+/// `first..first + values.len()` of a `BPF_F_MMAPABLE` ARRAY whose elements
+/// are `size_of::<V>()` bytes (a multiple of 8, so they lie back to back),
+/// through one shared mapping of the pages they span (one, not one per
+/// region: staging 10k tenant tables is 10k regions). The caller must own
+/// those elements: no program may read them until something published after
+/// this call points at them (a release fence orders the copies before that
+/// publication).
 pub(crate) fn write_mmapable<V: Copy>(
     map: BorrowedFd<'_>,
-    first: u32,
-    values: &[V],
+    regions: &[(u32, &[V])],
 ) -> io::Result<()> {
     let stride = std::mem::size_of::<V>();
     assert!(
         stride.is_multiple_of(8),
         "array elements of {stride} bytes are padded"
     );
-    if values.is_empty() {
+    let bytes = |&(first, values): &(u32, &[V])| {
+        let start = first as usize * stride;
+        (start, start + std::mem::size_of_val(values))
+    };
+    let spans = regions.iter().filter(|r| !r.1.is_empty()).map(bytes);
+    let (Some(lo), Some(hi)) = (
+        spans.clone().map(|s| s.0).min(),
+        spans.clone().map(|s| s.1).max(),
+    ) else {
         return Ok(());
-    }
+    };
+    let data: usize = spans.map(|(s, e)| e - s).sum();
     // SAFETY: sysconf has no preconditions.
     let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) } as usize;
-    let start = first as usize * stride;
-    let bytes = std::mem::size_of_val(values);
-    let end = start + bytes;
-    let offset = start / page * page;
-    let len = end.div_ceil(page) * page - offset;
+    let offset = lo / page * page;
+    let len = hi.div_ceil(page) * page - offset;
+    // Fault the pages in up front unless the regions are scattered thinly.
+    let populate = if len <= 2 * data {
+        libc::MAP_POPULATE
+    } else {
+        0
+    };
     // SAFETY: a fresh shared writable mapping of whole pages of the map; the
     // kernel checks offset and length against the map (EINVAL past its end).
     let ptr = unsafe {
@@ -259,7 +272,7 @@ pub(crate) fn write_mmapable<V: Copy>(
             std::ptr::null_mut(),
             len,
             libc::PROT_READ | libc::PROT_WRITE,
-            libc::MAP_SHARED | libc::MAP_POPULATE,
+            libc::MAP_SHARED | populate,
             map.as_raw_fd(),
             offset as libc::off_t,
         )
@@ -267,14 +280,17 @@ pub(crate) fn write_mmapable<V: Copy>(
     if ptr == libc::MAP_FAILED {
         return Err(io::Error::last_os_error());
     }
-    // SAFETY: `start - offset + bytes <= len`: the destination
-    // lies inside the mapping, which no Rust reference aliases; `V: Copy`.
-    unsafe {
-        std::ptr::copy_nonoverlapping(
-            values.as_ptr().cast::<u8>(),
-            ptr.cast::<u8>().add(start - offset),
-            bytes,
-        );
+    for region in regions {
+        let (start, end) = bytes(region);
+        // SAFETY: `offset <= start` and `end - offset <= len`: the destination
+        // lies inside the mapping, which no Rust reference aliases; `V: Copy`.
+        unsafe {
+            std::ptr::copy_nonoverlapping(
+                region.1.as_ptr().cast::<u8>(),
+                ptr.cast::<u8>().add(start - offset),
+                end - start,
+            );
+        }
     }
     std::sync::atomic::fence(std::sync::atomic::Ordering::Release);
     // SAFETY: unmapping exactly what was mapped above.
