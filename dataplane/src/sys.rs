@@ -192,38 +192,84 @@ pub(crate) fn lookup<V: Copy>(map: BorrowedFd<'_>, key: u32, zero: V) -> io::Res
     }
 }
 
+/// A shared mapping of the pages of a `BPF_F_MMAPABLE` ARRAY that hold a
+/// range of its bytes (an array's values start at byte 0 of its mapping),
+/// unmapped on drop.
+struct Mapping {
+    ptr: *mut libc::c_void,
+    len: usize,
+    /// Map byte where the mapping starts (a page boundary).
+    offset: usize,
+}
+
+impl Mapping {
+    /// Maps the pages holding map bytes `bytes`, writable or read only,
+    /// faulting them in up front when `populate` (an empty range: EINVAL).
+    fn new(
+        map: BorrowedFd<'_>,
+        bytes: std::ops::Range<usize>,
+        writable: bool,
+        populate: bool,
+    ) -> io::Result<Mapping> {
+        // SAFETY: sysconf has no preconditions.
+        let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) } as usize;
+        let offset = bytes.start / page * page;
+        let len = bytes.end.div_ceil(page) * page - offset;
+        let prot = if writable {
+            libc::PROT_READ | libc::PROT_WRITE
+        } else {
+            libc::PROT_READ
+        };
+        let flags = libc::MAP_SHARED | if populate { libc::MAP_POPULATE } else { 0 };
+        // SAFETY: a fresh shared mapping of whole pages of the map; the kernel
+        // checks offset, length and write access against the map.
+        let ptr = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                len,
+                prot,
+                flags,
+                map.as_raw_fd(),
+                offset as libc::off_t,
+            )
+        };
+        if ptr == libc::MAP_FAILED {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(Mapping { ptr, len, offset })
+    }
+
+    /// Where map byte `byte` is; it must lie in the mapped range.
+    fn at(&self, byte: usize) -> *mut u8 {
+        assert!(
+            (self.offset..self.offset + self.len).contains(&byte),
+            "map byte {byte} is not mapped"
+        );
+        // SAFETY: in bounds of the mapping, checked just above.
+        unsafe { self.ptr.cast::<u8>().add(byte - self.offset) }
+    }
+}
+
+impl Drop for Mapping {
+    fn drop(&mut self) {
+        // SAFETY: unmapping exactly what `new` mapped; no pointer into it
+        // outlives the `Mapping` (`at`'s results are used while it lives).
+        unsafe { libc::munmap(self.ptr, self.len) };
+    }
+}
+
 /// Every value of a `BPF_F_MMAPABLE` ARRAY of `n` u32 values, read through a
 /// read-only mapping (no per-element syscall work; array elements are 8-byte
 /// aligned, so value `i` is at byte `8 * i`).
 pub(crate) fn read_mmapable_u32(map: BorrowedFd<'_>, n: u32) -> io::Result<Vec<u32>> {
     const STRIDE: usize = 8;
-    // SAFETY: sysconf has no preconditions.
-    let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) } as usize;
-    let len = (n as usize * STRIDE).div_ceil(page) * page;
-    // SAFETY: a fresh shared read-only mapping of the whole map; the kernel
-    // checks the length against the map.
-    let ptr = unsafe {
-        libc::mmap(
-            std::ptr::null_mut(),
-            len,
-            libc::PROT_READ,
-            libc::MAP_SHARED,
-            map.as_raw_fd(),
-            0,
-        )
-    };
-    if ptr == libc::MAP_FAILED {
-        return Err(io::Error::last_os_error());
-    }
-    let base = ptr.cast::<u8>();
-    let out = (0..n as usize)
-        // SAFETY: `i * STRIDE + 4 <= len` and the mapping is readable; the
-        // kernel may write concurrently, so each value is read volatile.
-        .map(|i| unsafe { std::ptr::read_volatile(base.add(i * STRIDE).cast::<u32>()) })
-        .collect();
-    // SAFETY: unmapping exactly what was mapped above.
-    unsafe { libc::munmap(ptr, len) };
-    Ok(out)
+    let mapping = Mapping::new(map, 0..n as usize * STRIDE, false, false)?;
+    Ok((0..n as usize)
+        // SAFETY: `at` checked the byte is mapped, and the 4 bytes from it lie
+        // within the same 8-byte value; the kernel may write concurrently, so
+        // each value is read volatile.
+        .map(|i| unsafe { std::ptr::read_volatile(mapping.at(i * STRIDE).cast::<u32>()) })
+        .collect())
 }
 
 /// Copies each `(first, values)` of `regions` into elements
@@ -243,58 +289,33 @@ pub(crate) fn write_mmapable<V: Copy>(
         stride.is_multiple_of(8),
         "array elements of {stride} bytes are padded"
     );
-    let bytes = |&(first, values): &(u32, &[V])| {
-        let start = first as usize * stride;
-        (start, start + std::mem::size_of_val(values))
-    };
-    let spans = regions.iter().filter(|r| !r.1.is_empty()).map(bytes);
+    let spans: Vec<(std::ops::Range<usize>, &[V])> = regions
+        .iter()
+        .filter(|(_, values)| !values.is_empty())
+        .map(|&(first, values)| {
+            let start = first as usize * stride;
+            (start..start + std::mem::size_of_val(values), values)
+        })
+        .collect();
     let (Some(lo), Some(hi)) = (
-        spans.clone().map(|s| s.0).min(),
-        spans.clone().map(|s| s.1).max(),
+        spans.iter().map(|(r, _)| r.start).min(),
+        spans.iter().map(|(r, _)| r.end).max(),
     ) else {
         return Ok(());
     };
-    let data: usize = spans.map(|(s, e)| e - s).sum();
-    // SAFETY: sysconf has no preconditions.
-    let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) } as usize;
-    let offset = lo / page * page;
-    let len = hi.div_ceil(page) * page - offset;
+    let data: usize = spans.iter().map(|(r, _)| r.len()).sum();
     // Fault the pages in up front unless the regions are scattered thinly.
-    let populate = if len <= 2 * data {
-        libc::MAP_POPULATE
-    } else {
-        0
-    };
-    // SAFETY: a fresh shared writable mapping of whole pages of the map; the
-    // kernel checks offset and length against the map (EINVAL past its end).
-    let ptr = unsafe {
-        libc::mmap(
-            std::ptr::null_mut(),
-            len,
-            libc::PROT_READ | libc::PROT_WRITE,
-            libc::MAP_SHARED | populate,
-            map.as_raw_fd(),
-            offset as libc::off_t,
-        )
-    };
-    if ptr == libc::MAP_FAILED {
-        return Err(io::Error::last_os_error());
-    }
-    for region in regions {
-        let (start, end) = bytes(region);
-        // SAFETY: `offset <= start` and `end - offset <= len`: the destination
-        // lies inside the mapping, which no Rust reference aliases; `V: Copy`.
+    let mapping = Mapping::new(map, lo..hi, true, hi - lo <= 2 * data)?;
+    for (bytes, values) in &spans {
+        // Both ends are mapped (`at` checks), so is everything between.
+        let (dst, _) = (mapping.at(bytes.start), mapping.at(bytes.end - 1));
+        // SAFETY: the destination lies inside the mapping, which no Rust
+        // reference aliases; `V: Copy`.
         unsafe {
-            std::ptr::copy_nonoverlapping(
-                region.1.as_ptr().cast::<u8>(),
-                ptr.cast::<u8>().add(start - offset),
-                end - start,
-            );
+            std::ptr::copy_nonoverlapping(values.as_ptr().cast::<u8>(), dst, bytes.len());
         }
     }
     std::sync::atomic::fence(std::sync::atomic::Ordering::Release);
-    // SAFETY: unmapping exactly what was mapped above.
-    unsafe { libc::munmap(ptr, len) };
     Ok(())
 }
 
