@@ -1,13 +1,14 @@
 //! The classifier's cost, side by side with the baselines in the same run.
 //!
 //! Kernel (BPF_PROG_TEST_RUN, kernel-reported ns per packet, root needed):
-//! - hot: the same packet repeated, ClassBench-like ACL rulesets of 10 / 1k /
-//!   10k / 100k rules, and tenant dispatch over 10 and 10,000 tenants, beside
-//!   the bare `XDP_PASS` floor and parse-and-pass (no tables) from the same object;
-//! - cold-ish: a trace of distinct packets, one test_run each, the floor
-//!   measured the same way.
+//! - hot: the same packet repeated, ClassBench-like ACL rulesets of 10 rules
+//!   and ACL, FW and IPC rulesets of 1k / 10k (/ 100k) rules, and tenant
+//!   dispatch over 10 and 10,000 tenants, beside the bare `XDP_PASS` floor and
+//!   parse-and-pass (no tables) from the same object;
+//! - cold: a trace of 100k distinct packets, one test_run of one run each, the
+//!   floor measured the same way.
 //!
-//! Userspace: packets/s of `Classifier` at 10k rules on one core.
+//! Userspace: packets/s of `Classifier` at 10k rules on one core, per family.
 //! Compile + stage (kernel maps created and filled) time, and kernel table
 //! memory per rule, printed in the summary.
 //!
@@ -69,15 +70,21 @@ fn load(name: String, rs: &ValidRuleset, packets: Vec<PacketHeader>, rules: usiz
     }
 }
 
-fn acl(n: usize) -> Setup {
-    let filters = synth::classbench_like(Family::Acl, n, 42);
+/// A synthetic ClassBench-like ruleset of `n` rules of `family`, with a trace
+/// of [`TRACE`] packets drawn inside its rules.
+fn classbench_like(family: Family, n: usize) -> Setup {
+    let filters = synth::classbench_like(family, n, 42);
     let rs = validate(classbench::to_ruleset(&filters), &Config::classbench()).expect("valid");
-    let packets = synth::trace(&filters, 100_000, 7)
+    let packets = synth::packets(&filters, TRACE, 7)
         .into_iter()
-        .map(|e| realizable(e.header))
+        .map(realizable)
         .collect();
-    load(format!("acl_{n}"), &rs, packets, n)
+    let name = format!("{family:?}").to_lowercase();
+    load(format!("{name}_{n}"), &rs, packets, n)
 }
+
+/// Distinct packets per trace.
+const TRACE: usize = 100_000;
 
 /// `tenants` tenants with one /24 each and 3 rules each, plus 10 global rules.
 fn tenants(tenants: usize) -> Setup {
@@ -102,7 +109,7 @@ fn tenants(tenants: usize) -> Setup {
         &Config::default(),
     )
     .expect("valid");
-    let packets = (0..100_000)
+    let packets = (0..TRACE)
         .map(|i: usize| {
             let t = i * 7919 % tenants;
             format!(
@@ -149,23 +156,25 @@ fn kernel_hot(c: &mut Criterion, floor: &Program, setups: &[Setup]) {
     group.finish();
 }
 
-fn userspace(c: &mut Criterion, setup: &Setup) {
-    let classifier = Classifier::new(setup.image.clone(), []);
-    let keys: Vec<_> = setup
-        .packets
-        .iter()
-        .take(10_000)
-        .map(|p| key_of(p, 0))
-        .collect();
+fn userspace(c: &mut Criterion, setups: &[&Setup]) {
     let mut group = c.benchmark_group("userspace");
-    group.throughput(Throughput::Elements(keys.len() as u64));
-    group.bench_function(BenchmarkId::new("classify_key", &setup.name), |b| {
-        b.iter(|| {
-            keys.iter()
-                .map(|k| classifier.classify_key(k).verdict as usize)
-                .sum::<usize>()
-        })
-    });
+    for setup in setups {
+        let classifier = Classifier::new(setup.image.clone(), []);
+        let keys: Vec<_> = setup
+            .packets
+            .iter()
+            .take(10_000)
+            .map(|p| key_of(p, 0))
+            .collect();
+        group.throughput(Throughput::Elements(keys.len() as u64));
+        group.bench_function(BenchmarkId::new("classify_key", &setup.name), |b| {
+            b.iter(|| {
+                keys.iter()
+                    .map(|k| classifier.classify_key(k).verdict as usize)
+                    .sum::<usize>()
+            })
+        });
+    }
     group.finish();
 }
 
@@ -185,16 +194,17 @@ fn hot_ns(program: &Program, f: &[u8], floor: bool) -> f64 {
     v[2] as f64
 }
 
-/// Mean kernel ns over distinct packets (2,000 of the trace), one test_run each (repeat 100, so
-/// the kernel's whole-ns timing has resolution; caches see each packet anew).
+/// Mean kernel ns over the trace's distinct packets, one test_run of one
+/// run each (whole ns per packet; the mean over 100k packets resolves well
+/// below that), so every packet meets the caches as the previous ones left them.
 fn trace_ns(program: &Program, frames: &[Vec<u8>], floor: bool) -> f64 {
     let total: u128 = frames
         .iter()
         .map(|f| {
             let out = if floor {
-                program.test_run_floor(f, 100)
+                program.test_run_floor(f, 1)
             } else {
-                program.test_run(f, 100)
+                program.test_run(f, 1)
             };
             out.expect("run").duration.as_nanos()
         })
@@ -229,7 +239,7 @@ fn summary(floor: &Program, setups: &[Setup]) {
         let (trace, trace_floor) = if std::env::var_os("FLUXGATE_BENCH_NO_TRACE").is_some() {
             (f64::NAN, f64::NAN)
         } else {
-            let frames: Vec<_> = s.packets.iter().take(2_000).map(frame).collect();
+            let frames: Vec<_> = s.packets.iter().map(frame).collect();
             (
                 trace_ns(&s.program, &frames, false),
                 trace_ns(floor, &frames, true),
@@ -253,15 +263,20 @@ fn summary(floor: &Program, setups: &[Setup]) {
 fn main() {
     let floor = Program::load(&GatewayConfig::default())
         .expect("load the XDP program (benchmarks need root)");
-    let mut setups = vec![acl(10), acl(1_000), acl(10_000)];
+    let mut sizes = vec![1_000, 10_000];
     if std::env::var_os("FLUXGATE_BENCH_100K").is_some() {
-        setups.push(acl(100_000));
+        sizes.push(100_000);
+    }
+    let mut setups = vec![classbench_like(Family::Acl, 10)];
+    for family in [Family::Acl, Family::Fw, Family::Ipc] {
+        setups.extend(sizes.iter().map(|&n| classbench_like(family, n)));
     }
     setups.push(tenants(10));
     setups.push(tenants(10_000));
     let mut criterion = Criterion::default().configure_from_args();
     kernel_hot(&mut criterion, &floor, &setups);
-    userspace(&mut criterion, &setups[2]);
+    let at_10k: Vec<_> = setups.iter().filter(|s| s.rules == 10_000).collect();
+    userspace(&mut criterion, &at_10k);
     criterion.final_summary();
     summary(&floor, &setups);
 }

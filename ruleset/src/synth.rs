@@ -208,24 +208,38 @@ fn pick_in(rng: &mut Rng, n: Ipv4Net) -> u32 {
 
 /// `n` packets, each built inside a randomly chosen filter, with `expected` = the
 /// 1-based index of the first filter that matches it (ClassBench semantics).
+/// The headers are those of [`packets`] with the same seed.
 pub fn trace(filters: &[Filter], n: usize, seed: u64) -> Vec<TraceEntry> {
-    let mut rng = Rng::new(seed);
-    (0..n)
-        .filter_map(|_| {
-            let gi = rng.below(filters.len() as u64) as usize;
-            let h = packet_in(filters.get(gi)?, &mut rng);
+    generate(filters, n, seed)
+        .map(|(gi, header)| {
             // the generating filter matches, so the first match is at or before it
-            let first = filters
-                .get(..=gi)?
+            let expected = filters[..=gi]
                 .iter()
-                .position(|x| x.matches(&h))
+                .position(|x| x.matches(&header))
                 .map(|i| i as u32 + 1);
-            Some(TraceEntry {
-                header: h,
-                expected: first,
-            })
+            TraceEntry { header, expected }
         })
         .collect()
+}
+
+/// The headers of [`trace`] without the expected matches (which cost a scan
+/// of the filters per packet): `n` packets, each inside a randomly chosen filter.
+pub fn packets(filters: &[Filter], n: usize, seed: u64) -> Vec<PacketHeader> {
+    generate(filters, n, seed).map(|(_, h)| h).collect()
+}
+
+/// `(generating filter, packet)` pairs; none when `filters` is empty.
+fn generate(
+    filters: &[Filter],
+    n: usize,
+    seed: u64,
+) -> impl Iterator<Item = (usize, PacketHeader)> {
+    let mut rng = Rng::new(seed);
+    let n = if filters.is_empty() { 0 } else { n };
+    (0..n).map(move |_| {
+        let gi = rng.below(filters.len() as u64) as usize;
+        (gi, packet_in(&filters[gi], &mut rng))
+    })
 }
 
 /// A random packet that `f` matches (protocol drawn among TCP, UDP, GRE for a
