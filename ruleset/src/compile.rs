@@ -57,19 +57,25 @@ pub struct SlotPlan {
 }
 
 /// Hands out the lowest slots that are not taken.
-struct Allocator<'a> {
-    taken: BTreeSet<u32>,
-    reserved: &'a BTreeSet<u32>,
-    planned: BTreeSet<u32>,
+struct Allocator {
+    /// Slots handed out in this image.
+    taken: SlotSet,
+    /// Slots fresh items must not get: reserved or planned for another item.
+    blocked: SlotSet,
     next: u32,
 }
 
-impl<'a> Allocator<'a> {
-    fn new(reserved: &'a BTreeSet<u32>, planned: impl IntoIterator<Item = u32>) -> Self {
+impl Allocator {
+    fn new<'a>(
+        reserved: impl IntoIterator<Item = &'a u32>,
+        planned: impl IntoIterator<Item = u32>,
+    ) -> Self {
+        let mut blocked = SlotSet::default();
+        reserved.into_iter().for_each(|&s| blocked.insert(s));
+        planned.into_iter().for_each(|s| blocked.insert(s));
         Allocator {
-            taken: BTreeSet::new(),
-            reserved,
-            planned: planned.into_iter().collect(),
+            taken: SlotSet::default(),
+            blocked,
             next: 0,
         }
     }
@@ -78,18 +84,37 @@ impl<'a> Allocator<'a> {
     /// this image), else a fresh one.
     fn take(&mut self, planned: Option<u32>) -> u32 {
         if let Some(p) = planned
-            && self.taken.insert(p)
+            && !self.taken.contains(p)
         {
+            self.taken.insert(p);
             return p;
         }
-        while self.taken.contains(&self.next)
-            || self.reserved.contains(&self.next)
-            || self.planned.contains(&self.next)
-        {
+        while self.taken.contains(self.next) || self.blocked.contains(self.next) {
             self.next += 1;
         }
         self.taken.insert(self.next);
         self.next
+    }
+}
+
+/// A set of slots as a bit vector (slots are dense from 0; a `BTreeSet`
+/// made counter allocation ≈ 5 % of compiling 100k rules).
+#[derive(Default)]
+struct SlotSet(Vec<u64>);
+
+impl SlotSet {
+    fn contains(&self, slot: u32) -> bool {
+        self.0
+            .get(slot as usize / 64)
+            .is_some_and(|w| w & (1 << (slot % 64)) != 0)
+    }
+
+    fn insert(&mut self, slot: u32) {
+        let i = slot as usize / 64;
+        if i >= self.0.len() {
+            self.0.resize(i + 1, 0);
+        }
+        self.0[i] |= 1 << (slot % 64);
     }
 }
 
@@ -342,17 +367,19 @@ fn lower_scope(
     rules: &[Rule],
     opts: &CompileOptions,
     limit: usize,
-    slots: &mut Allocator<'_>,
+    slots: &mut Allocator,
     counters: &mut Vec<CounterSlot>,
 ) -> Result<Vec<FlatRule>, CompileError> {
     let mut out = Vec::with_capacity(rules.len());
     for rule in rules {
-        let counter = slots.take(
-            opts.plan
-                .counters
-                .get(&(scope.clone(), Some(rule.id)))
-                .copied(),
-        );
+        // A first compile has no plan: skip building the lookup key.
+        let planned = if opts.plan.counters.is_empty() {
+            None
+        } else {
+            let key = (scope.clone(), Some(rule.id));
+            opts.plan.counters.get(&key).copied()
+        };
+        let counter = slots.take(planned);
         counters.push(CounterSlot {
             slot: counter,
             scope: scope.clone(),
