@@ -350,6 +350,37 @@ fn classbench_tables_match_linear_scan() {
 }
 
 #[test]
+fn large_tables_with_flag_rules_match_linear_scan() {
+    // Rules wide in the source (every third one) and not: a forest, built
+    // tree by tree on several threads, and trees of more than 1024 rules,
+    // whose subtrees are built on several threads too (and relocated twice).
+    // Flag rules make the compiler cut on the flags byte.
+    let mut rng = Rng::new(11);
+    let mut rules = classbench_like(6000, 11);
+    for (i, r) in rules.iter_mut().enumerate() {
+        // No rule wide in both addresses (one would shadow all after it).
+        if r.hi[word::DST] - r.lo[word::DST] >= 1 << 16 {
+            r.lo[word::DST] = rng.u32() & 0xffff_0000;
+            r.hi[word::DST] = r.lo[word::DST] | 0xffff;
+        }
+        if i % 3 == 0 {
+            r.lo[word::SRC] = rng.u32() & 0xf000_0000;
+            r.hi[word::SRC] = r.lo[word::SRC] | 0x0fff_ffff;
+        }
+        if r.lo[word::PROTO] == 6 && r.hi[word::PROTO] == 6 && rng.below(4) == 0 {
+            (r.flags_mask, r.flags_value) =
+                [(0x12, 0x02), (0x10, 0x10), (0x04, 0x04)][rng.below(3) as usize];
+        }
+    }
+    let img = build(&rules, &TreeConfig::default());
+    for mut k in keys(&rules, 20_000, 12) {
+        k[word::TCP_FLAGS] =
+            [0, 0x02, 0x12, 0x10, 0x04, rng.below(256) as u32][rng.below(6) as usize];
+        check(&img, &rules, &k);
+    }
+}
+
+#[test]
 fn leaf_lists_are_packed_into_shared_cells() {
     let rules = classbench_like(5000, 3);
     let img = build(&rules, &TreeConfig::default());
