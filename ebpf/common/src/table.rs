@@ -203,7 +203,9 @@
 //!
 //! A table is an array of [`Cell`]s (128 bytes): in the kernel a region of
 //! the attachment's cell pool, every index relative to the region's start.
-//! Cell 0 is the [`Header`].
+//! Cell 0 is the [`Header`]; its last [`LIST_SLOTS`] − [`HEADER_LIST_SLOT`]
+//! list slots ([`Header::lists`]) hold the lists of trees that are a single
+//! leaf, so a small table needs no list cell (a leaf ref may point at cell 0).
 //! Every other cell is a *node* — 16 [`Ref`]s, the children of a cut —, a *leaf
 //! list* — up to [`LEAF_MAX`] `u32` rule cell indices in priority order — or a
 //! *rule* ([`RuleCell`]). A [`Ref`] says where the next step is and how to index
@@ -556,9 +558,18 @@ pub struct Header {
     /// known). The walk skips a tree whose bound is at or past the best match
     /// found so far: none of its rules can win, nor be counted.
     pub first: [u32; MAX_TREES],
-    /// Explicit padding up to the cell size.
-    pub _pad: [u64; 6],
+    /// Leaf list slots inside the header: slots [`HEADER_LIST_SLOT`].. of
+    /// cell 0 read as a list cell. A tree that is a single leaf keeps its
+    /// list here, so a small table (a typical tenant's) is its header and its
+    /// rules: one cell fewer to read per packet.
+    pub lists: [u32; LIST_SLOTS - HEADER_LIST_SLOT],
 }
+
+/// First list slot of cell 0 (the header) that leaf lists may use
+/// ([`Header::lists`]).
+pub const HEADER_LIST_SLOT: usize = 20;
+
+const _: () = assert!(core::mem::offset_of!(Header, lists) == HEADER_LIST_SLOT * 4);
 
 /// Most trees in one table.
 pub const MAX_TREES: usize = 4;

@@ -381,6 +381,30 @@ fn large_tables_with_flag_rules_match_linear_scan() {
 }
 
 #[test]
+fn a_small_table_keeps_its_list_in_the_header() {
+    let rules = [
+        ranged(word::DPORT, 22, 22, action::PASS, 1),
+        ranged(word::DPORT, 80, 80, action::PASS, 2),
+        ranged(word::PROTO, 17, 17, action::DROP, 3),
+    ];
+    let img = build(&rules, &TreeConfig::default());
+    // The header and the three rules: no list cell.
+    assert_eq!(img.cells.len(), 4);
+    let root = img.header().root;
+    assert!(root.is_leaf() && root.cell() == 0 && root.count() == 3);
+    assert_eq!(img.stats.list_cells, 0);
+    let mut key = fit([0; KEY_WORDS]);
+    for (port, want) in [
+        (22, Some((action::PASS, 1))),
+        (80, Some((action::PASS, 2))),
+        (81, None),
+    ] {
+        key[word::DPORT] = port;
+        assert_eq!(walk(&img.cells, &key).decision, want, "port {port}");
+    }
+}
+
+#[test]
 fn leaf_lists_are_packed_into_shared_cells() {
     let rules = classbench_like(5000, 3);
     let img = build(&rules, &TreeConfig::default());
