@@ -103,7 +103,7 @@ pub(crate) fn walk(
         if header.first_of(t) >= best {
             continue;
         }
-        let leaf = descend(table, header.root_of(t), key);
+        let leaf = descend(table, header.root_of(t), key, best, header.bound_shift & 31);
         if !leaf.is_leaf() || leaf.count() == 0 {
             continue;
         }
@@ -150,14 +150,18 @@ pub(crate) fn walk(
 }
 
 /// Follows one tree from `root` to its leaf (at most `MAX_DEPTH` steps); a
-/// non-leaf result means a broken tree, which the caller skips.
+/// non-leaf result means a broken tree, which the caller skips, and an empty
+/// leaf a node whose bound ([`Ref::bound`]) is at or past `best`.
 #[inline(always)]
-fn descend(table: &Region, root: Ref, key: &[u32; KEY_WORDS]) -> Ref {
+fn descend(table: &Region, root: Ref, key: &[u32; KEY_WORDS], best: u32, bound_shift: u32) -> Ref {
     let mut r = root;
     let mut depth = 0;
     while depth < MAX_DEPTH {
         if r.is_leaf() {
             break;
+        }
+        if (r.bound() as u64) << bound_shift >= best as u64 {
+            return Ref(0);
         }
         let child = r.child(key[r.word() & (KEY_WORDS - 1)]);
         let Some(cell) = table.cell(r.cell() + child / REFS_PER_CELL as u32) else {

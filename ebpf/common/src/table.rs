@@ -122,6 +122,20 @@
 //! tree by tree, so it can skip): 11.2 → 15.9–16.2 M packets/s on distinct
 //! keys, 18.2 → 28 on one key repeated.
 //!
+//! # Bounds on inner nodes too (2026-11-26, later)
+//!
+//! An inner node's ref carries, in the byte a leaf uses for its count, a
+//! lower bound of the rule cells below it ([`Ref::bound`], scaled by
+//! [`Header::bound_shift`]): the cell of the first rule of the node's list,
+//! which reaches some leaf. A descent stops at a node whose bound is at or
+//! past the best match so far, as a whole tree is skipped by
+//! [`Header::first`]. Kernel, mean hot ns over 20 trace packets, two
+//! alternating pairs of runs: ACL 10k 79.7 → 78.3, FW 10k 91.3 → 86.8,
+//! IPC 10k 87–97 → 85.3, ACL 100k 94.6 → 94.8, FW 100k 125 → 112.5; trace
+//! FW 100k 1386 → 1293 ns. Userspace, 10k rules, three alternating pairs:
+//! ACL 15.7–16.0 → 16.1–17.1 M packets/s, FW 8.8–9.9 → 9.8–10.1. Verified
+//! instructions of `fluxgate_classify`: 134k → 129k.
+//!
 //! # Where that left it (2026-11-26, one full `cargo bench --bench classifier` run)
 //!
 //! With the dispatcher's fixes of the same day (the key parsed in place, no
@@ -153,6 +167,37 @@
 //! count rules inside the lane scan (≈ 2 M/s even with none in the table),
 //! per-lane table and key pointers (register pressure), and building the
 //! per-packet results (≈ 10 %). Not kept.
+//!
+//! # Distinct packets: where the cold time goes (2026-11-26)
+//!
+//! The bench's trace used to run each of 2,000 packets 100 times, so 99 of
+//! every 100 runs were hot. It now runs 100k distinct packets once each, as
+//! #4 asks (`cargo bench --bench classifier`, `FLUXGATE_BENCH_100K=1`;
+//! floor 31 ns, trace floor ≈ 60 ns, machine noise ±15 % on the trace):
+//!
+//! | | acl 1k | acl 10k | acl 100k | fw 1k | fw 10k | fw 100k | ipc 1k | ipc 10k | ipc 100k | 10k tenants |
+//! |---|---|---|---|---|---|---|---|---|---|---|
+//! | hot ns | 79 | 78 | 101 | 114 | 71 | 139 | 108 | 89 | 149 | 95 |
+//! | trace ns | 181 | 251 | 734 | 193 | 304 | 1488 | 196 | 314 | 806 | 727 |
+//! | trace / hot | 2.3 | 3.2 | 7.3 | 1.7 | 4.3 | 10.7 | 1.8 | 3.5 | 5.4 | 7.6 |
+//!
+//! Up to 10k rules a packet meets mostly cached cells. At 100k rules (17–24
+//! MB of cells) each packet reads ≈ 8–10 cache lines no earlier packet of
+//! the trace read — the lower tree levels, leaf lists, rules, the rule
+//! counter — one after the other, at ≈ 90–100 ns each on this VM, and a
+//! test_run of one packet leaves nothing to overlap with the next. Measured
+//! piece by piece on ACL 100k (`ktrace`-style runs, alternating builds):
+//! - the per-CPU rule counter costs 60–100 ns of it (an array of per-CPU
+//!   pointers, then the value: two cold lines); without it 980–1025 →
+//!   905–965 ns;
+//! - descending the trees in lockstep, one level of every tree per round so
+//!   their cold loads overlap: trace −7 to −20 % at 100k (FW −7 %), none at
+//!   10k, but hot +30–40 % (ACL 10k 77–80 → 106–120 ns): trees the skip bound
+//!   would have spared are descended. Not kept. Loading every leaf's list and
+//!   first rule before the scan was worse still;
+//! - the userspace classifier over the same 100k distinct keys: ≈ 270 ns per
+//!   key (ACL), ≈ 700 (FW); lockstep trees did not help there either (the
+//!   loop over keys already overlaps one key's misses with the next's).
 //!
 //! # What did not work (so the next attempt starts from the facts)
 //!
@@ -290,7 +335,8 @@ pub mod action {
 /// A reference to the next step of the walk, packed in a `u64`.
 ///
 /// bits 0–31 cell index · 32–39 key word · 40–47 shift (leaf: first list slot)
-/// · 48–55 cut bits (0 = leaf) · 56–63 leaf rule count.
+/// · 48–55 cut bits (0 = leaf) · 56–63 leaf rule count (inner node: bound of
+/// its rule indices, see [`Ref::bound`]).
 #[repr(transparent)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Ref(pub u64);
@@ -340,6 +386,18 @@ impl Ref {
     #[inline(always)]
     pub const fn count(self) -> u32 {
         (self.0 >> 56) as u32
+    }
+    /// Inner nodes: a lower bound of the rule cell indices in the subtree,
+    /// scaled down by [`Header::bound_shift`] (0: none known). A walk whose
+    /// best match so far is at or before it need not descend: nothing there
+    /// can win.
+    #[inline(always)]
+    pub const fn bound(self) -> u32 {
+        (self.0 >> 56) as u32
+    }
+    /// This inner node with `bound` ([`Ref::bound`]).
+    pub const fn with_bound(self, bound: u8) -> Ref {
+        Ref(self.0 & !(0xff << 56) | (bound as u64) << 56)
     }
     /// Whether this is a leaf.
     #[inline(always)]
@@ -552,8 +610,9 @@ pub struct Header {
     pub more_roots: [Ref; MAX_TREES - 1],
     /// Number of trees (1..=[`MAX_TREES`]; 0 is read as 1).
     pub trees: u32,
-    /// Explicit padding.
-    pub _pad0: u32,
+    /// Scale of the node bounds ([`Ref::bound`]): a node's subtree holds no
+    /// rule cell index below `bound << bound_shift`.
+    pub bound_shift: u32,
     /// A lower bound of the rule cell indices in each tree's leaves (0: none
     /// known). The walk skips a tree whose bound is at or past the best match
     /// found so far: none of its rules can win, nor be counted.

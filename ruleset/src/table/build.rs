@@ -524,6 +524,9 @@ struct Builder<'a> {
     depth_sum: usize,
     /// Rule visits so far while choosing cuts and distributing rules.
     work: std::cell::Cell<u64>,
+    /// [`Header::bound_shift`]: rule cells lie at `1..=rules.len()`, so
+    /// their indices shifted by it fit a byte.
+    bound_shift: u32,
 }
 
 /// A scored cut.
@@ -559,6 +562,7 @@ impl<'a> Builder<'a> {
             stats: TableStats::default(),
             depth_sum: 0,
             work: std::cell::Cell::new(0),
+            bound_shift: (u32::BITS - (rules.len() as u32).leading_zeros()).saturating_sub(8),
         }
     }
 
@@ -620,6 +624,7 @@ impl<'a> Builder<'a> {
             more_roots: [roots[1], roots[2], roots[3]],
             trees: trees as u32,
             first,
+            bound_shift: self.bound_shift,
             ..Header::default()
         });
         Ok((self.cells, self.stats, self.depth_sum))
@@ -789,6 +794,9 @@ impl<'a> Builder<'a> {
         if depth == MAX_DEPTH || (cut.max == list.len() && near_limit) {
             return self.leaf_or_error(list, depth, "max depth reached");
         }
+        // The first rule of the list lands in some leaf below (nothing before
+        // it can end a list): the lowest rule cell of the subtree.
+        let bound = (self.rule_cell[list[0] as usize] >> self.bound_shift).min(255) as u8;
         let children = 1usize << cut.bits;
         let first = self.alloc(children.div_ceil(REFS_PER_CELL));
         self.node_ranges
@@ -861,12 +869,7 @@ impl<'a> Builder<'a> {
             let at = first as usize + c / REFS_PER_CELL;
             self.cells[at].raw[c % REFS_PER_CELL] = roots[t].0;
         }
-        Ok(Ref::node(
-            first,
-            cut.word as u8,
-            shift as u8,
-            cut.bits as u8,
-        ))
+        Ok(Ref::node(first, cut.word as u8, shift as u8, cut.bits as u8).with_bound(bound))
     }
 
     /// The best cut of `reg` for `list`, or `None` when no word has free bits.

@@ -251,7 +251,8 @@ impl Walk {
 /// (`child = ref.child(key[ref.word()])`, next ref in cell `ref.cell() + child / 16`,
 /// slot `child % 16`), then a scan of at most [`LEAF_MAX`] entries of the leaf
 /// list, which hold rule cell indices in priority order, trees walked from the
-/// last to tree 0, skipping a tree whose [`Header::first`] bound is at or past
+/// last to tree 0, skipping a tree whose [`Header::first`] bound, and leaving
+/// a subtree whose node bound ([`Ref::bound`]), is at or past
 /// the best terminal match so far: the scan stops at an index at or past the
 /// best terminal match so far, records matching COUNT rules, and stops at the first matching
 /// PASS/DROP/TENANT rule, which becomes the best. Rule cells are laid out in
@@ -290,7 +291,8 @@ fn walk_family<const V6: bool>(cells: &[Cell], key: &[u32; KEY_WORDS], check: &C
         if header.first_of(t) >= best {
             continue;
         }
-        let Some(leaf) = descend(cells, header.root_of(t), key) else {
+        let bound_shift = header.bound_shift & 31;
+        let Some(leaf) = descend(cells, header.root_of(t), key, best, bound_shift) else {
             continue;
         };
         let n = (leaf.count() as usize).min(LEAF_MAX);
@@ -328,13 +330,23 @@ fn walk_family<const V6: bool>(cells: &[Cell], key: &[u32; KEY_WORDS], check: &C
 }
 
 /// Follows one tree from `root` to its leaf (at most [`MAX_DEPTH`] steps);
-/// `None` for an empty leaf or a broken tree.
+/// `None` for an empty leaf, a broken tree, or a node whose [`Ref::bound`]
+/// is at or past `best` (nothing below can win).
 #[inline]
-fn descend(cells: &[Cell], root: Ref, key: &[u32; KEY_WORDS]) -> Option<Ref> {
+fn descend(
+    cells: &[Cell],
+    root: Ref,
+    key: &[u32; KEY_WORDS],
+    best: u32,
+    bound_shift: u32,
+) -> Option<Ref> {
     let mut r = root;
     for _ in 0..MAX_DEPTH {
         if r.is_leaf() {
             break;
+        }
+        if u64::from(r.bound()) << bound_shift >= u64::from(best) {
+            return None;
         }
         r = step(cells, r, key)?;
     }

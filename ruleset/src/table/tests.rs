@@ -36,11 +36,12 @@ fn check_layout(image: &TableImage) {
     assert_eq!(h.magic, Header::MAGIC);
     assert_eq!(h.cells as usize, cells.len());
     let trees = (h.trees as usize).clamp(1, fluxgate_common::table::MAX_TREES);
-    let mut stack: Vec<(Ref, usize, usize)> =
-        (0..trees).map(|t| (h.root_of(t), 0usize, t)).collect();
+    // (ref, depth, tree, highest bound of an ancestor node)
+    let mut stack: Vec<(Ref, usize, usize, u64)> =
+        (0..trees).map(|t| (h.root_of(t), 0usize, t, 0)).collect();
     let mut seen = std::collections::HashSet::new();
-    while let Some((r, depth, tree)) = stack.pop() {
-        if !seen.insert((r.0, depth, tree)) {
+    while let Some((r, depth, tree, bound)) = stack.pop() {
+        if !seen.insert((r.0, depth, tree, bound)) {
             continue;
         }
         if r.is_leaf() {
@@ -65,6 +66,10 @@ fn check_layout(image: &TableImage) {
                         "tree {tree}: rule {i} below its bound"
                     );
                     assert!(
+                        u64::from(i) >= bound,
+                        "rule {i} below a node's bound {bound}"
+                    );
+                    assert!(
                         action != action::COUNT || tree == 0,
                         "count rule in tree {tree}"
                     );
@@ -77,11 +82,13 @@ fn check_layout(image: &TableImage) {
         assert!(r.bits() >= 1 && r.bits() <= 8);
         let n = 1usize << r.bits();
         assert!(r.cell() as usize + n.div_ceil(16) <= cells.len());
+        let bound = bound.max(u64::from(r.bound()) << h.bound_shift);
         for c in 0..n {
             stack.push((
                 Ref(cells[r.cell() as usize + c / 16].raw[c % 16]),
                 depth + 1,
                 tree,
+                bound,
             ));
         }
     }
