@@ -1146,42 +1146,18 @@ impl<'a> Builder<'a> {
     ) {
         self.work.set(self.work.get() + list.len() as u64);
         let k = 1usize << bits;
-        if w == word::TCP_FLAGS {
-            // Every rule overlaps `reg` on the other words; a child fixes more
-            // flag bits, which a rule overlaps when its flags agree with them
-            // and covers when it constrains no other bit.
-            let fixed: [(u8, u8); 1 << MAX_CUT_BITS] = std::array::from_fn(|c| {
-                if c < k {
-                    flags_fixed(&reg.child(w, bits, c as u32))
-                } else {
-                    (0, 0)
-                }
-            });
-            let mut closed = [false; 1 << MAX_CUT_BITS];
-            let mut open = k;
-            for (at, &i) in list.iter().enumerate() {
-                if open == 0 {
-                    break;
-                }
-                let r = &self.rules[i as usize];
-                self.work.set(self.work.get() + k as u64);
-                let words_covered =
-                    r.is_terminal() && uncovered[at] & ((1 << word::TCP_FLAGS) - 1) == 0;
-                for (c, &(mask, val)) in fixed.iter().enumerate().take(k) {
-                    let disagree = (r.flags_value ^ val) & r.flags_mask;
-                    if closed[c] || disagree & mask != 0 {
-                        continue;
-                    }
-                    push(c, i);
-                    if words_covered && r.flags_mask & !mask == 0 && disagree == 0 {
-                        closed[c] = true;
-                        open -= 1;
-                    }
-                }
+        let flags = w == word::TCP_FLAGS;
+        // A flags cut: every rule overlaps `reg` on the other words; a child
+        // fixes more flag bits, which a rule overlaps when its flags agree
+        // with them and covers when it constrains no other bit.
+        let fixed: [(u8, u8); 1 << MAX_CUT_BITS] = std::array::from_fn(|c| {
+            if flags && c < k {
+                flags_fixed(&reg.child(w, bits, c as u32))
+            } else {
+                (0, 0)
             }
-            return;
-        }
-        let bb = self.bbox[w];
+        });
+        let bb = self.bbox.get(w).copied().unwrap_or((0, u32::MAX));
         let (base, _) = reg.bounds(w);
         let shift = reg.free(w) - bits;
         let mut closed = [false; 1 << MAX_CUT_BITS];
@@ -1191,27 +1167,39 @@ impl<'a> Builder<'a> {
                 break;
             }
             let r = &self.rules[i as usize];
-            let (a, b) = child_span(r, reg, w, bits, bb);
-            // Whether `r` covers `reg` on every word but `w` (flags included).
-            let covers_rest = uncovered[at] & !(1 << w) == 0;
+            let (a, b) = if flags {
+                (0, k as u32 - 1)
+            } else {
+                child_span(r, reg, w, bits, bb)
+            };
+            // Whether `r` covers `reg` on every word but `w` (flags included
+            // unless the cut is on them).
+            let covers_rest = if flags {
+                r.is_terminal() && uncovered[at] & ((1 << word::TCP_FLAGS) - 1) == 0
+            } else {
+                uncovered[at] & !(1 << w) == 0
+            };
             self.work.set(self.work.get() + u64::from(b - a + 1));
-            for (c, done) in closed
-                .iter_mut()
-                .enumerate()
-                .take(b as usize + 1)
-                .skip(a as usize)
-            {
-                if *done {
+            for c in a as usize..=b as usize {
+                if closed[c] {
                     continue;
                 }
-                push(c, i);
-                if covers_rest {
+                let covers = if flags {
+                    let (mask, val) = fixed[c];
+                    let disagree = (r.flags_value ^ val) & r.flags_mask;
+                    if disagree & mask != 0 {
+                        continue;
+                    }
+                    covers_rest && r.flags_mask & !mask == 0 && disagree == 0
+                } else {
                     let clo = base | ((c as u32) << shift);
                     let chi = clo | (((1u64 << shift) - 1) as u32);
-                    if r.lo[w] <= clo.max(bb.0) && r.hi[w] >= chi.min(bb.1) {
-                        *done = true;
-                        open -= 1;
-                    }
+                    covers_rest && r.lo[w] <= clo.max(bb.0) && r.hi[w] >= chi.min(bb.1)
+                };
+                push(c, i);
+                if covers {
+                    closed[c] = true;
+                    open -= 1;
                 }
             }
         }
