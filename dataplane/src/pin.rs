@@ -16,8 +16,8 @@ use aya::{
 };
 use fluxgate_common::{
     ABI_VERSION, BPF_F_MMAPABLE, Counter, GATEWAY_SLOTS, GatewayConfig, MAX_COUNTERS, MAX_TENANTS,
-    MAX_VERSIONS, Malformed, Outcome, SELECT_SLOTS, Scratch, TABLE_BUFFERS, Trace, VERSION_SLOTS,
-    maps,
+    MAX_VERSIONS, Malformed, Outcome, SELECT_SLOTS, Scratch, TABLE_BUFFERS,
+    TENANT_COUNTERS_PER_CPU, Trace, VERSION_SLOTS, maps,
 };
 
 use std::os::fd::AsFd;
@@ -63,17 +63,18 @@ pub(crate) const MAP_SPECS: [(&str, MapType, u32, u32); 21] = [
         1,
     ),
     (maps::TRACE, MapType::Array, size_of::<Trace>() as u32, 1),
+    // Counter maps: entries per CPU (see `PER_CPU_BLOCKS`).
     (
         maps::RULE_COUNTERS,
-        MapType::PerCpuArray,
+        MapType::Array,
         size_of::<Counter>() as u32,
         MAX_COUNTERS,
     ),
     (
         maps::TENANT_COUNTERS,
-        MapType::PerCpuArray,
+        MapType::Array,
         size_of::<Counter>() as u32,
-        (MAX_TENANTS + 1) * 2,
+        TENANT_COUNTERS_PER_CPU,
     ),
     (
         maps::GATEWAY,
@@ -125,7 +126,7 @@ pub(crate) const MAP_SPECS: [(&str, MapType, u32, u32); 21] = [
     ),
     (
         maps::PROBE_SINK,
-        MapType::PerCpuArray,
+        MapType::Array,
         size_of::<Counter>() as u32,
         1,
     ),
@@ -133,14 +134,21 @@ pub(crate) const MAP_SPECS: [(&str, MapType, u32, u32); 21] = [
 ];
 
 /// Maps created `BPF_F_MMAPABLE`: the slot maps of region bases (read by the
-/// pool allocator) and the cell pool (tables are copied into it).
-const MMAPABLE_MAPS: [&str; 5] = [
+/// pool allocator), the cell pool (tables are copied into it) and the
+/// counter maps (read without a syscall per counter).
+const MMAPABLE_MAPS: [&str; 7] = [
     maps::POOL,
     maps::GATEWAY,
     maps::TENANTS,
     maps::PROBE_GATEWAY,
     maps::PROBE_TENANTS,
+    maps::RULE_COUNTERS,
+    maps::TENANT_COUNTERS,
 ];
+
+/// Maps of one block of their [`MAP_SPECS`] entries per possible CPU
+/// ([`fluxgate_common::per_cpu`]).
+pub(crate) const PER_CPU_BLOCKS: [&str; 2] = [maps::RULE_COUNTERS, maps::TENANT_COUNTERS];
 
 /// fluxgate state pinned for one interface, adopted by this process.
 #[derive(Debug)]
@@ -322,6 +330,8 @@ impl PinnedAttachment {
         // The pool's size is chosen at load time: any size that holds a table.
         let max_entries = if max_entries == 0 && info.max_entries() >= 2 {
             info.max_entries()
+        } else if PER_CPU_BLOCKS.contains(&name) {
+            max_entries.saturating_mul(crate::tables::possible_cpus()?)
         } else {
             max_entries
         };

@@ -7,7 +7,8 @@ use aya::{
 };
 use fluxgate_common::{
     CLASSIFIER_PROGRAM_NAME, Counter, DEFAULT_POOL_CELLS, FLOOR_PROGRAM_NAME, GatewayConfig,
-    Malformed, Outcome, PROBE_PROGRAM_NAME, PROGRAM_NAME, TAIL_FLOOR_PROGRAM_NAME, maps,
+    MAX_COUNTERS, Malformed, Outcome, PROBE_PROGRAM_NAME, PROGRAM_NAME, TAIL_FLOOR_PROGRAM_NAME,
+    TENANT_COUNTERS_PER_CPU, maps,
 };
 
 use crate::{AttachMode, Attachment, Counters, Error, OBJECT};
@@ -52,8 +53,11 @@ impl Program {
                 "a cell pool of {pool_cells} cells cannot hold a table (cell 0 is reserved)"
             )));
         }
+        let cpus = crate::tables::possible_cpus()?;
         let ebpf = aya::EbpfLoader::new()
             .map_max_entries(maps::POOL, pool_cells)
+            .map_max_entries(maps::RULE_COUNTERS, cpus * MAX_COUNTERS)
+            .map_max_entries(maps::TENANT_COUNTERS, cpus * TENANT_COUNTERS_PER_CPU)
             .load(OBJECT)
             .map_err(|e| {
                 Error::kernel(

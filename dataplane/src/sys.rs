@@ -272,6 +272,36 @@ pub(crate) fn read_mmapable_u32(map: BorrowedFd<'_>, n: u32) -> io::Result<Vec<u
         .collect())
 }
 
+/// Elements `indices` of a `BPF_F_MMAPABLE` ARRAY whose elements are
+/// `size_of::<V>()` bytes (a multiple of 8), read through one read-only
+/// mapping of the pages from the lowest to the highest (faulted in as read).
+pub(crate) fn read_mmapable<V: Copy>(map: BorrowedFd<'_>, indices: &[u32]) -> io::Result<Vec<V>> {
+    let stride = std::mem::size_of::<V>();
+    assert!(
+        stride.is_multiple_of(8),
+        "array elements of {stride} bytes are padded"
+    );
+    let (Some(&lo), Some(&hi)) = (indices.iter().min(), indices.iter().max()) else {
+        return Ok(Vec::new());
+    };
+    let mapping = Mapping::new(
+        map,
+        lo as usize * stride..(hi as usize + 1) * stride,
+        false,
+        false,
+    )?;
+    Ok(indices
+        .iter()
+        .map(|&i| {
+            let start = i as usize * stride;
+            let (at, _) = (mapping.at(start), mapping.at(start + stride - 1));
+            // SAFETY: both ends of the element are mapped (`at` checks); the
+            // kernel may write concurrently, so it is read volatile.
+            unsafe { std::ptr::read_volatile(at.cast::<V>()) }
+        })
+        .collect())
+}
+
 /// Copies each `(first, values)` of `regions` into elements
 /// `first..first + values.len()` of a `BPF_F_MMAPABLE` ARRAY whose elements
 /// are `size_of::<V>()` bytes (a multiple of 8, so they lie back to back),

@@ -13,9 +13,10 @@
 //! place 8.0 ms → 14 µs, rollback to an older kept generation 8.0 ms → 27 µs,
 //! flip 7 µs either way, at 10 and 10k rules.
 
-use aya::maps::{Array, Map, MapData, PerCpuArray};
+use aya::maps::{Array, Map, MapData};
 use fluxgate_common::{
-    Counter, MAX_TENANTS, SLOT_DISPATCH, SLOT_GLOBAL, TABLE_BUFFERS, maps, select_index,
+    Counter, MAX_COUNTERS, MAX_TENANTS, SLOT_DISPATCH, SLOT_GLOBAL, TABLE_BUFFERS,
+    TENANT_COUNTERS_PER_CPU, maps, select_index,
     table::{Cell, Header},
     table_index, tenant_counter,
 };
@@ -329,10 +330,12 @@ pub trait Tables {
 
     /// Per-CPU sums of the rule counters `first .. first + n`.
     fn rule_counters(&mut self, first: u32, n: u32) -> Result<Vec<Counter>, Error> {
+        let slots: Vec<u32> = (first..first.saturating_add(n).min(MAX_COUNTERS)).collect();
         let mut map = self.table_map(maps::RULE_COUNTERS)?;
-        (first..first.saturating_add(n))
-            .map(|i| per_cpu_sum(map.get(), i))
-            .collect()
+        let mut sums = per_cpu_sums(map.get(), maps::RULE_COUNTERS, MAX_COUNTERS, &slots)?;
+        // Slots past the map's end count nothing.
+        sums.resize(n as usize, Counter::default());
+        Ok(sums)
     }
 
     /// Zeroes the rule counters `slots` on every CPU (before a slot that counted
@@ -341,27 +344,33 @@ pub trait Tables {
         if slots.is_empty() {
             return Ok(());
         }
-        let cpus = aya::util::nr_cpus().map_err(|(_, e)| Error::kernel("count CPUs", e))?;
+        let cpus = possible_cpus()?;
+        let zero = [Counter::default()];
+        let regions: Vec<(u32, &[Counter])> = (0..cpus)
+            .flat_map(|cpu| {
+                slots
+                    .iter()
+                    .filter(|&&s| s < MAX_COUNTERS)
+                    .map(move |&s| fluxgate_common::per_cpu(cpu, MAX_COUNTERS, s))
+            })
+            .map(|i| (i, &zero[..]))
+            .collect();
         let mut map = self.table_map(maps::RULE_COUNTERS)?;
-        let mut array: PerCpuArray<&mut MapData, Counter> = PerCpuArray::try_from(map.get())
-            .map_err(|e| Error::kernel("open the rule counters", e))?;
-        for &slot in slots {
-            let zeros = aya::maps::PerCpuValues::try_from(vec![Counter::default(); cpus])
-                .map_err(|e| Error::kernel("build per-CPU zeros", e))?;
-            array
-                .set(slot, zeros, 0)
-                .map_err(|e| Error::kernel("reset a rule counter", e))?;
-        }
-        Ok(())
+        let fd = map_data(map.get(), maps::RULE_COUNTERS)?.fd().as_fd();
+        sys::write_mmapable(fd, &regions).map_err(|e| Error::kernel("reset the rule counters", e))
     }
 
     /// Passed and dropped counters of `tenant` (`None`: packets of no tenant).
     fn tenant_counters(&mut self, tenant: Option<u32>) -> Result<(Counter, Counter), Error> {
         let mut map = self.table_map(maps::TENANT_COUNTERS)?;
-        Ok((
-            per_cpu_sum(map.get(), tenant_counter(tenant, false))?,
-            per_cpu_sum(map.get(), tenant_counter(tenant, true))?,
-        ))
+        let slots = [tenant_counter(tenant, false), tenant_counter(tenant, true)];
+        let sums = per_cpu_sums(
+            map.get(),
+            maps::TENANT_COUNTERS,
+            TENANT_COUNTERS_PER_CPU,
+            &slots,
+        )?;
+        Ok((sums[0], sums[1]))
     }
 }
 
@@ -382,16 +391,33 @@ impl TableMap<'_> {
     }
 }
 
-fn per_cpu_sum(map: &Map, index: u32) -> Result<Counter, Error> {
-    let array: PerCpuArray<&MapData, Counter> =
-        PerCpuArray::try_from(map).map_err(|e| Error::kernel("open a counter map", e))?;
-    let mut sum = Counter::default();
-    array
-        .get(&index, 0)
-        .map_err(|e| Error::kernel("read a counter", e))?
-        .iter()
-        .for_each(|v| sum.add(v));
-    Ok(sum)
+/// The CPUs the kernel may run a program on (every one has a block in the
+/// counter maps).
+pub(crate) fn possible_cpus() -> Result<u32, Error> {
+    let cpus =
+        aya::util::nr_cpus().map_err(|(_, e)| Error::kernel("count the possible CPUs", e))?;
+    Ok(cpus as u32)
+}
+
+/// For each of `slots` (each below `per_cpu`), its counters summed over the
+/// blocks of every CPU of a counter map ([`fluxgate_common::per_cpu`]).
+fn per_cpu_sums(map: &Map, name: &str, per_cpu: u32, slots: &[u32]) -> Result<Vec<Counter>, Error> {
+    let cpus = possible_cpus()?;
+    let indices: Vec<u32> = (0..cpus)
+        .flat_map(|cpu| {
+            slots
+                .iter()
+                .map(move |&s| fluxgate_common::per_cpu(cpu, per_cpu, s))
+        })
+        .collect();
+    let fd = map_data(map, name)?.fd().as_fd();
+    let values: Vec<Counter> =
+        sys::read_mmapable(fd, &indices).map_err(|e| Error::kernel("read the counters", e))?;
+    let mut sums = vec![Counter::default(); slots.len()];
+    for block in values.chunks(slots.len().max(1)) {
+        sums.iter_mut().zip(block).for_each(|(sum, v)| sum.add(v));
+    }
+    Ok(sums)
 }
 
 impl Tables for Program {

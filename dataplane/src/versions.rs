@@ -48,6 +48,14 @@ impl PinnedAttachment {
         for (name, ..) in MAP_SPECS {
             loader.map_pin_path(name, self.dir().join(name));
         }
+        // The pinned maps are reused; declare the counter maps with their
+        // size anyway, so the object's definitions match them.
+        let cpus = crate::tables::possible_cpus()?;
+        for (name, _, _, per_cpu) in MAP_SPECS {
+            if crate::pin::PER_CPU_BLOCKS.contains(&name) {
+                loader.map_max_entries(name, cpus * per_cpu);
+            }
+        }
         loader
             .load(object)
             .map_err(|e| Error::kernel("load the eBPF object onto the pinned maps", e))

@@ -40,7 +40,9 @@ mod parse;
 mod walk;
 
 use aya_ebpf::{
-    helpers::generated::{bpf_get_prandom_u32, bpf_ktime_get_ns, bpf_xdp_load_bytes},
+    helpers::generated::{
+        bpf_get_prandom_u32, bpf_get_smp_processor_id, bpf_ktime_get_ns, bpf_xdp_load_bytes,
+    },
     macros::{map, xdp},
     maps::{Array, PerCpuArray, ProgramArray, RingBuf},
     programs::XdpContext,
@@ -48,8 +50,8 @@ use aya_ebpf::{
 use fluxgate_common::{
     BPF_F_MMAPABLE, CAPTURE_SNAPLEN, CaptureConfig, CaptureRate, CaptureRecord, Counter,
     DROPS_RING_BYTES, GATEWAY_SLOTS, GatewayConfig, MAX_COUNTERS, MAX_TENANTS, MAX_VERSIONS,
-    Malformed, Outcome, SELECT_SLOTS, SLOT_DISPATCH, SLOT_GLOBAL, Scratch, TABLE_BUFFERS, Trace,
-    VERSION_SLOT_PROBE, VERSION_SLOTS, select_index,
+    Malformed, Outcome, SELECT_SLOTS, SLOT_DISPATCH, SLOT_GLOBAL, Scratch, TABLE_BUFFERS,
+    TENANT_COUNTERS_PER_CPU, Trace, VERSION_SLOT_PROBE, VERSION_SLOTS, select_index,
     table::{Cell, CheckKey, KEY_WORDS, action, word},
     table_index, tenant_counter, version_slot, xdp as verdict,
 };
@@ -68,11 +70,12 @@ static FG_CONFIG: Array<GatewayConfig> = Array::with_max_entries(1, 0);
 static FG_TRACE: Array<Trace> = Array::with_max_entries(1, 0);
 
 #[map(name = "FG_RULE_COUNTERS")]
-static FG_RULE_COUNTERS: PerCpuArray<Counter> = PerCpuArray::with_max_entries(MAX_COUNTERS, 0);
+// One block per CPU: userspace loads it with `MAX_COUNTERS × CPUs` entries.
+static FG_RULE_COUNTERS: Array<Counter> = Array::with_max_entries(MAX_COUNTERS, BPF_F_MMAPABLE);
 
 #[map(name = "FG_TENANT_COUNTERS")]
-static FG_TENANT_COUNTERS: PerCpuArray<Counter> =
-    PerCpuArray::with_max_entries((MAX_TENANTS + 1) * 2, 0);
+static FG_TENANT_COUNTERS: Array<Counter> =
+    Array::with_max_entries(TENANT_COUNTERS_PER_CPU, BPF_F_MMAPABLE);
 
 #[map(name = "FG_SCRATCH")]
 static FG_SCRATCH: PerCpuArray<Scratch> = PerCpuArray::with_max_entries(1, 0);
@@ -87,7 +90,7 @@ static FG_VERSIONS: Array<u32> = Array::with_max_entries(VERSION_SLOTS, 0);
 static FG_PROBE_TRACE: Array<Trace> = Array::with_max_entries(1, 0);
 
 #[map(name = "FG_PROBE_SINK")]
-static FG_PROBE_SINK: PerCpuArray<Counter> = PerCpuArray::with_max_entries(1, 0);
+static FG_PROBE_SINK: Array<Counter> = Array::with_max_entries(1, 0);
 
 #[map(name = "FG_BENCH_TAIL")]
 static FG_BENCH_TAIL: ProgramArray = ProgramArray::with_max_entries(1, 0);
@@ -351,7 +354,7 @@ fn classify<const PROBE: bool>(ctx: &XdpContext, scratch: &Scratch) -> u32 {
         record(&FG_PROBE_TRACE, decision, tenant, dropped);
     } else {
         if decision != NO_MATCH {
-            count(&FG_RULE_COUNTERS, decision as u32, bytes);
+            count_on_cpu(&FG_RULE_COUNTERS, MAX_COUNTERS, decision as u32, bytes);
         }
         if let Some(config) = FG_CONFIG.get(0)
             && config.trace != 0
@@ -363,7 +366,12 @@ fn classify<const PROBE: bool>(ctx: &XdpContext, scratch: &Scratch) -> u32 {
         } else {
             Some(tenant)
         };
-        count(&FG_TENANT_COUNTERS, tenant_counter(tenant, dropped), bytes);
+        count_on_cpu(
+            &FG_TENANT_COUNTERS,
+            TENANT_COUNTERS_PER_CPU,
+            tenant_counter(tenant, dropped),
+            bytes,
+        );
         // Capture costs one array lookup per dropped packet while it is off.
         if dropped
             && let Some(config) = FG_CAPTURE.get(0)
@@ -559,6 +567,25 @@ pub(crate) fn count(map: &PerCpuArray<Counter>, index: u32, bytes: u64) {
     if let Some(counter) = map.get_ptr_mut(index) {
         // SAFETY: the pointer comes from a successful per-CPU map lookup; it is
         // valid, aligned, and only this CPU writes this slot.
+        unsafe {
+            (*counter).packets += 1;
+            (*counter).bytes += bytes;
+        }
+    }
+}
+
+/// Counts in this CPU's block of `per_cpu` entries of `map` (see
+/// `fluxgate_common::per_cpu`); an index outside the block counts nowhere.
+#[inline(always)]
+pub(crate) fn count_on_cpu(map: &Array<Counter>, per_cpu: u32, index: u32, bytes: u64) {
+    if index >= per_cpu {
+        return;
+    }
+    // SAFETY: a helper without arguments.
+    let cpu = unsafe { bpf_get_smp_processor_id() };
+    if let Some(counter) = map.get_ptr_mut(fluxgate_common::per_cpu(cpu, per_cpu, index)) {
+        // SAFETY: the pointer comes from a successful map lookup; it is valid
+        // and aligned, and only this CPU writes its block.
         unsafe {
             (*counter).packets += 1;
             (*counter).bytes += bytes;

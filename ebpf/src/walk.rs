@@ -1,16 +1,16 @@
 //! Table walks shared by every program of the object: the decision-tree
 //! descent, the leaf scan and the table default (layout: `fluxgate_common::table`).
 
-use aya_ebpf::maps::PerCpuArray;
+use aya_ebpf::maps::Array;
 use fluxgate_common::{
-    Counter,
+    Counter, MAX_COUNTERS,
     table::{
         Cell, CheckKey, Header, KEY_WORDS, LEAF_MAX, LIST_SLOTS, MAX_DEPTH, MAX_TREES,
         REFS_PER_CELL, Ref, action,
     },
 };
 
-use crate::{FG_POOL, count};
+use crate::{FG_POOL, count_on_cpu};
 
 /// A table: region `[base, base + cells)` of the cell pool, `cells` read from
 /// its header (cell `base`). Userspace writes a region completely before any
@@ -84,7 +84,7 @@ pub(crate) fn walk(
     key: &[u32; KEY_WORDS],
     check: &CheckKey,
     bytes: u64,
-    counters: &PerCpuArray<Counter>,
+    counters: &Array<Counter>,
 ) -> u64 {
     let header = table.header;
     let trees = if header.trees == 0 {
@@ -132,7 +132,7 @@ pub(crate) fn walk(
                 continue;
             }
             if rule.action == action::COUNT {
-                count(counters, rule.counter, bytes);
+                count_on_cpu(counters, MAX_COUNTERS, rule.counter, bytes);
                 continue;
             }
             best = idx;

@@ -187,9 +187,10 @@
 //! counter — one after the other, at ≈ 90–100 ns each on this VM, and a
 //! test_run of one packet leaves nothing to overlap with the next. Measured
 //! piece by piece on ACL 100k (`ktrace`-style runs, alternating builds):
-//! - the per-CPU rule counter costs 60–100 ns of it (an array of per-CPU
+//! - the per-CPU rule counter cost 60–100 ns of it (an array of per-CPU
 //!   pointers, then the value: two cold lines); without it 980–1025 →
-//!   905–965 ns;
+//!   905–965 ns. The counters are now one block per CPU in a plain array
+//!   (one cold line: see `fluxgate_common::per_cpu`);
 //! - descending the trees in lockstep, one level of every tree per round so
 //!   their cold loads overlap: trace −7 to −20 % at 100k (FW −7 %), none at
 //!   10k, but hot +30–40 % (ACL 10k 77–80 → 106–120 ns): trees the skip bound
