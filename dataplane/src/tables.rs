@@ -330,12 +330,13 @@ pub trait Tables {
 
     /// Per-CPU sums of the rule counters `first .. first + n`.
     fn rule_counters(&mut self, first: u32, n: u32) -> Result<Vec<Counter>, Error> {
-        let slots: Vec<u32> = (first..first.saturating_add(n).min(MAX_COUNTERS)).collect();
+        let end = first.saturating_add(n);
+        if end > MAX_COUNTERS {
+            return Err(out_of_range(first, end));
+        }
+        let slots: Vec<u32> = (first..end).collect();
         let mut map = self.table_map(maps::RULE_COUNTERS)?;
-        let mut sums = per_cpu_sums(map.get(), maps::RULE_COUNTERS, MAX_COUNTERS, &slots)?;
-        // Slots past the map's end count nothing.
-        sums.resize(n as usize, Counter::default());
-        Ok(sums)
+        per_cpu_sums(map.get(), maps::RULE_COUNTERS, MAX_COUNTERS, &slots)
     }
 
     /// Zeroes the rule counters `slots` on every CPU (before a slot that counted
@@ -344,13 +345,15 @@ pub trait Tables {
         if slots.is_empty() {
             return Ok(());
         }
+        if let Some(&bad) = slots.iter().find(|&&s| s >= MAX_COUNTERS) {
+            return Err(out_of_range(bad, bad + 1));
+        }
         let cpus = possible_cpus()?;
         let zero = [Counter::default()];
         let regions: Vec<(u32, &[Counter])> = (0..cpus)
             .flat_map(|cpu| {
                 slots
                     .iter()
-                    .filter(|&&s| s < MAX_COUNTERS)
                     .map(move |&s| fluxgate_common::per_cpu(cpu, MAX_COUNTERS, s))
             })
             .map(|i| (i, &zero[..]))
@@ -389,6 +392,13 @@ impl TableMap<'_> {
             TableMap::Owned(m) => m,
         }
     }
+}
+
+/// Counter slots `first..end` do not all exist.
+fn out_of_range(first: u32, end: u32) -> Error {
+    Error::InvalidArgument(format!(
+        "counter slots {first}..{end} reach past the {MAX_COUNTERS} slots"
+    ))
 }
 
 /// The CPUs the kernel may run a program on (every one has a block in the
