@@ -148,7 +148,18 @@ const MMAPABLE_MAPS: [&str; 7] = [
 
 /// Maps of one block of their [`MAP_SPECS`] entries per possible CPU
 /// ([`fluxgate_common::per_cpu`]).
-pub(crate) const PER_CPU_BLOCKS: [&str; 2] = [maps::RULE_COUNTERS, maps::TENANT_COUNTERS];
+const PER_CPU_BLOCKS: [&str; 2] = [maps::RULE_COUNTERS, maps::TENANT_COUNTERS];
+
+/// The entries of each map of [`PER_CPU_BLOCKS`] on this machine, as every
+/// loader must create (or find) them.
+pub(crate) fn per_cpu_map_entries() -> Result<Vec<(&'static str, u32)>, Error> {
+    let cpus = crate::tables::possible_cpus()?;
+    Ok(MAP_SPECS
+        .iter()
+        .filter(|(name, ..)| PER_CPU_BLOCKS.contains(name))
+        .map(|&(name, _, _, per_cpu)| (name, per_cpu.saturating_mul(cpus)))
+        .collect())
+}
 
 /// fluxgate state pinned for one interface, adopted by this process.
 #[derive(Debug)]
@@ -330,12 +341,14 @@ impl PinnedAttachment {
         // The pool's size is chosen at load time: any size that holds a table.
         let max_entries = if max_entries == 0 && info.max_entries() >= 2 {
             info.max_entries()
-        } else if PER_CPU_BLOCKS.contains(&name) {
-            max_entries.saturating_mul(crate::tables::possible_cpus()?)
+        } else if let Some(&(_, entries)) = per_cpu_map_entries()?.iter().find(|(n, _)| *n == name)
+        {
+            entries
         } else {
             max_entries
         };
-        // The slot maps and the pool are mmapable; the others have no flags.
+        // The slot maps, the pool and the counter maps are mmapable; the
+        // others have no flags.
         let flags = if MMAPABLE_MAPS.contains(&name) {
             BPF_F_MMAPABLE
         } else {

@@ -7,8 +7,7 @@ use aya::{
 };
 use fluxgate_common::{
     CLASSIFIER_PROGRAM_NAME, Counter, DEFAULT_POOL_CELLS, FLOOR_PROGRAM_NAME, GatewayConfig,
-    MAX_COUNTERS, Malformed, Outcome, PROBE_PROGRAM_NAME, PROGRAM_NAME, TAIL_FLOOR_PROGRAM_NAME,
-    TENANT_COUNTERS_PER_CPU, maps,
+    Malformed, Outcome, PROBE_PROGRAM_NAME, PROGRAM_NAME, TAIL_FLOOR_PROGRAM_NAME, maps,
 };
 
 use crate::{AttachMode, Attachment, Counters, Error, OBJECT};
@@ -53,11 +52,12 @@ impl Program {
                 "a cell pool of {pool_cells} cells cannot hold a table (cell 0 is reserved)"
             )));
         }
-        let cpus = crate::tables::possible_cpus()?;
-        let ebpf = aya::EbpfLoader::new()
-            .map_max_entries(maps::POOL, pool_cells)
-            .map_max_entries(maps::RULE_COUNTERS, cpus * MAX_COUNTERS)
-            .map_max_entries(maps::TENANT_COUNTERS, cpus * TENANT_COUNTERS_PER_CPU)
+        let mut loader = aya::EbpfLoader::new();
+        loader.map_max_entries(maps::POOL, pool_cells);
+        for (name, entries) in crate::pin::per_cpu_map_entries()? {
+            loader.map_max_entries(name, entries);
+        }
+        let ebpf = loader
             .load(OBJECT)
             .map_err(|e| {
                 Error::kernel(

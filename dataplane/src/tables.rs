@@ -348,14 +348,9 @@ pub trait Tables {
         if let Some(&bad) = slots.iter().find(|&&s| s >= MAX_COUNTERS) {
             return Err(out_of_range(bad, bad + 1));
         }
-        let cpus = possible_cpus()?;
         let zero = [Counter::default()];
-        let regions: Vec<(u32, &[Counter])> = (0..cpus)
-            .flat_map(|cpu| {
-                slots
-                    .iter()
-                    .map(move |&s| fluxgate_common::per_cpu(cpu, MAX_COUNTERS, s))
-            })
+        let regions: Vec<(u32, &[Counter])> = per_cpu_indices(MAX_COUNTERS, slots)?
+            .into_iter()
             .map(|i| (i, &zero[..]))
             .collect();
         let mut map = self.table_map(maps::RULE_COUNTERS)?;
@@ -409,17 +404,23 @@ pub(crate) fn possible_cpus() -> Result<u32, Error> {
     Ok(cpus as u32)
 }
 
-/// For each of `slots` (each below `per_cpu`), its counters summed over the
-/// blocks of every CPU of a counter map ([`fluxgate_common::per_cpu`]).
-fn per_cpu_sums(map: &Map, name: &str, per_cpu: u32, slots: &[u32]) -> Result<Vec<Counter>, Error> {
+/// The entries of `slots` in every CPU's block of `per_cpu` entries, CPU by
+/// CPU ([`fluxgate_common::per_cpu`]).
+fn per_cpu_indices(per_cpu: u32, slots: &[u32]) -> Result<Vec<u32>, Error> {
     let cpus = possible_cpus()?;
-    let indices: Vec<u32> = (0..cpus)
+    Ok((0..cpus)
         .flat_map(|cpu| {
             slots
                 .iter()
                 .map(move |&s| fluxgate_common::per_cpu(cpu, per_cpu, s))
         })
-        .collect();
+        .collect())
+}
+
+/// For each of `slots` (each below `per_cpu`), its counters summed over the
+/// blocks of every CPU of a counter map ([`fluxgate_common::per_cpu`]).
+fn per_cpu_sums(map: &Map, name: &str, per_cpu: u32, slots: &[u32]) -> Result<Vec<Counter>, Error> {
+    let indices = per_cpu_indices(per_cpu, slots)?;
     let fd = map_data(map, name)?.fd().as_fd();
     let values: Vec<Counter> =
         sys::read_mmapable(fd, &indices).map_err(|e| Error::kernel("read the counters", e))?;

@@ -50,11 +50,8 @@ impl PinnedAttachment {
         }
         // The pinned maps are reused; declare the counter maps with their
         // size anyway, so the object's definitions match them.
-        let cpus = crate::tables::possible_cpus()?;
-        for (name, _, _, per_cpu) in MAP_SPECS {
-            if crate::pin::PER_CPU_BLOCKS.contains(&name) {
-                loader.map_max_entries(name, cpus * per_cpu);
-            }
+        for (name, entries) in crate::pin::per_cpu_map_entries()? {
+            loader.map_max_entries(name, entries);
         }
         loader
             .load(object)
