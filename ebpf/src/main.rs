@@ -567,10 +567,22 @@ pub(crate) fn count(map: &PerCpuArray<Counter>, index: u32, bytes: u64) {
     if let Some(counter) = map.get_ptr_mut(index) {
         // SAFETY: the pointer comes from a successful per-CPU map lookup; it is
         // valid, aligned, and only this CPU writes this slot.
-        unsafe {
-            (*counter).packets += 1;
-            (*counter).bytes += bytes;
-        }
+        unsafe { bump(counter, bytes) };
+    }
+}
+
+/// Adds one packet of `bytes` to `*counter`.
+///
+/// # Safety
+///
+/// `counter` must be a valid, aligned map value pointer that only this CPU
+/// writes.
+#[inline(always)]
+unsafe fn bump(counter: *mut Counter, bytes: u64) {
+    // SAFETY: as the caller promised.
+    unsafe {
+        (*counter).packets += 1;
+        (*counter).bytes += bytes;
     }
 }
 
@@ -586,10 +598,7 @@ pub(crate) fn count_on_cpu(map: &Array<Counter>, per_cpu: u32, index: u32, bytes
     if let Some(counter) = map.get_ptr_mut(fluxgate_common::per_cpu(cpu, per_cpu, index)) {
         // SAFETY: the pointer comes from a successful map lookup; it is valid
         // and aligned, and only this CPU writes its block.
-        unsafe {
-            (*counter).packets += 1;
-            (*counter).bytes += bytes;
-        }
+        unsafe { bump(counter, bytes) };
     }
 }
 

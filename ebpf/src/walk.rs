@@ -103,7 +103,7 @@ pub(crate) fn walk(
         if header.first_of(t) >= best {
             continue;
         }
-        let leaf = descend(table, header.root_of(t), key, best, header.bound_shift & 31);
+        let leaf = descend(table, header.root_of(t), key, best, header.bound_shift);
         if !leaf.is_leaf() || leaf.count() == 0 {
             continue;
         }
@@ -160,7 +160,7 @@ fn descend(table: &Region, root: Ref, key: &[u32; KEY_WORDS], best: u32, bound_s
         if r.is_leaf() {
             break;
         }
-        if (r.bound() as u64) << bound_shift >= best as u64 {
+        if r.beaten(bound_shift, best) {
             return Ref(0);
         }
         let child = r.child(key[r.word() & (KEY_WORDS - 1)]);

@@ -396,6 +396,13 @@ impl Ref {
     pub const fn bound(self) -> u32 {
         (self.0 >> 56) as u32
     }
+    /// Whether nothing below this inner node can beat the best match `best`:
+    /// its bound, scaled by its table's `bound_shift` ([`Header::bound_shift`]),
+    /// is at or past it.
+    #[inline(always)]
+    pub const fn beaten(self, bound_shift: u32, best: u32) -> bool {
+        (self.bound() as u64) << (bound_shift & 31) >= best as u64
+    }
     /// This inner node with `bound` ([`Ref::bound`]).
     pub const fn with_bound(self, bound: u8) -> Ref {
         Ref(self.0 & !(0xff << 56) | (bound as u64) << 56)

@@ -291,8 +291,7 @@ fn walk_family<const V6: bool>(cells: &[Cell], key: &[u32; KEY_WORDS], check: &C
         if header.first_of(t) >= best {
             continue;
         }
-        let bound_shift = header.bound_shift & 31;
-        let Some(leaf) = descend(cells, header.root_of(t), key, best, bound_shift) else {
+        let Some(leaf) = descend(cells, header.root_of(t), key, best, header.bound_shift) else {
             continue;
         };
         let n = (leaf.count() as usize).min(LEAF_MAX);
@@ -345,7 +344,7 @@ fn descend(
         if r.is_leaf() {
             break;
         }
-        if u64::from(r.bound()) << bound_shift >= u64::from(best) {
+        if r.beaten(bound_shift, best) {
             return None;
         }
         r = step(cells, r, key)?;
