@@ -71,8 +71,12 @@ impl Allocator {
         planned: impl IntoIterator<Item = u32>,
     ) -> Self {
         let mut blocked = SlotSet::default();
-        reserved.into_iter().for_each(|&s| blocked.insert(s));
-        planned.into_iter().for_each(|s| blocked.insert(s));
+        for &s in reserved {
+            blocked.insert(s);
+        }
+        for s in planned {
+            blocked.insert(s);
+        }
         Allocator {
             taken: SlotSet::default(),
             blocked,
@@ -84,9 +88,8 @@ impl Allocator {
     /// this image), else a fresh one.
     fn take(&mut self, planned: Option<u32>) -> u32 {
         if let Some(p) = planned
-            && !self.taken.contains(p)
+            && self.taken.insert(p)
         {
-            self.taken.insert(p);
             return p;
         }
         while self.taken.contains(self.next) || self.blocked.contains(self.next) {
@@ -109,12 +112,16 @@ impl SlotSet {
             .is_some_and(|w| w & (1 << (slot % 64)) != 0)
     }
 
-    fn insert(&mut self, slot: u32) {
+    /// Adds `slot`; whether it was not there yet (as `BTreeSet::insert`).
+    fn insert(&mut self, slot: u32) -> bool {
         let i = slot as usize / 64;
         if i >= self.0.len() {
             self.0.resize(i + 1, 0);
         }
-        self.0[i] |= 1 << (slot % 64);
+        let bit = 1 << (slot % 64);
+        let new = self.0[i] & bit == 0;
+        self.0[i] |= bit;
+        new
     }
 }
 

@@ -233,7 +233,6 @@ fn lists_into_header(cells: &mut Vec<Cell>, stats: &mut TableStats) {
 /// rule sets repeat themselves.
 fn unshadowed(rules: &[FlatRule]) -> Vec<u32> {
     let first = first_with_fingerprint(rules);
-    let fields = |r: &FlatRule| (r.lo, r.hi, r.flags_mask, r.flags_value);
     let mut recent = Window::default();
     let mut out = Vec::with_capacity(rules.len());
     for (i, r) in rules.iter().enumerate() {
@@ -242,7 +241,7 @@ fn unshadowed(rules: &[FlatRule]) -> Vec<u32> {
         }
         if r.is_terminal() {
             let f = first[i];
-            if f != i as u32 && fields(&rules[f as usize]) == fields(r) {
+            if f != i as u32 && match_fields(&rules[f as usize]) == match_fields(r) {
                 continue;
             }
             if recent.holds(rules, r) {
@@ -257,6 +256,11 @@ fn unshadowed(rules: &[FlatRule]) -> Vec<u32> {
     out
 }
 
+/// What a rule matches: two rules with equal fields are duplicates.
+fn match_fields(r: &FlatRule) -> ([u32; RANGE_WORDS], [u32; RANGE_WORDS], u8, u8) {
+    (r.lo, r.hi, r.flags_mask, r.flags_value)
+}
+
 /// Per terminal rule that can match, the first such rule with the same
 /// 64-bit fingerprint of its match fields (itself when it is the first); a
 /// collision merely keeps a duplicate. By sorting (hash, index) pairs: a
@@ -268,7 +272,7 @@ fn first_with_fingerprint(rules: &[FlatRule]) -> Vec<u32> {
         .enumerate()
         .filter(|(_, r)| r.is_terminal() && r.can_match())
         .map(|(i, r)| {
-            let h = hasher.hash_one((r.lo, r.hi, r.flags_mask, r.flags_value));
+            let h = hasher.hash_one(match_fields(r));
             (h, i as u32)
         })
         .collect();
@@ -672,44 +676,49 @@ impl<'a> Builder<'a> {
         depth: usize,
         dead: u16,
     ) -> Result<Vec<Ref>, TableError> {
-        use std::sync::{Mutex, atomic::AtomicUsize, atomic::Ordering::Relaxed};
-        type Built<'a> = Result<Builder<'a>, TableError>;
-        type Job<'a> = (Builder<'a>, Vec<u32>, Region);
-        let jobs: Vec<Mutex<Option<Job<'a>>>> = tasks
-            .into_iter()
-            .map(|(list, reg)| Mutex::new(Some((self.subtree_builder(), list, reg))))
-            .collect();
-        let done: Vec<Mutex<Option<Built<'a>>>> = jobs.iter().map(|_| Mutex::new(None)).collect();
-        let next = AtomicUsize::new(0);
         let workers = std::thread::available_parallelism()
             .map_or(1, |n| n.get())
-            .min(jobs.len());
-        std::thread::scope(|scope| {
-            for _ in 0..workers {
-                scope.spawn(|| {
-                    loop {
-                        let t = next.fetch_add(1, Relaxed);
-                        let Some(job) = jobs.get(t) else { break };
-                        let taken = job.lock().unwrap_or_else(|e| e.into_inner()).take();
-                        let Some((mut sub, list, reg)) = taken else {
-                            continue;
-                        };
-                        let built = sub.node(list, reg, depth, dead).map(|root| {
-                            sub.root = root;
-                            sub
-                        });
-                        *done[t].lock().unwrap_or_else(|e| e.into_inner()) = Some(built);
-                    }
-                });
-            }
-        });
-        let mut roots = Vec::with_capacity(done.len());
-        for slot in done {
-            let built = slot.into_inner().unwrap_or_else(|e| e.into_inner());
-            let sub = built.expect("every task ran")?;
-            roots.push(self.append(sub)?);
-        }
-        Ok(roots)
+            .min(tasks.len());
+        let jobs: Vec<_> = tasks
+            .into_iter()
+            .map(|(list, reg)| (self.subtree_builder(), list, reg))
+            .enumerate()
+            .collect();
+        // Workers take the next job from one queue: subtrees differ in size.
+        let queue = std::sync::Mutex::new(jobs.into_iter());
+        let mut built: Vec<(usize, Result<Builder<'a>, TableError>)> =
+            std::thread::scope(|scope| {
+                let handles: Vec<_> = (0..workers)
+                    .map(|_| {
+                        scope.spawn(|| {
+                            let mut out = Vec::new();
+                            loop {
+                                let job = queue.lock().unwrap_or_else(|e| e.into_inner()).next();
+                                let Some((t, (mut sub, list, reg))) = job else {
+                                    break out;
+                                };
+                                let built = sub.node(list, reg, depth, dead).map(|root| {
+                                    sub.root = root;
+                                    sub
+                                });
+                                out.push((t, built));
+                            }
+                        })
+                    })
+                    .collect();
+                handles
+                    .into_iter()
+                    .flat_map(|h| {
+                        h.join()
+                            .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+                    })
+                    .collect()
+            });
+        built.sort_unstable_by_key(|&(t, _)| t);
+        built
+            .into_iter()
+            .map(|(_, sub)| self.append(sub?))
+            .collect()
     }
 
     /// Appends the cells of a tree built by a [`Builder::subtree_builder`],
