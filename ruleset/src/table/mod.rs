@@ -24,7 +24,7 @@
 //! ```
 
 use fluxgate_common::table::{
-    ADDR_WORDS, COUNT_MAX, Cell, CheckKey, Header, KEY_WORDS, LEAF_MAX, MAX_CUT_BITS, MAX_DEPTH,
+    ADDR_WORDS, COUNT_MAX, Cell, CheckKey, Header, KEY_WORDS, LEAF_MAX, LIST_SLOTS, MAX_DEPTH,
     MAX_TREES, RANGE_WORDS, REFS_PER_CELL, Ref, RuleCell, action, word,
 };
 
@@ -259,7 +259,8 @@ impl Walk {
 /// priority order, so the lowest index wins across trees; the compiler keeps
 /// every COUNT rule in tree 0 (scanned last), so the ones recorded are exactly
 /// those before the winner (at most [`COUNT_MAX`]). A malformed image never
-/// panics: a broken tree is skipped. `key` must be a key as packets make it
+/// panics and reads as the XDP program reads it: key word and list slot
+/// indices are masked into range, a tree reaching past the table is skipped. `key` must be a key as packets make it
 /// ([`crate::classifier::key_of`]): family 4 or 6, zeros in an IPv4 key's
 /// address words 1–3, every word within its [`WORD_BITS`](fluxgate_common::table::WORD_BITS).
 pub fn walk(cells: &[Cell], key: &[u32; KEY_WORDS]) -> Walk {
@@ -294,14 +295,13 @@ fn walk_family<const V6: bool>(cells: &[Cell], key: &[u32; KEY_WORDS], check: &C
         let Some(leaf) = descend(cells, header.root_of(t), key, best, header.bound_shift) else {
             continue;
         };
-        let n = (leaf.count() as usize).min(LEAF_MAX);
-        let Some(entries) = cells
-            .get(leaf.cell() as usize)
-            .and_then(|c| c.list().get(leaf.slot()..leaf.slot() + n))
-        else {
+        let Some(list) = cells.get(leaf.cell() as usize) else {
             continue;
         };
-        for &idx in entries {
+        let list = list.list();
+        for i in 0..(leaf.count() as usize).min(LEAF_MAX) {
+            // Lists are packed in their cell; the mask keeps a corrupt ref in it.
+            let idx = list[(leaf.slot() + i) & (LIST_SLOTS - 1)];
             if idx >= best {
                 break;
             }
@@ -352,13 +352,12 @@ fn descend(
     Some(r).filter(|r| r.is_leaf() && r.count() > 0)
 }
 
-/// One step down from node `r`; `None` for a broken node.
+/// One step down from node `r`, as the XDP program takes it (the key word
+/// index masked into the key, [`Ref::child`] masking the cut); `None` for a
+/// child cell past the table.
 #[inline]
 fn step(cells: &[Cell], r: Ref, key: &[u32; KEY_WORDS]) -> Option<Ref> {
-    if r.bits() > MAX_CUT_BITS || r.shift() >= 32 {
-        return None;
-    }
-    let child = r.child(*key.get(r.word())?) as usize;
+    let child = r.child(key[r.word() & (KEY_WORDS - 1)]) as usize;
     let cell = cells.get(r.cell() as usize + child / REFS_PER_CELL)?;
     Some(Ref(cell.raw[child % REFS_PER_CELL]))
 }
