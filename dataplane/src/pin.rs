@@ -16,8 +16,8 @@ use aya::{
 };
 use fluxgate_common::{
     ABI_VERSION, BPF_F_MMAPABLE, Counter, GATEWAY_SLOTS, GatewayConfig, MAX_COUNTERS, MAX_TENANTS,
-    MAX_VERSIONS, Malformed, Outcome, SELECT_SLOTS, Scratch, TABLE_BUFFERS,
-    TENANT_COUNTERS_PER_CPU, Trace, VERSION_SLOTS, maps,
+    MAX_VERSIONS, Malformed, Outcome, SLOT_WORDS, Scratch, TENANT_COUNTERS_PER_CPU, Trace,
+    VERSION_SLOTS, maps,
 };
 
 use std::os::fd::AsFd;
@@ -37,7 +37,7 @@ const BPF_FS_MAGIC: i64 = 0xcafe4a11;
 /// are all u32; entries 0: any size, chosen at load time); checked before a
 /// pinned map is reused. Every map of the object is here: a program loaded
 /// later (a classifier version, a new dispatcher) must share all of them.
-pub(crate) const MAP_SPECS: [(&str, MapType, u32, u32); 21] = [
+pub(crate) const MAP_SPECS: [(&str, MapType, u32, u32); 20] = [
     (
         maps::POOL,
         MapType::Array,
@@ -76,19 +76,8 @@ pub(crate) const MAP_SPECS: [(&str, MapType, u32, u32); 21] = [
         size_of::<Counter>() as u32,
         TENANT_COUNTERS_PER_CPU,
     ),
-    (
-        maps::GATEWAY,
-        MapType::Array,
-        4,
-        GATEWAY_SLOTS * TABLE_BUFFERS,
-    ),
-    (
-        maps::TENANTS,
-        MapType::Array,
-        4,
-        MAX_TENANTS * TABLE_BUFFERS,
-    ),
-    (maps::SELECT, MapType::Array, 4, SELECT_SLOTS),
+    (maps::GATEWAY, MapType::Array, 4, GATEWAY_SLOTS * SLOT_WORDS),
+    (maps::TENANTS, MapType::Array, 4, MAX_TENANTS * SLOT_WORDS),
     (
         maps::CAPTURE,
         MapType::Array,

@@ -1,9 +1,10 @@
 //! Classification tables in the kernel: each table is a region of the
 //! attachment's cell pool (`FG_POOL`, see `pool.rs`), copied in *beside* the
-//! live ones through a mapping of the (mmapable) pool. Every table slot (dispatch,
-//! global, each tenant) has two buffers holding region bases and a selector
-//! in `FG_SELECT`: a new table's base is written to the standby buffer (a
-//! plain array write), then the selector flips (a 4-byte array update). A
+//! live ones through a mapping of the (mmapable) pool. Every table slot
+//! (dispatch, global, each tenant) has a 16-byte record in `FG_GATEWAY` /
+//! `FG_TENANTS`: two buffers holding region bases and a selector. A new
+//! table's base is written to the standby buffer (a plain array write), then
+//! the selector flips (a 4-byte array update). A
 //! packet reads the selector and then that buffer, so it sees the old table
 //! or the new one, never a mix; a live table is never cleared or refilled;
 //! and the previous table stays in the other buffer, so flipping back is an
@@ -15,7 +16,7 @@
 
 use aya::maps::{Array, Map, MapData};
 use fluxgate_common::{
-    Counter, MAX_COUNTERS, MAX_TENANTS, SLOT_DISPATCH, SLOT_GLOBAL, TABLE_BUFFERS,
+    Counter, MAX_COUNTERS, MAX_TENANTS, SLOT_DISPATCH, SLOT_GLOBAL, SLOT_WORDS, TABLE_BUFFERS,
     TENANT_COUNTERS_PER_CPU, maps, select_index,
     table::{Cell, Header},
     table_index, tenant_counter,
@@ -185,20 +186,28 @@ pub trait Tables {
     #[doc(hidden)]
     fn referenced_regions(&mut self) -> Result<Vec<u32>, Error> {
         let mut out = Vec::new();
-        for (name, entries) in [
+        // (map, entries, words per slot record): a record's first
+        // TABLE_BUFFERS words are region bases, the rest its selector.
+        for (name, entries, record) in [
             (
                 maps::GATEWAY,
-                fluxgate_common::GATEWAY_SLOTS * TABLE_BUFFERS,
+                fluxgate_common::GATEWAY_SLOTS * SLOT_WORDS,
+                SLOT_WORDS,
             ),
-            (maps::TENANTS, MAX_TENANTS * TABLE_BUFFERS),
-            (maps::PROBE_GATEWAY, fluxgate_common::GATEWAY_SLOTS),
-            (maps::PROBE_TENANTS, MAX_TENANTS),
+            (maps::TENANTS, MAX_TENANTS * SLOT_WORDS, SLOT_WORDS),
+            (maps::PROBE_GATEWAY, fluxgate_common::GATEWAY_SLOTS, 1),
+            (maps::PROBE_TENANTS, MAX_TENANTS, 1),
         ] {
             let mut map = self.table_map(name)?;
             let fd = map_data(map.get(), name)?.fd().as_fd();
-            let bases = sys::read_mmapable_u32(fd, entries)
+            let words = sys::read_mmapable_u32(fd, entries)
                 .map_err(|e| Error::kernel("read table slots", e))?;
-            out.extend(bases.into_iter().filter(|b| *b != 0));
+            out.extend(
+                words
+                    .chunks(record as usize)
+                    .flat_map(|r| &r[..r.len().min(TABLE_BUFFERS as usize)])
+                    .filter(|b| **b != 0),
+            );
         }
         out.sort_unstable();
         out.dedup();
@@ -208,9 +217,9 @@ pub trait Tables {
     /// Which buffer of `slot` is live (0 or 1; see `fluxgate_common::TABLE_BUFFERS`).
     fn live_buffer(&mut self, slot: Slot) -> Result<u32, Error> {
         let loc = slot_location(slot, false)?;
-        let mut map = self.table_map(maps::SELECT)?;
+        let mut map = self.table_map(loc.map)?;
         let array: Array<&MapData, u32> =
-            Array::try_from(&*map.get()).map_err(|e| Error::kernel("open the selector map", e))?;
+            Array::try_from(&*map.get()).map_err(|e| Error::kernel("open a slot map", e))?;
         let select = loc.select.unwrap_or(0);
         Ok(array
             .get(&select, 0)
@@ -274,10 +283,11 @@ pub trait Tables {
     /// packet sees the old table or the new one, never a mix. Flipping again
     /// brings the previous table back.
     fn flip(&mut self, slot: Slot) -> Result<(), Error> {
-        let select = slot_location(slot, false)?.select.unwrap_or(0);
-        let mut map = self.table_map(maps::SELECT)?;
+        let loc = slot_location(slot, false)?;
+        let select = loc.select.unwrap_or(0);
+        let mut map = self.table_map(loc.map)?;
         let mut array: Array<&mut MapData, u32> =
-            Array::try_from(map.get()).map_err(|e| Error::kernel("open the selector map", e))?;
+            Array::try_from(map.get()).map_err(|e| Error::kernel("open a slot map", e))?;
         let live = array
             .get(&select, 0)
             .map_err(|e| Error::kernel("read a table selector", e))?
@@ -473,7 +483,7 @@ pub(crate) struct SlotLoc {
     pub map: &'static str,
     /// Index of buffer 0 (live slots) or of the slot itself (probe overlay).
     pub index: u32,
-    /// Index of its selector in `FG_SELECT` (live slots only).
+    /// Index of its selector, in the same map (live slots only).
     pub select: Option<u32>,
 }
 
@@ -503,12 +513,12 @@ pub(crate) fn slot_location(slot: Slot, probe: bool) -> Result<SlotLoc, Error> {
         (false, true) => SlotLoc {
             map: maps::GATEWAY,
             index: table_index(n, 0),
-            select: Some(select_index(0, Some(n))),
+            select: Some(select_index(n)),
         },
         (false, false) => SlotLoc {
             map: maps::TENANTS,
             index: table_index(n, 0),
-            select: Some(select_index(n, None)),
+            select: Some(select_index(n)),
         },
     })
 }

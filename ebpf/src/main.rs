@@ -50,8 +50,8 @@ use aya_ebpf::{
 use fluxgate_common::{
     BPF_F_MMAPABLE, CAPTURE_SNAPLEN, CaptureConfig, CaptureRate, CaptureRecord, Counter,
     DROPS_RING_BYTES, GATEWAY_SLOTS, GatewayConfig, MAX_COUNTERS, MAX_TENANTS, MAX_VERSIONS,
-    Malformed, Outcome, SELECT_SLOTS, SLOT_DISPATCH, SLOT_GLOBAL, Scratch, TABLE_BUFFERS,
-    TENANT_COUNTERS_PER_CPU, Trace, VERSION_SLOT_PROBE, VERSION_SLOTS, select_index,
+    Malformed, Outcome, SLOT_DISPATCH, SLOT_GLOBAL, SLOT_WORDS, Scratch, TENANT_COUNTERS_PER_CPU,
+    Trace, VERSION_SLOT_PROBE, VERSION_SLOTS, select_index,
     table::{Cell, CheckKey, KEY_WORDS, action, word},
     table_index, tenant_counter, version_slot, xdp as verdict,
 };
@@ -104,9 +104,6 @@ static FG_CAPTURE_RATE: PerCpuArray<CaptureRate> = PerCpuArray::with_max_entries
 #[map(name = "FG_DROPS")]
 static FG_DROPS: RingBuf = RingBuf::with_byte_size(DROPS_RING_BYTES, 0);
 
-#[map(name = "FG_SELECT")]
-static FG_SELECT: Array<u32> = Array::with_max_entries(SELECT_SLOTS, 0);
-
 /// Every table's cells: each table is a region of this one array (size set
 /// at load time). Its lookups are inlined by the verifier (a plain ARRAY,
 /// unlike `BPF_F_INNER_MAP` inner maps): see `fluxgate_common::table`.
@@ -116,15 +113,14 @@ static FG_SELECT: Array<u32> = Array::with_max_entries(SELECT_SLOTS, 0);
 #[map(name = "FG_POOL")]
 pub(crate) static FG_POOL: Array<Cell> = Array::with_max_entries(1, BPF_F_MMAPABLE);
 
-/// Region base of each gateway table buffer (0: none).
+/// Each gateway table slot's record: region base of each buffer (0: none) and
+/// which buffer is live.
 #[map(name = "FG_GATEWAY")]
-static FG_GATEWAY: Array<u32> =
-    Array::with_max_entries(GATEWAY_SLOTS * TABLE_BUFFERS, BPF_F_MMAPABLE);
+static FG_GATEWAY: Array<u32> = Array::with_max_entries(GATEWAY_SLOTS * SLOT_WORDS, BPF_F_MMAPABLE);
 
-/// Region base of each tenant table buffer (0: none).
+/// Each tenant table slot's record, as in `FG_GATEWAY`.
 #[map(name = "FG_TENANTS")]
-static FG_TENANTS: Array<u32> =
-    Array::with_max_entries(MAX_TENANTS * TABLE_BUFFERS, BPF_F_MMAPABLE);
+static FG_TENANTS: Array<u32> = Array::with_max_entries(MAX_TENANTS * SLOT_WORDS, BPF_F_MMAPABLE);
 
 /// Region base of the staged table a probe run sees in a gateway slot (0: the live one).
 #[map(name = "FG_PROBE_GW")]
@@ -409,21 +405,21 @@ fn overlay(base: Option<&u32>) -> Option<Region> {
 /// The live buffer of a gateway table slot.
 #[inline(always)]
 fn live_gateway(slot: u32) -> Option<Region> {
-    let buffer = FG_SELECT
-        .get(select_index(0, Some(slot)))
-        .copied()
-        .unwrap_or(0);
-    Region::at(*FG_GATEWAY.get(table_index(slot, buffer))?)
+    live(&FG_GATEWAY, slot)
 }
 
 /// The live buffer of a tenant's table slot.
 #[inline(always)]
 fn live_tenant(tenant: u32) -> Option<Region> {
-    let buffer = FG_SELECT
-        .get(select_index(tenant, None))
-        .copied()
-        .unwrap_or(0);
-    Region::at(*FG_TENANTS.get(table_index(tenant, buffer))?)
+    live(&FG_TENANTS, tenant)
+}
+
+/// The live buffer of `slot` of `slots`: selector and base share the slot's
+/// record, one cache line.
+#[inline(always)]
+fn live(slots: &Array<u32>, slot: u32) -> Option<Region> {
+    let buffer = slots.get(select_index(slot)).copied().unwrap_or(0);
+    Region::at(*slots.get(table_index(slot, buffer))?)
 }
 
 /// Sends a dropped packet to userspace through `FG_DROPS`, if the capture

@@ -14,7 +14,7 @@ pub mod table;
 
 /// Version of this ABI. Stored in [`GatewayConfig::abi_version`] and checked by
 /// userspace before it reuses state pinned by another build.
-pub const ABI_VERSION: u32 = 9;
+pub const ABI_VERSION: u32 = 10;
 
 /// Map names, as they appear in the object file and under the bpffs pin directory.
 pub mod maps {
@@ -29,17 +29,15 @@ pub mod maps {
     /// `[base, base + cells)` of it (cell `base` is the table's header). Cell 0
     /// is never allocated, so base 0 means "no table".
     pub const POOL: &str = "FG_POOL";
-    /// `Array<u32>` with [`crate::GATEWAY_SLOTS`] × [`crate::TABLE_BUFFERS`]
-    /// entries: the [`POOL`] region base of the tenant dispatch table
-    /// ([`crate::SLOT_DISPATCH`]) and of the global rules ([`crate::SLOT_GLOBAL`]),
-    /// each double-buffered (see [`crate::table_index`]); 0: none.
+    /// `Array<u32>` with [`crate::GATEWAY_SLOTS`] × [`crate::SLOT_WORDS`]
+    /// entries: the slot records of the tenant dispatch table
+    /// ([`crate::SLOT_DISPATCH`]) and of the global rules ([`crate::SLOT_GLOBAL`]):
+    /// each the [`POOL`] region bases of its two buffers ([`crate::table_index`];
+    /// 0: none) and which of them is live ([`crate::select_index`]).
     pub const GATEWAY: &str = "FG_GATEWAY";
-    /// `Array<u32>` with [`crate::MAX_TENANTS`] × [`crate::TABLE_BUFFERS`]
-    /// entries: the [`POOL`] region base of each tenant's rules, double-buffered.
+    /// `Array<u32>` with [`crate::MAX_TENANTS`] × [`crate::SLOT_WORDS`]
+    /// entries: each tenant's slot record, as in [`GATEWAY`].
     pub const TENANTS: &str = "FG_TENANTS";
-    /// `Array<u32>` with [`crate::SELECT_SLOTS`] entries: which buffer of each
-    /// table slot is live (see [`crate::select_index`]).
-    pub const SELECT: &str = "FG_SELECT";
     /// `Array<Counter>` (mmapable) of one block of [`crate::MAX_COUNTERS`]
     /// counters per possible CPU, each indexed by counter slot (per rule and
     /// per default action): see [`crate::per_cpu`].
@@ -170,27 +168,28 @@ pub struct CaptureRecord {
 pub const GATEWAY_SLOTS: u32 = 2;
 /// Buffers per table slot. A new table is placed in the standby buffer (its
 /// region base written there: a plain array update), then made live by
-/// flipping the slot's selector in [`maps::SELECT`] — a 4-byte array update,
+/// flipping the slot's selector ([`select_index`]) — a 4-byte array update,
 /// microseconds. The previous table stays in the other buffer, so rolling back
 /// to it is the same flip.
 pub const TABLE_BUFFERS: u32 = 2;
-/// Entries of [`maps::SELECT`]: one per tenant slot, then one per gateway slot.
-pub const SELECT_SLOTS: u32 = MAX_TENANTS + GATEWAY_SLOTS;
+/// `u32` words of one table slot's record in [`maps::GATEWAY`] /
+/// [`maps::TENANTS`]: its [`TABLE_BUFFERS`] region bases, its selector, and
+/// one word of padding, so a record is 16 bytes and never straddles a cache
+/// line. The selector used to live in a map of its own: one cold cache line
+/// more per packet of a tenant that no recent packet touched.
+pub const SLOT_WORDS: u32 = 4;
 
 /// Index in [`maps::GATEWAY`] / [`maps::TENANTS`] of buffer `buffer` of table slot `slot`.
 #[inline(always)]
 pub const fn table_index(slot: u32, buffer: u32) -> u32 {
-    slot * TABLE_BUFFERS + (buffer & 1)
+    slot * SLOT_WORDS + (buffer & 1)
 }
 
-/// Index in [`maps::SELECT`] of a tenant's selector (`gateway_slot`: `None`) or
-/// of a gateway slot's ([`SLOT_DISPATCH`] / [`SLOT_GLOBAL`]).
+/// Index, in the same map, of table slot `slot`'s selector: which buffer is
+/// live (its lowest bit).
 #[inline(always)]
-pub const fn select_index(tenant: u32, gateway_slot: Option<u32>) -> u32 {
-    match gateway_slot {
-        Some(g) => MAX_TENANTS + g,
-        None => tenant,
-    }
+pub const fn select_index(slot: u32) -> u32 {
+    slot * SLOT_WORDS + TABLE_BUFFERS
 }
 /// [`maps::GATEWAY`] slot of the tenant dispatch table (destination → tenant index).
 pub const SLOT_DISPATCH: u32 = 0;
