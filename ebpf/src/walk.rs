@@ -5,8 +5,8 @@ use aya_ebpf::maps::Array;
 use fluxgate_common::{
     Counter, MAX_COUNTERS,
     table::{
-        Cell, CheckKey, Header, KEY_WORDS, LEAF_MAX, LIST_SLOTS, MAX_DEPTH, MAX_TREES,
-        REFS_PER_CELL, Ref, action,
+        Cell, CheckKey, Header, KEY_WORDS, LEAF_MAX, MAX_DEPTH, MAX_TREES, REFS_PER_CELL, Ref,
+        action,
     },
 };
 
@@ -107,19 +107,17 @@ pub(crate) fn walk(
         if !leaf.is_leaf() || leaf.count() == 0 {
             continue;
         }
-        let Some(list) = table.cell(leaf.cell()) else {
+        let Some(list) = table.cell(leaf.list_cell()) else {
             continue;
         };
         let list = list.list();
         let n = leaf.count() as usize;
-        let first = leaf.slot();
         let mut i = 0;
         while i < LEAF_MAX {
             if i >= n {
                 break;
             }
-            // Lists are packed in their cell; the mask keeps a corrupt ref in it.
-            let idx = list[(first + i) & (LIST_SLOTS - 1)];
+            let idx = leaf.entry(list, i);
             if idx >= best {
                 break;
             }

@@ -203,7 +203,7 @@ fn lists_into_header(cells: &mut Vec<Cell>, stats: &mut TableStats) {
     let mut freed = None;
     for root in roots.iter_mut().take(trees) {
         let (at, slot, n) = (root.cell() as usize, root.slot(), root.count() as usize);
-        if !root.is_leaf() || n == 0 || next + n > LIST_SLOTS || at == 0 {
+        if !root.is_leaf() || root.is_inline() || n == 0 || next + n > LIST_SLOTS || at == 0 {
             continue;
         }
         let list = *cells[at].list();
@@ -725,9 +725,10 @@ impl<'a> Builder<'a> {
     /// relocating its refs; returns its root.
     fn append(&mut self, sub: Builder<'a>) -> Result<Ref, TableError> {
         let off = self.cells.len() as u64;
-        // Refs to the tree's own cells move; empty leaves (count 0) point nowhere.
+        // Refs to the tree's own cells move; empty leaves (count 0) point
+        // nowhere, inline leaves at rule cells (placed before any subtree).
         let relocate = |r: Ref| {
-            if !r.is_leaf() || r.count() > 0 {
+            if !r.is_leaf() || (r.count() > 0 && !r.is_inline()) {
                 Ref(r.0 + off)
             } else {
                 r
@@ -758,6 +759,7 @@ impl<'a> Builder<'a> {
         self.stats.leaves += s.leaves;
         self.stats.list_cells += s.list_cells;
         self.stats.list_entries += s.list_entries;
+        self.stats.inline_entries += s.inline_entries;
         self.stats.depth_max = self.stats.depth_max.max(s.depth_max);
         self.stats.leaf_max = self.stats.leaf_max.max(s.leaf_max);
         self.depth_sum += sub.depth_sum;
@@ -1239,6 +1241,10 @@ impl<'a> Builder<'a> {
         self.stats.depth_max = self.stats.depth_max.max(depth);
         self.stats.leaf_max = self.stats.leaf_max.max(list.len());
         let cells: Vec<u32> = list.iter().map(|&i| self.rule_cell(i)).collect();
+        if let Some(inline) = Ref::inline_leaf(&cells) {
+            self.stats.inline_entries += cells.len();
+            return Ok(inline);
+        }
         let (at, slot) = match self.lists.get(&cells) {
             Some(&placed) => placed,
             None => {

@@ -24,8 +24,8 @@
 //! ```
 
 use fluxgate_common::table::{
-    ADDR_WORDS, COUNT_MAX, Cell, CheckKey, Header, KEY_WORDS, LEAF_MAX, LIST_SLOTS, MAX_DEPTH,
-    MAX_TREES, RANGE_WORDS, REFS_PER_CELL, Ref, RuleCell, action, word,
+    ADDR_WORDS, COUNT_MAX, Cell, CheckKey, Header, KEY_WORDS, LEAF_MAX, MAX_DEPTH, MAX_TREES,
+    RANGE_WORDS, REFS_PER_CELL, Ref, RuleCell, action, word,
 };
 
 mod build;
@@ -148,6 +148,9 @@ pub struct TableStats {
     pub rule_cells: usize,
     /// Sum of the lengths of all distinct leaf lists (rule references).
     pub list_entries: usize,
+    /// Rule references held by inline leaves ([`Ref::inline_leaf`]: leaves of
+    /// one or two rules, which need no list).
+    pub inline_entries: usize,
     /// Total cells including the header.
     pub cells: usize,
 }
@@ -157,9 +160,9 @@ impl TableStats {
     pub fn bytes_per_rule(&self) -> f64 {
         (self.cells * core::mem::size_of::<Cell>()) as f64 / self.rules.max(1) as f64
     }
-    /// Rule references in leaf lists per stored rule.
+    /// Rule references of leaves (in lists or inline) per stored rule.
     pub fn replication(&self) -> f64 {
-        self.list_entries as f64 / self.rule_cells.max(1) as f64
+        (self.list_entries + self.inline_entries) as f64 / self.rule_cells.max(1) as f64
     }
 }
 
@@ -295,13 +298,12 @@ fn walk_family<const V6: bool>(cells: &[Cell], key: &[u32; KEY_WORDS], check: &C
         let Some(leaf) = descend(cells, header.root_of(t), key, best, header.bound_shift) else {
             continue;
         };
-        let Some(list) = cells.get(leaf.cell() as usize) else {
+        let Some(list) = cells.get(leaf.list_cell() as usize) else {
             continue;
         };
         let list = list.list();
         for i in 0..(leaf.count() as usize).min(LEAF_MAX) {
-            // Lists are packed in their cell; the mask keeps a corrupt ref in it.
-            let idx = list[(leaf.slot() + i) & (LIST_SLOTS - 1)];
+            let idx = leaf.entry(list, i);
             if idx >= best {
                 break;
             }

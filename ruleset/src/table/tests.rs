@@ -48,8 +48,14 @@ fn check_layout(image: &TableImage) {
             assert!(depth <= MAX_DEPTH);
             assert!(r.count() as usize <= LEAF_MAX);
             if r.count() > 0 {
-                let list = cells[r.cell() as usize].list();
-                let entries = &list[r.slot()..r.slot() + r.count() as usize];
+                let inline = [r.inline_entry(0), r.inline_entry(1)];
+                let entries = if r.is_inline() {
+                    assert!(r.count() <= 2, "inline leaf of {} rules", r.count());
+                    &inline[..r.count() as usize]
+                } else {
+                    let list = cells[r.cell() as usize].list();
+                    &list[r.slot()..r.slot() + r.count() as usize]
+                };
                 assert!(
                     entries.windows(2).all(|p| p[0] < p[1]),
                     "leaf list in priority order"
@@ -570,5 +576,28 @@ proptest! {
             let got = walk(&img.cells, &k);
             prop_assert_eq!((got.counters().to_vec(), got.decision), linear(&rules, &k));
         }
+    }
+}
+
+#[test]
+fn leaves_of_one_or_two_rules_hold_them_inline() {
+    let a = ranged(word::DPORT, 22, 22, action::PASS, 1);
+    let b = ranged(word::SPORT, 53, 53, action::DROP, 2);
+    let rules = [a, b];
+    let img = build(&rules, &TreeConfig::default());
+    let root = img.header().root;
+    assert!(root.is_inline() && root.count() == 2, "{root:?}");
+    assert_eq!(img.stats.list_cells, 0);
+    assert_eq!(img.stats.inline_entries, 2);
+    for k in keys(&rules, 2_000, 4) {
+        check(&img, &rules, &k);
+    }
+    // A large table has inline leaves in trees built on other threads too
+    // (relocated with them: their rule indices must not move).
+    let rules = classbench_like(5_000, 11);
+    let img = build(&rules, &TreeConfig::default());
+    assert!(img.stats.inline_entries > 0);
+    for k in keys(&rules, 20_000, 12) {
+        check(&img, &rules, &k);
     }
 }
