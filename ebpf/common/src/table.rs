@@ -213,9 +213,13 @@
 //! median of 5 passes over 100k distinct packets), 7 pairs at ACL 100k:
 //! trace median 821 → 777 ns (ranges 765–952 → 553–903), hot20 median 94 →
 //! 98 ns; FW 100k, 3 pairs: trace 1220–1265 → 910–1268, hot20 unchanged
-//! (112–124); ACL / IPC 10k: no clear change either way. Userspace: no
+//! (112–124); ACL / IPC 10k: no clear change either way; hot20 at 1k, three
+//! more alternating triples: ACL unchanged, FW +2–4 ns. Userspace: no
 //! change (the list cells are few and stay cached; the same finding as
-//! one-rule direct leaves, above). Table bytes per rule −1 %.
+//! one-rule direct leaves, above). Table bytes per rule −1 %. Tried instead
+//! of the mask: one branch per leaf into two scans (inline, list) — 191k
+//! instructions verified, but hot20 worse in the same triples (FW 1k 95–112
+//! ns against 85–88, ACL 1k 87–93 against 77–82).
 //!
 //! # What did not work (so the next attempt starts from the facts)
 //!
