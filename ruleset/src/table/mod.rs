@@ -253,7 +253,8 @@ impl Walk {
 /// (at most [`MAX_TREES`]): from its root, at most [`MAX_DEPTH`] node steps
 /// (`child = ref.child(key[ref.word()])`, next ref in cell `ref.cell() + child / 16`,
 /// slot `child % 16`), then a scan of at most [`LEAF_MAX`] entries of the leaf
-/// list, which hold rule cell indices in priority order, trees walked from the
+/// list ([`Ref::entry`]: in a list cell, or inline in the leaf's ref), which
+/// hold rule cell indices in priority order, trees walked from the
 /// last to tree 0, skipping a tree whose [`Header::first`] bound, and leaving
 /// a subtree whose node bound ([`Ref::bound`]), is at or past
 /// the best terminal match so far: the scan stops at an index at or past the
@@ -263,9 +264,10 @@ impl Walk {
 /// every COUNT rule in tree 0 (scanned last), so the ones recorded are exactly
 /// those before the winner (at most [`COUNT_MAX`]). A malformed image never
 /// panics and reads as the XDP program reads it: key word and list slot
-/// indices are masked into range, a tree reaching past the table is skipped. `key` must be a key as packets make it
-/// ([`crate::classifier::key_of`]): family 4 or 6, zeros in an IPv4 key's
-/// address words 1–3, every word within its [`WORD_BITS`](fluxgate_common::table::WORD_BITS).
+/// indices are masked into range, a tree reaching past the table is skipped.
+/// `key` must be a key as packets make it ([`crate::classifier::key_of`]):
+/// family 4 or 6, zeros in an IPv4 key's address words 1–3, every word within
+/// its [`WORD_BITS`](fluxgate_common::table::WORD_BITS).
 pub fn walk(cells: &[Cell], key: &[u32; KEY_WORDS]) -> Walk {
     walk_checked(cells, key, &CheckKey::of(key))
 }
