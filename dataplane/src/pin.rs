@@ -142,12 +142,22 @@ const PER_CPU_BLOCKS: [&str; 2] = [maps::RULE_COUNTERS, maps::TENANT_COUNTERS];
 /// The entries of each map of [`PER_CPU_BLOCKS`] on this machine, as every
 /// loader must create (or find) them.
 pub(crate) fn per_cpu_map_entries() -> Result<Vec<(&'static str, u32)>, Error> {
-    let cpus = crate::tables::possible_cpus()?;
-    Ok(MAP_SPECS
+    MAP_SPECS
         .iter()
         .filter(|(name, ..)| PER_CPU_BLOCKS.contains(name))
-        .map(|&(name, _, _, per_cpu)| (name, per_cpu.saturating_mul(cpus)))
-        .collect())
+        .map(|&(name, _, _, entries)| Ok((name, entries_here(name, entries)?)))
+        .collect()
+}
+
+/// The entries map `name`, of `spec_entries` in [`MAP_SPECS`], has on this
+/// machine: one block of them per possible CPU for the maps of
+/// [`PER_CPU_BLOCKS`] (only those ask the kernel how many CPUs there are).
+fn entries_here(name: &str, spec_entries: u32) -> Result<u32, Error> {
+    if PER_CPU_BLOCKS.contains(&name) {
+        Ok(spec_entries.saturating_mul(crate::tables::possible_cpus()?))
+    } else {
+        Ok(spec_entries)
+    }
 }
 
 /// fluxgate state pinned for one interface, adopted by this process.
@@ -330,11 +340,8 @@ impl PinnedAttachment {
         // The pool's size is chosen at load time: any size that holds a table.
         let max_entries = if max_entries == 0 && info.max_entries() >= 2 {
             info.max_entries()
-        } else if let Some(&(_, entries)) = per_cpu_map_entries()?.iter().find(|(n, _)| *n == name)
-        {
-            entries
         } else {
-            max_entries
+            entries_here(name, max_entries)?
         };
         // The slot maps, the pool and the counter maps are mmapable; the
         // others have no flags.
