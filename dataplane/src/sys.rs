@@ -248,6 +248,13 @@ impl Mapping {
         // SAFETY: in bounds of the mapping, checked just above.
         unsafe { self.ptr.cast::<u8>().add(byte - self.offset) }
     }
+
+    /// Where map bytes `bytes` (not empty) start; all of them must be mapped
+    /// (both ends are checked, so is everything between).
+    fn span(&self, bytes: std::ops::Range<usize>) -> *mut u8 {
+        self.at(bytes.end - 1);
+        self.at(bytes.start)
+    }
 }
 
 impl Drop for Mapping {
@@ -294,9 +301,9 @@ pub(crate) fn read_mmapable<V: Copy>(map: BorrowedFd<'_>, indices: &[u32]) -> io
         .iter()
         .map(|&i| {
             let start = i as usize * stride;
-            let (at, _) = (mapping.at(start), mapping.at(start + stride - 1));
-            // SAFETY: both ends of the element are mapped (`at` checks); the
-            // kernel may write concurrently, so it is read volatile.
+            let at = mapping.span(start..start + stride);
+            // SAFETY: the element is mapped (`span` checks); the kernel may
+            // write concurrently, so it is read volatile.
             unsafe { std::ptr::read_volatile(at.cast::<V>()) }
         })
         .collect())
@@ -337,8 +344,7 @@ pub(crate) fn write_mmapable<V: Copy>(
     // Fault the pages in up front unless the regions are scattered thinly.
     let mapping = Mapping::new(map, lo..hi, true, hi - lo <= 2 * data)?;
     for (bytes, values) in &spans {
-        // Both ends are mapped (`at` checks), so is everything between.
-        let (dst, _) = (mapping.at(bytes.start), mapping.at(bytes.end - 1));
+        let dst = mapping.span(bytes.clone());
         // SAFETY: the destination lies inside the mapping, which no Rust
         // reference aliases; `V: Copy`.
         unsafe {
