@@ -312,6 +312,7 @@ impl Default for Window {
 }
 
 impl Window {
+    /// Keeps rule `i` (`r`, flag-free), forgetting the oldest.
     fn push(&mut self, i: u32, r: &FlatRule) {
         let at = self.next;
         self.rules[at] = i;
@@ -322,7 +323,7 @@ impl Window {
         self.next = (at + 1) % SHADOW_WINDOW;
     }
 
-    /// Whether `r` lies inside (every word within, no flags) a rule of the window.
+    /// Whether `r` lies inside (every word within) a rule of the window.
     fn holds(&self, rules: &[FlatRule], r: &FlatRule) -> bool {
         let (s, d) = (
             (r.lo[word::SRC], r.hi[word::SRC]),
@@ -339,10 +340,11 @@ impl Window {
         while candidates != 0 {
             let k = candidates.trailing_zeros() as usize;
             candidates &= candidates - 1;
+            // Only flag-free rules enter the window ([`unshadowed`]), and an
+            // empty slot's `[MAX, 0]` holds no range: `e` is a real rule.
             let e = &rules[self.rules[k] as usize];
-            if e.flags_mask == 0
-                && (0..RANGE_WORDS).all(|w| e.lo[w] <= r.lo[w] && r.hi[w] <= e.hi[w])
-            {
+            debug_assert_eq!(e.flags_mask, 0);
+            if (0..RANGE_WORDS).all(|w| e.lo[w] <= r.lo[w] && r.hi[w] <= e.hi[w]) {
                 return true;
             }
         }
