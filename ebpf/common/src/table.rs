@@ -134,7 +134,11 @@
 //! IPC 10k 87–97 → 85.3, ACL 100k 94.6 → 94.8, FW 100k 125 → 112.5; trace
 //! FW 100k 1386 → 1293 ns. Userspace, 10k rules, three alternating pairs:
 //! ACL 15.7–16.0 → 16.1–17.1 M packets/s, FW 8.8–9.9 → 9.8–10.1. Verified
-//! instructions of `fluxgate_classify`: 134k → 129k.
+//! instructions of `fluxgate_classify`: 134k → 129k. The bound's 8 bits
+//! lose little: with the exact lowest rule index of every node instead
+//! (tenth session, loads per packet of 20k trace packets, 10k / 100k rules)
+//! ACL 7.17 / 8.36 → 7.16 / 8.35, FW 11.61 / 13.23 → 11.59 / 13.21, IPC
+//! 9.47 / 10.88 → 9.45 / 10.85 — not worth wider refs.
 //!
 //! # Where that left it (2026-11-26, one full `cargo bench --bench classifier` run)
 //!
