@@ -220,11 +220,7 @@ pub trait Tables {
         let mut map = self.table_map(loc.map)?;
         let array: Array<&MapData, u32> =
             Array::try_from(&*map.get()).map_err(|e| Error::kernel("open a slot map", e))?;
-        let select = loc.select.unwrap_or(0);
-        Ok(array
-            .get(&select, 0)
-            .map_err(|e| Error::kernel("read a table selector", e))?
-            & 1)
+        live_bit(&array, loc.select.unwrap_or(0))
     }
 
     /// Places `table` in the standby buffer of `slot`, where no packet looks
@@ -288,10 +284,7 @@ pub trait Tables {
         let mut map = self.table_map(loc.map)?;
         let mut array: Array<&mut MapData, u32> =
             Array::try_from(map.get()).map_err(|e| Error::kernel("open a slot map", e))?;
-        let live = array
-            .get(&select, 0)
-            .map_err(|e| Error::kernel("read a table selector", e))?
-            & 1;
+        let live = live_bit(&array, select)?;
         array
             .set(select, 1 - live, 0)
             .map_err(|e| Error::kernel("flip a table selector", e))
@@ -397,6 +390,17 @@ impl TableMap<'_> {
             TableMap::Owned(m) => m,
         }
     }
+}
+
+/// The live buffer (0 or 1) that selector `select` of slot map `array` names.
+fn live_bit<T: std::borrow::Borrow<MapData>>(
+    array: &Array<T, u32>,
+    select: u32,
+) -> Result<u32, Error> {
+    Ok(array
+        .get(&select, 0)
+        .map_err(|e| Error::kernel("read a table selector", e))?
+        & 1)
 }
 
 /// Counter slots `first..end` do not all exist.
