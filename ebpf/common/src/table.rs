@@ -172,6 +172,28 @@
 //! per-lane table and key pointers (register pressure), and building the
 //! per-packet results (≈ 10 %). Not kept.
 //!
+//! Measured again (2026-11-26, eleventh session), the table not fitting in
+//! L2 is the smaller part: the bare walk of 10k rules over keys of the
+//! synthetic trace, M keys/s on one core (ACL / FW / IPC):
+//!
+//! | keys, order | ACL | FW | IPC | lines touched (ACL) |
+//! |---|---|---|---|---|
+//! | 1k, cycled (the branch predictor learns the sequence) | 32.2 | 21.9 | 25.5 | 0.22 MB |
+//! | 1k, shuffled (cache-resident, branches not learned) | 20.0 | 13.2 | 15.3 | 0.22 MB |
+//! | 10k, distinct (as the bench) | 18.2 | 10.9 | 13.0 | 0.80 MB |
+//!
+//! So ≈ 60 % of the cost above a learned walk is mispredicted branches
+//! (which tree still can win, where a descent ends, which leaf rule
+//! matches: ≈ 4–5 per key) and ≈ 10 % cache capacity. Tried and not kept:
+//! the cells in 2 MB pages (`MADV_HUGEPAGE`: no change, so not TLB misses);
+//! every rule's IPv4 half in a dense array of 64-byte heads, or on
+//! alternating cache-line parity (no change); descents made branch-free with
+//! `select_unpredictable` for their first 1–4 levels (ACL 17.4 → 17.4 /
+//! 15.8 / 12.2 / 10.9; skipping trees that way as well: 15.0 at one level).
+//! The branches are what let the core start the next tree's loads before
+//! the previous tree's rule check has finished: a select turns that
+//! speculation into a data dependency.
+//!
 //! # Distinct packets: where the cold time goes (2026-11-26)
 //!
 //! The bench's trace used to run each of 2,000 packets 100 times, so 99 of
