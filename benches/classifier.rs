@@ -8,7 +8,8 @@
 //! - cold: a trace of 100k distinct packets, one test_run of one run each, the
 //!   floor measured the same way.
 //!
-//! Userspace: packets/s of `Classifier` at 10k rules on one core, per family.
+//! Userspace: packets/s of `Classifier` at 10k rules on one core, per family,
+//! beside an exact-match hash probe of the same keys (the baseline).
 //! Compile + stage (kernel maps created and filled) time, and kernel table
 //! memory per rule, printed in the summary.
 //!
@@ -18,7 +19,7 @@ use std::time::{Duration, Instant};
 
 use criterion::{BenchmarkId, Criterion, Throughput};
 use fluxgate::{
-    common::GatewayConfig,
+    common::{GatewayConfig, table::KEY_WORDS},
     dataplane::{Program, StagedImage, Tables, frame::FrameSpec},
     ruleset::{
         Classifier, CompileOptions, Config, Image, PacketHeader, Ruleset, ValidRuleset, classbench,
@@ -156,26 +157,63 @@ fn kernel_hot(c: &mut Criterion, floor: &Program, setups: &[Setup]) {
     group.finish();
 }
 
+/// The first 10k keys of a setup's trace, as the userspace classifier takes them.
+fn userspace_keys(setup: &Setup) -> Vec<[u32; KEY_WORDS]> {
+    setup
+        .packets
+        .iter()
+        .take(10_000)
+        .map(|p| key_of(p, 0))
+        .collect()
+}
+
+/// The userspace baseline: an exact-match probe (`AHashMap`) of the same
+/// keys, every one present — what an exact-match filter such as xdp-filter
+/// does per packet, in userspace, over the same working set of keys.
+fn exact_probe(keys: &[[u32; KEY_WORDS]]) -> ahash::AHashMap<[u32; KEY_WORDS], u32> {
+    keys.iter().zip(0..).map(|(k, i)| (*k, i)).collect()
+}
+
 fn userspace(c: &mut Criterion, setups: &[&Setup]) {
     let mut group = c.benchmark_group("userspace");
     for setup in setups {
         let classifier = Classifier::new(setup.image.clone(), []);
-        let keys: Vec<_> = setup
-            .packets
-            .iter()
-            .take(10_000)
-            .map(|p| key_of(p, 0))
-            .collect();
+        let keys = userspace_keys(setup);
+        let probe = exact_probe(&keys);
         group.throughput(Throughput::Elements(keys.len() as u64));
         group.bench_function(BenchmarkId::new("classify_key", &setup.name), |b| {
-            b.iter(|| {
-                keys.iter()
-                    .map(|k| classifier.classify_key(k).verdict as usize)
-                    .sum::<usize>()
-            })
+            b.iter(|| classify_all(&classifier, &keys))
+        });
+        group.bench_function(BenchmarkId::new("exact_probe", &setup.name), |b| {
+            b.iter(|| probe_all(&probe, &keys))
         });
     }
     group.finish();
+}
+
+fn classify_all(classifier: &Classifier, keys: &[[u32; KEY_WORDS]]) -> usize {
+    keys.iter()
+        .map(|k| classifier.classify_key(k).verdict as usize)
+        .sum()
+}
+
+fn probe_all(probe: &ahash::AHashMap<[u32; KEY_WORDS], u32>, keys: &[[u32; KEY_WORDS]]) -> usize {
+    keys.iter()
+        .map(|k| probe.get(k).map_or(0, |&v| v as usize))
+        .sum()
+}
+
+/// Millions of keys per second of `f` over `keys` keys: the best of three
+/// back-to-back passes (the first one refills the caches the other
+/// measurement used).
+fn warm_rate(keys: usize, f: impl Fn() -> usize) -> f64 {
+    (0..3)
+        .map(|_| {
+            let started = Instant::now();
+            std::hint::black_box(f());
+            keys as f64 / started.elapsed().as_secs_f64() / 1e6
+        })
+        .fold(0.0, f64::max)
 }
 
 /// Median over 5 runs of 1M repeats, kernel-reported ns.
@@ -274,16 +312,17 @@ fn summary(floor: &Program, setups: &[Setup]) {
                 ]
             })
             .collect();
-        let median = |f: &dyn Fn(&[f64; 3]) -> f64| {
-            let mut v: Vec<f64> = rounds.iter().map(f).collect();
-            v.sort_by(f64::total_cmp);
-            v[v.len() / 2]
-        };
+        let median = |f: &dyn Fn(&[f64; 3]) -> f64| median_of(&rounds, f);
         let hot20 = median(&|r| r[0]);
         let trace = median(&|r| r[1]);
         let (lo, hi) = rounds.iter().fold((f64::MAX, f64::MIN), |(lo, hi), r| {
             (lo.min(r[1]), hi.max(r[1]))
         });
+        let range = if frames.is_empty() {
+            "-".to_owned()
+        } else {
+            format!("{lo:.0}-{hi:.0}")
+        };
         let bytes = s.image.cells() as f64 * 128.0 / s.rules as f64;
         eprintln!(
             "  {:<14} {:>9} {:>10.0} {:>11.2} {:>9.0} {:>12.1} {:>14} {:>12.2} {:>11.2} {:>12.0}ms {:>10.0}",
@@ -293,7 +332,7 @@ fn summary(floor: &Program, setups: &[Setup]) {
             hot / floor_hot,
             hot20,
             trace,
-            format!("{lo:.0}-{hi:.0}"),
+            range,
             median(&|r| r[1] / r[2].max(1.0)),
             median(&|r| r[1] / r[0]),
             s.compile_and_stage.as_secs_f64() * 1e3,
@@ -301,6 +340,49 @@ fn summary(floor: &Program, setups: &[Setup]) {
         );
     }
 }
+
+/// Userspace packets/s at 10k rules beside the exact-match probe, in
+/// interleaved passes (medians), and their ratio.
+fn userspace_summary(setups: &[&Setup]) {
+    eprintln!(
+        "\n  userspace, one core, 10k distinct trace keys (M keys/s, medians of {USER_ROUNDS} interleaved rounds)"
+    );
+    eprintln!(
+        "  {:<14} {:>14} {:>13} {:>17}",
+        "ruleset", "classify_key", "exact_probe", "classify/probe"
+    );
+    for s in setups {
+        let classifier = Classifier::new(s.image.clone(), []);
+        let keys = userspace_keys(s);
+        let probe = exact_probe(&keys);
+        let rounds: Vec<[f64; 2]> = (0..USER_ROUNDS)
+            .map(|_| {
+                [
+                    warm_rate(keys.len(), || classify_all(&classifier, &keys)),
+                    warm_rate(keys.len(), || probe_all(&probe, &keys)),
+                ]
+            })
+            .collect();
+        let median = |f: &dyn Fn(&[f64; 2]) -> f64| median_of(&rounds, f);
+        eprintln!(
+            "  {:<14} {:>14.1} {:>13.1} {:>17.2}",
+            s.name,
+            median(&|p| p[0]),
+            median(&|p| p[1]),
+            median(&|p| p[0] / p[1])
+        );
+    }
+}
+
+/// The median of `f` over `rows`.
+fn median_of<T>(rows: &[T], f: impl Fn(&T) -> f64) -> f64 {
+    let mut v: Vec<f64> = rows.iter().map(f).collect();
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
+/// Interleaved rounds of the userspace summary.
+const USER_ROUNDS: usize = 21;
 
 /// Interleaved rounds of the hot20 / trace / trace-floor measurements.
 const ROUNDS: usize = 5;
@@ -324,4 +406,5 @@ fn main() {
     userspace(&mut criterion, &at_10k);
     criterion.final_summary();
     summary(&floor, &setups);
+    userspace_summary(&at_10k);
 }

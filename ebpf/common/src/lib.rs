@@ -4,7 +4,7 @@
 //! counters, configuration) is defined here once, `#[repr(C)]` with explicit
 //! padding fields, so the two sides can never drift apart. The eBPF crate uses
 //! this crate as is (`no_std`); userspace enables the `user` feature, which
-//! implements [`aya::Pod`] for each type.
+//! implements `aya::Pod` for each type.
 //!
 //! Multi-byte fields documented as "network order" hold bytes exactly as on the
 //! wire, so the packet path never swaps bytes.
