@@ -36,7 +36,7 @@ use crate::error::{Diag, Errors};
 use crate::model::{Ruleset, Verdict};
 use crate::packet::PacketHeader;
 use crate::reference::{Decision, RuleRef, classify};
-use crate::validate::validate;
+use crate::validate::{ValidRuleset, validate};
 
 /// What decided a packet.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -293,6 +293,25 @@ pub fn check_decision(p: &PacketCase, d: &Decision) -> Result<(), String> {
         ));
     }
     Ok(())
+}
+
+/// Checks another engine's decision for packet line `p` of a case whose
+/// ruleset is `rs`: against the line's expectation ([`check_decision`]) and
+/// against the reference classifier. `Err` says what differs.
+pub fn check_engine(rs: &ValidRuleset, p: &PacketCase, d: &Decision) -> Result<(), String> {
+    let mut problems = Vec::new();
+    if let Err(e) = check_decision(p, d) {
+        problems.push(e);
+    }
+    let r = classify(rs, &p.packet);
+    if !d.same_outcome(&r) {
+        problems.push(format!("engine {d:?} != reference {r:?}"));
+    }
+    if problems.is_empty() {
+        Ok(())
+    } else {
+        Err(problems.join("; "))
+    }
 }
 
 /// Runs one case against the reference classifier; returns the failures (empty = pass).

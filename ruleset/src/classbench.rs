@@ -133,15 +133,21 @@ fn hex(s: &str) -> Option<u32> {
     .ok()
 }
 
+/// The lines of `text` (each with its newline) and the byte offset each starts at.
+fn lines_at(text: &str) -> impl Iterator<Item = (usize, &str)> {
+    text.split_inclusive('\n').scan(0, |start, line| {
+        let at = *start;
+        *start += line.len();
+        Some((at, line))
+    })
+}
+
 /// Parses a filter file. Errors point at the offending field.
 pub fn parse_filters(path: &str, text: &str) -> Result<Vec<Filter>, Errors> {
     let mut map = SourceMap::default();
     map.add(path, text);
     let mut out = Vec::new();
-    let mut start = 0;
-    for line in text.split_inclusive('\n') {
-        let ls = start;
-        start += line.len();
+    for (ls, line) in lines_at(text) {
         let body = line.trim_end();
         let Some(rest) = body.strip_prefix('@') else {
             if body.trim().is_empty() {
@@ -286,10 +292,7 @@ pub fn parse_trace(path: &str, text: &str) -> Result<Vec<TraceEntry>, Errors> {
     let mut map = SourceMap::default();
     map.add(path, text);
     let mut out = Vec::new();
-    let mut start = 0;
-    for line in text.split_inclusive('\n') {
-        let ls = start;
-        start += line.len();
+    for (ls, line) in lines_at(text) {
         let fields: Vec<&str> = line.split_whitespace().collect();
         if fields.is_empty() {
             continue;

@@ -69,6 +69,17 @@ fn bad_filter_lines_point_at_the_field() {
     assert_eq!(e.errors[0].location.col, 44);
     let e = parse_trace("t", "1 2 3\n").unwrap_err();
     assert_eq!(e.errors[0].location.line, 1);
+    // Later lines, after a blank one: the offsets carry over.
+    let e = parse_trace("t", "1 2 3 4 6\n\n1 2 x 4 6\n").unwrap_err();
+    let l = &e.errors[0].location;
+    assert_eq!((l.line, l.col), (3, 5));
+    let e = parse_filters(
+        "f",
+        "@10.0.0.0/8\t10.0.0.0/8\t0 : 65535\t0 : 65535\t0x06/0xFF\n\n@1.2.3.4/33\t0.0.0.0/0\t0 : 65535\t0 : 65535\t0x06/0xFF\n",
+    )
+    .unwrap_err();
+    let l = &e.errors[0].location;
+    assert_eq!((l.line, l.col), (3, 2));
 }
 
 #[test]
