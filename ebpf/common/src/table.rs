@@ -140,6 +140,38 @@
 //! ACL 7.17 / 8.36 → 7.16 / 8.35, FW 11.61 / 13.23 → 11.59 / 13.21, IPC
 //! 9.47 / 10.88 → 9.45 / 10.85 — not worth wider refs.
 //!
+//! # Cuts as wide as the rules pay for (2026-11-26, eleventh session)
+//!
+//! A cut's first 256 children used to be free and no cut could take more:
+//! a node of 9 rules could take 256 children, the root of a tree of 25k
+//! rules no more than that. Now every child costs half a rule reference in
+//! the compiler's space bound (`TreeConfig::spfac` in `fluxgate-ruleset`)
+//! and a cut may take up to [`MAX_CUT_BITS`] = 16 bits: the roots of the
+//! synthetic 10k / 100k tables cut 12–16 bits of an address, small nodes
+//! fewer bits than before. Dependent loads per packet (ACL / FW / IPC):
+//! −4 / −4 / −1 % at 1k rules, −13 / −18 / −16 % at 10k, −23 / −19 / −21 %
+//! at 100k; table bytes per rule 254 / 294 / 262 → 215 / 239 / 228 at 1k,
+//! 205 / 281 / 237 → 206 / 226 / 220 at 10k, 168 / 237 / 197 → 177 / 242 /
+//! 206 at 100k. Measured in alternating runs of both builds:
+//! - userspace, 10k rules, one core, three pairs (M keys/s): ACL 16.2–16.5
+//!   → 18.1–18.6, FW 7.5–10.1 → 11.6–11.8, IPC 12.9–13.2 → 15.0–15.6;
+//! - kernel hot20 (ns, two pairs): ACL 10k 89 / 90 → 85 / 80, FW 10k 99 /
+//!   89 → 88 / 85, IPC 10k 88 / 90 → 80 / 81; ACL 100k 95 / 116 → 83 / 83,
+//!   FW 100k 110 / 111 → 98 / 100, IPC 100k 96 / 93 → 87 / 82. At 1k rules
+//!   (four pairs) FW 85–93 → 81–91 and IPC unchanged, but ACL 79–88 → 81–98:
+//!   the first trace packets meet a few more leaf rules (2.45 → 2.7 checks
+//!   for 3.7 → 3.35 tree steps), and a rule check costs several steps;
+//! - kernel trace of 100k distinct packets: unchanged within noise at 1k
+//!   and 10k; at 100k ACL 727 / 691 → 714 / 623 ns, IPC 935 / 866 → 905 /
+//!   831, FW 1016–1055 → 1060;
+//! - compile at 100k rules, best of 8: ACL 91 → 104 ms, FW 151 → 161, IPC
+//!   118 → 129 (more, smaller subtrees).
+//!
+//! Not kept: the first 256 children still free with wide cuts allowed (FW
+//! 100k: 297 B per rule; charging children past 256 at 2–4 references, or
+//! wide cuts at the roots only, did not bring it under 273), and a child
+//! at a quarter reference (FW 100k 269 B per rule).
+//!
 //! # Where that left it (2026-11-26, one full `cargo bench --bench classifier` run)
 //!
 //! With the dispatcher's fixes of the same day (the key parsed in place, no
@@ -343,8 +375,10 @@ pub const COUNT_MAX: usize = 16;
 pub const REFS_PER_CELL: usize = 16;
 /// Rule index slots per list cell (a leaf's list lies within one cell).
 pub const LIST_SLOTS: usize = 2 * REFS_PER_CELL;
-/// Most cut bits in one node (up to 2^8 children).
-pub const MAX_CUT_BITS: u32 = 8;
+/// Most cut bits in one node (up to 2^16 children, 4096 node cells). How
+/// wide a cut may be for the rules it separates is the compiler's space
+/// bound: a node of 25k rules may cut 16 bits, one of 9 rules at most 6.
+pub const MAX_CUT_BITS: u32 = 16;
 
 /// Indices of the key words.
 pub mod word {

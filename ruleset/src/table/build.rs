@@ -3,7 +3,7 @@
 //!
 //! A *region* fixes, per key word, the top bits of the word's significant width
 //! ([`WORD_BITS`]): ports are 16-bit, the protocol 8-bit, and so on, so no cut is
-//! ever spent on bits that are always zero. A node cuts the next 1–8 bits of one
+//! ever spent on bits that are always zero. A node cuts the next 1–16 bits of one
 //! word — including the TCP flags byte, so flag rules get separated like any
 //! other field. A region's candidate list holds, in priority order, the rules
 //! overlapping it up to the first terminal rule that covers the whole region
@@ -11,11 +11,14 @@
 //! rule fully, so the tree only has to keep every rule that can match in every
 //! leaf it overlaps.
 //!
-//! Choosing a cut: every word and width 1–8 is scored by the largest child list
-//! and the total of child list sizes (replication); the widest cut whose
-//! replication stays within `spfac × n + 2^bits` and that shrinks the largest
-//! list wins. Near the depth limit the space bound is dropped: a deeper tree
-//! would not verify, more memory is the lesser evil.
+//! Choosing a cut: every word and width (1 up to what the space bound allows
+//! a node of its size, at most 16) is scored by the largest child list and
+//! the total of child list sizes (replication); the widest cut whose
+//! replication plus half a reference per child stays within `spfac × n`
+//! ([`TreeConfig::spfac`](super::TreeConfig::spfac)) and that shrinks the
+//! largest list wins. Near the depth limit the space bound is dropped (and
+//! cuts stay within 8 bits): a deeper tree would not verify, more memory is
+//! the lesser evil.
 //!
 //! # Compile time (`compile_with`, synthetic ClassBench, release, 2026-11-25)
 //!
@@ -427,6 +430,30 @@ const PRECISE_BELOW: usize = 64;
 /// ones by histograms (O(n) per width vs O(n + 2^bits) in all).
 const SWEEP_BELOW: usize = 64;
 
+/// What one child of a cut costs in the space bound, in rule references
+/// (see [`TreeConfig::spfac`]).
+const CHILD_COST: f64 = 0.5;
+
+/// Children of a cut whose per-child scratch lives on the stack.
+const SMALL_CUT: usize = 1 << NEAR_LIMIT_BITS;
+
+/// `n` zeroed entries: in `small` when it is long enough, else in `large`.
+fn scratch<'s, T: Copy + Default>(
+    small: &'s mut [T; SMALL_CUT],
+    large: &'s mut Vec<T>,
+    n: usize,
+) -> &'s mut [T] {
+    if n <= SMALL_CUT {
+        &mut small[..n]
+    } else {
+        large.resize(n, T::default());
+        large
+    }
+}
+
+/// The widest cut a node near the depth limit (where any cut fits) may try.
+const NEAR_LIMIT_BITS: u32 = 8;
+
 /// An aligned box: per key word, the top `fixed` bits (of the word's significant
 /// width) equal those of `lo`.
 #[derive(Clone, Copy, Debug)]
@@ -569,6 +596,19 @@ impl<'a> Builder<'a> {
         budget: usize,
         work_budget: u64,
     ) -> Self {
+        let rule_cell = std::sync::Arc::new(vec![u32::MAX; rules.len()]);
+        Builder::sharing(rules, leaf_target, spfac, budget, work_budget, rule_cell)
+    }
+
+    /// A builder whose rule cells are `rule_cell` (shared until one is placed).
+    fn sharing(
+        rules: &'a [FlatRule],
+        leaf_target: usize,
+        spfac: f64,
+        budget: usize,
+        work_budget: u64,
+        rule_cell: std::sync::Arc<Vec<u32>>,
+    ) -> Self {
         Builder {
             rules,
             bbox: [(0, u32::MAX); RANGE_WORDS],
@@ -577,7 +617,7 @@ impl<'a> Builder<'a> {
             leaf_target,
             spfac,
             cells: vec![Cell::default()],
-            rule_cell: std::sync::Arc::new(vec![u32::MAX; rules.len()]),
+            rule_cell,
             lists: HashMap::default(),
             packing: None,
             node_ranges: Vec::new(),
@@ -672,15 +712,15 @@ impl<'a> Builder<'a> {
     /// A builder for one tree of this table on another thread: same rules,
     /// rule cells already placed, its own (empty) cells, relocated by [`Builder::append`].
     fn subtree_builder(&self) -> Builder<'a> {
-        let mut sub = Builder::new(
+        let mut sub = Builder::sharing(
             self.rules,
             self.leaf_target,
             self.spfac,
             self.budget,
             self.work_budget,
+            self.rule_cell.clone(),
         );
         sub.cells.clear();
-        sub.rule_cell = self.rule_cell.clone();
         sub.bbox = self.bbox;
         sub
     }
@@ -920,16 +960,17 @@ impl<'a> Builder<'a> {
     /// gathering (FW 100k: ≈ 5 % less compile CPU time).
     fn choose(&self, list: &[u32], reg: &Region, near_limit: bool, dead: &mut u16) -> Option<Cut> {
         let n = list.len();
+        let max_bits = self.max_bits(n, near_limit);
         let mut per_word: Vec<Cut> = Vec::new();
-        // hx[v] / hy[v]: rules whose span starts / ends before top-width child v.
-        let mut hx = [0usize; (1 << MAX_CUT_BITS) + 1];
-        let mut hy = [0usize; (1 << MAX_CUT_BITS) + 1];
+        // hx[v] / hy[v]: rules whose span starts / ends before top-width child
+        // v (only lists longer than SWEEP_BELOW use them: sized at first use).
+        let (mut hx, mut hy) = (Vec::new(), Vec::new());
         // Per rule, its clipped span on the word, relative to the region (the
         // child span of a `bits` cut is this shifted right by `free - bits`).
         let mut spans: Vec<(u32, u32)> = Vec::with_capacity(n);
         let (mut xs, mut ys) = (Vec::new(), Vec::new());
         for w in 0..KEY_WORDS {
-            let top = reg.free(w).min(MAX_CUT_BITS);
+            let top = reg.free(w).min(max_bits);
             if *dead & (1 << w) != 0 {
                 continue;
             }
@@ -1006,8 +1047,10 @@ impl<'a> Builder<'a> {
                 // starts at or after child c + 1 or ends before child c, so
                 // size(c) = #(x < (c+1) << d) - #(y < c << d) over the top-width spans.
                 let width = 1usize << top;
-                hx[..=width].iter_mut().for_each(|c| *c = 0);
-                hy[..=width].iter_mut().for_each(|c| *c = 0);
+                hx.clear();
+                hx.resize(width + 1, 0);
+                hy.clear();
+                hy.resize(width + 1, 0);
                 for &(x, y) in &spans {
                     hx[(x >> drop) as usize + 1] += 1;
                     hy[(y >> drop) as usize + 1] += 1;
@@ -1062,11 +1105,23 @@ impl<'a> Builder<'a> {
         )
     }
 
-    /// `cut` and whether its replication stays within the space bound.
+    /// `cut` and whether it stays within the space bound: its child lists
+    /// and its children, half a rule reference each, within `spfac` rule
+    /// references per rule of the node ([`TreeConfig::spfac`]).
     fn fits(&self, cut: Cut, n: usize, near_limit: bool) -> (Cut, bool) {
         let k = 1usize << cut.bits;
-        let fits = near_limit || (cut.sum + k) as f64 <= self.spfac * n as f64 + k as f64;
+        let fits = near_limit || cut.sum as f64 + CHILD_COST * k as f64 <= self.spfac * n as f64;
         (cut, fits)
+    }
+
+    /// The widest cut worth scoring for a node of `n` rules: the widest whose
+    /// children alone stay within the space bound.
+    fn max_bits(&self, n: usize, near_limit: bool) -> u32 {
+        if near_limit {
+            return NEAR_LIMIT_BITS;
+        }
+        let children = (self.spfac * n as f64 / CHILD_COST) as usize;
+        children.max(2).ilog2().min(MAX_CUT_BITS)
     }
 
     /// Of cuts on one word tried narrowest first: the widest fitting cut that
@@ -1147,11 +1202,11 @@ impl<'a> Builder<'a> {
 
     /// Re-scores `cut` by the child lists after covering pruning.
     fn precise(&self, list: &[u32], uncovered: &[u16], reg: &Region, cut: &mut Cut) {
-        let mut sizes = [0usize; 1 << MAX_CUT_BITS];
+        let (mut small, mut large) = ([0usize; SMALL_CUT], Vec::new());
+        let sizes = scratch(&mut small, &mut large, 1 << cut.bits);
         self.distribute(list, uncovered, reg, cut.word, cut.bits, |c, _| {
             sizes[c] += 1
         });
-        let sizes = &sizes[..1 << cut.bits];
         cut.max = sizes.iter().copied().max().unwrap_or(0);
         cut.sum = sizes.iter().sum();
     }
@@ -1180,17 +1235,14 @@ impl<'a> Builder<'a> {
         // A flags cut: every rule overlaps `reg` on the other words; a child
         // fixes more flag bits, which a rule overlaps when its flags agree
         // with them and covers when it constrains no other bit.
-        let fixed: [(u8, u8); 1 << MAX_CUT_BITS] = std::array::from_fn(|c| {
-            if flags && c < k {
-                flags_fixed(&reg.child(w, bits, c as u32))
-            } else {
-                (0, 0)
-            }
-        });
+        let fixed: Vec<(u8, u8)> = (0..if flags { k } else { 0 })
+            .map(|c| flags_fixed(&reg.child(w, bits, c as u32)))
+            .collect();
         let bb = self.bbox.get(w).copied().unwrap_or((0, u32::MAX));
         let (base, _) = reg.bounds(w);
         let shift = reg.free(w) - bits;
-        let mut closed = [false; 1 << MAX_CUT_BITS];
+        let (mut small, mut large) = ([false; SMALL_CUT], Vec::new());
+        let closed = scratch(&mut small, &mut large, k);
         let mut open = k;
         for (at, &i) in list.iter().enumerate() {
             if open == 0 {

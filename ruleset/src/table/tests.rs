@@ -1,7 +1,7 @@
 //! Tree ≡ linear scan, edge cases, layout invariants.
 
 use fluxgate_common::table::{
-    Cell, Header, KEY_WORDS, LEAF_MAX, MAX_DEPTH, RANGE_WORDS, Ref, action, word,
+    Cell, Header, KEY_WORDS, LEAF_MAX, MAX_CUT_BITS, MAX_DEPTH, RANGE_WORDS, Ref, action, word,
 };
 use proptest::prelude::*;
 
@@ -85,7 +85,7 @@ fn check_layout(image: &TableImage) {
         }
         assert!(depth < MAX_DEPTH);
         assert!(r.word() < KEY_WORDS);
-        assert!(r.bits() >= 1 && r.bits() <= 8);
+        assert!(r.bits() >= 1 && r.bits() <= MAX_CUT_BITS);
         let n = 1usize << r.bits();
         assert!(r.cell() as usize + n.div_ceil(16) <= cells.len());
         let bound = bound.max(u64::from(r.bound()) << h.bound_shift);
@@ -599,5 +599,51 @@ fn leaves_of_one_or_two_rules_hold_them_inline() {
     assert!(img.stats.inline_entries > 0);
     for k in keys(&rules, 20_000, 12) {
         check(&img, &rules, &k);
+    }
+}
+
+#[test]
+fn big_nodes_cut_wide_small_ones_narrow() {
+    // 4096 hosts of one /16, one rule each: a cut of 12+ bits separates them
+    // in one step, within the space bound (one reference each, half one per child).
+    let rules: Vec<FlatRule> = (0..4096u32)
+        .map(|i| {
+            let host = 0x0a00_0000 | (i * 13 % 65536);
+            ranged(
+                word::DST,
+                host,
+                host,
+                [action::PASS, action::DROP][i as usize % 2],
+                i,
+            )
+        })
+        .collect();
+    let img = build(&rules, &TreeConfig::default());
+    let h = img.header();
+    let widest = (0..h.trees as usize)
+        .map(|t| h.root_of(t).bits())
+        .max()
+        .unwrap_or(0);
+    assert!(widest > 8, "root cut of {widest} bits");
+    for r in &rules {
+        let mut k = [0u32; KEY_WORDS];
+        for host in [
+            r.lo[word::DST],
+            r.lo[word::DST] + 1,
+            r.lo[word::DST] ^ 0x100,
+        ] {
+            k[word::DST] = host;
+            check(&img, &rules, &k);
+        }
+    }
+    // Nine rules get no more children than the space bound pays for.
+    let img = build(&rules[..9], &TreeConfig::default());
+    let h = img.header();
+    for t in 0..h.trees as usize {
+        assert!(
+            h.root_of(t).bits() <= 6,
+            "9 rules cut {} bits",
+            h.root_of(t).bits()
+        );
     }
 }
