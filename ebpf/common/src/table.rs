@@ -144,33 +144,39 @@
 //!
 //! A cut's first 256 children used to be free and no cut could take more:
 //! a node of 9 rules could take 256 children, the root of a tree of 25k
-//! rules no more than that. Now every child costs half a rule reference in
-//! the compiler's space bound (`TreeConfig::spfac` in `fluxgate-ruleset`)
-//! and a cut may take up to [`MAX_CUT_BITS`] = 16 bits: the roots of the
-//! synthetic 10k / 100k tables cut 12–16 bits of an address, small nodes
-//! fewer bits than before. Dependent loads per packet (ACL / FW / IPC):
-//! −4 / −4 / −1 % at 1k rules, −13 / −18 / −16 % at 10k, −23 / −19 / −21 %
-//! at 100k; table bytes per rule 254 / 294 / 262 → 215 / 239 / 228 at 1k,
-//! 205 / 281 / 237 → 206 / 226 / 220 at 10k, 168 / 237 / 197 → 177 / 242 /
-//! 206 at 100k. Measured in alternating runs of both builds:
+//! rules no more than that. Now a cut may take up to [`MAX_CUT_BITS`] = 16
+//! bits, and in a table of more than 2048 rules every child costs half a
+//! rule reference in the compiler's space bound (`TreeConfig::spfac` in
+//! `fluxgate-ruleset`; smaller tables keep their first 256 children free,
+//! which keeps them shallow at a few hundred KB): the roots of the
+//! synthetic 10k / 100k tables cut 12–16 bits of an address, their small
+//! nodes fewer bits than before. Dependent loads per packet (ACL / FW /
+//! IPC): 7.52 / 10.47 / 8.28 → 6.63 / 9.38 / 7.75 at 1k rules, −13 / −18 /
+//! −16 % at 10k, −23 / −19 / −21 % at 100k; table bytes per rule 254 / 294
+//! / 262 → 315 / 330 / 311 at 1k, 205 / 281 / 237 → 206 / 226 / 220 at
+//! 10k, 168 / 237 / 197 → 177 / 242 / 206 at 100k. Measured in alternating
+//! runs of both builds:
 //! - userspace, 10k rules, one core, three pairs (M keys/s): ACL 16.2–16.5
 //!   → 18.1–18.6, FW 7.5–10.1 → 11.6–11.8, IPC 12.9–13.2 → 15.0–15.6;
 //! - kernel hot20 (ns, two pairs): ACL 10k 89 / 90 → 85 / 80, FW 10k 99 /
 //!   89 → 88 / 85, IPC 10k 88 / 90 → 80 / 81; ACL 100k 95 / 116 → 83 / 83,
-//!   FW 100k 110 / 111 → 98 / 100, IPC 100k 96 / 93 → 87 / 82. At 1k rules
-//!   (four pairs) FW 85–93 → 81–91 and IPC unchanged, but ACL 79–88 → 81–98:
-//!   the first trace packets meet a few more leaf rules (2.45 → 2.7 checks
-//!   for 3.7 → 3.35 tree steps), and a rule check costs several steps;
+//!   FW 100k 110 / 111 → 98 / 100, IPC 100k 96 / 93 → 87 / 82; 1k rules:
+//!   ACL 98 / 81 → 100 / 78, FW 89 / 88 → 85 / 95, IPC 99 / 91 → 83 / 83;
+//!   10k tenants 105 / 103 → 97 / 98 (dispatch 3 → 2 steps), 10 tenants
+//!   unchanged;
 //! - kernel trace of 100k distinct packets: unchanged within noise at 1k
 //!   and 10k; at 100k ACL 727 / 691 → 714 / 623 ns, IPC 935 / 866 → 905 /
 //!   831, FW 1016–1055 → 1060;
 //! - compile at 100k rules, best of 8: ACL 91 → 104 ms, FW 151 → 161, IPC
 //!   118 → 129 (more, smaller subtrees).
 //!
-//! Not kept: the first 256 children still free with wide cuts allowed (FW
-//! 100k: 297 B per rule; charging children past 256 at 2–4 references, or
-//! wide cuts at the roots only, did not bring it under 273), and a child
-//! at a quarter reference (FW 100k 269 B per rule).
+//! Not kept: the first 256 children free in every table with wide cuts
+//! allowed (FW 100k: 297 B per rule; charging children past 256 at 2–4
+//! references, or wide cuts at the roots only, did not bring it under
+//! 273; children past 256 free only in nodes of at most 16 rules: 270), a
+//! child at a quarter reference (FW 100k 269 B per rule), and children
+//! charged in small tables too (the 10-rule tables of the tenants bench
+//! 5–6 steps deep instead of 3–4: hot +25–40 ns).
 //!
 //! # Where that left it (2026-11-26, one full `cargo bench --bench classifier` run)
 //!

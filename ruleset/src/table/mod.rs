@@ -113,12 +113,13 @@ pub struct TreeConfig {
     pub leaf_target: usize,
     /// HiCuts space factor: a cut into `k` children of a region with `n` rules is
     /// allowed when `sum of child rule counts + k / 2 <= spfac * n` (a child
-    /// is an 8-byte ref, a list entry 4 bytes). Default 4. Until 2026-11-26
-    /// the first 256 children were free and no cut could take more; charging
-    /// every child lets big nodes cut wide and keeps small ones narrow: 13–23 %
-    /// fewer dependent loads per packet at 10k–100k rules for about the same
-    /// memory (measured in `fluxgate_common::table`, "Cuts as wide as the
-    /// rules pay for").
+    /// is an 8-byte ref, a list entry 4 bytes; in a table of at most 2048
+    /// rules the first 256 children are free). Default 4. Until 2026-11-26
+    /// the first 256 children were free in every table and no cut could take
+    /// more; charging them in large tables lets big nodes cut wide and keeps
+    /// small ones narrow: 13–23 % fewer dependent loads per packet at
+    /// 10k–100k rules for about the same memory (measured in
+    /// `fluxgate_common::table`, "Cuts as wide as the rules pay for").
     pub spfac: f64,
 }
 
