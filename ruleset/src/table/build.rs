@@ -427,8 +427,8 @@ const PARALLEL_SUBTREES_FROM: usize = 1024;
 /// Lists at most this long are re-scored after covering pruning ([`Builder::precise`]).
 const PRECISE_BELOW: usize = 64;
 
-/// Lists at most this long are scored by a sweep over sorted span ends, longer
-/// ones by histograms (O(n) per width vs O(n + 2^bits) in all).
+/// Lists at most this long get the largest child of a cut by a sweep over
+/// sorted span ends (O(n log n)), longer ones by histograms (O(n + 2^bits)).
 const SWEEP_BELOW: usize = 64;
 
 /// What one child of a cut costs in the space bound, in rule references
@@ -591,6 +591,21 @@ struct Builder<'a> {
     /// [`Header::bound_shift`]: rule cells lie at `1..=rules.len()`, so
     /// their indices shifted by it fit a byte.
     bound_shift: u32,
+    /// Buffers of [`Builder::node`], reused from node to node (a growing
+    /// `Vec` per child cost FW 100k 150k reallocations and 3 % of its
+    /// compile's instructions).
+    scratch: std::cell::RefCell<Scratch>,
+}
+
+/// Reusable buffers of one builder (see [`Builder::scratch`]).
+#[derive(Default)]
+struct Scratch {
+    /// `node`: (child, rule) pairs, in the order `distribute` hands them.
+    pairs: Vec<(u32, u32)>,
+    /// `node`: where each child's list starts in `flat` (one more entry: the end).
+    starts: Vec<u32>,
+    /// `node`: every child's list, back to back.
+    flat: Vec<u32>,
 }
 
 /// A scored cut.
@@ -640,6 +655,7 @@ impl<'a> Builder<'a> {
             depth_sum: 0,
             work: std::cell::Cell::new(0),
             bound_shift: (u32::BITS - (rules.len() as u32).leading_zeros()).saturating_sub(8),
+            scratch: std::cell::RefCell::default(),
         }
     }
 
@@ -888,12 +904,35 @@ impl<'a> Builder<'a> {
         self.stats.nodes += 1;
         self.stats.node_cells += children.div_ceil(REFS_PER_CELL);
         let shift = reg.free(cut.word) - cut.bits;
-        // The pruned rule list of every child, in one pass.
-        let mut buckets: Vec<Vec<u32>> = vec![Vec::new(); children];
+        // The pruned rule list of every child, in one pass, grouped by child
+        // by a counting sort (which keeps each child's rules in priority
+        // order): only the lists of distinct subtrees get an allocation.
         let uncovered = self.uncovered(&list, &reg);
+        let mut scratch = self.scratch.take();
+        let Scratch {
+            pairs,
+            starts,
+            flat,
+        } = &mut scratch;
+        pairs.clear();
+        starts.clear();
+        starts.resize(children + 1, 0);
         self.distribute(&list, &uncovered, &reg, cut.word, cut.bits, |c, i| {
-            buckets[c].push(i)
+            pairs.push((c as u32, i));
+            starts[c] += 1;
         });
+        // Running ends, then filled backwards: each entry becomes its start.
+        let mut end = 0;
+        for s in starts.iter_mut() {
+            end += *s;
+            *s = end;
+        }
+        flat.clear();
+        flat.resize(pairs.len(), 0);
+        for &(c, i) in pairs.iter().rev() {
+            starts[c as usize] -= 1;
+            flat[starts[c as usize] as usize] = i;
+        }
         // Siblings whose rules all span the cut word's whole range (or, for a
         // flags cut, leave the cut bits free) behave identically: they share
         // one subtree. Such a rule lands in every child the region's box
@@ -910,7 +949,8 @@ impl<'a> Builder<'a> {
         let mut tasks: Vec<(Vec<u32>, Region)> = Vec::new();
         let mut task = Vec::with_capacity(children);
         let mut prev: Option<(usize, usize)> = None;
-        for (c, sub) in buckets.into_iter().enumerate() {
+        for c in 0..children {
+            let sub = &flat[starts[c] as usize..starts[c + 1] as usize];
             let shareable = sub.iter().all(|&i| {
                 let r = &self.rules[i as usize];
                 if cut.word == word::TCP_FLAGS {
@@ -929,10 +969,12 @@ impl<'a> Builder<'a> {
                         prev = Some((sub.len(), tasks.len()));
                     }
                     task.push(tasks.len());
-                    tasks.push((sub, reg.child(cut.word, cut.bits, c as u32)));
+                    tasks.push((sub.to_vec(), reg.child(cut.word, cut.bits, c as u32)));
                 }
             }
         }
+        // The subtrees below reuse the buffers.
+        self.scratch.replace(scratch);
         // A large tree's top-level subtrees are built in parallel (FW 100k:
         // the tree of rules wide in both addresses took 120 ms on one thread).
         // Not under a work budget, which counts per builder.
@@ -976,13 +1018,12 @@ impl<'a> Builder<'a> {
         let n = list.len();
         let max_bits = self.max_bits(n, near_limit);
         let mut per_word: Vec<Cut> = Vec::new();
-        // hx[v] / hy[v]: rules whose span starts / ends before top-width child
-        // v (only lists longer than SWEEP_BELOW use them: sized at first use).
-        let (mut hx, mut hy) = (Vec::new(), Vec::new());
-        // Per rule, its clipped span on the word, relative to the region (the
-        // child span of a `bits` cut is this shifted right by `free - bits`).
+        // Per rule, its clipped span on the word, relative to the region;
+        // span starts and ends at the chosen width, sorted (short lists) or
+        // as histograms (long ones).
         let mut spans: Vec<(u32, u32)> = Vec::with_capacity(n);
         let (mut xs, mut ys) = (Vec::new(), Vec::new());
+        let (mut hx, mut hy) = (Vec::<usize>::new(), Vec::<usize>::new());
         for w in 0..KEY_WORDS {
             let top = reg.free(w).min(max_bits);
             if *dead & (1 << w) != 0 {
@@ -1013,73 +1054,89 @@ impl<'a> Builder<'a> {
                 continue;
             }
             let drop = reg.free(w) - top;
+            // A cut's child-list total grows with its width (a rule spans at
+            // least as many children of a wider cut), and so do its paid
+            // children: the widths that fit the space bound are 1..=b for
+            // some b. Bisection finds b from totals counted per rule, O(n)
+            // per width tried; only that cut's largest child is counted.
+            // (Scoring every width cost O(2^top) per word: FW 100k, 477M → 319M
+            // instructions in `choose`, same trees.) The work budget counts
+            // this scoring as one pass over the rules, as before.
             self.work.set(self.work.get() + n as u64);
-            let mut pick: Option<Cut> = None;
-            if n <= SWEEP_BELOW {
-                // Few rules: largest child by a sweep over sorted span ends
-                // (shifting keeps them sorted), total by span lengths — O(n)
-                // per width instead of O(2^bits).
+            let total = |bits: u32| -> usize {
+                let s = drop + top - bits;
+                spans
+                    .iter()
+                    .map(|&(x, y)| ((y >> s) - (x >> s)) as usize + 1)
+                    .sum()
+            };
+            let fits = |bits: u32| {
+                let cut = Cut {
+                    word: w,
+                    bits,
+                    max: 0,
+                    sum: total(bits),
+                };
+                self.fits(cut, n, near_limit).1
+            };
+            // Widths up to `lo` fit (0: none known), from `hi` on none does.
+            let (mut lo, mut hi) = (0, top + 1);
+            while hi - lo > 1 {
+                let mid = (lo + hi) / 2;
+                if fits(mid) {
+                    lo = mid;
+                } else {
+                    hi = mid;
+                }
+            }
+            // None fits: the narrowest cut, scored all the same.
+            let bits = lo.max(1);
+            let shift = drop + top - bits;
+            let max = if n <= SWEEP_BELOW {
+                // Few rules: the largest child by a sweep over sorted span ends.
                 xs.clear();
                 ys.clear();
-                xs.extend(spans.iter().map(|&(x, _)| x >> drop));
-                ys.extend(spans.iter().map(|&(_, y)| y >> drop));
+                xs.extend(spans.iter().map(|&(x, _)| x >> shift));
+                ys.extend(spans.iter().map(|&(_, y)| y >> shift));
                 xs.sort_unstable();
                 ys.sort_unstable();
-                for bits in 1..=top {
-                    let d = top - bits;
-                    let (mut i, mut j, mut open, mut max, mut sum) = (0, 0, 0usize, 0usize, 0usize);
-                    while i < n {
-                        if xs[i] >> d <= ys[j] >> d {
-                            open += 1;
-                            max = max.max(open);
-                            i += 1;
-                        } else {
-                            open -= 1;
-                            j += 1;
-                        }
+                let (mut i, mut j, mut open, mut max) = (0, 0, 0usize, 0usize);
+                while i < n {
+                    if xs[i] <= ys[j] {
+                        open += 1;
+                        max = max.max(open);
+                        i += 1;
+                    } else {
+                        open -= 1;
+                        j += 1;
                     }
-                    for (x, y) in xs.iter().zip(ys.iter()) {
-                        sum += ((y >> d) - (x >> d) + 1) as usize;
-                    }
-                    pick = Self::wider(
-                        pick,
-                        self.fits(
-                            Cut {
-                                word: w,
-                                bits,
-                                max,
-                                sum,
-                            },
-                            n,
-                            near_limit,
-                        ),
-                    );
                 }
+                max
             } else {
-                // Child sizes of every width from two histograms at the widest cut:
-                // a rule spans child `c` of a `bits` cut (d = top - bits) unless it
-                // starts at or after child c + 1 or ends before child c, so
-                // size(c) = #(x < (c+1) << d) - #(y < c << d) over the top-width spans.
-                let width = 1usize << top;
+                // Child sizes from two histograms: a rule spans child `c`
+                // unless it starts after it or ends before it, so
+                // size(c) = #(x < c + 1) - #(y < c).
+                let width = 1usize << bits;
                 hx.clear();
                 hx.resize(width + 1, 0);
                 hy.clear();
                 hy.resize(width + 1, 0);
                 for &(x, y) in &spans {
-                    hx[(x >> drop) as usize + 1] += 1;
-                    hy[(y >> drop) as usize + 1] += 1;
+                    hx[(x >> shift) as usize + 1] += 1;
+                    hy[(y >> shift) as usize + 1] += 1;
                 }
                 for v in 1..=width {
                     hx[v] += hx[v - 1];
                     hy[v] += hy[v - 1];
                 }
-                for bits in 1..=top {
-                    let d = top - bits;
-                    let sizes = (0..1usize << bits).map(|c| hx[(c + 1) << d] - hy[c << d]);
-                    pick = Self::wider(pick, self.score(w, bits, n, sizes, near_limit));
-                }
-            }
-            per_word.extend(pick);
+                (0..width).map(|c| hx[c + 1] - hy[c]).max().unwrap_or(0)
+            };
+            per_word.push(Cut {
+                word: w,
+                bits,
+                max,
+                sum: total(bits),
+            });
         }
         if n <= PRECISE_BELOW {
             let uncovered = self.uncovered(list, reg);
