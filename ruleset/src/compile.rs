@@ -17,7 +17,7 @@ use ipnet::IpNet;
 
 use crate::{
     Config, RuleId, Scope, ValidRuleset, Verdict,
-    model::{Action, Match, Rule},
+    model::{Action, Match, PortRange, Rule},
     table::{FlatRule, TableError, TableImage, TreeConfig, build_table},
 };
 
@@ -378,6 +378,7 @@ fn lower_scope(
     counters: &mut Vec<CounterSlot>,
 ) -> Result<Vec<FlatRule>, CompileError> {
     let mut out = Vec::with_capacity(rules.len());
+    let mut buffers = Buffers::default();
     for rule in rules {
         // A first compile has no plan: skip building the lookup key.
         let planned = if opts.plan.counters.is_empty() {
@@ -394,10 +395,12 @@ fn lower_scope(
             position: rule.position,
         });
         let before = out.len();
-        lower(rule, counter, opts, &mut out).map_err(|name| CompileError::UnknownInterface {
-            scope: scope.clone(),
-            position: rule.position,
-            name,
+        lower_with(rule, counter, opts, &mut buffers, &mut out).map_err(|name| {
+            CompileError::UnknownInterface {
+                scope: scope.clone(),
+                position: rule.position,
+                name,
+            }
         })?;
         let count = out.len() - before;
         if count > limit {
@@ -417,6 +420,30 @@ pub fn lower(
     rule: &Rule,
     counter: u32,
     opts: &CompileOptions,
+    out: &mut Vec<FlatRule>,
+) -> Result<(), String> {
+    lower_with(rule, counter, opts, &mut Buffers::default(), out)
+}
+
+/// The lists [`lower`] works on, reused from rule to rule of a scope: with a
+/// dozen small vectors allocated per rule, lowering 100k FW rules took 36 ms
+/// of a 180 ms compile.
+#[derive(Default)]
+struct Buffers {
+    src: Vec<IpNet>,
+    dst: Vec<IpNet>,
+    sports: Vec<PortRange>,
+    dports: Vec<PortRange>,
+    srcs: Vec<Option<IpNet>>,
+    dsts: Vec<Option<IpNet>>,
+}
+
+/// [`lower`] with the lists in `buf`.
+fn lower_with(
+    rule: &Rule,
+    counter: u32,
+    opts: &CompileOptions,
+    buf: &mut Buffers,
     out: &mut Vec<FlatRule>,
 ) -> Result<(), String> {
     let m: &Match = &rule.matches;
@@ -440,33 +467,45 @@ pub fn lower(
     );
     // Lists are normalised to disjoint elements, so the expansions of one rule
     // never overlap and a count rule counts a packet once.
-    let (src, dst) = (disjoint_nets(&m.src), disjoint_nets(&m.dst));
-    let sports = disjoint_ports(&m.sport);
-    let dports = disjoint_ports(&m.dport);
+    let Buffers {
+        src,
+        dst,
+        sports,
+        dports,
+        srcs,
+        dsts,
+    } = buf;
+    disjoint_nets(&m.src, src);
+    disjoint_nets(&m.dst, dst);
+    disjoint_ports(&m.sport, sports);
+    disjoint_ports(&m.dport, dports);
     let wants_ports = !sports.is_empty() || !dports.is_empty();
     let wants_icmp = m.icmp_type.is_some() || m.icmp_code.is_some();
 
     for family in [4u32, 6] {
-        let of_family = |list: &[IpNet]| -> Option<Vec<Option<IpNet>>> {
+        // The list's prefixes of this family (`[None]`: any address);
+        // false when the list has prefixes, none of this family.
+        let of_family = |list: &[IpNet], into: &mut Vec<Option<IpNet>>| -> bool {
+            into.clear();
             if list.is_empty() {
-                return Some(vec![None]);
+                into.push(None);
             }
-            let v: Vec<_> = list
-                .iter()
-                .filter(|n| family_of(n) == family)
-                .map(|n| Some(*n))
-                .collect();
-            (!v.is_empty()).then_some(v)
+            into.extend(
+                list.iter()
+                    .filter(|n| family_of(n) == family)
+                    .map(|n| Some(*n)),
+            );
+            !into.is_empty()
         };
-        let (Some(srcs), Some(dsts)) = (of_family(&src), of_family(&dst)) else {
+        if !of_family(src, srcs) || !of_family(dst, dsts) {
             continue;
-        };
+        }
         // Families only need separating when addresses or ICMP pin one down.
         let family_free = src.is_empty() && dst.is_empty() && !wants_icmp;
         if family_free && family == 6 {
             break; // one family-free expansion was emitted for family 4
         }
-        let protos: Vec<Option<u32>> = match (
+        let protos: &[Option<u32>] = match (
             m.proto.map(|p| u32::from(p.number())),
             wants_ports,
             wants_icmp,
@@ -475,23 +514,23 @@ pub fn lower(
                 let icmp = if family == 4 { 1 } else { 58 };
                 match m.proto.map(|p| u32::from(p.number())) {
                     Some(p) if p != icmp => continue,
-                    _ => vec![Some(icmp)],
+                    _ if family == 4 => &[Some(1)],
+                    _ => &[Some(58)],
                 }
             }
             (Some(p), true, _) if p != 6 && p != 17 => continue,
-            (Some(p), _, _) => vec![Some(p)],
-            (None, true, _) => vec![Some(6), Some(17)],
-            (None, false, _) => vec![None],
+            (Some(_), _, _) => &[m.proto.map(|p| u32::from(p.number()))],
+            (None, true, _) => &[Some(6), Some(17)],
+            (None, false, _) => &[None],
         };
-        let protos: Vec<Option<u32>> = match m.tcp_flags {
-            Some(_) => protos
-                .into_iter()
-                .filter(|p| p.is_none_or(|p| p == 6))
-                .map(|_| Some(6))
-                .collect(),
+        // TCP flags pin the protocol to TCP (the validator refuses others).
+        let tcp_only = [Some(6)];
+        let protos = match m.tcp_flags {
+            Some(_) if protos.iter().any(|p| p.is_none_or(|p| p == 6)) => &tcp_only[..],
+            Some(_) => &[],
             None => protos,
         };
-        for proto in &protos {
+        for proto in protos {
             let mut r = base;
             if !family_free {
                 exact(&mut r, word::FAMILY, family);
@@ -512,8 +551,8 @@ pub fn lower(
             if let Some(c) = m.icmp_code {
                 exact(&mut r, word::DPORT, u32::from(c));
             }
-            for s in &srcs {
-                for d in &dsts {
+            for s in srcs.iter() {
+                for d in dsts.iter() {
                     let mut r = r;
                     if let Some(s) = s {
                         set_prefix(&mut r, word::SRC, s);
@@ -521,7 +560,7 @@ pub fn lower(
                     if let Some(d) = d {
                         set_prefix(&mut r, word::DST, d);
                     }
-                    for_ports(&mut r, &sports, &dports, out);
+                    for_ports(&r, sports, dports, out);
                 }
             }
         }
@@ -529,31 +568,16 @@ pub fn lower(
     Ok(())
 }
 
-fn for_ports(
-    r: &mut FlatRule,
-    sports: &[crate::model::PortRange],
-    dports: &[crate::model::PortRange],
-    out: &mut Vec<FlatRule>,
-) {
-    let all = [None];
-    let s_iter: Vec<Option<crate::model::PortRange>> = if sports.is_empty() {
-        all.to_vec()
-    } else {
-        sports.iter().copied().map(Some).collect()
-    };
-    let d_iter: Vec<Option<crate::model::PortRange>> = if dports.is_empty() {
-        all.to_vec()
-    } else {
-        dports.iter().copied().map(Some).collect()
-    };
-    for s in &s_iter {
-        for d in &d_iter {
+/// Appends `r` once per source × destination port range (an empty list: any port).
+fn for_ports(r: &FlatRule, sports: &[PortRange], dports: &[PortRange], out: &mut Vec<FlatRule>) {
+    for s in 0..sports.len().max(1) {
+        for d in 0..dports.len().max(1) {
             let mut x = *r;
-            if let Some(s) = s {
+            if let Some(s) = sports.get(s) {
                 x.lo[word::SPORT] = u32::from(s.lo);
                 x.hi[word::SPORT] = u32::from(s.hi);
             }
-            if let Some(d) = d {
+            if let Some(d) = dports.get(d) {
                 x.lo[word::DPORT] = u32::from(d.lo);
                 x.hi[word::DPORT] = u32::from(d.hi);
             }
@@ -563,31 +587,40 @@ fn for_ports(
 }
 
 /// The prefixes of a list without those inside another one (prefixes are nested
-/// or disjoint, so what remains is disjoint).
-fn disjoint_nets(items: &[crate::model::PrefixItem]) -> Vec<IpNet> {
-    let mut nets: Vec<IpNet> = Match::nets(items).map(IpNet::trunc).collect();
-    nets.sort_by_key(IpNet::prefix_len);
-    let mut out: Vec<IpNet> = Vec::with_capacity(nets.len());
-    for n in nets {
-        if !out.iter().any(|o| o.contains(&n)) {
-            out.push(n);
+/// or disjoint, so what remains is disjoint), into `out`.
+fn disjoint_nets(items: &[crate::model::PrefixItem], out: &mut Vec<IpNet>) {
+    out.clear();
+    out.extend(Match::nets(items).map(IpNet::trunc));
+    out.sort_by_key(IpNet::prefix_len);
+    // Shortest first: a prefix can only lie inside one kept before it.
+    let mut kept = 0;
+    for i in 0..out.len() {
+        let n = out[i];
+        if !out[..kept].iter().any(|o| o.contains(&n)) {
+            out[kept] = n;
+            kept += 1;
         }
     }
-    out
+    out.truncate(kept);
 }
 
-/// The port ranges of a list merged into disjoint, non-adjacent ranges.
-fn disjoint_ports(items: &[crate::model::PortItem]) -> Vec<crate::model::PortRange> {
-    let mut ranges: Vec<_> = Match::ranges(items).collect();
-    ranges.sort();
-    let mut out: Vec<crate::model::PortRange> = Vec::with_capacity(ranges.len());
-    for r in ranges {
-        match out.last_mut() {
+/// The port ranges of a list merged into disjoint, non-adjacent ranges, into `out`.
+fn disjoint_ports(items: &[crate::model::PortItem], out: &mut Vec<PortRange>) {
+    out.clear();
+    out.extend(Match::ranges(items));
+    out.sort();
+    let mut kept = 0usize;
+    for i in 0..out.len() {
+        let r = out[i];
+        match kept.checked_sub(1).map(|k| &mut out[k]) {
             Some(last) if u32::from(r.lo) <= u32::from(last.hi) + 1 => last.hi = last.hi.max(r.hi),
-            _ => out.push(r),
+            _ => {
+                out[kept] = r;
+                kept += 1;
+            }
         }
     }
-    out
+    out.truncate(kept);
 }
 
 fn exact(r: &mut FlatRule, w: usize, v: u32) {
