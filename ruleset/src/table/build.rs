@@ -295,7 +295,10 @@ const SHADOW_WINDOW: usize = 32;
 
 /// The last [`SHADOW_WINDOW`] flag-free terminal rules kept, with their
 /// first address words side by side: a rule is rarely inside another one,
-/// and those words rule almost every pair out in one vectorised pass.
+/// and those words rule almost every pair out in one branch-free, vectorised
+/// pass (FW 100k: 16 → 3 ms against a short-circuit test per slot; adding
+/// the ports and protocol to the pass cost more than the whole-rule checks
+/// it saved).
 struct Window {
     rules: [u32; SHADOW_WINDOW],
     src: [[u32; SHADOW_WINDOW]; 2],
@@ -335,10 +338,11 @@ impl Window {
         );
         let mut candidates = 0u64;
         for k in 0..SHADOW_WINDOW {
-            let inside = self.src[0][k] <= s.0
-                && s.1 <= self.src[1][k]
-                && self.dst[0][k] <= d.0
-                && d.1 <= self.dst[1][k];
+            // `&`, not `&&`: a branch per slot was most of the time here.
+            let inside = (self.src[0][k] <= s.0)
+                & (s.1 <= self.src[1][k])
+                & (self.dst[0][k] <= d.0)
+                & (d.1 <= self.dst[1][k]);
             candidates |= u64::from(inside) << k;
         }
         while candidates != 0 {
