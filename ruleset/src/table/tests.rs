@@ -646,3 +646,47 @@ fn big_nodes_cut_wide() {
         assert!((1..=8).contains(&bits), "9 rules cut {bits} bits");
     }
 }
+
+#[test]
+fn nodes_below_the_root_cut_below_the_bits_their_rules_share() {
+    // Two clusters of 40 hosts, each in a /26 of its own /8. The root cut
+    // separates the clusters; below it every rule of a cluster agrees on 17
+    // more bits, which the next cut skips (path compression): two steps to
+    // any leaf instead of four.
+    let rules: Vec<FlatRule> = (0..80u32)
+        .map(|i| {
+            let host = if i < 40 { 0x0a01_0200 } else { 0xc0a8_0000 } | (i % 40);
+            ranged(
+                word::SRC,
+                host,
+                host,
+                [action::PASS, action::DROP][i as usize % 2],
+                i,
+            )
+        })
+        .collect();
+    let img = build(&rules, &TreeConfig::default());
+    assert!(
+        img.stats.depth_max <= 2,
+        "depth {} (stats {:?})",
+        img.stats.depth_max,
+        img.stats
+    );
+    // The walk does not check skipped bits: keys that differ there reach a
+    // leaf whose rules all fail their check, and decide nothing.
+    let mut k = [0u32; KEY_WORDS];
+    for r in &rules {
+        let host = r.lo[word::SRC];
+        for key in [
+            host,
+            host ^ 1,
+            host ^ 0x80,
+            host ^ 0x100,
+            host ^ 0x1_0000,
+            host + 64,
+        ] {
+            k[word::SRC] = key;
+            check(&img, &rules, &k);
+        }
+    }
+}
