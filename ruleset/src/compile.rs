@@ -505,25 +505,28 @@ fn lower_with(
         if family_free && family == 6 {
             break; // one family-free expansion was emitted for family 4
         }
-        let protos: &[Option<u32>] = match (
-            m.proto.map(|p| u32::from(p.number())),
-            wants_ports,
-            wants_icmp,
-        ) {
+        let proto = m.proto.map(|p| u32::from(p.number()));
+        let one;
+        let protos: &[Option<u32>] = match (proto, wants_ports, wants_icmp) {
             (_, _, true) => {
                 let icmp = if family == 4 { 1 } else { 58 };
-                match m.proto.map(|p| u32::from(p.number())) {
+                match proto {
                     Some(p) if p != icmp => continue,
-                    _ if family == 4 => &[Some(1)],
-                    _ => &[Some(58)],
+                    _ => {
+                        one = [Some(icmp)];
+                        &one
+                    }
                 }
             }
             (Some(p), true, _) if p != 6 && p != 17 => continue,
-            (Some(_), _, _) => &[m.proto.map(|p| u32::from(p.number()))],
+            (Some(p), _, _) => {
+                one = [Some(p)];
+                &one
+            }
             (None, true, _) => &[Some(6), Some(17)],
             (None, false, _) => &[None],
         };
-        // TCP flags pin the protocol to TCP (the validator refuses others).
+        // TCP flags pin the protocol to TCP (with another one: no expansion).
         let tcp_only = [Some(6)];
         let protos = match m.tcp_flags {
             Some(_) if protos.iter().any(|p| p.is_none_or(|p| p == 6)) => &tcp_only[..],
