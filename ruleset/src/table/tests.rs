@@ -602,21 +602,24 @@ fn leaves_of_one_or_two_rules_hold_them_inline() {
     }
 }
 
+/// A rule for one address on word `w` with counter `i`, passing for even
+/// `i` and dropping for odd.
+fn host_rule(w: usize, addr: u32, i: u32) -> FlatRule {
+    ranged(
+        w,
+        addr,
+        addr,
+        [action::PASS, action::DROP][i as usize % 2],
+        i,
+    )
+}
+
 #[test]
 fn big_nodes_cut_wide() {
     // 4096 hosts of one /16, one rule each: a cut of 12+ bits separates them
     // in one step, within the space bound (one reference each, half one per child).
     let rules: Vec<FlatRule> = (0..4096u32)
-        .map(|i| {
-            let host = 0x0a00_0000 | (i * 13 % 65536);
-            ranged(
-                word::DST,
-                host,
-                host,
-                [action::PASS, action::DROP][i as usize % 2],
-                i,
-            )
-        })
+        .map(|i| host_rule(word::DST, 0x0a00_0000 | (i * 13 % 65536), i))
         .collect();
     let img = build(&rules, &TreeConfig::default());
     let h = img.header();
@@ -655,12 +658,9 @@ fn nodes_below_the_root_cut_below_the_bits_their_rules_share() {
     // any leaf instead of four.
     let rules: Vec<FlatRule> = (0..80u32)
         .map(|i| {
-            let host = if i < 40 { 0x0a01_0200 } else { 0xc0a8_0000 } | (i % 40);
-            ranged(
+            host_rule(
                 word::SRC,
-                host,
-                host,
-                [action::PASS, action::DROP][i as usize % 2],
+                if i < 40 { 0x0a01_0200 } else { 0xc0a8_0000 } | (i % 40),
                 i,
             )
         })
