@@ -206,3 +206,20 @@ proptest! {
         prop_assert_eq!(once, twice);
     }
 }
+
+/// Rule ids are part of the state operators see (counters, journal, `explain`)
+/// and must not change between releases for the same rule text: pinned here.
+#[test]
+fn rule_ids_are_stable_across_releases() {
+    let text = "default pass\n\
+        set web { 80, 443 }\n\
+        saddr { 192.0.2.0/24, 2001:db8::/32 } daddr 198.51.100.7 proto tcp dport { 22, 8000-8080, @web } drop\n\
+        iif eth0 vlan 7 proto udp sport 53 count\n\
+        proto icmp pass\n";
+    let rs = Ruleset::parse_files(&[("gateway.fg", text)]).expect("parse");
+    let ids: Vec<String> = rs.gateway.rules.iter().map(|r| r.id.to_string()).collect();
+    assert_eq!(
+        ids,
+        ["9c3b1038561564e8", "7d0c8a736d4ae8d8", "4984dd6f6a7348ed"]
+    );
+}
