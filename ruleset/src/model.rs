@@ -326,51 +326,49 @@ impl Fnv {
         }
     }
 
-    fn prefixes(&mut self, tag: u8, items: &[PrefixItem]) {
+    /// A non-empty list: its tag, its length, then each item by `item`.
+    fn list<T>(&mut self, tag: u8, items: &[T], mut item: impl FnMut(&mut Self, &T)) {
         if items.is_empty() {
             return;
         }
         self.bytes(&[tag]);
         self.u32(u32::try_from(items.len()).unwrap_or(u32::MAX));
         for it in items {
-            match it {
-                PrefixItem::Net(IpNet::V4(n)) => {
-                    self.bytes(&[4]);
-                    self.bytes(&n.addr().octets());
-                    self.bytes(&[n.prefix_len()]);
-                }
-                PrefixItem::Net(IpNet::V6(n)) => {
-                    self.bytes(&[6]);
-                    self.bytes(&n.addr().octets());
-                    self.bytes(&[n.prefix_len()]);
-                }
-                PrefixItem::Set(name) => {
-                    self.bytes(b"@");
-                    self.str(name);
-                }
-            }
+            item(self, it);
         }
     }
 
-    fn ports(&mut self, tag: u8, items: &[PortItem]) {
-        if items.is_empty() {
-            return;
-        }
-        self.bytes(&[tag]);
-        self.u32(u32::try_from(items.len()).unwrap_or(u32::MAX));
-        for it in items {
-            match it {
-                PortItem::Range(r) => {
-                    self.bytes(b"r");
-                    self.bytes(&r.lo.to_le_bytes());
-                    self.bytes(&r.hi.to_le_bytes());
-                }
-                PortItem::Set(name) => {
-                    self.bytes(b"@");
-                    self.str(name);
-                }
+    fn prefixes(&mut self, tag: u8, items: &[PrefixItem]) {
+        self.list(tag, items, |h, it| match it {
+            PrefixItem::Net(IpNet::V4(n)) => {
+                h.bytes(&[4]);
+                h.bytes(&n.addr().octets());
+                h.bytes(&[n.prefix_len()]);
             }
-        }
+            PrefixItem::Net(IpNet::V6(n)) => {
+                h.bytes(&[6]);
+                h.bytes(&n.addr().octets());
+                h.bytes(&[n.prefix_len()]);
+            }
+            PrefixItem::Set(name) => {
+                h.bytes(b"@");
+                h.str(name);
+            }
+        });
+    }
+
+    fn ports(&mut self, tag: u8, items: &[PortItem]) {
+        self.list(tag, items, |h, it| match it {
+            PortItem::Range(r) => {
+                h.bytes(b"r");
+                h.bytes(&r.lo.to_le_bytes());
+                h.bytes(&r.hi.to_le_bytes());
+            }
+            PortItem::Set(name) => {
+                h.bytes(b"@");
+                h.str(name);
+            }
+        });
     }
 }
 
