@@ -94,10 +94,7 @@ fn case_table_agrees_in_kernel_userspace_and_reference() {
     let cases = cases::load(include_str!("../ruleset/tests/cases.txt")).expect("case table");
     let mut checked = 0;
     let mut failures = Vec::new();
-    for case in cases.iter().filter(|c| c.errors.is_none()) {
-        let rs = Ruleset::parse_files(&case.files)
-            .and_then(|rs| validate(rs, &case.config))
-            .expect("valid case");
+    for (case, rs) in cases::valid(&cases) {
         if compile_with(&rs, &CompileOptions::default()).is_err() {
             continue; // names interfaces: covered by the userspace test
         }

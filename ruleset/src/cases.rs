@@ -295,6 +295,20 @@ pub fn check_decision(p: &PacketCase, d: &Decision) -> Result<(), String> {
     Ok(())
 }
 
+/// The cases of `cases` that expect no errors, each with its ruleset parsed
+/// and validated (for engines that classify the case's packets).
+///
+/// # Panics
+/// If such a case's ruleset does not parse or validate: the table is wrong.
+pub fn valid(cases: &[Case]) -> impl Iterator<Item = (&Case, ValidRuleset)> {
+    cases.iter().filter(|c| c.errors.is_none()).map(|case| {
+        let rs = Ruleset::parse_files(&case.files)
+            .and_then(|rs| validate(rs, &case.config))
+            .unwrap_or_else(|e| panic!("case `{}`: {}", case.name, e.render()));
+        (case, rs)
+    })
+}
+
 /// Checks another engine's decision for packet line `p` of a case whose
 /// ruleset is `rs`: against the line's expectation ([`check_decision`]) and
 /// against the reference classifier. `Err` says what differs.

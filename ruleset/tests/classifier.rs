@@ -11,10 +11,7 @@ fn case_table_passes_on_the_compiled_classifier() {
     let cases = cases::load(include_str!("cases.txt")).expect("case table parses");
     let mut checked = 0;
     let mut failures = Vec::new();
-    for case in cases.iter().filter(|c| c.errors.is_none()) {
-        let rs = Ruleset::parse_files(&case.files)
-            .and_then(|rs| validate(rs, &case.config))
-            .expect("valid case");
+    for (case, rs) in cases::valid(&cases) {
         let image = compile_with(&rs, &CompileOptions::default());
         let image = match image {
             Ok(i) => i,
