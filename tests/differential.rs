@@ -111,13 +111,7 @@ fn case_table_agrees_in_kernel_userspace_and_reference() {
             }
         }
     }
-    assert!(checked > 60, "only {checked} packets checked");
-    assert!(
-        failures.is_empty(),
-        "{} failures:\n{}",
-        failures.len(),
-        failures.join("\n")
-    );
+    cases::assert_agreed(checked, 60, &failures);
 }
 
 proptest! {

@@ -295,6 +295,21 @@ pub fn check_decision(p: &PacketCase, d: &Decision) -> Result<(), String> {
     Ok(())
 }
 
+/// The end of an engine's run over the case table: more than `min` packets
+/// checked, and no `failures` (one line each).
+///
+/// # Panics
+/// Otherwise, listing the failures.
+pub fn assert_agreed(checked: usize, min: usize, failures: &[String]) {
+    assert!(checked > min, "only {checked} packets checked");
+    assert!(
+        failures.is_empty(),
+        "{} failures:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
+}
+
 /// The cases of `cases` that expect no errors, each with its ruleset parsed
 /// and validated (for engines that classify the case's packets).
 ///

@@ -30,13 +30,7 @@ fn case_table_passes_on_the_compiled_classifier() {
             checked += 1;
         }
     }
-    assert!(checked > 60, "only {checked} packets checked");
-    assert!(
-        failures.is_empty(),
-        "{} failures:\n{}",
-        failures.len(),
-        failures.join("\n")
-    );
+    cases::assert_agreed(checked, 60, &failures);
 }
 
 #[test]
