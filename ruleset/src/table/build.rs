@@ -674,13 +674,31 @@ impl<'a> Builder<'a> {
     /// count only), the stats and the sum of leaf depths.
     fn build(mut self, groups: &[Vec<u32>]) -> Result<(Vec<Cell>, TableStats, usize), TableError> {
         // Rule cells first, in priority order: the cell index is the priority.
-        for &i in groups
-            .iter()
-            .flatten()
-            .collect::<std::collections::BTreeSet<_>>()
-        {
-            self.rule_cell(i);
+        let mut placed: Vec<u32> = groups.concat();
+        placed.sort_unstable();
+        placed.dedup();
+        if placed.len() >= PARALLEL_FROM {
+            // Room for the trees too (the synthetic 100k-rule sets take 1.4–1.9
+            // cells per rule): appending them then never moves the rule cells
+            // (FW 100k, five compiles: 124k → 81k page faults, CPU time
+            // −12 %). Capacity never written costs no memory, and what the
+            // trees leave is returned at the end.
+            self.cells.reserve(2 * placed.len());
         }
+        // Every rule cell written once, their places recorded in one pass.
+        let base = self.cells.len() as u32;
+        let rules = self.rules;
+        let at = std::sync::Arc::make_mut(&mut self.rule_cell);
+        debug_assert!(placed.iter().all(|&i| at[i as usize] == u32::MAX));
+        for (k, &i) in placed.iter().enumerate() {
+            at[i as usize] = base + k as u32;
+        }
+        self.cells.extend(
+            placed
+                .iter()
+                .map(|&i| Cell::from_rule(&rules[i as usize].to_cell())),
+        );
+        self.stats.rule_cells += placed.len();
         let mut roots = [Ref::default(); MAX_TREES];
         let groups = &groups[..groups.len().min(MAX_TREES)];
         if groups.len() > 1 && groups.iter().map(Vec::len).sum::<usize>() >= PARALLEL_FROM {
@@ -732,6 +750,11 @@ impl<'a> Builder<'a> {
             bound_shift: self.bound_shift,
             ..Header::default()
         });
+        // Return the room reserved for trees that did not need it (large
+        // tables only: see the reservation above).
+        if self.cells.capacity() - self.cells.len() > PARALLEL_FROM {
+            self.cells.shrink_to_fit();
+        }
         Ok((self.cells, self.stats, self.depth_sum))
     }
 
