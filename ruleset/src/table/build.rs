@@ -640,7 +640,8 @@ impl<'a> Builder<'a> {
         Builder::sharing(rules, leaf_target, spfac, budget, work_budget, rule_cell)
     }
 
-    /// A builder whose rule cells are `rule_cell` (shared until one is placed).
+    /// A builder whose rule cells are `rule_cell` (placed by [`Builder::build`]
+    /// before any tree, then shared read-only).
     fn sharing(
         rules: &'a [FlatRule],
         leaf_target: usize,
@@ -1161,27 +1162,29 @@ impl<'a> Builder<'a> {
                     .map(|&(x, y)| ((y >> s) - (x >> s)) as usize + 1)
                     .sum()
             };
-            let fits = |bits: u32| {
+            let fits = |bits: u32, sum: usize| {
                 let cut = Cut {
                     word: w,
                     bits,
                     max: 0,
-                    sum: total(bits),
+                    sum,
                 };
                 self.fits(cut, n, near_limit).1
             };
-            // Widths up to `lo` fit (0: none known), from `hi` on none does.
-            let (mut lo, mut hi) = (0, top + 1);
+            // Widths up to `lo` fit (0: none known; `lo_sum` its total), from
+            // `hi` on none does.
+            let (mut lo, mut lo_sum, mut hi) = (0, 0, top + 1);
             while hi - lo > 1 {
                 let mid = (lo + hi) / 2;
-                if fits(mid) {
-                    lo = mid;
+                let sum = total(mid);
+                if fits(mid, sum) {
+                    (lo, lo_sum) = (mid, sum);
                 } else {
                     hi = mid;
                 }
             }
             // None fits: the narrowest cut, scored all the same.
-            let bits = lo.max(1);
+            let (bits, sum) = if lo == 0 { (1, total(1)) } else { (lo, lo_sum) };
             let shift = drop + top - bits;
             let max = if n <= SWEEP_BELOW {
                 // Few rules: the largest child by a sweep over sorted span ends.
@@ -1226,7 +1229,7 @@ impl<'a> Builder<'a> {
                 word: w,
                 bits,
                 max,
-                sum: total(bits),
+                sum,
             });
         }
         if n <= PRECISE_BELOW {
@@ -1485,7 +1488,8 @@ impl<'a> Builder<'a> {
         self.depth_sum += depth;
         self.stats.depth_max = self.stats.depth_max.max(depth);
         self.stats.leaf_max = self.stats.leaf_max.max(list.len());
-        let cells: Vec<u32> = list.iter().map(|&i| self.rule_cell(i)).collect();
+        let cells: Vec<u32> = list.iter().map(|&i| self.rule_cell[i as usize]).collect();
+        debug_assert!(cells.iter().all(|&c| c != u32::MAX), "leaf rule not placed");
         if let Some(inline) = Ref::inline_leaf(&cells) {
             self.stats.inline_entries += cells.len();
             return Ok(inline);
@@ -1511,16 +1515,6 @@ impl<'a> Builder<'a> {
             }
         };
         Ok(Ref::leaf_at(at, slot as u8, list.len() as u8))
-    }
-
-    fn rule_cell(&mut self, i: u32) -> u32 {
-        if self.rule_cell[i as usize] == u32::MAX {
-            let at = self.alloc(1);
-            self.cells[at as usize] = Cell::from_rule(&self.rules[i as usize].to_cell());
-            std::sync::Arc::make_mut(&mut self.rule_cell)[i as usize] = at;
-            self.stats.rule_cells += 1;
-        }
-        self.rule_cell[i as usize]
     }
 
     fn alloc(&mut self, n: usize) -> u32 {
