@@ -52,36 +52,22 @@ fn each_tenant_gets_its_own_verdicts_and_exact_rule_counters() {
     ok(fluxgate(&s, &["-n", ns, "apply", &rules, IF_B]));
 
     let n = 40;
-    assert_eq!(
-        support::udp_exchange_to(&link, ACME, 7000, n, 16),
-        n,
-        "acme#1 passes"
-    );
-    assert_eq!(
-        support::udp_exchange_to(&link, ACME, 7001, n, 16),
-        0,
-        "acme count rule, then default drop"
-    );
-    assert_eq!(
-        support::udp_exchange_to(&link, ACME, 7002, n, 16),
-        0,
-        "acme default drop"
-    );
-    assert_eq!(
-        support::udp_exchange_to(&link, BETA, 7000, n, 16),
-        0,
-        "beta#1 drops"
-    );
-    assert_eq!(
-        support::udp_exchange_to(&link, BETA, 7002, n, 16),
-        n,
-        "beta default pass"
-    );
-    assert_eq!(
-        support::udp_exchange(&link, 7003, n, 16),
-        n,
-        "no tenant: gateway default pass"
-    );
+    // (destination, port, packets that get through, why); ADDR_B belongs to no tenant.
+    let exchanges = [
+        (ACME, 7000, n, "acme#1 passes"),
+        (ACME, 7001, 0, "acme count rule, then default drop"),
+        (ACME, 7002, 0, "acme default drop"),
+        (BETA, 7000, 0, "beta#1 drops"),
+        (BETA, 7002, n, "beta default pass"),
+        (support::ADDR_B, 7003, n, "no tenant: gateway default pass"),
+    ];
+    for (dst, port, through, why) in exchanges {
+        assert_eq!(
+            support::udp_exchange_to(&link, dst, port, n, 16),
+            through,
+            "{why}"
+        );
+    }
 
     let json = stats_json(&s, ns, IF_B);
     let n = n as u64;

@@ -885,15 +885,7 @@ impl<'a> Builder<'a> {
         if self.cells.len() > self.budget {
             return Err(TableError::TooLarge(self.cells.len() as u64));
         }
-        let s = sub.stats;
-        self.stats.nodes += s.nodes;
-        self.stats.node_cells += s.node_cells;
-        self.stats.leaves += s.leaves;
-        self.stats.list_cells += s.list_cells;
-        self.stats.list_entries += s.list_entries;
-        self.stats.inline_entries += s.inline_entries;
-        self.stats.depth_max = self.stats.depth_max.max(s.depth_max);
-        self.stats.leaf_max = self.stats.leaf_max.max(s.leaf_max);
+        self.stats.absorb(&sub.stats);
         self.depth_sum += sub.depth_sum;
         Ok(relocate(sub.root))
     }

@@ -167,6 +167,18 @@ impl TableStats {
     pub fn bytes_per_rule(&self) -> f64 {
         (self.cells * core::mem::size_of::<Cell>()) as f64 / self.rules.max(1) as f64
     }
+    /// Adds the node and leaf counts of a subtree built apart (its rules,
+    /// rule cells, cells and mean depth are the whole table's to count).
+    fn absorb(&mut self, sub: &TableStats) {
+        self.nodes += sub.nodes;
+        self.node_cells += sub.node_cells;
+        self.leaves += sub.leaves;
+        self.list_cells += sub.list_cells;
+        self.list_entries += sub.list_entries;
+        self.inline_entries += sub.inline_entries;
+        self.depth_max = self.depth_max.max(sub.depth_max);
+        self.leaf_max = self.leaf_max.max(sub.leaf_max);
+    }
     /// Rule references of leaves (in lists or inline) per stored rule.
     pub fn replication(&self) -> f64 {
         (self.list_entries + self.inline_entries) as f64 / self.rule_cells.max(1) as f64
