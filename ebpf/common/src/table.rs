@@ -309,6 +309,29 @@
 //! instructions verified, but hot20 worse in the same triples (FW 1k 95–112
 //! ns against 85–88, ACL 1k 87–93 against 77–82).
 //!
+//! # What a packet costs at 1k rules, and why wider cuts no longer help there (thirteenth session)
+//!
+//! Per packet of the synthetic 1k-rule traces (20k packets; ACL / FW /
+//! IPC): trees descended 2.21 / 3.14 / 2.67, tree steps 3.31 / 5.16 /
+//! 3.97, leaf lists read 0.73 / 1.15 / 0.98, rules checked 2.21 / 2.78 /
+//! 2.48. A tree step of `fluxgate_classify` is 47 BPF instructions plus
+//! the cell lookup the verifier inlines (llvm-objdump of the object), 5 of
+//! them stack accesses (the best match, the key, the region's size and
+//! base reloaded, the lookup's index stored); an IPv4 rule check is about
+//! 45. So the walk is ≈ 450 instructions per packet at 1k, most of them on
+//! one dependent chain (ref → key word → child → cell → ref), which is
+//! what hot20 measures above parse-and-pass.
+//!
+//! Depth at 1k rules is not set by the space bound: with the first 1024 /
+//! 4096 children of every cut free instead of 256 (small tables only),
+//! tree steps per packet stay 3.31 → 3.31 → 3.31 (ACL), 5.16 → 5.15 →
+//! 5.13 (FW), 3.97 → 3.97 → 3.96 (IPC), for 292 → 622 → 2924 table bytes
+//! per rule (ACL). A tree is ≈ 1.5 steps deep per packet already; what
+//! remains is the number of trees a packet must visit (the four address
+//! classes) and a rule check per tree. Going below that needs a
+//! classifier that reaches the winner without a check per class, such as
+//! a fixed-stride trie per field with cross-producted results.
+//!
 //! # What did not work (so the next attempt starts from the facts)
 //!
 //! Leaves holding their rules inline as *residual checks* (per rule only the
