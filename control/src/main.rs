@@ -251,7 +251,7 @@ enum Command {
     },
     /// Print, for each packet of a ClassBench trace, the rule that decides it:
     /// the 1-based filter number (0: none) with --classbench, `scope#N` or
-    /// `scope default` with --ruleset.
+    /// `scope default` with --ruleset (with --json, the verdict too).
     Classify {
         /// A fluxgate ruleset directory.
         #[arg(
@@ -269,6 +269,9 @@ enum Command {
         /// Which classifier to run.
         #[arg(long, value_enum, default_value_t = Engine::Userspace)]
         engine: Engine,
+        /// Print as JSON, with each packet's verdict.
+        #[arg(long)]
+        json: bool,
     },
 }
 
@@ -783,6 +786,7 @@ fn run(cli: Cli) -> Result<(), ControlError> {
             classbench,
             trace,
             engine,
+            json,
         } => {
             let source = match (&ruleset, &classbench) {
                 (Some(dir), _) => RuleSource::Dir(dir),
@@ -793,8 +797,13 @@ fn run(cli: Cli) -> Result<(), ControlError> {
                     ));
                 }
             };
-            for line in rules::classify(source, &trace, engine)? {
-                println!("{line}");
+            let decided = rules::classify(source, &trace, engine)?;
+            if json {
+                print_json(&serde_json::json!({ "engine": engine, "packets": decided }));
+            } else {
+                for d in decided {
+                    println!("{}", d.decided_by);
+                }
             }
         }
     }

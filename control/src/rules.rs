@@ -7,10 +7,10 @@ use std::{
     path::{Path, PathBuf},
 };
 
-use fluxgate_common::{GatewayConfig, Trace};
+use fluxgate_common::{GatewayConfig, Trace, xdp};
 use fluxgate_dataplane::{Program, StagedImage, Tables, frame::FrameSpec};
 use fluxgate_ruleset::{
-    Classifier, CompileOptions, Config, Image, PacketHeader, Ruleset, Scope, ValidRuleset,
+    Classifier, CompileOptions, Config, Image, PacketHeader, Ruleset, Scope, ValidRuleset, Verdict,
     classbench, compile_with, reference, validate,
 };
 use serde::Serialize;
@@ -175,7 +175,8 @@ pub fn rule_stats(
 }
 
 /// Which classifier `classify` runs.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, Serialize)]
+#[serde(rename_all = "lowercase")]
 pub enum Engine {
     /// The linear reference (definition of semantics).
     Reference,
@@ -193,14 +194,31 @@ pub enum RuleSource<'a> {
     ClassBench(&'a Path),
 }
 
-/// For each packet of a ClassBench trace file, the deciding rule: its 1-based
-/// position for ClassBench filters (0: none matched), `scope#N` or
-/// `scope default` for a ruleset.
+/// One packet of a trace as an engine classified it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct TraceDecision {
+    /// 1-based position in the trace.
+    pub packet: usize,
+    /// The deciding rule: the 1-based ClassBench filter number (`0`: none)
+    /// for ClassBench filters, `scope#N` or `scope default` for a ruleset.
+    pub decided_by: String,
+    /// `pass` or `drop`.
+    pub verdict: &'static str,
+}
+
+/// The name of `verdict` in `classify`'s output.
+fn verdict_name(drop: bool) -> &'static str {
+    if drop { "drop" } else { "pass" }
+}
+
+/// For each packet of a ClassBench trace file, the deciding rule (its 1-based
+/// position for ClassBench filters, 0: none matched; `scope#N` or
+/// `scope default` for a ruleset) and the verdict.
 pub fn classify(
     source: RuleSource<'_>,
     trace: &Path,
     engine: Engine,
-) -> Result<Vec<String>, ControlError> {
+) -> Result<Vec<TraceDecision>, ControlError> {
     let read = |p: &Path| {
         fs::read_to_string(p)
             .map_err(|e| ControlError::Usage(format!("cannot read {}: {e}", p.display())))
@@ -231,24 +249,30 @@ pub fn classify(
             (false, None) => format!("{scope} default"),
         }
     };
-    let decision_name = |d: &fluxgate_ruleset::Decision| match &d.rule {
-        Some(r) => name(&r.scope, Some(r.position)),
-        None => name(
-            &d.tenant_name.clone().map_or(Scope::Gateway, Scope::Tenant),
-            None,
-        ),
+    let decided = |i: usize, d: &fluxgate_ruleset::Decision| TraceDecision {
+        packet: i + 1,
+        decided_by: match &d.rule {
+            Some(r) => name(&r.scope, Some(r.position)),
+            None => name(
+                &d.tenant_name.clone().map_or(Scope::Gateway, Scope::Tenant),
+                None,
+            ),
+        },
+        verdict: verdict_name(d.verdict == Verdict::Drop),
     };
     match engine {
         Engine::Reference => Ok(packets
             .iter()
-            .map(|p| decision_name(&reference::classify(&rs, p)))
+            .enumerate()
+            .map(|(i, p)| decided(i, &reference::classify(&rs, p)))
             .collect()),
         Engine::Userspace => {
             let image = compile_with(&rs, &CompileOptions::default())?;
             let c = Classifier::new(image, []);
             Ok(packets
                 .iter()
-                .map(|p| decision_name(&c.decide(p)))
+                .enumerate()
+                .map(|(i, p)| decided(i, &c.decide(p)))
                 .collect())
         }
         Engine::Kernel => {
@@ -262,16 +286,21 @@ pub fn classify(
             program.publish_image(&staged)?;
             packets
                 .iter()
-                .map(|p| {
+                .enumerate()
+                .map(|(i, p)| {
                     let spec = FrameSpec::from_header(p).ok_or_else(|| {
                         ControlError::Usage(format!("packet `{p}` cannot be built as a frame"))
                     })?;
                     program.test_run(&spec.build(), 1)?;
                     let trace: Trace = program.last_trace()?;
                     let slot = image.counter(trace.decided);
-                    Ok(match slot {
-                        Some(s) => name(&s.scope, s.rule.map(|_| s.position)),
-                        None => name(&Scope::Gateway, None),
+                    Ok(TraceDecision {
+                        packet: i + 1,
+                        decided_by: match slot {
+                            Some(s) => name(&s.scope, s.rule.map(|_| s.position)),
+                            None => name(&Scope::Gateway, None),
+                        },
+                        verdict: verdict_name(trace.verdict == xdp::DROP),
                     })
                 })
                 .collect()

@@ -1,0 +1,146 @@
+//! `fluxgate classify`: every engine (reference, userspace tables, kernel
+//! tables through BPF_PROG_TEST_RUN) names the same deciding rule for each
+//! packet of a ClassBench trace, with ClassBench filters or a ruleset
+//! directory, and `--json` adds each packet's verdict.
+
+#[path = "../../tests/support/mod.rs"]
+mod support;
+
+mod common;
+
+use common::{Scratch, fluxgate, ok, write};
+
+/// Three ClassBench filters (action pass, default drop): TCP to port 80
+/// from 10.1/16; UDP from ports 1024+ to 192.168.1/24; anything from 10/8.
+const FILTERS: &str = "\
+@10.1.0.0/16\t0.0.0.0/0\t0 : 65535\t80 : 80\t0x06/0xFF
+@0.0.0.0/0\t192.168.1.0/24\t1024 : 65535\t0 : 65535\t0x11/0xFF
+@10.0.0.0/8\t0.0.0.0/0\t0 : 65535\t0 : 65535\t0x00/0x00
+";
+
+/// src dst sport dport proto, addresses as integers.
+const TRACE: &str = "\
+167838211\t16843009\t5000\t80\t6
+167903233\t16843009\t5000\t23\t6
+184549377\t3232235781\t2000\t53\t17
+184549377\t3232235781\t53\t53\t17
+184549377\t3232235781\t2000\t80\t6
+184549377\t3232236037\t2000\t80\t6
+";
+
+/// What each packet of [`TRACE`] meets: 10.1.2.3 → 1.1.1.1:80, 10.2.0.1 →
+/// 1.1.1.1:23, 11.0.0.1:2000 → 192.168.1.5:53/udp, the same from port 53,
+/// 11.0.0.1 → 192.168.1.5:80, 11.0.0.1 → 192.168.2.5:80.
+const BY_FILTER: [(&str, &str); 6] = [
+    ("1", "pass"),
+    ("3", "pass"),
+    ("2", "pass"),
+    ("0", "drop"),
+    ("0", "drop"),
+    ("0", "drop"),
+];
+
+const BY_RULESET: [(&str, &str); 6] = [
+    ("gateway default", "pass"),
+    ("gateway#1", "drop"),
+    ("acme#1", "pass"),
+    ("acme#1", "pass"),
+    ("acme default", "drop"),
+    ("gateway default", "pass"),
+];
+
+const ENGINES: [&str; 3] = ["reference", "userspace", "kernel"];
+
+fn classify(s: &Scratch, source: &[&str], engine: &str, json: bool) -> Vec<u8> {
+    let trace = s.rules.join("trace").display().to_string();
+    let mut args = vec!["classify", "--trace", &trace, "--engine", engine];
+    args.extend_from_slice(source);
+    if json {
+        args.push("--json");
+    }
+    ok(fluxgate(s, &args)).stdout
+}
+
+/// Every engine prints `expected`'s rules one per line, and the same rules
+/// with their verdicts as JSON.
+fn assert_engines_agree(s: &Scratch, source: &[&str], expected: &[(&str, &str)]) {
+    let lines: String = expected
+        .iter()
+        .map(|(rule, _)| format!("{rule}\n"))
+        .collect();
+    for engine in ENGINES {
+        let text = classify(s, source, engine, false);
+        assert_eq!(String::from_utf8_lossy(&text), lines, "{engine}");
+        let json: serde_json::Value =
+            serde_json::from_slice(&classify(s, source, engine, true)).expect("classify JSON");
+        assert_eq!(json["engine"], engine);
+        let got: Vec<(u64, &str, &str)> = json["packets"]
+            .as_array()
+            .expect("packets")
+            .iter()
+            .map(|p| {
+                (
+                    p["packet"].as_u64().expect("packet"),
+                    p["decided_by"].as_str().expect("decided_by"),
+                    p["verdict"].as_str().expect("verdict"),
+                )
+            })
+            .collect();
+        let want: Vec<(u64, &str, &str)> = (1..)
+            .zip(expected)
+            .map(|(i, &(rule, verdict))| (i, rule, verdict))
+            .collect();
+        assert_eq!(got, want, "{engine} --json");
+    }
+}
+
+#[test]
+fn every_engine_names_the_same_rules_for_classbench_filters() {
+    support::require_root();
+    let s = Scratch::new("cls-cb");
+    write(&s.rules, "filters", FILTERS);
+    write(&s.rules, "trace", TRACE);
+    let filters = s.rules.join("filters").display().to_string();
+    assert_engines_agree(&s, &["--classbench", &filters], &BY_FILTER);
+}
+
+#[test]
+fn every_engine_names_the_same_rules_for_a_ruleset() {
+    support::require_root();
+    let s = Scratch::new("cls-rs");
+    write(&s.rules, "trace", TRACE);
+    let dir = s.rules_dir("rs");
+    write(
+        &dir,
+        "gateway.fg",
+        "default pass\nproto tcp dport 23 drop\n",
+    );
+    write(
+        &dir,
+        "acme.fg",
+        "tenant acme\nprefix 192.168.1.0/24\ndefault drop\nproto udp dport 53 pass\n",
+    );
+    let dir = dir.display().to_string();
+    assert_engines_agree(&s, &["--ruleset", &dir], &BY_RULESET);
+}
+
+#[test]
+fn a_bad_trace_line_is_rejected_with_its_location() {
+    let s = Scratch::new("cls-bad");
+    write(&s.rules, "filters", FILTERS);
+    write(&s.rules, "trace", "167838211\t16843009\t5000\n");
+    let filters = s.rules.join("filters").display().to_string();
+    let trace = s.rules.join("trace").display().to_string();
+    let out = fluxgate(
+        &s,
+        &["classify", "--classbench", &filters, "--trace", &trace],
+    );
+    assert_eq!(
+        out.status.code(),
+        Some(7),
+        "ruleset/trace rejected exit code"
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains(&format!("{trace}:1:1")), "{err}");
+    assert!(out.stdout.is_empty(), "nothing printed on error");
+}
