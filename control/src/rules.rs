@@ -281,7 +281,10 @@ pub fn classify(
                 trace: 1,
                 ..GatewayConfig::default()
             };
-            let mut program = Program::load(&config)?;
+            // A one-shot program: its pool holds this image, however large.
+            let cells = u32::try_from(image.cells() + 2).unwrap_or(u32::MAX);
+            let mut program =
+                Program::load_sized(&config, cells.max(fluxgate_common::DEFAULT_POOL_CELLS))?;
             let staged = StagedImage::new(&mut program, &image)?;
             program.publish_image(&staged)?;
             packets

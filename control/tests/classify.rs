@@ -9,6 +9,11 @@ mod support;
 mod common;
 
 use common::{Scratch, fluxgate, ok, write};
+use fluxgate_ruleset::{
+    Config, classbench, compile,
+    synth::{self, Family},
+    validate,
+};
 
 /// Three ClassBench filters (action pass, default drop): TCP to port 80
 /// from 10.1/16; UDP from ports 1024+ to 192.168.1/24; anything from 10/8.
@@ -143,4 +148,44 @@ fn a_bad_trace_line_is_rejected_with_its_location() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains(&format!("{trace}:1:1")), "{err}");
     assert!(out.stdout.is_empty(), "nothing printed on error");
+}
+
+#[test]
+fn the_kernel_engine_takes_rulesets_larger_than_an_attachment_s_default_pool() {
+    support::require_root();
+    let s = Scratch::new("cls-big");
+    let filters = synth::classbench_like(Family::Fw, 160_000, 42);
+    let rs = validate(classbench::to_ruleset(&filters), &Config::classbench()).expect("valid");
+    let cells = compile(&rs, &Config::classbench())
+        .expect("compile")
+        .cells();
+    assert!(
+        cells > fluxgate_common::DEFAULT_POOL_CELLS as usize,
+        "the premise: {cells} cells, more than an attachment's default pool"
+    );
+    let text: String = filters.iter().map(|f| format!("{f}\n")).collect();
+    write(&s.rules, "filters", &text);
+    let v4 = |a: std::net::IpAddr| match a {
+        std::net::IpAddr::V4(a) => u32::from(a),
+        std::net::IpAddr::V6(_) => unreachable!("ClassBench is IPv4"),
+    };
+    let trace: String = synth::packets(&filters, 200, 7)
+        .iter()
+        .map(|p| {
+            format!(
+                "{}\t{}\t{}\t{}\t{}\n",
+                v4(p.src),
+                v4(p.dst),
+                p.sport.unwrap_or(0),
+                p.dport.unwrap_or(0),
+                p.proto
+            )
+        })
+        .collect();
+    write(&s.rules, "trace", &trace);
+    let source = s.rules.join("filters").display().to_string();
+    let source = ["--classbench", source.as_str()];
+    let kernel = classify(&s, &source, "kernel", false);
+    assert_eq!(kernel, classify(&s, &source, "userspace", false));
+    assert_eq!(String::from_utf8_lossy(&kernel).lines().count(), 200);
 }
