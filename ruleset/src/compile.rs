@@ -16,8 +16,8 @@ use fluxgate_common::table::{RANGE_WORDS, VLAN_NONE, action, word};
 use ipnet::IpNet;
 
 use crate::{
-    Config, RuleId, Scope, ValidRuleset, Verdict,
-    model::{Action, Match, PortRange, Rule},
+    Config, Location, RuleId, Scope, SourceMap, ValidRuleset, Verdict,
+    model::{Action, Match, PortRange, Rule, Span},
     table::{FlatRule, TableError, TableImage, TreeConfig, build_table},
 };
 
@@ -212,8 +212,13 @@ impl Image {
 #[derive(Debug, thiserror::Error)]
 pub enum CompileError {
     /// A rule names an interface the host does not have.
-    #[error("{scope} rule #{position}: no interface named {name:?} on this host")]
+    #[error(
+        "{}{scope} rule #{position}: no interface named {name:?} on this host",
+        at(.location)
+    )]
     UnknownInterface {
+        /// Where the rule names it (`iif …`), when the ruleset came from files.
+        location: Option<Location>,
         /// Scope of the rule.
         scope: Scope,
         /// Rule position.
@@ -222,8 +227,13 @@ pub enum CompileError {
         name: String,
     },
     /// A rule's lists multiply into too many table rules.
-    #[error("{scope} rule #{position} expands into {count} table rules (limit {limit}); split it")]
+    #[error(
+        "{}{scope} rule #{position} expands into {count} table rules (limit {limit}); split it",
+        at(.location)
+    )]
     TooManyExpansions {
+        /// Where the rule is, when the ruleset came from files.
+        location: Option<Location>,
         /// Scope of the rule.
         scope: Scope,
         /// Rule position.
@@ -291,9 +301,11 @@ pub fn compile_with(rs: &ValidRuleset, opts: &CompileOptions) -> Result<Image, C
     };
 
     let gw = rs.gateway();
+    let sources = &rs.ruleset().sources;
     let flat = lower_scope(
         &Scope::Gateway,
         &gw.rules,
+        sources,
         opts,
         limit,
         &mut slots,
@@ -324,7 +336,15 @@ pub fn compile_with(rs: &ValidRuleset, opts: &CompileOptions) -> Result<Image, C
             rule: None,
             position: 0,
         });
-        let flat = lower_scope(&scope, &t.rules, opts, limit, &mut slots, &mut counters)?;
+        let flat = lower_scope(
+            &scope,
+            &t.rules,
+            sources,
+            opts,
+            limit,
+            &mut slots,
+            &mut counters,
+        )?;
         let table = table(&t.name, &flat, t.default_action, default_slot)?;
         tenants.push(TenantImage {
             name: t.name.clone(),
@@ -362,6 +382,20 @@ pub fn compile_with(rs: &ValidRuleset, opts: &CompileOptions) -> Result<Image, C
     })
 }
 
+/// `file:line:col: ` of a compile error's rule, or nothing.
+fn at(location: &Option<Location>) -> String {
+    location
+        .as_ref()
+        .map_or_else(String::new, |l| format!("{l}: "))
+}
+
+/// Where `span` starts, if `sources` holds its file.
+fn locate(sources: &SourceMap, span: Span) -> Option<Location> {
+    sources
+        .file(span.file)
+        .map(|f| f.location(span.start as usize))
+}
+
 fn verdict_action(v: Verdict) -> u8 {
     match v {
         Verdict::Pass => action::PASS,
@@ -372,6 +406,7 @@ fn verdict_action(v: Verdict) -> u8 {
 fn lower_scope(
     scope: &Scope,
     rules: &[Rule],
+    sources: &SourceMap,
     opts: &CompileOptions,
     limit: usize,
     slots: &mut Allocator,
@@ -397,6 +432,7 @@ fn lower_scope(
         let before = out.len();
         lower_with(rule, counter, opts, &mut buffers, &mut out).map_err(|name| {
             CompileError::UnknownInterface {
+                location: locate(sources, rule.spans.iif.unwrap_or(rule.spans.rule)),
                 scope: scope.clone(),
                 position: rule.position,
                 name,
@@ -405,6 +441,7 @@ fn lower_scope(
         let count = out.len() - before;
         if count > limit {
             return Err(CompileError::TooManyExpansions {
+                location: locate(sources, rule.spans.rule),
                 scope: scope.clone(),
                 position: rule.position,
                 count,

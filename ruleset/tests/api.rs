@@ -269,3 +269,29 @@ fn an_error_inside_a_multiline_set_does_not_cascade() {
     let at: Vec<String> = e.errors.iter().map(|d| d.location.to_string()).collect();
     assert_eq!(at, ["gateway.fg:4:3", "gateway.fg:7:17"]);
 }
+
+#[test]
+fn compile_errors_point_at_the_rule() {
+    use fluxgate_ruleset::{CompileOptions, compile_with};
+    let compile = |acme: &str, opts: &CompileOptions| {
+        let rs =
+            validate(parse("default pass\n", &tenant(acme)), &Config::default()).expect("valid");
+        compile_with(&rs, opts).expect_err("refused").to_string()
+    };
+    let opts = CompileOptions::default();
+    assert_eq!(
+        compile("proto tcp dport 22 pass\niif uplink0 drop\n", &opts),
+        "acme.fg:5:1: acme rule #2: no interface named \"uplink0\" on this host"
+    );
+    let opts = CompileOptions {
+        max_expansion: 3,
+        ..CompileOptions::default()
+    };
+    assert_eq!(
+        compile(
+            "proto tcp dport 22 pass\n  proto tcp dport { 1, 3, 5, 7 } drop\n",
+            &opts
+        ),
+        "acme.fg:5:3: acme rule #2 expands into 4 table rules (limit 3); split it"
+    );
+}
