@@ -12,7 +12,7 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
-use fluxgate_common::table::{RANGE_WORDS, VLAN_NONE, action, word};
+use fluxgate_common::table::{LEAF_MAX, RANGE_WORDS, VLAN_NONE, action, word};
 use ipnet::IpNet;
 
 use crate::{
@@ -255,6 +255,27 @@ pub enum CompileError {
         /// Number of counter slots.
         limit: u32,
     },
+    /// More rules overlap in one region than a leaf holds, and no cut separates
+    /// them (they differ at most in TCP flags, or the tree is at its depth limit).
+    #[error(
+        "{}{scope} rules {} overlap in one region that cannot be cut further ({why}; \
+         {count} table rules, a leaf holds at most {LEAF_MAX}): merge or reorder \
+         overlapping count/flag rules",
+        at(.location),
+        rule_list(.positions)
+    )]
+    Overlapping {
+        /// Where the first of them is, when the ruleset came from files.
+        location: Option<Location>,
+        /// Their scope.
+        scope: Scope,
+        /// Positions of the first of them (each once).
+        positions: Vec<u32>,
+        /// Table rules in the region (a rule's lists expand into several).
+        count: usize,
+        /// `"max depth reached"` or `"rules inseparable"`.
+        why: &'static str,
+    },
     /// The decision tree for a scope could not be built within its bounds.
     #[error("{scope}: {source}")]
     Table {
@@ -279,6 +300,7 @@ pub fn compile_with(rs: &ValidRuleset, opts: &CompileOptions) -> Result<Image, C
         opts.max_expansion
     };
     let plan = &opts.plan;
+    let sources = &rs.ruleset().sources;
     let mut slots = Allocator::new(&plan.reserved_counters, plan.counters.values().copied());
     let mut counters = vec![CounterSlot {
         slot: slots.take(Some(0)),
@@ -286,22 +308,59 @@ pub fn compile_with(rs: &ValidRuleset, opts: &CompileOptions) -> Result<Image, C
         rule: None,
         position: 0,
     }];
-    let table = |scope: &str, rules: &[FlatRule], default: Verdict, counter: u32| {
+    let table = |scope: &Scope,
+                 rules: &[Rule],
+                 flat: &[FlatRule],
+                 default: Verdict,
+                 counter: u32,
+                 counters: &[CounterSlot]| {
         build_table(
-            rules,
+            flat,
             verdict_action(default),
             counter,
             opts.generation,
             &opts.tree,
         )
-        .map_err(|source| CompileError::Table {
-            scope: scope.to_owned(),
-            source,
+        .map_err(|source| match source {
+            TableError::TooManyOverlapping {
+                count,
+                first_rules,
+                why,
+            } => {
+                // Table rules back to the rules they came from, by counter slot.
+                let mut positions: Vec<u32> = Vec::new();
+                for &i in &first_rules {
+                    let position = flat.get(i).and_then(|r| {
+                        counters
+                            .iter()
+                            .find(|c| c.slot == r.counter && c.rule.is_some())
+                            .map(|c| c.position)
+                    });
+                    if let Some(p) = position
+                        && !positions.contains(&p)
+                    {
+                        positions.push(p);
+                    }
+                }
+                let first = positions
+                    .first()
+                    .and_then(|&p| rules.iter().find(|r| r.position == p));
+                CompileError::Overlapping {
+                    location: first.and_then(|r| locate(sources, r.spans.rule)),
+                    scope: scope.clone(),
+                    positions,
+                    count,
+                    why,
+                }
+            }
+            source => CompileError::Table {
+                scope: scope.to_string(),
+                source,
+            },
         })
     };
 
     let gw = rs.gateway();
-    let sources = &rs.ruleset().sources;
     let flat = lower_scope(
         &Scope::Gateway,
         &gw.rules,
@@ -311,7 +370,14 @@ pub fn compile_with(rs: &ValidRuleset, opts: &CompileOptions) -> Result<Image, C
         &mut slots,
         &mut counters,
     )?;
-    let global = table("gateway", &flat, gw.default_action, 0)?;
+    let global = table(
+        &Scope::Gateway,
+        &gw.rules,
+        &flat,
+        gw.default_action,
+        0,
+        &counters,
+    )?;
 
     let mut tenant_slots = Allocator::new(&plan.reserved_tenants, plan.tenants.values().copied());
     let mut tenants = Vec::with_capacity(rs.tenants().len());
@@ -345,7 +411,14 @@ pub fn compile_with(rs: &ValidRuleset, opts: &CompileOptions) -> Result<Image, C
             &mut slots,
             &mut counters,
         )?;
-        let table = table(&t.name, &flat, t.default_action, default_slot)?;
+        let table = table(
+            &scope,
+            &t.rules,
+            &flat,
+            t.default_action,
+            default_slot,
+            &counters,
+        )?;
         tenants.push(TenantImage {
             name: t.name.clone(),
             index,
@@ -387,6 +460,15 @@ fn at(location: &Option<Location>) -> String {
     location
         .as_ref()
         .map_or_else(String::new, |l| format!("{l}: "))
+}
+
+/// `#1, #2, #3, …` (the first eight).
+fn rule_list(positions: &[u32]) -> String {
+    let mut text: Vec<String> = positions.iter().take(8).map(|p| format!("#{p}")).collect();
+    if positions.len() > 8 {
+        text.push("…".into());
+    }
+    text.join(", ")
 }
 
 /// Where `span` starts, if `sources` holds its file.

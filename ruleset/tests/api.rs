@@ -294,4 +294,20 @@ fn compile_errors_point_at_the_rule() {
         ),
         "acme.fg:5:3: acme rule #2 expands into 4 table rules (limit 3); split it"
     );
+    // Seventeen count rules on the same traffic, then a drop: no cut separates them.
+    let counts = "proto tcp dport 80 count\n".repeat(17);
+    let text = compile(
+        &format!("proto tcp dport 22 pass\n{counts}proto tcp dport 80 drop\n"),
+        &CompileOptions::default(),
+    );
+    assert!(
+        text.starts_with(
+            "acme.fg:5:1: acme rules #2, #3, #4, #5, #6, #7, #8, #9, … overlap in one region"
+        ),
+        "{text}"
+    );
+    assert!(
+        text.contains("18 table rules, a leaf holds at most 16"),
+        "{text}"
+    );
 }
