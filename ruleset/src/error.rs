@@ -75,7 +75,8 @@ pub enum Severity {
     Warning,
 }
 
-/// A human position: `file:line:col`, 1-based, column counted in characters.
+/// A human position: `file:line:col`, 1-based, column counted in characters
+/// (line 0: the whole file).
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Location {
     /// File path as given.
@@ -87,7 +88,12 @@ pub struct Location {
 }
 
 impl fmt::Display for Location {
+    /// `file:line:col`, or just `file` for an error about the whole file
+    /// (line 0: it could not be read).
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.line == 0 {
+            return write!(f, "{}", self.file);
+        }
         write!(f, "{}:{}:{}", self.file, self.line, self.col)
     }
 }

@@ -193,6 +193,10 @@ fn load_dir_reads_gateway_and_tenant_files() {
     assert_eq!(rs.tenants[0].rules.len(), 1);
     let e = Ruleset::load_dir(dir.join("missing")).unwrap_err();
     assert_eq!(e.errors[0].kind, ErrorKind::Io);
+    // A file or directory that cannot be read has no line to point at.
+    let text = e.errors[0].to_string();
+    let missing = dir.join("missing").display().to_string();
+    assert!(text.starts_with(&format!("{missing}: ")), "{text}");
 }
 
 #[test]
