@@ -308,14 +308,16 @@ pub fn compile_with(rs: &ValidRuleset, opts: &CompileOptions) -> Result<Image, C
         rule: None,
         position: 0,
     }];
-    let table = |scope: &Scope,
-                 rules: &[Rule],
-                 flat: &[FlatRule],
-                 default: Verdict,
-                 counter: u32,
-                 counters: &[CounterSlot]| {
+    // One scope's rules lowered (their counter slots taken) and built into its table.
+    let scope_table = |scope: &Scope,
+                       rules: &[Rule],
+                       default: Verdict,
+                       counter: u32,
+                       slots: &mut Allocator,
+                       counters: &mut Vec<CounterSlot>| {
+        let flat = lower_scope(scope, rules, sources, opts, limit, slots, counters)?;
         build_table(
-            flat,
+            &flat,
             verdict_action(default),
             counter,
             opts.generation,
@@ -361,22 +363,13 @@ pub fn compile_with(rs: &ValidRuleset, opts: &CompileOptions) -> Result<Image, C
     };
 
     let gw = rs.gateway();
-    let flat = lower_scope(
+    let global = scope_table(
         &Scope::Gateway,
         &gw.rules,
-        sources,
-        opts,
-        limit,
-        &mut slots,
-        &mut counters,
-    )?;
-    let global = table(
-        &Scope::Gateway,
-        &gw.rules,
-        &flat,
         gw.default_action,
         0,
-        &counters,
+        &mut slots,
+        &mut counters,
     )?;
 
     let mut tenant_slots = Allocator::new(&plan.reserved_tenants, plan.tenants.values().copied());
@@ -402,22 +395,13 @@ pub fn compile_with(rs: &ValidRuleset, opts: &CompileOptions) -> Result<Image, C
             rule: None,
             position: 0,
         });
-        let flat = lower_scope(
+        let table = scope_table(
             &scope,
             &t.rules,
-            sources,
-            opts,
-            limit,
-            &mut slots,
-            &mut counters,
-        )?;
-        let table = table(
-            &scope,
-            &t.rules,
-            &flat,
             t.default_action,
             default_slot,
-            &counters,
+            &mut slots,
+            &mut counters,
         )?;
         tenants.push(TenantImage {
             name: t.name.clone(),
