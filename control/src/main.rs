@@ -506,7 +506,7 @@ fn run(cli: Cli) -> Result<(), ControlError> {
                 } else {
                     println!(
                         "{}: generation {} live: {} rules for {} tenants; changed {}{}; \
-                         {} preflight packets agreed; {} KiB of new tables",
+                         {} preflight packets agreed; {} of new tables",
                         applied.iface,
                         applied.generation,
                         applied.rules,
@@ -518,7 +518,7 @@ fn run(cli: Cli) -> Result<(), ControlError> {
                             format!("; removed {}", summarize(&applied.removed))
                         },
                         applied.preflight_packets,
-                        applied.table_bytes / 1024
+                        size(applied.table_bytes)
                     );
                 }
             }
@@ -532,12 +532,12 @@ fn run(cli: Cli) -> Result<(), ControlError> {
                     eprintln!("{w}");
                 }
                 println!(
-                    "{}: ok: {} rules for {} tenants, {} guard packets agree, {} KiB of tables",
+                    "{}: ok: {} rules for {} tenants, {} guard packets agree, {} of tables",
                     dir.display(),
                     checked.rules,
                     checked.tenants,
                     checked.guards,
-                    checked.table_bytes / 1024
+                    size(checked.table_bytes)
                 );
             }
         }
@@ -1031,6 +1031,15 @@ fn print_tenant(t: &TenantStats) {
     }
 }
 
+/// `bytes` for people: `768 B`, `40 KiB`, `23.7 MiB`.
+fn size(bytes: u64) -> String {
+    match bytes {
+        0..1024 => format!("{bytes} B"),
+        1024..1_048_576 => format!("{} KiB", bytes / 1024),
+        _ => format!("{:.1} MiB", bytes as f64 / 1_048_576.0),
+    }
+}
+
 fn print_json<T: serde::Serialize>(value: &T) {
     match serde_json::to_string_pretty(value) {
         Ok(text) => println!("{text}"),
@@ -1061,5 +1070,17 @@ fn print_stats(stats: &InterfaceStats) {
             }
             _ => {}
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::size;
+
+    #[test]
+    fn sizes_read_as_people_write_them() {
+        assert_eq!(size(768), "768 B");
+        assert_eq!(size(40 * 1024 + 5), "40 KiB");
+        assert_eq!(size(24_850_000), "23.7 MiB");
     }
 }
