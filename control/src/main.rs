@@ -505,12 +505,12 @@ fn run(cli: Cli) -> Result<(), ControlError> {
                     );
                 } else {
                     println!(
-                        "{}: generation {} live: {} rules for {} tenants; changed {}{}; \
+                        "{}: generation {} live: {} for {}; changed {}{}; \
                          {} preflight packets agreed; {} of new tables",
                         applied.iface,
                         applied.generation,
-                        applied.rules,
-                        applied.tenants,
+                        plural(applied.rules, "rule"),
+                        plural(applied.tenants, "tenant"),
                         summarize(&applied.changed),
                         if applied.removed.is_empty() {
                             String::new()
@@ -532,11 +532,16 @@ fn run(cli: Cli) -> Result<(), ControlError> {
                     eprintln!("{w}");
                 }
                 println!(
-                    "{}: ok: {} rules for {} tenants, {} guard packets agree, {} of tables",
+                    "{}: ok: {} for {}, {} {}, {} of tables",
                     dir.display(),
-                    checked.rules,
-                    checked.tenants,
-                    checked.guards,
+                    plural(checked.rules, "rule"),
+                    plural(checked.tenants, "tenant"),
+                    plural(checked.guards, "guard packet"),
+                    if checked.guards == 1 {
+                        "agrees"
+                    } else {
+                        "agree"
+                    },
                     size(checked.table_bytes)
                 );
             }
@@ -1031,6 +1036,15 @@ fn print_tenant(t: &TenantStats) {
     }
 }
 
+/// `1 rule`, `2 rules`.
+fn plural(n: usize, noun: &str) -> String {
+    if n == 1 {
+        format!("1 {noun}")
+    } else {
+        format!("{n} {noun}s")
+    }
+}
+
 /// `bytes` for people: `768 B`, `40 KiB`, `23.7 MiB`.
 fn size(bytes: u64) -> String {
     match bytes {
@@ -1075,12 +1089,14 @@ fn print_stats(stats: &InterfaceStats) {
 
 #[cfg(test)]
 mod tests {
-    use super::size;
+    use super::{plural, size};
 
     #[test]
     fn sizes_read_as_people_write_them() {
         assert_eq!(size(768), "768 B");
         assert_eq!(size(40 * 1024 + 5), "40 KiB");
         assert_eq!(size(24_850_000), "23.7 MiB");
+        assert_eq!(plural(1, "rule"), "1 rule");
+        assert_eq!(plural(0, "guard packet"), "0 guard packets");
     }
 }
