@@ -1,16 +1,16 @@
 //! Errors of control operations, each with a stable exit code.
 
-use fluxgate_ruleset::CompileError;
+use fluxgate_ruleset::{CompileError, Errors};
 
 use crate::exit;
 
 /// Why a control operation failed.
 #[derive(Debug, thiserror::Error)]
 pub enum ControlError {
-    /// The ruleset did not parse or validate; the text holds every diagnostic,
-    /// rendered with file:line:col and a caret.
-    #[error("ruleset rejected:\n{0}")]
-    Ruleset(String),
+    /// The ruleset did not parse or validate: every diagnostic, each with
+    /// file:line:col (shown with a caret).
+    #[error("ruleset rejected:\n{}", render(.0))]
+    Ruleset(Errors),
     /// The ruleset is valid but could not be compiled into tables.
     #[error("ruleset rejected: {0}")]
     Compile(#[from] CompileError),
@@ -50,9 +50,62 @@ impl ControlError {
     }
 }
 
-impl From<fluxgate_ruleset::Errors> for ControlError {
-    fn from(errors: fluxgate_ruleset::Errors) -> Self {
-        let text: Vec<String> = errors.errors.iter().map(|d| d.render()).collect();
-        ControlError::Ruleset(text.join("\n"))
+impl From<Errors> for ControlError {
+    fn from(errors: Errors) -> Self {
+        ControlError::Ruleset(errors)
+    }
+}
+
+/// The errors of `errors` rendered for people, with carets.
+fn render(errors: &Errors) -> String {
+    let text: Vec<String> = errors.errors.iter().map(|d| d.render()).collect();
+    text.join("\n")
+}
+
+impl ControlError {
+    /// The error for scripts (`--json`): exit code, message, and for a
+    /// rejected ruleset each problem with its file, line and column.
+    pub fn to_json(&self) -> serde_json::Value {
+        let at = |file: &str, line: u32, col: u32| serde_json::json!({ "file": file, "line": line, "col": col });
+        let diagnostics: Vec<serde_json::Value> = match self {
+            ControlError::Ruleset(errors) => errors
+                .errors
+                .iter()
+                .map(|d| {
+                    let mut v = serde_json::json!({
+                        "kind": d.kind.to_string(),
+                        "message": d.message,
+                    });
+                    if d.location.line > 0 {
+                        v["at"] = at(&d.location.file, d.location.line, d.location.col);
+                    } else if !d.location.file.is_empty() {
+                        v["file"] = d.location.file.clone().into();
+                    }
+                    v
+                })
+                .collect(),
+            ControlError::Compile(e) => {
+                let mut v = serde_json::json!({ "kind": "Compile", "message": e.to_string() });
+                if let Some(l) = e.location() {
+                    v["at"] = at(&l.file, l.line, l.col);
+                }
+                vec![v]
+            }
+            _ => Vec::new(),
+        };
+        let message = match self {
+            ControlError::Ruleset(errors) => match errors.errors.len() {
+                1 => "ruleset rejected: 1 error".to_owned(),
+                n => format!("ruleset rejected: {n} errors"),
+            },
+            other => other.to_string(),
+        };
+        serde_json::json!({
+            "error": {
+                "exit_code": self.exit_code(),
+                "message": message,
+                "diagnostics": diagnostics,
+            }
+        })
     }
 }

@@ -330,11 +330,43 @@ fn main() -> ExitCode {
     unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
     let cli = Cli::parse();
     raise_open_file_limit();
+    let json = cli.command.json();
     match run(cli) {
         Ok(()) => ExitCode::from(exit::OK as u8),
         Err(err) => {
+            // Scripts that asked for JSON get the error as JSON too (with
+            // each ruleset problem's file, line and column); people get text.
+            if json {
+                print_json(&err.to_json());
+            }
             eprintln!("fluxgate: {err}");
             ExitCode::from(err.exit_code() as u8)
+        }
+    }
+}
+
+impl Command {
+    /// Whether `--json` was given.
+    fn json(&self) -> bool {
+        match self {
+            Command::Attach { json, .. }
+            | Command::Stats { json, .. }
+            | Command::Apply { json, .. }
+            | Command::Check { json, .. }
+            | Command::Diff { json, .. }
+            | Command::Rollback { json, .. }
+            | Command::Status { json, .. }
+            | Command::Capture { json, .. }
+            | Command::Explain { json, .. }
+            | Command::History { json, .. }
+            | Command::Classify { json, .. }
+            | Command::Upgrade {
+                step: UpgradeStep::List { json, .. },
+            } => *json,
+            Command::Detach { .. }
+            | Command::Serve { .. }
+            | Command::Discard { .. }
+            | Command::Upgrade { .. } => false,
         }
     }
 }

@@ -439,6 +439,18 @@ pub fn compile_with(rs: &ValidRuleset, opts: &CompileOptions) -> Result<Image, C
     })
 }
 
+impl CompileError {
+    /// Where in the ruleset's files the rule at fault is, when known.
+    pub fn location(&self) -> Option<&Location> {
+        match self {
+            CompileError::UnknownInterface { location, .. }
+            | CompileError::TooManyExpansions { location, .. }
+            | CompileError::Overlapping { location, .. } => location.as_ref(),
+            _ => None,
+        }
+    }
+}
+
 /// `file:line:col: ` of a compile error's rule, or nothing.
 fn at(location: &Option<Location>) -> String {
     location
