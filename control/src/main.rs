@@ -335,9 +335,11 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::from(exit::OK as u8),
         Err(err) => {
             // Scripts that asked for JSON get the error as JSON too (with
-            // each ruleset problem's file, line and column); people get text.
-            if json {
-                print_json(&err.to_json());
+            // each ruleset problem's file, line and column), on one line so
+            // that `capture --json`'s stream stays one object per line;
+            // people get text. A rolled-back canary's report is already out.
+            if json && !matches!(err, ControlError::CanaryRolledBack(_)) {
+                println!("{}", err.to_json());
             }
             eprintln!("fluxgate: {err}");
             ExitCode::from(err.exit_code() as u8)
