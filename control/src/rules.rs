@@ -10,8 +10,8 @@ use std::{
 use fluxgate_common::{GatewayConfig, Trace, xdp};
 use fluxgate_dataplane::{Program, StagedImage, Tables, frame::FrameSpec};
 use fluxgate_ruleset::{
-    Classifier, CompileOptions, Config, Image, PacketHeader, Ruleset, Scope, ValidRuleset, Verdict,
-    classbench, compile_with, reference, validate,
+    Classifier, CompileOptions, Config, Diag, ErrorKind, Errors, Image, PacketHeader, Ruleset,
+    Scope, ValidRuleset, Verdict, classbench, compile_with, reference, validate,
 };
 use serde::Serialize;
 
@@ -219,9 +219,16 @@ pub fn classify(
     trace: &Path,
     engine: Engine,
 ) -> Result<Vec<TraceDecision>, ControlError> {
+    // An unreadable input file is refused like one that does not parse
+    // (exit 7), naming the file, as an unreadable ruleset directory is.
     let read = |p: &Path| {
-        fs::read_to_string(p)
-            .map_err(|e| ControlError::Usage(format!("cannot read {}: {e}", p.display())))
+        fs::read_to_string(p).map_err(|e| {
+            Errors::one(Diag::without_source(
+                ErrorKind::Io,
+                &p.display().to_string(),
+                e.to_string(),
+            ))
+        })
     };
     let (rs, classbench_mode) = match source {
         RuleSource::Dir(dir) => (

@@ -130,7 +130,7 @@ fn every_engine_names_the_same_rules_for_a_ruleset() {
 }
 
 #[test]
-fn a_bad_trace_line_is_rejected_with_its_location() {
+fn a_bad_or_unreadable_trace_is_rejected_with_its_location() {
     let s = Scratch::new("cls-bad");
     write(&s.rules, "filters", FILTERS);
     write(&s.rules, "trace", "167838211\t16843009\t5000\n");
@@ -148,6 +148,15 @@ fn a_bad_trace_line_is_rejected_with_its_location() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains(&format!("{trace}:1:1")), "{err}");
     assert!(out.stdout.is_empty(), "nothing printed on error");
+    // An unreadable trace is refused the same way, naming the file.
+    let missing = s.rules.join("missing").display().to_string();
+    let out = fluxgate(
+        &s,
+        &["classify", "--classbench", &filters, "--trace", &missing],
+    );
+    assert_eq!(out.status.code(), Some(7), "unreadable trace exit code");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains(&format!("{missing}: ")), "{err}");
 }
 
 #[test]
