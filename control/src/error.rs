@@ -85,8 +85,12 @@ impl ControlError {
                 })
                 .collect(),
             ControlError::Compile(e) => {
-                let mut v = serde_json::json!({ "kind": "Compile", "message": e.to_string() });
+                let text = e.to_string();
+                let mut v = serde_json::json!({ "kind": "Compile", "message": text });
                 if let Some(l) = e.location() {
+                    // The position goes in `at`, not at the head of the message.
+                    let head = format!("{l}: ");
+                    v["message"] = text.strip_prefix(&head).unwrap_or(&text).into();
                     v["at"] = at(&l.file, l.line, l.col);
                 }
                 vec![v]

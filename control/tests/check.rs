@@ -71,6 +71,13 @@ fn a_compile_error_comes_with_its_rule_s_position() {
     let error = refused(&s, &dir);
     let file = s.rules.join("gateway.fg").display().to_string();
     assert_eq!(positions(&error), [("Compile".to_owned(), file, 2, 1)]);
+    let message = error["diagnostics"][0]["message"]
+        .as_str()
+        .expect("message");
+    assert!(
+        message.starts_with("gateway rules #1, #2, #3, #4, #5, #6, #7, #8, … overlap"),
+        "the position is in `at`, not repeated: {message}"
+    );
 }
 
 #[test]
