@@ -91,3 +91,27 @@ fn an_unreadable_directory_is_named_without_a_position() {
     assert_eq!(diagnostics[0]["file"], dir.as_str());
     assert!(diagnostics[0].get("at").is_none(), "{error}");
 }
+
+#[test]
+fn an_interface_this_host_lacks_is_checked_with_a_warning() {
+    // A ruleset is often checked away from its gateway (in CI): `check` takes
+    // an interface it cannot see as some interface and says so; `apply` on
+    // the gateway still needs it.
+    let s = Scratch::new("check-iif");
+    write(
+        &s.rules,
+        "gateway.fg",
+        "default pass\niif fgt-absent0 proto tcp dport 22 drop\n",
+    );
+    let dir = s.rules.display().to_string();
+    let out = common::ok(fluxgate(&s, &["check", &dir, "--json"]));
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON");
+    assert_eq!(json["rules"], 1);
+    let warnings = json["warnings"].as_array().expect("warnings");
+    assert!(
+        warnings
+            .iter()
+            .any(|w| w.as_str().is_some_and(|w| w.contains("`fgt-absent0`"))),
+        "{warnings:?}"
+    );
+}
