@@ -2,7 +2,7 @@
 //! (parse, validate, compile, guards against the reference) and `fluxgate diff`
 //! (what would change, per tenant).
 
-use std::{collections::BTreeMap, path::Path};
+use std::path::Path;
 
 use fluxgate_ruleset::{
     CompileOptions, Config, Rule, Ruleset, ValidRuleset, compile_with,
@@ -14,34 +14,8 @@ use serde::Serialize;
 use crate::{
     ControlError,
     generations::{checks, read_files},
-    rules::host_interfaces,
+    rules::{host_interfaces, with_stand_ins},
 };
-
-/// The interfaces `check` compiles `rs` with: this host's, plus a stand-in
-/// index for each interface a rule names that this host lacks (returned
-/// too). A ruleset is often checked away from its gateway, in CI; its
-/// guards are judged by the reference, which compares names, and the
-/// tables come out the same size. `apply` still refuses a name the gateway
-/// lacks.
-fn interfaces_for_check(rs: &ValidRuleset) -> (BTreeMap<String, u32>, Vec<String>) {
-    let mut interfaces = host_interfaces();
-    let mut absent: Vec<String> = Vec::new();
-    let rules = rs
-        .gateway()
-        .rules
-        .iter()
-        .chain(rs.tenants().iter().flat_map(|t| &t.rules));
-    for name in rules.filter_map(|r| r.matches.iif.as_ref()) {
-        if !interfaces.contains_key(name) && !absent.contains(name) {
-            absent.push(name.clone());
-        }
-    }
-    // Stand-ins from the top of the index space, far above any real ifindex.
-    for (name, index) in absent.iter().zip((0..=u32::MAX).rev()) {
-        interfaces.insert(name.clone(), index);
-    }
-    (interfaces, absent)
-}
 
 /// What [`check`] found.
 #[derive(Clone, Debug, Serialize)]
@@ -65,7 +39,11 @@ pub struct Checked {
 pub fn check(dir: &Path) -> Result<Checked, ControlError> {
     let files = read_files(dir)?;
     let rs = validate(Ruleset::parse_files(&files)?, &Config::default())?;
-    let (interfaces, absent) = interfaces_for_check(&rs);
+    // A ruleset is often checked away from its gateway, in CI: guards are
+    // judged by the reference, which compares names, and the tables come out
+    // the same size with a stand-in for an interface this host lacks.
+    // `apply` still refuses a name the gateway lacks.
+    let (interfaces, absent) = with_stand_ins(&rs, host_interfaces());
     let image = compile_with(
         &rs,
         &CompileOptions {

@@ -65,6 +65,31 @@ pub fn host_interfaces() -> BTreeMap<String, u32> {
     out
 }
 
+/// `known` interfaces plus a stand-in index for each interface a rule of `rs`
+/// names that `known` lacks (those names are returned too), for compiling
+/// away from the gateway. Stand-ins come from the top of the index space,
+/// far above any real ifindex, so no packet's interface ever matches one.
+pub fn with_stand_ins(
+    rs: &ValidRuleset,
+    mut known: BTreeMap<String, u32>,
+) -> (BTreeMap<String, u32>, Vec<String>) {
+    let mut absent: Vec<String> = Vec::new();
+    let rules = rs
+        .gateway()
+        .rules
+        .iter()
+        .chain(rs.tenants().iter().flat_map(|t| &t.rules));
+    for name in rules.filter_map(|r| r.matches.iif.as_ref()) {
+        if !known.contains_key(name) && !absent.contains(name) {
+            absent.push(name.clone());
+        }
+    }
+    for (name, index) in absent.iter().zip((0..=u32::MAX).rev()) {
+        known.insert(name.clone(), index);
+    }
+    (known, absent)
+}
+
 /// Parses, validates and compiles the ruleset in `dir` (no kernel involved).
 pub fn compile_dir(
     dir: &Path,
@@ -267,6 +292,13 @@ pub fn classify(
         },
         verdict: verdict_name(d.verdict == Verdict::Drop),
     };
+    // Trace packets come from no interface: every `iif` name gets a stand-in
+    // no packet matches, as in the reference (not even a host's `lo`, which
+    // is where the kernel's test runs say packets arrive).
+    let options = CompileOptions {
+        interfaces: with_stand_ins(&rs, BTreeMap::new()).0,
+        ..CompileOptions::default()
+    };
     match engine {
         Engine::Reference => Ok(packets
             .iter()
@@ -274,7 +306,7 @@ pub fn classify(
             .map(|(i, p)| decided(i, &reference::classify(&rs, p)))
             .collect()),
         Engine::Userspace => {
-            let image = compile_with(&rs, &CompileOptions::default())?;
+            let image = compile_with(&rs, &options)?;
             let c = Classifier::new(image, []);
             Ok(packets
                 .iter()
@@ -283,7 +315,7 @@ pub fn classify(
                 .collect())
         }
         Engine::Kernel => {
-            let image = compile_with(&rs, &CompileOptions::default())?;
+            let image = compile_with(&rs, &options)?;
             let config = GatewayConfig {
                 trace: 1,
                 ..GatewayConfig::default()

@@ -198,3 +198,22 @@ fn the_kernel_engine_takes_rulesets_larger_than_an_attachment_s_default_pool() {
     assert_eq!(kernel, classify(&s, &source, "userspace", false));
     assert_eq!(String::from_utf8_lossy(&kernel).lines().count(), 200);
 }
+
+#[test]
+fn rules_on_interfaces_match_no_trace_packet_in_any_engine() {
+    // Trace packets come from no interface. The kernel's test runs say they
+    // arrive on `lo`, so `iif lo` must not match there either; an interface
+    // this host lacks is no reason to refuse the ruleset.
+    support::require_root();
+    let s = Scratch::new("cls-iif");
+    write(&s.rules, "trace", TRACE);
+    let dir = s.rules_dir("rs");
+    write(
+        &dir,
+        "gateway.fg",
+        "default pass\niif lo drop\niif fgt-nowhere0 drop\n",
+    );
+    let dir = dir.display().to_string();
+    let expected = [("gateway default", "pass"); 6];
+    assert_engines_agree(&s, &["--ruleset", &dir], &expected);
+}
