@@ -2,9 +2,10 @@
 //! from a gateway's own code as a library.
 //!
 //! Attach the dataplane to an interface and hand it to bpffs (so it keeps
-//! running with no fluxgate process alive), detach it, read its counters; load
-//! a ruleset onto it ([`rules::load`]), read per-tenant and per-rule hits, and
-//! classify ClassBench traces with any engine ([`rules::classify`]).
+//! running with no fluxgate process alive), detach it, read its counters; apply
+//! rulesets to it as generations, roll them back or forward
+//! ([`generations::Gateway`]), read per-tenant and per-rule hits, and classify
+//! ClassBench traces with any engine ([`rules::classify`]).
 
 use std::path::{Path, PathBuf};
 

@@ -87,7 +87,7 @@ enum Command {
     /// in the kernel, publish atomically (tenant by tenant), record.
     #[command(alias = "load")]
     Apply {
-        /// Directory with gateway.fg and one <tenant>.fg per tenant.
+        /// Directory with gateway.fg and one TENANT.fg per tenant.
         dir: PathBuf,
         /// Interface (default: the only attached one).
         iface: Option<String>,
@@ -124,7 +124,7 @@ enum Command {
     /// Parse, validate and compile a ruleset directory and check its guards
     /// against the reference classifier. No kernel, no root.
     Check {
-        /// Directory with gateway.fg and one <tenant>.fg per tenant.
+        /// Directory with gateway.fg and one TENANT.fg per tenant.
         dir: PathBuf,
         /// Print the result as JSON.
         #[arg(long)]
@@ -132,7 +132,7 @@ enum Command {
     },
     /// Show what applying a directory would change, per tenant.
     Diff {
-        /// Directory with gateway.fg and one <tenant>.fg per tenant.
+        /// Directory with gateway.fg and one TENANT.fg per tenant.
         dir: PathBuf,
         /// Interface (default: the only attached one; none attached: against nothing).
         iface: Option<String>,

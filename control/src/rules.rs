@@ -10,8 +10,8 @@ use std::{
 use fluxgate_common::{GatewayConfig, Trace, xdp};
 use fluxgate_dataplane::{Program, StagedImage, Tables, frame::FrameSpec};
 use fluxgate_ruleset::{
-    Classifier, CompileOptions, Config, Diag, ErrorKind, Errors, Image, PacketHeader, Ruleset,
-    Scope, ValidRuleset, Verdict, classbench, compile_with, reference, validate,
+    Classifier, CompileOptions, Config, Diag, ErrorKind, Errors, PacketHeader, Ruleset, Scope,
+    ValidRuleset, Verdict, classbench, compile_with, reference, validate,
 };
 use serde::Serialize;
 
@@ -88,23 +88,6 @@ pub fn with_stand_ins(
         known.insert(name.clone(), index);
     }
     (known, absent)
-}
-
-/// Parses, validates and compiles the ruleset in `dir` (no kernel involved).
-pub fn compile_dir(
-    dir: &Path,
-    interfaces: BTreeMap<String, u32>,
-) -> Result<(ValidRuleset, Image), ControlError> {
-    let rs = validate(Ruleset::load_dir(dir)?, &Config::default())?;
-    let image = compile_with(
-        &rs,
-        &CompileOptions {
-            interfaces,
-            generation: 1,
-            ..Default::default()
-        },
-    )?;
-    Ok((rs, image))
 }
 
 /// Hits of one rule or default.
