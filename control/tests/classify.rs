@@ -45,6 +45,10 @@ const BY_FILTER: [(&str, &str); 6] = [
     ("0", "drop"),
 ];
 
+/// The same packets under the ruleset of
+/// `every_engine_names_the_same_rules_for_a_ruleset`: gateway default pass,
+/// `proto tcp dport 23 drop`; acme owns 192.168.1.0/24, default drop,
+/// `proto udp dport 53 pass`.
 const BY_RULESET: [(&str, &str); 6] = [
     ("gateway default", "pass"),
     ("gateway#1", "drop"),
