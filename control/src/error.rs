@@ -1,6 +1,6 @@
 //! Errors of control operations, each with a stable exit code.
 
-use fluxgate_ruleset::{CompileError, Errors};
+use fluxgate_ruleset::{CompileError, Errors, Location};
 
 use crate::exit;
 
@@ -66,7 +66,15 @@ impl ControlError {
     /// The error for scripts (`--json`): exit code, message, and for a
     /// rejected ruleset each problem with its file, line and column.
     pub fn to_json(&self) -> serde_json::Value {
-        let at = |file: &str, line: u32, col: u32| serde_json::json!({ "file": file, "line": line, "col": col });
+        // `at: {file, line, col}` for a position in a file, `file` alone for
+        // the whole file, nothing for no file.
+        let locate = |v: &mut serde_json::Value, l: &Location| match l.position() {
+            Some((line, col)) => {
+                v["at"] = serde_json::json!({ "file": l.file, "line": line, "col": col });
+            }
+            None if !l.file.is_empty() => v["file"] = l.file.clone().into(),
+            None => {}
+        };
         let diagnostics: Vec<serde_json::Value> = match self {
             ControlError::Ruleset(errors) => errors
                 .errors
@@ -76,11 +84,7 @@ impl ControlError {
                         "kind": d.kind.to_string(),
                         "message": d.message,
                     });
-                    if d.location.line > 0 {
-                        v["at"] = at(&d.location.file, d.location.line, d.location.col);
-                    } else if !d.location.file.is_empty() {
-                        v["file"] = d.location.file.clone().into();
-                    }
+                    locate(&mut v, &d.location);
                     v
                 })
                 .collect(),
@@ -91,7 +95,7 @@ impl ControlError {
                     // The position goes in `at`, not at the head of the message.
                     let head = format!("{l}: ");
                     v["message"] = text.strip_prefix(&head).unwrap_or(&text).into();
-                    v["at"] = at(&l.file, l.line, l.col);
+                    locate(&mut v, l);
                 }
                 vec![v]
             }

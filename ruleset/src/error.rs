@@ -87,14 +87,22 @@ pub struct Location {
     pub col: u32,
 }
 
+impl Location {
+    /// `(line, col)`, or `None` when the location is the whole file (line 0:
+    /// for example a file that could not be read).
+    pub fn position(&self) -> Option<(u32, u32)> {
+        (self.line > 0).then_some((self.line, self.col))
+    }
+}
+
 impl fmt::Display for Location {
     /// `file:line:col`, or just `file` for an error about the whole file
-    /// (line 0: it could not be read).
+    /// ([`Location::position`] is `None`).
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        if self.line == 0 {
-            return write!(f, "{}", self.file);
+        match self.position() {
+            Some((line, col)) => write!(f, "{}:{line}:{col}", self.file),
+            None => write!(f, "{}", self.file),
         }
-        write!(f, "{}:{}:{}", self.file, self.line, self.col)
     }
 }
 
