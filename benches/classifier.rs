@@ -3,8 +3,10 @@
 //! Kernel (BPF_PROG_TEST_RUN, kernel-reported ns per packet, root needed):
 //! - hot: the same packet repeated, ClassBench-like ACL rulesets of 10 rules
 //!   and ACL, FW and IPC rulesets of 1k / 10k (/ 100k) rules, and tenant
-//!   dispatch over 10 and 10,000 tenants, beside the bare `XDP_PASS` floor and
-//!   parse-and-pass (no tables) from the same object;
+//!   dispatch over 10 and 10,000 tenants, beside the bare `XDP_PASS` floor,
+//!   parse-and-pass (no tables) from the same object, and a gateway of one
+//!   rule that every packet matches (`one_rule`: what deciding by any table
+//!   costs before a tree has anything to cut);
 //! - cold: a trace of 100k distinct packets, one test_run of one run each, the
 //!   floor measured the same way.
 //!
@@ -86,6 +88,34 @@ fn classbench_like(family: Family, n: usize) -> Setup {
 
 /// Distinct packets per trace.
 const TRACE: usize = 100_000;
+
+/// A gateway of one rule, matched by every packet of its trace: parse,
+/// dispatch, one rule check and the counters, with no tree step to take.
+fn one_rule() -> Setup {
+    let files = [(
+        "gateway.fg".to_owned(),
+        "default drop\nproto tcp dport 443 pass\n".to_owned(),
+    )];
+    let rs = validate(
+        Ruleset::parse_files(&files).expect("parse"),
+        &Config::default(),
+    )
+    .expect("valid");
+    let packets = (0..TRACE)
+        .map(|i: usize| {
+            format!(
+                "tcp 203.0.113.{}:{} -> 10.0.{}.{}:443 flags S",
+                i % 250,
+                1024 + i % 60_000,
+                i / 250 % 250,
+                i % 199
+            )
+            .parse()
+            .expect("packet")
+        })
+        .collect();
+    load("one_rule".to_owned(), &rs, packets, 1)
+}
 
 /// `tenants` tenants with one /24 each and 3 rules each, plus 10 global rules.
 fn tenants(tenants: usize) -> Setup {
@@ -394,7 +424,7 @@ fn main() {
     if std::env::var_os("FLUXGATE_BENCH_100K").is_some() {
         sizes.push(100_000);
     }
-    let mut setups = vec![classbench_like(Family::Acl, 10)];
+    let mut setups = vec![classbench_like(Family::Acl, 10), one_rule()];
     for family in [Family::Acl, Family::Fw, Family::Ipc] {
         setups.extend(sizes.iter().map(|&n| classbench_like(family, n)));
     }
