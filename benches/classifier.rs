@@ -96,25 +96,34 @@ fn one_rule() -> Setup {
         "gateway.fg".to_owned(),
         "default drop\nproto tcp dport 443 pass\n".to_owned(),
     )];
+    from_files("one_rule".to_owned(), &files, 1, |i| {
+        format!(
+            "tcp 203.0.113.{}:{} -> 10.0.{}.{}:443 flags S",
+            i % 250,
+            1024 + i % 60_000,
+            i / 250 % 250,
+            i % 199
+        )
+    })
+}
+
+/// A ruleset written as files, with a trace of [`TRACE`] packets, packet `i`
+/// written by `packet(i)`.
+fn from_files(
+    name: String,
+    files: &[(String, String)],
+    rules: usize,
+    packet: impl Fn(usize) -> String,
+) -> Setup {
     let rs = validate(
-        Ruleset::parse_files(&files).expect("parse"),
+        Ruleset::parse_files(files).expect("parse"),
         &Config::default(),
     )
     .expect("valid");
     let packets = (0..TRACE)
-        .map(|i: usize| {
-            format!(
-                "tcp 203.0.113.{}:{} -> 10.0.{}.{}:443 flags S",
-                i % 250,
-                1024 + i % 60_000,
-                i / 250 % 250,
-                i % 199
-            )
-            .parse()
-            .expect("packet")
-        })
+        .map(|i| packet(i).parse().expect("packet"))
         .collect();
-    load("one_rule".to_owned(), &rs, packets, 1)
+    load(name, &rs, packets, rules)
 }
 
 /// `tenants` tenants with one /24 each and 3 rules each, plus 10 global rules.
@@ -135,13 +144,11 @@ fn tenants(tenants: usize) -> Setup {
             ),
         ));
     }
-    let rs = validate(
-        Ruleset::parse_files(&files).expect("parse"),
-        &Config::default(),
-    )
-    .expect("valid");
-    let packets = (0..TRACE)
-        .map(|i: usize| {
+    from_files(
+        format!("tenants_{tenants}"),
+        &files,
+        tenants * 3 + 10,
+        |i| {
             let t = i * 7919 % tenants;
             format!(
                 "tcp 203.0.113.{}:40000 -> 10.{}.{}.{}:443 flags S",
@@ -150,11 +157,8 @@ fn tenants(tenants: usize) -> Setup {
                 t % 256,
                 i % 250
             )
-            .parse()
-            .expect("packet")
-        })
-        .collect();
-    load(format!("tenants_{tenants}"), &rs, packets, tenants * 3 + 10)
+        },
+    )
 }
 
 fn frame(p: &PacketHeader) -> Vec<u8> {
