@@ -288,6 +288,11 @@ pub enum CompileError {
 }
 
 /// Compiles `rs` with default [`CompileOptions`] (no `iif` rules allowed).
+///
+/// `_config` is the [`Config`] `rs` was validated with. Every limit in it was
+/// enforced by [`crate::validate()`], so compiling reads nothing from it; what
+/// changes the tables (interfaces, generation, tree shape, expansion limit,
+/// counter and tenant slots) is in [`CompileOptions`], taken by [`compile_with`].
 pub fn compile(rs: &ValidRuleset, _config: &Config) -> Result<Image, CompileError> {
     compile_with(rs, &CompileOptions::default())
 }
