@@ -1,7 +1,10 @@
 //! Reference vs userspace classifier vs the kernel program (BPF_PROG_TEST_RUN on
 //! crafted frames): verdicts and per-rule counters must agree on the shared case
-//! table, on generated rulesets and packets, and on synthetic ClassBench-like
-//! rulesets of 1k and 10k rules with 100k trace packets each.
+//! table and on generated rulesets and packets (proptest shrinks a failure to a
+//! minimal ruleset), and verdicts and deciding rules on synthetic
+//! ClassBench-like rulesets of 1k and 10k rules with 100k trace packets each
+//! (a disagreement is shrunk by delta debugging to the fewest filters that
+//! still disagree, printed as a filter file with the packet).
 
 mod support;
 
@@ -9,7 +12,7 @@ mod support;
 mod generator;
 
 use fluxgate::{
-    common::{GatewayConfig, xdp},
+    common::{GatewayConfig, Trace, xdp},
     dataplane::{Program, StagedImage, Tables, frame::FrameSpec},
     ruleset::{
         Classifier, CompileOptions, Config, Decision, PacketHeader, Ruleset, ValidRuleset, Verdict,
@@ -144,39 +147,172 @@ fn realizable(mut p: PacketHeader) -> PacketHeader {
     p
 }
 
-fn classbench_agrees(family: Family, rules: usize, packets: usize, seed: u64) {
-    support::require_root();
-    let filters = synth::classbench_like(family, rules, seed);
-    let rs = validate(classbench::to_ruleset(&filters), &Config::classbench()).expect("valid");
-    let image = compile_with(&rs, &CompileOptions::default()).expect("compile");
-    let userspace = Classifier::new(image.clone(), []);
-    let mut program = Program::load(&GatewayConfig::default()).expect("load");
-    let staged = StagedImage::new(&mut program, &image).expect("stage");
-    program.publish_image(&staged).expect("publish");
-    let trace = synth::trace(&filters, packets, seed ^ 0x5eed);
-    let mut disagreements = Vec::new();
-    for (i, entry) in trace.into_iter().enumerate() {
-        let p = realizable(entry.header);
-        let u = userspace.decide(&p);
-        let frame = FrameSpec::from_header(&p).expect("frame").build();
-        let k = program.test_run(&frame, 1).expect("test run").verdict;
-        let k = if k == xdp::DROP {
+/// The three engines on one ClassBench ruleset. The kernel program records
+/// every decision ([`GatewayConfig::trace`]), so the kernel's deciding rule
+/// is compared, not only its verdict: every ClassBench filter passes, so a
+/// kernel that picked the wrong matching filter would still pass the packet.
+struct Engines {
+    rs: ValidRuleset,
+    userspace: Classifier,
+    program: Program,
+    _staged: StagedImage,
+}
+
+impl Engines {
+    fn new(filters: &[classbench::Filter]) -> Engines {
+        let config = GatewayConfig {
+            trace: 1,
+            ..GatewayConfig::default()
+        };
+        let mut program = Program::load(&config).expect("load");
+        let (rs, userspace, staged) = Engines::publish(&mut program, filters);
+        Engines {
+            rs,
+            userspace,
+            program,
+            _staged: staged,
+        }
+    }
+
+    /// Compiles `filters` and publishes them in place of the previous ruleset
+    /// (whose cells go back to the pool once nothing points at them).
+    fn load(&mut self, filters: &[classbench::Filter]) {
+        let (rs, userspace, staged) = Engines::publish(&mut self.program, filters);
+        (self.rs, self.userspace, self._staged) = (rs, userspace, staged);
+    }
+
+    fn publish(
+        program: &mut Program,
+        filters: &[classbench::Filter],
+    ) -> (ValidRuleset, Classifier, StagedImage) {
+        let rs = validate(classbench::to_ruleset(filters), &Config::classbench()).expect("valid");
+        let image = compile_with(&rs, &CompileOptions::default()).expect("compile");
+        let staged = StagedImage::new(program, &image).expect("stage");
+        program.publish_image(&staged).expect("publish");
+        (rs, Classifier::new(image, []), staged)
+    }
+
+    /// How the engines disagree on `p`, if they do. The kernel is compared
+    /// with the userspace classifier (verdict and deciding counter slot), the
+    /// userspace classifier with the linear reference when `reference`.
+    fn disagreement(&self, p: &PacketHeader, reference: bool) -> Option<String> {
+        let u = self.userspace.classify(p);
+        let frame = FrameSpec::from_header(p).expect("frame").build();
+        let before = self.program.last_trace().expect("trace").seq;
+        let verdict = self.program.test_run(&frame, 1).expect("test run").verdict;
+        let trace = self.program.last_trace().expect("trace");
+        let kernel_rule =
+            (trace.seq != before && trace.decided != Trace::NONE).then_some(trace.decided);
+        let kernel_verdict = if verdict == xdp::DROP {
             Verdict::Drop
         } else {
             Verdict::Pass
         };
+        let r = reference.then(|| reference::classify(&self.rs, p));
+        let u_decision = self.userspace.to_decision(&u);
+        let agree = kernel_verdict == u.verdict
+            && kernel_rule == u.decided_by
+            && r.as_ref().is_none_or(|r| u_decision.same_outcome(r));
+        (!agree).then(|| {
+            format!(
+                "{p}: kernel {kernel_verdict:?} by slot {kernel_rule:?}, userspace {u_decision:?} (slot {:?}), reference {r:?}",
+                u.decided_by
+            )
+        })
+    }
+}
+
+/// The smallest part of `items` (order kept) for which `fails` still holds,
+/// by delta debugging (Zeller's ddmin): removing any single item of the
+/// result makes `fails` false. `fails(items)` must hold.
+fn ddmin<T: Clone>(mut items: Vec<T>, mut fails: impl FnMut(&[T]) -> bool) -> Vec<T> {
+    let mut n = 2;
+    while items.len() >= 2 {
+        let parts: Vec<Vec<T>> = items
+            .chunks(items.len().div_ceil(n))
+            .map(<[T]>::to_vec)
+            .collect();
+        let mut reduced = false;
+        for (i, part) in parts.iter().enumerate() {
+            if fails(part) {
+                (items, n, reduced) = (part.clone(), 2, true);
+                break;
+            }
+            let rest: Vec<T> = parts
+                .iter()
+                .enumerate()
+                .filter(|&(j, _)| j != i)
+                .flat_map(|(_, p)| p.iter().cloned())
+                .collect();
+            if parts.len() > 2 && fails(&rest) {
+                (items, n, reduced) = (rest, (n - 1).max(2), true);
+                break;
+            }
+        }
+        if !reduced {
+            if n >= items.len() {
+                break;
+            }
+            n = (2 * n).min(items.len());
+        }
+    }
+    items
+}
+
+/// The failure message for a disagreement on `p`: the fewest filters (in
+/// their order) on which the engines still disagree, as a ClassBench filter
+/// file, and how they disagree there.
+fn minimal_case(engines: &mut Engines, filters: &[classbench::Filter], p: &PacketHeader) -> String {
+    let minimal = ddmin(filters.to_vec(), |sub| {
+        engines.load(sub);
+        engines.disagreement(p, true).is_some()
+    });
+    engines.load(&minimal);
+    let why = engines.disagreement(p, true).unwrap_or_default();
+    let file: String = minimal.iter().map(|f| format!("{f}\n")).collect();
+    format!(
+        "minimal case ({} of {} filters):\n{file}packet {p}\n{why}",
+        minimal.len(),
+        filters.len()
+    )
+}
+
+fn classbench_agrees(family: Family, rules: usize, packets: usize, seed: u64) {
+    support::require_root();
+    let filters = synth::classbench_like(family, rules, seed);
+    let mut engines = Engines::new(&filters);
+    let trace = synth::trace(&filters, packets, seed ^ 0x5eed);
+    let mut disagreements = Vec::new();
+    for (i, entry) in trace.into_iter().enumerate() {
+        let p = realizable(entry.header);
         // The reference is linear; check every packet on 1k rules, every 10th on 10k.
-        let r = (rules <= 1000 || i % 10 == 0).then(|| reference::classify(&rs, &p));
-        if k != u.verdict || r.as_ref().is_some_and(|r| !u.same_outcome(r)) {
-            disagreements.push(format!(
-                "{p}: kernel {k:?}, userspace {u:?}, reference {r:?}"
-            ));
+        if let Some(d) = engines.disagreement(&p, rules <= 1000 || i % 10 == 0) {
+            disagreements.push((p, d));
             if disagreements.len() > 5 {
                 break;
             }
         }
     }
-    assert!(disagreements.is_empty(), "{}", disagreements.join("\n"));
+    if let Some((first, _)) = disagreements.first() {
+        let listed: Vec<&str> = disagreements.iter().map(|(_, d)| d.as_str()).collect();
+        let minimal = minimal_case(&mut engines, &filters, first);
+        panic!("{}\n\n{minimal}", listed.join("\n"));
+    }
+}
+
+#[test]
+fn ddmin_keeps_exactly_the_items_a_failure_needs() {
+    let items: Vec<u32> = (0..100).collect();
+    let mut calls = 0;
+    let min = ddmin(items, |s| {
+        calls += 1;
+        s.contains(&17) && s.contains(&3) && s.contains(&90)
+    });
+    assert_eq!(min, [3, 17, 90]);
+    assert!(calls < 200, "{calls} calls");
+    // One item that fails alone, and a failure no removal keeps.
+    assert_eq!(ddmin((0..7).collect(), |s| s.contains(&6)), [6]);
+    assert_eq!(ddmin(vec![1, 2], |s| s.len() == 2), [1, 2]);
 }
 
 #[test]
