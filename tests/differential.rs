@@ -1,7 +1,8 @@
 //! Reference vs userspace classifier vs the kernel program (BPF_PROG_TEST_RUN on
 //! crafted frames): verdicts and per-rule counters must agree on the shared case
 //! table and on generated rulesets and packets (proptest shrinks a failure to a
-//! minimal ruleset), and verdicts and deciding rules on synthetic
+//! minimal ruleset), on truncated and overwritten frames (the kernel must read
+//! each as the host build of its parser does), and verdicts and deciding rules on synthetic
 //! ClassBench-like rulesets of 1k and 10k rules with 100k trace packets each
 //! (a disagreement is shrunk by delta debugging to the fewest filters that
 //! still disagree, printed as a filter file with the packet).
@@ -11,12 +12,16 @@ mod support;
 #[path = "../ruleset/tests/support/gen.rs"]
 mod generator;
 
+/// The parser the kernel runs, compiled for the host.
+#[path = "../ebpf/src/parse.rs"]
+mod parse;
+
 use fluxgate::{
-    common::{GatewayConfig, Trace, xdp},
+    common::{GatewayConfig, Trace, table::KEY_WORDS, xdp},
     dataplane::{Program, StagedImage, Tables, frame::FrameSpec},
     ruleset::{
-        Classifier, CompileOptions, Config, Decision, PacketHeader, Ruleset, ValidRuleset, Verdict,
-        cases, classbench, compile_with, reference,
+        Classified, Classifier, CompileOptions, Config, Decision, PacketHeader, Ruleset,
+        ValidRuleset, Verdict, cases, classbench, compile_with, reference,
         synth::{self, Family},
         validate,
     },
@@ -50,45 +55,79 @@ impl Kernel {
             .ok_or("no frame for this header")?
             .build();
         let c = self.classifier.classify(p);
+        self.check_frame(&frame, c.verdict, Some(&c))
+            .map_err(|e| format!("{p}: {e}"))?;
+        Ok(self.classifier.to_decision(&c))
+    }
+
+    /// Runs `frame` in the kernel; checks its verdict is `verdict` and that
+    /// exactly the rule counters `classified` names moved (none for `None`:
+    /// a frame that never reaches the classifier).
+    fn check_frame(
+        &mut self,
+        frame: &[u8],
+        verdict: Verdict,
+        classified: Option<&Classified>,
+    ) -> Result<(), String> {
         let slots = self.classifier.image().counters.len() as u32;
         let before = self
             .program
             .rule_counters(0, slots)
             .map_err(|e| e.to_string())?;
-        let out = self
-            .program
-            .test_run(&frame, 1)
-            .map_err(|e| e.to_string())?;
+        let out = self.program.test_run(frame, 1).map_err(|e| e.to_string())?;
         let after = self
             .program
             .rule_counters(0, slots)
             .map_err(|e| e.to_string())?;
-        let want = if c.verdict == Verdict::Drop {
+        let want = if verdict == Verdict::Drop {
             xdp::DROP
         } else {
             xdp::PASS
         };
         if out.verdict != want {
             return Err(format!(
-                "{p}: kernel verdict {} but userspace {:?}",
-                out.verdict, c.verdict
+                "kernel verdict {} but expected {verdict:?}",
+                out.verdict
             ));
         }
         let mut expected = vec![0u64; slots as usize];
-        for s in c.decided_by.iter().chain(&c.counted) {
-            expected[*s as usize] += 1;
+        if let Some(c) = classified {
+            for s in c.decided_by.iter().chain(&c.counted) {
+                expected[*s as usize] += 1;
+            }
         }
         for (slot, want) in expected.iter().enumerate() {
             let got = after[slot].packets - before[slot].packets;
             if got != *want {
                 return Err(format!(
-                    "{p}: counter slot {slot} ({:?}) moved by {got}, expected {want}",
+                    "counter slot {slot} ({:?}) moved by {got}, expected {want}",
                     self.classifier.slot(slot as u32)
                 ));
             }
         }
-        Ok(self.classifier.to_decision(&c))
+        Ok(())
     }
+}
+
+/// Damage to a well-formed frame: cut to a length (a fraction of it, at
+/// least an Ethernet header) and up to three bytes overwritten.
+fn damage() -> impl Strategy<Value = (Option<u16>, Vec<(u16, u8)>)> {
+    (
+        prop::option::of(any::<u16>()),
+        prop::collection::vec((any::<u16>(), any::<u8>()), 0..=3),
+    )
+}
+
+fn damaged(mut frame: Vec<u8>, (cut, writes): &(Option<u16>, Vec<(u16, u8)>)) -> Vec<u8> {
+    if let Some(cut) = cut {
+        let len = 14 + usize::from(*cut) * (frame.len() - 14) / usize::from(u16::MAX);
+        frame.truncate(len);
+    }
+    let len = frame.len();
+    for &(at, byte) in writes {
+        frame[usize::from(at) % len] = byte;
+    }
+    frame
 }
 
 #[test]
@@ -135,7 +174,48 @@ proptest! {
             prop_assert!(d.same_outcome(&r), "packet {p}\nkernel/userspace {d:?}\nreference {r:?}\nfiles {files:#?}");
         }
     }
+
+    /// Truncated and overwritten frames: the kernel must treat each exactly
+    /// as the host build of its parser reads it — not IP: pass; malformed:
+    /// drop (the default); otherwise the verdict and rule counters of the
+    /// userspace classifier on the key the parser made.
+    #[test]
+    fn damaged_frames_agree_in_kernel_and_host_parser(
+        files in generator::ruleset(),
+        packets in prop::collection::vec((generator::packet(), damage()), 64),
+    ) {
+        support::require_root();
+        let Ok(rs) = Ruleset::parse_files(&files).and_then(|rs| validate(rs, &Config::default())) else {
+            return Ok(());
+        };
+        let mut kernel = Kernel::new(&rs);
+        for (p, d) in &packets {
+            let Some(spec) = FrameSpec::from_header(p) else { continue };
+            let frame = damaged(spec.build(), d);
+            let start = frame.as_ptr() as usize;
+            let mut key = [0; KEY_WORDS];
+            // BPF_PROG_TEST_RUN hands XDP programs the loopback device as ingress.
+            let parsed = parse::parse(start, start + frame.len(), LOOPBACK, &mut key);
+            let (verdict, classified) = match parsed {
+                Ok(true) => {
+                    let c = kernel.classifier.classify_key(&key);
+                    (c.verdict, Some(c))
+                }
+                Ok(false) => (Verdict::Pass, None),
+                Err(_) => (Verdict::Drop, None),
+            };
+            let checked = kernel.check_frame(&frame, verdict, classified.as_ref());
+            prop_assert!(
+                checked.is_ok(),
+                "{}\npacket {p}, damage {d:?}, frame {frame:02x?}\nhost parser: {parsed:?}, key {key:?}\nfiles {files:#?}",
+                checked.unwrap_err()
+            );
+        }
+    }
 }
+
+/// Ingress interface index of a BPF_PROG_TEST_RUN packet (`lo`).
+const LOOPBACK: u32 = 1;
 
 /// ClassBench packets as the wire carries them: ports only for TCP and UDP.
 fn realizable(mut p: PacketHeader) -> PacketHeader {
