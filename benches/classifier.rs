@@ -42,15 +42,6 @@ struct Setup {
     rules: usize,
 }
 
-fn realizable(mut p: PacketHeader) -> PacketHeader {
-    if p.proto != 6 && p.proto != 17 {
-        p.sport = None;
-        p.dport = None;
-        p.tcp_flags = None;
-    }
-    p
-}
-
 fn load(name: String, rs: &ValidRuleset, packets: Vec<PacketHeader>, rules: usize) -> Setup {
     let started = Instant::now();
     let image = compile_with(rs, &CompileOptions::default()).expect("compile");
@@ -80,7 +71,7 @@ fn classbench_like(family: Family, n: usize) -> Setup {
     let rs = validate(classbench::to_ruleset(&filters), &Config::classbench()).expect("valid");
     let packets = synth::packets(&filters, TRACE, 7)
         .into_iter()
-        .map(realizable)
+        .map(PacketHeader::on_the_wire)
         .collect();
     let name = format!("{family:?}").to_lowercase();
     load(format!("{name}_{n}"), &rs, packets, n)

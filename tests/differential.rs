@@ -217,16 +217,6 @@ proptest! {
 /// Ingress interface index of a BPF_PROG_TEST_RUN packet (`lo`).
 const LOOPBACK: u32 = 1;
 
-/// ClassBench packets as the wire carries them: ports only for TCP and UDP.
-fn realizable(mut p: PacketHeader) -> PacketHeader {
-    if p.proto != 6 && p.proto != 17 {
-        p.sport = None;
-        p.dport = None;
-        p.tcp_flags = None;
-    }
-    p
-}
-
 /// The three engines on one ClassBench ruleset. The kernel program records
 /// every decision ([`GatewayConfig::trace`]), so the kernel's deciding rule
 /// is compared, not only its verdict: every ClassBench filter passes, so a
@@ -364,7 +354,7 @@ fn classbench_agrees(family: Family, rules: usize, packets: usize, seed: u64) {
     let trace = synth::trace(&filters, packets, seed ^ 0x5eed);
     let mut disagreements = Vec::new();
     for (i, entry) in trace.into_iter().enumerate() {
-        let p = realizable(entry.header);
+        let p = entry.header.on_the_wire();
         // The reference is linear; check every packet on 1k rules, every 10th on 10k.
         if let Some(d) = engines.disagreement(&p, rules <= 1000 || i % 10 == 0) {
             disagreements.push((p, d));

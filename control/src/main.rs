@@ -251,7 +251,8 @@ enum Command {
     },
     /// Print, for each packet of a ClassBench trace, the rule that decides it:
     /// the 1-based filter number (0: none) with --classbench, `scope#N` or
-    /// `scope default` with --ruleset (with --json, the verdict too).
+    /// `scope default` with --ruleset (with --json, the verdict too). Packets
+    /// are taken as the wire carries them: ports only on TCP and UDP.
     Classify {
         /// A fluxgate ruleset directory.
         #[arg(

@@ -101,6 +101,31 @@ fn endpoint(w: &str) -> Result<(IpAddr, Option<u16>), String> {
     Ok((IpAddr::V4(addr), Some(port(p)?)))
 }
 
+impl PacketHeader {
+    /// This header as a network can carry it: ports only on TCP and UDP, TCP
+    /// flags only on TCP. ClassBench traces write port numbers for every
+    /// protocol; a GRE or ICMP packet has none on the wire, so no engine that
+    /// sees frames (the XDP program) could match them, and the others must
+    /// not either for the engines to agree.
+    ///
+    /// ```
+    /// use fluxgate_ruleset::PacketHeader;
+    /// let gre: PacketHeader = "47 192.0.2.1:25 -> 198.51.100.2:1136".parse()?;
+    /// assert_eq!(gre.on_the_wire().to_string(), "47 192.0.2.1 -> 198.51.100.2");
+    /// # Ok::<(), fluxgate_ruleset::PacketParseError>(())
+    /// ```
+    pub fn on_the_wire(mut self) -> PacketHeader {
+        if !matches!(self.proto, 6 | 17) {
+            self.sport = None;
+            self.dport = None;
+        }
+        if self.proto != 6 {
+            self.tcp_flags = None;
+        }
+        self
+    }
+}
+
 impl FromStr for PacketHeader {
     type Err = PacketParseError;
 
