@@ -59,6 +59,59 @@ fn iif_rules_use_the_interface_table() {
     assert_eq!(c.decide(&p).verdict, fluxgate_ruleset::Verdict::Drop);
 }
 
+/// One `Classifier` shared by reference across threads (`Send + Sync`, no
+/// locks) gives every thread the answers it gives one thread alone.
+#[test]
+fn one_classifier_serves_many_threads() {
+    fn shareable<T: Send + Sync>(_: &T) {}
+    use fluxgate_ruleset::{
+        classbench,
+        synth::{self, Family},
+    };
+    let filters = synth::classbench_like(Family::Fw, 2_000, 11);
+    let rs = validate(classbench::to_ruleset(&filters), &Config::classbench()).expect("valid");
+    let classifier = Classifier::new(
+        compile_with(&rs, &CompileOptions::default()).expect("compile"),
+        [],
+    );
+    shareable(&classifier);
+    let packets: Vec<PacketHeader> = synth::packets(&filters, 20_000, 12)
+        .into_iter()
+        .map(PacketHeader::on_the_wire)
+        .collect();
+    let alone: Vec<_> = packets.iter().map(|p| classifier.classify(p)).collect();
+    std::thread::scope(|scope| {
+        let workers: Vec<_> = (0..4)
+            .map(|t| {
+                let (classifier, packets) = (&classifier, &packets);
+                // Each thread walks the trace from its own offset, so they
+                // read the same cells at different times.
+                scope.spawn(move || {
+                    let n = packets.len();
+                    (0..n)
+                        .map(|i| (i + t * n / 4) % n)
+                        .map(|i| (i, classifier.classify(&packets[i])))
+                        .collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        for worker in workers {
+            for (i, c) in worker.join().expect("worker") {
+                assert_eq!(c, alone[i], "packet {}", packets[i]);
+            }
+        }
+    });
+    // The answers themselves are the reference's (spot-checked).
+    for (p, c) in packets.iter().zip(&alone).step_by(97) {
+        assert!(
+            classifier
+                .to_decision(c)
+                .same_outcome(&reference::classify(&rs, p)),
+            "{p}"
+        );
+    }
+}
+
 #[path = "support/gen.rs"]
 mod generator;
 
