@@ -109,10 +109,10 @@ impl PacketHeader {
     /// not either for the engines to agree.
     ///
     /// ```
-    /// use fluxgate_ruleset::PacketHeader;
-    /// let gre: PacketHeader = "47 192.0.2.1:25 -> 198.51.100.2:1136".parse()?;
+    /// use fluxgate_ruleset::classbench;
+    /// // A ClassBench trace line `3221225985 3325256706 25 1136 47` (GRE).
+    /// let gre = classbench::header(0xc000_0201, 0xc633_6402, 25, 1136, 47);
     /// assert_eq!(gre.on_the_wire().to_string(), "47 192.0.2.1 -> 198.51.100.2");
-    /// # Ok::<(), fluxgate_ruleset::PacketParseError>(())
     /// ```
     pub fn on_the_wire(mut self) -> PacketHeader {
         if !matches!(self.proto, 6 | 17) {
@@ -149,6 +149,11 @@ impl FromStr for PacketHeader {
         }
         if sport.is_some() != dport.is_some() {
             return Err(fail("give both ports or neither".into()));
+        }
+        if sport.is_some() && !matches!(proto, Proto::Tcp | Proto::Udp) {
+            return Err(fail(
+                "only tcp and udp packets have ports (an ICMP packet: `type N code M`)".into(),
+            ));
         }
         let mut p = PacketHeader {
             src,
@@ -236,5 +241,57 @@ impl fmt::Display for PacketHeader {
             write!(f, " vlan {v}")?;
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::PacketHeader;
+
+    /// Each malformed packet text is refused with the reason.
+    #[test]
+    fn bad_packets_say_what_is_wrong() {
+        for (text, reason) in [
+            ("tcp 192.0.2.1:1", "missing `->`"),
+            ("tcp 192.0.2.1:1 -> 2001:db8::1:2", "different IP families"),
+            (
+                "tcp 192.0.2.1:1 -> 198.51.100.1",
+                "give both ports or neither",
+            ),
+            (
+                "47 192.0.2.1:25 -> 198.51.100.2:1136",
+                "only tcp and udp packets have ports",
+            ),
+            (
+                "icmp 192.0.2.1:8 -> 198.51.100.2:0",
+                "only tcp and udp packets have ports",
+            ),
+            (
+                "udp 192.0.2.1:1 -> 198.51.100.1:2 flags S",
+                "needs a TCP packet",
+            ),
+            (
+                "tcp 192.0.2.1:1 -> 198.51.100.1:2 type 8",
+                "needs an ICMP packet",
+            ),
+            ("udp 192.0.2.1:1 -> 198.51.100.1:2 vlan 4096", "bad number"),
+            (
+                "udp 192.0.2.1:1 -> 198.51.100.1:2 colour red",
+                "unknown field `colour`",
+            ),
+        ] {
+            let err = text.parse::<PacketHeader>().expect_err(text);
+            assert!(err.reason.contains(reason), "{text}: {err}");
+            assert_eq!(err.text, text);
+        }
+        // What the ports check lets through.
+        for text in [
+            "udp 192.0.2.1:1 -> 198.51.100.1:2",
+            "icmp 192.0.2.1 -> 198.51.100.2 type 8 code 0",
+            "47 192.0.2.1 -> 198.51.100.2",
+        ] {
+            let p: PacketHeader = text.parse().expect(text);
+            assert_eq!(p.to_string(), text);
+        }
     }
 }
