@@ -21,7 +21,7 @@ use fluxgate::{
     dataplane::{Program, StagedImage, Tables, frame::FrameSpec},
     ruleset::{
         Classified, Classifier, CompileOptions, Config, Decision, PacketHeader, Ruleset,
-        ValidRuleset, Verdict, cases, classbench, compile_with, reference,
+        ValidRuleset, Verdict, cases, classbench, classifier, compile_with, reference,
         synth::{self, Family},
         validate,
     },
@@ -216,6 +216,41 @@ proptest! {
 
 /// Ingress interface index of a BPF_PROG_TEST_RUN packet (`lo`).
 const LOOPBACK: u32 = 1;
+
+/// The key the host build of the kernel's parser makes of `p`'s frame.
+fn parsed_key(p: &PacketHeader) -> Option<[u32; KEY_WORDS]> {
+    let frame = FrameSpec::from_header(p)?.build();
+    let start = frame.as_ptr() as usize;
+    let mut key = [0; KEY_WORDS];
+    let parsed = parse::parse(start, start + frame.len(), LOOPBACK, &mut key);
+    assert_eq!(parsed, Ok(true), "{p}: its frame must parse");
+    Some(key)
+}
+
+/// The userspace classifier's key of a header is the key the kernel's parser
+/// makes of that header's frame, also for ClassBench headers, which carry
+/// ports whatever their protocol (the frame of a GRE packet has none).
+#[test]
+fn userspace_keys_are_the_keys_the_parser_makes() {
+    let filters = synth::classbench_like(Family::Fw, 500, 5);
+    let mut checked = 0;
+    for p in synth::packets(&filters, 5_000, 6) {
+        if let Some(key) = parsed_key(&p) {
+            assert_eq!(classifier::key_of(&p, LOOPBACK), key, "{p}");
+            checked += 1;
+        }
+    }
+    assert!(checked > 4_000, "{checked} headers had a frame");
+}
+
+proptest! {
+    #[test]
+    fn generated_packets_have_the_parsers_keys(p in generator::packet()) {
+        if let Some(key) = parsed_key(&p) {
+            prop_assert_eq!(classifier::key_of(&p, LOOPBACK), key, "{}", p);
+        }
+    }
+}
 
 /// The three engines on one ClassBench ruleset. The kernel program records
 /// every decision ([`GatewayConfig::trace`]), so the kernel's deciding rule

@@ -132,11 +132,16 @@ pub fn key_of(p: &PacketHeader, ifindex: u32) -> [u32; KEY_WORDS] {
             key[word::DPORT] = u32::from(p.icmp_code.unwrap_or(0));
             key[word::L4] = 1;
         }
-    } else if let (Some(s), Some(d)) = (p.sport, p.dport) {
+    } else if let (6 | 17, Some(s), Some(d)) = (p.proto, p.sport, p.dport) {
+        // Only TCP and UDP headers carry ports (a header built from a
+        // ClassBench trace line has them whatever its protocol: the parser
+        // would find none in a GRE packet, nor TCP flags in a UDP one).
         key[word::SPORT] = u32::from(s);
         key[word::DPORT] = u32::from(d);
         key[word::L4] = 1;
-        key[word::TCP_FLAGS] = u32::from(p.tcp_flags.unwrap_or(0));
+        if p.proto == 6 {
+            key[word::TCP_FLAGS] = u32::from(p.tcp_flags.unwrap_or(0));
+        }
     }
     key[word::VLAN] = p.vlan.map_or(VLAN_NONE, u32::from);
     key[word::IFINDEX] = ifindex;
