@@ -25,6 +25,8 @@ use crate::print::flag_letters;
 /// ```
 ///
 /// A TCP packet with ports but without `flags` has no flag set (`tcp_flags == Some(0)`).
+/// Only TCP and UDP endpoints take ports (`addr:port`, `[v6]:port`); the text
+/// of any other packet with ports is refused, as no frame of it carries any.
 ///
 /// ```
 /// use fluxgate_ruleset::PacketHeader;
