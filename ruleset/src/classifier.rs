@@ -9,7 +9,7 @@ use std::net::IpAddr;
 use fluxgate_common::table::{CheckKey, KEY_WORDS, LEAF_MAX, VLAN_NONE, action, word};
 
 use crate::{
-    PacketHeader, Verdict,
+    PacketHeader, Proto, Verdict,
     compile::{CounterSlot, Image},
     table::walk_checked,
 };
@@ -125,6 +125,7 @@ pub fn key_of(p: &PacketHeader, ifindex: u32) -> [u32; KEY_WORDS] {
     key[word::DST..word::DST + 4].copy_from_slice(&dst);
     key[word::FAMILY] = family;
     key[word::PROTO] = u32::from(p.proto);
+    let proto = Proto::from_number(p.proto);
     let icmp = (family == 4 && p.proto == 1) || (family == 6 && p.proto == 58);
     if icmp {
         if let Some(t) = p.icmp_type {
@@ -132,14 +133,14 @@ pub fn key_of(p: &PacketHeader, ifindex: u32) -> [u32; KEY_WORDS] {
             key[word::DPORT] = u32::from(p.icmp_code.unwrap_or(0));
             key[word::L4] = 1;
         }
-    } else if let (6 | 17, Some(s), Some(d)) = (p.proto, p.sport, p.dport) {
+    } else if let (true, Some(s), Some(d)) = (proto.has_ports(), p.sport, p.dport) {
         // Only TCP and UDP headers carry ports (a header built from a
         // ClassBench trace line has them whatever its protocol: the parser
         // would find none in a GRE packet, nor TCP flags in a UDP one).
         key[word::SPORT] = u32::from(s);
         key[word::DPORT] = u32::from(d);
         key[word::L4] = 1;
-        if p.proto == 6 {
+        if proto == Proto::Tcp {
             key[word::TCP_FLAGS] = u32::from(p.tcp_flags.unwrap_or(0));
         }
     }

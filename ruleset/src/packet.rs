@@ -117,11 +117,12 @@ impl PacketHeader {
     /// assert_eq!(gre.on_the_wire().to_string(), "47 192.0.2.1 -> 198.51.100.2");
     /// ```
     pub fn on_the_wire(mut self) -> PacketHeader {
-        if !matches!(self.proto, 6 | 17) {
+        let proto = Proto::from_number(self.proto);
+        if !proto.has_ports() {
             self.sport = None;
             self.dport = None;
         }
-        if self.proto != 6 {
+        if proto != Proto::Tcp {
             self.tcp_flags = None;
         }
         self
@@ -152,7 +153,7 @@ impl FromStr for PacketHeader {
         if sport.is_some() != dport.is_some() {
             return Err(fail("give both ports or neither".into()));
         }
-        if sport.is_some() && !matches!(proto, Proto::Tcp | Proto::Udp) {
+        if sport.is_some() && !proto.has_ports() {
             return Err(fail(
                 "only tcp and udp packets have ports (an ICMP packet: `type N code M`)".into(),
             ));
