@@ -17,7 +17,7 @@ mod generator;
 mod parse;
 
 use fluxgate::{
-    common::{GatewayConfig, Trace, table::KEY_WORDS, xdp},
+    common::{GatewayConfig, Malformed, Trace, table::KEY_WORDS, xdp},
     dataplane::{Program, StagedImage, Tables, frame::FrameSpec},
     ruleset::{
         Classified, Classifier, CompileOptions, Config, Decision, PacketHeader, Ruleset,
@@ -192,10 +192,7 @@ proptest! {
         for (p, d) in &packets {
             let Some(spec) = FrameSpec::from_header(p) else { continue };
             let frame = damaged(spec.build(), d);
-            let start = frame.as_ptr() as usize;
-            let mut key = [0; KEY_WORDS];
-            // BPF_PROG_TEST_RUN hands XDP programs the loopback device as ingress.
-            let parsed = parse::parse(start, start + frame.len(), LOOPBACK, &mut key);
+            let (parsed, key) = host_parse(&frame);
             let (verdict, classified) = match parsed {
                 Ok(true) => {
                     let c = kernel.classifier.classify_key(&key);
@@ -217,12 +214,18 @@ proptest! {
 /// Ingress interface index of a BPF_PROG_TEST_RUN packet (`lo`).
 const LOOPBACK: u32 = 1;
 
-/// The key the host build of the kernel's parser makes of `p`'s frame.
-fn parsed_key(p: &PacketHeader) -> Option<[u32; KEY_WORDS]> {
-    let frame = FrameSpec::from_header(p)?.build();
+/// What the host build of the kernel's parser makes of `frame`, arriving as
+/// BPF_PROG_TEST_RUN packets do (on `lo`): its result and the key.
+fn host_parse(frame: &[u8]) -> (Result<bool, Malformed>, [u32; KEY_WORDS]) {
     let start = frame.as_ptr() as usize;
     let mut key = [0; KEY_WORDS];
     let parsed = parse::parse(start, start + frame.len(), LOOPBACK, &mut key);
+    (parsed, key)
+}
+
+/// The key the host build of the kernel's parser makes of `p`'s frame.
+fn parsed_key(p: &PacketHeader) -> Option<[u32; KEY_WORDS]> {
+    let (parsed, key) = host_parse(&FrameSpec::from_header(p)?.build());
     assert_eq!(parsed, Ok(true), "{p}: its frame must parse");
     Some(key)
 }
