@@ -37,14 +37,12 @@ struct Kernel {
 
 impl Kernel {
     fn new(rs: &ValidRuleset) -> Kernel {
-        let image = compile_with(rs, &CompileOptions::default()).expect("compile");
         let mut program = Program::load(&GatewayConfig::default()).expect("load program");
-        let staged = StagedImage::new(&mut program, &image).expect("stage image");
-        program.publish_image(&staged).expect("publish image");
+        let (classifier, staged) = publish(&mut program, rs);
         Kernel {
             program,
             _staged: staged,
-            classifier: Classifier::new(image, []),
+            classifier,
         }
     }
 
@@ -128,6 +126,15 @@ fn damaged(mut frame: Vec<u8>, (cut, writes): &(Option<u16>, Vec<(u16, u8)>)) ->
         frame[usize::from(at) % len] = byte;
     }
     frame
+}
+
+/// Compiles `rs`, makes it `program`'s live image, and returns the userspace
+/// classifier over the same image with the staged tables (keep them alive).
+fn publish(program: &mut Program, rs: &ValidRuleset) -> (Classifier, StagedImage) {
+    let image = compile_with(rs, &CompileOptions::default()).expect("compile");
+    let staged = StagedImage::new(program, &image).expect("stage image");
+    program.publish_image(&staged).expect("publish image");
+    (Classifier::new(image, []), staged)
 }
 
 #[test]
@@ -294,10 +301,8 @@ impl Engines {
         filters: &[classbench::Filter],
     ) -> (ValidRuleset, Classifier, StagedImage) {
         let rs = validate(classbench::to_ruleset(filters), &Config::classbench()).expect("valid");
-        let image = compile_with(&rs, &CompileOptions::default()).expect("compile");
-        let staged = StagedImage::new(program, &image).expect("stage");
-        program.publish_image(&staged).expect("publish");
-        (rs, Classifier::new(image, []), staged)
+        let (classifier, staged) = publish(program, &rs);
+        (rs, classifier, staged)
     }
 
     /// How the engines disagree on `p`, if they do. The kernel is compared
