@@ -638,7 +638,7 @@ fn lower_with(
                     }
                 }
             }
-            (Some(p), true, _) if p != 6 && p != 17 => continue,
+            (Some(_), true, _) if m.proto.is_some_and(|p| !p.has_ports()) => continue,
             (Some(p), _, _) => {
                 one = [Some(p)];
                 &one

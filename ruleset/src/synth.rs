@@ -13,7 +13,7 @@ use std::net::Ipv4Addr;
 use ipnet::Ipv4Net;
 
 use crate::classbench::{Filter, TraceEntry, header};
-use crate::model::PortRange;
+use crate::model::{PortRange, Proto};
 use crate::packet::PacketHeader;
 
 /// ClassBench seed family.
@@ -157,7 +157,7 @@ pub fn classbench_like(family: Family, n: usize, seed: u64) -> Vec<Filter> {
     let mut filters: Vec<Filter> = (0..n)
         .map(|_| {
             let proto = rng.weighted(sh.proto);
-            let has_ports = proto.is_none_or(|p| p == 6 || p == 17);
+            let has_ports = proto.is_none_or(|p| Proto::from_number(p).has_ports());
             let any = PortRange { lo: 0, hi: 65535 };
             let dport = if has_ports {
                 port_range(&mut rng, sh.dport)
