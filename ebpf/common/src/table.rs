@@ -256,6 +256,16 @@
 //! the previous tree's rule check has finished: a select turns that
 //! speculation into a data dependency.
 //!
+//! Software prefetch did not help either (2026-11-27, `_mm_prefetch` T0,
+//! three runs of 11 rounds each, M keys/s ACL / FW / IPC at 10k rules,
+//! baseline 13.6–14.2 / 8.9–9.3 / 10.6–11.0 the same hour): the rule cells
+//! of a leaf prefetched before its scan 12.4 / 8.2–8.7 / 9.2–10.0; with the
+//! first-level child cell of every tree prefetched too 8.7–12.1 / 6.4–8.5 /
+//! 7.7–9.7. Perf (cpu-clock) puts half the walk's samples on two loads,
+//! the tree step's child ref and the rule cell's first line: latency that
+//! a prefetch issued a few instructions earlier cannot hide, while the
+//! extra loads for trees the skip bound would have spared cost bandwidth.
+//!
 //! # Distinct packets: where the cold time goes (2026-11-26)
 //!
 //! The bench's trace used to run each of 2,000 packets 100 times, so 99 of
