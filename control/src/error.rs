@@ -11,6 +11,10 @@ pub enum ControlError {
     /// file:line:col (shown with a caret).
     #[error("ruleset rejected:\n{}", render(.0))]
     Ruleset(Errors),
+    /// A packet trace (`classify --trace`) did not read or parse: each
+    /// problem with file:line:col, as for a ruleset (and the same exit code).
+    #[error("trace rejected:\n{}", render(.0))]
+    Trace(Errors),
     /// The ruleset is valid but could not be compiled into tables.
     #[error("ruleset rejected: {0}")]
     Compile(#[from] CompileError),
@@ -39,7 +43,9 @@ impl ControlError {
     /// The process exit code for this error (see [`crate::exit`]).
     pub fn exit_code(&self) -> i32 {
         match self {
-            ControlError::Ruleset(_) | ControlError::Compile(_) => exit::BAD_RULESET,
+            ControlError::Ruleset(_) | ControlError::Trace(_) | ControlError::Compile(_) => {
+                exit::BAD_RULESET
+            }
             ControlError::Dataplane(e) => exit::for_error(e),
             ControlError::State(_) => exit::FAILURE,
             ControlError::Usage(_) => exit::USAGE,
@@ -53,6 +59,14 @@ impl ControlError {
 impl From<Errors> for ControlError {
     fn from(errors: Errors) -> Self {
         ControlError::Ruleset(errors)
+    }
+}
+
+/// `"<what> rejected: N error(s)"`, the JSON message of rejected input.
+fn rejected(what: &str, errors: &Errors) -> String {
+    match errors.errors.len() {
+        1 => format!("{what} rejected: 1 error"),
+        n => format!("{what} rejected: {n} errors"),
     }
 }
 
@@ -76,7 +90,7 @@ impl ControlError {
             None => {}
         };
         let diagnostics: Vec<serde_json::Value> = match self {
-            ControlError::Ruleset(errors) => errors
+            ControlError::Ruleset(errors) | ControlError::Trace(errors) => errors
                 .errors
                 .iter()
                 .map(|d| {
@@ -102,10 +116,8 @@ impl ControlError {
             _ => Vec::new(),
         };
         let message = match self {
-            ControlError::Ruleset(errors) => match errors.errors.len() {
-                1 => "ruleset rejected: 1 error".to_owned(),
-                n => format!("ruleset rejected: {n} errors"),
-            },
+            ControlError::Ruleset(errors) => rejected("ruleset", errors),
+            ControlError::Trace(errors) => rejected("trace", errors),
             other => other.to_string(),
         };
         serde_json::json!({

@@ -16,7 +16,8 @@ pub const NOT_FOUND: i32 = 4;
 pub const UNSUPPORTED: i32 = 5;
 /// The interface is already attached, or another change holds its lock.
 pub const CONFLICT: i32 = 6;
-/// The ruleset was rejected (syntax, validation or compilation); nothing changed.
+/// The ruleset was rejected (syntax, validation or compilation), or the
+/// trace `classify` was given; nothing changed.
 pub const BAD_RULESET: i32 = 7;
 /// Preflight in the kernel disagreed with the reference; nothing changed.
 pub const PREFLIGHT: i32 = 8;

@@ -23,7 +23,7 @@ use fluxgate_dataplane::{AttachMode, DEFAULT_PIN_ROOT};
     after_help = "Exit codes: 0 ok, 1 failure, 2 usage, 3 permission (needs root), \
                   4 not found (interface/namespace/attachment), 5 unsupported or incompatible, \
                   6 already attached or busy (another change holds the lock), \
-                  7 ruleset rejected, 8 preflight failed (nothing changed), \
+                  7 ruleset (or classify trace) rejected, 8 preflight failed (nothing changed), \
                   9 canary regressed and was rolled back."
 )]
 struct Cli {

@@ -254,11 +254,13 @@ pub fn classify(
     // Trace packets as the wire carries them (ports only on TCP and UDP),
     // for every engine: ClassBench writes ports for every protocol, and the
     // kernel, which sees frames, could never match a GRE packet's "ports".
-    let packets: Vec<PacketHeader> =
-        classbench::parse_trace(&trace.display().to_string(), &read(trace)?)?
-            .into_iter()
-            .map(|e| e.header.on_the_wire())
-            .collect();
+    let entries = read(trace)
+        .and_then(|text| classbench::parse_trace(&trace.display().to_string(), &text))
+        .map_err(ControlError::Trace)?;
+    let packets: Vec<PacketHeader> = entries
+        .into_iter()
+        .map(|e| e.header.on_the_wire())
+        .collect();
     let name = |scope: &Scope, position: Option<u32>| -> String {
         match (classbench_mode, position) {
             (true, Some(p)) => p.to_string(),

@@ -162,6 +162,10 @@ fn a_bad_or_unreadable_trace_is_rejected_with_its_location() {
     );
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains(&format!("{trace}:1:1")), "{err}");
+    assert!(
+        err.contains("trace rejected"),
+        "the trace is named, not the ruleset: {err}"
+    );
     assert!(out.stdout.is_empty(), "nothing printed on error");
     // An unreadable trace is refused the same way, naming the file.
     let missing = s.rules.join("missing").display().to_string();
@@ -172,6 +176,30 @@ fn a_bad_or_unreadable_trace_is_rejected_with_its_location() {
     assert_eq!(out.status.code(), Some(7), "unreadable trace exit code");
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains(&format!("{missing}: ")), "{err}");
+    assert!(err.contains("trace rejected"), "{err}");
+    // Scripts get the same with --json: the message and the file.
+    let out = fluxgate(
+        &s,
+        &[
+            "classify",
+            "--classbench",
+            &filters,
+            "--trace",
+            &missing,
+            "--json",
+        ],
+    );
+    assert_eq!(out.status.code(), Some(7));
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json on stdout");
+    assert_eq!(
+        json["error"]["message"], "trace rejected: 1 error",
+        "{json}"
+    );
+    assert_eq!(
+        json["error"]["diagnostics"][0]["file"],
+        missing.as_str(),
+        "{json}"
+    );
 }
 
 #[test]
