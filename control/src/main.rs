@@ -51,16 +51,8 @@ enum Command {
     Attach {
         /// Interface name.
         iface: String,
-        /// XDP mode: native with generic fallback (auto), native only, or generic.
-        #[arg(long, value_enum, default_value_t = Mode::Auto)]
-        mode: Mode,
-        /// Verdict for malformed packets.
-        #[arg(long, value_enum, default_value_t = MalformedVerdict::Drop)]
-        malformed: MalformedVerdict,
-        /// Cells (128 bytes each, allocated up front) of the pool that holds
-        /// every table of every kept generation (default 262144: 32 MiB).
-        #[arg(long)]
-        pool_cells: Option<u32>,
+        #[command(flatten)]
+        attach: AttachArgs,
         /// Print the result as JSON.
         #[arg(long)]
         json: bool,
@@ -85,41 +77,16 @@ enum Command {
     /// Apply a ruleset directory as a new generation: parse, validate,
     /// compile, stage the changed tables beside the live ones, preflight them
     /// in the kernel, publish atomically (tenant by tenant), record.
-    #[command(alias = "load")]
-    Apply {
-        /// Directory with gateway.fg and one TENANT.fg per tenant.
-        dir: PathBuf,
-        /// Interface (default: the only attached one).
-        iface: Option<String>,
-        /// Why (recorded in the history).
-        #[arg(long, default_value = "")]
-        reason: String,
-        /// Only this tenant changes (repeatable; `gateway`: the gateway file);
-        /// every other scope keeps its live rules.
-        #[arg(long)]
-        tenant: Vec<String>,
-        /// Do everything but publish, kernel preflight included (like `nft -c`).
-        #[arg(long)]
-        dry_run: bool,
-        /// Watch the changed tenants' health for this long after publishing
-        /// (e.g. 30s) and roll back by itself when it regresses (exit code 9).
-        #[arg(long, value_name = "DURATION", value_parser = fluxgate_control::canary::parse_duration)]
-        canary: Option<std::time::Duration>,
-        /// Baseline window measured before publishing (canary).
-        #[arg(long, value_name = "DURATION", default_value = "5s", value_parser = fluxgate_control::canary::parse_duration)]
-        baseline: std::time::Duration,
-        /// Largest tolerated fall of a tenant's pass ratio, 0..1 (canary).
-        #[arg(long, default_value_t = 0.2)]
-        max_pass_drop: f64,
-        /// Smallest tolerated packets/s as a fraction of the baseline (canary).
-        #[arg(long, default_value_t = 0.5)]
-        min_rate: f64,
-        /// Command run every interval during the canary; non-zero exit = unhealthy.
-        #[arg(long, value_name = "CMD")]
-        health_cmd: Option<String>,
-        /// Print the result as JSON.
-        #[arg(long)]
-        json: bool,
+    Apply(ApplyArgs),
+    /// A first load: `attach` IFACE (unless fluxgate is attached there
+    /// already), then `apply` DIR to it. The ruleset is checked before the
+    /// interface is touched, and an attach this command made is undone when
+    /// the apply fails or is a dry run, so the interface is left as it was.
+    Load {
+        #[command(flatten)]
+        attach: AttachArgs,
+        #[command(flatten)]
+        apply: ApplyArgs,
     },
     /// Parse, validate and compile a ruleset directory and check its guards
     /// against the reference classifier. No kernel, no root.
@@ -276,6 +243,73 @@ enum Command {
     },
 }
 
+/// What `attach` (and a first `load`) attaches with.
+#[derive(clap::Args)]
+struct AttachArgs {
+    /// XDP mode: native with generic fallback (auto), native only, or generic.
+    #[arg(long, value_enum, default_value_t = Mode::Auto)]
+    mode: Mode,
+    /// Verdict for malformed packets.
+    #[arg(long, value_enum, default_value_t = MalformedVerdict::Drop)]
+    malformed: MalformedVerdict,
+    /// Cells (128 bytes each, allocated up front) of the pool that holds
+    /// every table of every kept generation (default 262144: 32 MiB).
+    #[arg(long)]
+    pool_cells: Option<u32>,
+}
+
+impl AttachArgs {
+    fn options(&self) -> AttachOptions {
+        AttachOptions {
+            mode: match self.mode {
+                Mode::Auto => AttachMode::Auto,
+                Mode::Native => AttachMode::Native,
+                Mode::Generic => AttachMode::Generic,
+            },
+            malformed: self.malformed,
+            pool_cells: self.pool_cells,
+        }
+    }
+}
+
+/// What `apply` (and `load`) applies.
+#[derive(clap::Args)]
+struct ApplyArgs {
+    /// Directory with gateway.fg and one TENANT.fg per tenant.
+    dir: PathBuf,
+    /// Interface (default: the only attached one).
+    iface: Option<String>,
+    /// Why (recorded in the history).
+    #[arg(long, default_value = "")]
+    reason: String,
+    /// Only this tenant changes (repeatable; `gateway`: the gateway file);
+    /// every other scope keeps its live rules.
+    #[arg(long)]
+    tenant: Vec<String>,
+    /// Do everything but publish, kernel preflight included (like `nft -c`).
+    #[arg(long)]
+    dry_run: bool,
+    /// Watch the changed tenants' health for this long after publishing
+    /// (e.g. 30s) and roll back by itself when it regresses (exit code 9).
+    #[arg(long, value_name = "DURATION", value_parser = fluxgate_control::canary::parse_duration)]
+    canary: Option<std::time::Duration>,
+    /// Baseline window measured before publishing (canary).
+    #[arg(long, value_name = "DURATION", default_value = "5s", value_parser = fluxgate_control::canary::parse_duration)]
+    baseline: std::time::Duration,
+    /// Largest tolerated fall of a tenant's pass ratio, 0..1 (canary).
+    #[arg(long, default_value_t = 0.2)]
+    max_pass_drop: f64,
+    /// Smallest tolerated packets/s as a fraction of the baseline (canary).
+    #[arg(long, default_value_t = 0.5)]
+    min_rate: f64,
+    /// Command run every interval during the canary; non-zero exit = unhealthy.
+    #[arg(long, value_name = "CMD")]
+    health_cmd: Option<String>,
+    /// Print the result as JSON.
+    #[arg(long)]
+    json: bool,
+}
+
 #[derive(Subcommand)]
 enum UpgradeStep {
     /// Load this build's classifier beside the running versions and preflight
@@ -354,7 +388,11 @@ impl Command {
         match self {
             Command::Attach { json, .. }
             | Command::Stats { json, .. }
-            | Command::Apply { json, .. }
+            | Command::Apply(ApplyArgs { json, .. })
+            | Command::Load {
+                apply: ApplyArgs { json, .. },
+                ..
+            }
             | Command::Check { json, .. }
             | Command::Diff { json, .. }
             | Command::Rollback { json, .. }
@@ -392,37 +430,14 @@ fn run(cli: Cli) -> Result<(), ControlError> {
     match cli.command {
         Command::Attach {
             iface,
-            mode,
-            malformed,
-            pool_cells,
+            attach,
             json,
         } => {
-            let mode = match mode {
-                Mode::Auto => AttachMode::Auto,
-                Mode::Native => AttachMode::Native,
-                Mode::Generic => AttachMode::Generic,
-            };
-            let attached = fluxgate_control::attach(
-                &loc,
-                &iface,
-                AttachOptions {
-                    mode,
-                    malformed,
-                    pool_cells,
-                },
-            )?;
+            let attached = fluxgate_control::attach(&loc, &iface, attach.options())?;
             if json {
                 print_json(&attached);
             } else {
-                if let Some(reason) = &attached.fallback_reason {
-                    eprintln!("fluxgate: warning: {reason}; using generic mode");
-                }
-                println!(
-                    "attached to {} in {} mode (pinned at {})",
-                    attached.iface,
-                    attached.mode,
-                    attached.pinned_at.display()
-                );
+                print_attached(&attached);
             }
         }
         Command::Detach { iface } => {
@@ -456,108 +471,11 @@ fn run(cli: Cli) -> Result<(), ControlError> {
                 }
             }
         }
-        Command::Apply {
-            dir,
-            iface,
-            reason,
-            tenant,
-            dry_run,
-            canary,
-            baseline,
-            max_pass_drop,
-            min_rate,
-            health_cmd,
-            json,
-        } => {
-            let iface = one_iface(&loc, iface)?;
-            let opts = ApplyOptions {
-                reason,
-                tenants: tenant,
-                dry_run,
-            };
-            let mut gw = Gateway::open(&loc, state.root(), &iface)?;
-            if let Some(window) = canary {
-                let health = Health {
-                    window,
-                    baseline,
-                    max_pass_drop,
-                    min_rate,
-                    command: health_cmd,
-                    ..Health::default()
-                };
-                if !json {
-                    println!(
-                        "{iface}: measuring a {:.1} s baseline, then watching for {:.1} s",
-                        baseline.as_secs_f64(),
-                        window.as_secs_f64()
-                    );
-                }
-                let outcome = gw.apply_canary(&dir, &opts, &health)?;
-                if json {
-                    print_json(&outcome);
-                } else if let Some(why) = &outcome.reason {
-                    println!(
-                        "{iface}: canary: generation {} ROLLED BACK after {:.1} s: {why}",
-                        outcome.applied.generation, outcome.watched
-                    );
-                } else {
-                    println!(
-                        "{iface}: canary: generation {} healthy after {:.1} s",
-                        outcome.applied.generation, outcome.watched
-                    );
-                }
-                if outcome.rolled_back {
-                    return Err(ControlError::CanaryRolledBack(
-                        outcome.reason.unwrap_or_default(),
-                    ));
-                }
-                return Ok(());
-            }
-            let applied = gw.apply_with(&dir, &opts)?;
-            if json {
-                print_json(&applied);
-            } else {
-                for w in &applied.warnings {
-                    eprintln!("{w}");
-                }
-                if applied.dry_run && !(applied.changed.is_empty() && applied.removed.is_empty()) {
-                    println!(
-                        "{}: dry run: generation {} would change {}{}; {} preflight packets agreed; nothing published",
-                        applied.iface,
-                        applied.generation,
-                        summarize(&applied.changed),
-                        if applied.removed.is_empty() {
-                            String::new()
-                        } else {
-                            format!(" and remove {}", summarize(&applied.removed))
-                        },
-                        applied.preflight_packets
-                    );
-                } else if applied.changed.is_empty() && applied.removed.is_empty() {
-                    println!(
-                        "{}: nothing changed, generation {} stays live",
-                        applied.iface, applied.generation
-                    );
-                } else {
-                    println!(
-                        "{}: generation {} live: {} for {}; changed {}{}; \
-                         {} preflight packets agreed; {} of new tables",
-                        applied.iface,
-                        applied.generation,
-                        plural(applied.rules, "rule"),
-                        plural(applied.tenants, "tenant"),
-                        summarize(&applied.changed),
-                        if applied.removed.is_empty() {
-                            String::new()
-                        } else {
-                            format!("; removed {}", summarize(&applied.removed))
-                        },
-                        applied.preflight_packets,
-                        size(applied.table_bytes)
-                    );
-                }
-            }
-        }
+        Command::Apply(args) => apply(&loc, &state, args)?,
+        Command::Load {
+            attach,
+            apply: args,
+        } => load(&loc, &state, &attach, args)?,
         Command::Check { dir, json } => {
             let checked = fluxgate_control::pipeline::check(&dir)?;
             if json {
@@ -867,6 +785,181 @@ fn raise_open_file_limit() {
 }
 
 /// `iface`, or the only attached interface.
+/// `apply`: a new generation of `args.dir` on an attached interface.
+fn apply(loc: &PinLocation, state: &StateDir, args: ApplyArgs) -> Result<(), ControlError> {
+    let ApplyArgs {
+        dir,
+        iface,
+        reason,
+        tenant,
+        dry_run,
+        canary,
+        baseline,
+        max_pass_drop,
+        min_rate,
+        health_cmd,
+        json,
+    } = args;
+    let iface = one_iface(loc, iface)?;
+    let opts = ApplyOptions {
+        reason,
+        tenants: tenant,
+        dry_run,
+    };
+    let mut gw = Gateway::open(loc, state.root(), &iface)?;
+    if let Some(window) = canary {
+        let health = Health {
+            window,
+            baseline,
+            max_pass_drop,
+            min_rate,
+            command: health_cmd,
+            ..Health::default()
+        };
+        if !json {
+            println!(
+                "{iface}: measuring a {:.1} s baseline, then watching for {:.1} s",
+                baseline.as_secs_f64(),
+                window.as_secs_f64()
+            );
+        }
+        let outcome = gw.apply_canary(&dir, &opts, &health)?;
+        if json {
+            print_json(&outcome);
+        } else if let Some(why) = &outcome.reason {
+            println!(
+                "{iface}: canary: generation {} ROLLED BACK after {:.1} s: {why}",
+                outcome.applied.generation, outcome.watched
+            );
+        } else {
+            println!(
+                "{iface}: canary: generation {} healthy after {:.1} s",
+                outcome.applied.generation, outcome.watched
+            );
+        }
+        if outcome.rolled_back {
+            return Err(ControlError::CanaryRolledBack(
+                outcome.reason.unwrap_or_default(),
+            ));
+        }
+        return Ok(());
+    }
+    let applied = gw.apply_with(&dir, &opts)?;
+    if json {
+        print_json(&applied);
+    } else {
+        for w in &applied.warnings {
+            eprintln!("{w}");
+        }
+        if applied.dry_run && !(applied.changed.is_empty() && applied.removed.is_empty()) {
+            println!(
+                "{}: dry run: generation {} would change {}{}; {} preflight packets agreed; nothing published",
+                applied.iface,
+                applied.generation,
+                summarize(&applied.changed),
+                if applied.removed.is_empty() {
+                    String::new()
+                } else {
+                    format!(" and remove {}", summarize(&applied.removed))
+                },
+                applied.preflight_packets
+            );
+        } else if applied.changed.is_empty() && applied.removed.is_empty() {
+            println!(
+                "{}: nothing changed, generation {} stays live",
+                applied.iface, applied.generation
+            );
+        } else {
+            println!(
+                "{}: generation {} live: {} for {}; changed {}{}; \
+                     {} preflight packets agreed; {} of new tables",
+                applied.iface,
+                applied.generation,
+                plural(applied.rules, "rule"),
+                plural(applied.tenants, "tenant"),
+                summarize(&applied.changed),
+                if applied.removed.is_empty() {
+                    String::new()
+                } else {
+                    format!("; removed {}", summarize(&applied.removed))
+                },
+                applied.preflight_packets,
+                size(applied.table_bytes)
+            );
+        }
+    }
+    Ok(())
+}
+
+/// `load`: `attach` IFACE unless fluxgate is attached there, then `apply`.
+/// The ruleset is checked (parse, validate, compile, guards) before the
+/// interface is touched; an attach made here is undone when the apply fails
+/// or only dry-runs, so a failed first load leaves the interface as it was.
+fn load(
+    loc: &PinLocation,
+    state: &StateDir,
+    attach: &AttachArgs,
+    args: ApplyArgs,
+) -> Result<(), ControlError> {
+    let attached = fluxgate_dataplane::PinnedAttachment::list(loc.root())?;
+    let iface = match &args.iface {
+        Some(iface) => iface.clone(),
+        None if attached.is_empty() => {
+            return Err(ControlError::Usage(
+                "fluxgate is attached nowhere yet: name the interface to load onto".into(),
+            ));
+        }
+        None => one_iface(loc, None)?,
+    };
+    if attached.contains(&iface) {
+        return apply(
+            loc,
+            state,
+            ApplyArgs {
+                iface: Some(iface),
+                ..args
+            },
+        );
+    }
+    fluxgate_control::pipeline::check(&args.dir)?;
+    let done = fluxgate_control::attach(loc, &iface, attach.options())?;
+    if !args.json {
+        print_attached(&done);
+    }
+    let (dry_run, json) = (args.dry_run, args.json);
+    let result = apply(
+        loc,
+        state,
+        ApplyArgs {
+            iface: Some(iface.clone()),
+            ..args
+        },
+    );
+    if result.is_err() || dry_run {
+        fluxgate_control::detach(loc, &iface)?;
+        state.remove(&iface);
+        match &result {
+            Ok(()) if !json => println!("detached from {iface} again (dry run)"),
+            Ok(()) => {}
+            Err(_) => eprintln!("fluxgate: {iface}: the load failed; detached again, as before"),
+        }
+    }
+    result
+}
+
+/// Prints what `attach` did, for people.
+fn print_attached(attached: &fluxgate_control::Attached) {
+    if let Some(reason) = &attached.fallback_reason {
+        eprintln!("fluxgate: warning: {reason}; using generic mode");
+    }
+    println!(
+        "attached to {} in {} mode (pinned at {})",
+        attached.iface,
+        attached.mode,
+        attached.pinned_at.display()
+    );
+}
+
 fn one_iface(loc: &PinLocation, iface: Option<String>) -> Result<String, ControlError> {
     if let Some(i) = iface {
         return Ok(i);

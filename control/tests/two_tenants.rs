@@ -48,8 +48,11 @@ fn each_tenant_gets_its_own_verdicts_and_exact_rule_counters() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    ok(fluxgate(&s, &["-n", ns, "attach", IF_B]));
-    ok(fluxgate(&s, &["-n", ns, "apply", &rules, IF_B]));
+    // The first load attaches, then applies (as `attach` + `apply`).
+    let loaded = ok(fluxgate(&s, &["-n", ns, "load", &rules, IF_B]));
+    let said = String::from_utf8_lossy(&loaded.stdout);
+    assert!(said.contains(&format!("attached to {IF_B}")), "{said}");
+    assert!(said.contains("generation 1 live"), "{said}");
 
     let n = 40;
     // (destination, port, packets that get through, why); ADDR_B belongs to no tenant.
@@ -121,5 +124,91 @@ fn a_bad_ruleset_is_rejected_with_its_location_and_nothing_changes() {
         support::udp_exchange(&link, 7100, 20, 16),
         20,
         "still passing everything"
+    );
+}
+
+/// A first `load` that fails, or only dry-runs, leaves the interface as it
+/// was: not attached, nothing pinned, no state; traffic untouched.
+#[test]
+fn a_first_load_that_fails_or_dry_runs_leaves_the_interface_unattached() {
+    support::require_root();
+    let link = Link::new();
+    let s = Scratch::new("2t");
+    let ns = link.b.name();
+    let rules = s.rules.display().to_string();
+    let unattached = |what: &str| {
+        let status = ok(fluxgate(&s, &["-n", ns, "status", "--json"]));
+        let json: serde_json::Value = serde_json::from_slice(&status.stdout).expect("status JSON");
+        assert_eq!(json["interfaces"], serde_json::json!([]), "{what}: {json}");
+        assert!(
+            std::fs::read_dir(s.pins.join(ns)).map_or(true, |mut d| d.next().is_none()),
+            "{what}: nothing left pinned"
+        );
+    };
+
+    // A bad ruleset: refused before the interface is touched.
+    write(
+        &s.rules,
+        "gateway.fg",
+        "default drop\nproto tcp dport 70000 drop\n",
+    );
+    let out = fluxgate(&s, &["-n", ns, "load", &rules, IF_B]);
+    assert_eq!(out.status.code(), Some(7), "bad ruleset exit code");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("gateway.fg:2:17"));
+    unattached("bad ruleset");
+
+    // A good ruleset that fails in the kernel (a pool too small for its
+    // tables): attached, refused, detached again.
+    write(
+        &s.rules,
+        "gateway.fg",
+        "default drop\nproto udp dport 7100 pass\n",
+    );
+    let out = fluxgate(&s, &["-n", ns, "load", &rules, IF_B, "--pool-cells", "2"]);
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("pool is full") && err.contains("detached again"),
+        "{err}"
+    );
+    unattached("pool too small");
+
+    // A dry run: preflighted in the kernel, then detached again.
+    let out = ok(fluxgate(&s, &["-n", ns, "load", &rules, IF_B, "--dry-run"]));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("dry run"));
+    unattached("dry run");
+
+    // Through all of it, traffic was never filtered (default drop never went live).
+    assert_eq!(
+        support::udp_exchange(&link, 7200, 20, 16),
+        20,
+        "still passing"
+    );
+
+    // Loaded for real; a second `load` is an `apply` onto the attachment.
+    ok(fluxgate(&s, &["-n", ns, "load", &rules, IF_B]));
+    assert_eq!(
+        support::udp_exchange(&link, 7200, 20, 16),
+        0,
+        "default drop live"
+    );
+    write(
+        &s.rules,
+        "gateway.fg",
+        "default drop\nproto udp dport 7200 pass\n",
+    );
+    let again = ok(fluxgate(&s, &["-n", ns, "load", &rules]));
+    let said = String::from_utf8_lossy(&again.stdout);
+    assert!(!said.contains("attached to"), "attached only once: {said}");
+    assert!(said.contains("generation 2 live"), "{said}");
+    assert_eq!(
+        support::udp_exchange(&link, 7200, 20, 16),
+        20,
+        "new rule live"
     );
 }
