@@ -259,6 +259,14 @@ struct AttachArgs {
 }
 
 impl AttachArgs {
+    /// Whether any option differs from its default (what a `load` onto an
+    /// interface attached already cannot honour).
+    fn any_given(&self) -> bool {
+        self.mode != Mode::Auto
+            || self.malformed != MalformedVerdict::Drop
+            || self.pool_cells.is_some()
+    }
+
     fn options(&self) -> AttachOptions {
         AttachOptions {
             mode: match self.mode {
@@ -351,7 +359,7 @@ enum UpgradeStep {
     },
 }
 
-#[derive(Clone, Copy, clap::ValueEnum)]
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 enum Mode {
     Auto,
     Native,
@@ -912,6 +920,12 @@ fn load(
         None => one_iface(loc, None)?,
     };
     if attached.contains(&iface) {
+        if attach.any_given() {
+            eprintln!(
+                "fluxgate: warning: {iface} is attached already, so --mode, --malformed and \
+                 --pool-cells are not applied (they take effect on `attach`; detach first to change them)"
+            );
+        }
         return apply(
             loc,
             state,

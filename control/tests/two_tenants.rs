@@ -202,9 +202,17 @@ fn a_first_load_that_fails_or_dry_runs_leaves_the_interface_unattached() {
         "gateway.fg",
         "default drop\nproto udp dport 7200 pass\n",
     );
-    let again = ok(fluxgate(&s, &["-n", ns, "load", &rules]));
+    let again = ok(fluxgate(
+        &s,
+        &["-n", ns, "load", &rules, "--pool-cells", "4096"],
+    ));
     let said = String::from_utf8_lossy(&again.stdout);
     assert!(!said.contains("attached to"), "attached only once: {said}");
+    let warned = String::from_utf8_lossy(&again.stderr);
+    assert!(
+        warned.contains("attached already") && warned.contains("--pool-cells"),
+        "an attach option it cannot honour is not ignored silently: {warned}"
+    );
     assert!(said.contains("generation 2 live"), "{said}");
     assert_eq!(
         support::udp_exchange(&link, 7200, 20, 16),
