@@ -792,7 +792,6 @@ fn raise_open_file_limit() {
     }
 }
 
-/// `iface`, or the only attached interface.
 /// `apply`: a new generation of `args.dir` on an attached interface.
 fn apply(loc: &PinLocation, state: &StateDir, args: ApplyArgs) -> Result<(), ControlError> {
     let ApplyArgs {
@@ -974,6 +973,7 @@ fn print_attached(attached: &fluxgate_control::Attached) {
     );
 }
 
+/// `iface`, or the only attached interface.
 fn one_iface(loc: &PinLocation, iface: Option<String>) -> Result<String, ControlError> {
     if let Some(i) = iface {
         return Ok(i);
