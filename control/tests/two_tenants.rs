@@ -144,6 +144,10 @@ fn a_first_load_that_fails_or_dry_runs_leaves_the_interface_unattached() {
             std::fs::read_dir(s.pins.join(ns)).map_or(true, |mut d| d.next().is_none()),
             "{what}: nothing left pinned"
         );
+        assert!(
+            !s.state.join(ns).join(IF_B).exists(),
+            "{what}: no state left for the interface"
+        );
     };
 
     // A bad ruleset: refused before the interface is touched.
