@@ -12,11 +12,12 @@
 //! - an optional external command (exit status 0 = healthy).
 //!
 //! The first regression rolls the change back (the affected tenants, or the
-//! whole gateway when global rules or dispatch changed) and records why.
+//! whole gateway when global rules or dispatch changed) and records why; so
+//! does a [`Cancel`] (the CLI cancels on SIGINT / SIGTERM), so an interrupted
+//! canary never leaves an unjudged change live.
 
 use std::{
     collections::BTreeMap,
-    path::Path,
     process::Command,
     time::{Duration, Instant},
 };
@@ -24,10 +25,7 @@ use std::{
 use fluxgate_dataplane::Tables;
 use serde::Serialize;
 
-use crate::{
-    ControlError,
-    generations::{Applied, ApplyOptions, Gateway},
-};
+use crate::{Applied, ApplyOptions, Cancel, ControlError, Interface, RulesetSource, TableScope};
 
 /// Health thresholds of a canary.
 #[derive(Clone, Debug)]
@@ -46,6 +44,9 @@ pub struct Health {
     pub min_baseline_pps: f64,
     /// External check run every interval (through `sh -c`); non-zero = unhealthy.
     pub command: Option<String>,
+    /// Longest an external check may run; one that takes longer is killed
+    /// and counts as unhealthy.
+    pub command_timeout: Duration,
 }
 
 impl Default for Health {
@@ -58,6 +59,7 @@ impl Default for Health {
             min_rate: 0.5,
             min_baseline_pps: 10.0,
             command: None,
+            command_timeout: Duration::from_secs(10),
         }
     }
 }
@@ -78,23 +80,29 @@ pub struct CanaryOutcome {
 /// (passed, dropped) packets of each tenant slot.
 type Sample = BTreeMap<String, (u64, u64)>;
 
-impl Gateway {
-    /// Applies `dir` as [`Gateway::apply_with`] does, then watches the health
+impl Interface {
+    /// Applies `source` as [`Interface::apply`] does, then watches the health
     /// of the tenants it changed for `health.window`, rolling back on the
-    /// first regression.
+    /// first regression or when `cancel` is cancelled.
     pub fn apply_canary(
         &mut self,
-        dir: &Path,
+        source: &RulesetSource,
         opts: &ApplyOptions,
         health: &Health,
+        cancel: &Cancel,
     ) -> Result<CanaryOutcome, ControlError> {
-        let watched: Vec<String> = self.state().live.tenants.keys().cloned().collect();
+        let watched: Vec<String> = self.state.live.tenants.keys().cloned().collect();
         let before = self.sample(&watched)?;
-        std::thread::sleep(health.baseline);
+        sleep_unless_cancelled(health.baseline, cancel);
         let baseline = rates(&before, &self.sample(&watched)?, health.baseline);
-        let previous = self.state().live.clone();
-        let previous_generation = self.state().live_generation;
-        let applied = self.apply_with(dir, opts)?;
+        let previous = self.state.live.clone();
+        let previous_generation = self.state.live_generation;
+        if cancel.is_cancelled() {
+            return Err(ControlError::Refused(
+                "cancelled before anything was published".into(),
+            ));
+        }
+        let applied = self.apply(source, opts)?;
         if opts.dry_run || (applied.changed.is_empty() && applied.removed.is_empty()) {
             return Ok(CanaryOutcome {
                 applied,
@@ -106,23 +114,26 @@ impl Gateway {
         let affected: Vec<String> = applied
             .changed
             .iter()
-            .filter_map(|s| s.strip_prefix("tenant-").map(str::to_owned))
+            .filter_map(|s| s.tenant().map(str::to_owned))
             .collect();
-        let gateway_wide = applied
-            .changed
-            .iter()
-            .any(|s| s == "global" || s == "dispatch")
-            || !applied.removed.is_empty();
+        let gateway_wide =
+            applied.changed.iter().any(TableScope::is_gateway_wide) || !applied.removed.is_empty();
+        let _watch = tracing::info_span!("watch", tenants = affected.len()).entered();
         let started = Instant::now();
         let mut last = self.sample(&watched)?;
         let mut last_at = Instant::now();
         let mut reason = None;
         while started.elapsed() < health.window {
-            std::thread::sleep(
+            sleep_unless_cancelled(
                 health
                     .interval
                     .min(health.window.saturating_sub(started.elapsed())),
+                cancel,
             );
+            if cancel.is_cancelled() {
+                reason = Some("cancelled while watching (interrupted)".into());
+                break;
+            }
             let now = self.sample(&watched)?;
             let now_at = Instant::now();
             let current = rates(&last, &now, now_at - last_at);
@@ -140,14 +151,7 @@ impl Gateway {
             if reason.is_none()
                 && let Some(cmd) = &health.command
             {
-                let ok = Command::new("sh")
-                    .arg("-c")
-                    .arg(cmd)
-                    .status()
-                    .is_ok_and(|s| s.success());
-                if !ok {
-                    reason = Some(format!("health command `{cmd}` failed"));
-                }
+                reason = run_health_command(cmd, health.command_timeout, cancel);
             }
             if reason.is_some() {
                 break;
@@ -209,14 +213,52 @@ impl Gateway {
     fn sample(&mut self, tenants: &[String]) -> Result<Sample, ControlError> {
         let slots: Vec<(String, u32)> = tenants
             .iter()
-            .filter_map(|t| Some((t.clone(), self.state().live.tenants.get(t)?.slot)))
+            .filter_map(|t| Some((t.clone(), self.state.live.tenants.get(t)?.slot)))
             .collect();
         let mut out = Sample::new();
         for (t, slot) in slots {
-            let (p, d) = self.pinned_mut().tenant_counters(Some(slot))?;
+            let (p, d) = self.pinned.tenant_counters(Some(slot))?;
             out.insert(t, (p.packets, d.packets));
         }
         Ok(out)
+    }
+}
+
+/// Sleeps for `d`, waking early (within 50 ms) when `cancel` is cancelled.
+fn sleep_unless_cancelled(d: Duration, cancel: &Cancel) {
+    let until = Instant::now() + d;
+    while !cancel.is_cancelled() {
+        let left = until.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            break;
+        }
+        std::thread::sleep(left.min(Duration::from_millis(50)));
+    }
+}
+
+/// Runs the health command; `Some(why)` when it fails, times out (it is
+/// killed then) or cannot start.
+fn run_health_command(cmd: &str, timeout: Duration, cancel: &Cancel) -> Option<String> {
+    let mut child = match Command::new("sh").arg("-c").arg(cmd).spawn() {
+        Ok(c) => c,
+        Err(e) => return Some(format!("health command `{cmd}` cannot start: {e}")),
+    };
+    let started = Instant::now();
+    loop {
+        match child.try_wait() {
+            Ok(Some(status)) if status.success() => return None,
+            Ok(Some(status)) => return Some(format!("health command `{cmd}` failed ({status})")),
+            Ok(None) if started.elapsed() >= timeout || cancel.is_cancelled() => {
+                let _best_effort = child.kill();
+                let _reap = child.wait();
+                return Some(format!(
+                    "health command `{cmd}` did not finish within {:.1} s",
+                    timeout.as_secs_f64()
+                ));
+            }
+            Ok(None) => std::thread::sleep(Duration::from_millis(20)),
+            Err(e) => return Some(format!("health command `{cmd}`: {e}")),
+        }
     }
 }
 

@@ -7,6 +7,8 @@ use std::{
     borrow::Cow,
     collections::HashMap,
     fs::File,
+    ops::ControlFlow,
+    os::unix::fs::OpenOptionsExt,
     path::Path,
     time::{Duration, Instant, SystemTime, UNIX_EPOCH},
 };
@@ -24,7 +26,7 @@ use pcap_file::{
 };
 use serde::Serialize;
 
-use crate::{ControlError, generations::Gateway};
+use crate::{Cancel, ControlError, Interface};
 
 /// What to capture.
 #[derive(Clone, Debug, Default)]
@@ -69,29 +71,21 @@ fn monotonic_ns() -> u64 {
     ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
 }
 
-impl Gateway {
-    /// Captures dropped packets until `opts.count` or `opts.duration`; each
-    /// goes to `each` and, with `out`, into a pcapng file. Capture is switched
-    /// off again when this returns.
+impl Interface {
+    /// Captures dropped packets until `opts.count` or `opts.duration`, until
+    /// `each` breaks, or until `cancel` is cancelled; each packet goes to
+    /// `each` and, with `out`, into a pcapng file (created owner-only).
+    /// Capture is switched off again when this returns, however it ends.
     pub fn capture(
         &self,
         opts: &CaptureOptions,
         out: Option<&Path>,
-        mut each: impl FnMut(&Captured),
+        cancel: &Cancel,
+        mut each: impl FnMut(&Captured) -> ControlFlow<()>,
     ) -> Result<u64, ControlError> {
-        let live = &self.state().live;
+        let live = &self.state.live;
         let slots = self.live_counters()?;
-        let names: HashMap<u32, String> = slots
-            .iter()
-            .map(|s| {
-                let name = if s.position == 0 {
-                    format!("{} default", s.scope)
-                } else {
-                    format!("{}#{}", s.scope, s.position)
-                };
-                (s.slot, name)
-            })
-            .collect();
+        let names: HashMap<u32, String> = slots.iter().map(|s| (s.slot, s.name())).collect();
         let tenant_names: HashMap<u32, String> = live
             .tenants
             .iter()
@@ -100,12 +94,7 @@ impl Gateway {
         let tenant = match opts.tenant.as_deref() {
             None => Trace::NONE,
             Some("gateway") => MAX_TENANTS,
-            Some(t) => {
-                live.tenants
-                    .get(t)
-                    .ok_or_else(|| ControlError::Usage(format!("no tenant named {t:?} is live")))?
-                    .slot
-            }
+            Some(t) => self.live_tenant_slot(t)?,
         };
         let slot = match opts.rule.as_deref() {
             None => Trace::NONE,
@@ -114,7 +103,7 @@ impl Gateway {
                 .find(|(_, n)| n.as_str() == r)
                 .map(|(s, _)| s)
                 .ok_or_else(|| {
-                    ControlError::Usage(format!(
+                    ControlError::NotFound(format!(
                         "no live rule {r:?} (write `tenant#N`, `gateway#N` or `tenant default`)"
                     ))
                 })?,
@@ -126,9 +115,16 @@ impl Gateway {
         };
         let mut writer = match out {
             Some(path) => {
-                let file = File::create(path).map_err(|e| {
-                    ControlError::Usage(format!("cannot create {}: {e}", path.display()))
-                })?;
+                // Dropped packets are other people's traffic: owner-only.
+                let file = std::fs::OpenOptions::new()
+                    .write(true)
+                    .create(true)
+                    .truncate(true)
+                    .mode(0o600)
+                    .open(path)
+                    .map_err(|e| {
+                        ControlError::Io(format!("cannot create {}: {e}", path.display()))
+                    })?;
                 let mut w = PcapNgWriter::new(file)
                     .map_err(|e| ControlError::State(format!("pcapng: {e}")))?;
                 w.write_pcapng_block(InterfaceDescriptionBlock {
@@ -163,11 +159,12 @@ impl Gateway {
         let offset = wall.saturating_sub(monotonic_ns());
         let started = Instant::now();
         let mut n = 0u64;
-        while opts.count.is_none_or(|c| n < c) {
+        while opts.count.is_none_or(|c| n < c) && !cancel.is_cancelled() {
             let left = opts.duration.saturating_sub(started.elapsed());
             if left.is_zero() {
                 break;
             }
+            // Short waits, so a cancel is seen within 200 ms.
             let Some(rec) = reader.next(left.min(Duration::from_millis(200))) else {
                 continue;
             };
@@ -188,7 +185,9 @@ impl Gateway {
             if let Some(w) = writer.as_mut() {
                 write_packet(w, &rec, when, &dropped_by, tenant.as_deref())?;
             }
-            each(&summary);
+            if each(&summary).is_break() {
+                break;
+            }
         }
         Ok(n)
     }

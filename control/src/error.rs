@@ -24,9 +24,22 @@ pub enum ControlError {
     /// Reading or writing fluxgate's state files failed.
     #[error("{0}")]
     State(String),
-    /// The command line asked for something impossible.
+    /// The request itself is malformed (a bad packet text, a missing
+    /// argument): what a command line gets wrong.
     #[error("{0}")]
     Usage(String),
+    /// Something the request names does not exist: a tenant that is not
+    /// live, a generation that is not kept, no interface attached.
+    #[error("{0}")]
+    NotFound(String),
+    /// The request is well-formed but cannot be done in the present state
+    /// (a rollback across a slot change, a read-only view asked to change).
+    #[error("{0}")]
+    Refused(String),
+    /// A file or socket outside the state directory could not be used
+    /// (a pcap to read or write, a listening address).
+    #[error("{0}")]
+    Io(String),
     /// Another change holds the interface's lock.
     #[error("{0}")]
     Busy(String),
@@ -49,6 +62,8 @@ impl ControlError {
             ControlError::Dataplane(e) => exit::for_error(e),
             ControlError::State(_) => exit::FAILURE,
             ControlError::Usage(_) => exit::USAGE,
+            ControlError::NotFound(_) => exit::NOT_FOUND,
+            ControlError::Refused(_) | ControlError::Io(_) => exit::FAILURE,
             ControlError::Busy(_) => exit::CONFLICT,
             ControlError::Preflight(_) => exit::PREFLIGHT,
             ControlError::CanaryRolledBack(_) => exit::CANARY_ROLLED_BACK,

@@ -5,13 +5,15 @@
 
 use std::collections::BTreeMap;
 
-use fluxgate_dataplane::{Slot, frame::FrameSpec};
-use fluxgate_ruleset::{Config, PacketHeader, Ruleset, Verdict, reference, validate};
+use fluxgate_dataplane::frame::FrameSpec;
+use fluxgate_ruleset::{
+    Config, PacketHeader, Ruleset, Verdict, preflight::decider, reference, validate,
+};
 use serde::Serialize;
 
 use crate::{
-    ControlError,
-    generations::Gateway,
+    ControlError, Interface,
+    interface::manifest_slots,
     store::{Manifest, SlotInfo},
 };
 
@@ -79,7 +81,7 @@ pub struct ExplainReport {
     pub kernel: KernelReport,
 }
 
-impl Gateway {
+impl Interface {
     /// Explains `packet` against the live generation, or kept generation
     /// `generation` (the kernel answer then comes from that generation's kept
     /// tables, overlaid for a probe run).
@@ -92,39 +94,27 @@ impl Gateway {
             None => {
                 let files = self.live_files()?;
                 if files.is_empty() {
-                    return Err(ControlError::Usage(
+                    return Err(ControlError::NotFound(
                         "no ruleset is applied on this interface".into(),
                     ));
                 }
                 (
                     files,
-                    self.state().live.clone(),
+                    self.state.live.clone(),
                     self.live_counters()?,
-                    self.state().live_generation,
+                    self.state.live_generation,
                 )
             }
             Some(g) => {
-                let r = self.store().record(g)?.ok_or_else(|| {
-                    ControlError::Usage(format!(
-                        "generation {g} is not kept (kept: {:?})",
-                        self.kept().unwrap_or_default()
-                    ))
-                })?;
-                let files = r
-                    .sources
-                    .iter()
-                    .map(|(p, h)| Ok((p.clone(), self.store().source(h)?)))
-                    .collect::<Result<Vec<_>, ControlError>>()?;
-                (files, r.manifest.clone(), r.counters.clone(), g)
+                let r = self.kept_record(g)?;
+                let files = self.record_files(&r)?;
+                (files, r.manifest, r.counters, g)
             }
         };
         let rs = validate(Ruleset::parse_files(&files)?, &Config::default())?;
         let e = reference::explain(&rs, packet);
         let d = &e.decision;
-        let decided_by = match &d.rule {
-            Some(r) => format!("{}#{}", r.scope, r.position),
-            None => format!("{} default", d.tenant_name.as_deref().unwrap_or("gateway")),
-        };
+        let decided_by = decider(d);
         let kernel = self.kernel_answer(packet, &manifest, &slots, generation.is_some(), d)?;
         Ok(ExplainReport {
             generation: number,
@@ -150,7 +140,7 @@ impl Gateway {
                 })
                 .collect(),
             counted: d.counted.iter().map(ToString::to_string).collect(),
-            verdict: verdict_word(d.verdict).to_owned(),
+            verdict: d.verdict.to_string(),
             decided_by,
             reason: d.reason.clone(),
             kernel,
@@ -166,59 +156,36 @@ impl Gateway {
         want: &reference::Decision,
     ) -> Result<KernelReport, ControlError> {
         let frame = FrameSpec::from_header(packet)
-            .ok_or_else(|| ControlError::Usage(format!("packet `{packet}` cannot be built")))?
+            .ok_or_else(|| ControlError::Refused(format!("packet `{packet}` cannot be built")))?
             .build();
         let tenant_slot = want
             .tenant_name
             .as_ref()
             .and_then(|t| manifest.tenants.get(t))
             .map(|t| t.slot);
-        let version = self.pinned().version_of(tenant_slot)?;
-        let mut probe = self.pinned().probe(version)?;
+        let version = self.pinned.version_of(tenant_slot)?;
+        let mut probe = self.pinned.probe(version)?;
         let mut kept = Vec::new();
         if overlay {
-            if let Some(g) = manifest.dispatch {
-                kept.push((Slot::Dispatch, self.pinned().kept_table("dispatch", g)?));
-            }
-            if let Some(g) = manifest.global {
-                kept.push((Slot::Global, self.pinned().kept_table("global", g)?));
-            }
-            for (name, t) in &manifest.tenants {
-                kept.push((
-                    Slot::Tenant(t.slot),
-                    self.pinned()
-                        .kept_table(&format!("tenant-{name}"), t.table)?,
-                ));
+            for (scope, slot, g) in manifest_slots(manifest) {
+                kept.push((slot, self.pinned.kept_table(&scope.to_string(), g)?));
             }
             let refs: Vec<_> = kept.iter().map(|(s, t)| (*s, t)).collect();
             probe.overlay_all(&refs)?;
         }
         let got = probe.run(&frame)?;
         let by_slot: BTreeMap<u32, &SlotInfo> = slots.iter().map(|s| (s.slot, s)).collect();
-        let name = |slot: u32| {
-            by_slot.get(&slot).map(|s| {
-                if s.position == 0 {
-                    format!("{} default", s.scope)
-                } else {
-                    format!("{}#{}", s.scope, s.position)
-                }
-            })
-        };
-        let want_name = match &want.rule {
-            Some(r) => format!("{}#{}", r.scope, r.position),
-            None => format!(
-                "{} default",
-                want.tenant_name.as_deref().unwrap_or("gateway")
-            ),
-        };
-        let decided_by = got.decided.and_then(name);
+        let want_name = decider(want);
+        let decided_by = got
+            .decided
+            .and_then(|slot| by_slot.get(&slot).map(|s| s.name()));
         let verdict = if got.verdict == fluxgate_common::xdp::DROP {
             Verdict::Drop
         } else {
             Verdict::Pass
         };
         Ok(KernelReport {
-            verdict: verdict_word(verdict).to_owned(),
+            verdict: verdict.to_string(),
             decided_slot: got.decided,
             agrees: verdict == want.verdict
                 && decided_by.as_deref() == Some(want_name.as_str())
@@ -226,13 +193,6 @@ impl Gateway {
             decided_by,
             tenant_slot: got.tenant,
         })
-    }
-}
-
-fn verdict_word(v: Verdict) -> &'static str {
-    match v {
-        Verdict::Pass => "pass",
-        Verdict::Drop => "drop",
     }
 }
 
@@ -292,7 +252,7 @@ pub fn read_pcap(path: &std::path::Path) -> Result<Vec<Vec<u8>>, ControlError> {
         pcapng::{Block, PcapNgReader},
     };
     let fail = |e: &dyn std::fmt::Display| {
-        ControlError::Usage(format!("cannot read {}: {e}", path.display()))
+        ControlError::Io(format!("cannot read {}: {e}", path.display()))
     };
     let bytes = std::fs::read(path).map_err(|e| fail(&e))?;
     let mut frames = Vec::new();
@@ -312,4 +272,41 @@ pub fn read_pcap(path: &std::path::Path) -> Result<Vec<Vec<u8>>, ControlError> {
         frames.push(p.map_err(|e| fail(&e))?.data.into_owned());
     }
     Ok(frames)
+}
+
+/// One frame of a capture file, explained — or why it was not.
+#[derive(Clone, Debug, Serialize)]
+#[serde(untagged)]
+pub enum Explained {
+    /// An IP packet, explained.
+    Report(Box<ExplainReport>),
+    /// Not explained: not IP (always passed), or malformed.
+    Skipped {
+        /// Why, in words.
+        skipped: String,
+    },
+}
+
+impl Interface {
+    /// Explains every frame of a pcap / pcapng file (see
+    /// [`Interface::explain`]); frames that are not IP, or that the XDP
+    /// parser finds malformed, say so instead.
+    pub fn explain_pcap(
+        &self,
+        path: &std::path::Path,
+        generation: Option<u64>,
+    ) -> Result<Vec<Explained>, ControlError> {
+        read_pcap(path)?
+            .iter()
+            .map(|frame| match fluxgate_dataplane::frame::header_of(frame) {
+                Ok(Some(p)) => Ok(Explained::Report(Box::new(self.explain(&p, generation)?))),
+                Ok(None) => Ok(Explained::Skipped {
+                    skipped: "not IP: always passed".to_owned(),
+                }),
+                Err(reason) => Ok(Explained::Skipped {
+                    skipped: format!("malformed ({}): gets the malformed verdict", reason.name()),
+                }),
+            })
+            .collect()
+    }
 }

@@ -1,150 +1,99 @@
-//! fluxgate's control plane: the operations behind the `fluxgate` CLI, usable
-//! from a gateway's own code as a library.
+//! fluxgate's control plane, as a library a gateway daemon embeds: every
+//! operation of the `fluxgate` CLI is a typed function here, and the CLI is a
+//! thin shell over them (as is the demo daemon in `examples/daemon.rs`).
 //!
-//! Attach the dataplane to an interface and hand it to bpffs (so it keeps
-//! running with no fluxgate process alive), detach it, read its counters; apply
-//! rulesets to it as generations, roll them back or forward
-//! ([`generations::Gateway`]), read per-tenant and per-rule hits, and classify
-//! ClassBench traces with any engine ([`rules::classify`]).
+//! - [`Gateway`]: where state is pinned and journalled, in which network
+//!   namespace; [`Gateway::attach`], [`Gateway::detach`], [`Gateway::load`]
+//!   (a first load that leaves the interface as it was when it fails),
+//!   [`Gateway::status`], [`Gateway::stats`], [`Gateway::diff`],
+//!   [`Gateway::metrics`].
+//! - [`Interface`]: one interface opened for changes (under its lock) or
+//!   read-only: [`Interface::apply`] from a directory or from files held in
+//!   memory ([`RulesetSource`]), [`Interface::apply_canary`] with a
+//!   [`Cancel`] handle, [`Interface::rollback`], [`Interface::history`],
+//!   [`Interface::explain`], [`Interface::capture`] (the drop stream), the
+//!   classifier [`upgrade`](crate::upgrade) steps.
+//! - [`check()`] and [`classify::classify`] need no kernel and no root.
+//!
+//! Every result is a documented struct that implements `serde::Serialize`
+//! (the CLI's `--json` prints exactly these); every failure is a
+//! [`ControlError`] with a stable [`exit`] code.
+//!
+//! # Embedding
+//!
+//! ```no_run
+//! use fluxgate_control::{ApplyOptions, AttachOptions, Gateway, RulesetSource};
+//!
+//! let gateway = Gateway::new()
+//!     .with_bpffs("/sys/fs/bpf/fluxgate")
+//!     .with_state("/var/lib/fluxgate")
+//!     .in_netns(None::<String>);
+//! let source = RulesetSource::files(
+//!     "provider panel",
+//!     [
+//!         ("gateway.fg", "default pass\n"),
+//!         ("acme.fg", "tenant acme\nprefix 203.0.113.0/24\ndefault drop\nproto tcp dport 443 pass\n"),
+//!     ],
+//! );
+//! // First load: attach, then apply (undone if the apply fails).
+//! let loaded = gateway.load("eth1", &source, AttachOptions::default(), &ApplyOptions::default())?;
+//! println!("generation {} live", loaded.applied.generation);
+//! // Later: one tenant's change, then a rollback of that tenant.
+//! let mut eth1 = gateway.open(Some("eth1"))?;
+//! let opts = ApplyOptions { tenants: vec!["acme".into()], ..ApplyOptions::default() };
+//! eth1.apply(&source, &opts)?;
+//! eth1.rollback(Some("acme"), None)?;
+//! # Ok::<(), fluxgate_control::ControlError>(())
+//! ```
+//!
+//! # What the library takes care of
+//!
+//! - **Network namespaces**: a [`Gateway`] made with [`Gateway::in_netns`]
+//!   does its namespace-bound work on a thread of its own; the caller's
+//!   threads never change namespace (see [`host`]).
+//! - **Open files**: staging thousands of tables holds a descriptor each
+//!   until they are pinned; [`Interface::apply`] raises the soft
+//!   `RLIMIT_NOFILE` to the hard limit itself.
+//! - **Locking**: one change at a time per interface (a lock file in the
+//!   journal); a second gets [`ControlError::Busy`].
+//! - **Logging**: operations emit `tracing` spans (one per apply phase:
+//!   `read`, `parse`, `validate`, `compile`, `stage`, `preflight`, `publish`,
+//!   and `watch` for a canary) and events; install any subscriber to see them.
+//!
+//! Needs root (or `CAP_BPF` + `CAP_NET_ADMIN`) for everything that touches
+//! the kernel.
 
-use std::path::{Path, PathBuf};
-
-use fluxgate_common::{GatewayConfig, xdp};
-use fluxgate_dataplane::{AttachMode, CountersReport, Error, PinnedAttachment, Program};
-use serde::Serialize;
-
+pub mod apply;
 pub mod canary;
+pub mod cancel;
 pub mod capture;
+pub mod check;
+pub mod classify;
 mod error;
 pub mod exit;
 pub mod explain;
-pub mod generations;
+pub mod gateway;
+pub mod host;
+pub mod interface;
 pub mod metrics;
-pub mod pipeline;
-pub mod rules;
+mod preflight;
+pub mod scope;
+pub mod source;
+pub mod stats;
+pub mod status;
 pub mod store;
+pub mod upgrade;
 
+pub use apply::{Applied, ApplyOptions};
+pub use canary::{CanaryOutcome, Health};
+pub use cancel::Cancel;
+pub use check::{Checked, DiffReport, check};
 pub use error::ControlError;
-
-/// Where state is pinned: `<bpffs root>/<network namespace>/<interface>`.
-#[derive(Clone, Debug)]
-pub struct PinLocation {
-    root: PathBuf,
-}
-
-impl PinLocation {
-    /// State of interfaces in network namespace `netns` (`None`: the namespace the
-    /// process started in) under the bpffs directory `bpffs`.
-    pub fn new(bpffs: &Path, netns: Option<&str>) -> PinLocation {
-        PinLocation {
-            root: bpffs.join(netns.unwrap_or("init")),
-        }
-    }
-
-    /// The directory holding one subdirectory per attached interface.
-    pub fn root(&self) -> &Path {
-        &self.root
-    }
-}
-
-/// What to do with packets the parser rejects.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum MalformedVerdict {
-    /// Drop them (default: the kernel would discard most of them anyway).
-    #[default]
-    Drop,
-    /// Pass them on to the stack.
-    Pass,
-}
-
-/// Options for [`attach`].
-#[derive(Clone, Copy, Debug, Default)]
-pub struct AttachOptions {
-    /// Native, generic, or native with generic fallback.
-    pub mode: AttachMode,
-    /// Verdict for malformed packets.
-    pub malformed: MalformedVerdict,
-    /// Cells (128 bytes each) of the table pool every generation's tables
-    /// share; `None`: `fluxgate_common::DEFAULT_POOL_CELLS`.
-    pub pool_cells: Option<u32>,
-}
-
-/// Result of [`attach`].
-#[derive(Clone, Debug, Serialize)]
-pub struct Attached {
-    /// Interface name.
-    pub iface: String,
-    /// `native` or `generic`.
-    pub mode: String,
-    /// Why native mode was not used, if it was not.
-    pub fallback_reason: Option<String>,
-    /// The bpffs directory holding the state.
-    pub pinned_at: PathBuf,
-}
-
-/// Loads the program, attaches it to `iface` and pins it, so it stays attached
-/// after this process exits.
-pub fn attach(loc: &PinLocation, iface: &str, opts: AttachOptions) -> Result<Attached, Error> {
-    let config = GatewayConfig {
-        malformed_action: match opts.malformed {
-            MalformedVerdict::Drop => xdp::DROP,
-            MalformedVerdict::Pass => xdp::PASS,
-        },
-        ..GatewayConfig::default()
-    };
-    if PinnedAttachment::exists(loc.root(), iface)? {
-        return Err(Error::AlreadyAttached {
-            iface: iface.to_owned(),
-            path: loc.root().join(iface),
-        });
-    }
-    let program = match opts.pool_cells {
-        Some(cells) => Program::load_sized(&config, cells)?,
-        None => Program::load(&config)?,
-    };
-    let attachment = program.attach(iface, opts.mode)?;
-    let mode = attachment.mode().to_string();
-    let fallback_reason = attachment.fallback_reason().map(str::to_owned);
-    let pinned = attachment.pin(loc.root())?;
-    Ok(Attached {
-        iface: iface.to_owned(),
-        mode,
-        fallback_reason,
-        pinned_at: pinned.dir().into(),
-    })
-}
-
-/// Detaches fluxgate from `iface` and removes its pinned state.
-pub fn detach(loc: &PinLocation, iface: &str) -> Result<(), Error> {
-    PinnedAttachment::open(loc.root(), iface)?.detach()
-}
-
-/// Counters of one attached interface.
-#[derive(Clone, Debug, Serialize)]
-pub struct InterfaceStats {
-    /// Interface name.
-    pub iface: String,
-    /// Its counters.
-    pub counters: CountersReport,
-}
-
-/// Counters of `iface`, or of every attached interface when `None`.
-pub fn stats(loc: &PinLocation, iface: Option<&str>) -> Result<Vec<InterfaceStats>, Error> {
-    let names = match iface {
-        Some(name) => vec![name.to_owned()],
-        None => PinnedAttachment::list(loc.root())?,
-    };
-    names
-        .into_iter()
-        .map(|name| {
-            let counters = PinnedAttachment::open(loc.root(), &name)?
-                .counters()?
-                .report();
-            Ok(InterfaceStats {
-                iface: name,
-                counters,
-            })
-        })
-        .collect()
-}
+pub use fluxgate_dataplane::AttachMode;
+pub use gateway::{AttachOptions, Attached, Detached, Gateway, Loaded, MalformedVerdict};
+pub use interface::{Discarded, Interface, RETAIN, RolledBack};
+pub use preflight::Mismatch;
+pub use scope::TableScope;
+pub use source::RulesetSource;
+pub use stats::{InterfaceStats, StatsReport};
+pub use status::Status;

@@ -10,18 +10,13 @@ use std::{
     time::Duration,
 };
 
-use fluxgate_dataplane::PinnedAttachment;
 use prometheus_client::{
     encoding::text::encode,
     metrics::{counter::Counter, family::Family, gauge::Gauge},
     registry::Registry,
 };
 
-use crate::{
-    ControlError, PinLocation,
-    generations::Gateway,
-    rules::{StateDir, rule_stats},
-};
+use crate::{ControlError, Gateway};
 
 type Labels = Vec<(String, String)>;
 
@@ -33,7 +28,7 @@ fn labels(pairs: &[(&str, &str)]) -> Labels {
 }
 
 /// Every metric of every attached interface, in the OpenMetrics text format.
-pub fn render(loc: &PinLocation, state: &StateDir) -> Result<String, ControlError> {
+pub fn render(gateway: &Gateway) -> Result<String, ControlError> {
     let mut reg = Registry::with_prefix("fluxgate");
     let packets = Family::<Labels, Counter>::default();
     let bytes = Family::<Labels, Counter>::default();
@@ -94,9 +89,9 @@ pub fn render(loc: &PinLocation, state: &StateDir) -> Result<String, ControlErro
         change_seconds.clone(),
     );
 
-    for iface in PinnedAttachment::list(loc.root())? {
-        let pinned = PinnedAttachment::open(loc.root(), &iface)?;
-        let counters = pinned.counters()?.report();
+    for iface in gateway.interfaces()? {
+        let mut gw = gateway.open_read(Some(&iface))?;
+        let counters = gw.pinned().counters()?.report();
         for (outcome, c) in &counters.outcomes {
             let l = labels(&[("iface", &iface), ("outcome", outcome)]);
             packets.get_or_create(&l).inc_by(c.packets);
@@ -107,8 +102,7 @@ pub fn render(loc: &PinLocation, state: &StateDir) -> Result<String, ControlErro
                 .get_or_create(&labels(&[("iface", &iface), ("reason", reason)]))
                 .inc_by(c.packets);
         }
-        let gw = Gateway::open_read(loc, state.root(), &iface)?;
-        let st = gw.state();
+        let st = gw.state().clone();
         for (kind, value) in [("live", st.live_generation), ("newest", st.generation)] {
             generation
                 .get_or_create(&labels(&[("iface", &iface), ("kind", kind)]))
@@ -129,7 +123,7 @@ pub fn render(loc: &PinLocation, state: &StateDir) -> Result<String, ControlErro
                     .inc_by(ms as f64 / 1000.0);
             }
         }
-        for t in rule_stats(loc, state, &iface, None)? {
+        for t in gw.tenant_stats(None)? {
             for (family, passed, dropped) in [
                 (&tenant_packets, t.passed, t.dropped),
                 (&tenant_bytes, t.passed_bytes, t.dropped_bytes),
@@ -170,18 +164,18 @@ pub fn render(loc: &PinLocation, state: &StateDir) -> Result<String, ControlErro
 
 /// Serves `GET /metrics` on `listener` until the process is stopped; one
 /// request at a time, each answered from a fresh read of the kernel.
-pub fn serve(listener: &TcpListener, loc: &PinLocation, state: &StateDir) -> ControlError {
+pub fn serve(listener: &TcpListener, gateway: &Gateway) -> ControlError {
     loop {
         let (stream, _) = match listener.accept() {
             Ok(s) => s,
             Err(e) => return ControlError::State(format!("metrics listener failed: {e}")),
         };
         // A client that misbehaves only loses its own request.
-        let _ = answer(stream, loc, state);
+        let _ = answer(stream, gateway);
     }
 }
 
-fn answer(mut stream: TcpStream, loc: &PinLocation, state: &StateDir) -> std::io::Result<()> {
+fn answer(mut stream: TcpStream, gateway: &Gateway) -> std::io::Result<()> {
     stream.set_read_timeout(Some(Duration::from_secs(5)))?;
     let mut buf = [0u8; 8192];
     let mut len = 0;
@@ -207,7 +201,7 @@ fn answer(mut stream: TcpStream, loc: &PinLocation, state: &StateDir) -> std::io
     } else if path != "/metrics" {
         ("404 Not Found", "text/plain", "see /metrics\n".to_owned())
     } else {
-        match render(loc, state) {
+        match render(gateway) {
             Ok(body) => (
                 "200 OK",
                 "application/openmetrics-text; version=1.0.0; charset=utf-8",

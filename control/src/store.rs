@@ -3,7 +3,7 @@
 //! generation counter) and `gen/<G>.json` (one record per kept generation: its
 //! ruleset text, manifest and counter slots). Every write is atomic (write,
 //! fsync, rename), the directory is root-only, and a lock file serializes
-//! changes. The kernel stays the truth for what is live: [`crate::generations`]
+//! changes. The kernel stays the truth for what is live: [`crate::Interface`]
 //! reconciles this state with the pinned slots before every operation.
 
 use std::{
@@ -16,7 +16,37 @@ use std::{
 
 use serde::{Deserialize, Serialize, de::DeserializeOwned};
 
-use crate::ControlError;
+use crate::{ControlError, TableScope};
+
+/// Where fluxgate keeps state files: `<dir>/<netns|init>/<iface>/`.
+#[derive(Clone, Debug)]
+pub struct StateDir {
+    root: PathBuf,
+}
+
+impl StateDir {
+    /// State for network namespace `netns` under `dir`.
+    pub fn new(dir: &Path, netns: Option<&str>) -> StateDir {
+        StateDir {
+            root: dir.join(netns.unwrap_or("init")),
+        }
+    }
+
+    /// `<dir>/<netns|init>`.
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// The store of `iface`.
+    pub fn store(&self, iface: &str) -> Store {
+        Store::new(&self.root, iface)
+    }
+
+    /// Forgets everything recorded about `iface` (after a detach).
+    pub fn remove(&self, iface: &str) {
+        self.store(iface).remove();
+    }
+}
 
 /// Which table generation each scope has: one gateway generation's content,
 /// or the live state (which per-tenant rollbacks can make a mix).
@@ -44,8 +74,9 @@ pub struct TenantRef {
 pub struct SlotInfo {
     /// Kernel counter index.
     pub slot: u32,
-    /// `gateway` or the tenant name.
-    pub scope: String,
+    /// The gateway or a tenant (`gateway` or the tenant name in JSON).
+    #[serde(with = "crate::scope::rule_scope")]
+    pub scope: fluxgate_ruleset::Scope,
     /// Rule id (hex), absent for a default action.
     pub rule: Option<String>,
     /// 1-based position (0: the default action).
@@ -66,23 +97,24 @@ pub struct Record {
     pub who: String,
     /// Why (`--reason`, or what created it).
     pub reason: String,
-    /// The directory the ruleset was read from.
+    /// Where the ruleset came from: the directory it was read from, or the
+    /// label an embedder gave a ruleset held in memory.
     pub source: PathBuf,
     /// The ruleset's files as (path, SHA-256 of the text); the texts are
     /// kept content-addressed in `sources/`, so the generation can be
     /// re-checked and explained after the directory changed, and a file that
     /// did not change between generations is stored once.
     pub sources: Vec<(String, String)>,
-    /// Table scopes staged and published by this generation.
+    /// Tables staged and published by this generation.
     #[serde(default)]
-    pub changed: Vec<String>,
+    pub changed: Vec<TableScope>,
     /// Tenants removed by this generation.
     #[serde(default)]
     pub removed: Vec<String>,
     /// Table generation per scope.
     pub manifest: Manifest,
-    /// Content hash per table scope (`dispatch`, `global`, `tenant-<name>`).
-    pub hashes: BTreeMap<String, u64>,
+    /// Content hash per table.
+    pub hashes: BTreeMap<TableScope, u64>,
     /// Every counter slot of this generation, sorted by slot.
     pub counters: Vec<SlotInfo>,
     /// Guard and witness packets that agreed in the kernel preflight.
@@ -333,4 +365,35 @@ fn write_bytes(path: &Path, bytes: &[u8]) -> Result<(), ControlError> {
     f.sync_all().map_err(fail)?;
     fs::rename(&tmp, path).map_err(fail)?;
     fs::File::open(dir).and_then(|d| d.sync_all()).map_err(fail)
+}
+
+impl From<fluxgate_ruleset::preflight::CounterText> for SlotInfo {
+    fn from(c: fluxgate_ruleset::preflight::CounterText) -> SlotInfo {
+        SlotInfo {
+            slot: c.slot,
+            scope: c.scope,
+            rule: c.rule.map(|id| id.to_string()),
+            position: c.position,
+            text: c.text,
+        }
+    }
+}
+
+impl SlotInfo {
+    /// The rule id, `None` for a default action (or an unreadable id).
+    pub fn rule_id(&self) -> Option<fluxgate_ruleset::RuleId> {
+        self.rule
+            .as_deref()
+            .and_then(|h| u64::from_str_radix(h, 16).ok())
+            .map(fluxgate_ruleset::RuleId)
+    }
+
+    /// `acme#2` or `acme default`.
+    pub fn name(&self) -> String {
+        if self.rule.is_some() {
+            format!("{}#{}", self.scope, self.position)
+        } else {
+            format!("{} default", self.scope)
+        }
+    }
 }

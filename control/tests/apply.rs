@@ -210,7 +210,7 @@ fn bad_input_of_every_kind_is_refused_clearly_and_nothing_changes() {
         (
             "unknown tenant",
             vec!["apply", &good, "--tenant", "nosuch"],
-            2,
+            4,
             "unknown tenant \"nosuch\"",
         ),
         ("unreadable file", vec!["apply", &unreadable], 7, "beta.fg"),

@@ -19,9 +19,7 @@ use std::{
 use common::{Scratch, fluxgate, fluxgate_cmd, hits, ok, stats_json, write};
 use fluxgate_common::Outcome;
 use fluxgate_control::{
-    AttachOptions, PinLocation,
-    generations::Gateway,
-    rules::{StateDir, TenantStats, rule_stats},
+    ApplyOptions, AttachOptions, Gateway, Interface, RulesetSource, TableScope, stats::TenantStats,
 };
 use support::{Flow, IF_B, Link};
 
@@ -36,6 +34,19 @@ const ACME_DROP: &str =
     "tenant acme\nprefix 10.77.1.0/24\ndefault drop\nproto udp dport 7000 drop\n";
 const BETA_PASS: &str =
     "tenant beta\nprefix 10.77.2.0/24\ndefault drop\nproto udp dport 7000 pass\n";
+
+/// Applies the ruleset in `dir` to `it`, recording `reason`.
+fn apply(
+    it: &mut Interface,
+    dir: &Path,
+    reason: &str,
+) -> Result<fluxgate_control::Applied, fluxgate_control::ControlError> {
+    let opts = ApplyOptions {
+        reason: reason.to_owned(),
+        ..ApplyOptions::default()
+    };
+    it.apply(&RulesetSource::dir(dir), &opts)
+}
 
 /// Writes a ruleset directory with the gateway, `acme` and `beta` files.
 fn ruleset(dir: &Path, acme: &str) -> PathBuf {
@@ -69,35 +80,40 @@ fn swap_under_load_loses_nothing_and_never_touches_the_other_tenant() {
     let ns = link.b.name().to_owned();
     let pass_dir = ruleset(&s.rules, ACME_PASS);
     let drop_dir = ruleset(&s.rules_dir("drop"), ACME_DROP);
-    let loc = PinLocation::new(&s.pins, Some(&ns));
-    let state = StateDir::new(&s.state, Some(&ns));
+    let fg = Gateway::new()
+        .with_bpffs(&s.pins)
+        .with_state(&s.state)
+        .in_netns(Some(ns.clone()));
 
     {
-        let (loc, state, pass_dir) = (loc.clone(), state.clone(), pass_dir.clone());
+        let (fg, pass_dir) = (fg.clone(), pass_dir.clone());
         link.b.run(move || {
-            fluxgate_control::attach(&loc, IF_B, AttachOptions::default()).expect("attach");
-            Gateway::open(&loc, state.root(), IF_B)
-                .expect("open")
-                .apply(&pass_dir, "first")
+            fg.attach(IF_B, AttachOptions::default()).expect("attach");
+            fg.open(Some(IF_B))
+                .and_then(|mut it| apply(&mut it, &pass_dir, "first"))
                 .expect("first apply");
         });
     }
 
     let flow = Flow::start(&link, &[(ACME, PORT), (BETA, PORT)], 2000);
     let (applies, versions, dispatchers) = {
-        let (loc, state) = (loc.clone(), state.clone());
+        let fg = fg.clone();
         link.b.run(move || {
-            let mut gw = Gateway::open(&loc, state.root(), IF_B).expect("open");
+            let mut gw = fg.open(Some(IF_B)).expect("open");
             let (mut applies, mut versions, mut dispatchers) = (0, 0, 0);
             let mut acme_version = 0;
             for i in 0..1000 {
                 let dir = if i % 2 == 0 { &drop_dir } else { &pass_dir };
-                let applied = gw.apply(dir, "swap").expect("apply");
-                assert_eq!(applied.changed, ["tenant-acme"], "only acme's slot flips");
+                let applied = apply(&mut gw, dir, "swap").expect("apply");
+                assert_eq!(
+                    applied.changed,
+                    [TableScope::Tenant("acme".into())],
+                    "only acme's slot flips"
+                );
                 applies += 1;
                 if i % 20 == 10 {
                     // A new classifier version for acme alone; the old one goes.
-                    let v = gw.stage_version().expect("stage version");
+                    let v = gw.stage_version().expect("stage version").version;
                     gw.assign(v, &["acme".to_owned()]).expect("assign");
                     if acme_version != 0 {
                         gw.unload_version(acme_version).expect("unload");
@@ -127,11 +143,14 @@ fn swap_under_load_loses_nothing_and_never_touches_the_other_tenant() {
     );
 
     let (stats, counters) = {
-        let (loc, state) = (loc.clone(), state.clone());
+        let fg = fg.clone();
         link.b.run(move || {
-            let stats = rule_stats(&loc, &state, IF_B, None).expect("stats");
-            let pinned =
-                fluxgate_dataplane::PinnedAttachment::open(loc.root(), IF_B).expect("open pinned");
+            let stats = fg
+                .open_read(Some(IF_B))
+                .and_then(|mut it| it.tenant_stats(None))
+                .expect("stats");
+            let pinned = fluxgate_dataplane::PinnedAttachment::open(&fg.pin_root(), IF_B)
+                .expect("open pinned");
             (stats, pinned.counters().expect("counters"))
         })
     };
@@ -249,9 +268,9 @@ fn a_broken_tenant_is_rolled_back_in_one_command_and_the_other_never_notices() {
         &["-n", &ns, "rollback", IF_B, "--tenant", "acme", "--to", "2"],
     ));
     ok(fluxgate(&s, &["-n", &ns, "rollback", IF_B, "--to", "1"]));
-    // A generation that was never kept is a clear usage error.
+    // A generation that was never kept is not found (exit 4), clearly.
     let out = fluxgate(&s, &["-n", &ns, "rollback", IF_B, "--to", "99"]);
-    assert_eq!(out.status.code(), Some(2));
+    assert_eq!(out.status.code(), Some(4));
     assert!(String::from_utf8_lossy(&out.stderr).contains("not kept"));
     let history = ok(fluxgate(&s, &["-n", &ns, "history", IF_B]));
     let history = String::from_utf8_lossy(&history.stdout);
@@ -365,12 +384,14 @@ fn a_classifier_version_that_disagrees_with_the_reference_never_serves() {
     let s = Scratch::new("version");
     let ns = link.b.name().to_owned();
     let dir = ruleset(&s.rules, ACME_PASS);
-    let loc = PinLocation::new(&s.pins, Some(&ns));
-    let state = StateDir::new(&s.state, Some(&ns));
+    let fg = Gateway::new()
+        .with_bpffs(&s.pins)
+        .with_state(&s.state)
+        .in_netns(Some(ns.clone()));
     link.b.run(move || {
-        fluxgate_control::attach(&loc, IF_B, AttachOptions::default()).expect("attach");
-        let mut gw = Gateway::open(&loc, state.root(), IF_B).expect("open");
-        gw.apply(&dir, "").expect("apply");
+        fg.attach(IF_B, AttachOptions::default()).expect("attach");
+        let mut gw = fg.open(Some(IF_B)).expect("open");
+        apply(&mut gw, &dir, "").expect("apply");
         // A "classifier" that passes everything: acme's default drop disagrees.
         let err = gw
             .stage_version_from(fluxgate_dataplane::EMBEDDED_OBJECT, "fluxgate_floor")
@@ -382,7 +403,7 @@ fn a_classifier_version_that_disagrees_with_the_reference_never_serves() {
         assert!(err.to_string().contains("acme"), "names the tenant: {err}");
         assert_eq!(gw.versions().expect("versions").len(), 1, "unloaded again");
         // This build's classifier passes and can serve acme alone (a canary).
-        let v = gw.stage_version().expect("stage");
+        let v = gw.stage_version().expect("stage").version;
         gw.assign(v, &["acme".to_owned()]).expect("assign");
         assert_eq!(gw.pinned().version_of(Some(0)).ok(), Some(v));
         assert_eq!(gw.pinned().version_of(Some(1)).ok(), Some(0));
@@ -405,17 +426,23 @@ fn every_classifier_version_slot_serves_its_tenants() {
     let s = Scratch::new("slots");
     let ns = link.b.name().to_owned();
     let dir = ruleset(&s.rules, ACME_PASS);
-    let loc = PinLocation::new(&s.pins, Some(&ns));
-    let state = StateDir::new(&s.state, Some(&ns));
+    let fg = Gateway::new()
+        .with_bpffs(&s.pins)
+        .with_state(&s.state)
+        .in_netns(Some(ns.clone()));
     let versions = {
-        let (loc, state) = (loc.clone(), state.clone());
+        let fg = fg.clone();
         link.b.run(move || {
-            fluxgate_control::attach(&loc, IF_B, AttachOptions::default()).expect("attach");
-            let mut gw = Gateway::open(&loc, state.root(), IF_B).expect("open");
-            gw.apply(&dir, "").expect("apply");
+            fg.attach(IF_B, AttachOptions::default()).expect("attach");
+            let mut gw = fg.open(Some(IF_B)).expect("open");
+            apply(&mut gw, &dir, "").expect("apply");
             let mut staged = vec![0];
             for _ in 1..fluxgate_common::MAX_VERSIONS {
-                staged.push(gw.stage_version().expect("stage (preflight via its slot)"));
+                staged.push(
+                    gw.stage_version()
+                        .expect("stage (preflight via its slot)")
+                        .version,
+                );
             }
             staged.sort();
             staged
@@ -429,9 +456,9 @@ fn every_classifier_version_slot_serves_its_tenants() {
     let mut expected_hits = 0;
     for v in versions {
         {
-            let (loc, state) = (loc.clone(), state.clone());
+            let fg = fg.clone();
             link.b.run(move || {
-                let mut gw = Gateway::open(&loc, state.root(), IF_B).expect("open");
+                let mut gw = fg.open(Some(IF_B)).expect("open");
                 gw.assign(v, &["acme".to_owned()]).expect("assign");
                 assert_eq!(gw.pinned().version_of(Some(0)).ok(), Some(v));
             });
@@ -439,11 +466,14 @@ fn every_classifier_version_slot_serves_its_tenants() {
         let received = support::udp_exchange_to(&link, ACME, PORT, 3, 32);
         assert_eq!(received, 3, "acme's packets pass on version {v}");
         expected_hits += 3;
-        let (loc, state) = (loc.clone(), state.clone());
+        let fg = fg.clone();
         let (stats, unclassified) = link.b.run(move || {
-            let stats = rule_stats(&loc, &state, IF_B, None).expect("stats");
-            let pinned =
-                fluxgate_dataplane::PinnedAttachment::open(loc.root(), IF_B).expect("open pinned");
+            let stats = fg
+                .open_read(Some(IF_B))
+                .and_then(|mut it| it.tenant_stats(None))
+                .expect("stats");
+            let pinned = fluxgate_dataplane::PinnedAttachment::open(&fg.pin_root(), IF_B)
+                .expect("open pinned");
             let counters = pinned.counters().expect("counters");
             (stats, counters.outcome(Outcome::Unclassified).packets)
         });

@@ -195,6 +195,7 @@ mod load;
 pub mod model;
 pub mod packet;
 mod parser;
+pub mod preflight;
 pub mod print;
 pub mod reference;
 mod shadow;

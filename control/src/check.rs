@@ -1,21 +1,15 @@
-//! The parts of the apply pipeline that need no kernel: `fluxgate check`
-//! (parse, validate, compile, guards against the reference) and `fluxgate diff`
-//! (what would change, per tenant).
-
-use std::path::Path;
+//! The parts of a change that need no kernel: `check` (parse, validate,
+//! compile, guards against the reference) and `diff` (what would change,
+//! per tenant).
 
 use fluxgate_ruleset::{
-    CompileOptions, Config, Rule, Ruleset, ValidRuleset, compile_with,
+    CompileOptions, Config, Rule, Ruleset, compile_with,
     diff::{ScopeDiff, diff},
-    reference, validate,
+    preflight, validate,
 };
 use serde::Serialize;
 
-use crate::{
-    ControlError,
-    generations::{checks, read_files},
-    rules::{host_interfaces, with_stand_ins},
-};
+use crate::{ControlError, RulesetSource, host};
 
 /// What [`check`] found.
 #[derive(Clone, Debug, Serialize)]
@@ -32,18 +26,19 @@ pub struct Checked {
     pub warnings: Vec<String>,
 }
 
-/// Parses, validates and compiles the ruleset in `dir`, then runs every guard
-/// through the reference classifier. No kernel, no root. A guard that does not
-/// get its declared verdict is an error ([`ControlError::Preflight`]) naming
-/// the guard and the rule that decided it.
-pub fn check(dir: &Path) -> Result<Checked, ControlError> {
-    let files = read_files(dir)?;
+/// Parses, validates and compiles `source`, then runs every guard through
+/// the reference classifier. No kernel, no root. A guard that does not get
+/// its declared verdict is an error ([`ControlError::Preflight`]) naming the
+/// guard and the rule that decided it.
+pub fn check(source: &RulesetSource) -> Result<Checked, ControlError> {
+    let _span = tracing::info_span!("check", source = %source.label().display()).entered();
+    let files = source.read()?;
     let rs = validate(Ruleset::parse_files(&files)?, &Config::default())?;
     // A ruleset is often checked away from its gateway, in CI: guards are
     // judged by the reference, which compares names, and the tables come out
     // the same size with a stand-in for an interface this host lacks.
     // `apply` still refuses a name the gateway lacks.
-    let (interfaces, absent) = with_stand_ins(&rs, host_interfaces());
+    let (interfaces, absent) = host::with_stand_ins(&rs, host::interfaces());
     let image = compile_with(
         &rs,
         &CompileOptions {
@@ -51,30 +46,17 @@ pub fn check(dir: &Path) -> Result<Checked, ControlError> {
             ..Default::default()
         },
     )?;
-    let guards: Vec<_> = checks(&rs)
-        .into_iter()
-        .filter(|c| c.guard.is_some())
-        .collect();
-    let failing: Vec<String> = guards
+    let guards = preflight::probes(&rs)
         .iter()
-        .filter_map(|c| {
-            let (must, at) = c.guard.as_ref()?;
-            let got = reference::classify(&rs, &c.packet);
-            (got.verdict != *must).then(|| {
-                format!(
-                    "  guard {at} must {}: `{}` gets {}",
-                    verdict_word(*must),
-                    c.packet,
-                    decided_by(&rs, &got)
-                )
-            })
-        })
-        .collect();
+        .filter(|p| p.guard.is_some())
+        .count();
+    let failing = preflight::failing_guards(&rs);
     if !failing.is_empty() {
-        return Err(ControlError::Preflight(failing.join("\n")));
+        let lines: Vec<String> = failing.iter().map(|f| format!("  {f}")).collect();
+        return Err(ControlError::Preflight(lines.join("\n")));
     }
     let mut warnings: Vec<String> = rs.warnings().iter().map(|d| d.render()).collect();
-    warnings.extend(crate::generations::unguarded_warning(&rs));
+    warnings.extend(preflight::unguarded_warning(&rs));
     warnings.extend(absent.iter().map(|name| {
         format!(
             "warning: no interface named `{name}` on this host: checked as some interface; \
@@ -84,41 +66,10 @@ pub fn check(dir: &Path) -> Result<Checked, ControlError> {
     Ok(Checked {
         tenants: rs.tenants().len(),
         rules: rs.gateway().rules.len() + rs.tenants().iter().map(|t| t.rules.len()).sum::<usize>(),
-        guards: guards.len(),
+        guards,
         table_bytes: image.cells() as u64 * 128,
         warnings,
     })
-}
-
-fn verdict_word(v: fluxgate_ruleset::Verdict) -> &'static str {
-    match v {
-        fluxgate_ruleset::Verdict::Pass => "pass",
-        fluxgate_ruleset::Verdict::Drop => "drop",
-    }
-}
-
-/// `drop by acme#2 (`proto tcp dport 22 drop`)` or `drop by the acme default`.
-pub(crate) fn decided_by(rs: &ValidRuleset, d: &fluxgate_ruleset::Decision) -> String {
-    let verdict = verdict_word(d.verdict);
-    match &d.rule {
-        Some(r) => {
-            let rules = match &r.scope {
-                fluxgate_ruleset::Scope::Gateway => Some(&rs.gateway().rules),
-                fluxgate_ruleset::Scope::Tenant(t) => {
-                    rs.tenants().iter().find(|x| &x.name == t).map(|t| &t.rules)
-                }
-            };
-            let text = rules
-                .and_then(|rules| rules.get(r.position.saturating_sub(1) as usize))
-                .map(|rule| format!(" (`{rule}`)"))
-                .unwrap_or_default();
-            format!("{verdict} by {}#{}{text}", r.scope, r.position)
-        }
-        None => format!(
-            "{verdict} by the {} default",
-            d.tenant_name.as_deref().unwrap_or("gateway")
-        ),
-    }
 }
 
 /// One rule in a diff.
@@ -164,9 +115,13 @@ pub struct DiffReport {
     pub untouched: Vec<String>,
 }
 
-/// Compares `live` (files of the live ruleset; empty: nothing loaded) with `dir`.
-pub fn diff_files(live: &[(String, String)], dir: &Path) -> Result<DiffReport, ControlError> {
-    let new = Ruleset::parse_files(&read_files(dir)?)?;
+/// Compares `live` (files of the live ruleset; empty: nothing loaded) with
+/// `source`.
+pub fn diff_files(
+    live: &[(String, String)],
+    source: &RulesetSource,
+) -> Result<DiffReport, ControlError> {
+    let new = Ruleset::parse_files(&source.read()?)?;
     let old = if live.is_empty() {
         Ruleset::default()
     } else {
@@ -229,7 +184,7 @@ pub fn diff_files(live: &[(String, String)], dir: &Path) -> Result<DiffReport, C
         let mut c = scope_changes("gateway", None, &d.gateway_rules);
         c.default = d
             .gateway_default_changed
-            .map(|(a, b)| format!("{} -> {}", verdict_word(a), verdict_word(b)));
+            .map(|(a, b)| format!("{a} -> {b}"));
         c.sets_changed = d.gateway_sets_changed;
         report.changes.push(c);
     }
@@ -249,9 +204,7 @@ pub fn diff_files(live: &[(String, String)], dir: &Path) -> Result<DiffReport, C
     }
     for td in &d.tenants_changed {
         let mut c = scope_changes(&td.name, Some(&td.name), &td.rules);
-        c.default = td
-            .default_changed
-            .map(|(a, b)| format!("{} -> {}", verdict_word(a), verdict_word(b)));
+        c.default = td.default_changed.map(|(a, b)| format!("{a} -> {b}"));
         c.prefixes_changed = td.prefixes_changed;
         c.sets_changed = td.sets_changed;
         report.changes.push(c);

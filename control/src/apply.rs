@@ -1,0 +1,394 @@
+//! Applying a ruleset to an interface as a new generation.
+//!
+//! How a change goes live (each phase is a `tracing` span, with its sizes):
+//! 1. `parse`, `validate`, `compile` with the slot plan of the kept
+//!    generations (a tenant keeps its kernel slot, an unchanged rule keeps
+//!    its counter);
+//! 2. `stage` *only the tables whose content changed* beside the live ones
+//!    and pin them under the interface's bpffs directory (kept for rollback);
+//! 3. `preflight`: guards and witness packets run through the staged tables
+//!    in the kernel (probe overlay) and through the reference classifier; any
+//!    difference aborts, nothing live changed;
+//! 4. `publish`: changed tenant slots first, then global rules, then
+//!    dispatch, then empty the slots of removed tenants — each one atomic
+//!    slot update; if one fails, the ones already flipped are flipped back;
+//! 5. record the generation and the new live manifest (atomic file writes).
+
+use std::{collections::BTreeMap, hash::Hasher, path::Path};
+
+use fluxgate_common::table::{Cell, Header};
+use fluxgate_dataplane::{Slot, StagedTable, Tables};
+use fluxgate_ruleset::{CompileOptions, Config, Ruleset, compile_with, preflight, validate};
+use serde::Serialize;
+
+use crate::{
+    ControlError, Interface, RulesetSource, TableScope,
+    host::{self, crash_point, now, who},
+    interface::{list_or_none, manifest_tables},
+    store::{Manifest, Record, TenantRef},
+};
+
+/// Options of [`Interface::apply`].
+#[derive(Clone, Debug, Default)]
+pub struct ApplyOptions {
+    /// Why (recorded in the history).
+    pub reason: String,
+    /// Only these tenants (`gateway`: the gateway file) change; every other
+    /// scope keeps its live rules. Empty: the whole ruleset.
+    pub tenants: Vec<String>,
+    /// Do everything but publish, kernel preflight included (like `nft -c`).
+    pub dry_run: bool,
+}
+
+/// What [`Interface::apply`] did.
+#[derive(Clone, Debug, Serialize)]
+pub struct Applied {
+    /// Interface.
+    pub iface: String,
+    /// The new generation (unchanged when nothing changed; with `dry_run`,
+    /// the number it would get).
+    pub generation: u64,
+    /// Nothing was published.
+    pub dry_run: bool,
+    /// Tables staged and published (`dispatch`, `global`, `tenant-<name>`).
+    pub changed: Vec<TableScope>,
+    /// Tenants removed.
+    pub removed: Vec<String>,
+    /// Witness packets run through the staged tables in the kernel.
+    pub preflight_packets: usize,
+    /// Tenants loaded.
+    pub tenants: usize,
+    /// Rules loaded (gateway and tenants).
+    pub rules: usize,
+    /// Kernel memory of the newly staged tables, bytes.
+    pub table_bytes: u64,
+    /// Validation warnings, rendered.
+    pub warnings: Vec<String>,
+}
+
+impl Applied {
+    /// Whether anything changed (or, in a dry run, would change).
+    pub fn changes_anything(&self) -> bool {
+        !(self.changed.is_empty() && self.removed.is_empty())
+    }
+}
+
+impl Interface {
+    /// Applies `source` as a new generation (see the module docs). Any
+    /// failure before publishing leaves the interface exactly as it was.
+    pub fn apply(
+        &mut self,
+        source: &RulesetSource,
+        opts: &ApplyOptions,
+    ) -> Result<Applied, ControlError> {
+        self.writable()?;
+        let span = tracing::info_span!(
+            "apply",
+            iface = self.name(),
+            source = %source.label().display(),
+            generation = self.state.generation + 1
+        );
+        let _entered = span.enter();
+        host::raise_open_file_limit();
+        let started = std::time::Instant::now();
+        let reason = opts.reason.as_str();
+        let files =
+            tracing::info_span!("read").in_scope(|| self.files_to_apply(source, &opts.tenants))?;
+        let parsed = tracing::info_span!("parse", files = files.len())
+            .in_scope(|| Ruleset::parse_files(&files))?;
+        let rs = tracing::info_span!("validate", tenants = parsed.tenants.len())
+            .in_scope(|| validate(parsed, &Config::default()))?;
+        let records = self.records()?;
+        let generation = self.state.generation + 1;
+        let interfaces = host::in_netns(self.netns.as_deref(), || Ok(host::interfaces()))?;
+        let image = tracing::info_span!("compile").in_scope(|| {
+            compile_with(
+                &rs,
+                &CompileOptions {
+                    interfaces,
+                    generation,
+                    plan: self.plan(&records),
+                    ..Default::default()
+                },
+            )
+        })?;
+        let live = &self.state.live;
+        let live_hashes = live_hashes(live, &records);
+        let mut manifest = Manifest::default();
+        let mut hashes = BTreeMap::new();
+        let mut pending: Vec<(TableScope, Slot)> = Vec::new();
+        let mut stage = |scope: TableScope, slot: Slot, cells: &[Cell], live_gen: Option<u64>| {
+            let h = content_hash(cells);
+            hashes.insert(scope.clone(), h);
+            if let Some(g) = live_gen
+                && live_hashes.get(&scope) == Some(&h)
+            {
+                return g;
+            }
+            pending.push((scope, slot));
+            generation
+        };
+        manifest.dispatch = Some(stage(
+            TableScope::Dispatch,
+            Slot::Dispatch,
+            &image.dispatch.cells,
+            live.dispatch,
+        ));
+        manifest.global = Some(stage(
+            TableScope::Global,
+            Slot::Global,
+            &image.global.cells,
+            live.global,
+        ));
+        for t in &image.tenants {
+            let live_t = live.tenants.get(&t.name).filter(|l| l.slot == t.index);
+            let g = stage(
+                TableScope::Tenant(t.name.clone()),
+                Slot::Tenant(t.index),
+                &t.table.cells,
+                live_t.map(|l| l.table),
+            );
+            manifest.tenants.insert(
+                t.name.clone(),
+                TenantRef {
+                    slot: t.index,
+                    table: g,
+                },
+            );
+        }
+        let removed: Vec<String> = live
+            .tenants
+            .keys()
+            .filter(|n| !manifest.tenants.contains_key(*n))
+            .cloned()
+            .collect();
+        let changed: Vec<TableScope> = pending.iter().map(|(s, _)| s.clone()).collect();
+        let rules =
+            rs.gateway().rules.len() + rs.tenants().iter().map(|t| t.rules.len()).sum::<usize>();
+        let mut warnings: Vec<String> = rs.warnings().iter().map(|d| d.render()).collect();
+        warnings.extend(preflight::unguarded_warning(&rs));
+        let mut applied = Applied {
+            iface: self.name().to_owned(),
+            generation: self.state.generation,
+            dry_run: opts.dry_run,
+            changed: changed.clone(),
+            removed: removed.clone(),
+            preflight_packets: 0,
+            tenants: image.tenants.len(),
+            rules,
+            table_bytes: 0,
+            warnings,
+        };
+        if !applied.changes_anything() {
+            tracing::info!("nothing changed");
+            return Ok(applied);
+        }
+
+        // Every changed table into the cell pool at once (one copy syscall;
+        // `PoolFull` before anything live changed when it does not fit).
+        let staged: Vec<(TableScope, Slot, StagedTable)> = {
+            let _s = tracing::info_span!("stage", tables = pending.len()).entered();
+            let cells_of = |slot: Slot| -> &[Cell] {
+                match slot {
+                    Slot::Dispatch => &image.dispatch.cells,
+                    Slot::Global => &image.global.cells,
+                    Slot::Tenant(i) => image
+                        .tenants
+                        .iter()
+                        .find(|t| t.index == i)
+                        .map_or(&[][..], |t| &t.table.cells),
+                }
+            };
+            let names: Vec<String> = pending.iter().map(|(s, _)| s.to_string()).collect();
+            let tables: Vec<(&str, &[Cell])> = pending
+                .iter()
+                .zip(&names)
+                .map(|((_, slot), name)| (name.as_str(), cells_of(*slot)))
+                .collect();
+            let made = self.pinned.stage_all(&tables)?;
+            pending
+                .into_iter()
+                .zip(made)
+                .map(|((scope, slot), table)| (scope, slot, table))
+                .collect()
+        };
+        let table_bytes = staged.iter().map(|(_, _, t)| t.bytes()).sum();
+        let counters = preflight::describe(&rs, &image);
+
+        crash_point("staged");
+        // Preflight against the staged tables, through the version serving
+        // packets of no tenant (tenants may be new: they get that one too).
+        let preflight_packets = {
+            let _s = tracing::info_span!("preflight").entered();
+            let version = self.pinned.version_of(None)?;
+            let mut probe = self.pinned.probe(version)?;
+            let overlays: Vec<(Slot, &StagedTable)> = staged
+                .iter()
+                .map(|(_, slot, table)| (*slot, table))
+                .collect();
+            probe.overlay_all(&overlays)?;
+            let index = crate::preflight::SlotIndex::from(&image);
+            let (n, mismatches) = crate::preflight::run(&probe, &rs, &index)?;
+            drop(probe);
+            tracing::info!(packets = n, mismatches = mismatches.len(), "preflight done");
+            if !mismatches.is_empty() {
+                let text = crate::preflight::report(&mismatches);
+                if !opts.dry_run {
+                    self.log(
+                        "aborted",
+                        None,
+                        format!(
+                            "{reason}{}preflight failed: {} packet(s) disagreed",
+                            if reason.is_empty() { "" } else { "; " },
+                            mismatches.len()
+                        ),
+                    )?;
+                }
+                return Err(ControlError::Preflight(text));
+            }
+            n
+        };
+        crash_point("preflighted");
+        applied.generation = generation;
+        applied.preflight_packets = preflight_packets;
+        applied.table_bytes = table_bytes;
+        if opts.dry_run {
+            return Ok(applied);
+        }
+
+        let publish = tracing::info_span!("publish", generation).entered();
+        // Keep the staged tables (pinned), record the generation, then publish.
+        // Pins of this generation number can only be orphans of an apply that
+        // died before recording it (never live): drop them first.
+        for (scope, g) in self.pinned.kept_tables()? {
+            if g == generation {
+                self.pinned.forget_table(&scope, g)?;
+            }
+        }
+        for (scope, _, table) in &staged {
+            self.pinned
+                .keep_table(&scope.to_string(), generation, table)?;
+        }
+        // The pins hold them now; don't hold a descriptor per table too.
+        drop(staged);
+        crash_point("kept");
+        let sources = files
+            .iter()
+            .map(|(p, text)| Ok((p.clone(), self.store.put_source(text)?)))
+            .collect::<Result<Vec<_>, ControlError>>()?;
+        let mut record = Record {
+            generation,
+            created: now(),
+            who: who(),
+            reason: reason.to_owned(),
+            source: source.label(),
+            sources,
+            changed: changed.clone(),
+            removed: removed.clone(),
+            manifest: manifest.clone(),
+            hashes,
+            counters: counters.into_iter().map(Into::into).collect(),
+            preflight_packets,
+            published: false,
+        };
+        self.store.write_record(&record)?;
+        self.state.generation = generation;
+        self.store.write_state(&mut self.state)?;
+        crash_point("recorded");
+        // Slots new in this generation may hold counts of a rule long gone.
+        let fresh: Vec<u32> = {
+            let held = self.plan(&records).reserved_counters;
+            record
+                .counters
+                .iter()
+                .map(|c| c.slot)
+                .filter(|s| !held.contains(s))
+                .collect()
+        };
+        self.pinned.reset_counters(&fresh)?;
+        self.transition(&manifest)?;
+        crash_point("flipped");
+        self.state.live = manifest;
+        self.state.live_generation = generation;
+        let changed_text: Vec<String> = changed.iter().map(ToString::to_string).collect();
+        self.push_event(
+            generation,
+            "apply",
+            None,
+            format!(
+                "{reason}{}changed: {}; removed: {}",
+                if reason.is_empty() { "" } else { "; " },
+                list_or_none(&changed_text),
+                list_or_none(&removed)
+            ),
+            Some(started.elapsed().as_millis() as u64),
+        );
+        self.store.write_state(&mut self.state)?;
+        record.published = true;
+        self.store.write_record(&record)?;
+        self.prune()?;
+        drop(publish);
+        Ok(applied)
+    }
+
+    /// The files to apply: all of `source`, or — with `tenants` — the live
+    /// files with those scopes taken from `source` (a listed tenant missing
+    /// from `source` is removed).
+    fn files_to_apply(
+        &self,
+        source: &RulesetSource,
+        tenants: &[String],
+    ) -> Result<Vec<(String, String)>, ControlError> {
+        let new = source.read()?;
+        if tenants.is_empty() {
+            return Ok(new);
+        }
+        let name_of = |path: &str| -> String {
+            Path::new(path)
+                .file_stem()
+                .and_then(|s| s.to_str())
+                .unwrap_or("")
+                .to_owned()
+        };
+        let live = self.live_files()?;
+        for t in tenants {
+            let known = new.iter().chain(&live).any(|(p, _)| name_of(p) == *t);
+            if !known {
+                return Err(ControlError::NotFound(format!(
+                    "unknown tenant {t:?}: neither live nor in {}",
+                    source.label().display()
+                )));
+            }
+        }
+        let listed = |path: &str| tenants.iter().any(|t| *t == name_of(path));
+        let mut files: Vec<(String, String)> =
+            live.into_iter().filter(|(p, _)| !listed(p)).collect();
+        files.extend(new.into_iter().filter(|(p, _)| listed(p)));
+        files.sort();
+        Ok(files)
+    }
+}
+
+/// Content hash of each live table, from the records that created them.
+fn live_hashes(live: &Manifest, records: &BTreeMap<u64, Record>) -> BTreeMap<TableScope, u64> {
+    manifest_tables(live)
+        .into_iter()
+        .filter_map(|(scope, g)| {
+            let h = records.get(&g)?.hashes.get(&scope)?;
+            Some((scope, *h))
+        })
+        .collect()
+}
+
+/// FNV-1a over a table's cells, with the header's generation number left out
+/// (it differs in every generation; the content is what matters).
+fn content_hash(cells: &[Cell]) -> u64 {
+    let mut h = fnv::FnvHasher::default();
+    let skip = std::mem::offset_of!(Header, generation) / 8;
+    for (i, c) in cells.iter().enumerate() {
+        for (w, v) in c.raw.iter().enumerate() {
+            h.write_u64(if i == 0 && w == skip { 0 } else { *v });
+        }
+    }
+    h.finish()
+}

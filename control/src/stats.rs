@@ -1,0 +1,121 @@
+//! Counters of an interface: outcomes and malformed reasons, and per tenant
+//! and per rule hits of the live ruleset.
+
+use fluxgate_dataplane::{CountersReport, Tables};
+use fluxgate_ruleset::Scope;
+use serde::Serialize;
+
+use crate::{ControlError, Interface};
+
+/// Hits of one rule or default.
+#[derive(Clone, Debug, Serialize)]
+pub struct RuleHits {
+    /// `gateway` or tenant.
+    pub scope: String,
+    /// 1-based position, 0 for the default action.
+    pub position: u32,
+    /// Rule id (hex) for rules.
+    pub rule: Option<String>,
+    /// The rule text.
+    pub text: String,
+    /// Packets counted.
+    pub packets: u64,
+    /// Bytes counted.
+    pub bytes: u64,
+}
+
+/// Per-tenant totals and per-rule hits of a loaded interface.
+#[derive(Clone, Debug, Serialize)]
+pub struct TenantStats {
+    /// Tenant name, or `gateway` for packets of no tenant.
+    pub tenant: String,
+    /// Packets passed.
+    pub passed: u64,
+    /// Packets dropped.
+    pub dropped: u64,
+    /// Bytes passed.
+    pub passed_bytes: u64,
+    /// Bytes dropped.
+    pub dropped_bytes: u64,
+    /// Rules of this scope (and its default), in order.
+    pub rules: Vec<RuleHits>,
+}
+
+/// Counters of one attached interface.
+#[derive(Clone, Debug, Serialize)]
+pub struct InterfaceStats {
+    /// Interface name.
+    pub iface: String,
+    /// Outcome and malformed-reason counters.
+    pub counters: CountersReport,
+    /// Per tenant (and `gateway`) and per rule hits of the live ruleset.
+    pub tenants: Vec<TenantStats>,
+}
+
+/// `stats` of every interface asked for.
+#[derive(Clone, Debug, Serialize)]
+pub struct StatsReport {
+    /// One entry per interface.
+    pub interfaces: Vec<InterfaceStats>,
+}
+
+impl Interface {
+    /// Outcome counters, and per-tenant and per-rule hits (only `tenant`'s
+    /// when given; `gateway`: the global rules and packets of no tenant).
+    pub fn stats(&mut self, tenant: Option<&str>) -> Result<InterfaceStats, ControlError> {
+        let counters = self.pinned.counters()?.report();
+        Ok(InterfaceStats {
+            iface: self.name().to_owned(),
+            counters,
+            tenants: self.tenant_stats(tenant)?,
+        })
+    }
+
+    /// Per-tenant and per-rule counters (only `tenant` when given).
+    pub fn tenant_stats(&mut self, tenant: Option<&str>) -> Result<Vec<TenantStats>, ControlError> {
+        let live = self.state.live.clone();
+        if live.global.is_none() {
+            return Ok(Vec::new());
+        }
+        if let Some(t) = tenant
+            && t != "gateway"
+        {
+            self.live_tenant_slot(t)?;
+        }
+        let slots = self.live_counters()?;
+        let scopes = std::iter::once((Scope::Gateway, None)).chain(
+            live.tenants
+                .iter()
+                .map(|(name, t)| (Scope::Tenant(name.clone()), Some(t.slot))),
+        );
+        let mut out = Vec::new();
+        for (scope, index) in scopes {
+            if tenant.is_some_and(|t| t != scope.as_str()) {
+                continue;
+            }
+            let (passed, dropped) = self.pinned.tenant_counters(index)?;
+            let mut rules = Vec::new();
+            for s in slots.iter().filter(|s| s.scope == scope) {
+                let c = self.pinned.rule_counters(s.slot, 1)?[0];
+                rules.push(RuleHits {
+                    scope: s.scope.to_string(),
+                    position: s.position,
+                    rule: s.rule.clone(),
+                    text: s.text.clone(),
+                    packets: c.packets,
+                    bytes: c.bytes,
+                });
+            }
+            rules.sort_by_key(|r| r.position);
+            out.push(TenantStats {
+                tenant: scope.to_string(),
+                passed: passed.packets,
+                dropped: dropped.packets,
+                passed_bytes: passed.bytes,
+                dropped_bytes: dropped.bytes,
+                rules,
+            });
+        }
+        Ok(out)
+    }
+}
