@@ -29,6 +29,7 @@ use tracing_subscriber::{EnvFilter, fmt::format::FmtSpan};
 
 fn main() -> Result<()> {
     tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
         .with_env_filter(
             EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
         )

@@ -5,6 +5,8 @@
 //! - `build`: setup, then build the eBPF object and every userspace crate.
 //! - `demo`:  build, then two namespaces + veth, real XDP, real traffic, counters.
 //! - `test`:  build, fmt/clippy checks, then every test (they need root).
+//! - `man`:   the man page and shell completions of the `fluxgate` CLI,
+//!   generated from its definition, into `target/dist/{man,completions}`.
 //!
 //! Deliberately no dependency on the other crates: `setup` must run before the
 //! eBPF toolchain exists.
@@ -49,8 +51,9 @@ fn main() -> ExitCode {
         Some("test") => setup()
             .and_then(|()| build())
             .and_then(|()| test(&args[1..])),
+        Some("man") => setup().and_then(|()| man()),
         _ => {
-            eprintln!("usage: cargo xtask <setup|build|demo|test [-- test args]>");
+            eprintln!("usage: cargo xtask <setup|build|demo|test [-- test args]|man>");
             return ExitCode::from(2);
         }
     };
@@ -196,8 +199,8 @@ fn bpffs() -> Result<()> {
     if !is_root() {
         bail!("bpffs is not mounted at /sys/fs/bpf; run `cargo xtask setup` as root");
     }
-    let started = step("setup: mounting bpffs at /sys/fs/bpf");
-    run(Command::new("mount").args(["-t", "bpf", "bpf", "/sys/fs/bpf"]))?;
+    let started = step("setup: mounting bpffs at /sys/fs/bpf (mode 0700, as systemd does)");
+    run(Command::new("mount").args(["-t", "bpf", "-o", "mode=0700", "bpf", "/sys/fs/bpf"]))?;
     done(started);
     Ok(())
 }
@@ -242,6 +245,32 @@ fn demo() -> Result<()> {
         "--example",
         "demo",
     ]))
+}
+
+/// Writes `fluxgate.1` and bash / zsh / fish completions, generated from the
+/// CLI's own definition (`fluxgate generate`), into `target/dist`.
+fn man() -> Result<()> {
+    let dist = workspace_root().join("target").join("dist");
+    for (what, dir) in [("man", "man"), ("completions", "completions")] {
+        let started = step(&format!("man: {what} into target/dist/{dir}"));
+        run(cargo()
+            .args([
+                "run",
+                "--quiet",
+                "-p",
+                "fluxgate-control",
+                "--bin",
+                "fluxgate",
+                "--",
+            ])
+            .args(["generate", what])
+            .arg(dist.join(dir)))?;
+        done(started);
+    }
+    eprintln!(
+        "xtask: install with: install -Dm644 target/dist/man/fluxgate.1 /usr/local/share/man/man1/fluxgate.1"
+    );
+    Ok(())
 }
 
 fn test(extra: &[String]) -> Result<()> {
