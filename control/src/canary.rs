@@ -118,11 +118,82 @@ impl Interface {
             .collect();
         let gateway_wide =
             applied.changed.iter().any(TableScope::is_gateway_wide) || !applied.removed.is_empty();
-        let _watch = tracing::info_span!("watch", tenants = affected.len()).entered();
+        let watch = tracing::info_span!("watch", tenants = affected.len()).entered();
         let started = Instant::now();
-        let mut last = self.sample(&watched)?;
+        // An error while watching is a verdict too: the change was never
+        // judged healthy, so it goes back like a regression.
+        let reason = match self.watch(&watched, &affected, &baseline, health, cancel) {
+            Ok(reason) => reason,
+            Err(e) => Some(format!("the canary could not watch: {e}")),
+        };
+        drop(watch);
+        let watched_secs = started.elapsed().as_secs_f64();
+        let Some(why) = reason else {
+            self.note(
+                "canary-passed",
+                format!(
+                    "generation {} healthy for {watched_secs:.1} s",
+                    applied.generation
+                ),
+            )?;
+            return Ok(CanaryOutcome {
+                applied,
+                rolled_back: false,
+                reason: None,
+                watched: watched_secs,
+            });
+        };
+        // Back to exactly what was live before: the whole mix captured then
+        // (tenants rolled back one by one earlier stay where they were), or
+        // only the affected tenants when nothing gateway-wide changed and
+        // none of them is new. Before the first apply that is nothing at all.
+        let new_tenant = affected.iter().any(|t| !previous.tenants.contains_key(t));
+        let target = if gateway_wide || new_tenant {
+            previous
+        } else {
+            let mut m = self.state.live.clone();
+            for t in &affected {
+                if let Some(r) = previous.tenants.get(t) {
+                    m.tenants.insert(t.clone(), *r);
+                }
+            }
+            m
+        };
+        let live_generation = if gateway_wide || new_tenant {
+            previous_generation
+        } else {
+            self.state.live_generation
+        };
+        self.restore(
+            &target,
+            live_generation,
+            "canary-rollback",
+            format!(
+                "generation {} rolled back after {watched_secs:.1} s: {why}",
+                applied.generation
+            ),
+        )?;
+        Ok(CanaryOutcome {
+            applied,
+            rolled_back: true,
+            reason: Some(why),
+            watched: watched_secs,
+        })
+    }
+
+    /// Watches `affected` for `health.window`; the first regression, or
+    /// `None` when healthy throughout.
+    fn watch(
+        &mut self,
+        watched: &[String],
+        affected: &[String],
+        baseline: &BTreeMap<String, (f64, Option<f64>)>,
+        health: &Health,
+        cancel: &Cancel,
+    ) -> Result<Option<String>, ControlError> {
+        let started = Instant::now();
+        let mut last = self.sample(watched)?;
         let mut last_at = Instant::now();
-        let mut reason = None;
         while started.elapsed() < health.window {
             sleep_unless_cancelled(
                 health
@@ -131,82 +202,28 @@ impl Interface {
                 cancel,
             );
             if cancel.is_cancelled() {
-                reason = Some("cancelled while watching (interrupted)".into());
-                break;
+                return Ok(Some("cancelled while watching (interrupted)".into()));
             }
-            let now = self.sample(&watched)?;
+            let now = self.sample(watched)?;
             let now_at = Instant::now();
             let current = rates(&last, &now, now_at - last_at);
             (last, last_at) = (now, now_at);
-            reason = regression(&baseline, &current, &affected, health);
-            if reason.is_none() {
-                let mismatches = self.live_preflight()?;
-                if let Some(m) = mismatches.first() {
-                    reason = Some(format!(
-                        "guard probe failed on the live tables: `{}` ({}) expected {}, kernel {}",
-                        m.packet, m.scope, m.expected, m.got
-                    ));
-                }
+            if let Some(why) = regression(baseline, &current, affected, health) {
+                return Ok(Some(why));
             }
-            if reason.is_none()
-                && let Some(cmd) = &health.command
+            if let Some(m) = self.live_preflight()?.first() {
+                return Ok(Some(format!(
+                    "guard probe failed on the live tables: `{}` ({}) expected {}, kernel {}",
+                    m.packet, m.scope, m.expected, m.got
+                )));
+            }
+            if let Some(cmd) = &health.command
+                && let Some(why) = run_health_command(cmd, health.command_timeout, cancel)
             {
-                reason = run_health_command(cmd, health.command_timeout, cancel);
-            }
-            if reason.is_some() {
-                break;
+                return Ok(Some(why));
             }
         }
-        let watched_secs = started.elapsed().as_secs_f64();
-        match reason {
-            None => {
-                self.note(
-                    "canary-passed",
-                    format!(
-                        "generation {} healthy for {watched_secs:.1} s",
-                        applied.generation
-                    ),
-                )?;
-                Ok(CanaryOutcome {
-                    applied,
-                    rolled_back: false,
-                    reason: None,
-                    watched: watched_secs,
-                })
-            }
-            Some(why) => {
-                if gateway_wide && previous_generation > 0 {
-                    self.rollback(None, Some(previous_generation))?;
-                } else {
-                    for t in &affected {
-                        match previous.tenants.get(t) {
-                            Some(r) => {
-                                self.rollback(Some(t), Some(r.table))?;
-                            }
-                            // A new tenant: the whole gateway goes back.
-                            None if previous_generation > 0 => {
-                                self.rollback(None, Some(previous_generation))?;
-                                break;
-                            }
-                            None => {}
-                        }
-                    }
-                }
-                self.note(
-                    "canary-rollback",
-                    format!(
-                        "generation {} rolled back after {watched_secs:.1} s: {why}",
-                        applied.generation
-                    ),
-                )?;
-                Ok(CanaryOutcome {
-                    applied,
-                    rolled_back: true,
-                    reason: Some(why),
-                    watched: watched_secs,
-                })
-            }
-        }
+        Ok(None)
     }
 
     /// Passed / dropped packets of each of `tenants`.
@@ -237,9 +254,17 @@ fn sleep_unless_cancelled(d: Duration, cancel: &Cancel) {
 }
 
 /// Runs the health command; `Some(why)` when it fails, times out (it is
-/// killed then) or cannot start.
+/// killed then, with everything it started) or cannot start.
 fn run_health_command(cmd: &str, timeout: Duration, cancel: &Cancel) -> Option<String> {
-    let mut child = match Command::new("sh").arg("-c").arg(cmd).spawn() {
+    use std::os::unix::process::CommandExt as _;
+    // Its own process group, so a timeout kills what the shell started too
+    // (a `sleep` left behind would hold our stdout open).
+    let mut child = match Command::new("sh")
+        .arg("-c")
+        .arg(cmd)
+        .process_group(0)
+        .spawn()
+    {
         Ok(c) => c,
         Err(e) => return Some(format!("health command `{cmd}` cannot start: {e}")),
     };
@@ -249,6 +274,10 @@ fn run_health_command(cmd: &str, timeout: Duration, cancel: &Cancel) -> Option<S
             Ok(Some(status)) if status.success() => return None,
             Ok(Some(status)) => return Some(format!("health command `{cmd}` failed ({status})")),
             Ok(None) if started.elapsed() >= timeout || cancel.is_cancelled() => {
+                if let Ok(pgid) = i32::try_from(child.id()) {
+                    // SAFETY: signalling the process group we created.
+                    let _best_effort = unsafe { libc::kill(-pgid, libc::SIGKILL) };
+                }
                 let _best_effort = child.kill();
                 let _reap = child.wait();
                 return Some(format!(

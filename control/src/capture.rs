@@ -37,7 +37,8 @@ pub struct CaptureOptions {
     pub rule: Option<String>,
     /// Keep one packet in N (kernel side).
     pub sample: u32,
-    /// At most N packets per second per CPU (kernel side; 0: unlimited).
+    /// At most N packets per second per CPU (kernel side; at least 1, so a
+    /// capture can never flood the reader).
     pub rate: u32,
     /// Bytes per packet (at most 256).
     pub snaplen: u32,
@@ -108,6 +109,11 @@ impl Interface {
                     ))
                 })?,
         };
+        if opts.rate == 0 {
+            return Err(ControlError::Usage(
+                "a capture needs a rate limit of at least 1 packet per second".into(),
+            ));
+        }
         let snaplen = if opts.snaplen == 0 {
             CAPTURE_SNAPLEN as u32
         } else {

@@ -498,6 +498,31 @@ impl Interface {
         })
     }
 
+    /// Makes `to` live (one flip per scope that differs; an empty manifest
+    /// empties every slot, as before the first apply), records it as
+    /// `live_generation`, and logs `what` with `detail`.
+    pub(crate) fn restore(
+        &mut self,
+        to: &Manifest,
+        live_generation: u64,
+        what: &str,
+        detail: String,
+    ) -> Result<Vec<String>, ControlError> {
+        let started = std::time::Instant::now();
+        let flipped = self.transition(to)?;
+        self.state.live = to.clone();
+        self.state.live_generation = live_generation;
+        self.push_event(
+            live_generation,
+            what,
+            None,
+            format!("{detail}; flipped {}", list_or_none(&flipped)),
+            Some(started.elapsed().as_millis() as u64),
+        );
+        self.store.write_state(&mut self.state)?;
+        Ok(flipped)
+    }
+
     /// Forgets generations beyond the newest [`RETAIN`], except those the live
     /// manifest (or a kept generation) still uses; unpins unused tables.
     pub(crate) fn prune(&mut self) -> Result<(), ControlError> {

@@ -162,24 +162,63 @@ pub fn render(gateway: &Gateway) -> Result<String, ControlError> {
     Ok(out)
 }
 
-/// Serves `GET /metrics` on `listener` until the process is stopped; one
-/// request at a time, each answered from a fresh read of the kernel.
+/// Most requests answered at once; more wait in the listen backlog.
+const MAX_CLIENTS: usize = 16;
+/// The whole request (line and headers) must arrive within this time.
+const REQUEST_DEADLINE: Duration = Duration::from_secs(5);
+/// Writing the answer must finish within this time.
+const WRITE_DEADLINE: Duration = Duration::from_secs(30);
+/// Longest request head read; a longer one is refused (431).
+const MAX_REQUEST: usize = 8192;
+
+/// Serves `GET /metrics` on `listener` until the process is stopped. Each
+/// request is answered on a thread of its own (at most [`MAX_CLIENTS`] at
+/// once) from a fresh read of the kernel; a client gets
+/// [`REQUEST_DEADLINE`] for its whole request and [`WRITE_DEADLINE`] to take
+/// the answer, so a slow or silent client only loses its own request. An
+/// `accept` error is logged and serving goes on.
 pub fn serve(listener: &TcpListener, gateway: &Gateway) -> ControlError {
-    loop {
-        let (stream, _) = match listener.accept() {
-            Ok(s) => s,
-            Err(e) => return ControlError::State(format!("metrics listener failed: {e}")),
-        };
-        // A client that misbehaves only loses its own request.
-        let _ = answer(stream, gateway);
-    }
+    let busy = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    std::thread::scope(|scope| {
+        loop {
+            let stream = match listener.accept() {
+                Ok((stream, _)) => stream,
+                Err(e) => {
+                    // EMFILE, ECONNABORTED…: transient; never stop serving.
+                    tracing::warn!("metrics: accept failed: {e}");
+                    std::thread::sleep(Duration::from_millis(100));
+                    continue;
+                }
+            };
+            while busy.load(std::sync::atomic::Ordering::Acquire) >= MAX_CLIENTS {
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            busy.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+            let busy = std::sync::Arc::clone(&busy);
+            scope.spawn(move || {
+                if let Err(e) = answer(stream, gateway) {
+                    tracing::debug!("metrics: client dropped: {e}");
+                }
+                busy.fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
+            });
+        }
+    })
 }
 
-fn answer(mut stream: TcpStream, gateway: &Gateway) -> std::io::Result<()> {
-    stream.set_read_timeout(Some(Duration::from_secs(5)))?;
-    let mut buf = [0u8; 8192];
+/// Reads the request head within [`REQUEST_DEADLINE`] (`None`: too long).
+fn read_head(stream: &mut TcpStream) -> std::io::Result<Option<String>> {
+    let deadline = std::time::Instant::now() + REQUEST_DEADLINE;
+    let mut buf = vec![0u8; MAX_REQUEST];
     let mut len = 0;
-    while len < buf.len() {
+    loop {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        if left.is_zero() {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                "request deadline",
+            ));
+        }
+        stream.set_read_timeout(Some(left))?;
         let n = stream.read(&mut buf[len..])?;
         if n == 0 {
             break;
@@ -188,26 +227,39 @@ fn answer(mut stream: TcpStream, gateway: &Gateway) -> std::io::Result<()> {
         if buf[..len].windows(4).any(|w| w == b"\r\n\r\n") {
             break;
         }
+        if len == buf.len() {
+            return Ok(None);
+        }
     }
-    let request = String::from_utf8_lossy(&buf[..len]);
-    let mut words = request.split_whitespace();
-    let (method, path) = (words.next().unwrap_or(""), words.next().unwrap_or(""));
-    let (status, ctype, body) = if method != "GET" {
-        (
-            "405 Method Not Allowed",
+    Ok(Some(String::from_utf8_lossy(&buf[..len]).into_owned()))
+}
+
+fn answer(mut stream: TcpStream, gateway: &Gateway) -> std::io::Result<()> {
+    stream.set_write_timeout(Some(WRITE_DEADLINE))?;
+    let (status, ctype, body) = match read_head(&mut stream)? {
+        None => (
+            "431 Request Header Fields Too Large",
             "text/plain",
-            "GET only\n".to_owned(),
-        )
-    } else if path != "/metrics" {
-        ("404 Not Found", "text/plain", "see /metrics\n".to_owned())
-    } else {
-        match render(gateway) {
-            Ok(body) => (
-                "200 OK",
-                "application/openmetrics-text; version=1.0.0; charset=utf-8",
-                body,
-            ),
-            Err(e) => ("500 Internal Server Error", "text/plain", format!("{e}\n")),
+            "request too large\n".to_owned(),
+        ),
+        Some(request) => {
+            let mut words = request.split_whitespace();
+            match (words.next().unwrap_or(""), words.next().unwrap_or("")) {
+                ("GET", "/metrics") => match render(gateway) {
+                    Ok(body) => (
+                        "200 OK",
+                        "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                        body,
+                    ),
+                    Err(e) => ("500 Internal Server Error", "text/plain", format!("{e}\n")),
+                },
+                ("GET", _) => ("404 Not Found", "text/plain", "see /metrics\n".to_owned()),
+                _ => (
+                    "405 Method Not Allowed",
+                    "text/plain",
+                    "GET only\n".to_owned(),
+                ),
+            }
         }
     };
     write!(
@@ -215,5 +267,17 @@ fn answer(mut stream: TcpStream, gateway: &Gateway) -> std::io::Result<()> {
         "HTTP/1.0 {status}\r\nContent-Type: {ctype}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
         body.len()
     )?;
-    stream.flush()
+    stream.flush()?;
+    // A lingering close: a client whose request we did not read to the end
+    // (431) would otherwise get a reset that can discard our answer.
+    stream.shutdown(std::net::Shutdown::Write)?;
+    stream.set_read_timeout(Some(Duration::from_millis(200)))?;
+    let mut sink = [0u8; 4096];
+    for _ in 0..64 {
+        match stream.read(&mut sink) {
+            Ok(0) | Err(_) => break,
+            Ok(_) => {}
+        }
+    }
+    Ok(())
 }

@@ -197,6 +197,39 @@ fn metrics_are_scraped_over_http_with_per_tenant_and_per_rule_counters() {
         out
     };
     assert!(not_found.starts_with("HTTP/1.0 404"), "{not_found}");
+
+    // Slow and malicious clients only lose their own requests: one that
+    // dribbles a byte and stalls, one that never sends, one that sends an
+    // endless header. A normal scrape beside them is answered at once.
+    use std::io::{Read, Write};
+    let mut slow = std::net::TcpStream::connect(&addr).expect("connect");
+    slow.write_all(b"G").expect("one byte");
+    let silent = std::net::TcpStream::connect(&addr).expect("connect");
+    let mut huge = std::net::TcpStream::connect(&addr).expect("connect");
+    let _ = huge.write_all(&vec![b'a'; 64 * 1024]);
+    let started = std::time::Instant::now();
+    assert!(scrape(&addr).starts_with("HTTP/1.0 200 OK"));
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(3),
+        "not held up by the slow clients"
+    );
+    let mut refused = String::new();
+    let _ = huge.read_to_string(&mut refused);
+    assert!(refused.starts_with("HTTP/1.0 431"), "{refused}");
+    // The stalled client is cut off at the request deadline, not held for hours.
+    slow.set_read_timeout(Some(std::time::Duration::from_secs(10)))
+        .expect("timeout");
+    let mut rest = Vec::new();
+    let cut = slow.read_to_end(&mut rest);
+    assert!(
+        cut.is_ok() && rest.is_empty(),
+        "closed without an answer: {cut:?}"
+    );
+    drop(silent);
+    assert!(
+        scrape(&addr).starts_with("HTTP/1.0 200 OK"),
+        "still serving"
+    );
 }
 
 #[test]

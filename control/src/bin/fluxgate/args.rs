@@ -332,8 +332,8 @@ pub struct CaptureArgs {
     /// Keep one dropped packet in N.
     #[arg(long, default_value_t = 1)]
     pub sample: u32,
-    /// At most N packets per second per CPU (0: unlimited).
-    #[arg(long, default_value_t = 1000)]
+    /// At most N packets per second per CPU (1 to 1000000).
+    #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
     pub rate: u32,
     /// Bytes kept per packet (at most 256).
     #[arg(long, default_value_t = 256)]
