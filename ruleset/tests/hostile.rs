@@ -1,0 +1,176 @@
+//! Tenant files a customer wrote (issue 24): the loader and validation must
+//! refuse what is not a readable regular file in the ruleset directory, bound
+//! what they read and build, and never quote more than a short excerpt of input.
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU32, Ordering};
+
+use fluxgate_ruleset::{Config, Diag, ErrorKind, Errors, MAX_FILE_BYTES, Ruleset, validate};
+
+/// A scratch directory under the system temp dir, removed on drop.
+struct Scratch(PathBuf);
+
+impl Scratch {
+    fn new(what: &str) -> Scratch {
+        static N: AtomicU32 = AtomicU32::new(0);
+        let dir = std::env::temp_dir().join(format!(
+            "fluxgate-hostile-{what}-{}-{}",
+            std::process::id(),
+            N.fetch_add(1, Ordering::Relaxed)
+        ));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("mkdir");
+        Scratch(dir)
+    }
+
+    fn path(&self, name: &str) -> PathBuf {
+        self.0.join(name)
+    }
+
+    fn write(&self, name: &str, text: impl AsRef<[u8]>) -> PathBuf {
+        let p = self.path(name);
+        std::fs::write(&p, text).expect("write");
+        p
+    }
+
+    /// A ruleset directory with gateway.fg and one valid tenant `acme`.
+    fn ruleset(what: &str) -> Scratch {
+        let s = Scratch::new(what);
+        s.write("gateway.fg", "default drop\n");
+        s.write("acme.fg", ACME);
+        s
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+const ACME: &str = "tenant acme\nprefix 203.0.113.0/24\ndefault drop\nproto tcp dport 443 pass\n";
+
+/// A fake secret outside the ruleset directory; its first line looks like a
+/// rule keyword would (as /etc/shadow's did in the report).
+const SECRET: &str = "root:$6$s3cr3t-hash-never-shown$abcdef:20228:0:99999:7:::\n";
+
+fn load_err(dir: &Path) -> Errors {
+    match Ruleset::load_dir(dir) {
+        Ok(rs) => panic!(
+            "loaded {} tenant(s), but the directory should be refused",
+            rs.tenants.len()
+        ),
+        Err(e) => e,
+    }
+}
+
+/// Everything a user or a log could see of `e`.
+fn shown(e: &Errors) -> String {
+    let messages: Vec<String> = e.errors.iter().map(ToString::to_string).collect();
+    format!("{}\n{}", e.render(), messages.join("\n"))
+}
+
+fn only_error(e: &Errors) -> &Diag {
+    assert_eq!(e.errors.len(), 1, "{}", shown(e));
+    &e.errors[0]
+}
+
+fn file_name(d: &Diag) -> &str {
+    Path::new(&d.location.file)
+        .file_name()
+        .and_then(|n| n.to_str())
+        .unwrap_or("")
+}
+
+#[test]
+fn a_dangling_link_named_like_a_tenant_file_is_an_error_not_a_removed_tenant() {
+    let s = Scratch::ruleset("dangling");
+    std::os::unix::fs::symlink(s.path("nowhere.txt"), s.path("bob.fg")).expect("symlink");
+    let e = load_err(&s.0);
+    let d = only_error(&e);
+    assert_eq!((d.kind, file_name(d)), (ErrorKind::Io, "bob.fg"), "{d}");
+    assert!(d.message.contains("symbolic link"), "{d}");
+}
+
+#[test]
+fn a_directory_or_fifo_named_like_a_tenant_file_is_an_error() {
+    let s = Scratch::ruleset("dir");
+    std::fs::create_dir(s.path("bob.fg")).expect("mkdir");
+    let e = load_err(&s.0);
+    let d = only_error(&e);
+    assert_eq!(file_name(d), "bob.fg", "{d}");
+    assert!(d.message.contains("a directory"), "{d}");
+
+    // A FIFO: refused without opening it (an open would wait for a writer).
+    let s = Scratch::ruleset("fifo");
+    let made = std::process::Command::new("mkfifo")
+        .arg(s.path("carol.fg"))
+        .status()
+        .expect("mkfifo runs");
+    assert!(made.success());
+    let d = only_error(&load_err(&s.0)).clone();
+    assert_eq!(file_name(&d), "carol.fg", "{d}");
+    assert!(d.message.contains("FIFO"), "{d}");
+}
+
+#[test]
+fn links_are_refused_and_their_targets_never_read() {
+    let outside = Scratch::new("outside");
+    let secret = outside.write("shadow", SECRET);
+    let s = Scratch::ruleset("links");
+    std::os::unix::fs::symlink(&secret, s.path("x.fg")).expect("symlink");
+    // A link to a file inside the directory is refused too (see read_dir_files).
+    std::os::unix::fs::symlink(s.path("acme.fg"), s.path("y.fg")).expect("symlink");
+    std::os::unix::fs::symlink("/proc/self/environ", s.path("z.fg")).expect("symlink");
+    let e = load_err(&s.0);
+    let names: Vec<&str> = e.errors.iter().map(file_name).collect();
+    assert_eq!(names, ["x.fg", "y.fg", "z.fg"], "{}", shown(&e));
+    let text = shown(&e);
+    for leaked in ["s3cr3t", "root:", "20228"] {
+        assert!(!text.contains(leaked), "`{leaked}` leaked:\n{text}");
+    }
+}
+
+#[test]
+fn a_file_over_the_size_limit_is_refused_without_reading_it() {
+    let s = Scratch::ruleset("huge");
+    // Sparse: the size is reported, nothing is written.
+    let f = std::fs::File::create(s.path("bob.fg")).expect("create");
+    f.set_len(MAX_FILE_BYTES + 1).expect("set_len");
+    let e = load_err(&s.0);
+    let d = only_error(&e);
+    assert_eq!(file_name(d), "bob.fg", "{d}");
+    assert!(d.message.contains("larger than"), "{d}");
+    // At the limit it is read (and then fails to parse: all zero bytes).
+    f.set_len(MAX_FILE_BYTES).expect("set_len");
+    let e = load_err(&s.0);
+    assert!(e.errors.iter().all(|d| file_name(d) == "bob.fg"));
+    assert!(!e.errors.iter().any(|d| d.message.contains("larger than")));
+}
+
+#[test]
+fn a_byte_order_mark_is_skipped() {
+    let s = Scratch::ruleset("bom");
+    s.write("bob.fg", format!("\u{feff}tenant bob\nprefix 198.51.100.0/24\ndefault drop\n"));
+    let rs = Ruleset::load_dir(&s.0).expect("a file starting with a BOM loads");
+    let rs = validate(rs, &Config::default()).expect("valid");
+    assert_eq!(rs.tenants().len(), 2);
+    // Columns on the first line count from after the mark.
+    let e = Ruleset::parse_files(&[("gateway.fg", "\u{feff}default dorp\n")]).unwrap_err();
+    assert_eq!(e.errors[0].location.to_string(), "gateway.fg:1:9");
+}
+
+#[test]
+fn text_that_is_not_utf8_is_an_error_at_the_first_bad_byte() {
+    let s = Scratch::ruleset("latin1");
+    s.write(
+        "bob.fg",
+        b"tenant bob\nprefix 198.51.100.0/24\ndefault drop\nproto tcp dport 80 pass # caf\xe9\n",
+    );
+    let e = load_err(&s.0);
+    let d = only_error(&e);
+    assert_eq!(file_name(d), "bob.fg");
+    // `proto tcp dport 80 pass # caf` is 29 characters.
+    assert_eq!(d.location.position(), Some((4, 30)), "{d}");
+    assert!(d.message.contains("0xe9"), "{d}");
+}
