@@ -19,7 +19,7 @@ use std::net::{IpAddr, Ipv4Addr};
 
 use ipnet::{IpNet, Ipv4Net};
 
-use crate::error::{ErrorKind, Errors, SourceMap};
+use crate::error::{ErrorKind, Errors, SourceMap, excerpt};
 use crate::model::{
     Action, Gateway, Match, PortItem, PortRange, PrefixItem, Proto, Rule, RuleId, RuleSpans,
     Ruleset, Scope, Span, TcpFlags, Verdict, assign_ids,
@@ -184,7 +184,7 @@ pub fn parse_filters(path: &str, text: &str) -> Result<Vec<Filter>, Errors> {
                 ls,
                 offset(line, f),
                 f.len(),
-                format!("bad {what} `{f}`"),
+                format!("bad {what} `{}`", excerpt(f)),
             )
         };
         let net = |f: &str| f.parse::<Ipv4Net>().map_err(|_| bad(f, "IPv4 prefix"));
@@ -314,7 +314,7 @@ pub fn parse_trace(path: &str, text: &str) -> Result<Vec<TraceEntry>, Errors> {
                     ls,
                     offset(line, f),
                     f.len(),
-                    format!("bad number `{f}`"),
+                    format!("bad number `{}`", excerpt(f)),
                 )
             })
         };

@@ -3,7 +3,7 @@
 
 use ipnet::IpNet;
 
-use crate::error::{Diag, ErrorKind, SourceMap};
+use crate::error::{Diag, ErrorKind, SourceMap, excerpt};
 use crate::lexer::{Tok, Token, lex};
 pub(crate) use crate::literal::{
     FLAG_LETTERS, check_ident, parse_flags, parse_port_range, parse_prefix, parse_proto, parse_u32,
@@ -106,7 +106,7 @@ impl<'a> Parser<'a> {
             Tok::End => "end of line".to_owned(),
             _ => format!(
                 "`{}`",
-                self.src.get(t.start as usize..t.end as usize).unwrap_or("")
+                excerpt(self.src.get(t.start as usize..t.end as usize).unwrap_or(""))
             ),
         };
         self.err(
@@ -312,7 +312,10 @@ impl<'a> Parser<'a> {
                 return Err(self.err(
                     ErrorKind::Syntax,
                     s,
-                    format!("expected `pass` or `drop` after `default`, found `{w}`"),
+                    format!(
+                        "expected `pass` or `drop` after `default`, found `{}`",
+                        excerpt(w)
+                    ),
                 ));
             }
         };
@@ -348,7 +351,10 @@ impl<'a> Parser<'a> {
                 return Err(self.err(
                     ErrorKind::Syntax,
                     s,
-                    format!("expected `pass` or `drop` after the guard packet, found `{w}`"),
+                    format!(
+                        "expected `pass` or `drop` after the guard packet, found `{}`",
+                        excerpt(w)
+                    ),
                 ));
             }
         };
@@ -517,7 +523,7 @@ impl<'a> Parser<'a> {
             self.err(
                 ErrorKind::Syntax,
                 s,
-                format!("expected {what}, found `{w}`"),
+                format!("expected {what}, found `{}`", excerpt(w)),
             )
         })?;
         if n > max {
@@ -582,9 +588,10 @@ impl<'a> Parser<'a> {
                         ErrorKind::Syntax,
                         kspan,
                         format!(
-                            "unknown keyword `{kw}`; a rule is made of iif, vlan, saddr, daddr, \
+                            "unknown keyword `{}`; a rule is made of iif, vlan, saddr, daddr, \
                              proto, sport, dport, flags, icmp-type, icmp-code, then pass, drop \
-                             or count"
+                             or count",
+                            excerpt(kw)
                         ),
                     ));
                 }

@@ -8,7 +8,7 @@ use std::net::IpAddr;
 use ipnet::IpNet;
 
 use crate::config::Config;
-use crate::error::{Diag, ErrorKind, Errors, Severity, SourceMap};
+use crate::error::{Diag, ErrorKind, Errors, Severity, SourceMap, excerpt};
 use crate::model::{
     Gateway, Match, NamedSet, PortItem, PortRange, PrefixItem, Proto, Rule, Ruleset, SetElems,
     Span, Tenant,
@@ -202,7 +202,7 @@ fn tenant_names(cx: &mut Ctx<'_>, tenants: &[Tenant]) {
                 .error(
                     ErrorKind::DuplicateTenant,
                     t.spans.name,
-                    format!("tenant `{}` is declared twice", t.name),
+                    format!("tenant `{}` is declared twice", excerpt(&t.name)),
                 )
                 .with_related(cx.map, first, "first declared here");
             cx.errors.push(d);
@@ -288,7 +288,7 @@ fn sets_by_name<'a>(cx: &mut Ctx<'_>, sets: &'a [NamedSet], outer: Option<&Sets<
                 .error(
                     ErrorKind::DuplicateSet,
                     s.span,
-                    format!("set `{}` is already defined", s.name),
+                    format!("set `{}` is already defined", excerpt(&s.name)),
                 )
                 .with_related(cx.map, prev.span, "first defined here");
             cx.errors.push(d);
@@ -344,12 +344,15 @@ fn resolve_prefixes(
                 Some(SetElems::Ports(_)) => cx.error(
                     ErrorKind::SetTypeMismatch,
                     span,
-                    format!("set `@{name}` holds ports, but an address list needs prefixes"),
+                    format!(
+                        "set `@{}` holds ports, but an address list needs prefixes",
+                        excerpt(&name)
+                    ),
                 ),
                 None => cx.error(
                     ErrorKind::UnknownSet,
                     span,
-                    format!("no set named `@{name}`"),
+                    format!("no set named `@{}`", excerpt(&name)),
                 ),
             },
         }
@@ -374,12 +377,15 @@ fn resolve_ports(
                     Some(SetElems::Prefixes(_)) => cx.error(
                         ErrorKind::SetTypeMismatch,
                         span,
-                        format!("set `@{name}` holds prefixes, but a port list needs ports"),
+                        format!(
+                            "set `@{}` holds prefixes, but a port list needs ports",
+                            excerpt(&name)
+                        ),
                     ),
                     None => cx.error(
                         ErrorKind::UnknownSet,
                         span,
-                        format!("no set named `@{name}`"),
+                        format!("no set named `@{}`", excerpt(&name)),
                     ),
                 },
             }
@@ -429,7 +435,10 @@ fn check_rule(
             cx.error(
                 ErrorKind::Syntax,
                 at(sp.iif),
-                format!("interface name {i:?} must be 1 to 15 printable characters without `\"`"),
+                format!(
+                    "interface name `{}` must be 1 to 15 printable characters without `\"`",
+                    excerpt(i)
+                ),
             );
         }
     }

@@ -174,3 +174,43 @@ fn text_that_is_not_utf8_is_an_error_at_the_first_bad_byte() {
     assert_eq!(d.location.position(), Some((4, 30)), "{d}");
     assert!(d.message.contains("0xe9"), "{d}");
 }
+
+#[test]
+fn errors_quote_at_most_a_short_printable_excerpt_of_unknown_input() {
+    let long = "Q".repeat(5000);
+    let cases = [
+        format!("default drop\n{long} drop\n"),           // unknown keyword
+        format!("default {long}\n"),                      // found `…`
+        format!("default drop\nproto {long} drop\n"),     // unknown protocol
+        format!("default drop\nsaddr {long} drop\n"),     // not an address
+        format!("default drop\nproto tcp dport {long} drop\n"),
+        format!("default drop\nvlan {long} drop\n"),
+        format!("default drop\nproto tcp flags {long} drop\n"),
+        format!("default drop\nguard \"tcp {long}\" pass\n"),
+        format!("default drop\nsaddr @{} drop\n", "a".repeat(5000)),
+        format!("default drop\nset {long} {{ 80 }}\n"),
+    ];
+    for text in &cases {
+        let e = match Ruleset::parse_files(&[("gateway.fg", text.as_str())]) {
+            Ok(rs) => match validate(rs, &Config::default()) {
+                Ok(_) => panic!("accepted: {}", &text[..60]),
+                Err(e) => e,
+            },
+            Err(e) => e,
+        };
+        for d in &e.errors {
+            assert!(d.message.len() < 400, "{}", d.message);
+            assert!(!d.message.contains(&"Q".repeat(40)), "{}", d.message);
+            assert!(!d.message.contains(&"a".repeat(40)), "{}", d.message);
+            // The long line itself is not shown under the caret either.
+            assert!(d.render().len() < 1000, "{}", d.render());
+        }
+    }
+    // Control characters (a terminal escape) are escaped, in the message and the render.
+    let e = Ruleset::parse_files(&[("gateway.fg", "default drop\n\u{1b}[2Jroot drop\n")])
+        .unwrap_err();
+    let d = &e.errors[0];
+    assert!(d.message.contains("`\\u{1b}[2Jroot`"), "{}", d.message);
+    assert!(!d.render().contains('\u{1b}'), "{}", d.render());
+    assert_eq!(d.location.to_string(), "gateway.fg:2:1");
+}
