@@ -8,7 +8,7 @@ use std::net::IpAddr;
 use ipnet::IpNet;
 
 use crate::config::Config;
-use crate::error::{Diag, ErrorKind, Errors, Severity, SourceMap, excerpt};
+use crate::error::{Diag, ErrorKind, Errors, MAX_ERRORS, Severity, SourceMap, excerpt};
 use crate::model::{
     Gateway, Match, NamedSet, PortItem, PortRange, PrefixItem, Proto, Rule, Ruleset, SetElems,
     Span, Tenant,
@@ -97,18 +97,30 @@ pub fn validate(ruleset: Ruleset, config: &Config) -> Result<ValidRuleset, Error
     tenant_names(&mut cx, &rs.tenants);
     tenant_prefixes(&mut cx, &rs.tenants);
     guards_in_scope(&mut cx, &rs.tenants);
+    // Past a limit, sets are not copied into rules nor rules checked further:
+    // that copying is what the limits bound.
+    let within_limits = !cx.errors.iter().any(|d| d.kind == ErrorKind::Limit);
+
 
     // Shadowing is only analysed in a scope whose rules all checked out: a rule whose
     // unknown set was dropped during resolution would look broader than it is.
     let gw_sets = sets_by_name(&mut cx, &rs.gateway.sets, None);
     let before = cx.errors.len();
-    for r in &mut rs.gateway.rules {
+    for r in rs.gateway.rules.iter_mut().filter(|_| within_limits) {
         check_rule(&mut cx, r, &gw_sets, None, None);
     }
-    if cx.errors.len() == before {
+    if within_limits && cx.errors.len() == before {
         find_shadowed(cx.map, cx.cfg, &rs.gateway.rules, None, &mut cx.warnings);
     }
-    for t in &mut rs.tenants {
+    for t in rs.tenants.iter_mut().filter(|_| within_limits) {
+        if cx.errors.len() >= MAX_ERRORS {
+            cx.error(
+                ErrorKind::Limit,
+                t.spans.name,
+                format!("too many errors; stopped after {MAX_ERRORS}, before this tenant"),
+            );
+            break;
+        }
         let before = cx.errors.len();
         let own = sets_by_name(&mut cx, &t.sets, Some(&gw_sets));
         let tenant = (t.name.as_str(), t.prefixes.as_slice());
@@ -147,19 +159,22 @@ pub fn validate(ruleset: Ruleset, config: &Config) -> Result<ValidRuleset, Error
 fn limits(cx: &mut Ctx<'_>, rs: &Ruleset) {
     let cfg = cx.cfg;
     if rs.tenants.len() > cfg.max_tenants {
-        cx.errors.push(Diag::without_source(
+        // Tenants are sorted by name: the first one past the limit.
+        let span = rs.tenants[cfg.max_tenants].spans.name;
+        cx.error(
             ErrorKind::Limit,
-            "",
+            span,
             format!(
-                "{} tenants exceed the limit of {} (Config::max_tenants)",
+                "{} tenants exceed the limit of {} (Config::max_tenants); \
+                 this is the first tenant past it",
                 rs.tenants.len(),
                 cfg.max_tenants
             ),
-        ));
+        );
     }
-    let mut total = rs.gateway.rules.len();
+    let scopes = std::iter::once(&rs.gateway.rules).chain(rs.tenants.iter().map(|t| &t.rules));
+    let total: usize = scopes.clone().map(Vec::len).sum();
     for t in &rs.tenants {
-        total += t.rules.len();
         if t.rules.len() > cfg.max_rules_per_tenant {
             let span = t
                 .rules
@@ -171,7 +186,7 @@ fn limits(cx: &mut Ctx<'_>, rs: &Ruleset) {
                 format!(
                     "tenant `{}` has {} rules, more than the limit of {} \
                      (Config::max_rules_per_tenant); this is the first rule past it",
-                    t.name,
+                    excerpt(&t.name),
                     t.rules.len(),
                     cfg.max_rules_per_tenant
                 ),
@@ -179,15 +194,167 @@ fn limits(cx: &mut Ctx<'_>, rs: &Ruleset) {
         }
     }
     if total > cfg.max_total_rules {
-        cx.errors.push(Diag::without_source(
-            ErrorKind::Limit,
-            "",
-            format!(
-                "{total} rules in total exceed the limit of {} (Config::max_total_rules)",
-                cfg.max_total_rules
-            ),
-        ));
+        // Gateway rules first, then tenants by name: the first rule past the limit.
+        if let Some(r) = scopes.flatten().nth(cfg.max_total_rules) {
+            cx.error(
+                ErrorKind::Limit,
+                r.spans.rule,
+                format!(
+                    "{total} rules in total exceed the limit of {} (Config::max_total_rules); \
+                     this is the first rule past it",
+                    cfg.max_total_rules
+                ),
+            );
+        }
     }
+    expansion_limits(cx, rs);
+}
+
+/// Set sizes and how many table rules the rules expand into, from the rules as
+/// written: nothing is copied or expanded before these limits hold.
+fn expansion_limits(cx: &mut Ctx<'_>, rs: &Ruleset) {
+    let cfg = cx.cfg;
+    let gw_sizes = set_sizes(cx, &rs.gateway.sets, None);
+    let mut total = 0usize;
+    let mut total_reported = false;
+    let scopes = std::iter::once((None, &rs.gateway.rules, &rs.gateway.sets))
+        .chain(rs.tenants.iter().map(|t| (Some(t), &t.rules, &t.sets)));
+    for (tenant, rules, sets) in scopes {
+        let own = tenant.map(|_| set_sizes(cx, sets, Some(&gw_sizes)));
+        let len = |name: &str| {
+            own.as_ref()
+                .and_then(|o| o.get(name))
+                .or_else(|| gw_sizes.get(name))
+                .copied()
+                .unwrap_or(0)
+        };
+        let mut scope_total = 0usize;
+        let mut scope_reported = false;
+        for r in rules {
+            let n = expansion_bound(&r.matches, &len);
+            if n > cfg.max_rule_expansion {
+                cx.errors.push(
+                    cx.map
+                        .error(
+                            ErrorKind::Limit,
+                            r.spans.rule,
+                            format!(
+                                "this rule expands into up to {n} table rules, more than the \
+                                 limit of {} (Config::max_rule_expansion): the product of its \
+                                 address and port lists, with every element of a set",
+                                cfg.max_rule_expansion
+                            ),
+                        )
+                        .with_help("split the rule, or use fewer or wider ranges and prefixes"),
+                );
+            }
+            // A rule over its own limit is reported as such, not again as the
+            // rule that takes its tenant or the ruleset over theirs.
+            let n = if n > cfg.max_rule_expansion { 0 } else { n };
+            scope_total = scope_total.saturating_add(n);
+            total = total.saturating_add(n);
+            if scope_total > cfg.max_table_rules_per_tenant && !scope_reported {
+                scope_reported = true;
+                let who = tenant.map_or_else(
+                    || "the gateway's rules".to_owned(),
+                    |t| format!("the rules of tenant `{}`", excerpt(&t.name)),
+                );
+                cx.error(
+                    ErrorKind::Limit,
+                    r.spans.rule,
+                    format!(
+                        "{who} expand into more than {} table rules \
+                         (Config::max_table_rules_per_tenant); this is the rule that crosses it",
+                        cfg.max_table_rules_per_tenant
+                    ),
+                );
+            }
+            if total > cfg.max_table_rules && !total_reported {
+                total_reported = true;
+                cx.error(
+                    ErrorKind::Limit,
+                    r.spans.rule,
+                    format!(
+                        "the ruleset's rules expand into more than {} table rules \
+                         (Config::max_table_rules); this is the rule that crosses it",
+                        cfg.max_table_rules
+                    ),
+                );
+            }
+        }
+    }
+}
+
+/// Elements per set name (the first set of a name; duplicates are reported
+/// by [`sets_by_name`]), with an error for each set over
+/// [`Config::max_set_elems`].
+fn set_sizes<'a>(
+    cx: &mut Ctx<'_>,
+    sets: &'a [NamedSet],
+    outer: Option<&HashMap<&'a str, usize>>,
+) -> HashMap<&'a str, usize> {
+    let mut out = HashMap::new();
+    for s in sets {
+        let n = match &s.elems {
+            SetElems::Ports(p) => p.len(),
+            SetElems::Prefixes(p) => p.len(),
+        };
+        if n > cx.cfg.max_set_elems {
+            cx.error(
+                ErrorKind::Limit,
+                s.span,
+                format!(
+                    "set `{}` has {n} elements, more than the limit of {} (Config::max_set_elems)",
+                    excerpt(&s.name),
+                    cx.cfg.max_set_elems
+                ),
+            );
+        }
+        if outer.is_none_or(|o| !o.contains_key(s.name.as_str())) {
+            out.entry(s.name.as_str()).or_insert(n);
+        }
+    }
+    out
+}
+
+/// An upper bound of the table rules the compiler makes of `m`, with
+/// `set_len(name)` elements for `@name` (0 for an unknown set, reported later).
+/// Every list element counts, duplicates and nested prefixes too, so the
+/// compiler (which merges them first) never makes more.
+pub(crate) fn expansion_bound(m: &Match, set_len: &dyn Fn(&str) -> usize) -> usize {
+    let prefixes = |items: &[PrefixItem]| -> usize {
+        items.iter().fold(0usize, |n, i| {
+            n.saturating_add(match i {
+                PrefixItem::Net(_) => 1,
+                PrefixItem::Set(name) => set_len(name),
+            })
+        })
+    };
+    let ports = |items: &[PortItem]| -> usize {
+        items.iter().fold(0usize, |n, i| {
+            n.saturating_add(match i {
+                PortItem::Range(_) => 1,
+                PortItem::Set(name) => set_len(name),
+            })
+        })
+    };
+    let (src, dst) = (prefixes(&m.src), prefixes(&m.dst));
+    let (sport, dport) = (ports(&m.sport), ports(&m.dport));
+    // Ports without a protocol: TCP and UDP. ICMP fields without addresses:
+    // one rule per family.
+    let protos = if m.proto.is_none() && sport + dport > 0 {
+        2
+    } else {
+        1
+    };
+    let families = if src + dst == 0 && (m.icmp_type.is_some() || m.icmp_code.is_some()) {
+        2
+    } else {
+        1
+    };
+    [src, dst, sport, dport, protos, families]
+        .into_iter()
+        .fold(1usize, |n, k| n.saturating_mul(k.max(1)))
 }
 
 fn tenant_names(cx: &mut Ctx<'_>, tenants: &[Tenant]) {

@@ -214,3 +214,167 @@ fn errors_quote_at_most_a_short_printable_excerpt_of_unknown_input() {
     assert!(!d.render().contains('\u{1b}'), "{}", d.render());
     assert_eq!(d.location.to_string(), "gateway.fg:2:1");
 }
+
+/// The report's gateway.fg (≈ 200 KB): 32,768 odd ports in a set, used as
+/// both source and destination ports of one rule — 2^30 table rules.
+fn odd_ports_gateway() -> String {
+    let odd: Vec<String> = (1..=65535u32).step_by(2).map(|p| p.to_string()).collect();
+    format!(
+        "default drop\nset p {{ {} }}\nproto tcp sport @p dport @p drop\n",
+        odd.join(", ")
+    )
+}
+
+fn errors_of(files: &[(&str, &str)], cfg: &Config) -> Errors {
+    match Ruleset::parse_files(files).map(|rs| validate(rs, cfg)) {
+        Err(e) | Ok(Err(e)) => e,
+        Ok(Ok(_)) => panic!("accepted"),
+    }
+}
+
+fn limit_errors(e: &Errors) -> Vec<(String, String)> {
+    e.errors
+        .iter()
+        .filter(|d| d.kind == ErrorKind::Limit)
+        .map(|d| (d.location.to_string(), d.message.clone()))
+        .collect()
+}
+
+#[test]
+fn one_rule_multiplying_two_big_sets_is_refused_before_anything_is_expanded() {
+    let gw = odd_ports_gateway();
+    assert!(gw.len() > 190_000);
+    let started = std::time::Instant::now();
+    let e = errors_of(&[("gateway.fg", gw.as_str())], &Config::default());
+    let found = limit_errors(&e);
+    // The set is over Config::max_set_elems, the rule over max_rule_expansion.
+    assert_eq!(found.len(), 2, "{found:?}");
+    assert_eq!(found[0].0, "gateway.fg:2:5", "{found:?}");
+    assert!(found[0].1.contains("32768 elements"), "{found:?}");
+    assert_eq!(found[1].0, "gateway.fg:3:1", "{found:?}");
+    assert!(found[1].1.contains("1073741824 table rules"), "{found:?}");
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(5),
+        "took {:?}",
+        started.elapsed()
+    );
+}
+
+#[test]
+fn the_compiler_counts_a_rule_s_expansion_before_making_it() {
+    use fluxgate_ruleset::{CompileError, CompileOptions, compile_with};
+    // Validated with every limit lifted, the compiler still refuses the rule
+    // (and returns at once, without 2^30 table rules in memory).
+    let lifted = Config {
+        max_set_elems: usize::MAX,
+        max_rule_expansion: usize::MAX,
+        max_table_rules_per_tenant: usize::MAX,
+        max_table_rules: usize::MAX,
+        ..Config::default()
+    };
+    let gw = odd_ports_gateway();
+    let rs = validate(
+        Ruleset::parse_files(&[("gateway.fg", gw.as_str())]).expect("parses"),
+        &lifted,
+    )
+    .expect("valid with the limits lifted");
+    let started = std::time::Instant::now();
+    let e = compile_with(&rs, &CompileOptions::default()).expect_err("refused");
+    assert!(
+        matches!(
+            &e,
+            CompileError::TooManyExpansions { count: 1_073_741_824, limit: 4096, .. }
+        ),
+        "{e}"
+    );
+    assert_eq!(e.location().map(ToString::to_string).as_deref(), Some("gateway.fg:3:1"));
+    assert!(started.elapsed() < std::time::Duration::from_secs(5));
+}
+
+#[test]
+fn table_rule_limits_per_tenant_and_ruleset_name_the_rule_that_crosses_them() {
+    let acme = format!(
+        "tenant acme\nprefix 203.0.113.0/24\ndefault drop\n{}",
+        "proto tcp dport { 1, 2, 3 } pass\n".repeat(4)
+    );
+    let cfg = Config {
+        max_table_rules_per_tenant: 7,
+        ..Config::default()
+    };
+    let found = limit_errors(&errors_of(
+        &[("gateway.fg", "default drop\n"), ("acme.fg", &acme)],
+        &cfg,
+    ));
+    assert_eq!(found.len(), 1, "{found:?}");
+    assert_eq!(found[0].0, "acme.fg:6:1", "{found:?}"); // 3 + 3 + 3 > 7
+    assert!(found[0].1.contains("tenant `acme`"), "{found:?}");
+
+    let cfg = Config {
+        max_table_rules: 10,
+        ..Config::default()
+    };
+    let gw = "default drop\nproto tcp dport { 1, 2 } drop\n"; // 2
+    let found = limit_errors(&errors_of(&[("gateway.fg", gw), ("acme.fg", &acme)], &cfg));
+    assert_eq!(found.len(), 1, "{found:?}");
+    assert_eq!(found[0].0, "acme.fg:6:1", "{found:?}"); // 2 + 3 + 3 + 3 > 10
+    // Ports without `proto` mean TCP and UDP: twice the table rules.
+    let cfg = Config {
+        max_rule_expansion: 5,
+        ..Config::classbench()
+    };
+    let found = limit_errors(&errors_of(
+        &[("gateway.fg", "default drop\ndport { 1, 2, 3 } drop\n")],
+        &cfg,
+    ));
+    assert_eq!(found.len(), 1, "{found:?}");
+    assert!(found[0].1.contains("up to 6 table rules"), "{found:?}");
+}
+
+#[test]
+fn tenant_and_total_rule_limits_point_at_the_tenant_or_rule_past_them() {
+    let t = |name: &str, net: &str, rules: &str| {
+        format!("tenant {name}\nprefix {net}\ndefault drop\n{rules}")
+    };
+    let (a, b) = (
+        t("alpha", "192.0.2.0/24", "proto tcp pass\n"),
+        t("beta", "198.51.100.0/24", "proto udp pass\nproto tcp pass\n"),
+    );
+    let files = [
+        ("gateway.fg", "default drop\nproto icmp drop\n"),
+        ("beta.fg", b.as_str()),
+        ("alpha.fg", a.as_str()),
+    ];
+    let cfg = Config {
+        max_tenants: 1,
+        max_total_rules: 3,
+        ..Config::default()
+    };
+    let found = limit_errors(&errors_of(&files, &cfg));
+    let at: Vec<&str> = found.iter().map(|(at, _)| at.as_str()).collect();
+    // Tenants by name: beta is the second; rules gateway, alpha, beta: beta's second.
+    assert_eq!(at, ["beta.fg:1:8", "beta.fg:5:1"], "{found:?}");
+}
+
+#[test]
+fn a_100k_rule_tenant_is_within_the_default_limits() {
+    let mut acme = String::from("tenant acme\nprefix 10.0.0.0/8\ndefault drop\n");
+    for i in 0..100_000u32 {
+        let [_, a, b, c] = i.to_be_bytes();
+        acme.push_str(&format!(
+            "saddr 100.{a}.{b}.{c} daddr 10.{a}.{b}.{c} proto tcp dport {{ 80, 443 }} pass\n"
+        ));
+    }
+    let Ok(rs) = Ruleset::parse_files(&[("gateway.fg", "default drop\n"), ("acme.fg", acme.as_str())])
+    else {
+        panic!("does not parse");
+    };
+    let config = Config {
+        shadow_window: 0, // not what this test is about; slow in a debug build
+        ..Config::default()
+    };
+    let v = match validate(rs, &config) {
+        Ok(v) => v,
+        Err(e) => panic!("a 100k-rule tenant is refused: {}", e.errors[0]),
+    };
+    assert_eq!(v.tenants()[0].rules.len(), 100_000);
+}
