@@ -8,6 +8,10 @@ use miette::{LabeledSpan, NamedSource, SourceSpan};
 
 use crate::model::{FileId, Span};
 
+/// Most errors one parse or one validation collects before it stops (each
+/// holds memory; a ruleset with more has one problem many times over).
+pub(crate) const MAX_ERRORS: usize = 1000;
+
 /// Most characters of input an error message quotes.
 pub(crate) const EXCERPT_CHARS: usize = 32;
 

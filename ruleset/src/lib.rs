@@ -208,7 +208,7 @@ pub use compile::{
 };
 pub use config::Config;
 pub use error::{Diag, ErrorKind, Errors, Location, Severity, SourceMap};
-pub use load::{GATEWAY_FILE, MAX_FILE_BYTES, read_dir_files, read_text_file};
+pub use load::{GATEWAY_FILE, MAX_FILE_BYTES, MAX_RULESET_BYTES, read_dir_files, read_text_file};
 pub use model::*;
 pub use packet::{PacketHeader, PacketParseError};
 pub use reference::{Decision, RuleRef};

@@ -7,7 +7,7 @@
 
 use std::path::Path;
 
-use crate::error::{Diag, ErrorKind, Errors, SourceMap};
+use crate::error::{Diag, ErrorKind, Errors, MAX_ERRORS, SourceMap};
 use crate::model::{Ruleset, Scope, assign_ids};
 use crate::parser::{Parser, check_ident};
 
@@ -37,8 +37,18 @@ impl Ruleset {
         let mut rs = Ruleset::default();
         let mut errors = Vec::new();
         let mut gateway_seen = false;
+        let mut stopped = false;
         for (&id, (path, _)) in ids.iter().zip(files) {
             let path = path.as_ref();
+            if errors.len() >= MAX_ERRORS {
+                errors.push(Diag::without_source(
+                    ErrorKind::Syntax,
+                    path,
+                    format!("too many errors; stopped after {MAX_ERRORS}, before this file"),
+                ));
+                stopped = true;
+                break;
+            }
             let mut p = Parser::new(&map, id);
             if file_name(path) == GATEWAY_FILE {
                 if gateway_seen {
@@ -73,7 +83,7 @@ impl Ruleset {
             }
             errors.append(&mut p.errors);
         }
-        if !gateway_seen {
+        if !gateway_seen && !stopped {
             errors.push(Diag::without_source(
                 ErrorKind::Syntax,
                 GATEWAY_FILE,
@@ -108,11 +118,16 @@ impl Ruleset {
 /// byte past the limit (a file that reports a wrong size cannot run it over).
 pub const MAX_FILE_BYTES: u64 = 16 << 20;
 
+/// Most bytes of all ruleset files together (128 MiB: a million rules, the
+/// default [`crate::Config::max_total_rules`], take about 45 MiB). Bounds what
+/// many tenants' files together hold in memory.
+pub const MAX_RULESET_BYTES: u64 = 128 << 20;
+
 /// The `.fg` files of `dir` as `(path, text)`, sorted by path, ready for
 /// [`Ruleset::parse_files`]; an unreadable directory or file is an error naming it.
 ///
 /// Every entry named `*.fg` must be a regular file of at most [`MAX_FILE_BYTES`]
-/// holding UTF-8 text: a directory, a FIFO, a symbolic link (even one pointing to a
+/// (all of them together at most [`MAX_RULESET_BYTES`]) holding UTF-8 text: a directory, a FIFO, a symbolic link (even one pointing to a
 /// regular file inside `dir`) is an error naming the entry, never skipped — a
 /// skipped tenant file would read as "tenant removed". Symbolic links are refused
 /// outright rather than resolved: the files are read as root, a link adds nothing
@@ -135,9 +150,23 @@ pub fn read_dir_files(dir: impl AsRef<Path>) -> Result<Vec<(String, String)>, Er
     paths.sort();
     let mut files = Vec::with_capacity(paths.len());
     let mut errors = Vec::new();
+    let mut total = 0u64;
     for p in paths {
         match read_ruleset_file(&p) {
-            Ok(text) => files.push((p.display().to_string(), text)),
+            Ok(text) => {
+                total += text.len() as u64;
+                if total > MAX_RULESET_BYTES {
+                    errors.push(io_error(
+                        &p,
+                        format!(
+                            "the ruleset files up to this one hold more than {MAX_RULESET_BYTES} \
+                             bytes, the most a ruleset may have"
+                        ),
+                    ));
+                    break;
+                }
+                files.push((p.display().to_string(), text));
+            }
             Err(d) => errors.push(d),
         }
     }

@@ -378,3 +378,13 @@ fn a_100k_rule_tenant_is_within_the_default_limits() {
     };
     assert_eq!(v.tenants()[0].rules.len(), 100_000);
 }
+
+#[test]
+fn a_file_of_garbage_reports_a_bounded_number_of_errors() {
+    let garbage = "x\n".repeat(1_000_000);
+    let e = Ruleset::parse_files(&[("gateway.fg", garbage.as_str())]).unwrap_err();
+    assert_eq!(e.errors.len(), 101);
+    let last = &e.errors[100];
+    assert!(last.message.contains("too many errors"), "{last}");
+    assert_eq!(last.location.to_string(), "gateway.fg:101:1");
+}
