@@ -546,7 +546,15 @@ pub fn lower(
     opts: &CompileOptions,
     out: &mut Vec<FlatRule>,
 ) -> Result<(), String> {
-    lower_with(rule, counter, opts, usize::MAX, &mut Buffers::default(), out).map_err(|e| match e {
+    lower_with(
+        rule,
+        counter,
+        opts,
+        usize::MAX,
+        &mut Buffers::default(),
+        out,
+    )
+    .map_err(|e| match e {
         Lowering::UnknownInterface(name) => name,
         // A count above usize::MAX cannot be (it saturates at the limit).
         Lowering::TooMany(count) => format!("{count} table rules"),
@@ -715,7 +723,11 @@ fn lower_with(
             }
         }
     }
-    debug_assert_eq!(out.len() - before, count, "the counting pass counts what is made");
+    debug_assert_eq!(
+        out.len() - before,
+        count,
+        "the counting pass counts what is made"
+    );
     Ok(())
 }
 

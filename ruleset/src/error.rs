@@ -69,8 +69,7 @@ fn snippet_is_displayable(text: &str, span: SourceSpan) -> bool {
     };
     window.len() <= SNIPPET_BYTES
         && window.lines().all(|l| {
-            l.chars().count() <= SNIPPET_LINE_CHARS
-                && l.chars().all(|c| c == '\t' || printable(c))
+            l.chars().count() <= SNIPPET_LINE_CHARS && l.chars().all(|c| c == '\t' || printable(c))
         })
 }
 

@@ -81,8 +81,12 @@ pub(crate) fn parse_prefix(w: &str) -> Result<IpNet, (ErrorKind, String, Option<
 /// Parses `p` or `lo-hi`.
 pub(crate) fn parse_port_range(w: &str) -> Result<PortRange, (ErrorKind, String)> {
     let one = |s: &str| -> Result<u16, (ErrorKind, String)> {
-        let n = parse_u32(s)
-            .ok_or_else(|| (ErrorKind::Syntax, format!("`{}` is not a port number", excerpt(s))))?;
+        let n = parse_u32(s).ok_or_else(|| {
+            (
+                ErrorKind::Syntax,
+                format!("`{}` is not a port number", excerpt(s)),
+            )
+        })?;
         u16::try_from(n).map_err(|_| {
             (
                 ErrorKind::NumberOutOfRange,

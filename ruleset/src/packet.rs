@@ -98,14 +98,12 @@ fn endpoint(w: &str) -> Result<(IpAddr, Option<u16>), String> {
     let (a, p) = w
         .rsplit_once(':')
         .ok_or_else(|| format!("bad address `{}`", excerpt(w)))?;
-    let addr = a
-        .parse::<std::net::Ipv4Addr>()
-        .map_err(|_| {
-            format!(
-                "bad address `{}` (write IPv6 with a port as [addr]:port)",
-                excerpt(a)
-            )
-        })?;
+    let addr = a.parse::<std::net::Ipv4Addr>().map_err(|_| {
+        format!(
+            "bad address `{}` (write IPv6 with a port as [addr]:port)",
+            excerpt(a)
+        )
+    })?;
     Ok((IpAddr::V4(addr), Some(port(p)?)))
 }
 
