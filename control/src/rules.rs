@@ -244,11 +244,12 @@ pub fn classify(
             false,
         ),
         RuleSource::ClassBench(file) => {
-            let filters = classbench::parse_filters(&file.display().to_string(), &read(file)?)?;
-            (
-                validate(classbench::to_ruleset(&filters), &Config::classbench())?,
-                true,
-            )
+            // Bounded (a filter line is ≈ 70 bytes: 16 × 16 MiB holds millions),
+            // and every error, to the last validation limit, at file:line:col.
+            let text =
+                fluxgate_ruleset::read_text_file(file, 16 * fluxgate_ruleset::MAX_FILE_BYTES)?;
+            let rs = classbench::parse_ruleset(&file.display().to_string(), &text)?;
+            (validate(rs, &Config::classbench())?, true)
         }
     };
     // Trace packets as the wire carries them (ports only on TCP and UDP),

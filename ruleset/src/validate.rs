@@ -101,7 +101,6 @@ pub fn validate(ruleset: Ruleset, config: &Config) -> Result<ValidRuleset, Error
     // that copying is what the limits bound.
     let within_limits = !cx.errors.iter().any(|d| d.kind == ErrorKind::Limit);
 
-
     // Shadowing is only analysed in a scope whose rules all checked out: a rule whose
     // unknown set was dropped during resolution would look broader than it is.
     let gw_sets = sets_by_name(&mut cx, &rs.gateway.sets, None);
@@ -618,7 +617,7 @@ fn check_rule(
     }
     let proto = m.proto;
     let l4_ok = match proto {
-        Some(p) => p.has_ports(),
+        Some(p) => p.has_ports() || cx.cfg.allow_ports_on_any_proto,
         None => cx.cfg.allow_ports_without_proto,
     };
     let what = || proto.map_or_else(|| "no `proto`".to_owned(), |p| format!("`proto {p}`"));

@@ -151,7 +151,10 @@ fn a_file_over_the_size_limit_is_refused_without_reading_it() {
 #[test]
 fn a_byte_order_mark_is_skipped() {
     let s = Scratch::ruleset("bom");
-    s.write("bob.fg", format!("\u{feff}tenant bob\nprefix 198.51.100.0/24\ndefault drop\n"));
+    s.write(
+        "bob.fg",
+        format!("\u{feff}tenant bob\nprefix 198.51.100.0/24\ndefault drop\n"),
+    );
     let rs = Ruleset::load_dir(&s.0).expect("a file starting with a BOM loads");
     let rs = validate(rs, &Config::default()).expect("valid");
     assert_eq!(rs.tenants().len(), 2);
@@ -179,10 +182,10 @@ fn text_that_is_not_utf8_is_an_error_at_the_first_bad_byte() {
 fn errors_quote_at_most_a_short_printable_excerpt_of_unknown_input() {
     let long = "Q".repeat(5000);
     let cases = [
-        format!("default drop\n{long} drop\n"),           // unknown keyword
-        format!("default {long}\n"),                      // found `…`
-        format!("default drop\nproto {long} drop\n"),     // unknown protocol
-        format!("default drop\nsaddr {long} drop\n"),     // not an address
+        format!("default drop\n{long} drop\n"), // unknown keyword
+        format!("default {long}\n"),            // found `…`
+        format!("default drop\nproto {long} drop\n"), // unknown protocol
+        format!("default drop\nsaddr {long} drop\n"), // not an address
         format!("default drop\nproto tcp dport {long} drop\n"),
         format!("default drop\nvlan {long} drop\n"),
         format!("default drop\nproto tcp flags {long} drop\n"),
@@ -207,8 +210,8 @@ fn errors_quote_at_most_a_short_printable_excerpt_of_unknown_input() {
         }
     }
     // Control characters (a terminal escape) are escaped, in the message and the render.
-    let e = Ruleset::parse_files(&[("gateway.fg", "default drop\n\u{1b}[2Jroot drop\n")])
-        .unwrap_err();
+    let e =
+        Ruleset::parse_files(&[("gateway.fg", "default drop\n\u{1b}[2Jroot drop\n")]).unwrap_err();
     let d = &e.errors[0];
     assert!(d.message.contains("`\\u{1b}[2Jroot`"), "{}", d.message);
     assert!(!d.render().contains('\u{1b}'), "{}", d.render());
@@ -283,11 +286,18 @@ fn the_compiler_counts_a_rule_s_expansion_before_making_it() {
     assert!(
         matches!(
             &e,
-            CompileError::TooManyExpansions { count: 1_073_741_824, limit: 4096, .. }
+            CompileError::TooManyExpansions {
+                count: 1_073_741_824,
+                limit: 4096,
+                ..
+            }
         ),
         "{e}"
     );
-    assert_eq!(e.location().map(ToString::to_string).as_deref(), Some("gateway.fg:3:1"));
+    assert_eq!(
+        e.location().map(ToString::to_string).as_deref(),
+        Some("gateway.fg:3:1")
+    );
     assert!(started.elapsed() < std::time::Duration::from_secs(5));
 }
 
@@ -337,7 +347,11 @@ fn tenant_and_total_rule_limits_point_at_the_tenant_or_rule_past_them() {
     };
     let (a, b) = (
         t("alpha", "192.0.2.0/24", "proto tcp pass\n"),
-        t("beta", "198.51.100.0/24", "proto udp pass\nproto tcp pass\n"),
+        t(
+            "beta",
+            "198.51.100.0/24",
+            "proto udp pass\nproto tcp pass\n",
+        ),
     );
     let files = [
         ("gateway.fg", "default drop\nproto icmp drop\n"),
@@ -364,7 +378,8 @@ fn a_100k_rule_tenant_is_within_the_default_limits() {
             "saddr 100.{a}.{b}.{c} daddr 10.{a}.{b}.{c} proto tcp dport {{ 80, 443 }} pass\n"
         ));
     }
-    let Ok(rs) = Ruleset::parse_files(&[("gateway.fg", "default drop\n"), ("acme.fg", acme.as_str())])
+    let Ok(rs) =
+        Ruleset::parse_files(&[("gateway.fg", "default drop\n"), ("acme.fg", acme.as_str())])
     else {
         panic!("does not parse");
     };
@@ -387,4 +402,86 @@ fn a_file_of_garbage_reports_a_bounded_number_of_errors() {
     let last = &e.errors[100];
     assert!(last.message.contains("too many errors"), "{last}");
     assert_eq!(last.location.to_string(), "gateway.fg:101:1");
+}
+
+/// Filters as ClassBench's firewall seeds write them: ICMP (and GRE) with
+/// port ranges, next to the usual TCP / UDP / any-protocol ones.
+const FW_FILTERS: &str = "\
+@10.0.0.0/8\t192.0.2.0/24\t0 : 65535\t1024 : 65535\t0x01/0xFF\t0x0000/0x0000
+@10.0.0.0/8\t192.0.2.0/24\t0 : 65535\t0 : 65535\t0x01/0xFF\t0x0000/0x0000
+@0.0.0.0/0\t192.0.2.0/24\t53 : 53\t0 : 65535\t0x2F/0xFF\t0x0000/0x0000
+@0.0.0.0/0\t192.0.2.0/24\t0 : 65535\t80 : 80\t0x00/0x00\t0x0000/0x0000
+@0.0.0.0/0\t0.0.0.0/0\t0 : 65535\t0 : 65535\t0x00/0x00\t0x0000/0x0000
+";
+
+#[test]
+fn classbench_filters_with_ports_on_icmp_import_and_never_match_icmp_by_port() {
+    use fluxgate_ruleset::classbench::{header, parse_ruleset};
+    use fluxgate_ruleset::{Classifier, CompileOptions, compile_with, reference};
+    let rs = parse_ruleset("fw1", FW_FILTERS).expect("parses");
+    let rs = match validate(rs, &Config::classbench()) {
+        Ok(rs) => rs,
+        Err(e) => panic!("refused: {}", e.render()),
+    };
+    let tables = Classifier::new(
+        compile_with(&rs, &CompileOptions::default()).expect("compiles"),
+        [],
+    );
+    // (packet as a ClassBench trace writes it, the filter that decides on the wire)
+    let cases = [
+        // ICMP "ports" 2000/3000 are in filter 1's range, but ICMP carries no ports:
+        // filter 2 (ICMP, ports 0:65535 = any) decides.
+        (header(0x0a00_0001, 0xc000_0201, 2000, 3000, 1), 2),
+        // GRE from "port" 53: filter 3 never matches, the any-protocol filters
+        // 4 (dport 80: TCP/UDP only) neither; 5 does.
+        (header(0x0a00_0001, 0xc000_0201, 53, 80, 47), 5),
+        (header(0x0a00_0001, 0xc000_0201, 53, 80, 6), 4),
+        (header(0x0a00_0001, 0xc000_0201, 53, 80, 17), 4),
+    ];
+    for (p, want) in cases {
+        let p = p.on_the_wire();
+        let d = reference::classify(&rs, &p);
+        assert_eq!(
+            d.rule.as_ref().map(|r| r.position),
+            Some(want),
+            "{p}: {}",
+            d.reason
+        );
+        assert!(tables.decide(&p).same_outcome(&d), "{p}");
+    }
+}
+
+#[test]
+fn classbench_validation_errors_point_at_the_filter_and_field() {
+    use fluxgate_ruleset::classbench::parse_ruleset;
+    // Under the default Config (not classbench), ports on ICMP are refused, at the field.
+    let rs = parse_ruleset("fw1", FW_FILTERS).expect("parses");
+    let e = validate(rs, &Config::default()).expect_err("refused");
+    let at: Vec<String> = e.errors.iter().map(|d| d.location.to_string()).collect();
+    // `1024 : 65535` on ICMP; `53 : 53` on GRE; `80 : 80` without a protocol
+    assert_eq!(at, ["fw1:1:36", "fw1:3:25", "fw1:4:35"]);
+    // A limit names the filter past it.
+    let cfg = Config {
+        max_total_rules: 3,
+        ..Config::classbench()
+    };
+    let rs = parse_ruleset("fw1", FW_FILTERS).expect("parses");
+    let e = validate(rs, &cfg).expect_err("refused");
+    assert_eq!(e.errors[0].location.to_string(), "fw1:4:1");
+}
+
+#[test]
+fn every_synthetic_classbench_family_imports_from_its_text() {
+    use fluxgate_ruleset::classbench::parse_ruleset;
+    use fluxgate_ruleset::synth::{Family, classbench_like};
+    for family in [Family::Acl, Family::Fw, Family::Ipc] {
+        let text: String = classbench_like(family, 2000, 7)
+            .iter()
+            .map(|f| format!("{f}\n"))
+            .collect();
+        let rs = parse_ruleset("synth", &text).expect("parses");
+        if let Err(e) = validate(rs, &Config::classbench()) {
+            panic!("{family:?}: {}", e.errors[0]);
+        }
+    }
 }
