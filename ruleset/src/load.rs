@@ -298,6 +298,6 @@ pub(crate) fn utf8_text(path: &str, bytes: Vec<u8>) -> Result<String, Box<Diag>>
             crate::model::Span::new(id, valid, valid),
             format!("not UTF-8 text: byte 0x{bad:02x} is not valid UTF-8 here"),
         );
-        Box::new(d.with_help("ruleset files are UTF-8 text"))
+        Box::new(d.with_help("fluxgate reads UTF-8 text (save the file as UTF-8)"))
     })
 }
