@@ -57,7 +57,7 @@ fn snippet_is_displayable(text: &str, span: SourceSpan) -> bool {
     let line_before = |at: usize| text.get(..at).and_then(|t| t.rfind('\n'));
     // Start of the line before the span's first line.
     let from = line_before(start)
-        .and_then(|nl| line_before(nl))
+        .and_then(line_before)
         .map_or(0, |nl| nl + 1);
     let line_after = |at: usize| text.get(at..).and_then(|t| t.find('\n')).map(|i| at + i);
     // End of the line after the span's last line.

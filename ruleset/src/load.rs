@@ -167,7 +167,7 @@ pub fn read_dir_files(dir: impl AsRef<Path>) -> Result<Vec<(String, String)>, Er
                 }
                 files.push((p.display().to_string(), text));
             }
-            Err(d) => errors.push(d),
+            Err(d) => errors.push(*d),
         }
     }
     if errors.is_empty() {
@@ -203,7 +203,7 @@ fn kind_of(t: std::fs::FileType) -> &'static str {
 }
 
 /// Reads one ruleset file under the rules of [`read_dir_files`].
-fn read_ruleset_file(p: &Path) -> Result<String, Diag> {
+fn read_ruleset_file(p: &Path) -> Result<String, Box<Diag>> {
     use std::io::Read;
     use std::os::unix::fs::OpenOptionsExt;
 
@@ -214,9 +214,10 @@ fn read_ruleset_file(p: &Path) -> Result<String, Diag> {
         } else {
             "every `*.fg` entry must be a regular file; rename or remove it"
         };
-        io_error(p, format!("{what}, not a regular file")).with_help(help)
+        Box::new(io_error(p, format!("{what}, not a regular file")).with_help(help))
     };
-    let meta = std::fs::symlink_metadata(p).map_err(|e| io_error(p, e.to_string()))?;
+    let fail = |e: std::io::Error| Box::new(io_error(p, e.to_string()));
+    let meta = std::fs::symlink_metadata(p).map_err(fail)?;
     if !meta.file_type().is_file() {
         return Err(refuse(kind_of(meta.file_type())));
     }
@@ -229,17 +230,17 @@ fn read_ruleset_file(p: &Path) -> Result<String, Diag> {
         .open(p)
         .map_err(|e| match e.raw_os_error() {
             Some(libc::ELOOP) => refuse("a symbolic link"),
-            _ => io_error(p, e.to_string()),
+            _ => fail(e),
         })?;
-    let meta = file.metadata().map_err(|e| io_error(p, e.to_string()))?;
+    let meta = file.metadata().map_err(fail)?;
     if !meta.file_type().is_file() {
         return Err(refuse(kind_of(meta.file_type())));
     }
     let too_large = || {
-        io_error(
+        Box::new(io_error(
             p,
             format!("larger than {MAX_FILE_BYTES} bytes, the most a ruleset file may have"),
-        )
+        ))
     };
     if meta.len() > MAX_FILE_BYTES {
         return Err(too_large());
@@ -247,11 +248,11 @@ fn read_ruleset_file(p: &Path) -> Result<String, Diag> {
     let mut bytes = Vec::with_capacity(usize::try_from(meta.len()).unwrap_or(0));
     file.take(MAX_FILE_BYTES + 1)
         .read_to_end(&mut bytes)
-        .map_err(|e| io_error(p, e.to_string()))?;
+        .map_err(fail)?;
     if bytes.len() as u64 > MAX_FILE_BYTES {
         return Err(too_large());
     }
-    utf8_text(&p.display().to_string(), bytes).map_err(|d| *d)
+    utf8_text(&p.display().to_string(), bytes)
 }
 
 /// Reads a text file named by the operator (a ClassBench filter file, say):

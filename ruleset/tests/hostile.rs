@@ -153,7 +153,7 @@ fn a_byte_order_mark_is_skipped() {
     let s = Scratch::ruleset("bom");
     s.write(
         "bob.fg",
-        format!("\u{feff}tenant bob\nprefix 198.51.100.0/24\ndefault drop\n"),
+        "\u{feff}tenant bob\nprefix 198.51.100.0/24\ndefault drop\n",
     );
     let rs = Ruleset::load_dir(&s.0).expect("a file starting with a BOM loads");
     let rs = validate(rs, &Config::default()).expect("valid");
