@@ -3,15 +3,14 @@
 
 use std::{
     collections::BTreeMap,
-    fs,
     path::{Path, PathBuf},
 };
 
 use fluxgate_common::{GatewayConfig, Trace, xdp};
 use fluxgate_dataplane::{Program, StagedImage, Tables, frame::FrameSpec};
 use fluxgate_ruleset::{
-    Classifier, CompileOptions, Config, Diag, ErrorKind, Errors, PacketHeader, Ruleset, Scope,
-    ValidRuleset, Verdict, classbench, compile_with, reference, validate,
+    Classifier, CompileOptions, Config, PacketHeader, Ruleset, Scope, ValidRuleset, Verdict,
+    classbench, compile_with, reference, validate,
 };
 use serde::Serialize;
 
@@ -229,26 +228,18 @@ pub fn classify(
 ) -> Result<Vec<TraceDecision>, ControlError> {
     // An unreadable input file is refused like one that does not parse
     // (exit 7), naming the file, as an unreadable ruleset directory is.
-    let read = |p: &Path| {
-        fs::read_to_string(p).map_err(|e| {
-            Errors::one(Diag::without_source(
-                ErrorKind::Io,
-                &p.display().to_string(),
-                e.to_string(),
-            ))
-        })
-    };
+    // Bounded (a filter or trace line is < 80 bytes: 16 × 16 MiB holds
+    // millions), and text that is not UTF-8 is refused at its first bad byte.
+    let read =
+        |p: &Path| fluxgate_ruleset::read_text_file(p, 16 * fluxgate_ruleset::MAX_FILE_BYTES);
     let (rs, classbench_mode) = match source {
         RuleSource::Dir(dir) => (
             validate(Ruleset::load_dir(dir)?, &Config::default())?,
             false,
         ),
         RuleSource::ClassBench(file) => {
-            // Bounded (a filter line is ≈ 70 bytes: 16 × 16 MiB holds millions),
-            // and every error, to the last validation limit, at file:line:col.
-            let text =
-                fluxgate_ruleset::read_text_file(file, 16 * fluxgate_ruleset::MAX_FILE_BYTES)?;
-            let rs = classbench::parse_ruleset(&file.display().to_string(), &text)?;
+            // Every error, to the last validation limit, at file:line:col.
+            let rs = classbench::parse_ruleset(&file.display().to_string(), &read(file)?)?;
             (validate(rs, &Config::classbench())?, true)
         }
     };

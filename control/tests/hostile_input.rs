@@ -354,3 +354,31 @@ fn errors_in_a_filter_file_carry_file_line_col() {
         );
     }
 }
+
+#[test]
+fn a_trace_that_is_not_utf8_is_refused_at_its_first_bad_byte() {
+    let s = Scratch::new("trace-bad");
+    let filters = s.write("fw1", FW_FILTERS).display().to_string();
+    let trace = s
+        .write(
+            "trace",
+            b"167772161\t3221225985\t53\t80\t6\n1\t2\t3\t4\t\xc3(\n".as_slice(),
+        )
+        .display()
+        .to_string();
+    let (error, out) = rejected(&[
+        "classify",
+        "--classbench",
+        &filters,
+        "--trace",
+        &trace,
+        "--engine",
+        "reference",
+    ]);
+    assert_eq!(error["message"], "trace rejected: 1 error", "{out}");
+    assert_eq!(
+        diagnostics(&error),
+        [("Syntax".to_owned(), "trace".to_owned(), 2, 9)],
+        "{out}"
+    );
+}
