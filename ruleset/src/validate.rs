@@ -103,10 +103,17 @@ pub fn validate(ruleset: Ruleset, config: &Config) -> Result<ValidRuleset, Error
 
     // Shadowing is only analysed in a scope whose rules all checked out: a rule whose
     // unknown set was dropped during resolution would look broader than it is.
+    //
+    // Each rule's table rules are counted from the rule as written, before
+    // check_rule copies its sets' elements into it (see `admit`).
+    let mut all = TableRules::default();
     let gw_sets = sets_by_name(&mut cx, &rs.gateway.sets, None);
     let before = cx.errors.len();
+    let mut scope = TableRules::default();
     for r in rs.gateway.rules.iter_mut().filter(|_| within_limits) {
-        check_rule(&mut cx, r, &gw_sets, None, None);
+        if admit(&mut cx, r, (&gw_sets, None), None, &mut scope, &mut all) {
+            check_rule(&mut cx, r, &gw_sets, None, None);
+        }
     }
     if within_limits && cx.errors.len() == before {
         find_shadowed(cx.map, cx.cfg, &rs.gateway.rules, None, &mut cx.warnings);
@@ -123,8 +130,12 @@ pub fn validate(ruleset: Ruleset, config: &Config) -> Result<ValidRuleset, Error
         let before = cx.errors.len();
         let own = sets_by_name(&mut cx, &t.sets, Some(&gw_sets));
         let tenant = (t.name.as_str(), t.prefixes.as_slice());
+        let mut scope = TableRules::default();
         for r in &mut t.rules {
-            check_rule(&mut cx, r, &gw_sets, Some(&own), Some(tenant));
+            let sets = (&gw_sets, Some(&own));
+            if admit(&mut cx, r, sets, Some(&t.name), &mut scope, &mut all) {
+                check_rule(&mut cx, r, &gw_sets, Some(&own), Some(tenant));
+            }
         }
         if cx.errors.len() == before {
             let prefixes = Some(t.prefixes.as_slice());
@@ -206,114 +217,94 @@ fn limits(cx: &mut Ctx<'_>, rs: &Ruleset) {
             );
         }
     }
-    expansion_limits(cx, rs);
 }
 
-/// Set sizes and how many table rules the rules expand into, from the rules as
-/// written: nothing is copied or expanded before these limits hold.
-fn expansion_limits(cx: &mut Ctx<'_>, rs: &Ruleset) {
-    let cfg = cx.cfg;
-    let gw_sizes = set_sizes(cx, &rs.gateway.sets, None);
-    let mut total = 0usize;
-    let mut total_reported = false;
-    let scopes = std::iter::once((None, &rs.gateway.rules, &rs.gateway.sets))
-        .chain(rs.tenants.iter().map(|t| (Some(t), &t.rules, &t.sets)));
-    for (tenant, rules, sets) in scopes {
-        let own = tenant.map(|_| set_sizes(cx, sets, Some(&gw_sizes)));
-        let len = |name: &str| {
-            own.as_ref()
-                .and_then(|o| o.get(name))
-                .or_else(|| gw_sizes.get(name))
-                .copied()
-                .unwrap_or(0)
-        };
-        let mut scope_total = 0usize;
-        let mut scope_reported = false;
-        for r in rules {
-            let n = expansion_bound(&r.matches, &len);
-            if n > cfg.max_rule_expansion {
-                cx.errors.push(
-                    cx.map
-                        .error(
-                            ErrorKind::Limit,
-                            r.spans.rule,
-                            format!(
-                                "this rule expands into up to {n} table rules, more than the \
-                                 limit of {} (Config::max_rule_expansion): the product of its \
-                                 address and port lists, with every element of a set",
-                                cfg.max_rule_expansion
-                            ),
-                        )
-                        .with_help("split the rule, or use fewer or wider ranges and prefixes"),
-                );
-            }
-            // A rule over its own limit is reported as such, not again as the
-            // rule that takes its tenant or the ruleset over theirs.
-            let n = if n > cfg.max_rule_expansion { 0 } else { n };
-            scope_total = scope_total.saturating_add(n);
-            total = total.saturating_add(n);
-            if scope_total > cfg.max_table_rules_per_tenant && !scope_reported {
-                scope_reported = true;
-                let who = tenant.map_or_else(
-                    || "the gateway's rules".to_owned(),
-                    |t| format!("the rules of tenant `{}`", excerpt(&t.name)),
-                );
-                cx.error(
-                    ErrorKind::Limit,
-                    r.spans.rule,
-                    format!(
-                        "{who} expand into more than {} table rules \
-                         (Config::max_table_rules_per_tenant); this is the rule that crosses it",
-                        cfg.max_table_rules_per_tenant
-                    ),
-                );
-            }
-            if total > cfg.max_table_rules && !total_reported {
-                total_reported = true;
-                cx.error(
-                    ErrorKind::Limit,
-                    r.spans.rule,
-                    format!(
-                        "the ruleset's rules expand into more than {} table rules \
-                         (Config::max_table_rules); this is the rule that crosses it",
-                        cfg.max_table_rules
-                    ),
-                );
-            }
-        }
+/// How many elements a set has.
+fn elems(e: &SetElems) -> usize {
+    match e {
+        SetElems::Ports(p) => p.len(),
+        SetElems::Prefixes(p) => p.len(),
     }
 }
 
-/// Elements per set name (the first set of a name; duplicates are reported
-/// by [`sets_by_name`]), with an error for each set over
-/// [`Config::max_set_elems`].
-fn set_sizes<'a>(
+/// Table rules counted against one of the [`Config`] limits on them.
+#[derive(Default)]
+struct TableRules {
+    count: usize,
+    /// The limit was crossed (and reported): no further rule is resolved.
+    over: bool,
+}
+
+/// Counts the table rules `r` expands into (from the rule as written, before
+/// its sets are copied into it) against [`Config::max_rule_expansion`], the
+/// limit of its scope (`tenant`, or the gateway) and of the ruleset, reporting
+/// the rule that crosses one. Whether `r` may be resolved and checked: not
+/// when it is over its own limit, nor from the rule that takes its scope or
+/// the ruleset over theirs on — the copying stays within the limits.
+fn admit(
     cx: &mut Ctx<'_>,
-    sets: &'a [NamedSet],
-    outer: Option<&HashMap<&'a str, usize>>,
-) -> HashMap<&'a str, usize> {
-    let mut out = HashMap::new();
-    for s in sets {
-        let n = match &s.elems {
-            SetElems::Ports(p) => p.len(),
-            SetElems::Prefixes(p) => p.len(),
-        };
-        if n > cx.cfg.max_set_elems {
-            cx.error(
-                ErrorKind::Limit,
-                s.span,
-                format!(
-                    "set `{}` has {n} elements, more than the limit of {} (Config::max_set_elems)",
-                    excerpt(&s.name),
-                    cx.cfg.max_set_elems
-                ),
-            );
-        }
-        if outer.is_none_or(|o| !o.contains_key(s.name.as_str())) {
-            out.entry(s.name.as_str()).or_insert(n);
-        }
+    r: &Rule,
+    (gw, own): (&Sets<'_>, Option<&Sets<'_>>),
+    tenant: Option<&str>,
+    scope: &mut TableRules,
+    all: &mut TableRules,
+) -> bool {
+    let cfg = cx.cfg;
+    let set_len = |name: &str| lookup(name, gw, own).map_or(0, |s| elems(&s.elems));
+    let n = expansion_bound(&r.matches, &set_len);
+    if n > cfg.max_rule_expansion {
+        cx.errors.push(
+            cx.map
+                .error(
+                    ErrorKind::Limit,
+                    r.spans.rule,
+                    format!(
+                        "this rule expands into up to {n} table rules, more than the limit of {} \
+                         (Config::max_rule_expansion): the product of its address and port \
+                         lists, with every element of a set",
+                        cfg.max_rule_expansion
+                    ),
+                )
+                .with_help("split the rule, or use fewer or wider ranges and prefixes"),
+        );
+        // Reported as such, not again as the rule that takes its tenant or
+        // the ruleset over their limits.
+        return false;
     }
-    out
+    let mut admitted = !scope.over && !all.over;
+    scope.count = scope.count.saturating_add(n);
+    all.count = all.count.saturating_add(n);
+    if scope.count > cfg.max_table_rules_per_tenant && !scope.over {
+        scope.over = true;
+        admitted = false;
+        let who = tenant.map_or_else(
+            || "the gateway's rules".to_owned(),
+            |t| format!("the rules of tenant `{}`", excerpt(t)),
+        );
+        cx.error(
+            ErrorKind::Limit,
+            r.spans.rule,
+            format!(
+                "{who} expand into more than {} table rules \
+                 (Config::max_table_rules_per_tenant); this is the rule that crosses it",
+                cfg.max_table_rules_per_tenant
+            ),
+        );
+    }
+    if all.count > cfg.max_table_rules && !all.over {
+        all.over = true;
+        admitted = false;
+        cx.error(
+            ErrorKind::Limit,
+            r.spans.rule,
+            format!(
+                "the ruleset's rules expand into more than {} table rules \
+                 (Config::max_table_rules); this is the rule that crosses it",
+                cfg.max_table_rules
+            ),
+        );
+    }
+    admitted
 }
 
 /// An upper bound of the table rules the compiler makes of `m`, with
@@ -459,6 +450,18 @@ fn sets_by_name<'a>(cx: &mut Ctx<'_>, sets: &'a [NamedSet], outer: Option<&Sets<
                 .with_related(cx.map, prev.span, "first defined here");
             cx.errors.push(d);
             continue;
+        }
+        if elems(&s.elems) > cx.cfg.max_set_elems {
+            cx.error(
+                ErrorKind::Limit,
+                s.span,
+                format!(
+                    "set `{}` has {} elements, more than the limit of {} (Config::max_set_elems)",
+                    excerpt(&s.name),
+                    elems(&s.elems),
+                    cx.cfg.max_set_elems
+                ),
+            );
         }
         match &s.elems {
             SetElems::Ports(p) => {
