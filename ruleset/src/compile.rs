@@ -31,7 +31,8 @@ pub struct CompileOptions {
     pub generation: u64,
     /// Decision-tree tuning.
     pub tree: TreeConfig,
-    /// Most table rules one model rule may expand into (default 4096 when 0).
+    /// Most table rules one model rule may expand into (default 4096 when 0);
+    /// counted before any is made.
     pub max_expansion: usize,
     /// Tenant and counter slots carried over from earlier generations.
     pub plan: SlotPlan,

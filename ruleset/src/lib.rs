@@ -3,7 +3,8 @@
 //! The sans-I/O heart of fluxgate: the rule model, the `.fg` text format and its
 //! parser, validation with `file:line:col` diagnostics, the reference classifier that
 //! *defines* the semantics, diff between generations, and ClassBench import. No kernel,
-//! no network, no `unsafe`; the only I/O is [`Ruleset::load_dir`] reading files.
+//! no network, no `unsafe`; the only I/O is reading files ([`Ruleset::load_dir`],
+//! [`read_text_file`]).
 //!
 //! ```text
 //! files ─parse_files/load_dir─▶ Ruleset ─validate─▶ ValidRuleset ─▶ (compiler, reference::classify, diff)

@@ -106,7 +106,7 @@ impl Ruleset {
     }
 
     /// Reads `dir/gateway.fg` and every `dir/*.fg` (sorted by name) and parses them
-    /// with [`Ruleset::parse_files`]. The only I/O this crate does.
+    /// with [`Ruleset::parse_files`], under the rules of [`read_dir_files`].
     pub fn load_dir(dir: impl AsRef<Path>) -> Result<Ruleset, Errors> {
         Ruleset::parse_files(&read_dir_files(dir)?)
     }
@@ -127,9 +127,10 @@ pub const MAX_RULESET_BYTES: u64 = 128 << 20;
 /// [`Ruleset::parse_files`]; an unreadable directory or file is an error naming it.
 ///
 /// Every entry named `*.fg` must be a regular file of at most [`MAX_FILE_BYTES`]
-/// (all of them together at most [`MAX_RULESET_BYTES`]) holding UTF-8 text: a directory, a FIFO, a symbolic link (even one pointing to a
-/// regular file inside `dir`) is an error naming the entry, never skipped — a
-/// skipped tenant file would read as "tenant removed". Symbolic links are refused
+/// (all of them together at most [`MAX_RULESET_BYTES`]) holding UTF-8 text: a
+/// directory, a FIFO, a symbolic link (even one pointing to a regular file inside
+/// `dir`) is an error naming the entry, never skipped — a skipped tenant file
+/// would read as "tenant removed". Symbolic links are refused
 /// outright rather than resolved: the files are read as root, a link adds nothing
 /// the format needs (a tenant file is found by its own name, and a link to another
 /// tenant's file declares the wrong tenant), and checking a link's target before
@@ -169,6 +170,9 @@ pub fn read_dir_files(dir: impl AsRef<Path>) -> Result<Vec<(String, String)>, Er
             }
             Err(d) => errors.push(*d),
         }
+        if errors.len() >= MAX_ERRORS {
+            break; // a directory of a million dangling links: enough said
+        }
     }
     if errors.is_empty() {
         Ok(files)
@@ -198,7 +202,7 @@ fn kind_of(t: std::fs::FileType) -> &'static str {
     } else if t.is_block_device() || t.is_char_device() {
         "a device"
     } else {
-        "not a regular file"
+        "an unknown kind of file"
     }
 }
 
