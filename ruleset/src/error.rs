@@ -21,12 +21,16 @@ pub(crate) const EXCERPT_CHARS: usize = 32;
 /// quoted a whole token could copy a file's contents (or a terminal escape
 /// sequence) into logs, `--json` output and CI.
 pub(crate) fn excerpt(input: &str) -> String {
-    let mut out = String::new();
-    for (i, c) in input.chars().enumerate() {
-        if i == EXCERPT_CHARS {
-            out.push('…');
-            break;
-        }
+    match input.char_indices().nth(EXCERPT_CHARS) {
+        Some((cut, _)) => escaped(&input[..cut]) + "…",
+        None => escaped(input),
+    }
+}
+
+/// `input` with control and other non-printable characters escaped.
+pub(crate) fn escaped(input: &str) -> String {
+    let mut out = String::with_capacity(input.len());
+    for c in input.chars() {
         if printable(c) {
             out.push(c);
         } else {

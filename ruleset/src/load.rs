@@ -7,7 +7,7 @@
 
 use std::path::Path;
 
-use crate::error::{Diag, ErrorKind, Errors, MAX_ERRORS, SourceMap};
+use crate::error::{Diag, ErrorKind, Errors, MAX_ERRORS, SourceMap, escaped};
 use crate::model::{Ruleset, Scope, assign_ids};
 use crate::parser::{Parser, check_ident};
 
@@ -153,6 +153,20 @@ pub fn read_dir_files(dir: impl AsRef<Path>) -> Result<Vec<(String, String)>, Er
     let mut errors = Vec::new();
     let mut total = 0u64;
     for p in paths {
+        // A name is printed in every error about its file: one that is not
+        // printable UTF-8 (a terminal escape, say) is refused, shown escaped.
+        // No tenant could have such a name anyway.
+        if let Some(n) = p.file_name()
+            && let name = n.to_string_lossy()
+            && (n.to_str().is_none() || escaped(&name) != name)
+        {
+            errors.push(Diag::without_source(
+                ErrorKind::Io,
+                &dir.join(escaped(&name)).display().to_string(),
+                "a file name that is not printable UTF-8",
+            ));
+            continue;
+        }
         match read_ruleset_file(&p) {
             Ok(text) => {
                 total += text.len() as u64;

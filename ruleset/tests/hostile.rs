@@ -513,3 +513,19 @@ fn shadow_analysis_does_not_compare_long_lists_pair_by_pair() {
         started.elapsed()
     );
 }
+
+#[test]
+fn a_file_name_that_is_not_printable_is_refused_and_shown_escaped() {
+    use std::os::unix::ffi::OsStrExt;
+    let s = Scratch::ruleset("names");
+    s.write("\u{1b}[2J.fg", "tenant x\n");
+    std::fs::write(
+        s.0.join(std::ffi::OsStr::from_bytes(b"caf\xe9.fg")),
+        "tenant x\n",
+    )
+    .expect("write");
+    let e = load_err(&s.0);
+    let names: Vec<&str> = e.errors.iter().map(file_name).collect();
+    assert_eq!(names, ["\\u{1b}[2J.fg", "caf\u{fffd}.fg"], "{}", shown(&e));
+    assert!(!shown(&e).contains('\u{1b}'));
+}
