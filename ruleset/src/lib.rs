@@ -35,7 +35,8 @@
 //! - every `*.fg` entry must be a regular file: a symbolic link (wherever it points),
 //!   a directory or a FIFO named `bob.fg` is an error naming it, never skipped — a
 //!   skipped file would read as "tenant `bob` removed". Links are refused, not
-//!   resolved: a check of a link's target races with whoever can rewrite the link;
+//!   resolved: a check of a link's target races with whoever can rewrite the link.
+//!   A name that is not printable UTF-8 is refused too, shown escaped;
 //! - a file may hold at most [`MAX_FILE_BYTES`] (16 MiB), all of them together
 //!   [`MAX_RULESET_BYTES`] (128 MiB), checked on the size and by a bounded read;
 //! - a UTF-8 byte-order mark is skipped; other text that is not UTF-8 is an error
