@@ -2,13 +2,13 @@
 //! tables in userspace, or the kernel — on a ruleset or a ClassBench filter
 //! set, so any engine can be checked against any other on standard data.
 
-use std::{collections::BTreeMap, fs, path::Path};
+use std::{collections::BTreeMap, path::Path};
 
 use fluxgate_common::{GatewayConfig, Trace, xdp};
 use fluxgate_dataplane::{Program, StagedImage, Tables, frame::FrameSpec};
 use fluxgate_ruleset::{
-    Classifier, CompileOptions, Config, Diag, ErrorKind, Errors, PacketHeader, Ruleset, Scope,
-    Verdict, classbench, compile_with, reference, validate,
+    Classifier, CompileOptions, Config, PacketHeader, Ruleset, Scope, Verdict, classbench,
+    compile_with, reference, validate,
 };
 use serde::Serialize;
 
@@ -85,26 +85,19 @@ fn decisions(
 ) -> Result<Vec<TraceDecision>, ControlError> {
     // An unreadable input file is refused like one that does not parse
     // (exit 7), naming the file, as an unreadable ruleset directory is.
-    let read = |p: &Path| {
-        fs::read_to_string(p).map_err(|e| {
-            Errors::one(Diag::without_source(
-                ErrorKind::Io,
-                &p.display().to_string(),
-                e.to_string(),
-            ))
-        })
-    };
+    // Bounded (a filter or trace line is < 80 bytes: 16 × 16 MiB holds
+    // millions), and text that is not UTF-8 is refused at its first bad byte.
+    let read =
+        |p: &Path| fluxgate_ruleset::read_text_file(p, 16 * fluxgate_ruleset::MAX_FILE_BYTES);
     let (rs, classbench_mode) = match source {
         RuleSource::Dir(dir) => (
             validate(Ruleset::load_dir(dir)?, &Config::default())?,
             false,
         ),
         RuleSource::ClassBench(file) => {
-            let filters = classbench::parse_filters(&file.display().to_string(), &read(file)?)?;
-            (
-                validate(classbench::to_ruleset(&filters), &Config::classbench())?,
-                true,
-            )
+            // Every error, to the last validation limit, at file:line:col.
+            let rs = classbench::parse_ruleset(&file.display().to_string(), &read(file)?)?;
+            (validate(rs, &Config::classbench())?, true)
         }
     };
     // Trace packets as the wire carries them (ports only on TCP and UDP),

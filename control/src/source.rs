@@ -69,11 +69,64 @@ impl RulesetSource {
         match self {
             RulesetSource::Dir(dir) => Ok(fluxgate_ruleset::read_dir_files(dir)?),
             RulesetSource::Files { files, .. } => {
+                check_files(files)?;
                 let mut files = files.clone();
                 files.sort();
                 Ok(files)
             }
         }
+    }
+}
+
+/// Files held in memory get the limits files on disk get: a plain
+/// printable `*.fg` name, at most `MAX_FILE_BYTES` each and
+/// `MAX_RULESET_BYTES` in all.
+fn check_files(files: &[(String, String)]) -> Result<(), ControlError> {
+    use fluxgate_ruleset::{Diag, ErrorKind, Errors, MAX_FILE_BYTES, MAX_RULESET_BYTES};
+    let mut errors = Vec::new();
+    let mut total = 0u64;
+    for (name, text) in files {
+        let plain = name.ends_with(".fg")
+            && name.len() > 3
+            && !name.contains('/')
+            && name.chars().all(|c| !c.is_control());
+        let shown: String = name
+            .chars()
+            .flat_map(char::escape_default)
+            .take(64)
+            .collect();
+        if !plain {
+            errors.push(Diag::without_source(
+                ErrorKind::Io,
+                &shown,
+                "a ruleset file name is a plain `<name>.fg`, without `/` or control characters",
+            ));
+        }
+        total += text.len() as u64;
+        if text.len() as u64 > MAX_FILE_BYTES {
+            errors.push(Diag::without_source(
+                ErrorKind::Io,
+                &shown,
+                format!("larger than {MAX_FILE_BYTES} bytes, the most a ruleset file may hold"),
+            ));
+        }
+    }
+    if total > MAX_RULESET_BYTES {
+        errors.push(Diag::without_source(
+            ErrorKind::Io,
+            "",
+            format!(
+                "the files hold more than {MAX_RULESET_BYTES} bytes, the most a ruleset may have"
+            ),
+        ));
+    }
+    if errors.is_empty() {
+        Ok(())
+    } else {
+        Err(ControlError::Ruleset(Errors {
+            errors,
+            warnings: Vec::new(),
+        }))
     }
 }
 
@@ -86,5 +139,25 @@ impl From<&Path> for RulesetSource {
 impl From<PathBuf> for RulesetSource {
     fn from(dir: PathBuf) -> RulesetSource {
         RulesetSource::Dir(dir)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn files_in_memory_get_the_limits_of_files_on_disk() {
+        let ok = RulesetSource::files("t", [("gateway.fg", "default pass\n")]);
+        assert_eq!(ok.read().map(|f| f.len()).ok(), Some(1));
+        for name in ["../etc/x.fg", "x.txt", ".fg", "a\u{1b}[2J.fg"] {
+            let bad = RulesetSource::files("t", [("gateway.fg", "default pass\n"), (name, "")]);
+            let err = bad.read().expect_err(name);
+            assert_eq!(err.exit_code(), crate::exit::BAD_RULESET, "{name}");
+            assert!(!err.to_string().contains('\u{1b}'), "escaped: {err}");
+        }
+        let huge = "#".repeat(usize::try_from(fluxgate_ruleset::MAX_FILE_BYTES).unwrap_or(0) + 1);
+        let bad = RulesetSource::files("t", [("gateway.fg", huge)]);
+        assert!(bad.read().is_err());
     }
 }

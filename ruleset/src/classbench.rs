@@ -8,7 +8,17 @@
 //! so "no filter matched" is a default decision.
 //!
 //! ClassBench rules put port ranges on rules of any protocol; validate them with
-//! [`crate::Config::classbench`]. TCP flags are kept only on TCP filters.
+//! [`crate::Config::classbench`]. TCP flags are kept only on TCP filters. Ports
+//! are matched as the wire carries them (see [`PacketHeader::on_the_wire`]): only
+//! TCP and UDP packets have ports, so a filter with a port range and no protocol
+//! matches TCP and UDP packets only, and a filter whose protocol has no ports
+//! (ICMP, GRE — standard firewall sets have such filters) with a port range
+//! matches no packet at all; it still imports, keeping its number. A full
+//! `0 : 65535` range is no constraint: such a filter matches every packet of its
+//! protocol. The reference, the userspace tables and the kernel agree on this;
+//! [`Filter::matches`] (ClassBench's own semantics, ports on every packet) may
+//! differ there. [`parse_ruleset`] keeps each filter's `file:line:col` for
+//! validation errors.
 //!
 //! Trace line: `SRC DST SPORT DPORT PROTO [..] [FILTER]` with addresses as u32 decimal; with
 //! six or more fields the last is the 1-based index of the filter expected to match.
@@ -19,7 +29,7 @@ use std::net::{IpAddr, Ipv4Addr};
 
 use ipnet::{IpNet, Ipv4Net};
 
-use crate::error::{ErrorKind, Errors, SourceMap};
+use crate::error::{ErrorKind, Errors, SourceMap, excerpt};
 use crate::model::{
     Action, Gateway, Match, PortItem, PortRange, PrefixItem, Proto, Rule, RuleId, RuleSpans,
     Ruleset, Scope, Span, TcpFlags, Verdict, assign_ids,
@@ -144,6 +154,27 @@ fn lines_at(text: &str) -> impl Iterator<Item = (usize, &str)> {
 
 /// Parses a filter file. Errors point at the offending field.
 pub fn parse_filters(path: &str, text: &str) -> Result<Vec<Filter>, Errors> {
+    Ok(parse_lines(path, text)?
+        .1
+        .into_iter()
+        .map(|(f, _)| f)
+        .collect())
+}
+
+/// Parses a filter file into the ruleset [`to_ruleset`] makes, with each rule's
+/// position in the file, so validation errors (a [`crate::Config`] limit, a
+/// port range on a protocol without ports under [`crate::Config::default`])
+/// point at `file:line:col` of the filter and field. Validate it with
+/// [`crate::Config::classbench`].
+pub fn parse_ruleset(path: &str, text: &str) -> Result<Ruleset, Errors> {
+    let (map, lines) = parse_lines(path, text)?;
+    let mut rs = ruleset_of(lines.iter().map(|(f, spans)| (f, *spans)));
+    rs.sources = map;
+    Ok(rs)
+}
+
+/// The filters of a file with the spans of their fields in it (file 0 of the map).
+fn parse_lines(path: &str, text: &str) -> Result<(SourceMap, Vec<(Filter, RuleSpans)>), Errors> {
     let mut map = SourceMap::default();
     map.add(path, text);
     let mut out = Vec::new();
@@ -184,7 +215,7 @@ pub fn parse_filters(path: &str, text: &str) -> Result<Vec<Filter>, Errors> {
                 ls,
                 offset(line, f),
                 f.len(),
-                format!("bad {what} `{f}`"),
+                format!("bad {what} `{}`", excerpt(f)),
             )
         };
         let net = |f: &str| f.parse::<Ipv4Net>().map_err(|_| bad(f, "IPv4 prefix"));
@@ -225,29 +256,50 @@ pub fn parse_filters(path: &str, text: &str) -> Result<Vec<Filter>, Errors> {
             }
             None => None,
         };
-        out.push(Filter {
+        let filter = Filter {
             src: net(fields[0])?,
             dst: net(fields[1])?,
             sport: range(fields[2])?,
             dport: range(fields[3])?,
             proto,
             flags,
-        });
+        };
+        let at = |f: &str| {
+            let start = ls + offset(line, f);
+            Some(Span::new(0, start, start + f.len()))
+        };
+        let spans = RuleSpans {
+            rule: Span::new(0, ls, ls + body.len()),
+            src: at(fields[0]),
+            dst: at(fields[1]),
+            sport: at(fields[2]),
+            dport: at(fields[3]),
+            proto: at(fields[4]),
+            tcp_flags: fields.get(5).and_then(|f| at(f)),
+            ..RuleSpans::default()
+        };
+        out.push((filter, spans));
     }
-    Ok(out)
+    Ok((map, out))
 }
 
 /// A global-only ruleset: filter *i* is gateway rule at position *i*, action `pass`,
 /// gateway default `drop`.
+///
+/// The rules have no position in a file: [`parse_ruleset`] gives one ruleset
+/// whose errors do.
 pub fn to_ruleset(filters: &[Filter]) -> Ruleset {
+    ruleset_of(filters.iter().map(|f| (f, RuleSpans::default())))
+}
+
+fn ruleset_of<'a>(filters: impl Iterator<Item = (&'a Filter, RuleSpans)>) -> Ruleset {
     let mut rules: Vec<Rule> = filters
-        .iter()
-        .map(|f| Rule {
+        .map(|(f, spans)| Rule {
             id: RuleId(0),
             position: 0,
             matches: f.to_match(),
             action: Action::Pass,
-            spans: RuleSpans::default(),
+            spans,
         })
         .collect();
     assign_ids(&Scope::Gateway, &mut rules);
@@ -314,7 +366,7 @@ pub fn parse_trace(path: &str, text: &str) -> Result<Vec<TraceEntry>, Errors> {
                     ls,
                     offset(line, f),
                     f.len(),
-                    format!("bad number `{f}`"),
+                    format!("bad number `{}`", excerpt(f)),
                 )
             })
         };

@@ -31,7 +31,8 @@ pub struct CompileOptions {
     pub generation: u64,
     /// Decision-tree tuning.
     pub tree: TreeConfig,
-    /// Most table rules one model rule may expand into (default 4096 when 0).
+    /// Most table rules one model rule may expand into (default 4096 when 0);
+    /// counted before any is made.
     pub max_expansion: usize,
     /// Tenant and counter slots carried over from earlier generations.
     pub plan: SlotPlan,
@@ -512,27 +513,31 @@ fn lower_scope(
             rule: Some(rule.id),
             position: rule.position,
         });
-        let before = out.len();
-        lower_with(rule, counter, opts, &mut buffers, &mut out).map_err(|name| {
-            CompileError::UnknownInterface {
+        lower_with(rule, counter, opts, limit, &mut buffers, &mut out).map_err(|e| match e {
+            Lowering::UnknownInterface(name) => CompileError::UnknownInterface {
                 location: locate(sources, rule.spans.iif.unwrap_or(rule.spans.rule)),
                 scope: scope.clone(),
                 position: rule.position,
                 name,
-            }
-        })?;
-        let count = out.len() - before;
-        if count > limit {
-            return Err(CompileError::TooManyExpansions {
+            },
+            Lowering::TooMany(count) => CompileError::TooManyExpansions {
                 location: locate(sources, rule.spans.rule),
                 scope: scope.clone(),
                 position: rule.position,
                 count,
                 limit,
-            });
-        }
+            },
+        })?;
     }
     Ok(out)
+}
+
+/// Why [`lower_with`] made no table rules of a rule.
+enum Lowering {
+    /// The rule names an interface [`CompileOptions::interfaces`] lacks.
+    UnknownInterface(String),
+    /// The rule would expand into this many table rules, more than the limit.
+    TooMany(usize),
 }
 
 /// Appends the table rules of `rule` to `out`; `Err(name)` for an unknown interface.
@@ -542,7 +547,19 @@ pub fn lower(
     opts: &CompileOptions,
     out: &mut Vec<FlatRule>,
 ) -> Result<(), String> {
-    lower_with(rule, counter, opts, &mut Buffers::default(), out)
+    lower_with(
+        rule,
+        counter,
+        opts,
+        usize::MAX,
+        &mut Buffers::default(),
+        out,
+    )
+    .map_err(|e| match e {
+        Lowering::UnknownInterface(name) => name,
+        // A count above usize::MAX cannot be (it saturates at the limit).
+        Lowering::TooMany(count) => format!("{count} table rules"),
+    })
 }
 
 /// The lists [`lower`] works on, reused from rule to rule of a scope: with a
@@ -558,14 +575,16 @@ struct Buffers {
     dsts: Vec<Option<IpNet>>,
 }
 
-/// [`lower`] with the lists in `buf`.
+/// [`lower`] with the lists in `buf`; a rule that would make more than `limit`
+/// table rules is refused after counting them, before making any.
 fn lower_with(
     rule: &Rule,
     counter: u32,
     opts: &CompileOptions,
+    limit: usize,
     buf: &mut Buffers,
     out: &mut Vec<FlatRule>,
-) -> Result<(), String> {
+) -> Result<(), Lowering> {
     let m: &Match = &rule.matches;
     let act = match rule.action {
         Action::Pass => action::PASS,
@@ -574,7 +593,10 @@ fn lower_with(
     };
     let mut base = FlatRule::any(act, counter);
     if let Some(name) = &m.iif {
-        let index = *opts.interfaces.get(name).ok_or_else(|| name.clone())?;
+        let index = *opts
+            .interfaces
+            .get(name)
+            .ok_or_else(|| Lowering::UnknownInterface(name.clone()))?;
         exact(&mut base, word::IFINDEX, index);
     }
     if let Some(vlan) = m.vlan {
@@ -602,7 +624,27 @@ fn lower_with(
     let wants_ports = !sports.is_empty() || !dports.is_empty();
     let wants_icmp = m.icmp_type.is_some() || m.icmp_code.is_some();
 
-    for family in [4u32, 6] {
+    // Two passes over the same expansion: the first only counts, so a rule
+    // whose lists multiply past the limit is refused before it takes memory.
+    // The count is at most the product of the lists' lengths × 2 protocols
+    // × 2 families; when that is within the limit (as for nearly every rule),
+    // counting is skipped.
+    let at_most = [src.len(), dst.len(), sports.len(), dports.len(), 4]
+        .into_iter()
+        .fold(1usize, |n, k| n.saturating_mul(k.max(1)));
+    const COUNT_THEN_MAKE: [(bool, u32); 4] = [(true, 4), (true, 6), (false, 4), (false, 6)];
+    let passes = if at_most <= limit {
+        &COUNT_THEN_MAKE[2..]
+    } else {
+        &COUNT_THEN_MAKE[..]
+    };
+    let counted = passes.len() == COUNT_THEN_MAKE.len();
+    let mut count = 0usize;
+    let before = out.len();
+    for &(counting, family) in passes {
+        if !counting && count > limit {
+            return Err(Lowering::TooMany(count));
+        }
         // The list's prefixes of this family (`[None]`: any address);
         // false when the list has prefixes, none of this family.
         let of_family = |list: &[IpNet], into: &mut Vec<Option<IpNet>>| -> bool {
@@ -623,7 +665,7 @@ fn lower_with(
         // Families only need separating when addresses or ICMP pin one down.
         let family_free = src.is_empty() && dst.is_empty() && !wants_icmp;
         if family_free && family == 6 {
-            break; // one family-free expansion was emitted for family 4
+            continue; // one family-free expansion was emitted for family 4
         }
         let proto = m.proto.map(|p| u32::from(p.number()));
         let one;
@@ -653,6 +695,13 @@ fn lower_with(
             Some(_) => &[],
             None => protos,
         };
+        if counting {
+            let per_proto = [srcs.len(), dsts.len(), sports.len(), dports.len()]
+                .into_iter()
+                .fold(1usize, |n, k| n.saturating_mul(k.max(1)));
+            count = count.saturating_add(per_proto.saturating_mul(protos.len()));
+            continue;
+        }
         for proto in protos {
             let mut r = base;
             if !family_free {
@@ -688,6 +737,14 @@ fn lower_with(
             }
         }
     }
+    debug_assert!(
+        !counted || out.len() - before == count,
+        "the counting pass counts what is made"
+    );
+    debug_assert!(
+        out.len() - before <= at_most,
+        "the product bounds the count"
+    );
     Ok(())
 }
 

@@ -8,6 +8,75 @@ use miette::{LabeledSpan, NamedSource, SourceSpan};
 
 use crate::model::{FileId, Span};
 
+/// Most errors one parse or one validation collects before it stops (each
+/// holds memory; a ruleset with more has one problem many times over).
+pub(crate) const MAX_ERRORS: usize = 1000;
+
+/// Most characters of input an error message quotes.
+pub(crate) const EXCERPT_CHARS: usize = 32;
+
+/// `input` as an error message may quote it: at most [`EXCERPT_CHARS`] characters
+/// (then `…`), control and other non-printable characters escaped (`\u{1b}`,
+/// `\n`). Ruleset files come from customers and are read as root; a message that
+/// quoted a whole token could copy a file's contents (or a terminal escape
+/// sequence) into logs, `--json` output and CI.
+pub(crate) fn excerpt(input: &str) -> String {
+    match input.char_indices().nth(EXCERPT_CHARS) {
+        Some((cut, _)) => escaped(&input[..cut]) + "…",
+        None => escaped(input),
+    }
+}
+
+/// `input` with control and other non-printable characters escaped.
+pub(crate) fn escaped(input: &str) -> String {
+    let mut out = String::with_capacity(input.len());
+    for c in input.chars() {
+        if printable(c) {
+            out.push(c);
+        } else {
+            out.extend(c.escape_debug());
+        }
+    }
+    out
+}
+
+/// True for a character that shows as itself: not a control, format or other
+/// character `escape_debug` escapes (quotes and backslash are printable).
+fn printable(c: char) -> bool {
+    matches!(c, '"' | '\'' | '\\') || c.escape_debug().len() == 1
+}
+
+/// Longest source line a rendered diagnostic shows (characters).
+const SNIPPET_LINE_CHARS: usize = 200;
+/// Most source bytes a rendered diagnostic shows (the span's lines and one on
+/// each side).
+const SNIPPET_BYTES: usize = 2000;
+
+/// Whether the lines a render of `span` in `text` shows (its own lines and one
+/// line of context on each side) may be shown as they are: short, and nothing
+/// a terminal would interpret (tabs excepted).
+fn snippet_is_displayable(text: &str, span: SourceSpan) -> bool {
+    let start = span.offset().min(text.len());
+    let end = (span.offset() + span.len()).min(text.len());
+    let line_before = |at: usize| text.get(..at).and_then(|t| t.rfind('\n'));
+    // Start of the line before the span's first line.
+    let from = line_before(start)
+        .and_then(line_before)
+        .map_or(0, |nl| nl + 1);
+    let line_after = |at: usize| text.get(at..).and_then(|t| t.find('\n')).map(|i| at + i);
+    // End of the line after the span's last line.
+    let to = line_after(end)
+        .and_then(|nl| line_after(nl + 1))
+        .unwrap_or(text.len());
+    let Some(window) = text.get(from..to) else {
+        return false;
+    };
+    window.len() <= SNIPPET_BYTES
+        && window.lines().all(|l| {
+            l.chars().count() <= SNIPPET_LINE_CHARS && l.chars().all(|c| c == '\t' || printable(c))
+        })
+}
+
 /// What went wrong. Stable names, usable in tests and tooling.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[non_exhaustive]
@@ -293,11 +362,26 @@ impl Diag {
 
     /// Renders like a compiler: message, `file:line:col`, the source line and a caret
     /// under the offending token. Plain ASCII, no colour, stable for tests and logs.
+    ///
+    /// The source lines are left out when they are long or hold characters a
+    /// terminal would interpret (the message and position stay): the files come
+    /// from customers, and an error must not copy a whole file into a log.
     pub fn render(&self) -> String {
         let handler = miette::GraphicalReportHandler::new_themed(miette::GraphicalTheme::none())
             .with_width(100);
+        let plain;
+        let shown = match &self.src {
+            Some(src) if !snippet_is_displayable(src.inner(), self.span) => {
+                plain = Diag {
+                    src: None,
+                    ..self.clone()
+                };
+                &plain
+            }
+            _ => self,
+        };
         let mut out = String::new();
-        if handler.render_report(&mut out, self).is_err() {
+        if handler.render_report(&mut out, shown).is_err() {
             out = self.to_string();
         }
         out

@@ -3,7 +3,8 @@
 //! The sans-I/O heart of fluxgate: the rule model, the `.fg` text format and its
 //! parser, validation with `file:line:col` diagnostics, the reference classifier that
 //! *defines* the semantics, diff between generations, and ClassBench import. No kernel,
-//! no network, no `unsafe`; the only I/O is [`Ruleset::load_dir`] reading files.
+//! no network, no `unsafe`; the only I/O is reading files ([`Ruleset::load_dir`],
+//! [`read_text_file`]).
 //!
 //! ```text
 //! files ─parse_files/load_dir─▶ Ruleset ─validate─▶ ValidRuleset ─▶ (compiler, reference::classify, diff)
@@ -24,6 +25,28 @@
 //! A ruleset is one directory: `gateway.fg` (provider-wide default, global rules,
 //! shared named sets) and one `<tenant>.fg` per tenant beside it. The file name must be
 //! the tenant name, so a tenant's file is found by name and `ls` lists the tenants.
+//!
+//! ## Files customers write
+//!
+//! Tenant files may come from customers or their panels and are read as root, so
+//! [`Ruleset::load_dir`] trusts nothing in the directory ([`read_dir_files`] has the
+//! details and the reasons):
+//!
+//! - every `*.fg` entry must be a regular file: a symbolic link (wherever it points),
+//!   a directory or a FIFO named `bob.fg` is an error naming it, never skipped — a
+//!   skipped file would read as "tenant `bob` removed". Links are refused, not
+//!   resolved: a check of a link's target races with whoever can rewrite the link.
+//!   A name that is not printable UTF-8 is refused too, shown escaped;
+//! - a file may hold at most [`MAX_FILE_BYTES`] (16 MiB), all of them together
+//!   [`MAX_RULESET_BYTES`] (128 MiB), checked on the size and by a bounded read;
+//! - a UTF-8 byte-order mark is skipped; other text that is not UTF-8 is an error
+//!   at the line and column of the first bad byte;
+//! - an error quotes at most 32 characters of input, non-printable characters
+//!   escaped, and [`Diag::render`] leaves out long or non-printable source lines;
+//! - the [`Config`] limits (rules, tenants, set sizes, and the table rules that
+//!   rules expand into) are checked by [`validate()`] before any set is copied into
+//!   a rule or any rule expanded, each error at the rule, set or tenant crossing it;
+//! - after 100 errors in one file, or 1,000 in all, parsing and validation stop.
 //!
 //! ## A complete gateway file and tenant file
 //!
@@ -209,7 +232,7 @@ pub use compile::{
 };
 pub use config::Config;
 pub use error::{Diag, ErrorKind, Errors, Location, Severity, SourceMap};
-pub use load::{GATEWAY_FILE, read_dir_files};
+pub use load::{GATEWAY_FILE, MAX_FILE_BYTES, MAX_RULESET_BYTES, read_dir_files, read_text_file};
 pub use model::*;
 pub use packet::{PacketHeader, PacketParseError};
 pub use reference::{Decision, RuleRef};

@@ -5,7 +5,7 @@ use std::net::IpAddr;
 
 use ipnet::IpNet;
 
-use crate::error::ErrorKind;
+use crate::error::{ErrorKind, excerpt};
 use crate::model::{PortRange, Proto, TcpFlags};
 
 /// Flag letters in bit order (bit 0 = FIN … bit 7 = CWR), as printed.
@@ -24,8 +24,9 @@ pub fn check_ident(name: &str) -> Result<(), String> {
         Ok(())
     } else {
         Err(format!(
-            "`{name}` is not a valid name: use 1 to 63 characters from a-z, 0-9, `_`, `-`, \
-             starting with a letter or digit"
+            "`{}` is not a valid name: use 1 to 63 characters from a-z, 0-9, `_`, `-`, \
+             starting with a letter or digit",
+            excerpt(name)
         ))
     }
 }
@@ -47,7 +48,7 @@ pub(crate) fn parse_prefix(w: &str) -> Result<IpNet, (ErrorKind, String, Option<
     let addr: IpAddr = a.parse().map_err(|_| {
         (
             ErrorKind::Syntax,
-            format!("`{a}` is not an IPv4 or IPv6 address"),
+            format!("`{}` is not an IPv4 or IPv6 address", excerpt(a)),
             None,
         )
     })?;
@@ -59,7 +60,7 @@ pub(crate) fn parse_prefix(w: &str) -> Result<IpNet, (ErrorKind, String, Option<
             let n = parse_u32(l).ok_or_else(|| {
                 (
                     ErrorKind::Syntax,
-                    format!("`{l}` is not a prefix length"),
+                    format!("`{}` is not a prefix length", excerpt(l)),
                     off,
                 )
             })?;
@@ -80,8 +81,12 @@ pub(crate) fn parse_prefix(w: &str) -> Result<IpNet, (ErrorKind, String, Option<
 /// Parses `p` or `lo-hi`.
 pub(crate) fn parse_port_range(w: &str) -> Result<PortRange, (ErrorKind, String)> {
     let one = |s: &str| -> Result<u16, (ErrorKind, String)> {
-        let n = parse_u32(s)
-            .ok_or_else(|| (ErrorKind::Syntax, format!("`{s}` is not a port number")))?;
+        let n = parse_u32(s).ok_or_else(|| {
+            (
+                ErrorKind::Syntax,
+                format!("`{}` is not a port number", excerpt(s)),
+            )
+        })?;
         u16::try_from(n).map_err(|_| {
             (
                 ErrorKind::NumberOutOfRange,
@@ -119,7 +124,10 @@ pub(crate) fn parse_proto(w: &str) -> Result<Proto, (ErrorKind, String)> {
             let n = parse_u32(w).ok_or_else(|| {
                 (
                     ErrorKind::Syntax,
-                    format!("unknown protocol `{w}` (tcp, udp, icmp, icmpv6 or 0-255)"),
+                    format!(
+                        "unknown protocol `{}` (tcp, udp, icmp, icmpv6 or 0-255)",
+                        excerpt(w)
+                    ),
                 )
             })?;
             Proto::from_number(u8::try_from(n).map_err(|_| {
@@ -141,7 +149,7 @@ pub(crate) fn parse_flags(w: &str, with_mask: bool) -> Result<TcpFlags, String> 
             let i = FLAG_LETTERS.iter().position(|&f| f == c).ok_or_else(|| {
                 format!(
                     "`{}` is not a TCP flag (use F S R P A U E C)",
-                    char::from(c)
+                    excerpt(&char::from(c).to_string())
                 )
             })?;
             v |= 1 << i;
@@ -158,7 +166,8 @@ pub(crate) fn parse_flags(w: &str, with_mask: bool) -> Result<TcpFlags, String> 
     };
     if value & !mask != 0 {
         return Err(format!(
-            "flags `{w}` require a flag outside the mask, so never match"
+            "flags `{}` require a flag outside the mask, so never match",
+            excerpt(w)
         ));
     }
     if with_mask && mask == 0 {

@@ -4,6 +4,7 @@ use std::fmt;
 use std::net::IpAddr;
 use std::str::FromStr;
 
+use crate::error::excerpt;
 use crate::model::Proto;
 use crate::parser::{parse_flags, parse_proto, parse_u32};
 use crate::print::flag_letters;
@@ -62,7 +63,7 @@ pub struct PacketHeader {
 
 /// Why a packet's text form did not parse.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("bad packet `{text}`: {reason}")]
+#[error("bad packet `{}`: {reason}", crate::error::excerpt(.text))]
 pub struct PacketParseError {
     /// The input.
     pub text: String,
@@ -74,13 +75,13 @@ fn endpoint(w: &str) -> Result<(IpAddr, Option<u16>), String> {
     let port = |p: &str| -> Result<u16, String> {
         parse_u32(p)
             .and_then(|n| u16::try_from(n).ok())
-            .ok_or_else(|| format!("bad port `{p}`"))
+            .ok_or_else(|| format!("bad port `{}`", excerpt(p)))
     };
     if let Some(rest) = w.strip_prefix('[') {
         let (a, tail) = rest.split_once(']').ok_or("missing `]`")?;
         let addr = a
             .parse::<IpAddr>()
-            .map_err(|_| format!("bad address `{a}`"))?;
+            .map_err(|_| format!("bad address `{}`", excerpt(a)))?;
         return match tail {
             "" => Ok((addr, None)),
             t => Ok((
@@ -96,10 +97,13 @@ fn endpoint(w: &str) -> Result<(IpAddr, Option<u16>), String> {
     }
     let (a, p) = w
         .rsplit_once(':')
-        .ok_or_else(|| format!("bad address `{w}`"))?;
-    let addr = a
-        .parse::<std::net::Ipv4Addr>()
-        .map_err(|_| format!("bad address `{a}` (write IPv6 with a port as [addr]:port)"))?;
+        .ok_or_else(|| format!("bad address `{}`", excerpt(w)))?;
+    let addr = a.parse::<std::net::Ipv4Addr>().map_err(|_| {
+        format!(
+            "bad address `{}` (write IPv6 with a port as [addr]:port)",
+            excerpt(a)
+        )
+    })?;
     Ok((IpAddr::V4(addr), Some(port(p)?)))
 }
 
@@ -190,7 +194,7 @@ impl FromStr for PacketHeader {
                 }
                 "type" | "code" => {
                     if !proto.is_icmp() {
-                        return Err(fail(format!("`{k}` needs an ICMP packet")));
+                        return Err(fail(format!("`{}` needs an ICMP packet", excerpt(k))));
                     }
                     let n = u8::try_from(num(v, 255)?).ok();
                     if k == "type" {
@@ -206,7 +210,7 @@ impl FromStr for PacketHeader {
                             .to_owned(),
                     )
                 }
-                _ => return Err(fail(format!("unknown field `{k}`"))),
+                _ => return Err(fail(format!("unknown field `{}`", excerpt(k)))),
             }
         }
         Ok(p)

@@ -3,7 +3,7 @@
 
 use ipnet::IpNet;
 
-use crate::error::{Diag, ErrorKind, SourceMap};
+use crate::error::{Diag, ErrorKind, SourceMap, excerpt};
 use crate::lexer::{Tok, Token, lex};
 pub(crate) use crate::literal::{
     FLAG_LETTERS, check_ident, parse_flags, parse_port_range, parse_prefix, parse_proto, parse_u32,
@@ -12,6 +12,9 @@ use crate::model::{
     Action, FileId, Gateway, Guard, Match, NamedSet, PortItem, PortRange, PrefixItem, Rule, RuleId,
     RuleSpans, SetElems, Span, Tenant, TenantSpans, Verdict,
 };
+
+/// Most errors reported for one file; parsing stops there.
+pub const MAX_ERRORS_PER_FILE: usize = 100;
 
 /// Longest interface name Linux accepts (IFNAMSIZ - 1).
 pub const MAX_IFNAME: usize = 15;
@@ -26,8 +29,9 @@ pub(crate) struct Parser<'a> {
     file: FileId,
     map: &'a SourceMap,
     pub(crate) errors: Vec<Diag>,
-    /// The file did not even tokenize; don't pile "missing X" errors on top.
-    lex_failed: bool,
+    /// The file was not parsed to its end (it did not tokenize, or had too
+    /// many errors); don't pile "missing X" errors on top.
+    incomplete: bool,
 }
 
 /// What a statement list may contain.
@@ -47,7 +51,7 @@ impl<'a> Parser<'a> {
             file,
             map,
             errors: Vec::new(),
-            lex_failed: false,
+            incomplete: false,
         };
         match lex(src) {
             Ok(t) => p.toks = t,
@@ -58,7 +62,7 @@ impl<'a> Parser<'a> {
                     e.message,
                 );
                 p.errors.push(d);
-                p.lex_failed = true;
+                p.incomplete = true;
                 p.toks = vec![Token::at(Tok::Eof, 0)];
             }
         }
@@ -106,7 +110,7 @@ impl<'a> Parser<'a> {
             Tok::End => "end of line".to_owned(),
             _ => format!(
                 "`{}`",
-                self.src.get(t.start as usize..t.end as usize).unwrap_or("")
+                excerpt(self.src.get(t.start as usize..t.end as usize).unwrap_or(""))
             ),
         };
         self.err(
@@ -221,7 +225,7 @@ impl<'a> Parser<'a> {
             "guard" => p.guard_stmt(&mut t.guards),
             _ => p.rule(&mut t.rules),
         });
-        if !named && !self.lex_failed {
+        if !named && !self.incomplete {
             let s = Span::new(self.file, 0, 0);
             self.errors.push(*self.err(
                 ErrorKind::Syntax,
@@ -247,7 +251,7 @@ impl<'a> Parser<'a> {
                 *out = v;
                 *out_span = s;
             }
-            None if self.lex_failed => {}
+            None if self.incomplete => {}
             None => {
                 let s = Span::new(self.file, 0, 0);
                 self.errors.push(
@@ -272,6 +276,17 @@ impl<'a> Parser<'a> {
             self.skip_ends();
             let t = self.peek();
             if t.tok == Tok::Eof {
+                return;
+            }
+            if self.errors.len() >= MAX_ERRORS_PER_FILE {
+                // A file of garbage has an error per line: millions of them,
+                // each holding memory, would be no more use than the first ones.
+                self.errors.push(*self.err(
+                    ErrorKind::Syntax,
+                    self.span(t),
+                    format!("too many errors in this file; stopped after {MAX_ERRORS_PER_FILE}"),
+                ));
+                self.incomplete = true;
                 return;
             }
             let kw = if t.tok == Tok::Word { self.text(t) } else { "" };
@@ -312,7 +327,10 @@ impl<'a> Parser<'a> {
                 return Err(self.err(
                     ErrorKind::Syntax,
                     s,
-                    format!("expected `pass` or `drop` after `default`, found `{w}`"),
+                    format!(
+                        "expected `pass` or `drop` after `default`, found `{}`",
+                        excerpt(w)
+                    ),
                 ));
             }
         };
@@ -348,7 +366,10 @@ impl<'a> Parser<'a> {
                 return Err(self.err(
                     ErrorKind::Syntax,
                     s,
-                    format!("expected `pass` or `drop` after the guard packet, found `{w}`"),
+                    format!(
+                        "expected `pass` or `drop` after the guard packet, found `{}`",
+                        excerpt(w)
+                    ),
                 ));
             }
         };
@@ -517,7 +538,7 @@ impl<'a> Parser<'a> {
             self.err(
                 ErrorKind::Syntax,
                 s,
-                format!("expected {what}, found `{w}`"),
+                format!("expected {what}, found `{}`", excerpt(w)),
             )
         })?;
         if n > max {
@@ -582,9 +603,10 @@ impl<'a> Parser<'a> {
                         ErrorKind::Syntax,
                         kspan,
                         format!(
-                            "unknown keyword `{kw}`; a rule is made of iif, vlan, saddr, daddr, \
+                            "unknown keyword `{}`; a rule is made of iif, vlan, saddr, daddr, \
                              proto, sport, dport, flags, icmp-type, icmp-code, then pass, drop \
-                             or count"
+                             or count",
+                            excerpt(kw)
                         ),
                     ));
                 }

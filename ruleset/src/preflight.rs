@@ -12,13 +12,15 @@
 //! use fluxgate_ruleset::{Config, Ruleset, preflight, validate};
 //!
 //! let rs = validate(
-//!     Ruleset::parse_files(&[(
-//!         "acme.fg".into(),
-//!         "tenant acme\nprefix 203.0.113.0/24\ndefault drop\n\
-//!          proto tcp dport 443 pass\n\
-//!          guard \"tcp 198.51.100.7:40000 -> 203.0.113.10:443 flags S\" pass\n"
-//!             .into(),
-//!     )])
+//!     Ruleset::parse_files(&[
+//!         ("gateway.fg", "default pass\n"),
+//!         (
+//!             "acme.fg",
+//!             "tenant acme\nprefix 203.0.113.0/24\ndefault drop\n\
+//!              proto tcp dport 443 pass\n\
+//!              guard \"tcp 198.51.100.7:40000 -> 203.0.113.10:443 flags S\" pass\n",
+//!         ),
+//!     ])
 //!     .unwrap(),
 //!     &Config::default(),
 //! )

@@ -6,7 +6,8 @@
 //! inside a single one of the earlier rule's). It never warns falsely; it may miss
 //! shadowing spread over several rules, or by a rule more than
 //! [`Config::shadow_window`] pass/drop rules back — that bound keeps validation
-//! linear for 100k-rule rulesets.
+//! linear for 100k-rule rulesets — or by a rule whose lists would take more than
+//! [`MAX_PAIRS`] element pairs to compare with the later rule's.
 
 use std::collections::VecDeque;
 
@@ -50,6 +51,27 @@ pub fn covers(a: &Match, b: &Match, tenant_prefixes: Option<&[IpNet]>) -> bool {
         && prefixes_cover(&a.dst, &b.dst, tenant_prefixes)
 }
 
+/// Most element pairs (earlier rule's × later rule's, per list) compared to
+/// decide whether one rule shadows another. Comparing lists is quadratic: two
+/// rules of 4096 ports each took 8M steps, and a tenant's file could make
+/// validation compare such rules some 3,000 times. Rules with longer lists are
+/// simply not compared; the warning is advice, and missing one is allowed.
+pub(crate) const MAX_PAIRS: usize = 1024;
+
+/// Whether comparing `a` with `b` stays within [`MAX_PAIRS`] pairs per list.
+fn affordable(a: &Match, b: &Match, tenant_prefixes: Option<&[IpNet]>) -> bool {
+    let pairs = |x: usize, y: usize| x.saturating_mul(y) <= MAX_PAIRS;
+    // An empty tenant `daddr` is compared as the tenant's prefixes.
+    let b_dst = match (b.dst.len(), tenant_prefixes) {
+        (0, Some(p)) => p.len(),
+        (n, _) => n,
+    };
+    pairs(a.src.len(), b.src.len())
+        && pairs(a.dst.len(), b_dst)
+        && pairs(a.sport.len(), b.sport.len())
+        && pairs(a.dport.len(), b.dport.len())
+}
+
 /// Bit per constrained field: `a` can only cover `b` if `a`'s bits are a subset of
 /// `b`'s (a constrained field never covers an unconstrained one). One AND rejects most
 /// candidates before the field-by-field check.
@@ -88,7 +110,9 @@ pub(crate) fn find_shadowed(
     for r in rules {
         let bits = constrained(&r.matches, implicit);
         let found = window.iter().rev().find(|(abits, a)| {
-            abits & !bits == 0 && covers(&a.matches, &r.matches, tenant_prefixes)
+            abits & !bits == 0
+                && affordable(&a.matches, &r.matches, tenant_prefixes)
+                && covers(&a.matches, &r.matches, tenant_prefixes)
         });
         if let Some(&(_, a)) = found {
             out.push(

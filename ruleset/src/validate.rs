@@ -8,7 +8,7 @@ use std::net::IpAddr;
 use ipnet::IpNet;
 
 use crate::config::Config;
-use crate::error::{Diag, ErrorKind, Errors, Severity, SourceMap};
+use crate::error::{Diag, ErrorKind, Errors, MAX_ERRORS, Severity, SourceMap, excerpt};
 use crate::model::{
     Gateway, Match, NamedSet, PortItem, PortRange, PrefixItem, Proto, Rule, Ruleset, SetElems,
     Span, Tenant,
@@ -97,23 +97,45 @@ pub fn validate(ruleset: Ruleset, config: &Config) -> Result<ValidRuleset, Error
     tenant_names(&mut cx, &rs.tenants);
     tenant_prefixes(&mut cx, &rs.tenants);
     guards_in_scope(&mut cx, &rs.tenants);
+    // Past a limit, sets are not copied into rules nor rules checked further:
+    // that copying is what the limits bound.
+    let within_limits = !cx.errors.iter().any(|d| d.kind == ErrorKind::Limit);
 
     // Shadowing is only analysed in a scope whose rules all checked out: a rule whose
     // unknown set was dropped during resolution would look broader than it is.
+    //
+    // Each rule's table rules are counted from the rule as written, before
+    // check_rule copies its sets' elements into it (see `admit`).
+    let mut all = TableRules::default();
     let gw_sets = sets_by_name(&mut cx, &rs.gateway.sets, None);
     let before = cx.errors.len();
-    for r in &mut rs.gateway.rules {
-        check_rule(&mut cx, r, &gw_sets, None, None);
+    let mut scope = TableRules::default();
+    for r in rs.gateway.rules.iter_mut().filter(|_| within_limits) {
+        if admit(&mut cx, r, (&gw_sets, None), None, &mut scope, &mut all) {
+            check_rule(&mut cx, r, &gw_sets, None, None);
+        }
     }
-    if cx.errors.len() == before {
+    if within_limits && cx.errors.len() == before {
         find_shadowed(cx.map, cx.cfg, &rs.gateway.rules, None, &mut cx.warnings);
     }
-    for t in &mut rs.tenants {
+    for t in rs.tenants.iter_mut().filter(|_| within_limits) {
+        if cx.errors.len() >= MAX_ERRORS {
+            cx.error(
+                ErrorKind::Limit,
+                t.spans.name,
+                format!("too many errors; stopped after {MAX_ERRORS}, before this tenant"),
+            );
+            break;
+        }
         let before = cx.errors.len();
         let own = sets_by_name(&mut cx, &t.sets, Some(&gw_sets));
         let tenant = (t.name.as_str(), t.prefixes.as_slice());
+        let mut scope = TableRules::default();
         for r in &mut t.rules {
-            check_rule(&mut cx, r, &gw_sets, Some(&own), Some(tenant));
+            let sets = (&gw_sets, Some(&own));
+            if admit(&mut cx, r, sets, Some(&t.name), &mut scope, &mut all) {
+                check_rule(&mut cx, r, &gw_sets, Some(&own), Some(tenant));
+            }
         }
         if cx.errors.len() == before {
             let prefixes = Some(t.prefixes.as_slice());
@@ -147,19 +169,22 @@ pub fn validate(ruleset: Ruleset, config: &Config) -> Result<ValidRuleset, Error
 fn limits(cx: &mut Ctx<'_>, rs: &Ruleset) {
     let cfg = cx.cfg;
     if rs.tenants.len() > cfg.max_tenants {
-        cx.errors.push(Diag::without_source(
+        // Tenants are sorted by name: the first one past the limit.
+        let span = rs.tenants[cfg.max_tenants].spans.name;
+        cx.error(
             ErrorKind::Limit,
-            "",
+            span,
             format!(
-                "{} tenants exceed the limit of {} (Config::max_tenants)",
+                "{} tenants exceed the limit of {} (Config::max_tenants); \
+                 this is the first tenant past it",
                 rs.tenants.len(),
                 cfg.max_tenants
             ),
-        ));
+        );
     }
-    let mut total = rs.gateway.rules.len();
+    let scopes = std::iter::once(&rs.gateway.rules).chain(rs.tenants.iter().map(|t| &t.rules));
+    let total: usize = scopes.clone().map(Vec::len).sum();
     for t in &rs.tenants {
-        total += t.rules.len();
         if t.rules.len() > cfg.max_rules_per_tenant {
             let span = t
                 .rules
@@ -171,7 +196,7 @@ fn limits(cx: &mut Ctx<'_>, rs: &Ruleset) {
                 format!(
                     "tenant `{}` has {} rules, more than the limit of {} \
                      (Config::max_rules_per_tenant); this is the first rule past it",
-                    t.name,
+                    excerpt(&t.name),
                     t.rules.len(),
                     cfg.max_rules_per_tenant
                 ),
@@ -179,15 +204,147 @@ fn limits(cx: &mut Ctx<'_>, rs: &Ruleset) {
         }
     }
     if total > cfg.max_total_rules {
-        cx.errors.push(Diag::without_source(
-            ErrorKind::Limit,
-            "",
-            format!(
-                "{total} rules in total exceed the limit of {} (Config::max_total_rules)",
-                cfg.max_total_rules
-            ),
-        ));
+        // Gateway rules first, then tenants by name: the first rule past the limit.
+        if let Some(r) = scopes.flatten().nth(cfg.max_total_rules) {
+            cx.error(
+                ErrorKind::Limit,
+                r.spans.rule,
+                format!(
+                    "{total} rules in total exceed the limit of {} (Config::max_total_rules); \
+                     this is the first rule past it",
+                    cfg.max_total_rules
+                ),
+            );
+        }
     }
+}
+
+/// How many elements a set has.
+fn elems(e: &SetElems) -> usize {
+    match e {
+        SetElems::Ports(p) => p.len(),
+        SetElems::Prefixes(p) => p.len(),
+    }
+}
+
+/// Table rules counted against one of the [`Config`] limits on them.
+#[derive(Default)]
+struct TableRules {
+    count: usize,
+    /// The limit was crossed (and reported): no further rule is resolved.
+    over: bool,
+}
+
+/// Counts the table rules `r` expands into (from the rule as written, before
+/// its sets are copied into it) against [`Config::max_rule_expansion`], the
+/// limit of its scope (`tenant`, or the gateway) and of the ruleset, reporting
+/// the rule that crosses one. Whether `r` may be resolved and checked: not
+/// when it is over its own limit, nor from the rule that takes its scope or
+/// the ruleset over theirs on — the copying stays within the limits.
+fn admit(
+    cx: &mut Ctx<'_>,
+    r: &Rule,
+    (gw, own): (&Sets<'_>, Option<&Sets<'_>>),
+    tenant: Option<&str>,
+    scope: &mut TableRules,
+    all: &mut TableRules,
+) -> bool {
+    let cfg = cx.cfg;
+    let set_len = |name: &str| lookup(name, gw, own).map_or(0, |s| elems(&s.elems));
+    let n = expansion_bound(&r.matches, &set_len);
+    if n > cfg.max_rule_expansion {
+        cx.errors.push(
+            cx.map
+                .error(
+                    ErrorKind::Limit,
+                    r.spans.rule,
+                    format!(
+                        "this rule expands into up to {n} table rules, more than the limit of {} \
+                         (Config::max_rule_expansion): the product of its address and port \
+                         lists, with every element of a set",
+                        cfg.max_rule_expansion
+                    ),
+                )
+                .with_help("split the rule, or use fewer or wider ranges and prefixes"),
+        );
+        // Reported as such, not again as the rule that takes its tenant or
+        // the ruleset over their limits.
+        return false;
+    }
+    let mut admitted = !scope.over && !all.over;
+    scope.count = scope.count.saturating_add(n);
+    all.count = all.count.saturating_add(n);
+    if scope.count > cfg.max_table_rules_per_tenant && !scope.over {
+        scope.over = true;
+        admitted = false;
+        let who = tenant.map_or_else(
+            || "the gateway's rules".to_owned(),
+            |t| format!("the rules of tenant `{}`", excerpt(t)),
+        );
+        cx.error(
+            ErrorKind::Limit,
+            r.spans.rule,
+            format!(
+                "{who} expand into more than {} table rules \
+                 (Config::max_table_rules_per_tenant); this is the rule that crosses it",
+                cfg.max_table_rules_per_tenant
+            ),
+        );
+    }
+    if all.count > cfg.max_table_rules && !all.over {
+        all.over = true;
+        admitted = false;
+        cx.error(
+            ErrorKind::Limit,
+            r.spans.rule,
+            format!(
+                "the ruleset's rules expand into more than {} table rules \
+                 (Config::max_table_rules); this is the rule that crosses it",
+                cfg.max_table_rules
+            ),
+        );
+    }
+    admitted
+}
+
+/// An upper bound of the table rules the compiler makes of `m`, with
+/// `set_len(name)` elements for `@name` (0 for an unknown set, reported later).
+/// Every list element counts, duplicates and nested prefixes too, so the
+/// compiler (which merges them first) never makes more.
+pub(crate) fn expansion_bound(m: &Match, set_len: &dyn Fn(&str) -> usize) -> usize {
+    let prefixes = |items: &[PrefixItem]| -> usize {
+        items.iter().fold(0usize, |n, i| {
+            n.saturating_add(match i {
+                PrefixItem::Net(_) => 1,
+                PrefixItem::Set(name) => set_len(name),
+            })
+        })
+    };
+    let ports = |items: &[PortItem]| -> usize {
+        items.iter().fold(0usize, |n, i| {
+            n.saturating_add(match i {
+                PortItem::Range(_) => 1,
+                PortItem::Set(name) => set_len(name),
+            })
+        })
+    };
+    let (src, dst) = (prefixes(&m.src), prefixes(&m.dst));
+    let (sport, dport) = (ports(&m.sport), ports(&m.dport));
+    // Ports without a protocol: TCP and UDP. ICMP fields without addresses:
+    // one rule per family.
+    let protos = if m.proto.is_none() && sport + dport > 0 {
+        2
+    } else {
+        1
+    };
+    let families = if src + dst == 0 && (m.icmp_type.is_some() || m.icmp_code.is_some()) {
+        2
+    } else {
+        1
+    };
+    [src, dst, sport, dport, protos, families]
+        .into_iter()
+        .fold(1usize, |n, k| n.saturating_mul(k.max(1)))
 }
 
 fn tenant_names(cx: &mut Ctx<'_>, tenants: &[Tenant]) {
@@ -202,7 +359,7 @@ fn tenant_names(cx: &mut Ctx<'_>, tenants: &[Tenant]) {
                 .error(
                     ErrorKind::DuplicateTenant,
                     t.spans.name,
-                    format!("tenant `{}` is declared twice", t.name),
+                    format!("tenant `{}` is declared twice", excerpt(&t.name)),
                 )
                 .with_related(cx.map, first, "first declared here");
             cx.errors.push(d);
@@ -288,11 +445,23 @@ fn sets_by_name<'a>(cx: &mut Ctx<'_>, sets: &'a [NamedSet], outer: Option<&Sets<
                 .error(
                     ErrorKind::DuplicateSet,
                     s.span,
-                    format!("set `{}` is already defined", s.name),
+                    format!("set `{}` is already defined", excerpt(&s.name)),
                 )
                 .with_related(cx.map, prev.span, "first defined here");
             cx.errors.push(d);
             continue;
+        }
+        if elems(&s.elems) > cx.cfg.max_set_elems {
+            cx.error(
+                ErrorKind::Limit,
+                s.span,
+                format!(
+                    "set `{}` has {} elements, more than the limit of {} (Config::max_set_elems)",
+                    excerpt(&s.name),
+                    elems(&s.elems),
+                    cx.cfg.max_set_elems
+                ),
+            );
         }
         match &s.elems {
             SetElems::Ports(p) => {
@@ -344,12 +513,15 @@ fn resolve_prefixes(
                 Some(SetElems::Ports(_)) => cx.error(
                     ErrorKind::SetTypeMismatch,
                     span,
-                    format!("set `@{name}` holds ports, but an address list needs prefixes"),
+                    format!(
+                        "set `@{}` holds ports, but an address list needs prefixes",
+                        excerpt(&name)
+                    ),
                 ),
                 None => cx.error(
                     ErrorKind::UnknownSet,
                     span,
-                    format!("no set named `@{name}`"),
+                    format!("no set named `@{}`", excerpt(&name)),
                 ),
             },
         }
@@ -374,12 +546,15 @@ fn resolve_ports(
                     Some(SetElems::Prefixes(_)) => cx.error(
                         ErrorKind::SetTypeMismatch,
                         span,
-                        format!("set `@{name}` holds prefixes, but a port list needs ports"),
+                        format!(
+                            "set `@{}` holds prefixes, but a port list needs ports",
+                            excerpt(&name)
+                        ),
                     ),
                     None => cx.error(
                         ErrorKind::UnknownSet,
                         span,
-                        format!("no set named `@{name}`"),
+                        format!("no set named `@{}`", excerpt(&name)),
                     ),
                 },
             }
@@ -429,7 +604,10 @@ fn check_rule(
             cx.error(
                 ErrorKind::Syntax,
                 at(sp.iif),
-                format!("interface name {i:?} must be 1 to 15 printable characters without `\"`"),
+                format!(
+                    "interface name `{}` must be 1 to 15 printable characters without `\"`",
+                    excerpt(i)
+                ),
             );
         }
     }
@@ -442,7 +620,7 @@ fn check_rule(
     }
     let proto = m.proto;
     let l4_ok = match proto {
-        Some(p) => p.has_ports(),
+        Some(p) => p.has_ports() || cx.cfg.allow_ports_on_any_proto,
         None => cx.cfg.allow_ports_without_proto,
     };
     let what = || proto.map_or_else(|| "no `proto`".to_owned(), |p| format!("`proto {p}`"));
