@@ -1,4 +1,15 @@
-//! Deterministic synthetic ClassBench-like rulesets and traces, for benches and tests.
+//! Deterministic synthetic rulesets and packets, for benches and tests; one
+//! generator module, one seeded PRNG ([`Rng`]).
+//!
+//! - At this level: ClassBench-like filter sets ([`classbench_like`]) and
+//!   packets inside them ([`trace`], [`packets`], [`packet_in`]), the rulesets of
+//!   the benches, the ClassBench differential tests and `fluxgate classify`'s tests.
+//! - [`flat`]: the same kind of IPv4 5-tuple sets built directly as the table
+//!   compiler's [`FlatRule`](fluxgate_ruleset::table::FlatRule)s, and keys, for
+//!   the table tests and benches (which test the compiler alone, below the rule model).
+//! - [`strategy`]: proptest strategies for whole rulesets (text files) and
+//!   packets over a small universe of boundary values; proptest draws them, so a
+//!   failure shrinks to a minimal ruleset.
 //!
 //! Not a re-implementation of ClassBench's `db_generator`, but the same shape: addresses
 //! drawn around a pool of "seed" networks so prefixes nest and overlap as in real
@@ -12,9 +23,12 @@ use std::net::Ipv4Addr;
 
 use ipnet::Ipv4Net;
 
-use crate::classbench::{Filter, TraceEntry, header};
-use crate::model::{PortRange, Proto};
-use crate::packet::PacketHeader;
+use fluxgate_ruleset::classbench::{Filter, TraceEntry, header};
+use fluxgate_ruleset::model::{PortRange, Proto};
+use fluxgate_ruleset::packet::PacketHeader;
+
+pub mod flat;
+pub mod strategy;
 
 /// ClassBench seed family.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -1,5 +1,7 @@
 //! A small deterministic ClassBench-like IPv4 5-tuple generator of [`FlatRule`]s
-//! and keys, for the table tests and benches (independent of [`crate::synth`]).
+//! and keys, for the table tests and benches: rules as the table compiler sees
+//! them, without going through the rule model (its own distributions, drawn from
+//! the same [`Rng`]).
 //!
 //! Addresses are drawn around a pool of seed /16 networks so prefixes nest and
 //! overlap; prefix lengths mix /32, /24, /16, /8 and /0; source ports are mostly
@@ -8,9 +10,9 @@
 
 use fluxgate_common::table::{ADDR_WORDS, KEY_WORDS, RANGE_WORDS, action, word};
 
-use super::FlatRule;
+use fluxgate_ruleset::table::FlatRule;
 
-pub use crate::synth::Rng;
+use super::Rng;
 
 fn prefix(addr: u32, len: u32) -> (u32, u32) {
     let host = u32::MAX.checked_shr(len).unwrap_or(0);

@@ -1,7 +1,7 @@
 //! Random rulesets over a small universe of boundary values (prefix edges, port
 //! range edges, both families, count rules, TCP flags, ICMP, VLAN) and random
-//! packets from the same universe. Shared by the userspace and kernel
-//! differential tests (`#[path]`-included).
+//! packets from the same universe, as proptest strategies. Shared by the
+//! userspace and kernel differential tests.
 
 use fluxgate_ruleset::PacketHeader;
 use proptest::prelude::*;
@@ -148,6 +148,12 @@ fn rule(
     )
 }
 
+/// A ruleset as `(file name, text)` pairs: `gateway.fg` and two tenants, `acme`
+/// (`203.0.113.0/24`, `2001:db8:a::/48`) and `beta` (`198.51.100.0/25`,
+/// `2001:db8:b::/48`), each with a random default and up to 6 / 14 / 8 rules
+/// over its own destinations: what
+/// [`Ruleset::parse_files`](fluxgate_ruleset::Ruleset::parse_files) takes. Not
+/// every draw validates; tests skip those that do not.
 pub fn ruleset() -> impl Strategy<Value = Vec<(String, String)>> {
     (
         prop::collection::vec(rule(&["192.0.2.0/24", "203.0.113.0/24", "198.51.100.0/25"], &["2001:db8:a::/48", "2001:db8:b::/48"]), 0..6),
@@ -165,6 +171,9 @@ pub fn ruleset() -> impl Strategy<Value = Vec<(String, String)>> {
         })
 }
 
+/// A packet over the same boundary values: TCP (with random flags), UDP, ICMP or
+/// ICMPv6, a non-first TCP fragment (no ports) or GRE, IPv4 or IPv6, sometimes
+/// VLAN-tagged, addressed to either tenant, the gateway's own space or nobody.
 pub fn packet() -> impl Strategy<Value = PacketHeader> {
     (
         any::<bool>(),

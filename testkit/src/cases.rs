@@ -31,12 +31,12 @@
 
 use std::fmt::Write as _;
 
-use crate::config::Config;
-use crate::error::{Diag, Errors};
-use crate::model::{Ruleset, Verdict};
-use crate::packet::PacketHeader;
-use crate::reference::{Decision, RuleRef, classify};
-use crate::validate::{ValidRuleset, validate};
+use fluxgate_ruleset::config::Config;
+use fluxgate_ruleset::error::{Diag, Errors};
+use fluxgate_ruleset::model::{Ruleset, Verdict};
+use fluxgate_ruleset::packet::PacketHeader;
+use fluxgate_ruleset::reference::{Decision, RuleRef, classify};
+use fluxgate_ruleset::validate::{ValidRuleset, validate};
 
 /// What decided a packet.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -73,7 +73,7 @@ pub struct PacketCase {
 /// An expected diagnostic: kind name and position.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
 pub struct ExpectedDiag {
-    /// [`crate::ErrorKind`] name, e.g. `OutOfScope`.
+    /// [`fluxgate_ruleset::ErrorKind`] name, e.g. `OutOfScope`.
     pub kind: String,
     /// `file:line:col`.
     pub at: String,
