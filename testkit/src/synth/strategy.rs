@@ -235,3 +235,47 @@ pub fn packet() -> impl Strategy<Value = PacketHeader> {
             text.parse().unwrap_or_else(|e| panic!("{text}: {e}"))
         })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use fluxgate_ruleset::{Config, Ruleset, validate};
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 200, failure_persistence: None, ..ProptestConfig::default() })]
+
+        /// Every drawn ruleset parses (and so exercises the engines, not only
+        /// the parser's errors); the point of the universe is that most validate.
+        #[test]
+        fn rulesets_parse(files in ruleset()) {
+            let names: Vec<&str> = files.iter().map(|(f, _)| f.as_str()).collect();
+            prop_assert_eq!(names, ["gateway.fg", "acme.fg", "beta.fg"]);
+            let parsed = Ruleset::parse_files(&files);
+            prop_assert!(parsed.is_ok(), "{:?}", files);
+        }
+
+        /// A drawn packet prints as text that parses back to itself (it was
+        /// built from text; `packet()` panics on text that does not parse).
+        #[test]
+        fn packets_round_trip_through_text(p in packet()) {
+            let again: PacketHeader = p.to_string().parse().expect("parses");
+            prop_assert_eq!(again, p);
+        }
+    }
+
+    #[test]
+    fn most_drawn_rulesets_validate() {
+        use proptest::strategy::ValueTree;
+        use proptest::test_runner::TestRunner;
+        let mut runner = TestRunner::deterministic();
+        let valid = (0..200)
+            .filter(|_| {
+                let files = ruleset().new_tree(&mut runner).expect("tree").current();
+                Ruleset::parse_files(&files)
+                    .and_then(|rs| validate(rs, &Config::default()))
+                    .is_ok()
+            })
+            .count();
+        assert!(valid > 100, "only {valid} of 200 validate");
+    }
+}
