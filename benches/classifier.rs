@@ -28,12 +28,10 @@ use fluxgate::{
     dataplane::{Program, StagedImage, Tables, frame::FrameSpec},
     ruleset::{
         Classifier, CompileOptions, Config, Image, PacketHeader, Ruleset, ValidRuleset, classbench,
-        classifier::key_of,
-        compile_with,
-        synth::{self, Family},
-        validate,
+        classifier::key_of, compile_with, validate,
     },
 };
+use fluxgate_testkit::synth::{self, Family};
 
 struct Setup {
     name: String,

@@ -30,12 +30,9 @@ use fluxgate::{
     dataplane::{
         AttachMode, PinnedAttachment, Program, Slot, StagedImage, StagedTable, Tables, netns,
     },
-    ruleset::{
-        CompileOptions, Config, Ruleset, classbench, compile_with,
-        synth::{self, Family},
-        validate,
-    },
+    ruleset::{CompileOptions, Config, Ruleset, classbench, compile_with, validate},
 };
+use fluxgate_testkit::synth::{self, Family};
 
 /// Network namespace and bpffs directory of this run; removed on drop.
 struct Sandbox {

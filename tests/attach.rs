@@ -1,8 +1,6 @@
 //! The real program on a real veth pair between two namespaces: traffic flows,
 //! and the counters match what was sent, packet for packet.
 
-mod support;
-
 use std::time::Duration;
 
 use fluxgate::{
@@ -12,7 +10,7 @@ use fluxgate::{
         frame::{FrameSpec, L4},
     },
 };
-use support::{IF_B, Link, Netns};
+use fluxgate_testkit::net::{self, IF_B, Link, Netns};
 
 fn attach_b(link: &Link, mode: AttachMode) -> Attachment {
     link.b.run(move || {
@@ -37,7 +35,7 @@ fn passed(c: &Counters) -> u64 {
 
 #[test]
 fn counts_real_udp_icmp_tcp_and_raw_frames_exactly() {
-    support::require_root();
+    net::require_root();
     let link = Link::new();
     let attachment = attach_b(&link, AttachMode::Native);
     assert_eq!(
@@ -57,7 +55,7 @@ fn counts_real_udp_icmp_tcp_and_raw_frames_exactly() {
     let before = counters();
     let payload = 100;
     assert_eq!(
-        support::udp_exchange(&link, 9000, 300, payload),
+        net::udp_exchange(&link, 9000, 300, payload),
         300,
         "all datagrams arrive"
     );
@@ -70,15 +68,12 @@ fn counts_real_udp_icmp_tcp_and_raw_frames_exactly() {
 
     // ICMP echo: one request per ping crosses fg-b inbound.
     let before = counters();
-    assert_eq!(support::ping(&link, 25), 25, "all echo replies come back");
+    assert_eq!(net::ping(&link, 25), 25, "all echo replies come back");
     assert_eq!(passed(&counters()) - passed(&before), 25);
 
     // TCP: handshake, data and teardown all pass through the program.
     let before = counters();
-    assert_eq!(
-        support::tcp_exchange(&link, 9001, 10, b"hello fluxgate"),
-        10
-    );
+    assert_eq!(net::tcp_exchange(&link, 9001, 10, b"hello fluxgate"), 10);
     let tcp = passed(&counters()) - passed(&before);
     assert!(
         tcp >= 10 * 4,
@@ -88,8 +83,8 @@ fn counts_real_udp_icmp_tcp_and_raw_frames_exactly() {
     // Raw frames: one ARP (not IP) and one IPv4 header with IHL 4 (malformed, dropped).
     let before = counters();
     let mut bad = FrameSpec::new(
-        support::ADDR_A.into(),
-        support::ADDR_B.into(),
+        net::ADDR_A.into(),
+        net::ADDR_B.into(),
         L4::Udp {
             sport: 1,
             dport: 9002,
@@ -100,9 +95,9 @@ fn counts_real_udp_icmp_tcp_and_raw_frames_exactly() {
     let mut arp = vec![0xff; 6];
     arp.extend_from_slice(&[2, 0x77, 0, 0, 0, 1, 0x08, 0x06, 0, 1, 8, 0, 6, 4, 0, 1]);
     arp.extend_from_slice(&[0; 20]);
-    support::send_raw(&link, vec![arp, bad]);
+    net::send_raw(&link, vec![arp, bad]);
     assert!(
-        support::eventually(Duration::from_secs(2), || {
+        net::eventually(Duration::from_secs(2), || {
             let c = counters();
             c.outcome(Outcome::NotIp).packets - before.outcome(Outcome::NotIp).packets == 1
                 && c.malformed(Malformed::Ipv4Header).packets
@@ -125,7 +120,7 @@ fn counts_real_udp_icmp_tcp_and_raw_frames_exactly() {
 
 #[test]
 fn auto_mode_falls_back_to_generic_where_native_is_unsupported() {
-    support::require_root();
+    net::require_root();
     let ns = Netns::new();
     // Loopback has no native XDP support in any kernel.
     let attachment = ns.run(|| {
@@ -155,7 +150,7 @@ fn auto_mode_falls_back_to_generic_where_native_is_unsupported() {
 
 #[test]
 fn missing_interface_is_a_clear_error() {
-    support::require_root();
+    net::require_root();
     let ns = Netns::new();
     let err = ns.run(|| {
         Program::load(&GatewayConfig::default())

@@ -7,11 +7,6 @@
 //! (a disagreement is shrunk by delta debugging to the fewest filters that
 //! still disagree, printed as a filter file with the packet).
 
-mod support;
-
-#[path = "../ruleset/tests/support/gen.rs"]
-mod generator;
-
 /// The parser the kernel runs, compiled for the host.
 #[path = "../ebpf/src/parse.rs"]
 mod parse;
@@ -21,10 +16,12 @@ use fluxgate::{
     dataplane::{Program, StagedImage, Tables, frame::FrameSpec},
     ruleset::{
         Classified, Classifier, CompileOptions, Config, Decision, PacketHeader, Ruleset,
-        ValidRuleset, Verdict, cases, classbench, classifier, compile_with, reference,
-        synth::{self, Family},
-        validate,
+        ValidRuleset, Verdict, classbench, classifier, compile_with, reference, validate,
     },
+};
+use fluxgate_testkit::{
+    cases, net,
+    synth::{self, Family, strategy},
 };
 use proptest::prelude::*;
 
@@ -139,7 +136,7 @@ fn publish(program: &mut Program, rs: &ValidRuleset) -> (Classifier, StagedImage
 
 #[test]
 fn case_table_agrees_in_kernel_userspace_and_reference() {
-    support::require_root();
+    net::require_root();
     let cases = cases::load(include_str!("../ruleset/tests/cases.txt")).expect("case table");
     let mut checked = 0;
     let mut failures = Vec::new();
@@ -167,10 +164,10 @@ proptest! {
     #![proptest_config(ProptestConfig { cases: 40, ..ProptestConfig::default() })]
     #[test]
     fn generated_rulesets_agree_in_kernel_userspace_and_reference(
-        files in generator::ruleset(),
-        packets in prop::collection::vec(generator::packet(), 64),
+        files in strategy::ruleset(),
+        packets in prop::collection::vec(strategy::packet(), 64),
     ) {
-        support::require_root();
+        net::require_root();
         let Ok(rs) = Ruleset::parse_files(&files).and_then(|rs| validate(rs, &Config::default())) else {
             return Ok(());
         };
@@ -188,10 +185,10 @@ proptest! {
     /// userspace classifier on the key the parser made.
     #[test]
     fn damaged_frames_agree_in_kernel_and_host_parser(
-        files in generator::ruleset(),
-        packets in prop::collection::vec((generator::packet(), damage()), 64),
+        files in strategy::ruleset(),
+        packets in prop::collection::vec((strategy::packet(), damage()), 64),
     ) {
-        support::require_root();
+        net::require_root();
         let Ok(rs) = Ruleset::parse_files(&files).and_then(|rs| validate(rs, &Config::default())) else {
             return Ok(());
         };
@@ -255,7 +252,7 @@ fn userspace_keys_are_the_keys_the_parser_makes() {
 
 proptest! {
     #[test]
-    fn generated_packets_have_the_parsers_keys(p in generator::packet()) {
+    fn generated_packets_have_the_parsers_keys(p in strategy::packet()) {
         if let Some(key) = parsed_key(&p) {
             prop_assert_eq!(classifier::key_of(&p, LOOPBACK), key, "{}", p);
         }
@@ -391,7 +388,7 @@ fn minimal_case(engines: &mut Engines, filters: &[classbench::Filter], p: &Packe
 }
 
 fn classbench_agrees(family: Family, rules: usize, packets: usize, seed: u64) {
-    support::require_root();
+    net::require_root();
     let filters = synth::classbench_like(family, rules, seed);
     let mut engines = Engines::new(&filters);
     let trace = synth::trace(&filters, packets, seed ^ 0x5eed);

@@ -1,8 +1,6 @@
 //! Hand-built tables published into the real program: the kernel walker reads
 //! the layout of `fluxgate_common::table` exactly (independently of the compiler).
 
-mod support;
-
 use std::net::Ipv4Addr;
 
 use fluxgate::{
@@ -16,6 +14,7 @@ use fluxgate::{
         frame::{FrameSpec, L4},
     },
 };
+use fluxgate_testkit::net;
 
 fn header(root: Ref, default_action: u8, default_counter: u32, cells: u32) -> Cell {
     Cell::from_header(&Header {
@@ -84,7 +83,7 @@ fn global_table() -> Vec<Cell> {
 
 #[test]
 fn kernel_walks_hand_built_tables() {
-    support::require_root();
+    net::require_root();
     let mut program = Program::load(&GatewayConfig::default()).expect("load");
     let net = Ipv4Addr::new(203, 0, 113, 10);
     assert_eq!(
@@ -144,7 +143,7 @@ fn kernel_walks_hand_built_tables() {
 
 #[test]
 fn tables_without_a_valid_header_are_refused() {
-    support::require_root();
+    net::require_root();
     let mut program = Program::load(&GatewayConfig::default()).expect("load");
     let mut cells = global_table();
     cells[0] = Cell::default();
@@ -160,7 +159,7 @@ fn tables_without_a_valid_header_are_refused() {
 /// at load time.
 #[test]
 fn every_program_leaves_the_verifier_headroom() {
-    support::require_root();
+    net::require_root();
     let program = Program::load(&GatewayConfig::default()).expect("load");
     let counts = program.verified_instructions().expect("verifier counts");
     assert!(counts.len() >= 5, "{counts:?}");

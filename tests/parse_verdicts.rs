@@ -1,8 +1,6 @@
 //! Every frame shape the parser must handle, run through the real program with
 //! BPF_PROG_TEST_RUN: the verdict and the exact counter each one moves.
 
-mod support;
-
 use std::net::{Ipv4Addr, Ipv6Addr};
 
 /// The parser the kernel runs, compiled for the host too: frames the kernel
@@ -343,7 +341,7 @@ fn host_parser_agrees_with_every_case() {
 
 #[test]
 fn test_run_refuses_frames_shorter_than_ethernet() {
-    support::require_root();
+    fluxgate_testkit::net::require_root();
     let program = Program::load(&GatewayConfig::default()).expect("load program");
     let err = program
         .test_run(&[0u8; 13], 1)
@@ -352,7 +350,7 @@ fn test_run_refuses_frames_shorter_than_ethernet() {
 }
 
 fn run_all(config: GatewayConfig, malformed_verdict: u32) {
-    support::require_root();
+    fluxgate_testkit::net::require_root();
     let program = Program::load(&config).expect("load program");
     for (name, frame, expect) in cases().into_iter().filter(|(_, f, _)| f.len() >= 14) {
         let before = program.counters().expect("counters");
@@ -388,7 +386,7 @@ fn malformed_verdict_is_configurable() {
 
 #[test]
 fn counters_sum_repeated_runs() {
-    support::require_root();
+    fluxgate_testkit::net::require_root();
     let program = Program::load(&GatewayConfig::default()).expect("load");
     let frame = v4(UDP).build();
     program.test_run(&frame, 1000).expect("run");

@@ -2,8 +2,6 @@
 //! live; a region is reused only once nothing points at it; a new process
 //! adopting pinned state never allocates over live, standby or kept tables.
 
-mod support;
-
 use std::{
     net::Ipv4Addr,
     path::PathBuf,
@@ -21,7 +19,7 @@ use fluxgate::{
         frame::{FrameSpec, L4},
     },
 };
-use support::Netns;
+use fluxgate_testkit::net::{self, Netns};
 
 /// A table of `cells` cells that decides nothing but its default `action`.
 fn table(cells: u32, default: u8) -> Vec<Cell> {
@@ -55,7 +53,7 @@ fn verdict(program: &Program) -> u32 {
 
 #[test]
 fn a_full_pool_is_a_clear_error_and_changes_nothing_live() {
-    support::require_root();
+    net::require_root();
     let mut program = Program::load_sized(&GatewayConfig::default(), 64).expect("load");
     let live = program
         .stage("live", &table(40, action::DROP))
@@ -98,7 +96,7 @@ fn a_full_pool_is_a_clear_error_and_changes_nothing_live() {
 
 #[test]
 fn program_too_small_for_a_table_is_refused() {
-    support::require_root();
+    net::require_root();
     let Err(err) = Program::load_sized(&GatewayConfig::default(), 1) else {
         panic!("a one-cell pool has no room for a table");
     };
@@ -147,7 +145,7 @@ impl Drop for Pinned {
 
 #[test]
 fn a_region_is_reused_only_after_nothing_points_at_it() {
-    support::require_root();
+    net::require_root();
     let pinned = Pinned::new(100);
     let mut p = pinned.open();
     assert_eq!(p.pool_cells().expect("size"), 100);
@@ -181,7 +179,7 @@ fn a_region_is_reused_only_after_nothing_points_at_it() {
 
 #[test]
 fn a_restarted_process_allocates_around_live_standby_and_kept_tables() {
-    support::require_root();
+    net::require_root();
     let pinned = Pinned::new(100);
     let (a_id, b_id) = {
         let mut p = pinned.open();

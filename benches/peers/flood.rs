@@ -18,7 +18,7 @@ use fluxgate::{
     ruleset::{PortRange, classbench::Filter},
 };
 
-use crate::support::{ADDR_A, ADDR_B, IF_B, Link};
+use fluxgate_testkit::net::{ADDR_A, ADDR_B, IF_B, Link};
 
 /// The flood's destination port on the receiver and source port on the sender.
 pub const DPORT: u16 = 5001;

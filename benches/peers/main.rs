@@ -16,7 +16,7 @@
 //!    xdp-filter runs in a private mount namespace with its own bpffs, so its pins
 //!    never touch `/sys/fs/bpf/xdp-filter`; it is unloaded with `xdp-filter unload`.
 //! 2. **nftables vs fluxgate under a bounded flood.** Two namespaces joined by a veth
-//!    pair (`tests/support`); the sender floods 64-byte UDP frames (one flow,
+//!    pair (`fluxgate_testkit::net`); the sender floods 64-byte UDP frames (one flow,
 //!    `sendmmsg`) for 2 s per measurement (at most 5M datagrams) to a socket in the
 //!    other namespace. Packets/s = datagrams the receiving *socket* got ÷ send time.
 //!    Measured in 5 interleaved rounds (median; "x paired" is the median of each
@@ -37,9 +37,6 @@
 //! `unshare`; ≈ 4 minutes). Criterion measures the kernel part; the summary tables
 //! come at the end (`FLUXGATE_PEERS_NO_CRITERION=1` prints only them).
 
-#[path = "../../tests/support/mod.rs"]
-mod support;
-
 mod bpf;
 mod flood;
 mod xdp_filter;
@@ -58,14 +55,14 @@ use fluxgate::{
         frame::{FrameSpec, L4},
     },
     ruleset::{
-        CompileOptions, Config, PacketHeader, PortRange, classbench,
-        classbench::Filter,
-        compile_with,
-        synth::{self, Family},
-        validate,
+        CompileOptions, Config, PacketHeader, PortRange, classbench, classbench::Filter,
+        compile_with, validate,
     },
 };
-use support::{ADDR_A, ADDR_B, IF_B, Link};
+use fluxgate_testkit::{
+    net::{self, ADDR_A, ADDR_B, IF_B, Link},
+    synth::{self, Family},
+};
 use xdp_filter::XdpFilter;
 
 /// Repeats per BPF_PROG_TEST_RUN in the summary.
@@ -481,7 +478,7 @@ fn require_tools() {
 }
 
 fn main() {
-    support::require_root();
+    net::require_root();
     require_tools();
     let mut criterion = std::env::var_os("FLUXGATE_PEERS_NO_CRITERION")
         .is_none()

@@ -12,9 +12,10 @@ use std::{
     time::{Duration, Instant},
 };
 
-use fluxgate::ruleset::{classbench::Filter, synth::Rng};
+use fluxgate::ruleset::classbench::Filter;
+use fluxgate_testkit::{net::Netns, synth::Rng};
 
-use crate::{bpf, support::Netns};
+use crate::bpf;
 
 /// Runs inside the namespaces: load (native, else skb), report, wait for stdin to
 /// close, unload.

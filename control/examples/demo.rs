@@ -7,14 +7,11 @@
 //! other tenant's traffic never stops; counters and history at the end.
 //! Everything it creates is removed at the end, also on failure.
 
-#[path = "../../tests/support/mod.rs"]
-mod support;
-
 use std::{path::PathBuf, process::Command};
 
 use anyhow::{Context, Result, bail};
 use fluxgate_dataplane::frame::{FrameSpec, L4};
-use support::{ADDR_A, ADDR_B, IF_B, Link};
+use fluxgate_testkit::net::{self, ADDR_A, ADDR_B, IF_B, Link};
 
 /// The `fluxgate` binary built next to this example (target/<profile>/fluxgate).
 fn fluxgate_bin() -> Result<PathBuf> {
@@ -104,7 +101,7 @@ fn acme_file(web: &str) -> String {
 }
 
 fn main() -> Result<()> {
-    support::require_root();
+    net::require_root();
     let bin = fluxgate_bin()?;
     let pins = PathBuf::from(format!("/sys/fs/bpf/fluxgate-demo-{}", std::process::id()));
     let _pins_guard = Scratch(pins.clone());
@@ -122,11 +119,11 @@ fn main() -> Result<()> {
 
     fluxgate(&bin, &pins, &["-n", &ns, "attach", IF_B])?;
     println!("\nsending traffic {} -> {ns}:", link.a.name());
-    let udp = support::udp_exchange(&link, 5000, 1000, 64);
+    let udp = net::udp_exchange(&link, 5000, 1000, 64);
     println!("  UDP: 1000 datagrams sent, {udp} received");
-    let tcp = support::tcp_exchange(&link, 5001, 20, b"GET / HTTP/1.0\r\n\r\n");
+    let tcp = net::tcp_exchange(&link, 5001, 20, b"GET / HTTP/1.0\r\n\r\n");
     println!("  TCP: 20 connections, {tcp} round trips completed");
-    let icmp = support::ping(&link, 10);
+    let icmp = net::ping(&link, 10);
     println!("  ICMP: 10 echo requests, {icmp} replies");
     let mut malformed = FrameSpec::new(
         ADDR_A.into(),
@@ -141,7 +138,7 @@ fn main() -> Result<()> {
     let mut arp = vec![0xff; 6];
     arp.extend_from_slice(&[2, 0x77, 0, 0, 0, 1, 0x08, 0x06, 0, 1, 8, 0, 6, 4, 0, 1]);
     arp.extend_from_slice(&[0; 20]);
-    support::send_raw(&link, vec![malformed, arp]);
+    net::send_raw(&link, vec![malformed, arp]);
     println!("  raw: 1 malformed IPv4 frame (IHL 3), 1 ARP frame\n");
     std::thread::sleep(std::time::Duration::from_millis(200));
 
@@ -155,21 +152,21 @@ fn main() -> Result<()> {
         &pins,
         &["-n", &ns, "apply", &rules.display().to_string(), IF_B],
     )?;
-    let web = support::tcp_exchange_to(&link, ACME, 443, 5, b"GET / HTTP/1.0\r\n\r\n");
+    let web = net::tcp_exchange_to(&link, ACME, 443, 5, b"GET / HTTP/1.0\r\n\r\n");
     println!("  acme:443  5 connections, {web} completed (rule acme#1 passes)");
-    let mysql = support::tcp_exchange_to(&link, ACME, 3306, 3, b"x");
+    let mysql = net::tcp_exchange_to(&link, ACME, 3306, 3, b"x");
     println!("  acme:3306 3 connections, {mysql} completed (acme default drop)");
-    let counted = support::udp_exchange_to(&link, ACME, 5000, 10, 16);
+    let counted = net::udp_exchange_to(&link, ACME, 5000, 10, 16);
     println!("  acme:5000 10 datagrams, {counted} received (counted by acme#2, then default drop)");
-    let ssh = support::tcp_exchange_to(&link, BETA, 22, 3, b"SSH-2.0-x");
+    let ssh = net::tcp_exchange_to(&link, BETA, 22, 3, b"SSH-2.0-x");
     println!("  beta:22   3 connections, {ssh} completed (beta#1 drops)");
-    let dns = support::udp_exchange_to(&link, BETA, 53, 10, 32);
+    let dns = net::udp_exchange_to(&link, BETA, 53, 10, 32);
     println!("  beta:53   10 datagrams, {dns} received (beta default pass)\n");
     fluxgate(&bin, &pins, &["-n", &ns, "stats", IF_B])?;
     println!();
 
     println!("beta's DNS keeps flowing (1,000 datagrams/s) through everything that follows.\n");
-    let beta_flow = support::Flow::start(&link, &[(BETA, 53)], 1000);
+    let beta_flow = net::Flow::start(&link, &[(BETA, 53)], 1000);
 
     println!("a patch to acme that (by mistake) closes its web ports: preflight stops it:");
     let patch = |name: &str, web: &str| -> Result<String> {
@@ -193,7 +190,7 @@ fn main() -> Result<()> {
         ],
         8,
     )?;
-    let web_kept = support::tcp_exchange_to(&link, ACME, 443, 3, b"GET / HTTP/1.0\r\n\r\n");
+    let web_kept = net::tcp_exchange_to(&link, ACME, 443, 3, b"GET / HTTP/1.0\r\n\r\n");
     println!("  nothing changed: acme:443 3 connections, {web_kept} completed\n");
 
     println!(
@@ -216,7 +213,7 @@ fn main() -> Result<()> {
             "web from partners only",
         ],
     )?;
-    let broken = support::tcp_exchange_to(&link, ACME, 443, 3, b"GET / HTTP/1.0\r\n\r\n");
+    let broken = net::tcp_exchange_to(&link, ACME, 443, 3, b"GET / HTTP/1.0\r\n\r\n");
     println!("  acme:443 3 connections, {broken} completed");
     println!("rolling acme back: one selector flip, nothing recompiled:");
     fluxgate(
@@ -224,7 +221,7 @@ fn main() -> Result<()> {
         &pins,
         &["-n", &ns, "rollback", IF_B, "--tenant", "acme"],
     )?;
-    let restored = support::tcp_exchange_to(&link, ACME, 443, 5, b"GET / HTTP/1.0\r\n\r\n");
+    let restored = net::tcp_exchange_to(&link, ACME, 443, 5, b"GET / HTTP/1.0\r\n\r\n");
     println!("  acme:443 5 connections, {restored} completed");
     let beta = beta_flow.stop()[0];
     println!(

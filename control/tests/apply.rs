@@ -5,15 +5,12 @@
 //! concurrent changes are serialized, and a crash at any step of an apply
 //! leaves a state the next command reports exactly (and can resume or discard).
 
-#[path = "../../tests/support/mod.rs"]
-mod support;
-
 mod common;
 
 use std::{os::fd::AsRawFd, path::Path, process::Output};
 
 use common::{Scratch, fluxgate, fluxgate_cmd, ok, write};
-use support::{IF_B, Link};
+use fluxgate_testkit::net::{self, IF_B, Link};
 
 const GATEWAY: &str = "default pass\nproto udp dport 11211 drop\n";
 const ACME: &str = "tenant acme\nprefix 10.77.1.0/24\ndefault drop\n\
@@ -81,7 +78,7 @@ fn generations(s: &Scratch, ns: &str) -> (u64, u64, u64, u64) {
 
 #[test]
 fn guards_block_a_bad_patch_and_dry_runs_checks_and_diffs_change_nothing() {
-    support::require_root();
+    net::require_root();
     let link = Link::new();
     let s = Scratch::new("apply");
     let ns = link.b.name().to_owned();
@@ -176,7 +173,7 @@ fn guards_block_a_bad_patch_and_dry_runs_checks_and_diffs_change_nothing() {
 
 #[test]
 fn bad_input_of_every_kind_is_refused_clearly_and_nothing_changes() {
-    support::require_root();
+    net::require_root();
     let link = Link::new();
     let s = Scratch::new("badin");
     let ns = link.b.name().to_owned();
@@ -237,7 +234,7 @@ fn bad_input_of_every_kind_is_refused_clearly_and_nothing_changes() {
 
 #[test]
 fn a_second_change_while_one_runs_gets_a_clear_message() {
-    support::require_root();
+    net::require_root();
     let link = Link::new();
     let s = Scratch::new("lock");
     let ns = link.b.name().to_owned();
@@ -266,7 +263,7 @@ fn a_second_change_while_one_runs_gets_a_clear_message() {
 
 #[test]
 fn a_crash_at_any_step_of_an_apply_leaves_a_state_the_next_command_reports_exactly() {
-    support::require_root();
+    net::require_root();
     let link = Link::new();
     let s = Scratch::new("crash");
     let ns = link.b.name().to_owned();
@@ -342,7 +339,7 @@ fn a_crash_at_any_step_of_an_apply_leaves_a_state_the_next_command_reports_exact
 
 #[test]
 fn explain_names_every_rule_considered_and_the_kernel_agrees() {
-    support::require_root();
+    net::require_root();
     let link = Link::new();
     let s = Scratch::new("explain");
     let ns = link.b.name().to_owned();
@@ -408,7 +405,7 @@ fn explain_names_every_rule_considered_and_the_kernel_agrees() {
 
 #[test]
 fn a_removed_tenant_falls_to_the_gateway_default_and_a_rollback_brings_it_back() {
-    support::require_root();
+    net::require_root();
     let link = Link::new();
     let s = Scratch::new("remove");
     let ns = link.b.name().to_owned();

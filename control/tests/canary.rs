@@ -3,9 +3,6 @@
 //! (nothing at all before the first apply; the live mix of generations, not
 //! the last whole one). Real XDP on a veth pair, driven through the CLI.
 
-#[path = "../../tests/support/mod.rs"]
-mod support;
-
 mod common;
 
 use std::{
@@ -14,7 +11,7 @@ use std::{
 };
 
 use common::{Scratch, fluxgate, fluxgate_cmd, ok, write};
-use support::IF_B;
+use fluxgate_testkit::net::{self, IF_B};
 
 const GATEWAY: &str = "default pass\n";
 const GATEWAY_2: &str = "default pass\nproto tcp dport 23 drop\n";
@@ -63,13 +60,13 @@ fn history(s: &Scratch, ns: &str) -> String {
 
 #[test]
 fn a_first_apply_that_regresses_goes_back_to_nothing() {
-    support::require_root();
-    let link = support::Link::new();
+    net::require_root();
+    let link = net::Link::new();
     let s = Scratch::new("canary-first");
     let ns = link.b.name();
     write(&s.rules, "gateway.fg", "default drop\n");
     ok(fluxgate(&s, &["-n", ns, "attach", IF_B]));
-    assert_eq!(support::udp_exchange(&link, 7100, 10, 16), 10, "unfiltered");
+    assert_eq!(net::udp_exchange(&link, 7100, 10, 16), 10, "unfiltered");
     let rules = s.rules.display().to_string();
     let out = canary(&s, ns, &rules, "3s", "false", "5s");
     assert_eq!(
@@ -82,7 +79,7 @@ fn a_first_apply_that_regresses_goes_back_to_nothing() {
     assert_eq!(st["global_generation"], serde_json::Value::Null, "{st}");
     assert_eq!(st["dispatch_generation"], serde_json::Value::Null, "{st}");
     assert_eq!(
-        support::udp_exchange(&link, 7100, 10, 16),
+        net::udp_exchange(&link, 7100, 10, 16),
         10,
         "the default drop is gone again: traffic passes as before the apply"
     );
@@ -91,8 +88,8 @@ fn a_first_apply_that_regresses_goes_back_to_nothing() {
 
 #[test]
 fn a_hung_health_command_is_killed_and_the_change_rolled_back_in_bounded_time() {
-    support::require_root();
-    let link = support::Link::new();
+    net::require_root();
+    let link = net::Link::new();
     let s = Scratch::new("canary-hung");
     let ns = link.b.name();
     write(&s.rules, "gateway.fg", GATEWAY);
@@ -113,8 +110,8 @@ fn a_hung_health_command_is_killed_and_the_change_rolled_back_in_bounded_time() 
 
 #[test]
 fn a_gateway_wide_rollback_restores_the_live_mix_not_the_last_whole_generation() {
-    support::require_root();
-    let link = support::Link::new();
+    net::require_root();
+    let link = net::Link::new();
     let s = Scratch::new("canary-mix");
     let ns = link.b.name();
     write(&s.rules, "gateway.fg", GATEWAY);
@@ -145,8 +142,8 @@ fn a_gateway_wide_rollback_restores_the_live_mix_not_the_last_whole_generation()
 
 #[test]
 fn an_interrupted_canary_rolls_back_and_records_it() {
-    support::require_root();
-    let link = support::Link::new();
+    net::require_root();
+    let link = net::Link::new();
     let s = Scratch::new("canary-term");
     let ns = link.b.name();
     write(&s.rules, "gateway.fg", GATEWAY);
@@ -169,7 +166,7 @@ fn an_interrupted_canary_rolls_back_and_records_it() {
         .spawn()
         .expect("start the canary");
     // Wait until the change is live, then interrupt.
-    let live = support::eventually(Duration::from_secs(10), || {
+    let live = net::eventually(Duration::from_secs(10), || {
         tenant_generation(&status(&s, ns), "acme") == Some(2)
     });
     assert!(live, "the canary published");

@@ -3,16 +3,13 @@
 //! packet of a ClassBench trace, with ClassBench filters or a ruleset
 //! directory, and `--json` adds each packet's verdict.
 
-#[path = "../../tests/support/mod.rs"]
-mod support;
-
 mod common;
 
 use common::{Scratch, fluxgate, ok, write};
-use fluxgate_ruleset::{
-    Config, classbench, compile,
+use fluxgate_ruleset::{Config, classbench, compile, validate};
+use fluxgate_testkit::{
+    net,
     synth::{self, Family},
-    validate,
 };
 
 /// Four ClassBench filters (action pass, default drop): TCP to port 80
@@ -116,7 +113,7 @@ fn assert_engines_agree(s: &Scratch, source: &[&str], expected: &[(&str, &str)])
 
 #[test]
 fn every_engine_names_the_same_rules_for_classbench_filters() {
-    support::require_root();
+    net::require_root();
     let s = Scratch::new("cls-cb");
     write(&s.rules, "filters", FILTERS);
     write(&s.rules, "trace", TRACE);
@@ -126,7 +123,7 @@ fn every_engine_names_the_same_rules_for_classbench_filters() {
 
 #[test]
 fn every_engine_names_the_same_rules_for_a_ruleset() {
-    support::require_root();
+    net::require_root();
     let s = Scratch::new("cls-rs");
     write(&s.rules, "trace", TRACE);
     let dir = s.rules_dir("rs");
@@ -204,7 +201,7 @@ fn a_bad_or_unreadable_trace_is_rejected_with_its_location() {
 
 #[test]
 fn the_kernel_engine_takes_rulesets_larger_than_an_attachment_s_default_pool() {
-    support::require_root();
+    net::require_root();
     let s = Scratch::new("cls-big");
     let filters = synth::classbench_like(Family::Fw, 160_000, 42);
     let rs = validate(classbench::to_ruleset(&filters), &Config::classbench()).expect("valid");
@@ -247,7 +244,7 @@ fn rules_on_interfaces_match_no_trace_packet_in_any_engine() {
     // Trace packets come from no interface. The kernel's test runs say they
     // arrive on `lo`, so `iif lo` must not match there either; an interface
     // this host lacks is no reason to refuse the ruleset.
-    support::require_root();
+    net::require_root();
     let s = Scratch::new("cls-iif");
     write(&s.rules, "trace", TRACE);
     let dir = s.rules_dir("rs");

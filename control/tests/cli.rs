@@ -1,16 +1,13 @@
 //! The `fluxgate` binary end to end: attach survives the process, stats reads
 //! the pinned counters, detach removes everything, errors have stable exit codes.
 
-#[path = "../../tests/support/mod.rs"]
-mod support;
-
 use std::{
     path::{Path, PathBuf},
     process::{Command, Output},
     sync::atomic::{AtomicU32, Ordering},
 };
 
-use support::{IF_B, Link};
+use fluxgate_testkit::net::{self, IF_B, Link};
 
 /// A private bpffs pin root, removed at the end of the test.
 struct PinRoot(PathBuf);
@@ -60,7 +57,7 @@ fn passed_packets(pins: &Path, ns: &str) -> u64 {
 
 #[test]
 fn attach_outlives_the_process_and_detach_cleans_up() {
-    support::require_root();
+    net::require_root();
     let link = Link::new();
     let pins = PinRoot::new();
     let ns = link.b.name();
@@ -78,7 +75,7 @@ fn attach_outlives_the_process_and_detach_cleans_up() {
 
     // The CLI process has exited; the program still sees and counts traffic.
     assert_eq!(passed_packets(&pins.0, ns), 0);
-    assert_eq!(support::udp_exchange(&link, 9100, 50, 32), 50);
+    assert_eq!(net::udp_exchange(&link, 9100, 50, 32), 50);
     assert_eq!(passed_packets(&pins.0, ns), 50);
 
     let out = fluxgate(&pins.0, &["-n", ns, "stats"]);
@@ -114,7 +111,7 @@ fn attach_outlives_the_process_and_detach_cleans_up() {
         stdout(&shown)
     );
     // Traffic still flows once detached.
-    assert_eq!(support::udp_exchange(&link, 9101, 20, 32), 20);
+    assert_eq!(net::udp_exchange(&link, 9101, 20, 32), 20);
 
     let out = fluxgate(&pins.0, &["-n", ns, "detach", IF_B]);
     assert_eq!(out.status.code(), Some(4), "detach twice: {}", stderr(&out));
@@ -122,8 +119,8 @@ fn attach_outlives_the_process_and_detach_cleans_up() {
 
 #[test]
 fn errors_have_documented_exit_codes() {
-    support::require_root();
-    let ns = support::Netns::new();
+    net::require_root();
+    let ns = net::Netns::new();
     let pins = PinRoot::new();
 
     let out = fluxgate(&pins.0, &["-n", ns.name(), "attach", "nope0"]);

@@ -4,9 +4,6 @@
 //! command; a killed control process leaves traffic and counters untouched;
 //! incompatible pinned maps are refused.
 
-#[path = "../../tests/support/mod.rs"]
-mod support;
-
 mod common;
 
 use std::{
@@ -21,7 +18,7 @@ use fluxgate_common::Outcome;
 use fluxgate_control::{
     ApplyOptions, AttachOptions, Gateway, Interface, RulesetSource, TableScope, stats::TenantStats,
 };
-use support::{Flow, IF_B, Link};
+use fluxgate_testkit::net::{self, Flow, IF_B, Link};
 
 const ACME: Ipv4Addr = Ipv4Addr::new(10, 77, 1, 2);
 const BETA: Ipv4Addr = Ipv4Addr::new(10, 77, 2, 2);
@@ -72,7 +69,7 @@ fn rule_hits(t: &TenantStats, position: u32) -> u64 {
 
 #[test]
 fn swap_under_load_loses_nothing_and_never_touches_the_other_tenant() {
-    support::require_root();
+    net::require_root();
     let link = Link::new();
     link.add_b_address(ACME);
     link.add_b_address(BETA);
@@ -194,7 +191,7 @@ fn swap_under_load_loses_nothing_and_never_touches_the_other_tenant() {
 
 #[test]
 fn a_broken_tenant_is_rolled_back_in_one_command_and_the_other_never_notices() {
-    support::require_root();
+    net::require_root();
     let link = Link::new();
     link.add_b_address(ACME);
     link.add_b_address(BETA);
@@ -217,7 +214,7 @@ fn a_broken_tenant_is_rolled_back_in_one_command_and_the_other_never_notices() {
         &["-n", &ns, "apply", &broken, IF_B, "--reason", "bad patch"],
     ));
     // acme's traffic is now dropped …
-    let dropping = support::eventually(Duration::from_secs(5), || {
+    let dropping = net::eventually(Duration::from_secs(5), || {
         let j = stats_json(&s, &ns, IF_B);
         hits(&j, "acme", 1) > 50
     });
@@ -282,7 +279,7 @@ fn a_broken_tenant_is_rolled_back_in_one_command_and_the_other_never_notices() {
 
 #[test]
 fn a_killed_control_process_loses_no_packet_and_the_next_one_adopts_the_state() {
-    support::require_root();
+    net::require_root();
     let link = Link::new();
     link.add_b_address(ACME);
     link.add_b_address(BETA);
@@ -318,6 +315,18 @@ fn a_killed_control_process_loses_no_packet_and_the_next_one_adopts_the_state() 
     // SAFETY: signalling the process group we created.
     unsafe { libc::killpg(child.id() as i32, libc::SIGKILL) };
     let _ = child.wait();
+    // `wait` reaps the shell only: the killed fluxgate may still be leaving
+    // a syscall (and hold the interface's lock) for a moment. Wait until no
+    // process of the group is alive, as an operator's next command would.
+    let pgid = child.id().to_string();
+    let gone = net::eventually(Duration::from_secs(10), || {
+        let alive = std::process::Command::new("pgrep")
+            .args(["-g", &pgid, "-r", "R,S,D,T"])
+            .output()
+            .map(|o| !o.stdout.is_empty());
+        alive.is_ok_and(|alive| !alive)
+    });
+    assert!(gone, "the killed control loop exited");
 
     // A new process adopts the pinned state: status works, applies work.
     let status = ok(fluxgate(&s, &["-n", &ns, "status", IF_B, "--json"]));
@@ -342,7 +351,7 @@ fn a_killed_control_process_loses_no_packet_and_the_next_one_adopts_the_state() 
 
 #[test]
 fn an_incompatible_pinned_map_is_refused_with_a_clear_error() {
-    support::require_root();
+    net::require_root();
     let link = Link::new();
     let s = Scratch::new("incompat");
     let ns = link.b.name().to_owned();
@@ -379,7 +388,7 @@ fn an_incompatible_pinned_map_is_refused_with_a_clear_error() {
 
 #[test]
 fn a_classifier_version_that_disagrees_with_the_reference_never_serves() {
-    support::require_root();
+    net::require_root();
     let link = Link::new();
     let s = Scratch::new("version");
     let ns = link.b.name().to_owned();
@@ -420,7 +429,7 @@ fn a_classifier_version_that_disagrees_with_the_reference_never_serves() {
 /// for its slot); then acme is moved through every slot under real traffic.
 #[test]
 fn every_classifier_version_slot_serves_its_tenants() {
-    support::require_root();
+    net::require_root();
     let link = Link::new();
     link.add_b_address(ACME);
     let s = Scratch::new("slots");
@@ -463,7 +472,7 @@ fn every_classifier_version_slot_serves_its_tenants() {
                 assert_eq!(gw.pinned().version_of(Some(0)).ok(), Some(v));
             });
         }
-        let received = support::udp_exchange_to(&link, ACME, PORT, 3, 32);
+        let received = net::udp_exchange_to(&link, ACME, PORT, 3, 32);
         assert_eq!(received, 3, "acme's packets pass on version {v}");
         expected_hits += 3;
         let fg = fg.clone();

@@ -4,9 +4,6 @@
 //! span per apply phase, a canary cancelled from another thread, and the
 //! example daemon reloading on SIGHUP. Real XDP on a veth pair.
 
-#[path = "../../tests/support/mod.rs"]
-mod support;
-
 mod common;
 
 use std::{
@@ -21,7 +18,7 @@ use common::{Scratch, fluxgate, ok, write};
 use fluxgate_control::{
     ApplyOptions, AttachOptions, Cancel, ControlError, Gateway, Health, RulesetSource, TableScope,
 };
-use support::IF_B;
+use fluxgate_testkit::net::{self, IF_B};
 
 const GATEWAY: &str = "default pass\n";
 const ACME: &str = "tenant acme\nprefix 10.77.1.0/24\ndefault drop\nproto udp dport 7000 pass\n";
@@ -55,8 +52,8 @@ fn gateway(s: &Scratch, ns: &str) -> Gateway {
 
 #[test]
 fn a_daemon_drives_a_gateway_in_another_namespace_from_memory() {
-    support::require_root();
-    let link = support::Link::new();
+    net::require_root();
+    let link = net::Link::new();
     let s = Scratch::new("lib");
     let gw = gateway(&s, link.b.name());
     let here = my_netns();
@@ -158,8 +155,8 @@ impl<S: tracing::Subscriber> tracing_subscriber::Layer<S> for SpanNames {
 #[test]
 fn an_apply_reports_each_phase_as_a_tracing_span() {
     use tracing_subscriber::prelude::*;
-    support::require_root();
-    let link = support::Link::new();
+    net::require_root();
+    let link = net::Link::new();
     let s = Scratch::new("spans");
     let gw = gateway(&s, link.b.name());
     gw.attach(IF_B, AttachOptions::default()).expect("attach");
@@ -190,8 +187,8 @@ fn an_apply_reports_each_phase_as_a_tracing_span() {
 
 #[test]
 fn a_cancelled_canary_rolls_back_and_says_why() {
-    support::require_root();
-    let link = support::Link::new();
+    net::require_root();
+    let link = net::Link::new();
     let s = Scratch::new("cancel");
     let gw = gateway(&s, link.b.name());
     gw.load(
@@ -242,8 +239,8 @@ fn a_cancelled_canary_rolls_back_and_says_why() {
 
 #[test]
 fn the_example_daemon_reloads_on_sighup_and_keeps_the_live_rules_on_a_bad_file() {
-    support::require_root();
-    let link = support::Link::new();
+    net::require_root();
+    let link = net::Link::new();
     let s = Scratch::new("daemon");
     write(&s.rules, "gateway.fg", GATEWAY);
     write(&s.rules, "acme.fg", ACME);

@@ -4,15 +4,12 @@
 //! patch stays), Prometheus metrics scraped over HTTP, and dropped packets
 //! captured to pcapng and read back with tcpdump.
 
-#[path = "../../tests/support/mod.rs"]
-mod support;
-
 mod common;
 
 use std::{net::Ipv4Addr, process::Output};
 
 use common::{Scratch, fluxgate, hits, ok, stats_json, write};
-use support::{Flow, IF_B, Link};
+use fluxgate_testkit::net::{self, Flow, IF_B, Link};
 
 const ACME: Ipv4Addr = Ipv4Addr::new(10, 77, 1, 2);
 const BETA: Ipv4Addr = Ipv4Addr::new(10, 77, 2, 2);
@@ -48,7 +45,7 @@ fn text(out: &Output) -> String {
 
 #[test]
 fn a_canary_that_hurts_real_traffic_rolls_itself_back_and_a_good_one_stays() {
-    support::require_root();
+    net::require_root();
     let link = Link::new();
     link.add_b_address(ACME);
     link.add_b_address(BETA);
@@ -149,7 +146,7 @@ fn scrape(addr: &str) -> String {
 #[test]
 fn metrics_are_scraped_over_http_with_per_tenant_and_per_rule_counters() {
     use std::io::BufRead;
-    support::require_root();
+    net::require_root();
     let link = Link::new();
     link.add_b_address(BETA);
     let s = Scratch::new("metrics");
@@ -157,7 +154,7 @@ fn metrics_are_scraped_over_http_with_per_tenant_and_per_rule_counters() {
     let v1 = ruleset(&s, "v1", "proto udp dport 7000 pass");
     ok(fluxgate(&s, &["-n", &ns, "attach", IF_B]));
     ok(fluxgate(&s, &["-n", &ns, "apply", &v1]));
-    assert_eq!(support::udp_exchange_to(&link, BETA, 7000, 20, 16), 20);
+    assert_eq!(net::udp_exchange_to(&link, BETA, 7000, 20, 16), 20);
 
     let mut child = Child(
         common::fluxgate_cmd(&s)
@@ -235,7 +232,7 @@ fn metrics_are_scraped_over_http_with_per_tenant_and_per_rule_counters() {
 #[test]
 fn dropped_packets_are_captured_to_pcapng_with_their_rule_and_tcpdump_reads_them() {
     use std::io::BufRead;
-    support::require_root();
+    net::require_root();
     let link = Link::new();
     link.add_b_address(ACME);
     link.add_b_address(BETA);
@@ -270,8 +267,8 @@ fn dropped_packets_are_captured_to_pcapng_with_their_rule_and_tcpdump_reads_them
     out.read_line(&mut line).expect("first line");
     assert!(line.contains("capturing"), "{line}");
     // acme's drops are filtered out in the kernel; beta's default drops 7001.
-    assert_eq!(support::udp_exchange_to(&link, ACME, 7001, 5, 16), 0);
-    assert_eq!(support::udp_exchange_to(&link, BETA, 7001, 8, 16), 0);
+    assert_eq!(net::udp_exchange_to(&link, ACME, 7001, 5, 16), 0);
+    assert_eq!(net::udp_exchange_to(&link, BETA, 7001, 8, 16), 0);
     let status = child.0.wait().expect("capture exits after 5 packets");
     assert!(status.success());
     let mut rest = String::new();

@@ -2,15 +2,12 @@
 //! and how long it has run; with `--json` (or off a terminal) it never does.
 //! The terminal is a real pty, made by util-linux `script`.
 
-#[path = "../../tests/support/mod.rs"]
-mod support;
-
 mod common;
 
 use std::{fmt::Write as _, process::Command};
 
 use common::{Scratch, fluxgate, ok, write};
-use support::IF_B;
+use fluxgate_testkit::net::{self, IF_B};
 
 /// A ruleset of `n` tenants (a /28 and two rules each): seconds to apply.
 fn many_tenants(s: &Scratch, n: u32) {
@@ -55,8 +52,8 @@ fn on_a_terminal(s: &Scratch, args: &[&str]) -> String {
 
 #[test]
 fn a_long_apply_shows_its_phase_on_a_terminal_and_never_in_json() {
-    support::require_root();
-    let link = support::Link::new();
+    net::require_root();
+    let link = net::Link::new();
     let s = Scratch::new("progress");
     let ns = link.b.name();
     many_tenants(&s, 2000);

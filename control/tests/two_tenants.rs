@@ -2,22 +2,19 @@
 //! packets are passed or dropped as its rules say, and the per-rule counters
 //! read back by `fluxgate stats --json` equal the packets sent.
 
-#[path = "../../tests/support/mod.rs"]
-mod support;
-
 mod common;
 
 use std::net::Ipv4Addr;
 
 use common::{Scratch, fluxgate, hits, ok, stats_json, write};
-use support::{IF_B, Link};
+use fluxgate_testkit::net::{self, IF_B, Link};
 
 const ACME: Ipv4Addr = Ipv4Addr::new(10, 77, 1, 2);
 const BETA: Ipv4Addr = Ipv4Addr::new(10, 77, 2, 2);
 
 #[test]
 fn each_tenant_gets_its_own_verdicts_and_exact_rule_counters() {
-    support::require_root();
+    net::require_root();
     let link = Link::new();
     link.add_b_address(ACME);
     link.add_b_address(BETA);
@@ -62,11 +59,11 @@ fn each_tenant_gets_its_own_verdicts_and_exact_rule_counters() {
         (ACME, 7002, 0, "acme default drop"),
         (BETA, 7000, 0, "beta#1 drops"),
         (BETA, 7002, n, "beta default pass"),
-        (support::ADDR_B, 7003, n, "no tenant: gateway default pass"),
+        (net::ADDR_B, 7003, n, "no tenant: gateway default pass"),
     ];
     for (dst, port, through, why) in exchanges {
         assert_eq!(
-            support::udp_exchange_to(&link, dst, port, n, 16),
+            net::udp_exchange_to(&link, dst, port, n, 16),
             through,
             "{why}"
         );
@@ -100,7 +97,7 @@ fn each_tenant_gets_its_own_verdicts_and_exact_rule_counters() {
 
 #[test]
 fn a_bad_ruleset_is_rejected_with_its_location_and_nothing_changes() {
-    support::require_root();
+    net::require_root();
     let link = Link::new();
     let s = Scratch::new("2t");
     write(
@@ -121,7 +118,7 @@ fn a_bad_ruleset_is_rejected_with_its_location_and_nothing_changes() {
         "error names file:line:col: {err}"
     );
     assert_eq!(
-        support::udp_exchange(&link, 7100, 20, 16),
+        net::udp_exchange(&link, 7100, 20, 16),
         20,
         "still passing everything"
     );
@@ -131,7 +128,7 @@ fn a_bad_ruleset_is_rejected_with_its_location_and_nothing_changes() {
 /// was: not attached, nothing pinned, no state; traffic untouched.
 #[test]
 fn a_first_load_that_fails_or_dry_runs_leaves_the_interface_unattached() {
-    support::require_root();
+    net::require_root();
     let link = Link::new();
     let s = Scratch::new("2t");
     let ns = link.b.name();
@@ -188,16 +185,12 @@ fn a_first_load_that_fails_or_dry_runs_leaves_the_interface_unattached() {
     unattached("dry run");
 
     // Through all of it, traffic was never filtered (default drop never went live).
-    assert_eq!(
-        support::udp_exchange(&link, 7200, 20, 16),
-        20,
-        "still passing"
-    );
+    assert_eq!(net::udp_exchange(&link, 7200, 20, 16), 20, "still passing");
 
     // Loaded for real; a second `load` is an `apply` onto the attachment.
     ok(fluxgate(&s, &["-n", ns, "load", &rules, IF_B]));
     assert_eq!(
-        support::udp_exchange(&link, 7200, 20, 16),
+        net::udp_exchange(&link, 7200, 20, 16),
         0,
         "default drop live"
     );
@@ -218,9 +211,5 @@ fn a_first_load_that_fails_or_dry_runs_leaves_the_interface_unattached() {
         "an attach option it cannot honour is not ignored silently: {warned}"
     );
     assert!(said.contains("generation 2 live"), "{said}");
-    assert_eq!(
-        support::udp_exchange(&link, 7200, 20, 16),
-        20,
-        "new rule live"
-    );
+    assert_eq!(net::udp_exchange(&link, 7200, 20, 16), 20, "new rule live");
 }

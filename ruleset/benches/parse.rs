@@ -5,8 +5,8 @@ use std::hint::black_box;
 
 use criterion::{Criterion, criterion_main};
 use fluxgate_ruleset::classbench::to_ruleset;
-use fluxgate_ruleset::synth::{Family, Rng, classbench_like};
 use fluxgate_ruleset::{Config, Ruleset, validate};
+use fluxgate_testkit::synth::{Family, Rng, classbench_like};
 
 /// Global-only ClassBench-like ruleset as `.fg` text.
 fn global_files(n: usize) -> Vec<(String, String)> {

@@ -10,8 +10,8 @@ use std::time::Instant;
 
 use criterion::{BenchmarkId, Criterion, Throughput};
 use fluxgate_common::table::action;
-use fluxgate_ruleset::table::gen5::{classbench_like, keys};
 use fluxgate_ruleset::table::{TreeConfig, build_table, walk};
+use fluxgate_testkit::synth::flat::{classbench_like, keys};
 
 const SIZES: [usize; 4] = [10, 1_000, 10_000, 100_000];
 

@@ -114,7 +114,8 @@
 //! prefix; tenants never overlap) runs its rules; then its `default`. `count` counts
 //! and continues. A clause on a field the packet lacks (ports of a fragment) does not
 //! match. The precise definition is [`mod@reference`]; the shared case table
-//! `tests/cases.txt` (loaded with [`cases::load`]) pins it down with examples.
+//! `tests/cases.txt` (run by the workspace's test kit against every engine)
+//! pins it down with examples.
 //!
 //! Every rule has a stable [`RuleId`] (hash of its scope and content, not its
 //! position) so counters survive edits of other rules, and a 1-based `position`.
@@ -205,7 +206,6 @@
 //! ```
 #![forbid(unsafe_code)]
 
-pub mod cases;
 pub mod classbench;
 pub mod classifier;
 pub mod compile;
@@ -222,7 +222,6 @@ pub mod preflight;
 pub mod print;
 pub mod reference;
 mod shadow;
-pub mod synth;
 pub mod table;
 pub mod validate;
 

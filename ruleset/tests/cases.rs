@@ -3,11 +3,11 @@
 #[test]
 fn case_table_passes_on_reference() {
     let text = include_str!("cases.txt");
-    let cases = fluxgate_ruleset::cases::load(text).expect("case table parses");
+    let cases = fluxgate_testkit::cases::load(text).expect("case table parses");
     assert!(cases.len() > 40, "table has {} cases", cases.len());
     let failures: Vec<String> = cases
         .iter()
-        .flat_map(fluxgate_ruleset::cases::run_reference)
+        .flat_map(fluxgate_testkit::cases::run_reference)
         .collect();
     assert!(
         failures.is_empty(),
@@ -23,7 +23,7 @@ fn case_table_passes_on_reference() {
 #[test]
 fn explain_agrees_with_classify_on_the_case_table() {
     use fluxgate_ruleset::{Ruleset, reference, validate};
-    let cases = fluxgate_ruleset::cases::load(include_str!("cases.txt")).expect("table");
+    let cases = fluxgate_testkit::cases::load(include_str!("cases.txt")).expect("table");
     let mut explained = 0;
     for case in cases.iter().filter(|c| c.errors.is_none()) {
         let rs = Ruleset::parse_files(&case.files).expect("parse");

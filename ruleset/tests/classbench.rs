@@ -1,8 +1,8 @@
 //! ClassBench import and the synthetic generator.
 
 use fluxgate_ruleset::classbench::{parse_filters, parse_trace, to_ruleset};
-use fluxgate_ruleset::synth::{Family, classbench_like, trace};
 use fluxgate_ruleset::{Config, ErrorKind, Verdict, reference, validate};
+use fluxgate_testkit::synth::{Family, classbench_like, trace};
 
 const FILTERS: &str = "@192.168.0.0/16\t10.0.0.0/8\t0 : 65535\t1024 : 1024\t0x06/0xFF\t0x0000/0x0000\n\
 @0.0.0.0/0\t10.1.0.0/16\t53 : 53\t0 : 65535\t0x11/0xFF\n\
@@ -111,7 +111,7 @@ fn synthetic_sets_are_deterministic_and_agree_with_reference() {
 #[test]
 fn shadow_warnings_are_never_false() {
     use fluxgate_ruleset::ErrorKind;
-    use fluxgate_ruleset::synth::{Rng, packet_in};
+    use fluxgate_testkit::synth::{Rng, packet_in};
     let mut checked = 0;
     for (fam, seed) in [
         (Family::Acl, 1),

@@ -2,9 +2,9 @@
 //! shared case table and on generated rulesets and packets.
 
 use fluxgate_ruleset::{
-    Classifier, CompileOptions, Config, PacketHeader, Ruleset, cases, compile_with, reference,
-    validate,
+    Classifier, CompileOptions, Config, PacketHeader, Ruleset, compile_with, reference, validate,
 };
+use fluxgate_testkit::cases;
 
 #[test]
 fn case_table_passes_on_the_compiled_classifier() {
@@ -64,10 +64,8 @@ fn iif_rules_use_the_interface_table() {
 #[test]
 fn one_classifier_serves_many_threads() {
     fn shareable<T: Send + Sync>(_: &T) {}
-    use fluxgate_ruleset::{
-        classbench,
-        synth::{self, Family},
-    };
+    use fluxgate_ruleset::classbench;
+    use fluxgate_testkit::synth::{self, Family};
     let filters = synth::classbench_like(Family::Fw, 2_000, 11);
     let rs = validate(classbench::to_ruleset(&filters), &Config::classbench()).expect("valid");
     let classifier = Classifier::new(
@@ -112,14 +110,11 @@ fn one_classifier_serves_many_threads() {
     }
 }
 
-#[path = "support/gen.rs"]
-mod generator;
-
 mod generated {
     use super::*;
     use proptest::prelude::*;
 
-    use crate::generator::{packet, ruleset};
+    use fluxgate_testkit::synth::strategy::{packet, ruleset};
 
     proptest! {
         #![proptest_config(ProptestConfig { cases: 300, ..ProptestConfig::default() })]

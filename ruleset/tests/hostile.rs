@@ -473,7 +473,7 @@ fn classbench_validation_errors_point_at_the_filter_and_field() {
 #[test]
 fn every_synthetic_classbench_family_imports_from_its_text() {
     use fluxgate_ruleset::classbench::parse_ruleset;
-    use fluxgate_ruleset::synth::{Family, classbench_like};
+    use fluxgate_testkit::synth::{Family, classbench_like};
     for family in [Family::Acl, Family::Fw, Family::Ipc] {
         let text: String = classbench_like(family, 2000, 7)
             .iter()

@@ -29,9 +29,6 @@ use fluxgate_common::table::{
 };
 
 mod build;
-pub mod gen5;
-#[cfg(test)]
-mod tests;
 
 pub use build::build_table;
 

@@ -4,9 +4,13 @@ use fluxgate_common::table::{
     Cell, Header, KEY_WORDS, LEAF_MAX, MAX_CUT_BITS, MAX_DEPTH, RANGE_WORDS, Ref, action, word,
 };
 use proptest::prelude::*;
+use proptest::test_runner::FileFailurePersistence;
 
-use super::gen5::{Rng, classbench_like, keys};
-use super::{FlatRule, TableError, TableImage, TreeConfig, build_table, scan, walk};
+use fluxgate_ruleset::table::{
+    FlatRule, TableError, TableImage, TreeConfig, build_table, scan, walk,
+};
+use fluxgate_testkit::synth::Rng;
+use fluxgate_testkit::synth::flat::{classbench_like, keys};
 
 /// Reference: COUNT counters (unbounded) and the first terminal match.
 fn linear(rules: &[FlatRule], key: &[u32; KEY_WORDS]) -> (Vec<u32>, Option<(u8, u32)>) {
@@ -101,7 +105,7 @@ fn check_layout(image: &TableImage) {
 }
 
 fn build(rules: &[FlatRule], cfg: &TreeConfig) -> TableImage {
-    let img = build_table(rules, action::DROP, 99, 7, cfg).unwrap();
+    let img = build_table(rules, action::DROP, 99, 7, cfg).expect("table builds");
     check_layout(&img);
     img
 }
@@ -528,7 +532,13 @@ fn boundary_keys(rules: &[FlatRule], rng: &mut Rng, n: usize) -> Vec<[u32; KEY_W
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 64, .. ProptestConfig::default() })]
+    // Saved failures live beside this file (`table.proptest-regressions`): an
+    // integration test has no `lib.rs` above it for the default location.
+    #![proptest_config(ProptestConfig {
+        cases: 64,
+        failure_persistence: Some(Box::new(FileFailurePersistence::WithSource("proptest-regressions"))),
+        .. ProptestConfig::default()
+    })]
 
     #[test]
     fn tree_equals_linear_scan(

@@ -1,4 +1,15 @@
-//! Deterministic synthetic ClassBench-like rulesets and traces, for benches and tests.
+//! Deterministic synthetic rulesets and packets, for benches and tests; one
+//! generator module, one seeded PRNG ([`Rng`]).
+//!
+//! - At this level: ClassBench-like filter sets ([`classbench_like`]) and
+//!   packets inside them ([`trace`], [`packets`], [`packet_in`]), the rulesets of
+//!   the benches, the ClassBench differential tests and `fluxgate classify`'s tests.
+//! - [`flat`]: the same kind of IPv4 5-tuple sets built directly as the table
+//!   compiler's [`FlatRule`](fluxgate_ruleset::table::FlatRule)s, and keys, for
+//!   the table tests and benches (which test the compiler alone, below the rule model).
+//! - [`strategy`]: proptest strategies for whole rulesets (text files) and
+//!   packets over a small universe of boundary values; proptest draws them, so a
+//!   failure shrinks to a minimal ruleset.
 //!
 //! Not a re-implementation of ClassBench's `db_generator`, but the same shape: addresses
 //! drawn around a pool of "seed" networks so prefixes nest and overlap as in real
@@ -12,9 +23,12 @@ use std::net::Ipv4Addr;
 
 use ipnet::Ipv4Net;
 
-use crate::classbench::{Filter, TraceEntry, header};
-use crate::model::{PortRange, Proto};
-use crate::packet::PacketHeader;
+use fluxgate_ruleset::classbench::{Filter, TraceEntry, header};
+use fluxgate_ruleset::model::{PortRange, Proto};
+use fluxgate_ruleset::packet::PacketHeader;
+
+pub mod flat;
+pub mod strategy;
 
 /// ClassBench seed family.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -266,4 +280,92 @@ pub fn packet_in(f: &Filter, rng: &mut Rng) -> PacketHeader {
         h.tcp_flags = Some((rng.next_u64() as u8 & !m) | v);
     }
     h
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// FNV-1a of the filters' ClassBench text: a fingerprint stable across
+    /// platforms and Rust versions (unlike `DefaultHasher`).
+    fn fingerprint(filters: &[Filter]) -> u64 {
+        filters
+            .iter()
+            .flat_map(|f| format!("{f}\n").into_bytes())
+            .fold(0xcbf2_9ce4_8422_2325, |h, b| {
+                (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+            })
+    }
+
+    #[test]
+    fn rng_is_splitmix64() {
+        // The reference outputs of SplitMix64 from seed 0.
+        let mut rng = Rng::new(0);
+        assert_eq!(rng.next_u64(), 0xe220_a839_7b1d_cdaf);
+        assert_eq!(rng.next_u64(), 0x6e78_9e6a_a1b9_65f4);
+        assert_eq!(rng.next_u64(), 0x06c4_5d18_8009_454f);
+        assert_eq!(rng.below(0), 0);
+        assert!((0..1000).all(|_| rng.below(7) < 7));
+        assert!((0..1000).all(|_| rng.weighted(&[(0, 'a'), (3, 'b'), (0, 'c')]) == 'b'));
+    }
+
+    /// The benches and differential tests compare runs over these sets: a
+    /// change of generator must be deliberate (and the numbers re-measured).
+    #[test]
+    fn the_same_family_size_and_seed_give_the_same_filters() {
+        for (family, want) in [
+            (Family::Acl, 0xc57c_179b_ad9f_096a),
+            (Family::Fw, 0xfb91_cc44_6b35_1172),
+            (Family::Ipc, 0xf4a3_6dbb_50f1_e095),
+        ] {
+            let filters = classbench_like(family, 1_000, 42);
+            assert_eq!(filters.len(), 1_000);
+            assert_eq!(fingerprint(&filters), want, "{family:?}");
+        }
+        assert_ne!(
+            classbench_like(Family::Acl, 100, 1),
+            classbench_like(Family::Acl, 100, 2)
+        );
+    }
+
+    #[test]
+    fn filters_come_most_specific_first() {
+        let filters = classbench_like(Family::Fw, 2_000, 7);
+        assert!(
+            filters
+                .windows(2)
+                .all(|w| specificity(&w[0]) >= specificity(&w[1]))
+        );
+        assert!(
+            filters.iter().any(|f| f.proto.is_none()),
+            "wildcard protocols"
+        );
+        assert!(filters.iter().any(|f| f.flags.is_some()), "TCP flags");
+    }
+
+    #[test]
+    fn trace_packets_lie_in_their_filters_and_name_the_first_match() {
+        let filters = classbench_like(Family::Ipc, 500, 3);
+        let entries = trace(&filters, 2_000, 4);
+        let headers = packets(&filters, 2_000, 4);
+        assert_eq!(entries.len(), 2_000);
+        for (entry, header) in entries.iter().zip(&headers) {
+            assert_eq!(&entry.header, header, "packets() = trace()'s headers");
+            let first = filters.iter().position(|f| f.matches(header));
+            assert_eq!(entry.expected, first.map(|i| i as u32 + 1));
+            assert!(entry.expected.is_some(), "each packet is inside a filter");
+        }
+        assert!(trace(&[], 10, 4).is_empty());
+    }
+
+    #[test]
+    fn packet_in_matches_its_filter() {
+        let mut rng = Rng::new(5);
+        for f in classbench_like(Family::Acl, 300, 9) {
+            for _ in 0..10 {
+                let p = packet_in(&f, &mut rng);
+                assert!(f.matches(&p), "{f} / {p}");
+            }
+        }
+    }
 }

@@ -1,5 +1,7 @@
 //! A small deterministic ClassBench-like IPv4 5-tuple generator of [`FlatRule`]s
-//! and keys, for the table tests and benches (independent of [`crate::synth`]).
+//! and keys, for the table tests and benches: rules as the table compiler sees
+//! them, without going through the rule model (its own distributions, drawn from
+//! the same [`Rng`]).
 //!
 //! Addresses are drawn around a pool of seed /16 networks so prefixes nest and
 //! overlap; prefix lengths mix /32, /24, /16, /8 and /0; source ports are mostly
@@ -8,9 +10,9 @@
 
 use fluxgate_common::table::{ADDR_WORDS, KEY_WORDS, RANGE_WORDS, action, word};
 
-use super::FlatRule;
+use fluxgate_ruleset::table::FlatRule;
 
-pub use crate::synth::Rng;
+use super::Rng;
 
 fn prefix(addr: u32, len: u32) -> (u32, u32) {
     let host = u32::MAX.checked_shr(len).unwrap_or(0);
@@ -166,4 +168,75 @@ pub fn keys(rules: &[FlatRule], n: usize, seed: u64) -> Vec<[u32; KEY_WORDS]> {
             }
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rules_are_ipv4_numbered_by_position_and_deterministic() {
+        let rules = classbench_like(2_000, 42);
+        assert_eq!(rules, classbench_like(2_000, 42));
+        assert_ne!(rules, classbench_like(2_000, 43));
+        for (i, r) in rules.iter().enumerate() {
+            assert_eq!(r.counter as usize, i);
+            assert_eq!((r.lo[word::FAMILY], r.hi[word::FAMILY]), (4, 4));
+            assert!(r.lo.iter().zip(&r.hi).all(|(lo, hi)| lo <= hi), "{r:?}");
+        }
+        let counting = rules.iter().filter(|r| r.action == action::COUNT).count();
+        assert!(
+            (5..=60).contains(&counting),
+            "about 1% COUNT rules: {counting}"
+        );
+    }
+
+    /// The table benches compare runs over these sets: a change of generator
+    /// must be deliberate (and the numbers re-measured).
+    #[test]
+    fn the_same_size_and_seed_give_the_same_rules() {
+        let words = classbench_like(1_000, 42).into_iter().flat_map(|r| {
+            r.lo.into_iter().chain(r.hi).chain([
+                u32::from(r.flags_mask),
+                u32::from(r.flags_value),
+                u32::from(r.action),
+                r.counter,
+            ])
+        });
+        // FNV-1a over the words' little-endian bytes.
+        let fingerprint = words
+            .flat_map(u32::to_le_bytes)
+            .fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
+                (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+            });
+        assert_eq!(fingerprint, 0x2c33_e42a_85f2_4ba0);
+    }
+
+    #[test]
+    fn a_key_drawn_in_a_rule_matches_it() {
+        let rules = classbench_like(500, 7);
+        let mut rng = Rng::new(8);
+        for r in &rules {
+            for _ in 0..20 {
+                assert!(r.matches(&key_in(&mut rng, Some(r))), "{r:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn keys_mix_keys_inside_rules_with_random_ones() {
+        let rules = classbench_like(1_000, 3);
+        assert_eq!(keys(&rules, 100, 4), keys(&rules, 100, 4));
+        // One narrow rule: the keys drawn inside it (about half) match it, random
+        // ones (almost) never do.
+        let mut narrow = ipv4_any();
+        narrow.lo[word::DST] = 0xcb00_7107;
+        narrow.hi[word::DST] = 0xcb00_7107;
+        let hit = keys(&[narrow], 4_000, 4)
+            .iter()
+            .filter(|k| narrow.matches(k))
+            .count();
+        assert!((1_800..2_200).contains(&hit), "{hit} of 4000 in the rule");
+        assert_eq!(keys(&[], 10, 4).len(), 10, "random keys only");
+    }
 }

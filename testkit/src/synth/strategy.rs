@@ -1,7 +1,7 @@
 //! Random rulesets over a small universe of boundary values (prefix edges, port
 //! range edges, both families, count rules, TCP flags, ICMP, VLAN) and random
-//! packets from the same universe. Shared by the userspace and kernel
-//! differential tests (`#[path]`-included).
+//! packets from the same universe, as proptest strategies. Shared by the
+//! userspace and kernel differential tests.
 
 use fluxgate_ruleset::PacketHeader;
 use proptest::prelude::*;
@@ -148,6 +148,12 @@ fn rule(
     )
 }
 
+/// A ruleset as `(file name, text)` pairs: `gateway.fg` and two tenants, `acme`
+/// (`203.0.113.0/24`, `2001:db8:a::/48`) and `beta` (`198.51.100.0/25`,
+/// `2001:db8:b::/48`), each with a random default and up to 6 / 14 / 8 rules
+/// over its own destinations: what
+/// [`Ruleset::parse_files`](fluxgate_ruleset::Ruleset::parse_files) takes. Not
+/// every draw validates; tests skip those that do not.
 pub fn ruleset() -> impl Strategy<Value = Vec<(String, String)>> {
     (
         prop::collection::vec(rule(&["192.0.2.0/24", "203.0.113.0/24", "198.51.100.0/25"], &["2001:db8:a::/48", "2001:db8:b::/48"]), 0..6),
@@ -165,6 +171,9 @@ pub fn ruleset() -> impl Strategy<Value = Vec<(String, String)>> {
         })
 }
 
+/// A packet over the same boundary values: TCP (with random flags), UDP, ICMP or
+/// ICMPv6, a non-first TCP fragment (no ports) or GRE, IPv4 or IPv6, sometimes
+/// VLAN-tagged, addressed to either tenant, the gateway's own space or nobody.
 pub fn packet() -> impl Strategy<Value = PacketHeader> {
     (
         any::<bool>(),
@@ -225,4 +234,48 @@ pub fn packet() -> impl Strategy<Value = PacketHeader> {
             }
             text.parse().unwrap_or_else(|e| panic!("{text}: {e}"))
         })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use fluxgate_ruleset::{Config, Ruleset, validate};
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 200, failure_persistence: None, ..ProptestConfig::default() })]
+
+        /// Every drawn ruleset parses (and so exercises the engines, not only
+        /// the parser's errors); the point of the universe is that most validate.
+        #[test]
+        fn rulesets_parse(files in ruleset()) {
+            let names: Vec<&str> = files.iter().map(|(f, _)| f.as_str()).collect();
+            prop_assert_eq!(names, ["gateway.fg", "acme.fg", "beta.fg"]);
+            let parsed = Ruleset::parse_files(&files);
+            prop_assert!(parsed.is_ok(), "{:?}", files);
+        }
+
+        /// A drawn packet prints as text that parses back to itself (it was
+        /// built from text; `packet()` panics on text that does not parse).
+        #[test]
+        fn packets_round_trip_through_text(p in packet()) {
+            let again: PacketHeader = p.to_string().parse().expect("parses");
+            prop_assert_eq!(again, p);
+        }
+    }
+
+    #[test]
+    fn most_drawn_rulesets_validate() {
+        use proptest::strategy::ValueTree;
+        use proptest::test_runner::TestRunner;
+        let mut runner = TestRunner::deterministic();
+        let valid = (0..200)
+            .filter(|_| {
+                let files = ruleset().new_tree(&mut runner).expect("tree").current();
+                Ruleset::parse_files(&files)
+                    .and_then(|rs| validate(rs, &Config::default()))
+                    .is_ok()
+            })
+            .count();
+        assert!(valid > 100, "only {valid} of 200 validate");
+    }
 }

@@ -1,12 +1,10 @@
-//! Test support: network namespaces, veth pairs and bounded traffic between them.
+//! Network namespaces, veth pairs and bounded traffic between them, for the
+//! tests, benches and the demo that attach real XDP programs (root only).
 //!
 //! Every namespace a test creates has a unique name (`fgt-<pid>-<n>`) and is
 //! deleted by a `Drop` guard, also when the test panics. Traffic only flows
-//! between namespaces the test created.
-#![allow(
-    dead_code,
-    reason = "each test binary uses a different part of this module"
-)]
+//! between namespaces the test created. Failures panic: this is test code, and
+//! a panic with the failing `ip` command is the most useful report.
 
 use std::{
     io,
@@ -52,6 +50,10 @@ pub struct Netns {
 
 impl Netns {
     /// Creates a fresh, uniquely named namespace with loopback up.
+    #[expect(
+        clippy::new_without_default,
+        reason = "creating a namespace changes the host: not a default value"
+    )]
     pub fn new() -> Netns {
         static NEXT: AtomicU32 = AtomicU32::new(0);
         let name = format!(
@@ -122,6 +124,10 @@ pub const MAC_B: &str = "02:77:00:00:00:02";
 
 impl Link {
     /// Creates both namespaces and the veth pair between them.
+    #[expect(
+        clippy::new_without_default,
+        reason = "creating namespaces and a veth pair changes the host: not a default value"
+    )]
     pub fn new() -> Link {
         let a = Netns::new();
         let b = Netns::new();

@@ -31,12 +31,12 @@
 
 use std::fmt::Write as _;
 
-use crate::config::Config;
-use crate::error::{Diag, Errors};
-use crate::model::{Ruleset, Verdict};
-use crate::packet::PacketHeader;
-use crate::reference::{Decision, RuleRef, classify};
-use crate::validate::{ValidRuleset, validate};
+use fluxgate_ruleset::config::Config;
+use fluxgate_ruleset::error::{Diag, Errors};
+use fluxgate_ruleset::model::{Ruleset, Verdict};
+use fluxgate_ruleset::packet::PacketHeader;
+use fluxgate_ruleset::reference::{Decision, RuleRef, classify};
+use fluxgate_ruleset::validate::{ValidRuleset, validate};
 
 /// What decided a packet.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -73,7 +73,7 @@ pub struct PacketCase {
 /// An expected diagnostic: kind name and position.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
 pub struct ExpectedDiag {
-    /// [`crate::ErrorKind`] name, e.g. `OutOfScope`.
+    /// [`fluxgate_ruleset::ErrorKind`] name, e.g. `OutOfScope`.
     pub kind: String,
     /// `file:line:col`.
     pub at: String,
@@ -377,4 +377,160 @@ pub fn run_reference(case: &Case) -> Vec<String> {
         }
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const TABLE: &str = "\
+# a comment before the first case
+=== one tenant
+--- gateway.fg
+default pass
+--- acme.fg
+tenant acme
+prefix 203.0.113.0/24
+default drop
+proto udp count
+proto tcp dport 443 pass
+--- config
+max_rules_per_tenant 10
+--- packets
+# a comment inside a section
+tcp 192.0.2.1:4000 -> 203.0.113.9:443 => pass acme#2
+tcp 192.0.2.1:4000 -> 203.0.113.9:80 => drop acme default
+udp 192.0.2.1:53 -> 203.0.113.9:53 => drop acme default counted acme#1
+udp 192.0.2.1:53 -> 198.51.100.1:53 => pass gateway default
+
+=== out of scope
+--- gateway.fg
+default pass
+--- acme.fg
+tenant acme
+prefix 203.0.113.0/24
+default drop
+daddr 198.51.100.1 pass
+--- errors
+OutOfScope acme.fg:4:1
+";
+
+    #[test]
+    fn load_reads_files_config_packets_and_expected_errors() {
+        let cases = load(TABLE).expect("table");
+        assert_eq!(cases.len(), 2);
+        let c = &cases[0];
+        assert_eq!((c.name.as_str(), c.line), ("one tenant", 2));
+        let names: Vec<&str> = c.files.iter().map(|(f, _)| f.as_str()).collect();
+        assert_eq!(names, ["gateway.fg", "acme.fg"]);
+        assert!(c.files[1].1.ends_with("proto tcp dport 443 pass\n"));
+        assert_eq!(c.config.max_rules_per_tenant, 10);
+        assert_eq!(c.packets.len(), 4);
+        assert_eq!(c.packets[0].line, 15);
+        assert_eq!(c.packets[0].verdict, Verdict::Pass);
+        assert_eq!(
+            c.packets[0].decided_by,
+            DecidedBy::Rule {
+                scope: "acme".into(),
+                position: 2
+            }
+        );
+        assert_eq!(
+            c.packets[2].decided_by,
+            DecidedBy::Default {
+                scope: "acme".into()
+            }
+        );
+        assert_eq!(c.packets[2].counted, [("acme".to_owned(), 1)]);
+        assert_eq!(c.errors, None);
+        assert_eq!(
+            cases[1].errors,
+            Some(vec![ExpectedDiag {
+                kind: "OutOfScope".into(),
+                at: "acme.fg:4:1".into()
+            }])
+        );
+    }
+
+    #[test]
+    fn load_names_the_line_of_a_malformed_table() {
+        for (text, want) in [
+            ("default drop\n", "line 1: text before the first `=== case`"),
+            (
+                "=== c\n--- nonsense\n",
+                "line 2: unknown section `nonsense`",
+            ),
+            (
+                "=== c\n--- packets\ntcp 1.2.3.4:1 -> 5.6.7.8:2\n",
+                "line 3: ",
+            ),
+            (
+                "=== c\n--- packets\ntcp 1.2.3.4:1 -> 5.6.7.8:2 => maybe gateway default\n",
+                "line 3: expected `pass` or `drop`",
+            ),
+            (
+                "=== c\n--- packets\ntcp 1.2.3.4:1 -> 5.6.7.8:2 => pass gateway\n",
+                "line 3: expected `SCOPE#N` or `SCOPE default`",
+            ),
+            (
+                "=== c\n--- config\nmax_cheese 3\n",
+                "line 3: unknown config key",
+            ),
+            ("=== c\nstray\n", "line 2: text outside a section"),
+        ] {
+            let err = load(text).expect_err(text);
+            assert!(err.starts_with(want), "{text:?}: {err}");
+        }
+    }
+
+    #[test]
+    fn the_reference_passes_a_right_table_and_names_what_a_wrong_one_gets_wrong() {
+        let cases = load(TABLE).expect("table");
+        for case in &cases {
+            assert_eq!(run_reference(case), Vec::<String>::new(), "{}", case.name);
+        }
+        let wrong = TABLE
+            .replace("=> pass acme#2", "=> pass acme#1")
+            .replace("OutOfScope acme.fg:4:1", "OutOfScope acme.fg:4:2");
+        let cases = load(&wrong).expect("table");
+        let first = run_reference(&cases[0]);
+        assert_eq!(first.len(), 1, "{first:?}");
+        assert!(first[0].contains("line 15"), "{}", first[0]);
+        let second = run_reference(&cases[1]);
+        assert!(second[0].starts_with("case `out of scope` (line 20): errors"));
+    }
+
+    #[test]
+    fn check_engine_compares_with_the_line_and_with_the_reference() {
+        let cases = load(TABLE).expect("table");
+        let (case, rs) = valid(&cases).next().expect("a valid case");
+        assert_eq!(case.name, "one tenant");
+        assert_eq!(
+            valid(&cases).count(),
+            1,
+            "cases expecting errors are skipped"
+        );
+        let p = &case.packets[0];
+        let right = classify(&rs, &p.packet);
+        assert_eq!(check_engine(&rs, p, &right), Ok(()));
+        // Another packet's decision: wrong for this line and for the reference.
+        let other = classify(&rs, &case.packets[1].packet);
+        let err = check_engine(&rs, p, &other).expect_err("differs");
+        assert!(
+            err.contains("line 15") && err.contains("!= reference"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    #[should_panic(expected = "1 failures")]
+    fn assert_agreed_fails_on_any_failure() {
+        assert_agreed(100, 60, &["one".into()]);
+    }
+
+    #[test]
+    #[should_panic(expected = "only 10 packets checked")]
+    fn assert_agreed_fails_when_too_little_was_checked() {
+        assert_agreed(10, 60, &[]);
+    }
 }
