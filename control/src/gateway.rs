@@ -228,27 +228,19 @@ impl Gateway {
     /// Opens `iface` (default: the only attached one) for changes: takes its
     /// lock, adopts the pinned state and reconciles the journal with the kernel.
     pub fn open(&self, iface: Option<&str>) -> Result<Interface, ControlError> {
-        let iface = self.one_interface(iface)?;
-        Interface::open(
-            &self.pin_root(),
-            &self.state_dir(),
-            self.netns(),
-            &iface,
-            true,
-        )
+        self.open_with(iface, true)
     }
 
     /// Opens `iface` read-only (no lock; the reconciled state is not written
     /// back): for status and statistics while a change may be running.
     pub fn open_read(&self, iface: Option<&str>) -> Result<Interface, ControlError> {
+        self.open_with(iface, false)
+    }
+
+    fn open_with(&self, iface: Option<&str>, write: bool) -> Result<Interface, ControlError> {
         let iface = self.one_interface(iface)?;
-        Interface::open(
-            &self.pin_root(),
-            &self.state_dir(),
-            self.netns(),
-            &iface,
-            false,
-        )
+        let (pins, state) = (self.pin_root(), self.state_dir());
+        Interface::open(&pins, &state, self.netns(), &iface, write)
     }
 
     /// A first load: checks `source` (parse, validate, compile, guards)

@@ -40,6 +40,18 @@ fn canary(s: &Scratch, ns: &str, dir: &str, window: &str, cmd: &str, timeout: &s
     )
 }
 
+/// A veth pair with gateway + acme loaded on its `b` end; the ruleset dir.
+fn loaded(name: &str) -> (net::Link, Scratch, String) {
+    net::require_root();
+    let link = net::Link::new();
+    let s = Scratch::new(name);
+    write(&s.rules, "gateway.fg", GATEWAY);
+    write(&s.rules, "acme.fg", ACME);
+    let rules = s.rules.display().to_string();
+    ok(fluxgate(&s, &["-n", link.b.name(), "load", &rules, IF_B]));
+    (link, s, rules)
+}
+
 fn status(s: &Scratch, ns: &str) -> serde_json::Value {
     let out = ok(fluxgate(s, &["-n", ns, "status", IF_B, "--json"]));
     let json: serde_json::Value = serde_json::from_slice(&out.stdout).expect("status JSON");
@@ -88,14 +100,8 @@ fn a_first_apply_that_regresses_goes_back_to_nothing() {
 
 #[test]
 fn a_hung_health_command_is_killed_and_the_change_rolled_back_in_bounded_time() {
-    net::require_root();
-    let link = net::Link::new();
-    let s = Scratch::new("canary-hung");
+    let (link, s, rules) = loaded("canary-hung");
     let ns = link.b.name();
-    write(&s.rules, "gateway.fg", GATEWAY);
-    write(&s.rules, "acme.fg", ACME);
-    let rules = s.rules.display().to_string();
-    ok(fluxgate(&s, &["-n", ns, "load", &rules, IF_B]));
     write(&s.rules, "acme.fg", ACME_2);
     let started = Instant::now();
     let out = canary(&s, ns, &rules, "3s", "sleep 999", "1s");
@@ -110,14 +116,8 @@ fn a_hung_health_command_is_killed_and_the_change_rolled_back_in_bounded_time() 
 
 #[test]
 fn a_gateway_wide_rollback_restores_the_live_mix_not_the_last_whole_generation() {
-    net::require_root();
-    let link = net::Link::new();
-    let s = Scratch::new("canary-mix");
+    let (link, s, rules) = loaded("canary-mix");
     let ns = link.b.name();
-    write(&s.rules, "gateway.fg", GATEWAY);
-    write(&s.rules, "acme.fg", ACME);
-    let rules = s.rules.display().to_string();
-    ok(fluxgate(&s, &["-n", ns, "load", &rules, IF_B]));
     write(&s.rules, "acme.fg", ACME_2);
     ok(fluxgate(&s, &["-n", ns, "apply", &rules]));
     // acme alone goes back to generation 1: live is a mix (whole generation
@@ -142,14 +142,8 @@ fn a_gateway_wide_rollback_restores_the_live_mix_not_the_last_whole_generation()
 
 #[test]
 fn an_interrupted_canary_rolls_back_and_records_it() {
-    net::require_root();
-    let link = net::Link::new();
-    let s = Scratch::new("canary-term");
+    let (link, s, rules) = loaded("canary-term");
     let ns = link.b.name();
-    write(&s.rules, "gateway.fg", GATEWAY);
-    write(&s.rules, "acme.fg", ACME);
-    let rules = s.rules.display().to_string();
-    ok(fluxgate(&s, &["-n", ns, "load", &rules, IF_B]));
     write(&s.rules, "acme.fg", ACME_2);
     let child = fluxgate_cmd(&s)
         .args([
