@@ -5,10 +5,10 @@
 
 use std::time::{Duration, Instant};
 
-use aya::maps::{Array, MapData, RingBuf};
+use aya::maps::{MapData, RingBuf};
 use fluxgate_common::{CaptureConfig, CaptureRecord, maps};
 
-use crate::{Error, PinnedAttachment};
+use crate::{Error, PinnedAttachment, config};
 
 /// Reads captured packets; capture is switched off again when dropped.
 pub struct DropReader<'a> {
@@ -19,17 +19,12 @@ pub struct DropReader<'a> {
 impl PinnedAttachment {
     /// The capture configuration in force.
     pub fn capture_config(&self) -> Result<CaptureConfig, Error> {
-        let map = self.open_map(maps::CAPTURE)?;
-        let array: Array<&MapData, CaptureConfig> =
-            Array::try_from(&map).map_err(|e| Error::kernel("open the capture map", e))?;
-        array
-            .get(&0, 0)
-            .map_err(|e| Error::kernel("read the capture map", e))
+        config::read_capture(&self.open_map(maps::CAPTURE)?)
     }
 
     /// Replaces the capture configuration (`enabled = 0`: off).
     pub fn set_capture(&self, config: &CaptureConfig) -> Result<(), Error> {
-        crate::program::write_capture(&mut self.open_map(maps::CAPTURE)?, config)
+        config::write_capture(&mut self.open_map(maps::CAPTURE)?, config)
     }
 
     /// Starts capturing with `config` (enabled) and returns the reader.
