@@ -40,7 +40,6 @@
 #[path = "../../tests/support/mod.rs"]
 mod support;
 
-mod bpf;
 mod flood;
 mod xdp_filter;
 
@@ -226,7 +225,7 @@ fn kernel(criterion: Option<&mut Criterion>) -> (Vec<KernelRow>, Vec<String>) {
     let xdp_filters: Vec<(usize, XdpFilter)> = [0, 1_000, 10_000]
         .into_iter()
         .map(|n| {
-            let x = XdpFilter::load();
+            let mut x = XdpFilter::load();
             let (addrs, ports) = xdp_filter::entries(
                 n,
                 &entry_rules,
