@@ -18,6 +18,7 @@ fn main() -> anyhow::Result<()> {
         .to_str()
         .ok_or_else(|| anyhow::anyhow!("non-UTF-8 path"))?;
     println!("cargo:rerun-if-changed={manifest_dir}/../ebpf/common/src");
+    println!("cargo:rerun-if-changed={manifest_dir}/../ebpf/parse/src");
     aya_build::build_ebpf(
         [aya_build::Package {
             name: "fluxgate-ebpf",

@@ -7,10 +7,6 @@
 //! (a disagreement is shrunk by delta debugging to the fewest filters that
 //! still disagree, printed as a filter file with the packet).
 
-/// The parser the kernel runs, compiled for the host.
-#[path = "../ebpf/src/parse.rs"]
-mod parse;
-
 use fluxgate::{
     common::{GatewayConfig, Malformed, Trace, table::KEY_WORDS, xdp},
     dataplane::{Program, StagedImage, Tables, frame::FrameSpec},
@@ -218,12 +214,12 @@ proptest! {
 /// Ingress interface index of a BPF_PROG_TEST_RUN packet (`lo`).
 const LOOPBACK: u32 = 1;
 
-/// What the host build of the kernel's parser makes of `frame`, arriving as
-/// BPF_PROG_TEST_RUN packets do (on `lo`): its result and the key.
+/// What the host build of the kernel's parser (`fluxgate_parse`) makes of
+/// `frame`, arriving as BPF_PROG_TEST_RUN packets do (on `lo`): its result
+/// and the key.
 fn host_parse(frame: &[u8]) -> (Result<bool, Malformed>, [u32; KEY_WORDS]) {
-    let start = frame.as_ptr() as usize;
     let mut key = [0; KEY_WORDS];
-    let parsed = parse::parse(start, start + frame.len(), LOOPBACK, &mut key);
+    let parsed = fluxgate_parse::parse_frame(frame, LOOPBACK, &mut key);
     (parsed, key)
 }
 

@@ -3,12 +3,6 @@
 
 use std::net::{Ipv4Addr, Ipv6Addr};
 
-/// The parser the kernel runs, compiled for the host too: frames the kernel
-/// cannot be handed (shorter than 14 bytes) are checked here, and every other
-/// case must get the same answer from both.
-#[path = "../ebpf/src/parse.rs"]
-mod parse;
-
 use fluxgate::{
     common::{GatewayConfig, Malformed, Outcome, xdp},
     dataplane::{
@@ -321,11 +315,12 @@ fn delta(before: &Counters, after: &Counters, frame_len: usize, expect: Expect) 
     }
 }
 
-/// The host build of the kernel's parser.
+/// The host build of the kernel's parser (`fluxgate_parse`): frames the
+/// kernel cannot be handed (shorter than 14 bytes) are checked here, and
+/// every other case must get the same answer from both.
 fn host_parse(frame: &[u8]) -> Expect {
-    let start = frame.as_ptr() as usize;
     let mut key = [0; fluxgate::common::table::KEY_WORDS];
-    match parse::parse(start, start + frame.len(), 0, &mut key) {
+    match fluxgate_parse::parse_frame(frame, 0, &mut key) {
         Ok(true) => Expect::Passed,
         Ok(false) => Expect::NotIp,
         Err(reason) => Expect::Bad(reason),

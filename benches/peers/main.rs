@@ -37,7 +37,6 @@
 //! `unshare`; ≈ 4 minutes). Criterion measures the kernel part; the summary tables
 //! come at the end (`FLUXGATE_PEERS_NO_CRITERION=1` prints only them).
 
-mod bpf;
 mod flood;
 mod xdp_filter;
 
@@ -223,7 +222,7 @@ fn kernel(criterion: Option<&mut Criterion>) -> (Vec<KernelRow>, Vec<String>) {
     let xdp_filters: Vec<(usize, XdpFilter)> = [0, 1_000, 10_000]
         .into_iter()
         .map(|n| {
-            let x = XdpFilter::load();
+            let mut x = XdpFilter::load();
             let (addrs, ports) = xdp_filter::entries(
                 n,
                 &entry_rules,

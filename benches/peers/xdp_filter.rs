@@ -1,21 +1,24 @@
 //! `xdp-filter` (Debian `xdp-tools`) loaded on a veth end in a private network
 //! namespace, with its own bpffs in a private mount namespace (its pins never touch
-//! the host's `/sys/fs/bpf/xdp-filter`), its program and maps reached by id.
+//! the host's `/sys/fs/bpf/xdp-filter`), its program and maps reached by id
+//! through aya, and run with the dataplane's `BPF_PROG_TEST_RUN`.
 
 use std::{
     collections::HashSet,
     io::{BufRead, BufReader},
     net::Ipv4Addr,
-    os::fd::OwnedFd,
     process::{Child, ChildStdin, Command, Stdio},
     thread,
     time::{Duration, Instant},
 };
 
+use aya::{
+    maps::{Map, MapData, MapType, PerCpuArray, PerCpuHashMap, PerCpuValues},
+    programs::{ProgramInfo, Xdp, loaded_programs},
+};
+use aya_obj::programs::XdpAttachType;
 use fluxgate::ruleset::classbench::Filter;
 use fluxgate_testkit::{net::Netns, synth::Rng};
-
-use crate::bpf;
 
 /// Runs inside the namespaces: load (native, else skb), report, wait for stdin to
 /// close, unload.
@@ -39,9 +42,9 @@ const MAP_FLAG_UDP: u64 = 8;
 /// One loaded `xdp-filter`. Dropping it closes the helper shell's stdin, which makes
 /// it run `xdp-filter unload`; then the namespace (and the veth pair) is deleted.
 pub struct XdpFilter {
-    prog: OwnedFd,
-    ipv4: OwnedFd,
-    ports: OwnedFd,
+    prog: Xdp,
+    ipv4: FilterMap,
+    ports: FilterMap,
     /// `native` or `skb`: how it attached to the veth end.
     pub mode: String,
     _unloader: Unloader,
@@ -88,16 +91,27 @@ impl XdpFilter {
             ns: Some(ns),
         };
         let id = id.expect("xdp-filter's program on the interface");
-        let prog = bpf::prog_fd(id).expect("BPF_PROG_GET_FD_BY_ID");
+        let info: ProgramInfo = loaded_programs()
+            .filter_map(Result::ok)
+            .find(|p| p.id() == id)
+            .expect("xdp-filter's program among the loaded programs");
         let (mut ipv4, mut ports) = (None, None);
-        for map_id in bpf::prog_map_ids(&prog).expect("prog info") {
-            let fd = bpf::map_fd(map_id).expect("BPF_MAP_GET_FD_BY_ID");
-            match bpf::map_name(&fd).expect("map info").as_str() {
-                "filter_ipv4" => ipv4 = Some(fd),
-                "filter_ports" => ports = Some(fd),
+        let map_ids = info.map_ids().expect("prog info").unwrap_or_default();
+        for map_id in map_ids {
+            let map = MapData::from_id(map_id).expect("BPF_MAP_GET_FD_BY_ID");
+            let name = map
+                .info()
+                .expect("map info")
+                .name_as_str()
+                .map(str::to_owned);
+            match name.as_deref() {
+                Some("filter_ipv4") => ipv4 = Some(FilterMap::open(map)),
+                Some("filter_ports") => ports = Some(FilterMap::open(map)),
                 _ => {}
             }
         }
+        let prog = Xdp::from_program_info(info, "xdp-filter".into(), XdpAttachType::Interface)
+            .expect("xdp-filter's program as XDP");
         XdpFilter {
             prog,
             ipv4: ipv4.expect("xdp-filter has a filter_ipv4 map"),
@@ -109,25 +123,60 @@ impl XdpFilter {
 
     /// Puts `addrs` in its IPv4 map and `ports` in its port map, each as source and
     /// destination (ports for TCP and UDP), the values its CLI writes.
-    pub fn fill(&self, addrs: &[Ipv4Addr], ports: &[u16]) {
-        let cpus = bpf::possible_cpus();
-        let value = |v: u64| v.to_ne_bytes().repeat(cpus);
-        let addr_value = value(MAP_FLAG_SRC | MAP_FLAG_DST);
+    pub fn fill(&mut self, addrs: &[Ipv4Addr], ports: &[u16]) {
         for a in addrs {
             // Key: the address as it sits in the packet.
-            bpf::update(&self.ipv4, &a.octets(), &addr_value).expect("update filter_ipv4");
+            let key = u32::from_ne_bytes(a.octets());
+            self.ipv4.set(key, MAP_FLAG_SRC | MAP_FLAG_DST);
         }
-        let port_value = value(MAP_FLAG_SRC | MAP_FLAG_DST | MAP_FLAG_TCP | MAP_FLAG_UDP);
         for &p in ports {
             // Key: the port as it sits in the packet (network order), in a u32.
-            let key = u32::from(p.to_be()).to_ne_bytes();
-            bpf::update(&self.ports, &key, &port_value).expect("update filter_ports");
+            let key = u32::from(p.to_be());
+            self.ports.set(
+                key,
+                MAP_FLAG_SRC | MAP_FLAG_DST | MAP_FLAG_TCP | MAP_FLAG_UDP,
+            );
         }
     }
 
     /// BPF_PROG_TEST_RUN: `(verdict, kernel ns per run)`.
     pub fn test_run(&self, frame: &[u8], repeat: u32) -> (u32, u32) {
-        bpf::test_run(&self.prog, frame, repeat).expect("BPF_PROG_TEST_RUN on xdp-filter")
+        let out = fluxgate::dataplane::test_run_xdp(&self.prog, frame, repeat)
+            .expect("BPF_PROG_TEST_RUN on xdp-filter");
+        (out.verdict, out.duration.as_nanos() as u32)
+    }
+}
+
+/// One of xdp-filter's per-CPU maps of u32 keys and u64 flag values (its
+/// IPv4 map is a hash, its port map an array in the xdp-tools versions seen).
+enum FilterMap {
+    Hash(PerCpuHashMap<MapData, u32, u64>),
+    Array(PerCpuArray<MapData, u64>),
+}
+
+impl FilterMap {
+    fn open(map: MapData) -> FilterMap {
+        let map_type = map.info().expect("map info").map_type().expect("map type");
+        match map_type {
+            MapType::PerCpuHash => FilterMap::Hash(
+                PerCpuHashMap::try_from(Map::PerCpuHashMap(map)).expect("u32 keys, u64 values"),
+            ),
+            MapType::PerCpuArray => {
+                FilterMap::Array(PerCpuArray::try_from(Map::PerCpuArray(map)).expect("u64 values"))
+            }
+            other => panic!("xdp-filter map of unexpected type {other:?}"),
+        }
+    }
+
+    /// Writes `flags` at `key` on every CPU (BPF_ANY), as xdp-filter's CLI does.
+    fn set(&mut self, key: u32, flags: u64) {
+        let cpus = aya::util::nr_cpus().expect("possible CPUs");
+        let values = PerCpuValues::try_from(vec![flags; cpus]).expect("one value per CPU");
+        match self {
+            FilterMap::Hash(m) => m.insert(key, values, 0),
+            FilterMap::Array(m) => m.set(key, values, 0),
+        }
+        .expect("update an xdp-filter map");
     }
 }
 

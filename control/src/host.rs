@@ -39,19 +39,7 @@ pub fn in_netns<T: Send>(
     if already_in(name) {
         return f();
     }
-    std::thread::scope(|scope| {
-        scope
-            .spawn(|| {
-                fluxgate_dataplane::netns::enter(name)?;
-                f()
-            })
-            .join()
-            .unwrap_or_else(|_| {
-                Err(ControlError::State(format!(
-                    "a thread working in network namespace {name} panicked"
-                )))
-            })
-    })
+    fluxgate_dataplane::netns::run_in(name, f)?
 }
 
 /// Whether the calling thread is in network namespace `name` already (same

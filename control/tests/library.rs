@@ -244,18 +244,16 @@ fn the_example_daemon_reloads_on_sighup_and_keeps_the_live_rules_on_a_bad_file()
     let s = Scratch::new("daemon");
     write(&s.rules, "gateway.fg", GATEWAY);
     write(&s.rules, "acme.fg", ACME);
-    // `cargo test` checks examples but does not always link them: build it
-    // (same profile and features as this test, so nothing else rebuilds).
+    // `cargo test` checks examples but does not always link them: build it,
+    // from the workspace root like `cargo test` (so features unify the same
+    // way and nothing else is rebuilt).
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("workspace root");
     let built = Command::new(cargo)
-        .args([
-            "build",
-            "--quiet",
-            "-p",
-            "fluxgate-control",
-            "--example",
-            "daemon",
-        ])
+        .current_dir(root)
+        .args(["build", "--quiet", "--example", "daemon"])
         .output()
         .expect("cargo");
     assert!(

@@ -1,3 +1,6 @@
+//! Attaching the program to an interface (native, generic fallback) and
+//! handing the attachment over to bpffs.
+
 use std::{fmt, path::Path};
 
 use aya::programs::{ProgramError, XdpMode, xdp::XdpLinkId};
@@ -26,6 +29,16 @@ impl fmt::Display for AttachMode {
     }
 }
 
+impl Program {
+    /// Attaches the program to `iface` in the current network namespace.
+    ///
+    /// The returned [`Attachment`] detaches when dropped, unless
+    /// [`Attachment::pin`] hands it over to bpffs.
+    pub fn attach(self, iface: &str, mode: AttachMode) -> Result<Attachment, Error> {
+        Attachment::new(self, iface, mode)
+    }
+}
+
 /// The program attached to one interface. Dropping it detaches the program,
 /// unless it was handed over to bpffs with [`Attachment::pin`].
 pub struct Attachment {
@@ -37,7 +50,7 @@ pub struct Attachment {
 }
 
 impl Attachment {
-    pub(crate) fn new(mut program: Program, iface: &str, mode: AttachMode) -> Result<Self, Error> {
+    fn new(mut program: Program, iface: &str, mode: AttachMode) -> Result<Self, Error> {
         if nix_ifindex(iface).is_none() {
             return Err(Error::NoSuchInterface(iface.to_owned()));
         }
@@ -105,7 +118,7 @@ impl Attachment {
         let link = xdp
             .take_link(self.link)
             .map_err(|e| Error::kernel("take the XDP link", e))?;
-        PinnedAttachment::create(root, &self.iface, &self.program, link)
+        PinnedAttachment::create(root, &self.iface, &mut self.program, link)
     }
 }
 

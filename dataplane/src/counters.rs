@@ -1,5 +1,10 @@
+//! The outcome and malformed-reason counters, per CPU in the kernel, summed here.
+
+use aya::maps::{Map, MapData, PerCpuArray};
 use fluxgate_common::{Counter, Malformed, Outcome};
 use serde::Serialize;
+
+use crate::Error;
 
 /// Counters summed over all CPUs, as read from the kernel.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -66,4 +71,27 @@ pub struct CounterReport {
     pub packets: u64,
     /// Bytes.
     pub bytes: u64,
+}
+
+impl Counters {
+    /// Reads and sums over CPUs the per-CPU outcome and malformed maps.
+    pub(crate) fn read(outcomes: &Map, malformed: &Map) -> Result<Counters, Error> {
+        let mut counters = Counters::default();
+        sum_into(outcomes, &mut counters.outcomes)?;
+        sum_into(malformed, &mut counters.malformed)?;
+        Ok(counters)
+    }
+}
+
+/// Adds every CPU's value of each entry of per-CPU counter map `map` into `out`.
+fn sum_into(map: &Map, out: &mut [Counter]) -> Result<(), Error> {
+    let array: PerCpuArray<&MapData, Counter> =
+        PerCpuArray::try_from(map).map_err(|e| Error::kernel("open a counter map", e))?;
+    for (index, slot) in out.iter_mut().enumerate() {
+        let values = array
+            .get(&(index as u32), 0)
+            .map_err(|e| Error::kernel("read a counter map", e))?;
+        values.iter().for_each(|v| slot.add(v));
+    }
+    Ok(())
 }

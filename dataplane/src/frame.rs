@@ -371,12 +371,9 @@ mod tests {
     }
 }
 
-/// The parser the XDP program runs, compiled for the host: userspace reads
-/// frames (pcap files for `explain`) exactly as the kernel does.
-#[path = "../../ebpf/src/parse.rs"]
-mod kparse;
-
-/// What the XDP parser makes of `frame`: `Ok(Some(header))` for IPv4 / IPv6,
+/// What the XDP parser (`fluxgate_parse`, the code the program runs, built
+/// for the host: userspace reads frames — pcap files for `explain` — exactly
+/// as the kernel does) makes of `frame`: `Ok(Some(header))` for IPv4 / IPv6,
 /// `Ok(None)` for a well-formed frame that is not IP, `Err(reason)` for a
 /// malformed one.
 pub fn header_of(
@@ -384,9 +381,8 @@ pub fn header_of(
 ) -> Result<Option<fluxgate_ruleset::PacketHeader>, fluxgate_common::Malformed> {
     use fluxgate_common::table::{VLAN_NONE, word};
     use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
-    let start = frame.as_ptr() as usize;
     let mut key = [0; fluxgate_common::table::KEY_WORDS];
-    if !kparse::parse(start, start + frame.len(), 0, &mut key)? {
+    if !fluxgate_parse::parse_frame(frame, 0, &mut key)? {
         return Ok(None);
     }
     let addr = |at: usize| -> IpAddr {

@@ -19,31 +19,48 @@
 //! # Ok(()) }
 //! ```
 
+// Rooms, each built only on the ones listed before it (no import cycle):
+// errors, the raw bpf(2) calls aya lacks, and the layout (map specs, pin
+// names); the maps read on their own (configuration, counters, cell pool,
+// slot locations); the loaded program; its pinned state; then what works on
+// those: tables, kept tables, classifier versions, probes, drop capture,
+// attaching.
+mod error;
+mod layout;
+mod sys;
+
+mod config;
+mod counters;
+mod pool;
+mod slots;
+
+mod program;
+
+mod pin;
+
+mod tables;
+
+mod kept_tables;
+mod versions;
+
+mod probe;
+
 mod attach;
 mod capture;
-mod counters;
-mod error;
+
 pub mod frame;
-mod generations;
-mod image;
 pub mod netns;
-mod pin;
-mod pool;
-mod probe;
-mod program;
-mod sys;
-mod tables;
-mod versions;
 
 pub use attach::{AttachMode, Attachment};
 pub use capture::DropReader;
 pub use counters::{CounterReport, Counters, CountersReport};
 pub use error::Error;
-pub use image::StagedImage;
-pub use pin::{DEFAULT_PIN_ROOT, PinnedAttachment};
+pub use layout::DEFAULT_PIN_ROOT;
+pub use pin::PinnedAttachment;
 pub use probe::{Probe, ProbeResult};
-pub use program::{Program, TestRunOutput};
-pub use tables::{Slot, StagedTable, TableMap, Tables};
+pub use program::{Program, TestRunOutput, test_run_xdp};
+pub use slots::Slot;
+pub use tables::{StagedImage, StagedTable, TableMap, Tables};
 pub use versions::VersionInfo;
 
 /// The embedded object's bytes (for [`PinnedAttachment::stage_version_from`]).

@@ -21,13 +21,15 @@ use std::{
     sync::{Arc, Mutex, MutexGuard, Weak},
 };
 
+use aya::maps::{Array, Map, MapData};
 use fluxgate_common::table::{Cell, Header};
 
 use crate::{Error, sys};
 
 /// Pool state shared by every handle on the same pool map in this process.
 pub(crate) struct PoolShared {
-    fd: OwnedFd,
+    /// The pool map, for aya's lookups and its fd (mappings).
+    map: Map,
     /// Kernel map id of the pool.
     pub(crate) id: u32,
     /// Cells in the pool.
@@ -64,11 +66,7 @@ impl Pool {
     /// The process-wide handle on pool map `fd`. `fresh`: the map was just
     /// created (nothing can be in flight in it), else adopted from pins.
     pub(crate) fn open(fd: OwnedFd, fresh: bool) -> Result<Pool, Error> {
-        let data = aya::maps::MapData::from_fd(
-            fd.try_clone()
-                .map_err(|e| Error::kernel("duplicate a map fd", e))?,
-        )
-        .map_err(|e| Error::kernel("open the cell pool", e))?;
+        let data = MapData::from_fd(fd).map_err(|e| Error::kernel("open the cell pool", e))?;
         let info = data
             .info()
             .map_err(|e| Error::kernel("read the cell pool's info", e))?;
@@ -83,7 +81,7 @@ impl Pool {
             return Ok(Pool(shared));
         }
         let shared = Arc::new(PoolShared {
-            fd,
+            map: Map::Array(data),
             id,
             size,
             state: Mutex::new(PoolState {
@@ -104,7 +102,10 @@ impl Pool {
     }
 
     pub(crate) fn fd(&self) -> BorrowedFd<'_> {
-        self.0.fd.as_fd()
+        match &self.0.map {
+            Map::Array(data) => data.fd().as_fd(),
+            _ => unreachable!("`open` makes the pool an Array"),
+        }
     }
 
     fn state(&self) -> MutexGuard<'_, PoolState> {
@@ -116,11 +117,12 @@ impl Pool {
         if base == 0 || base >= self.size() {
             return Ok(None);
         }
-        let cell = sys::lookup(self.fd(), base, Cell::default())
+        let cells: Array<&MapData, Cell> =
+            Array::try_from(&self.0.map).map_err(|e| Error::kernel("open the cell pool", e))?;
+        let cell = cells
+            .get(&base, 0)
             .map_err(|e| Error::kernel("read a table header from the cell pool", e))?;
-        Ok(cell
-            .map(|c| *c.header())
-            .filter(|h| h.magic == Header::MAGIC && h.cells > 0))
+        Ok(Some(*cell.header()).filter(|h| h.magic == Header::MAGIC && h.cells > 0))
     }
 
     /// Registers one more handle on region `base` (`cells` long).

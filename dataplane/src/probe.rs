@@ -9,12 +9,16 @@
 //! overlay maps, so probing is invisible to it. One probe at a time per
 //! attachment (the control plane serializes changes).
 
-use aya::maps::{Array, MapData};
-use fluxgate_common::{GATEWAY_SLOTS, MAX_TENANTS, Trace, maps, xdp};
-
 use std::os::fd::AsFd;
 
-use crate::{Error, PinnedAttachment, Slot, StagedTable, sys, tables, versions};
+use aya::{
+    maps::{Array, MapData},
+    programs::Xdp,
+};
+use aya_obj::programs::XdpAttachType;
+use fluxgate_common::{GATEWAY_SLOTS, MAX_TENANTS, Trace, maps, xdp};
+
+use crate::{Error, PinnedAttachment, Slot, StagedTable, layout, program, slots, sys};
 
 /// What a probe run decided.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -32,7 +36,8 @@ pub struct ProbeResult {
 /// A probe session on a pinned attachment; clears its overlays when dropped.
 pub struct Probe<'a> {
     pinned: &'a PinnedAttachment,
-    program: std::os::fd::OwnedFd,
+    /// The pinned probe entry (`fluxgate_probe`).
+    program: Xdp,
     overlaid: Vec<Slot>,
 }
 
@@ -41,11 +46,12 @@ impl PinnedAttachment {
     /// [`PinnedAttachment::versions`]) against the live tables, overlaid with
     /// whatever [`Probe::overlay`] adds.
     pub fn probe(&self, version: u32) -> Result<Probe<'_>, Error> {
-        let path = self.dir().join(crate::pin::PROBE);
-        let program = sys::obj_get(&path).map_err(|e| Error::Incompatible {
-            path,
-            reason: format!("cannot open the pinned probe program: {e}"),
-        })?;
+        let path = self.dir().join(layout::PROBE);
+        let program =
+            Xdp::from_pin(&path, XdpAttachType::Interface).map_err(|e| Error::Incompatible {
+                path,
+                reason: format!("cannot open the pinned probe program: {e}"),
+            })?;
         self.set_probe_version(version)?;
         let probe = Probe {
             pinned: self,
@@ -74,10 +80,10 @@ impl Probe<'_> {
                     "a table staged in another attachment's cell pool cannot overlay {slot:?}"
                 )));
             }
-            let loc = tables::slot_location(*slot, true)?;
+            let loc = slots::slot_location(*slot, true)?;
             writes.push((loc.map, loc.index, table.base()));
         }
-        for (name, keys, bases) in tables::batches(writes) {
+        for (name, keys, bases) in slots::batches(writes) {
             self.write_slots(name, &keys, &bases)?;
         }
         self.overlaid.extend(tables.iter().map(|(s, _)| *s));
@@ -91,15 +97,17 @@ impl Probe<'_> {
             return Ok(());
         }
         let map = self.pinned.open_map(name)?;
-        let fd = versions::map_fd(&map)?;
+        let array: Array<&MapData, u32> =
+            Array::try_from(&map).map_err(|e| Error::kernel("open a probe overlay map", e))?;
         let mut old = Vec::with_capacity(keys.len());
-        for &k in keys {
+        for k in keys {
             old.push(
-                sys::lookup_u32(fd, k)
-                    .map_err(|e| Error::kernel("read a probe overlay slot", e))?
-                    .unwrap_or(0),
+                array
+                    .get(k, 0)
+                    .map_err(|e| Error::kernel("read a probe overlay slot", e))?,
             );
         }
+        let fd = layout::map_data(&map, name)?.fd().as_fd();
         self.pinned.cell_pool()?.quarantine(old);
         sys::update_batch(fd, keys, bases)
             .map_err(|e| Error::kernel("write probe overlay slots", e))
@@ -113,14 +121,7 @@ impl Probe<'_> {
     /// Runs one frame; see [`ProbeResult`].
     pub fn run(&self, frame: &[u8]) -> Result<ProbeResult, Error> {
         let before = self.trace()?;
-        if frame.len() < 14 {
-            return Err(Error::InvalidArgument(format!(
-                "BPF_PROG_TEST_RUN needs a frame of at least 14 bytes, got {}",
-                frame.len()
-            )));
-        }
-        let verdict = sys::test_run(self.program.as_fd(), frame)
-            .map_err(|e| Error::kernel("run a probe (BPF_PROG_TEST_RUN)", e))?;
+        let verdict = program::test_run_xdp(&self.program, frame, 1)?.verdict;
         if verdict == xdp::ABORTED {
             return Err(Error::InvalidArgument(
                 "the probed classifier version is not loaded (tail call failed)".into(),
@@ -152,7 +153,7 @@ impl Probe<'_> {
     fn clear_all(&self) -> Result<(), Error> {
         for name in [maps::PROBE_GATEWAY, maps::PROBE_TENANTS] {
             let map = self.pinned.open_map(name)?;
-            let fd = versions::map_fd(&map)?;
+            let fd = layout::map_data(&map, name)?.fd().as_fd();
             let entries = if name == maps::PROBE_GATEWAY {
                 GATEWAY_SLOTS
             } else {
@@ -175,7 +176,7 @@ impl Drop for Probe<'_> {
         for name in [maps::PROBE_GATEWAY, maps::PROBE_TENANTS] {
             let keys: Vec<u32> = overlaid
                 .iter()
-                .filter_map(|s| tables::slot_location(*s, true).ok())
+                .filter_map(|s| slots::slot_location(*s, true).ok())
                 .filter(|loc| loc.map == name)
                 .map(|loc| loc.index)
                 .collect();

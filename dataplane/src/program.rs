@@ -1,16 +1,19 @@
+//! The fluxgate object loaded into the kernel (verified, not attached), and
+//! `BPF_PROG_TEST_RUN` on its programs or any other XDP program.
+
 use std::{os::fd::AsFd, time::Duration};
 
 use aya::{
     Ebpf,
-    maps::{Array, Map, MapData, PerCpuArray, ProgramArray},
+    maps::{Array, Map, MapData, ProgramArray},
     programs::{TestRun, TestRunOptions, Xdp},
 };
 use fluxgate_common::{
-    CLASSIFIER_PROGRAM_NAME, Counter, DEFAULT_POOL_CELLS, FLOOR_PROGRAM_NAME, GatewayConfig,
-    Malformed, Outcome, PROBE_PROGRAM_NAME, PROGRAM_NAME, TAIL_FLOOR_PROGRAM_NAME, maps,
+    CLASSIFIER_PROGRAM_NAME, DEFAULT_POOL_CELLS, FLOOR_PROGRAM_NAME, GatewayConfig,
+    PROBE_PROGRAM_NAME, PROGRAM_NAME, TAIL_FLOOR_PROGRAM_NAME, maps,
 };
 
-use crate::{AttachMode, Attachment, Counters, Error, OBJECT};
+use crate::{Counters, Error, OBJECT, config, layout, pool::Pool};
 
 /// The fluxgate XDP program, loaded into the kernel (verified) but not attached.
 ///
@@ -18,7 +21,7 @@ use crate::{AttachMode, Attachment, Counters, Error, OBJECT};
 /// them unless they are attached or pinned elsewhere.
 pub struct Program {
     pub(crate) ebpf: Ebpf,
-    pub(crate) pool: crate::pool::Pool,
+    pub(crate) pool: Pool,
 }
 
 /// Result of running one packet through the program with `BPF_PROG_TEST_RUN`.
@@ -54,7 +57,7 @@ impl Program {
         }
         let mut loader = aya::EbpfLoader::new();
         loader.map_max_entries(maps::POOL, pool_cells);
-        for (name, entries) in crate::pin::per_cpu_map_entries()? {
+        for (name, entries) in layout::per_cpu_map_entries()? {
             loader.map_max_entries(name, entries);
         }
         let ebpf = loader
@@ -73,7 +76,7 @@ impl Program {
                 .map_err(|e| Error::kernel("duplicate a map fd", e))?,
             _ => return Err(missing_map(maps::POOL)),
         };
-        let pool = crate::pool::Pool::open(pool_fd, true)?;
+        let pool = Pool::open(pool_fd, true)?;
         let mut program = Program { ebpf, pool };
         for name in [
             PROGRAM_NAME,
@@ -107,12 +110,12 @@ impl Program {
     /// Runs `frame` through the dispatcher plus one tail call replaced by the
     /// floor: `test_run_floor` + exactly one tail call (benchmarks).
     pub fn test_run_tail_floor(&self, frame: &[u8], repeat: u32) -> Result<TestRunOutput, Error> {
-        test_run(xdp_of(&self.ebpf, TAIL_FLOOR_PROGRAM_NAME)?, frame, repeat)
+        test_run_xdp(xdp_of(&self.ebpf, TAIL_FLOOR_PROGRAM_NAME)?, frame, repeat)
     }
 
     /// Replaces the capture configuration (see [`crate::DropReader`]).
     pub fn set_capture(&mut self, config: &fluxgate_common::CaptureConfig) -> Result<(), Error> {
-        write_capture(self.map_mut(maps::CAPTURE)?, config)
+        config::write_capture(self.map_mut(maps::CAPTURE)?, config)
     }
 
     /// Discards every captured record waiting in the drop ring; how many.
@@ -128,8 +131,7 @@ impl Program {
 
     /// Replaces the gateway configuration the program reads on every packet.
     pub fn set_config(&mut self, config: &GatewayConfig) -> Result<(), Error> {
-        let map = self.map_mut(maps::CONFIG)?;
-        write_config(map, config)
+        config::write_config(self.map_mut(maps::CONFIG)?, config)
     }
 
     /// The last decision recorded while [`GatewayConfig::trace`] is on.
@@ -144,7 +146,7 @@ impl Program {
 
     /// Reads the counters, summed over CPUs.
     pub fn counters(&self) -> Result<Counters, Error> {
-        read_counters(self.map(maps::OUTCOMES)?, self.map(maps::MALFORMED)?)
+        Counters::read(self.map(maps::OUTCOMES)?, self.map(maps::MALFORMED)?)
     }
 
     /// `(program name, instructions the verifier processed)` for every
@@ -176,21 +178,13 @@ impl Program {
     /// header (14 bytes) are refused with [`Error::InvalidArgument`]: the kernel
     /// cannot run them.
     pub fn test_run(&self, frame: &[u8], repeat: u32) -> Result<TestRunOutput, Error> {
-        test_run(self.xdp()?, frame, repeat)
+        test_run_xdp(self.xdp()?, frame, repeat)
     }
 
     /// Runs `frame` through the bare `XDP_PASS` program of the same object: the
     /// harness floor that benchmarks subtract or divide by.
     pub fn test_run_floor(&self, frame: &[u8], repeat: u32) -> Result<TestRunOutput, Error> {
-        test_run(xdp_of(&self.ebpf, FLOOR_PROGRAM_NAME)?, frame, repeat)
-    }
-
-    /// Attaches the program to `iface` in the current network namespace.
-    ///
-    /// The returned [`Attachment`] detaches when dropped, unless
-    /// [`Attachment::pin`] hands it over to bpffs.
-    pub fn attach(self, iface: &str, mode: AttachMode) -> Result<Attachment, Error> {
-        Attachment::new(self, iface, mode)
+        test_run_xdp(xdp_of(&self.ebpf, FLOOR_PROGRAM_NAME)?, frame, repeat)
     }
 
     pub(crate) fn xdp(&self) -> Result<&Xdp, Error> {
@@ -270,55 +264,25 @@ fn missing_map(name: &str) -> Error {
     }
 }
 
-pub(crate) fn write_config(map: &mut Map, config: &GatewayConfig) -> Result<(), Error> {
-    let mut array: Array<&mut MapData, GatewayConfig> =
-        Array::try_from(map).map_err(|e| Error::kernel("open the config map", e))?;
-    array
-        .set(0, config, 0)
-        .map_err(|e| Error::kernel("write the config map", e))
-}
-
-pub(crate) fn write_capture(
-    map: &mut Map,
-    config: &fluxgate_common::CaptureConfig,
-) -> Result<(), Error> {
-    let mut array: Array<&mut MapData, fluxgate_common::CaptureConfig> =
-        Array::try_from(map).map_err(|e| Error::kernel("open the capture map", e))?;
-    array
-        .set(0, config, 0)
-        .map_err(|e| Error::kernel("write the capture map", e))
-}
-
-pub(crate) fn read_config(map: &Map) -> Result<GatewayConfig, Error> {
-    let array: Array<&MapData, GatewayConfig> =
-        Array::try_from(map).map_err(|e| Error::kernel("open the config map", e))?;
-    array
-        .get(&0, 0)
-        .map_err(|e| Error::kernel("read the config map", e))
-}
-
-pub(crate) fn read_counters(outcomes: &Map, malformed: &Map) -> Result<Counters, Error> {
-    let mut counters = Counters::default();
-    sum_into(outcomes, &mut counters.outcomes)?;
-    sum_into(malformed, &mut counters.malformed)?;
-    debug_assert_eq!(counters.outcomes.len(), Outcome::COUNT as usize);
-    debug_assert_eq!(counters.malformed.len(), Malformed::COUNT as usize);
-    Ok(counters)
-}
-
-fn sum_into(map: &Map, out: &mut [Counter]) -> Result<(), Error> {
-    let array: PerCpuArray<&MapData, Counter> =
-        PerCpuArray::try_from(map).map_err(|e| Error::kernel("open a counter map", e))?;
-    for (index, slot) in out.iter_mut().enumerate() {
-        let values = array
-            .get(&(index as u32), 0)
-            .map_err(|e| Error::kernel("read a counter map", e))?;
-        values.iter().for_each(|v| slot.add(v));
-    }
-    Ok(())
-}
-
-pub(crate) fn test_run(xdp: &Xdp, frame: &[u8], repeat: u32) -> Result<TestRunOutput, Error> {
+/// Runs `frame` through any loaded XDP program `repeat` times (≥ 1) with
+/// `BPF_PROG_TEST_RUN`: fluxgate's own ([`Program::test_run`]) or another
+/// (a benchmark's peer, reached with `Xdp::from_program_info` or
+/// `Xdp::from_pin`).
+///
+/// Frames shorter than an Ethernet header (14 bytes) are refused with
+/// [`Error::InvalidArgument`]: the kernel cannot run them.
+///
+/// ```no_run
+/// use aya::programs::Xdp;
+/// use aya_obj::programs::XdpAttachType;
+///
+/// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let xdp = Xdp::from_pin("/sys/fs/bpf/some_xdp_prog", XdpAttachType::Interface)?;
+/// let out = fluxgate_dataplane::test_run_xdp(&xdp, &[0u8; 64], 1000)?;
+/// println!("verdict {} in {:?} per run", out.verdict, out.duration);
+/// # Ok(()) }
+/// ```
+pub fn test_run_xdp(xdp: &Xdp, frame: &[u8], repeat: u32) -> Result<TestRunOutput, Error> {
     if frame.len() < ETH_HLEN {
         return Err(Error::InvalidArgument(format!(
             "BPF_PROG_TEST_RUN needs a frame of at least {ETH_HLEN} bytes, got {}; \

@@ -1,43 +1,40 @@
-//! The raw `bpf(2)` commands aya 0.14 does not expose: creating an ARRAY map
-//! with a name and flags of our choosing, batch updates and lookups, reads
-//! and writes through mappings of `BPF_F_MMAPABLE` arrays (a table is copied
-//! into the cell pool that way: 100k-rule tables have ~10^5 cells, and
+//! The `bpf(2)` commands aya 0.14 does not expose, each building its
+//! attribute with aya-obj's generated `union bpf_attr` (the version aya itself
+//! uses): batch updates (`BPF_MAP_UPDATE_BATCH`), the lookup of a PROG_ARRAY
+//! slot (the kernel answers with the program id; aya's `ProgramArray` has no
+//! `get`), and the creation of an ARRAY_OF_MAPS around an inner map (aya
+//! creates those only while loading an object). Besides, reads and writes
+//! through mappings of `BPF_F_MMAPABLE` arrays (a table is copied into the
+//! cell pool that way: 100k-rule tables have ~10^5 cells, and
 //! `BPF_MAP_UPDATE_BATCH`, which copies them one by one, took 30 ms for one
 //! that a plain copy writes in 4–5 ms), and waiting for an RCU grace period.
+//! Everything aya has (map creation, pins, element lookups and updates, test
+//! runs, link updates) goes through aya.
 
 use std::{
     io,
-    os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd},
+    os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd},
 };
 
-const BPF_MAP_CREATE: libc::c_long = 0;
-const BPF_MAP_UPDATE_BATCH: libc::c_long = 26;
-const BPF_MAP_TYPE_ARRAY: u32 = 2;
+use aya::maps::{ArrayOfMaps, Map, MapData};
+use aya_obj::generated::{bpf_attr, bpf_cmd, bpf_map_type};
 
-/// `union bpf_attr`, sized generously; unused fields must be zero.
-#[repr(C, align(8))]
-struct Attr([u8; 128]);
-
-impl Attr {
-    fn new() -> Attr {
-        Attr([0; 128])
-    }
-    fn put_u32(&mut self, off: usize, v: u32) {
-        self.0[off..off + 4].copy_from_slice(&v.to_ne_bytes());
-    }
-    fn put_u64(&mut self, off: usize, v: u64) {
-        self.0[off..off + 8].copy_from_slice(&v.to_ne_bytes());
-    }
+/// A zeroed `bpf_attr`: the kernel requires every field a command does not use to be zero.
+fn zeroed_attr() -> bpf_attr {
+    // SAFETY: `bpf_attr` is a C union of integers and arrays of integers, for
+    // which all-zero bytes are a valid value.
+    unsafe { std::mem::zeroed() }
 }
 
-fn bpf(cmd: libc::c_long, attr: &mut Attr) -> io::Result<libc::c_long> {
-    // SAFETY: `attr` is a valid, zero-initialised bpf_attr of the size we pass.
+fn bpf(cmd: bpf_cmd, attr: &mut bpf_attr) -> io::Result<libc::c_long> {
+    // SAFETY: `attr` is a valid, zero-initialised bpf_attr of the size we pass,
+    // and every pointer stored in it lives until the call returns.
     let ret = unsafe {
         libc::syscall(
             libc::SYS_bpf,
-            cmd,
-            attr.0.as_mut_ptr(),
-            size_of::<Attr>() as libc::c_uint,
+            cmd as libc::c_long,
+            (attr as *mut bpf_attr).cast::<libc::c_void>(),
+            size_of::<bpf_attr>() as libc::c_uint,
         )
     };
     if ret < 0 {
@@ -47,47 +44,39 @@ fn bpf(cmd: libc::c_long, attr: &mut Attr) -> io::Result<libc::c_long> {
     }
 }
 
-/// Creates a `BPF_MAP_TYPE_ARRAY` with u32 keys.
+/// Creates a `BPF_MAP_TYPE_ARRAY` with u32 keys, named `name` (at most 15
+/// characters of it are kept), through aya.
 pub(crate) fn create_array(
     name: &str,
     value_size: u32,
     max_entries: u32,
     flags: u32,
-) -> io::Result<OwnedFd> {
-    let mut attr = Attr::new();
-    attr.put_u32(0, BPF_MAP_TYPE_ARRAY);
-    attr.put_u32(4, 4);
-    attr.put_u32(8, value_size);
-    attr.put_u32(12, max_entries);
-    attr.put_u32(16, flags);
-    // map_name at offset 28 (after inner_map_fd and numa_node), 15 chars + NUL.
-    let bytes: Vec<u8> = name
-        .bytes()
-        .filter(|b| b.is_ascii_alphanumeric() || *b == b'_')
-        .take(15)
-        .collect();
-    attr.0[28..28 + bytes.len()].copy_from_slice(&bytes);
-    let fd = bpf(BPF_MAP_CREATE, &mut attr)?;
-    // SAFETY: the kernel returned a new, owned file descriptor.
-    Ok(unsafe { OwnedFd::from_raw_fd(fd as i32) })
+) -> Result<MapData, aya::maps::MapError> {
+    let spec = aya_obj::Map::new_from_params(
+        bpf_map_type::BPF_MAP_TYPE_ARRAY as u32,
+        size_of::<u32>() as u32,
+        value_size,
+        max_entries,
+        flags,
+    );
+    MapData::create(spec, name, None)
 }
 
-/// Writes `values[i]` at key `keys[i]` with `BPF_MAP_UPDATE_BATCH`. For a
-/// map-in-map the values are map fds, and the kernel waits for one RCU grace
-/// period per batch instead of one per element.
+/// Writes `values[i]` at key `keys[i]` with `BPF_MAP_UPDATE_BATCH` (aya has
+/// no batch operations): one syscall, where aya would make one per key.
 pub(crate) fn update_batch<V>(map: BorrowedFd<'_>, keys: &[u32], values: &[V]) -> io::Result<()> {
     assert_eq!(keys.len(), values.len(), "one value per key");
     let mut done = 0usize;
     while done < values.len() {
-        let mut attr = Attr::new();
-        let mut count = (values.len() - done) as u32;
-        // batch: in_batch 0, out_batch 8, keys 16, values 24, count 32, map_fd 36, elem_flags 40, flags 48
-        attr.put_u64(16, keys[done..].as_ptr() as u64);
-        attr.put_u64(24, values[done..].as_ptr() as u64);
-        attr.put_u32(32, count);
-        attr.put_u32(36, map.as_raw_fd() as u32);
-        let result = bpf(BPF_MAP_UPDATE_BATCH, &mut attr);
-        count = u32::from_ne_bytes([attr.0[32], attr.0[33], attr.0[34], attr.0[35]]);
+        let mut attr = zeroed_attr();
+        attr.batch.keys = keys[done..].as_ptr() as u64;
+        attr.batch.values = values[done..].as_ptr() as u64;
+        attr.batch.count = (values.len() - done) as u32;
+        attr.batch.map_fd = map.as_raw_fd() as u32;
+        let result = bpf(bpf_cmd::BPF_MAP_UPDATE_BATCH, &mut attr);
+        // The kernel reports how many elements it wrote, also on failure.
+        // SAFETY: reading the member the kernel wrote back.
+        let count = unsafe { attr.batch.count };
         match result {
             Ok(_) => done += count as usize,
             Err(e) if e.raw_os_error() == Some(libc::EINTR) && count > 0 => done += count as usize,
@@ -100,96 +89,42 @@ pub(crate) fn update_batch<V>(map: BorrowedFd<'_>, keys: &[u32], values: &[V]) -
     Ok(())
 }
 
-const BPF_MAP_DELETE_ELEM: libc::c_long = 3;
-/// Deletes `key` from a map (for ARRAY_OF_MAPS: empties the slot).
-pub(crate) fn delete(map: BorrowedFd<'_>, key: u32) -> io::Result<()> {
-    let mut attr = Attr::new();
-    attr.put_u32(0, map.as_raw_fd() as u32);
-    attr.put_u64(8, (&raw const key) as u64);
-    bpf(BPF_MAP_DELETE_ELEM, &mut attr).map(|_| ())
-}
-
-const BPF_MAP_LOOKUP_ELEM: libc::c_long = 1;
-const BPF_OBJ_GET: libc::c_long = 7;
-const BPF_LINK_UPDATE: libc::c_long = 29;
-const BPF_F_REPLACE: u32 = 1 << 2;
-
-/// Looks up `key` in a map whose values are u32 (for PROG_ARRAY and
-/// ARRAY_OF_MAPS the kernel answers with the program / map id); `None` when empty.
-pub(crate) fn lookup_u32(map: BorrowedFd<'_>, key: u32) -> io::Result<Option<u32>> {
-    lookup(map, key, 0u32)
-}
-
-/// Opens a pinned bpffs object (map, program or link).
-pub(crate) fn obj_get(path: &std::path::Path) -> io::Result<OwnedFd> {
-    let path = std::ffi::CString::new(path.as_os_str().as_encoded_bytes())
-        .map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))?;
-    let mut attr = Attr::new();
-    attr.put_u64(0, path.as_ptr() as u64);
-    let fd = bpf(BPF_OBJ_GET, &mut attr)?;
-    // SAFETY: the kernel returned a new, owned file descriptor.
-    Ok(unsafe { OwnedFd::from_raw_fd(fd as i32) })
-}
-
-/// Atomically replaces the program of a bpf_link; with `old`, only if the link
-/// still runs that program (`BPF_F_REPLACE`).
-pub(crate) fn link_update(
-    link: BorrowedFd<'_>,
-    new: BorrowedFd<'_>,
-    old: Option<BorrowedFd<'_>>,
-) -> io::Result<()> {
-    let mut attr = Attr::new();
-    attr.put_u32(0, link.as_raw_fd() as u32);
-    attr.put_u32(4, new.as_raw_fd() as u32);
-    if let Some(old) = old {
-        attr.put_u32(8, BPF_F_REPLACE);
-        attr.put_u32(12, old.as_raw_fd() as u32);
-    }
-    bpf(BPF_LINK_UPDATE, &mut attr).map(|_| ())
-}
-
-const BPF_PROG_TEST_RUN: libc::c_long = 10;
-const BPF_OBJ_PIN: libc::c_long = 6;
-
-/// Pins a bpf object (map, program, link) at `path` on a bpffs.
-pub(crate) fn obj_pin(fd: BorrowedFd<'_>, path: &std::path::Path) -> io::Result<()> {
-    let path = std::ffi::CString::new(path.as_os_str().as_encoded_bytes())
-        .map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))?;
-    let mut attr = Attr::new();
-    attr.put_u64(0, path.as_ptr() as u64);
-    attr.put_u32(8, fd.as_raw_fd() as u32);
-    bpf(BPF_OBJ_PIN, &mut attr).map(|_| ())
-}
-
-/// Runs `frame` once through program `prog` (`BPF_PROG_TEST_RUN`); its return value.
-pub(crate) fn test_run(prog: BorrowedFd<'_>, frame: &[u8]) -> io::Result<u32> {
-    let mut attr = Attr::new();
-    // test: prog_fd 0, retval 4, data_size_in 8, data_size_out 12, data_in 16,
-    // data_out 24, repeat 32, duration 36
-    attr.put_u32(0, prog.as_raw_fd() as u32);
-    attr.put_u32(8, frame.len() as u32);
-    attr.put_u64(16, frame.as_ptr() as u64);
-    attr.put_u32(32, 1);
-    bpf(BPF_PROG_TEST_RUN, &mut attr)?;
-    Ok(u32::from_ne_bytes([
-        attr.0[4], attr.0[5], attr.0[6], attr.0[7],
-    ]))
-}
-
-const BPF_MAP_TYPE_ARRAY_OF_MAPS: u32 = 12;
-
-/// Looks up `key` in a map whose values are `V`; `None` when absent.
-pub(crate) fn lookup<V: Copy>(map: BorrowedFd<'_>, key: u32, zero: V) -> io::Result<Option<V>> {
-    let mut value = zero;
-    let mut attr = Attr::new();
-    attr.put_u32(0, map.as_raw_fd() as u32);
-    attr.put_u64(8, (&raw const key) as u64);
-    attr.put_u64(16, (&raw mut value) as u64);
-    match bpf(BPF_MAP_LOOKUP_ELEM, &mut attr) {
-        Ok(_) => Ok(Some(value)),
+/// Id of the program in slot `key` of a PROG_ARRAY (from userspace the kernel
+/// answers a lookup with the id; aya's `ProgramArray` has no lookup); `None`
+/// when the slot is empty.
+pub(crate) fn program_array_id(map: BorrowedFd<'_>, key: u32) -> io::Result<Option<u32>> {
+    let mut id = 0u32;
+    let mut attr = zeroed_attr();
+    attr.__bindgen_anon_2.map_fd = map.as_raw_fd() as u32;
+    attr.__bindgen_anon_2.key = (&raw const key) as u64;
+    attr.__bindgen_anon_2.__bindgen_anon_1.value = (&raw mut id) as u64;
+    match bpf(bpf_cmd::BPF_MAP_LOOKUP_ELEM, &mut attr) {
+        Ok(_) => Ok(Some(id)),
         Err(e) if e.raw_os_error() == Some(libc::ENOENT) => Ok(None),
         Err(e) => Err(e),
     }
+}
+
+/// Creates a one-slot `BPF_MAP_TYPE_ARRAY_OF_MAPS` whose inner maps look like
+/// `inner` (the kernel takes the inner shape from a live map's fd; aya creates
+/// map-in-maps only while loading an object).
+fn create_array_of_maps(name: &str, inner: BorrowedFd<'_>) -> io::Result<OwnedFd> {
+    let mut attr = zeroed_attr();
+    // SAFETY: writing plain-integer members of a zeroed union.
+    unsafe {
+        let create = &mut attr.__bindgen_anon_1;
+        create.map_type = bpf_map_type::BPF_MAP_TYPE_ARRAY_OF_MAPS as u32;
+        create.key_size = 4;
+        create.value_size = 4;
+        create.max_entries = 1;
+        create.inner_map_fd = inner.as_raw_fd() as u32;
+        for (dst, src) in create.map_name.iter_mut().zip(name.bytes().take(15)) {
+            *dst = src as libc::c_char;
+        }
+    }
+    let fd = bpf(bpf_cmd::BPF_MAP_CREATE, &mut attr)?;
+    // SAFETY: the kernel returned a new file descriptor that nothing else owns.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd as i32) })
 }
 
 /// A shared mapping of the pages of a `BPF_F_MMAPABLE` ARRAY that hold a
@@ -358,19 +293,12 @@ pub(crate) fn write_mmapable<V: Copy>(
 /// Waits for an RCU grace period: every XDP program run that started before
 /// the call has finished when it returns. The kernel does that on each update
 /// of an ARRAY_OF_MAPS (`maybe_wait_bpf_programs`), so this updates a private
-/// one-slot map-in-map.
+/// one-slot map-in-map (through aya).
 pub(crate) fn synchronize_rcu() -> io::Result<()> {
-    let inner = create_array("fg_grace_in", 4, 1, 0)?;
-    let mut attr = Attr::new();
-    attr.put_u32(0, BPF_MAP_TYPE_ARRAY_OF_MAPS);
-    attr.put_u32(4, 4);
-    attr.put_u32(8, 4);
-    attr.put_u32(12, 1);
-    attr.put_u32(20, inner.as_raw_fd() as u32);
-    let fd = bpf(BPF_MAP_CREATE, &mut attr)?;
-    // SAFETY: the kernel returned a new, owned file descriptor.
-    let outer = unsafe { OwnedFd::from_raw_fd(fd as i32) };
-    let raw = inner.as_raw_fd() as u32;
-    use std::os::fd::AsFd;
-    update_batch(outer.as_fd(), &[0], &[raw])
+    let inner = create_array("fg_grace_in", 4, 1, 0).map_err(io::Error::other)?;
+    let outer = create_array_of_maps("fg_grace", inner.fd().as_fd())?;
+    let outer = MapData::from_fd(outer).map_err(io::Error::other)?;
+    let mut outer: ArrayOfMaps<MapData, MapData> =
+        ArrayOfMaps::try_from(Map::ArrayOfMaps(outer)).map_err(io::Error::other)?;
+    outer.set(0, &inner, 0).map_err(io::Error::other)
 }

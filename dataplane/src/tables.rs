@@ -13,18 +13,22 @@
 //! (`cargo bench --bench swap`, alternating with the map-per-table build):
 //! place 8.0 ms → 14 µs, rollback to an older kept generation 8.0 ms → 27 µs,
 //! flip 7 µs either way, at 10 and 10k rules.
-
-use aya::maps::{Array, Map, MapData};
-use fluxgate_common::{
-    Counter, MAX_COUNTERS, MAX_TENANTS, SLOT_DISPATCH, SLOT_GLOBAL, SLOT_WORDS, TABLE_BUFFERS,
-    TENANT_COUNTERS_PER_CPU, maps, select_index,
-    table::{Cell, Header},
-    table_index, tenant_counter,
-};
+//!
+//! A compiled [`Image`] is staged as one [`StagedImage`] (every table in one
+//! pool scan) and published slot by slot in an order that never lets a
+//! packet reach a tenant slot that is not there yet.
 
 use std::os::fd::AsFd;
 
-use crate::{Error, Program, pool::Pool, sys};
+use aya::maps::{Array, Map, MapData};
+use fluxgate_common::{
+    Counter, MAX_COUNTERS, MAX_TENANTS, SLOT_WORDS, TABLE_BUFFERS, TENANT_COUNTERS_PER_CPU, maps,
+    table::{Cell, Header},
+    tenant_counter,
+};
+use fluxgate_ruleset::Image;
+
+use crate::{Error, Program, Slot, layout, pool::Pool, slots, sys};
 
 /// A table copied into an attachment's cell pool (region `[base, base +
 /// cells)`) that no packet need see yet. Publishing it does not consume it:
@@ -117,17 +121,6 @@ fn check_table(name: &str, cells: &[Cell]) -> Result<u32, Error> {
         .map_err(|_| Error::InvalidArgument(format!("table {name:?} is too large")))
 }
 
-/// Which table slot to publish into.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum Slot {
-    /// Destination → tenant dispatch.
-    Dispatch,
-    /// Global (provider) rules and the gateway default.
-    Global,
-    /// One tenant's rules and default, by tenant index.
-    Tenant(u32),
-}
-
 /// Where tables are staged, published and counters read: a freshly loaded
 /// [`Program`] or state adopted from bpffs ([`crate::PinnedAttachment`]).
 pub trait Tables {
@@ -199,7 +192,7 @@ pub trait Tables {
             (maps::PROBE_TENANTS, MAX_TENANTS, 1),
         ] {
             let mut map = self.table_map(name)?;
-            let fd = map_data(map.get(), name)?.fd().as_fd();
+            let fd = layout::map_data(map.get(), name)?.fd().as_fd();
             let words = sys::read_mmapable_u32(fd, entries)
                 .map_err(|e| Error::kernel("read table slots", e))?;
             out.extend(
@@ -216,11 +209,11 @@ pub trait Tables {
 
     /// Which buffer of `slot` is live (0 or 1; see `fluxgate_common::TABLE_BUFFERS`).
     fn live_buffer(&mut self, slot: Slot) -> Result<u32, Error> {
-        let loc = slot_location(slot, false)?;
+        let loc = slots::slot_location(slot, false)?;
         let mut map = self.table_map(loc.map)?;
         let array: Array<&MapData, u32> =
             Array::try_from(&*map.get()).map_err(|e| Error::kernel("open a slot map", e))?;
-        live_bit(&array, loc.select.unwrap_or(0))
+        slots::live_bit(&array, loc.select.unwrap_or(0))
     }
 
     /// Places `table` in the standby buffer of `slot`, where no packet looks
@@ -241,7 +234,7 @@ pub trait Tables {
                 )));
             }
             let standby = 1 - self.live_buffer(*slot)?;
-            let loc = slot_location(*slot, false)?;
+            let loc = slots::slot_location(*slot, false)?;
             writes.push((loc.map, loc.index + standby, table.base()));
         }
         self.write_slots(&pool, writes, "place tables in their standby buffers")
@@ -256,17 +249,20 @@ pub trait Tables {
         writes: Vec<(&'static str, u32, u32)>,
         op: &'static str,
     ) -> Result<(), Error> {
-        for (name, keys, bases) in batches(writes) {
+        for (name, keys, bases) in slots::batches(writes) {
             let mut map = self.table_map(name)?;
-            let fd = map_data(map.get(), name)?.fd().as_fd();
+            let map = map.get();
+            let array: Array<&MapData, u32> =
+                Array::try_from(&*map).map_err(|e| Error::kernel("open a slot map", e))?;
             let mut old = Vec::with_capacity(keys.len());
-            for &k in &keys {
+            for k in &keys {
                 old.push(
-                    sys::lookup(fd, k, 0u32)
-                        .map_err(|e| Error::kernel("read a table slot", e))?
-                        .unwrap_or(0),
+                    array
+                        .get(k, 0)
+                        .map_err(|e| Error::kernel("read a table slot", e))?,
                 );
             }
+            let fd = layout::map_data(map, name)?.fd().as_fd();
             // Quarantined before the write: a crash in between leaves the old
             // region referenced (nothing lost), never reusable too early.
             pool.quarantine(old);
@@ -279,12 +275,12 @@ pub trait Tables {
     /// packet sees the old table or the new one, never a mix. Flipping again
     /// brings the previous table back.
     fn flip(&mut self, slot: Slot) -> Result<(), Error> {
-        let loc = slot_location(slot, false)?;
+        let loc = slots::slot_location(slot, false)?;
         let select = loc.select.unwrap_or(0);
         let mut map = self.table_map(loc.map)?;
         let mut array: Array<&mut MapData, u32> =
             Array::try_from(map.get()).map_err(|e| Error::kernel("open a slot map", e))?;
-        let live = live_bit(&array, select)?;
+        let live = slots::live_bit(&array, select)?;
         array
             .set(select, 1 - live, 0)
             .map_err(|e| Error::kernel("flip a table selector", e))
@@ -307,7 +303,7 @@ pub trait Tables {
         let pool = self.pool()?;
         let mut writes = Vec::new();
         for slot in slots {
-            let loc = slot_location(*slot, false)?;
+            let loc = slots::slot_location(*slot, false)?;
             writes.extend((0..TABLE_BUFFERS).map(|b| (loc.map, loc.index + b, 0)));
         }
         self.write_slots(&pool, writes, "empty table slots")
@@ -316,7 +312,7 @@ pub trait Tables {
     /// Publishes every table of `staged`: tenants first, then the global rules,
     /// then the dispatch table, so a packet dispatched to a tenant always finds
     /// that tenant's table. Each step is one atomic slot update.
-    fn publish_image(&mut self, staged: &crate::StagedImage) -> Result<(), Error> {
+    fn publish_image(&mut self, staged: &StagedImage) -> Result<(), Error> {
         let mut all: Vec<(Slot, &StagedTable)> = staged
             .tenants
             .iter()
@@ -357,7 +353,9 @@ pub trait Tables {
             .map(|i| (i, &zero[..]))
             .collect();
         let mut map = self.table_map(maps::RULE_COUNTERS)?;
-        let fd = map_data(map.get(), maps::RULE_COUNTERS)?.fd().as_fd();
+        let fd = layout::map_data(map.get(), maps::RULE_COUNTERS)?
+            .fd()
+            .as_fd();
         sys::write_mmapable(fd, &regions).map_err(|e| Error::kernel("reset the rule counters", e))
     }
 
@@ -392,17 +390,6 @@ impl TableMap<'_> {
     }
 }
 
-/// The live buffer (0 or 1) that selector `select` of slot map `array` names.
-fn live_bit<T: std::borrow::Borrow<MapData>>(
-    array: &Array<T, u32>,
-    select: u32,
-) -> Result<u32, Error> {
-    Ok(array
-        .get(&select, 0)
-        .map_err(|e| Error::kernel("read a table selector", e))?
-        & 1)
-}
-
 /// Counter slots `first..end` do not all exist.
 fn out_of_range(first: u32, end: u32) -> Error {
     Error::InvalidArgument(format!(
@@ -410,18 +397,10 @@ fn out_of_range(first: u32, end: u32) -> Error {
     ))
 }
 
-/// The CPUs the kernel may run a program on (every one has a block in the
-/// counter maps).
-pub(crate) fn possible_cpus() -> Result<u32, Error> {
-    let cpus =
-        aya::util::nr_cpus().map_err(|(_, e)| Error::kernel("count the possible CPUs", e))?;
-    Ok(cpus as u32)
-}
-
 /// The entries of `slots` in every CPU's block of `per_cpu` entries, CPU by
 /// CPU ([`fluxgate_common::per_cpu`]).
 fn per_cpu_indices(per_cpu: u32, slots: &[u32]) -> Result<Vec<u32>, Error> {
-    let cpus = possible_cpus()?;
+    let cpus = layout::possible_cpus()?;
     Ok((0..cpus)
         .flat_map(|cpu| {
             slots
@@ -435,7 +414,7 @@ fn per_cpu_indices(per_cpu: u32, slots: &[u32]) -> Result<Vec<u32>, Error> {
 /// blocks of every CPU of a counter map ([`fluxgate_common::per_cpu`]).
 fn per_cpu_sums(map: &Map, name: &str, per_cpu: u32, slots: &[u32]) -> Result<Vec<Counter>, Error> {
     let indices = per_cpu_indices(per_cpu, slots)?;
-    let fd = map_data(map, name)?.fd().as_fd();
+    let fd = layout::map_data(map, name)?.fd().as_fd();
     let values: Vec<Counter> =
         sys::read_mmapable(fd, &indices).map_err(|e| Error::kernel("read the counters", e))?;
     let mut sums = vec![Counter::default(); slots.len()];
@@ -455,74 +434,54 @@ impl Tables for Program {
     }
 }
 
-/// The map data of `map`, whatever its kind.
-pub(crate) fn map_data<'m>(map: &'m Map, name: &str) -> Result<&'m MapData, Error> {
-    match map {
-        Map::Array(d) | Map::PerCpuArray(d) | Map::ProgramArray(d) | Map::ArrayOfMaps(d) => Ok(d),
-        _ => Err(Error::InvalidArgument(format!("{name} is not an array"))),
-    }
+/// All tables of one image, created and filled in the kernel, not yet live.
+#[derive(Debug)]
+pub struct StagedImage {
+    /// Destination → tenant.
+    pub dispatch: StagedTable,
+    /// Global rules and gateway default.
+    pub global: StagedTable,
+    /// Per tenant: tenant slot and table, sorted by slot.
+    pub tenants: Vec<(u32, StagedTable)>,
 }
 
-/// Slot writes grouped per map, for one `BPF_MAP_UPDATE_BATCH` each:
-/// `(map, key, value)` in, `(map, keys, values)` out, in first-seen map order.
-pub(crate) fn batches(
-    writes: impl IntoIterator<Item = (&'static str, u32, u32)>,
-) -> Vec<(&'static str, Vec<u32>, Vec<u32>)> {
-    let mut by_map: Vec<(&'static str, Vec<u32>, Vec<u32>)> = Vec::new();
-    for (map, key, fd) in writes {
-        match by_map.iter_mut().find(|(m, ..)| *m == map) {
-            Some((_, keys, fds)) => {
-                keys.push(key);
-                fds.push(fd);
-            }
-            None => by_map.push((map, vec![key], vec![fd])),
+impl StagedImage {
+    /// Copies every table of `image` into the cell pool of `tables` (one
+    /// batch for all; [`Error::PoolFull`] and nothing written when it does not fit).
+    pub fn new(tables: &mut impl Tables, image: &Image) -> Result<StagedImage, Error> {
+        let names: Vec<String> = image
+            .tenants
+            .iter()
+            .map(|t| format!("tenant {}", t.name))
+            .collect();
+        let mut all: Vec<(&str, &[fluxgate_common::table::Cell])> = vec![
+            ("dispatch", &image.dispatch.cells),
+            ("global", &image.global.cells),
+        ];
+        for (t, name) in image.tenants.iter().zip(&names) {
+            all.push((name, &t.table.cells));
         }
+        let mut staged = tables.stage_all(&all)?.into_iter();
+        let mut next = || {
+            staged
+                .next()
+                .ok_or_else(|| Error::InvalidArgument("a table was not staged".into()))
+        };
+        Ok(StagedImage {
+            dispatch: next()?,
+            global: next()?,
+            tenants: image
+                .tenants
+                .iter()
+                .map(|t| next().map(|table| (t.index, table)))
+                .collect::<Result<_, _>>()?,
+        })
     }
-    by_map
-}
 
-/// Where a table slot lives.
-pub(crate) struct SlotLoc {
-    /// The slot map (region bases).
-    pub map: &'static str,
-    /// Index of buffer 0 (live slots) or of the slot itself (probe overlay).
-    pub index: u32,
-    /// Index of its selector, in the same map (live slots only).
-    pub select: Option<u32>,
-}
-
-/// Where `slot` lives; in the (single-buffered) probe overlay maps with `probe`.
-pub(crate) fn slot_location(slot: Slot, probe: bool) -> Result<SlotLoc, Error> {
-    let (n, gateway) = match slot {
-        Slot::Dispatch => (SLOT_DISPATCH, true),
-        Slot::Global => (SLOT_GLOBAL, true),
-        Slot::Tenant(t) if t < MAX_TENANTS => (t, false),
-        Slot::Tenant(t) => {
-            return Err(Error::InvalidArgument(format!(
-                "tenant index {t} is beyond the {MAX_TENANTS} tenant slots"
-            )));
-        }
-    };
-    Ok(match (probe, gateway) {
-        (true, true) => SlotLoc {
-            map: maps::PROBE_GATEWAY,
-            index: n,
-            select: None,
-        },
-        (true, false) => SlotLoc {
-            map: maps::PROBE_TENANTS,
-            index: n,
-            select: None,
-        },
-        (false, true) => SlotLoc {
-            map: maps::GATEWAY,
-            index: table_index(n, 0),
-            select: Some(select_index(n)),
-        },
-        (false, false) => SlotLoc {
-            map: maps::TENANTS,
-            index: table_index(n, 0),
-            select: Some(select_index(n)),
-        },
-    })
+    /// Kernel memory of all tables' values, in bytes.
+    pub fn bytes(&self) -> u64 {
+        self.dispatch.bytes()
+            + self.global.bytes()
+            + self.tenants.iter().map(|(_, t)| t.bytes()).sum::<u64>()
+    }
 }

@@ -9,21 +9,28 @@
 //! the old index. The dispatcher itself is replaced through `BPF_LINK_UPDATE`
 //! ([`PinnedAttachment::replace_dispatcher`]): atomic, no detach window.
 
-use std::{
-    os::fd::{AsFd, BorrowedFd},
-    time::SystemTime,
-};
+use std::{os::fd::AsFd, time::SystemTime};
 
 use aya::{
     Ebpf, EbpfLoader,
-    maps::{Array, Map, MapData, ProgramArray},
+    maps::{Array, MapData, MapError, ProgramArray},
+    programs::{
+        Xdp,
+        links::{FdLink, PinnedLink},
+        xdp::XdpLink,
+    },
 };
 use fluxgate_common::{
     CLASSIFIER_PROGRAM_NAME, MAX_TENANTS, MAX_VERSIONS, PROBE_PROGRAM_NAME, PROGRAM_NAME,
     VERSION_SLOT_PROBE, maps, version_slot,
 };
 
-use crate::{Error, OBJECT, PinnedAttachment, pin::MAP_SPECS, program, sys};
+use crate::{
+    Error, OBJECT, PinnedAttachment,
+    error::os_error,
+    layout::{self, LINK, PROBE, PROBE_STAGING},
+    program, sys,
+};
 
 /// One loaded classifier version.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -45,12 +52,12 @@ impl PinnedAttachment {
     /// attachment's pins (compatibility was checked when it was opened).
     pub(crate) fn adopt_object(&self, object: &[u8]) -> Result<Ebpf, Error> {
         let mut loader = EbpfLoader::new();
-        for (name, ..) in MAP_SPECS {
+        for name in layout::map_names() {
             loader.map_pin_path(name, self.dir().join(name));
         }
         // The pinned maps are reused; declare the counter maps with their
         // size anyway, so the object's definitions match them.
-        for (name, entries) in crate::pin::per_cpu_map_entries()? {
+        for (name, entries) in layout::per_cpu_map_entries()? {
             loader.map_max_entries(name, entries);
         }
         loader
@@ -95,11 +102,11 @@ impl PinnedAttachment {
     /// `(version, program id)` of every loaded classifier version.
     fn loaded_versions(&self) -> Result<Vec<(u32, u32)>, Error> {
         let map = self.open_map(maps::CLASSIFIERS)?;
-        let fd = map_fd(&map)?;
+        let fd = layout::map_data(&map, maps::CLASSIFIERS)?.fd().as_fd();
         let mut out = Vec::new();
         for v in 0..MAX_VERSIONS {
-            if let Some(id) =
-                sys::lookup_u32(fd, v).map_err(|e| Error::kernel("read the classifier array", e))?
+            if let Some(id) = sys::program_array_id(fd, v)
+                .map_err(|e| Error::kernel("read the classifier array", e))?
             {
                 out.push((v, id));
             }
@@ -211,10 +218,16 @@ impl PinnedAttachment {
                 serving.len()
             )));
         }
-        let map = self.open_map(maps::CLASSIFIERS)?;
-        match sys::delete(map_fd(&map)?, version) {
+        let mut map = self.open_map(maps::CLASSIFIERS)?;
+        let mut array: ProgramArray<&mut MapData> = ProgramArray::try_from(&mut map)
+            .map_err(|e| Error::kernel("open the classifier array", e))?;
+        match array.clear_index(&version) {
             Ok(()) => Ok(()),
-            Err(e) if e.raw_os_error() == Some(libc::ENOENT) => Ok(()),
+            // Already empty: nothing to unload.
+            Err(e) if os_error(&e) == Some(libc::ENOENT) => Ok(()),
+            Err(e @ MapError::OutOfBounds { .. }) => Err(Error::InvalidArgument(format!(
+                "there is no classifier version {version}: {e}"
+            ))),
             Err(e) => Err(Error::kernel("unload a classifier version", e)),
         }
     }
@@ -227,13 +240,13 @@ impl PinnedAttachment {
         let id = self.replace_dispatcher_from(OBJECT, PROGRAM_NAME)?;
         let mut ebpf = self.adopt_object(OBJECT)?;
         program::load_xdp(&mut ebpf, PROBE_PROGRAM_NAME)?;
-        let xdp: &mut aya::programs::Xdp = ebpf
+        let xdp: &mut Xdp = ebpf
             .program_mut(PROBE_PROGRAM_NAME)
             .and_then(|p| p.try_into().ok())
             .ok_or_else(|| Error::InvalidArgument("no probe program in the object".into()))?;
         // Pin beside, then rename over the old pin: never a moment without one.
-        let path = self.dir().join(crate::pin::PROBE);
-        let fresh = self.dir().join("probe_new");
+        let path = self.dir().join(PROBE);
+        let fresh = self.dir().join(PROBE_STAGING);
         let _stale = std::fs::remove_file(&fresh);
         xdp.pin(&fresh)
             .map_err(|e| Error::kernel("pin the probe program", e))?;
@@ -246,11 +259,20 @@ impl PinnedAttachment {
     pub fn replace_dispatcher_from(&self, object: &[u8], program: &str) -> Result<u32, Error> {
         let mut ebpf = self.adopt_object(object)?;
         program::load_xdp(&mut ebpf, program)?;
-        let xdp = program::xdp_of(&ebpf, program)?;
-        let fd = xdp.fd().map_err(|e| Error::kernel("get a program fd", e))?;
-        let link = sys::obj_get(&self.dir().join(crate::pin::LINK))
+        let xdp: &mut Xdp = ebpf
+            .program_mut(program)
+            .and_then(|p| p.try_into().ok())
+            .ok_or_else(|| {
+                Error::InvalidArgument(format!("no XDP program {program} in the object"))
+            })?;
+        let link = PinnedLink::from_pin(self.dir().join(LINK))
             .map_err(|e| Error::kernel("open the pinned XDP link", e))?;
-        sys::link_update(link.as_fd(), fd.as_fd(), None)
+        // The pin stays: `link` is only this process's handle on it, which
+        // the adopted object owns (and closes) from here on.
+        let link = XdpLink::try_from(FdLink::from(link))
+            .map_err(|e| Error::kernel("open the pinned XDP link", e))?;
+        // BPF_LINK_UPDATE: atomic, the interface is never without a program.
+        xdp.attach_to_link(link)
             .map_err(|e| Error::kernel("replace the dispatcher (BPF_LINK_UPDATE)", e))?;
         let info = xdp
             .info()
@@ -276,12 +298,4 @@ fn check_tenant(tenant: Option<u32>) -> Result<(), Error> {
         ))),
         _ => Ok(()),
     }
-}
-
-pub(crate) fn map_fd(map: &Map) -> Result<BorrowedFd<'_>, Error> {
-    let data: &MapData = match map {
-        Map::ProgramArray(d) | Map::ArrayOfMaps(d) | Map::Array(d) | Map::PerCpuArray(d) => d,
-        _ => return Err(Error::InvalidArgument("unexpected map type".into())),
-    };
-    Ok(data.fd().as_fd())
 }

@@ -36,7 +36,6 @@
 // Inline asm on BPF (one tail call site per version, see `tail_call_version`).
 #![feature(asm_experimental_arch)]
 
-mod parse;
 mod walk;
 
 use aya_ebpf::{
@@ -166,7 +165,9 @@ fn dispatch<const PROBE: bool>(ctx: &XdpContext) -> u32 {
         }
         &mut (*scratch).key
     };
-    match parse::parse(start, end, ifindex, key) {
+    // SAFETY: `[start, end)` is the packet the kernel handed us (`data`,
+    // `data_end`); the verifier checks every read against those bounds.
+    match unsafe { fluxgate_parse::parse(start, end, ifindex, key) } {
         Ok(true) => {}
         Ok(false) => {
             if !PROBE {

@@ -1,9 +1,27 @@
 //! Bounds-checked packet parsing for the XDP path, producing the classification
 //! key (see `fluxgate_common::table::word`).
 //!
+//! The eBPF program (`fluxgate-ebpf`) runs [`parse`] on every packet; userspace
+//! (`fluxgate-dataplane`'s `frame::header_of`, the tests) runs the very same
+//! code on the host through [`parse_frame`], so a frame means the same thing
+//! on both sides. `no_std`, no allocation, every function inlined into the
+//! caller (the verifier sees one program).
+//!
 //! Field offsets are named constants. Key words are numeric (host order): range
 //! cuts and range checks need numeric order, and a byte swap per field costs
 //! less than anything a lookup could save.
+//!
+//! ```
+//! use fluxgate_common::table::{KEY_WORDS, word};
+//!
+//! // A 14-byte Ethernet header carrying ARP: well formed, not IP.
+//! let mut frame = [0u8; 60];
+//! frame[12..14].copy_from_slice(&0x0806u16.to_be_bytes());
+//! let mut key = [0; KEY_WORDS];
+//! assert_eq!(fluxgate_parse::parse_frame(&frame, 3, &mut key), Ok(false));
+//! assert_eq!(key[word::IFINDEX], 3);
+//! ```
+#![no_std]
 
 use fluxgate_common::{
     MAX_IPV6_EXT_HEADERS, MAX_VLAN_TAGS, Malformed,
@@ -79,17 +97,39 @@ fn be32(p: *const u8, off: usize) -> u32 {
     ])
 }
 
+/// [`parse`] on a frame in memory: the host's way in, safe because a slice
+/// is readable from its start to its end.
+#[inline(always)]
+pub fn parse_frame(
+    frame: &[u8],
+    ifindex: u32,
+    key: &mut [u32; KEY_WORDS],
+) -> Result<bool, Malformed> {
+    let start = frame.as_ptr() as usize;
+    // SAFETY: the bytes of a live slice are readable from its start to its end.
+    unsafe { parse(start, start + frame.len(), ifindex, key) }
+}
+
 /// Parses the frame in `[start, end)` that arrived on `ifindex` into `key`,
 /// which must come zeroed (only the words a packet has are written):
 /// `Ok(true)` for an IPv4 or IPv6 packet, `Ok(false)` for a well-formed frame
-/// whose payload is not IP (the key is then meaningless).
+/// whose payload is not IP (the key is then meaningless). Addresses, not a
+/// slice, because that is what XDP hands a program (`data`, `data_end`) and
+/// what the verifier tracks.
+///
+/// # Safety
+///
+/// Every byte of `[start, end)` must be readable for the duration of the
+/// call (the parser reads within it only, after checking each header's
+/// length against `end`). In the XDP program the kernel's packet bounds are
+/// that range, and the verifier checks every access against them.
 ///
 /// A plain `Result<bool, _>` on purpose: returning the key inside an enum
 /// (`Ip([u32; 16])` / `NotIp`) let LLVM copy the payload's undefined bytes
 /// on the non-IP path, a spill of an unset register the verifier refuses
 /// ("R0 !read_ok") as soon as the code around it changes shape.
 #[inline(always)]
-pub fn parse(
+pub unsafe fn parse(
     start: usize,
     end: usize,
     ifindex: u32,

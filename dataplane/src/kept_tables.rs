@@ -6,37 +6,26 @@
 //! is live by comparing region bases, and so the pool allocator knows which
 //! regions kept generations hold (see `pool.rs`).
 
-use std::{
-    fs, io,
-    os::fd::AsFd,
-    path::{Path, PathBuf},
-};
+use std::{fs, io, path::Path};
 
-use crate::{Error, PinnedAttachment, Slot, StagedTable, Tables, sys, tables, versions::map_fd};
+use aya::maps::{Array, Map, MapData};
+
+use crate::{
+    Error, PinnedAttachment, Slot, StagedTable, TableMap, Tables,
+    layout::{self, TABLES_DIR},
+    pool::Pool,
+    slots, sys,
+};
 
 /// Token magic: `"FGK"` + version 1.
 const TOKEN_MAGIC: u32 = 0x4647_4b01;
 
-pub(crate) const TABLES_DIR: &str = "tables";
+/// A token's value: magic, region base, cells, pool id.
+type Token = [u32; 4];
 
 impl PinnedAttachment {
-    fn table_path(&self, scope: &str, generation: u64) -> Result<PathBuf, Error> {
-        let valid = !scope.is_empty()
-            && scope.len() <= 200
-            && !scope.starts_with('.')
-            && scope
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-'));
-        if !valid {
-            return Err(Error::InvalidArgument(format!(
-                "{scope:?} is not a valid table scope name"
-            )));
-        }
-        Ok(self
-            .dir()
-            .join(TABLES_DIR)
-            .join(scope)
-            .join(generation.to_string()))
+    fn table_path(&self, scope: &str, generation: u64) -> Result<std::path::PathBuf, Error> {
+        layout::kept_table_path(self.dir(), scope, generation)
     }
 
     /// Pins `table` as generation `generation` of `scope` (e.g. `dispatch`,
@@ -57,12 +46,17 @@ impl PinnedAttachment {
         if let Some(parent) = path.parent() {
             fs::create_dir_all(parent).map_err(|e| Error::kernel("create a table directory", e))?;
         }
-        let token = sys::create_array("fg_kept", 16, 1, 0)
+        let token = sys::create_array("fg_kept", size_of::<Token>() as u32, 1, 0)
             .map_err(|e| Error::kernel("create a kept-table token", e))?;
-        let value = [TOKEN_MAGIC, table.base(), table.cells(), pool.id()];
-        sys::update_batch(token.as_fd(), &[0], &[value])
+        let mut array: Array<MapData, Token> = Array::try_from(Map::Array(token))
+            .map_err(|e| Error::kernel("open a kept-table token", e))?;
+        let value: Token = [TOKEN_MAGIC, table.base(), table.cells(), pool.id()];
+        array
+            .set(0, value, 0)
             .map_err(|e| Error::kernel("write a kept-table token", e))?;
-        sys::obj_pin(token.as_fd(), &path).map_err(|e| Error::kernel("pin a table", e))
+        array
+            .pin(&path)
+            .map_err(|e| Error::kernel("pin a table", e))
     }
 
     /// The kept table `generation` of `scope`.
@@ -153,20 +147,42 @@ impl PinnedAttachment {
     }
 
     fn buffer_table_id(&self, slot: Slot, buffer: u32) -> Result<Option<u32>, Error> {
-        let loc = tables::slot_location(slot, false)?;
+        let loc = slots::slot_location(slot, false)?;
         let map = self.open_map(loc.map)?;
-        let base = sys::lookup_u32(map_fd(&map)?, loc.index + buffer)
+        let array: Array<&MapData, u32> =
+            Array::try_from(&map).map_err(|e| Error::kernel("open a slot map", e))?;
+        let base = array
+            .get(&(loc.index + buffer), 0)
             .map_err(|e| Error::kernel("read a table slot", e))?;
-        Ok(base.filter(|b| *b != 0))
+        Ok(Some(base).filter(|b| *b != 0))
     }
 }
 
 /// `(base, cells)` from a kept-table token; `None` if there is none.
 fn read_token(path: &Path) -> Result<Option<(u32, u32)>, Error> {
-    let Ok(fd) = sys::obj_get(path) else {
+    let Ok(data) = MapData::from_pin(path) else {
         return Ok(None);
     };
-    let value = sys::lookup(fd.as_fd(), 0, [0u32; 4])
+    let array: Array<MapData, Token> = Array::try_from(Map::Array(data))
+        .map_err(|e| Error::kernel("open a kept-table token", e))?;
+    let value = array
+        .get(&0, 0)
         .map_err(|e| Error::kernel("read a kept-table token", e))?;
-    Ok(value.filter(|v| v[0] == TOKEN_MAGIC).map(|v| (v[1], v[2])))
+    Ok((value[0] == TOKEN_MAGIC).then_some((value[1], value[2])))
+}
+
+/// The pinned attachment as a place for tables: its maps, its cell pool,
+/// and the regions its kept generations hold.
+impl Tables for PinnedAttachment {
+    fn table_map(&mut self, name: &'static str) -> Result<TableMap<'_>, Error> {
+        Ok(TableMap::Owned(self.open_map(name)?))
+    }
+
+    fn pool(&mut self) -> Result<Pool, Error> {
+        self.cell_pool()
+    }
+
+    fn kept_regions(&mut self) -> Result<Vec<(u32, u32)>, Error> {
+        self.kept_tokens()
+    }
 }

@@ -1,0 +1,275 @@
+//! What fluxgate puts in the kernel and in bpffs, by name and shape: every
+//! map of the object with the shape a loader creates and an adopter checks
+//! (the spec), and the pin layout of one attached interface:
+//!
+//! ```text
+//! <root>/<iface>/            one directory per attached interface
+//!     link                   the XDP bpf_link (pinned: stays attached)
+//!     probe                  the verified preflight entry (`fluxgate_probe`)
+//!     FG_*                   every map of MAP_SPECS
+//!     tables/<scope>/<gen>   kept table generations (tokens, see `kept_tables.rs`)
+//! ```
+//!
+//! Everything else reads these names from here, so the layout has one
+//! definition.
+
+use std::path::{Path, PathBuf};
+
+use aya::maps::{Map, MapData, MapType};
+use fluxgate_common::{
+    BPF_F_MMAPABLE, Counter, GATEWAY_SLOTS, GatewayConfig, MAX_COUNTERS, MAX_TENANTS, MAX_VERSIONS,
+    Malformed, Outcome, SLOT_WORDS, Scratch, TENANT_COUNTERS_PER_CPU, Trace, VERSION_SLOTS, maps,
+};
+
+use crate::Error;
+
+/// Where the CLI pins state unless told otherwise.
+pub const DEFAULT_PIN_ROOT: &str = "/sys/fs/bpf/fluxgate";
+
+/// The pinned XDP link, in an interface's pin directory.
+pub(crate) const LINK: &str = "link";
+/// The probe entry, pinned verified so a preflight never waits for the verifier.
+pub(crate) const PROBE: &str = "probe";
+/// Where a replacement probe entry is pinned before it is renamed over [`PROBE`].
+pub(crate) const PROBE_STAGING: &str = "probe_new";
+/// The directory of kept table generations, in an interface's pin directory.
+pub(crate) const TABLES_DIR: &str = "tables";
+
+/// The expected shape of each pinned map (name, type, value size, entries; keys
+/// are all u32; entries 0: any size, chosen at load time); checked before a
+/// pinned map is reused. Every map of the object is here: a program loaded
+/// later (a classifier version, a new dispatcher) must share all of them.
+pub(crate) const MAP_SPECS: [(&str, MapType, u32, u32); 20] = [
+    (
+        maps::POOL,
+        MapType::Array,
+        size_of::<fluxgate_common::table::Cell>() as u32,
+        0,
+    ),
+    (
+        maps::OUTCOMES,
+        MapType::PerCpuArray,
+        size_of::<Counter>() as u32,
+        Outcome::COUNT,
+    ),
+    (
+        maps::MALFORMED,
+        MapType::PerCpuArray,
+        size_of::<Counter>() as u32,
+        Malformed::COUNT,
+    ),
+    (
+        maps::CONFIG,
+        MapType::Array,
+        size_of::<GatewayConfig>() as u32,
+        1,
+    ),
+    (maps::TRACE, MapType::Array, size_of::<Trace>() as u32, 1),
+    // Counter maps: entries per CPU (see `PER_CPU_BLOCKS`).
+    (
+        maps::RULE_COUNTERS,
+        MapType::Array,
+        size_of::<Counter>() as u32,
+        MAX_COUNTERS,
+    ),
+    (
+        maps::TENANT_COUNTERS,
+        MapType::Array,
+        size_of::<Counter>() as u32,
+        TENANT_COUNTERS_PER_CPU,
+    ),
+    (maps::GATEWAY, MapType::Array, 4, GATEWAY_SLOTS * SLOT_WORDS),
+    (maps::TENANTS, MapType::Array, 4, MAX_TENANTS * SLOT_WORDS),
+    (
+        maps::CAPTURE,
+        MapType::Array,
+        size_of::<fluxgate_common::CaptureConfig>() as u32,
+        1,
+    ),
+    (
+        maps::CAPTURE_RATE,
+        MapType::PerCpuArray,
+        size_of::<fluxgate_common::CaptureRate>() as u32,
+        1,
+    ),
+    // A ring buffer has no keys or values; its size is its max_entries.
+    (
+        maps::DROPS,
+        MapType::RingBuf,
+        0,
+        fluxgate_common::DROPS_RING_BYTES,
+    ),
+    (
+        maps::SCRATCH,
+        MapType::PerCpuArray,
+        size_of::<Scratch>() as u32,
+        1,
+    ),
+    (maps::CLASSIFIERS, MapType::ProgramArray, 4, MAX_VERSIONS),
+    (maps::VERSIONS, MapType::Array, 4, VERSION_SLOTS),
+    (maps::PROBE_GATEWAY, MapType::Array, 4, GATEWAY_SLOTS),
+    (maps::PROBE_TENANTS, MapType::Array, 4, MAX_TENANTS),
+    (
+        maps::PROBE_TRACE,
+        MapType::Array,
+        size_of::<Trace>() as u32,
+        1,
+    ),
+    (
+        maps::PROBE_SINK,
+        MapType::Array,
+        size_of::<Counter>() as u32,
+        1,
+    ),
+    (maps::BENCH_TAIL, MapType::ProgramArray, 4, 1),
+];
+
+/// Maps created `BPF_F_MMAPABLE`: the slot maps of region bases (read by the
+/// pool allocator), the cell pool (tables are copied into it) and the
+/// counter maps (read without a syscall per counter).
+const MMAPABLE_MAPS: [&str; 7] = [
+    maps::POOL,
+    maps::GATEWAY,
+    maps::TENANTS,
+    maps::PROBE_GATEWAY,
+    maps::PROBE_TENANTS,
+    maps::RULE_COUNTERS,
+    maps::TENANT_COUNTERS,
+];
+
+/// Maps of one block of their [`MAP_SPECS`] entries per possible CPU
+/// ([`fluxgate_common::per_cpu`]).
+const PER_CPU_BLOCKS: [&str; 2] = [maps::RULE_COUNTERS, maps::TENANT_COUNTERS];
+
+/// The names of every map of the object, in [`MAP_SPECS`] order.
+pub(crate) fn map_names() -> impl Iterator<Item = &'static str> {
+    MAP_SPECS.iter().map(|(name, ..)| *name)
+}
+
+/// The entries of each map of [`PER_CPU_BLOCKS`] on this machine, as every
+/// loader must create (or find) them.
+pub(crate) fn per_cpu_map_entries() -> Result<Vec<(&'static str, u32)>, Error> {
+    MAP_SPECS
+        .iter()
+        .filter(|(name, ..)| PER_CPU_BLOCKS.contains(name))
+        .map(|&(name, _, _, entries)| Ok((name, entries_here(name, entries)?)))
+        .collect()
+}
+
+/// The entries map `name`, of `spec_entries` in [`MAP_SPECS`], has on this
+/// machine: one block of them per possible CPU for the maps of
+/// [`PER_CPU_BLOCKS`] (only those ask the kernel how many CPUs there are).
+fn entries_here(name: &str, spec_entries: u32) -> Result<u32, Error> {
+    if PER_CPU_BLOCKS.contains(&name) {
+        Ok(spec_entries.saturating_mul(possible_cpus()?))
+    } else {
+        Ok(spec_entries)
+    }
+}
+
+/// The CPUs the kernel may run a program on (every one has a block in the
+/// counter maps).
+pub(crate) fn possible_cpus() -> Result<u32, Error> {
+    let cpus =
+        aya::util::nr_cpus().map_err(|(_, e)| Error::kernel("count the possible CPUs", e))?;
+    Ok(cpus as u32)
+}
+
+/// Opens the map pinned at `path` as map `name` of [`MAP_SPECS`], after
+/// checking that its type, key and value sizes, entries and flags are what
+/// this build creates ([`Error::Incompatible`] otherwise: a stale pin from an
+/// older build is never reused silently).
+pub(crate) fn adopt_map(name: &'static str, path: &Path) -> Result<Map, Error> {
+    let data = MapData::from_pin(path).map_err(|e| Error::Incompatible {
+        path: path.to_path_buf(),
+        reason: format!("cannot open pinned map: {e}"),
+    })?;
+    let (_, map_type, value_size, max_entries) = MAP_SPECS
+        .iter()
+        .copied()
+        .find(|(n, ..)| *n == name)
+        .ok_or_else(|| Error::InvalidArgument(format!("unknown map {name}")))?;
+    let info = data
+        .info()
+        .map_err(|e| Error::kernel("read pinned map info", e))?;
+    let found = (
+        info.map_type().ok(),
+        info.key_size(),
+        info.value_size(),
+        info.max_entries(),
+        info.map_flags(),
+    );
+    let key_size = if map_type == MapType::RingBuf { 0 } else { 4 };
+    // The pool's size is chosen at load time: any size that holds a table.
+    let max_entries = if max_entries == 0 && info.max_entries() >= 2 {
+        info.max_entries()
+    } else {
+        entries_here(name, max_entries)?
+    };
+    // The slot maps, the pool and the counter maps are mmapable; the
+    // others have no flags.
+    let flags = if MMAPABLE_MAPS.contains(&name) {
+        BPF_F_MMAPABLE
+    } else {
+        0
+    };
+    if found != (Some(map_type), key_size, value_size, max_entries, flags) {
+        return Err(Error::Incompatible {
+            path: path.to_path_buf(),
+            reason: format!(
+                "expected {map_type:?} key {key_size} value {value_size} entries {max_entries} flags {flags:#x}, \
+                 found {:?} key {} value {} entries {} flags {:#x}",
+                found.0, found.1, found.2, found.3, found.4
+            ),
+        });
+    }
+    Ok(match map_type {
+        MapType::PerCpuArray => Map::PerCpuArray(data),
+        MapType::ArrayOfMaps => Map::ArrayOfMaps(data),
+        MapType::ProgramArray => Map::ProgramArray(data),
+        MapType::RingBuf => Map::RingBuf(data),
+        _ => Map::Array(data),
+    })
+}
+
+/// The map data of array map `map` (of any array kind) called `name`.
+pub(crate) fn map_data<'m>(map: &'m Map, name: &str) -> Result<&'m MapData, Error> {
+    match map {
+        Map::Array(d) | Map::PerCpuArray(d) | Map::ProgramArray(d) | Map::ArrayOfMaps(d) => Ok(d),
+        _ => Err(Error::InvalidArgument(format!("{name} is not an array"))),
+    }
+}
+
+/// `root/<iface>`, refusing names that could escape `root`.
+pub(crate) fn iface_dir(root: &Path, iface: &str) -> Result<PathBuf, Error> {
+    let valid = !iface.is_empty()
+        && iface.len() < libc::IFNAMSIZ
+        && !iface.starts_with('.')
+        && iface.bytes().all(|b| b.is_ascii_graphic() && b != b'/');
+    if !valid {
+        return Err(Error::InvalidArgument(format!(
+            "{iface:?} is not a valid interface name"
+        )));
+    }
+    Ok(root.join(iface))
+}
+
+/// `<pin dir>/tables/<scope>/<generation>`, the token of a kept table,
+/// refusing scope names bpffs would refuse or that could escape the directory.
+pub(crate) fn kept_table_path(dir: &Path, scope: &str, generation: u64) -> Result<PathBuf, Error> {
+    let valid = !scope.is_empty()
+        && scope.len() <= 200
+        && !scope.starts_with('.')
+        && scope
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-'));
+    if !valid {
+        return Err(Error::InvalidArgument(format!(
+            "{scope:?} is not a valid table scope name"
+        )));
+    }
+    Ok(dir
+        .join(TABLES_DIR)
+        .join(scope)
+        .join(generation.to_string()))
+}
