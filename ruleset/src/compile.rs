@@ -2,6 +2,10 @@
 //! table for the tenant dispatch, one for the global rules and one per tenant, in
 //! the exact cell layout the XDP program walks (`fluxgate_common::table`).
 //!
+//! (A little over 800 lines: lowering a rule and counting what it will lower
+//! to must stay side by side, so the limits check before anything is made
+//! counts exactly what lowering makes.)
+//!
 //! Lowering: a model rule constrains lists of prefixes and port ranges; a table
 //! rule ([`FlatRule`]) is one box of per-word ranges. A rule becomes the cross
 //! product of its lists (per address family), all sharing the rule's counter
