@@ -226,18 +226,19 @@ impl Interface {
         Ok(None)
     }
 
-    /// Passed / dropped packets of each of `tenants`.
+    /// Passed / dropped packets of each of `tenants` (one counter read).
     fn sample(&mut self, tenants: &[String]) -> Result<Sample, ControlError> {
         let slots: Vec<(String, u32)> = tenants
             .iter()
             .filter_map(|t| Some((t.clone(), self.state.live.tenants.get(t)?.slot)))
             .collect();
-        let mut out = Sample::new();
-        for (t, slot) in slots {
-            let (p, d) = self.pinned.tenant_counters(Some(slot))?;
-            out.insert(t, (p.packets, d.packets));
-        }
-        Ok(out)
+        let indices: Vec<Option<u32>> = slots.iter().map(|(_, s)| Some(*s)).collect();
+        let counts = self.pinned.tenant_counters_of(&indices)?;
+        Ok(slots
+            .into_iter()
+            .zip(counts)
+            .map(|((t, _), (p, d))| (t, (p.packets, d.packets)))
+            .collect())
     }
 }
 

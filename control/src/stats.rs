@@ -83,29 +83,39 @@ impl Interface {
             self.live_tenant_slot(t)?;
         }
         let slots = self.live_counters()?;
-        let scopes = std::iter::once((Scope::Gateway, None)).chain(
-            live.tenants
-                .iter()
-                .map(|(name, t)| (Scope::Tenant(name.clone()), Some(t.slot))),
-        );
-        let mut out = Vec::new();
-        for (scope, index) in scopes {
-            if tenant.is_some_and(|t| t != scope.as_str()) {
-                continue;
-            }
-            let (passed, dropped) = self.pinned.tenant_counters(index)?;
-            let mut rules = Vec::new();
-            for s in slots.iter().filter(|s| s.scope == scope) {
-                let c = self.pinned.rule_counters(s.slot, 1)?[0];
-                rules.push(RuleHits {
-                    scope: s.scope.to_string(),
-                    position: s.position,
-                    rule: s.rule.clone(),
-                    text: s.text.clone(),
-                    packets: c.packets,
-                    bytes: c.bytes,
-                });
-            }
+        let scopes: Vec<(Scope, Option<u32>)> = std::iter::once((Scope::Gateway, None))
+            .chain(
+                live.tenants
+                    .iter()
+                    .map(|(name, t)| (Scope::Tenant(name.clone()), Some(t.slot))),
+            )
+            .filter(|(scope, _)| tenant.is_none_or(|t| t == scope.as_str()))
+            .collect();
+        // Two reads in all, whatever the number of tenants and rules: every
+        // rule counter at once, every tenant's totals at once.
+        let span = slots.iter().map(|s| s.slot + 1).max().unwrap_or(0);
+        let rule_counts = self.pinned.rule_counters(0, span)?;
+        let indices: Vec<Option<u32>> = scopes.iter().map(|(_, i)| *i).collect();
+        let totals = self.pinned.tenant_counters_of(&indices)?;
+        let mut rules_of: std::collections::HashMap<&Scope, Vec<RuleHits>> =
+            std::collections::HashMap::new();
+        for s in &slots {
+            let c = rule_counts
+                .get(s.slot as usize)
+                .copied()
+                .unwrap_or_default();
+            rules_of.entry(&s.scope).or_default().push(RuleHits {
+                scope: s.scope.to_string(),
+                position: s.position,
+                rule: s.rule.clone(),
+                text: s.text.clone(),
+                packets: c.packets,
+                bytes: c.bytes,
+            });
+        }
+        let mut out = Vec::with_capacity(scopes.len());
+        for ((scope, _), (passed, dropped)) in scopes.iter().zip(totals) {
+            let mut rules = rules_of.remove(scope).unwrap_or_default();
             rules.sort_by_key(|r| r.position);
             out.push(TenantStats {
                 tenant: scope.to_string(),

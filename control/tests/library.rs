@@ -334,3 +334,82 @@ fn the_man_page_and_completions_come_from_the_cli_definition() {
     assert!(bash.contains("rollback") && bash.contains("--tenant"));
     assert!(dir.join("_fluxgate").exists() && dir.join("fluxgate.fish").exists());
 }
+
+#[test]
+fn stats_read_in_one_pass_equal_the_counters_read_one_by_one() {
+    use fluxgate_dataplane::Tables;
+    net::require_root();
+    let link = net::Link::new();
+    let s = Scratch::new("batch-stats");
+    let gw = gateway(&s, link.b.name());
+    // 600 tenants of two rules each; traffic to three of them.
+    let mut files = vec![("gateway.fg".to_owned(), GATEWAY.to_owned())];
+    for i in 0..600u32 {
+        files.push((
+            format!("t{i}.fg"),
+            format!(
+                "tenant t{i}\nprefix 10.{}.{}.0/24\ndefault drop\n\
+                 proto udp dport 7000 pass\nproto udp dport 7001 count\n",
+                80 + i / 256,
+                i % 256
+            ),
+        ));
+    }
+    let source = RulesetSource::files("many", files);
+    gw.load(
+        IF_B,
+        &source,
+        AttachOptions::default(),
+        &ApplyOptions::default(),
+    )
+    .expect("load");
+    for (i, port, n) in [(0u32, 7000, 5), (1, 7001, 7), (599, 7000, 9)] {
+        let dst = std::net::Ipv4Addr::new(10, (80 + i / 256) as u8, (i % 256) as u8, 2);
+        link.add_b_address(dst);
+        net::udp_exchange_to(&link, dst, port, n, 16);
+    }
+    let mut it = gw.open_read(None).expect("open");
+    let batch = it.tenant_stats(None).expect("stats");
+    assert_eq!(batch.len(), 601, "gateway and every tenant");
+    let slots = it.live_counters().expect("slots");
+    let status = it.status().expect("status");
+    for t in &batch {
+        let index = status
+            .tenants
+            .iter()
+            .find(|x| x.tenant == t.tenant)
+            .map(|x| x.slot);
+        let (p, d) = it.pinned_mut().tenant_counters(index).expect("one tenant");
+        assert_eq!(
+            (t.passed, t.dropped),
+            (p.packets, d.packets),
+            "{}",
+            t.tenant
+        );
+        for r in &t.rules {
+            let slot = slots
+                .iter()
+                .find(|s| s.scope.as_str() == t.tenant && s.position == r.position)
+                .expect("slot")
+                .slot;
+            let one = it.pinned_mut().rule_counters(slot, 1).expect("one rule")[0];
+            assert_eq!(
+                (r.packets, r.bytes),
+                (one.packets, one.bytes),
+                "{}#{}",
+                t.tenant,
+                r.position
+            );
+        }
+    }
+    let hits = |name: &str, position: u32| {
+        batch
+            .iter()
+            .find(|t| t.tenant == name)
+            .and_then(|t| t.rules.iter().find(|r| r.position == position))
+            .map(|r| r.packets)
+    };
+    assert_eq!(hits("t0", 1), Some(5));
+    assert_eq!(hits("t1", 2), Some(7), "count rule");
+    assert_eq!(hits("t599", 1), Some(9));
+}

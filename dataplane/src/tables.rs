@@ -371,6 +371,30 @@ pub trait Tables {
         )?;
         Ok((sums[0], sums[1]))
     }
+
+    /// [`Tables::tenant_counters`] of many tenants at once: one read of the
+    /// counter map (one mapping of it) whatever their number, in the order
+    /// asked.
+    fn tenant_counters_of(
+        &mut self,
+        tenants: &[Option<u32>],
+    ) -> Result<Vec<(Counter, Counter)>, Error> {
+        let mut map = self.table_map(maps::TENANT_COUNTERS)?;
+        let slots: Vec<u32> = tenants
+            .iter()
+            .flat_map(|t| [tenant_counter(*t, false), tenant_counter(*t, true)])
+            .collect();
+        let sums = per_cpu_sums(
+            map.get(),
+            maps::TENANT_COUNTERS,
+            TENANT_COUNTERS_PER_CPU,
+            &slots,
+        )?;
+        Ok(sums
+            .chunks_exact(2)
+            .map(|pair| (pair[0], pair[1]))
+            .collect())
+    }
 }
 
 /// A map borrowed from a [`Program`] or opened from a pin.
