@@ -217,17 +217,6 @@ impl Interface {
             Ok(actual)
         };
         live.dispatch = check(Slot::Dispatch, &TableScope::Dispatch, live.dispatch)?;
-        // Dispatch leads each destination to a tenant slot. If the journal
-        // knows no manifest with the live dispatch table, it cannot know
-        // which slots are in use, and the next apply could give a new tenant
-        // a slot dispatch still leads another tenant's packets to: refuse.
-        if let Some(d) = live.dispatch {
-            let known = self.state.live.dispatch == Some(d)
-                || records.values().any(|r| r.manifest.dispatch == Some(d));
-            if !known {
-                return Err(self.state_lost(&kept, d));
-            }
-        }
         live.global = check(Slot::Global, &TableScope::Global, live.global)?;
         let mut tenants = BTreeMap::new();
         // Every tenant slot any kept record names, plus the recorded live ones.
@@ -249,6 +238,21 @@ impl Interface {
             }
         }
         live.tenants = tenants;
+        // Dispatch leads each destination to a tenant slot. If the journal
+        // knows no manifest with the live dispatch table, it cannot know
+        // which slots are in use, and the next apply could give a new tenant
+        // a slot dispatch still leads another tenant's packets to: refuse.
+        if let Some(d) = live.dispatch {
+            let knows = |state: &IfaceState, records: &BTreeMap<u64, Record>| {
+                state.live.dispatch == Some(d)
+                    || records.values().any(|r| r.manifest.dispatch == Some(d))
+            };
+            // Read again before refusing: a read-only view may have read the
+            // journal just before an apply recorded and published `d`.
+            if !knows(&self.state, &records) && !knows(&self.store.state()?, &self.records()?) {
+                return Err(self.state_lost(&kept, d));
+            }
+        }
         // A restore under way still needs the records it restores from.
         if self.lock.is_some() && self.store.restore_point()?.is_none() {
             let forgotten = self.forget_unloaded_records(&kept, &live)?;

@@ -240,6 +240,36 @@ fn an_interrupted_restore_is_finished_by_the_next() {
     assert_eq!(support::udp_exchange_to(&link, ACME, 7002, N, 16), 0);
 }
 
+/// After a reboot, an operator who attaches and applies by hand (no
+/// `restore`) gets a journal that tells the truth: the generations whose
+/// tables are gone are no longer listed as kept, and `rollback` says there is
+/// nothing to roll back to instead of failing in the kernel.
+#[test]
+fn after_a_reboot_a_plain_apply_forgets_generations_whose_tables_are_gone() {
+    support::require_root();
+    let link = Link::new();
+    link.add_b_address(ACME);
+    let s = Scratch::new("reboot-apply");
+    let ns = link.b.name();
+    let rules = s.rules.display().to_string();
+    write(&s.rules, "gateway.fg", GATEWAY);
+    write(&s.rules, "acme.fg", ACME_1);
+    ok(fluxgate(&s, &["-n", ns, "load", &rules, IF_B]));
+    write(&s.rules, "acme.fg", ACME_2);
+    ok(fluxgate(&s, &["-n", ns, "apply", &rules, IF_B]));
+    std::fs::remove_dir_all(s.pins.join(ns).join(IF_B)).expect("remove the pins");
+    ok(fluxgate(&s, &["-n", ns, "attach", IF_B]));
+    ok(fluxgate(&s, &["-n", ns, "apply", &rules, IF_B]));
+    assert_eq!(support::udp_exchange_to(&link, ACME, 7001, N, 16), N);
+    let (tenants, kept) = live(&s, ns);
+    assert_eq!(tenants, [("acme".into(), 3)]);
+    assert_eq!(kept, serde_json::json!([3]));
+    let out = fluxgate(&s, &["-n", ns, "rollback", IF_B]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(4), "{err}");
+    assert!(err.contains("no kept generation before 3"), "{err}");
+}
+
 /// The journal is deleted while the pins stay: an apply with a new tenant
 /// must not give it a slot dispatch still leads an old tenant's packets to.
 /// It is refused, clearly, and changes nothing; the advice given works.
