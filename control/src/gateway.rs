@@ -14,7 +14,7 @@ use crate::{
     host,
     stats::InterfaceStats,
     status::Status,
-    store::StateDir,
+    store::{AttachRecord, StateDir},
 };
 
 /// Default bpffs directory for pinned state.
@@ -23,7 +23,7 @@ pub const DEFAULT_BPFFS: &str = fluxgate_dataplane::DEFAULT_PIN_ROOT;
 pub const DEFAULT_STATE: &str = "/var/lib/fluxgate";
 
 /// What to do with packets the parser rejects.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum MalformedVerdict {
     /// Drop them (default: the kernel would discard most of them anyway).
@@ -173,9 +173,11 @@ impl Gateway {
     }
 
     /// Loads the program, attaches it to `iface` and pins it, so it stays
-    /// attached after this process exits.
+    /// attached after this process exits; records `opts` in the journal
+    /// (`attach.json`), so [`Gateway::restore`] attaches the same way.
     pub fn attach(&self, iface: &str, opts: AttachOptions) -> Result<Attached, ControlError> {
         let root = self.pin_root();
+        let store = self.state_dir().store(iface);
         host::in_netns(self.netns(), || {
             let config = GatewayConfig {
                 malformed_action: match opts.malformed {
@@ -200,6 +202,17 @@ impl Gateway {
             let fallback_reason = attachment.fallback_reason().map(str::to_owned);
             let pinned = attachment.pin(&root)?;
             tracing::info!(iface, mode, "attached");
+            // How it was attached, for `restore` after a reboot. Not fatal:
+            // the attachment is made, and a restore without it attaches
+            // with the defaults (and says so).
+            let record = AttachRecord {
+                mode: opts.mode.to_string(),
+                malformed: opts.malformed,
+                pool_cells: opts.pool_cells,
+            };
+            if let Err(e) = store.write_attach_options(&record) {
+                tracing::warn!(iface, "cannot record the attach options: {e}");
+            }
             Ok(Attached {
                 iface: iface.to_owned(),
                 mode,
@@ -282,13 +295,22 @@ impl Gateway {
             });
         }
         crate::check(source)?;
+        // A journal without an attachment (after a reboot): undoing this
+        // load must not delete it, or `restore` has nothing to restore.
+        let had_journal = self.state_dir().interfaces()?.iter().any(|i| i == iface);
         let attached = self.attach(iface, attach)?;
         let result = self
             .open(Some(iface))
             .and_then(|mut it| apply(&mut it, Some(&attached)));
         let undo = result.is_err() || dry_run;
         if undo {
-            self.detach(iface)?;
+            if had_journal {
+                let store = self.state_dir().store(iface);
+                let _lock = store.lock()?;
+                PinnedAttachment::open(&self.pin_root(), iface)?.detach()?;
+            } else {
+                self.detach(iface)?;
+            }
             if result.is_err() {
                 tracing::warn!(iface, "the load failed; detached again, as before");
             }

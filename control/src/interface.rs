@@ -102,6 +102,31 @@ impl Interface {
         Ok(it)
     }
 
+    /// Opens `iface`, just attached again by a restore, under `lock`, as a
+    /// journal whose live manifest is not loaded: nothing is live in the
+    /// kernel (the restore applies it again). No reconcile, nothing written:
+    /// the recorded live manifest stays on disk until the restore's apply
+    /// replaces it.
+    pub(crate) fn open_restoring(
+        pins: &Path,
+        store: Store,
+        netns: Option<&str>,
+        iface: &str,
+        lock: crate::store::Lock,
+    ) -> Result<Interface, ControlError> {
+        let pinned = PinnedAttachment::open(pins, iface)?;
+        let mut state = store.state()?;
+        state.live = Manifest::default();
+        Ok(Interface {
+            pinned,
+            store,
+            state,
+            netns: netns.map(str::to_owned),
+            lock: Some(lock),
+            finished: None,
+        })
+    }
+
     /// The interface's name.
     pub fn name(&self) -> &str {
         self.pinned.iface()
@@ -143,6 +168,7 @@ impl Interface {
     /// publish and record) is taken as the truth and logged as `recovered`.
     fn reconcile(&mut self) -> Result<(), ControlError> {
         let kept = self.pinned.kept_tables()?;
+        let mut notes = Vec::new();
         let mut ids: HashMap<u32, (TableScope, u64)> = HashMap::new();
         for (scope, g) in &kept {
             let Ok(parsed) = scope.parse::<TableScope>() else {
@@ -153,7 +179,17 @@ impl Interface {
         }
         let mut live = self.state.live.clone();
         let records = self.records()?;
-        let mut notes = Vec::new();
+        // A lost `state.json` must not hand out generation numbers again:
+        // pins of a number an apply is about to use are taken for orphans.
+        if let Some(newest) = records.keys().next_back()
+            && *newest > self.state.generation
+        {
+            notes.push(format!(
+                "state.json knew generations up to {}, the journal has records up to {newest}",
+                self.state.generation
+            ));
+            self.state.generation = *newest;
+        }
         let mut check = |slot: Slot,
                          scope: &TableScope,
                          recorded: Option<u64>|
@@ -202,6 +238,32 @@ impl Interface {
             }
         }
         live.tenants = tenants;
+        // Dispatch leads each destination to a tenant slot. If the journal
+        // knows no manifest with the live dispatch table, it cannot know
+        // which slots are in use, and the next apply could give a new tenant
+        // a slot dispatch still leads another tenant's packets to: refuse.
+        if let Some(d) = live.dispatch {
+            let knows = |state: &IfaceState, records: &BTreeMap<u64, Record>| {
+                state.live.dispatch == Some(d)
+                    || records.values().any(|r| r.manifest.dispatch == Some(d))
+            };
+            // Read again before refusing: a read-only view may have read the
+            // journal just before an apply recorded and published `d`.
+            if !knows(&self.state, &records) && !knows(&self.store.state()?, &self.records()?) {
+                return Err(self.state_lost(&kept, d));
+            }
+        }
+        // A restore under way still needs the records it restores from.
+        if self.lock.is_some() && self.store.restore_point()?.is_none() {
+            let forgotten = self.forget_unloaded_records(&kept, &live)?;
+            if !forgotten.is_empty() {
+                notes.push(format!(
+                    "generation(s) {} forgotten: their tables are no longer loaded (a reboot?), \
+                     so they cannot be rolled back to",
+                    list_or_none(&forgotten.iter().map(u64::to_string).collect::<Vec<_>>())
+                ));
+            }
+        }
         // An apply that died after its last flip published everything: finish it.
         let mut finished = None;
         for mut r in records.into_values().rev() {
@@ -241,6 +303,70 @@ impl Interface {
             }
         }
         Ok(())
+    }
+
+    /// The error for a journal that does not know the pinned state.
+    fn state_lost(&self, kept: &[(String, u64)], dispatch: u64) -> ControlError {
+        let mut tenants: Vec<&str> = kept
+            .iter()
+            .filter_map(|(scope, _)| scope.strip_prefix("tenant-"))
+            .collect();
+        tenants.dedup();
+        let iface = self.name();
+        ControlError::State(format!(
+            "the journal in {} does not match what is loaded on {iface}: the kernel filters \
+             with dispatch table generation {dispatch} and keeps tables of tenant(s) {}, which \
+             the journal does not record (it was deleted, damaged or replaced). Changing \
+             anything now could give a tenant a slot that dispatch still leads another \
+             tenant's packets to, so nothing was changed. Put the journal back, or start \
+             afresh: `fluxgate detach {iface}` then `fluxgate load DIR {iface}`",
+            self.store.dir().display(),
+            list_or_none(&tenants.iter().map(|t| (*t).to_owned()).collect::<Vec<_>>()),
+        ))
+    }
+
+    /// Forgets the records of generations whose tables are not all loaded
+    /// any more (after a reboot: every one): a rollback to them could only
+    /// fail, and `status` would list them as kept. A record that `live` or a
+    /// complete record still takes a table from stays: its files and hashes
+    /// describe that table. Returns the numbers forgotten.
+    pub(crate) fn forget_unloaded_records(
+        &mut self,
+        kept: &[(String, u64)],
+        live: &Manifest,
+    ) -> Result<Vec<u64>, ControlError> {
+        let loaded: BTreeSet<(String, u64)> = kept.iter().cloned().collect();
+        let records = self.records()?;
+        let complete = |r: &Record| {
+            manifest_tables(&r.manifest)
+                .into_iter()
+                .all(|(scope, t)| loaded.contains(&(scope.to_string(), t)))
+        };
+        let used: BTreeSet<u64> = std::iter::once(live)
+            .chain(
+                records
+                    .values()
+                    .filter(|r| complete(r))
+                    .map(|r| &r.manifest),
+            )
+            .flat_map(manifest_tables)
+            .map(|(_, g)| g)
+            .collect();
+        let mut forgotten = Vec::new();
+        for (g, r) in &records {
+            if !complete(r) && !used.contains(g) {
+                self.store.forget_record(*g)?;
+                forgotten.push(*g);
+            }
+        }
+        if !forgotten.is_empty() {
+            let mut sources = std::collections::HashSet::new();
+            for r in self.records()?.values() {
+                sources.extend(r.sources.iter().map(|(_, h)| h.clone()));
+            }
+            self.store.prune_sources(&sources)?;
+        }
+        Ok(forgotten)
     }
 
     pub(crate) fn writable(&self) -> Result<(), ControlError> {
@@ -644,39 +770,7 @@ impl Interface {
 
     /// The files of the live ruleset (each scope from the generation it is at).
     pub fn live_files(&self) -> Result<Vec<(String, String)>, ControlError> {
-        let Some(g) = self.state.live.global else {
-            return Ok(Vec::new());
-        };
-        let mut records: HashMap<u64, HashMap<String, (String, String)>> = HashMap::new();
-        let mut file = |g: u64, name: &str| -> Result<(String, String), ControlError> {
-            let by_name = match records.entry(g) {
-                std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
-                std::collections::hash_map::Entry::Vacant(e) => {
-                    let r = self.store.record(g)?.ok_or_else(|| {
-                        ControlError::State(format!("the record of live generation {g} is missing"))
-                    })?;
-                    e.insert(
-                        r.sources
-                            .into_iter()
-                            .filter_map(|(p, h)| {
-                                let n = Path::new(&p).file_name()?.to_str()?.to_owned();
-                                Some((n, (p, h)))
-                            })
-                            .collect(),
-                    )
-                }
-            };
-            let (path, hash) = by_name
-                .get(name)
-                .cloned()
-                .ok_or_else(|| ControlError::State(format!("generation {g} has no file {name}")))?;
-            Ok((path, self.store.source(&hash)?))
-        };
-        let mut files = vec![file(g, fluxgate_ruleset::GATEWAY_FILE)?];
-        for (n, t) in &self.state.live.tenants {
-            files.push(file(t.table, &format!("{n}.fg"))?);
-        }
-        Ok(files)
+        manifest_files(&self.store, &self.state.live)
     }
 
     /// The files of kept generation `g`.
@@ -734,6 +828,48 @@ impl Interface {
             detail,
         });
     }
+}
+
+/// The files of manifest `m` as the journal recorded them: each scope's file
+/// from the record of the generation its table comes from (a live manifest
+/// can be a mix after per-tenant rollbacks). Empty for an empty manifest.
+pub(crate) fn manifest_files(
+    store: &Store,
+    m: &Manifest,
+) -> Result<Vec<(String, String)>, ControlError> {
+    let Some(g) = m.global else {
+        return Ok(Vec::new());
+    };
+    let mut records: HashMap<u64, HashMap<String, (String, String)>> = HashMap::new();
+    let mut file = |g: u64, name: &str| -> Result<(String, String), ControlError> {
+        let by_name = match records.entry(g) {
+            std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
+            std::collections::hash_map::Entry::Vacant(e) => {
+                let r = store.record(g)?.ok_or_else(|| {
+                    ControlError::State(format!("the record of live generation {g} is missing"))
+                })?;
+                e.insert(
+                    r.sources
+                        .into_iter()
+                        .filter_map(|(p, h)| {
+                            let n = Path::new(&p).file_name()?.to_str()?.to_owned();
+                            Some((n, (p, h)))
+                        })
+                        .collect(),
+                )
+            }
+        };
+        let (path, hash) = by_name
+            .get(name)
+            .cloned()
+            .ok_or_else(|| ControlError::State(format!("generation {g} has no file {name}")))?;
+        Ok((path, store.source(&hash)?))
+    };
+    let mut files = vec![file(g, fluxgate_ruleset::GATEWAY_FILE)?];
+    for (n, t) in &m.tenants {
+        files.push(file(t.table, &format!("{n}.fg"))?);
+    }
+    Ok(files)
 }
 
 /// The tables a manifest uses, as `(scope, generation)`.

@@ -6,7 +6,8 @@
 //!   namespace; [`Gateway::attach`], [`Gateway::detach`], [`Gateway::load`]
 //!   (a first load that leaves the interface as it was when it fails),
 //!   [`Gateway::status`], [`Gateway::stats`], [`Gateway::diff`],
-//!   [`Gateway::metrics`].
+//!   [`Gateway::metrics`], [`Gateway::restore`] (filtering again after a
+//!   reboot, from the journal alone).
 //! - [`Interface`]: one interface opened for changes (under its lock) or
 //!   read-only: [`Interface::apply`] from a directory or from files held in
 //!   memory ([`RulesetSource`]), [`Interface::apply_canary`] with a
@@ -77,6 +78,7 @@ pub mod host;
 pub mod interface;
 pub mod metrics;
 mod preflight;
+pub mod restore;
 pub mod scope;
 pub mod source;
 pub mod stats;
@@ -93,6 +95,7 @@ pub use fluxgate_dataplane::AttachMode;
 pub use gateway::{AttachOptions, Attached, Detached, Gateway, Loaded, MalformedVerdict};
 pub use interface::{Discarded, Interface, RETAIN, RolledBack};
 pub use preflight::Mismatch;
+pub use restore::{RestoreOutcome, Restored};
 pub use scope::TableScope;
 pub use source::RulesetSource;
 pub use stats::{InterfaceStats, StatsReport};

@@ -42,6 +42,31 @@ impl StateDir {
         Store::new(&self.root, iface)
     }
 
+    /// Interfaces with a journal here (a `state.json`, or an `attach.json`
+    /// for one attached but never applied to), sorted.
+    pub fn interfaces(&self) -> Result<Vec<String>, ControlError> {
+        let entries = match fs::read_dir(&self.root) {
+            Ok(e) => e,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => {
+                return Err(ControlError::State(format!(
+                    "cannot list {}: {e}",
+                    self.root.display()
+                )));
+            }
+        };
+        let mut out: Vec<String> = entries
+            .filter_map(Result::ok)
+            .filter(|e| {
+                let dir = e.path();
+                dir.join("state.json").is_file() || dir.join("attach.json").is_file()
+            })
+            .filter_map(|e| e.file_name().into_string().ok())
+            .collect();
+        out.sort();
+        Ok(out)
+    }
+
     /// Forgets everything recorded about `iface` (after a detach).
     pub fn remove(&self, iface: &str) {
         self.store(iface).remove();
@@ -161,6 +186,28 @@ pub struct IfaceState {
     pub events: Vec<Event>,
 }
 
+/// `attach.json`: how the interface was attached, so `restore` can attach
+/// it the same way after a reboot.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AttachRecord {
+    /// `auto`, `native` or `generic` (as asked, not as it fell back).
+    pub mode: String,
+    /// Verdict for malformed packets.
+    pub malformed: crate::MalformedVerdict,
+    /// Cells of the table pool (`None`: the default).
+    pub pool_cells: Option<u32>,
+}
+
+/// `restore.json`: the live manifest a `restore` is making live again. Written
+/// before the restore touches anything and removed when it has finished, so
+/// a restore interrupted half-way (power lost again) still knows what to
+/// restore, although the apply it runs rewrites `state.json`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RestorePoint {
+    /// The live manifest recorded before the reboot.
+    pub live: Manifest,
+}
+
 /// The state directory of one interface.
 #[derive(Clone, Debug)]
 pub struct Store {
@@ -201,6 +248,40 @@ impl Store {
         let excess = state.events.len().saturating_sub(MAX_EVENTS);
         state.events.drain(..excess);
         write_json(&self.state_path(), state)
+    }
+
+    /// How the interface was attached (`None`: attached by a build that did
+    /// not record it).
+    pub fn attach_options(&self) -> Result<Option<AttachRecord>, ControlError> {
+        read_json(&self.dir.join("attach.json"))
+    }
+
+    /// Records how the interface was attached.
+    pub fn write_attach_options(&self, options: &AttachRecord) -> Result<(), ControlError> {
+        write_json(&self.dir.join("attach.json"), options)
+    }
+
+    /// The restore under way, if one was interrupted.
+    pub fn restore_point(&self) -> Result<Option<RestorePoint>, ControlError> {
+        read_json(&self.dir.join("restore.json"))
+    }
+
+    /// Records the restore about to run.
+    pub fn write_restore_point(&self, point: &RestorePoint) -> Result<(), ControlError> {
+        write_json(&self.dir.join("restore.json"), point)
+    }
+
+    /// Forgets a finished (or obsolete) restore.
+    pub fn clear_restore_point(&self) -> Result<(), ControlError> {
+        let path = self.dir.join("restore.json");
+        match fs::remove_file(&path) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(ControlError::State(format!(
+                "cannot delete {}: {e}",
+                path.display()
+            ))),
+        }
     }
 
     /// Record of `generation`, if kept.

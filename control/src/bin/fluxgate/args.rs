@@ -61,6 +61,14 @@ pub enum Command {
         /// Interface name.
         iface: String,
     },
+    /// After a reboot: attach every interface that has a journal but no
+    /// attachment (or only IFACE) as it was attached, and apply its last
+    /// live state again from the journal, as a new generation. Attached
+    /// interfaces are left alone, so running it again changes nothing.
+    Restore {
+        /// Interface (default: every interface with a journal).
+        iface: Option<String>,
+    },
     /// Show counters of one or every attached interface, with per-tenant and
     /// per-rule hits where a ruleset is loaded.
     Stats {

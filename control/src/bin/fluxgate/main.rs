@@ -82,6 +82,23 @@ fn run(cli: &Cli) -> Result<(), ControlError> {
         Command::Detach { iface } => show(json, &gw.detach(iface)?, |d| {
             println!("detached from {}", d.iface);
         }),
+        Command::Restore { iface } => {
+            let restored = gw.restore(iface.as_deref())?;
+            show(
+                json,
+                &serde_json::json!({ "interfaces": &restored }),
+                |_| {
+                    if restored.is_empty() {
+                        println!("no journal to restore from");
+                    }
+                    restored.iter().for_each(render::restored);
+                },
+            );
+            // Every interface was tried; the first failure is the exit code.
+            if let Some(failed) = restored.iter().find(|r| r.error.is_some()) {
+                std::process::exit(failed.exit_code.unwrap_or(fluxgate_control::exit::FAILURE));
+            }
+        }
         Command::Stats { iface, tenant } => {
             let interfaces = gw.stats(iface.as_deref(), tenant.as_deref())?;
             if json {

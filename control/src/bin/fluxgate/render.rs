@@ -3,7 +3,8 @@
 
 use fluxgate_common::{Malformed, Outcome};
 use fluxgate_control::{
-    Applied, Attached, CanaryOutcome, Checked, Discarded, InterfaceStats, RolledBack, Status,
+    Applied, Attached, CanaryOutcome, Checked, Discarded, InterfaceStats, RestoreOutcome, Restored,
+    RolledBack, Status,
     capture::Captured,
     explain::{ExplainReport, Explained},
     stats::TenantStats,
@@ -86,6 +87,46 @@ pub fn attached(a: &Attached) {
         a.mode,
         a.pinned_at.display()
     );
+}
+
+/// What `restore` did for one interface.
+pub fn restored(r: &Restored) {
+    for w in &r.warnings {
+        eprintln!("fluxgate: warning: {w}");
+    }
+    match r.outcome {
+        RestoreOutcome::AlreadyAttached => {
+            println!("{}: attached already, left alone", r.iface);
+        }
+        RestoreOutcome::Failed => {
+            eprintln!(
+                "fluxgate: {}: restore failed: {}",
+                r.iface,
+                r.error.as_deref().unwrap_or("?")
+            );
+        }
+        RestoreOutcome::Restored => {
+            let mode = r
+                .mode
+                .as_deref()
+                .map_or(String::new(), |m| format!(" in {m} mode"));
+            match r.generation {
+                Some(g) => println!(
+                    "{}: attached again{mode}; restored {} as generation {g} ({})",
+                    r.iface,
+                    plural(r.tenants.len(), "tenant"),
+                    r.restored_from.join(", ")
+                ),
+                None => println!("{}: attached again{mode}; nothing was live before", r.iface),
+            }
+            if !r.forgotten.is_empty() {
+                println!(
+                    "  forgot generation(s) {:?}: their tables did not survive the reboot",
+                    r.forgotten
+                );
+            }
+        }
+    }
 }
 
 /// What `check` found.
