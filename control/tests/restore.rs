@@ -3,16 +3,13 @@
 //! after the journal is lost (pins kept) no change may reuse a tenant slot
 //! that dispatch still leads to. Real XDP on a veth pair.
 
-#[path = "../../tests/support/mod.rs"]
-mod support;
-
 mod common;
 
 use std::net::Ipv4Addr;
 
 use common::{Scratch, fluxgate, ok, write};
 use fluxgate_control::Gateway;
-use support::{IF_B, Link};
+use fluxgate_testkit::net::{self, IF_B, Link};
 
 const ACME: Ipv4Addr = Ipv4Addr::new(10, 77, 1, 2);
 const BETA: Ipv4Addr = Ipv4Addr::new(10, 77, 2, 2);
@@ -43,8 +40,22 @@ const PROBES: [(Ipv4Addr, u16); 6] = [
 fn verdicts(link: &Link) -> Vec<usize> {
     PROBES
         .iter()
-        .map(|(dst, port)| support::udp_exchange_to(link, *dst, *port, N, 16))
+        .map(|(dst, port)| net::udp_exchange_to(link, *dst, *port, N, 16))
         .collect()
+}
+
+/// What a reboot does to fluxgate: the pins (and with them the attachment)
+/// are gone, the journal stays. The kernel releases an unpinned link a
+/// moment after the unlink: wait until XDP is really off the interface.
+fn reboot(s: &Scratch, ns: &str) {
+    std::fs::remove_dir_all(s.pins.join(ns).join(IF_B)).expect("remove the pins");
+    let detached = net::eventually(std::time::Duration::from_secs(10), || {
+        std::process::Command::new("ip")
+            .args(["-n", ns, "link", "show", IF_B])
+            .output()
+            .is_ok_and(|o| !String::from_utf8_lossy(&o.stdout).contains("xdp"))
+    });
+    assert!(detached, "XDP left {IF_B}");
 }
 
 fn json(out: std::process::Output) -> serde_json::Value {
@@ -71,7 +82,7 @@ fn live(s: &Scratch, ns: &str) -> (Vec<(String, u64)>, serde_json::Value) {
 
 #[test]
 fn restore_after_a_reboot_filters_exactly_as_before_and_twice_changes_nothing() {
-    support::require_root();
+    net::require_root();
     let link = Link::new();
     link.add_b_address(ACME);
     link.add_b_address(BETA);
@@ -112,7 +123,7 @@ fn restore_after_a_reboot_filters_exactly_as_before_and_twice_changes_nothing() 
 
     // A reboot: bpffs is emptied (removing the pinned link detaches the
     // program), the journal stays.
-    std::fs::remove_dir_all(s.pins.join(ns).join(IF_B)).expect("remove the pins");
+    reboot(&s, ns);
     assert_eq!(verdicts(&link), [N; 6], "unfiltered after the reboot");
     let status = json(fluxgate(&s, &["-n", ns, "status", "--json"]));
     assert_eq!(status["interfaces"], serde_json::json!([]), "{status}");
@@ -210,7 +221,7 @@ fn restore_after_a_reboot_filters_exactly_as_before_and_twice_changes_nothing() 
 /// warning.
 #[test]
 fn an_interrupted_restore_is_finished_by_the_next() {
-    support::require_root();
+    net::require_root();
     let link = Link::new();
     link.add_b_address(ACME);
     let s = Scratch::new("restore-cut");
@@ -219,25 +230,25 @@ fn an_interrupted_restore_is_finished_by_the_next() {
     write(&s.rules, "gateway.fg", GATEWAY);
     write(&s.rules, "acme.fg", ACME_1);
     ok(fluxgate(&s, &["-n", ns, "load", &rules, IF_B]));
-    assert_eq!(support::udp_exchange_to(&link, ACME, 7002, N, 16), 0);
-    std::fs::remove_dir_all(s.pins.join(ns).join(IF_B)).expect("remove the pins");
+    assert_eq!(net::udp_exchange_to(&link, ACME, 7002, N, 16), 0);
+    reboot(&s, ns);
     std::fs::remove_file(s.state.join(ns).join(IF_B).join("attach.json")).expect("attach.json");
     // What an interrupted restore leaves: attached, nothing applied.
     ok(fluxgate(&s, &["-n", ns, "attach", IF_B]));
-    assert_eq!(support::udp_exchange_to(&link, ACME, 7002, N, 16), N);
+    assert_eq!(net::udp_exchange_to(&link, ACME, 7002, N, 16), N);
     let out = ok(fluxgate(&s, &["-n", ns, "restore", IF_B]));
     let said = String::from_utf8_lossy(&out.stdout);
     assert!(said.contains("restored 1 tenant as generation 2"), "{said}");
-    assert_eq!(support::udp_exchange_to(&link, ACME, 7002, N, 16), 0);
-    assert_eq!(support::udp_exchange_to(&link, ACME, 7000, N, 16), N);
+    assert_eq!(net::udp_exchange_to(&link, ACME, 7002, N, 16), 0);
+    assert_eq!(net::udp_exchange_to(&link, ACME, 7000, N, 16), N);
 
     // Without attach.json: the defaults, and a warning.
-    std::fs::remove_dir_all(s.pins.join(ns).join(IF_B)).expect("remove the pins");
+    reboot(&s, ns);
     std::fs::remove_file(s.state.join(ns).join(IF_B).join("attach.json")).expect("attach.json");
     let out = ok(fluxgate(&s, &["-n", ns, "restore"]));
     let warned = String::from_utf8_lossy(&out.stderr);
     assert!(warned.contains("attached with the defaults"), "{warned}");
-    assert_eq!(support::udp_exchange_to(&link, ACME, 7002, N, 16), 0);
+    assert_eq!(net::udp_exchange_to(&link, ACME, 7002, N, 16), 0);
 }
 
 /// After a reboot, an operator who attaches and applies by hand (no
@@ -246,7 +257,7 @@ fn an_interrupted_restore_is_finished_by_the_next() {
 /// nothing to roll back to instead of failing in the kernel.
 #[test]
 fn after_a_reboot_a_plain_apply_forgets_generations_whose_tables_are_gone() {
-    support::require_root();
+    net::require_root();
     let link = Link::new();
     link.add_b_address(ACME);
     let s = Scratch::new("reboot-apply");
@@ -257,10 +268,10 @@ fn after_a_reboot_a_plain_apply_forgets_generations_whose_tables_are_gone() {
     ok(fluxgate(&s, &["-n", ns, "load", &rules, IF_B]));
     write(&s.rules, "acme.fg", ACME_2);
     ok(fluxgate(&s, &["-n", ns, "apply", &rules, IF_B]));
-    std::fs::remove_dir_all(s.pins.join(ns).join(IF_B)).expect("remove the pins");
+    reboot(&s, ns);
     ok(fluxgate(&s, &["-n", ns, "attach", IF_B]));
     ok(fluxgate(&s, &["-n", ns, "apply", &rules, IF_B]));
-    assert_eq!(support::udp_exchange_to(&link, ACME, 7001, N, 16), N);
+    assert_eq!(net::udp_exchange_to(&link, ACME, 7001, N, 16), N);
     let (tenants, kept) = live(&s, ns);
     assert_eq!(tenants, [("acme".into(), 3)]);
     assert_eq!(kept, serde_json::json!([3]));
@@ -275,7 +286,7 @@ fn after_a_reboot_a_plain_apply_forgets_generations_whose_tables_are_gone() {
 /// It is refused, clearly, and changes nothing; the advice given works.
 #[test]
 fn a_lost_journal_is_refused_before_any_slot_is_reused() {
-    support::require_root();
+    net::require_root();
     let link = Link::new();
     link.add_b_address(ACME);
     link.add_b_address(BETA);
@@ -306,7 +317,7 @@ fn a_lost_journal_is_refused_before_any_slot_is_reused() {
     );
     // Nothing changed: beta is still judged by beta's rules, gamma is no tenant.
     assert_eq!(verdicts(&link), before);
-    assert_eq!(support::udp_exchange_to(&link, GAMMA, 7000, N, 16), N);
+    assert_eq!(net::udp_exchange_to(&link, GAMMA, 7000, N, 16), N);
     // status says the same rather than showing a partial picture.
     let out = fluxgate(&s, &["-n", ns, "status", IF_B]);
     assert_eq!(out.status.code(), Some(1));
@@ -318,14 +329,14 @@ fn a_lost_journal_is_refused_before_any_slot_is_reused() {
         &["-n", ns, "load", &next.display().to_string(), IF_B],
     ));
     assert_eq!(verdicts(&link), [N, 0, 0, N, N, N], "beta is no tenant now");
-    assert_eq!(support::udp_exchange_to(&link, GAMMA, 7000, N, 16), 0);
+    assert_eq!(net::udp_exchange_to(&link, GAMMA, 7000, N, 16), 0);
 }
 
 /// A damaged `state.json` is an error naming the file, never taken as "no
 /// state"; records without `state.json` are enough to rebuild it.
 #[test]
 fn a_damaged_state_file_is_a_clear_error_and_a_missing_one_is_rebuilt_from_records() {
-    support::require_root();
+    net::require_root();
     let link = Link::new();
     link.add_b_address(ACME);
     let s = Scratch::new("corrupt");
@@ -352,9 +363,9 @@ fn a_damaged_state_file_is_a_clear_error_and_a_missing_one_is_rebuilt_from_recor
     let out = ok(fluxgate(&s, &["-n", ns, "apply", &rules, IF_B]));
     let said = String::from_utf8_lossy(&out.stdout);
     assert!(said.contains("generation 2 live"), "{said}");
-    assert_eq!(support::udp_exchange_to(&link, ACME, 7001, N, 16), N);
+    assert_eq!(net::udp_exchange_to(&link, ACME, 7001, N, 16), N);
     ok(fluxgate(&s, &["-n", ns, "rollback", IF_B]));
-    assert_eq!(support::udp_exchange_to(&link, ACME, 7001, N, 16), 0);
+    assert_eq!(net::udp_exchange_to(&link, ACME, 7001, N, 16), 0);
 }
 
 /// The shipped systemd units are accepted by `systemd-analyze verify`
