@@ -1,13 +1,14 @@
 //! Results for people (text) and for scripts (one compact JSON object per
 //! line). The library returns values; only this module prints them.
 
+use std::fmt::Write as _;
+
 use fluxgate_common::{Malformed, Outcome};
 use fluxgate_control::{
     Applied, Attached, CanaryOutcome, Checked, Discarded, InterfaceStats, RestoreOutcome, Restored,
     RolledBack, Status,
     capture::Captured,
     explain::{ExplainReport, Explained},
-    stats::TenantStats,
     store::Event,
     upgrade::{Version, VersionAssigned, VersionStaged},
 };
@@ -247,8 +248,11 @@ pub fn status(s: &Status) {
             s.interrupted
         );
     }
+    // One write for thousands of tenants, not one per line.
+    let mut lines = String::new();
     for t in &s.tenants {
-        println!(
+        let _ = writeln!(
+            lines,
             "  {:<20} generation {:<6} slot {:<6} classifier version {}",
             t.tenant,
             t.generation,
@@ -256,6 +260,7 @@ pub fn status(s: &Status) {
             opt(t.classifier_version)
         );
     }
+    print!("{lines}");
 }
 
 /// One interface's counters.
@@ -283,19 +288,24 @@ pub fn stats(s: &InterfaceStats) {
             _ => {}
         }
     }
-    s.tenants.iter().for_each(tenant);
-}
-
-fn tenant(t: &TenantStats) {
-    println!("  {}: {} passed, {} dropped", t.tenant, t.passed, t.dropped);
-    for r in &t.rules {
-        let at = if r.position == 0 {
-            "default".to_owned()
-        } else {
-            format!("#{}", r.position)
-        };
-        println!("    {:<8} {:>10} packets  {}", at, r.packets, r.text);
+    // One write for thousands of tenants and rules, not one per line.
+    let mut lines = String::new();
+    for t in &s.tenants {
+        let _ = writeln!(
+            lines,
+            "  {}: {} passed, {} dropped",
+            t.tenant, t.passed, t.dropped
+        );
+        for r in &t.rules {
+            let at = if r.position == 0 {
+                "default".to_owned()
+            } else {
+                format!("#{}", r.position)
+            };
+            let _ = writeln!(lines, "    {:<8} {:>10} packets  {}", at, r.packets, r.text);
+        }
     }
+    print!("{lines}");
 }
 
 /// One history line.
