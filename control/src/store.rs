@@ -427,8 +427,10 @@ fn read_json<T: DeserializeOwned>(path: &Path) -> Result<Option<T>, ControlError
     }
 }
 
+/// Compact JSON: records of 10,000 tenants are megabytes, and people read
+/// them through `status`, `history` and `--json`, not in the file.
 fn write_json<T: Serialize>(path: &Path, value: &T) -> Result<(), ControlError> {
-    let text = serde_json::to_vec_pretty(value).map_err(|e| ControlError::State(e.to_string()))?;
+    let text = serde_json::to_vec(value).map_err(|e| ControlError::State(e.to_string()))?;
     write_bytes(path, &text)
 }
 
