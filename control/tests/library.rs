@@ -82,6 +82,7 @@ fn a_daemon_drives_a_gateway_in_another_namespace_from_memory() {
                 reason: "port range".into(),
                 tenants: vec!["acme".into()],
                 dry_run: false,
+                atomic: false,
             },
         )
         .expect("apply");
