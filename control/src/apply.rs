@@ -3,7 +3,9 @@
 //! How a change goes live (each phase is a `tracing` span, with its sizes):
 //! 1. `parse`, `validate`, `compile` with the slot plan of the kept
 //!    generations (a tenant keeps its kernel slot, an unchanged rule keeps
-//!    its counter);
+//!    its counter), and the tenants' quotas; a tenant whose file fails is
+//!    refused alone and keeps its live file, unless the apply is atomic
+//!    (the `admit` module; gateway.fg errors refuse everything);
 //! 2. `stage` *only the tables whose content changed* beside the live ones
 //!    and pin them under the interface's bpffs directory (kept for rollback);
 //! 3. `preflight`: guards and witness packets run through the staged tables
