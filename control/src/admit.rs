@@ -144,16 +144,25 @@ pub(crate) fn admit(
             Failure::Ruleset(e) => e.errors.clone(),
             Failure::Compile(e) => vec![compile_diag(e)],
         };
-        // Whose fault: a tenant's file not refused yet, or nobody's to refuse alone.
-        let blamed: Option<Vec<String>> = diags
-            .iter()
-            .map(|d| {
-                tenant_of(&d.location.file)
-                    .filter(|t| !is_refused(t))
-                    .map(str::to_owned)
+        if !atomic && let Some(read) = live.take() {
+            live_files = read()?;
+        }
+        // Whose fault: tenants' files not refused yet, or nobody's to refuse alone.
+        let blamed: Option<Vec<Vec<String>>> = (!atomic)
+            .then(|| {
+                diags
+                    .iter()
+                    .map(|d| {
+                        let who: Vec<String> = suspects(d, &files, &live_files)
+                            .into_iter()
+                            .filter(|t| !is_refused(t))
+                            .collect();
+                        (!who.is_empty()).then_some(who)
+                    })
+                    .collect()
             })
-            .collect();
-        let Some(blamed) = blamed.filter(|_| !atomic) else {
+            .flatten();
+        let Some(blamed) = blamed else {
             // Everything is refused: with the problems of tenants refused
             // on the way, so the report is complete.
             return Err(match failure {
@@ -166,21 +175,63 @@ pub(crate) fn admit(
                 Failure::Compile(e) => ControlError::Compile(e),
             });
         };
-        if let Some(read) = live.take() {
-            live_files = read()?;
-        }
-        for d in diags {
-            let Some(t) = tenant_of(&d.location.file) else {
-                continue;
-            };
-            match refused.iter_mut().find(|(r, _)| r == t) {
-                Some((_, list)) => list.push(d),
-                None if blamed.iter().any(|b| b == t) => refused.push((t.to_owned(), vec![d])),
-                None => {}
+        for (d, who) in diags.into_iter().zip(&blamed) {
+            for t in who {
+                match refused.iter_mut().find(|(r, _)| r == t) {
+                    Some((_, list)) => list.push(d.clone()),
+                    None => refused.push((t.clone(), vec![d.clone()])),
+                }
             }
         }
-        tracing::warn!(tenants = ?blamed, "refused tenants whose files are invalid; their live rules stay");
+        tracing::warn!(
+            tenants = ?refused.iter().map(|(t, _)| t).collect::<Vec<_>>(),
+            "refusing tenants whose files are invalid; their live rules stay"
+        );
     }
+}
+
+/// The tenants a diagnostic can be blamed on: the one whose file it is in;
+/// for two tenants' overlapping prefixes, whichever of the two changed its
+/// claims (`prefixes`): unchanged claims cannot have caused a new overlap, and
+/// the error is reported at whichever prefix sorts second, which may be the
+/// innocent tenant's.
+fn suspects(d: &Diag, new: &[(String, String)], live: &[(String, String)]) -> Vec<String> {
+    let mut who: Vec<&str> = tenant_of(&d.location.file).into_iter().collect();
+    if d.kind == ErrorKind::TenantOverlap
+        && let Some(other) = d.related.as_ref().and_then(|r| tenant_of(&r.location.file))
+    {
+        who.push(other);
+        let changed: Vec<&str> = who
+            .iter()
+            .copied()
+            .filter(|t| claims(new, t) != claims(live, t))
+            .collect();
+        if !changed.is_empty() {
+            who = changed;
+        }
+    }
+    who.into_iter().map(str::to_owned).collect()
+}
+
+/// The prefixes tenant `t` claims in `files` (`None`: no file, or it does not
+/// parse on its own). Parsed alone, beside a stand-in gateway.fg: only its
+/// `prefixes` matter here.
+fn claims(files: &[(String, String)], t: &str) -> Option<Vec<String>> {
+    let (path, text) = files.iter().find(|(p, _)| tenant_of(p) == Some(t))?;
+    let one = [
+        (GATEWAY_FILE, "default drop\n"),
+        (path.as_str(), text.as_str()),
+    ];
+    let rs = Ruleset::parse_files(&one).ok()?;
+    let mut nets: Vec<String> = rs
+        .tenants
+        .first()?
+        .prefixes
+        .iter()
+        .map(|p| p.trunc().to_string())
+        .collect();
+    nets.sort();
+    Some(nets)
 }
 
 /// Parse, validate, compile, quotas.

@@ -167,3 +167,49 @@ fn a_tenant_over_its_quota_is_refused_with_its_name_while_the_other_applies() {
     assert_eq!(out.status.code(), Some(7), "{err}");
     assert!(err.contains("beta.fg:4:1"), "{err}");
 }
+
+#[test]
+fn without_allocations_an_overlapping_claim_is_refused_not_the_tenant_it_overlaps() {
+    net::require_root();
+    let link = Link::new();
+    link.add_b_address(ACME);
+    link.add_b_address(BETA);
+    let s = Scratch::new("apart-overlap");
+    let ns = link.b.name();
+    let rules = s.rules.display().to_string();
+    // No `allocate`: claims are taken as written, as before allocations.
+    write(&s.rules, "gateway.fg", "default pass\n");
+    write(&s.rules, "acme.fg", ACME_V1);
+    write(&s.rules, "beta.fg", BETA_V1);
+    ok(fluxgate(&s, &["-n", ns, "load", &rules, IF_B]));
+
+    // beta grabs all of 10.77.0.0/16, acme's /24 inside it; the overlap is
+    // reported at acme's prefix (it sorts second), but beta changed its file.
+    write(&s.rules, "acme.fg", ACME_V2);
+    write(
+        &s.rules,
+        "beta.fg",
+        "tenant beta\nprefix 10.77.0.0/16\ndefault drop\n",
+    );
+    let out = fluxgate(&s, &["-n", ns, "apply", &rules, IF_B, "--json"]);
+    assert_eq!(
+        out.status.code(),
+        Some(10),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(json["refused"].as_array().map(Vec::len), Some(1), "{json}");
+    assert_eq!(json["refused"][0]["tenant"], "beta");
+    assert_eq!(
+        json["refused"][0]["diagnostics"][0]["kind"],
+        "TenantOverlap"
+    );
+    assert_eq!(through(&link, ACME, 7001), N, "acme's change is live");
+    assert_eq!(through(&link, net::ADDR_B, 7001), N, "not beta's");
+    assert_eq!(
+        through(&link, BETA, 7002),
+        N,
+        "beta keeps its live default pass"
+    );
+}
