@@ -3,7 +3,9 @@
 //! How a change goes live (each phase is a `tracing` span, with its sizes):
 //! 1. `parse`, `validate`, `compile` with the slot plan of the kept
 //!    generations (a tenant keeps its kernel slot, an unchanged rule keeps
-//!    its counter);
+//!    its counter), and the tenants' quotas; a tenant whose file fails is
+//!    refused alone and keeps its live file, unless the apply is atomic
+//!    (the `admit` module; gateway.fg errors refuse everything);
 //! 2. `stage` *only the tables whose content changed* beside the live ones
 //!    and pin them under the interface's bpffs directory (kept for rollback);
 //! 3. `preflight`: guards and witness packets run through the staged tables
@@ -18,11 +20,12 @@ use std::{collections::BTreeMap, hash::Hasher, path::Path};
 
 use fluxgate_common::table::{Cell, Header};
 use fluxgate_dataplane::{Slot, StagedTable, Tables};
-use fluxgate_ruleset::{CompileOptions, Config, Ruleset, compile_with, preflight, validate};
+use fluxgate_ruleset::{CompileOptions, compile_with, preflight};
 use serde::Serialize;
 
 use crate::{
-    ControlError, Interface, RulesetSource, TableScope,
+    ControlError, Interface, RefusedTenant, RulesetSource, TableScope,
+    admit::{Admitted, admit},
     host::{self, crash_point, now, who},
     interface::{list_or_none, manifest_tables},
     store::{Manifest, Record, TenantRef},
@@ -38,6 +41,11 @@ pub struct ApplyOptions {
     pub tenants: Vec<String>,
     /// Do everything but publish, kernel preflight included (like `nft -c`).
     pub dry_run: bool,
+    /// All or nothing: any error refuses the whole apply. Otherwise a tenant
+    /// whose file is invalid (or over its quota) is refused alone and keeps
+    /// its live rules while the others apply ([`Applied::refused`]); an error
+    /// in gateway.fg refuses everything either way.
+    pub atomic: bool,
 }
 
 /// What [`Interface::apply`] did.
@@ -64,12 +72,21 @@ pub struct Applied {
     pub table_bytes: u64,
     /// Validation warnings, rendered.
     pub warnings: Vec<String>,
+    /// Tenants whose new files were refused (invalid, or over a quota): they
+    /// keep their live rules while the others applied. Never with
+    /// [`ApplyOptions::atomic`], which refuses everything instead.
+    pub refused: Vec<RefusedTenant>,
 }
 
 impl Applied {
     /// Whether anything changed (or, in a dry run, would change).
     pub fn changes_anything(&self) -> bool {
         !(self.changed.is_empty() && self.removed.is_empty())
+    }
+
+    /// Whether some tenants were refused while the rest applied.
+    pub fn partial(&self) -> bool {
+        !self.refused.is_empty()
     }
 }
 
@@ -94,24 +111,32 @@ impl Interface {
         let reason = opts.reason.as_str();
         let files =
             tracing::info_span!("read").in_scope(|| self.files_to_apply(source, &opts.tenants))?;
-        let parsed = tracing::info_span!("parse", files = files.len())
-            .in_scope(|| Ruleset::parse_files(&files))?;
-        let rs = tracing::info_span!("validate", tenants = parsed.tenants.len())
-            .in_scope(|| validate(parsed, &Config::default()))?;
         let records = self.records()?;
         let generation = self.state.generation + 1;
         let interfaces = host::in_netns(self.netns.as_deref(), || Ok(host::interfaces()))?;
-        let image = tracing::info_span!("compile").in_scope(|| {
-            compile_with(
-                &rs,
-                &CompileOptions {
-                    interfaces,
-                    generation,
-                    plan: self.plan(&records),
-                    ..Default::default()
-                },
-            )
-        })?;
+        let plan = self.plan(&records);
+        let Admitted {
+            files,
+            rs,
+            image,
+            refused,
+            refused_errors,
+        } = admit(
+            files,
+            opts.atomic,
+            || self.live_files(),
+            |rs| {
+                compile_with(
+                    rs,
+                    &CompileOptions {
+                        interfaces: interfaces.clone(),
+                        generation,
+                        plan: plan.clone(),
+                        ..Default::default()
+                    },
+                )
+            },
+        )?;
         let live = &self.state.live;
         let live_hashes = live_hashes(live, &records);
         let mut manifest = Manifest::default();
@@ -178,8 +203,14 @@ impl Interface {
             rules,
             table_bytes: 0,
             warnings,
+            refused,
         };
         if !applied.changes_anything() {
+            if applied.partial() {
+                // Only refused tenants had changes: that is a rejected ruleset,
+                // as it was before tenants could be refused alone.
+                return Err(ControlError::Ruleset(refused_errors));
+            }
             tracing::info!("nothing changed");
             return Ok(applied);
         }

@@ -46,6 +46,8 @@ pub fn check(source: &RulesetSource) -> Result<Checked, ControlError> {
             ..Default::default()
         },
     )?;
+    // Table bytes per tenant are only known once compiled.
+    fluxgate_ruleset::check_table_quotas(&rs, &image)?;
     let guards = preflight::probes(&rs)
         .iter()
         .filter(|p| p.guard.is_some())

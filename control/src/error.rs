@@ -50,6 +50,11 @@ pub enum ControlError {
     /// A canary apply was rolled back because health regressed.
     #[error("canary rolled back: {0}")]
     CanaryRolledBack(String),
+    /// An apply went live without some tenants, whose files were refused
+    /// ([`crate::Applied::refused`]); the library returns `Ok` then, and the
+    /// CLI turns it into this error for its exit code.
+    #[error("partially applied: {0}")]
+    PartiallyApplied(String),
 }
 
 impl ControlError {
@@ -67,6 +72,7 @@ impl ControlError {
             ControlError::Busy(_) => exit::CONFLICT,
             ControlError::Preflight(_) => exit::PREFLIGHT,
             ControlError::CanaryRolledBack(_) => exit::CANARY_ROLLED_BACK,
+            ControlError::PartiallyApplied(_) => exit::PARTIALLY_APPLIED,
         }
     }
 }

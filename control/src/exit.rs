@@ -23,6 +23,9 @@ pub const BAD_RULESET: i32 = 7;
 pub const PREFLIGHT: i32 = 8;
 /// A canary apply went live, health regressed, and it was rolled back.
 pub const CANARY_ROLLED_BACK: i32 = 9;
+/// Some tenants' files were refused (invalid, or over a quota) and keep their
+/// live rules, while the other tenants' changes went live.
+pub const PARTIALLY_APPLIED: i32 = 10;
 
 /// The exit code for a dataplane error.
 pub fn for_error(err: &Error) -> i32 {

@@ -256,8 +256,9 @@ impl Gateway {
         Interface::open(&pins, &state, self.netns(), &iface, write)
     }
 
-    /// A first load: checks `source` (parse, validate, compile, guards)
-    /// before touching the interface, attaches to `iface` unless fluxgate is
+    /// A first load: checks `source` (parse, validate, compile, guards;
+    /// every tenant must pass, no tenant is refused alone) before touching
+    /// the interface, attaches to `iface` unless fluxgate is
     /// attached there already, then applies. An attach made here is undone
     /// when the apply fails or is a dry run, so a failed first load leaves
     /// the interface as it was. On an attached interface this is

@@ -64,6 +64,7 @@
 //! Needs root (or `CAP_BPF` + `CAP_NET_ADMIN`) for everything that touches
 //! the kernel.
 
+mod admit;
 pub mod apply;
 pub mod canary;
 pub mod cancel;
@@ -86,6 +87,7 @@ pub mod status;
 pub mod store;
 pub mod upgrade;
 
+pub use admit::{Diagnostic, Position, RefusedTenant};
 pub use apply::{Applied, ApplyOptions};
 pub use canary::{CanaryOutcome, Health};
 pub use cancel::Cancel;

@@ -82,6 +82,7 @@ fn a_daemon_drives_a_gateway_in_another_namespace_from_memory() {
                 reason: "port range".into(),
                 tenants: vec!["acme".into()],
                 dry_run: false,
+                atomic: false,
             },
         )
         .expect("apply");
@@ -115,7 +116,8 @@ fn a_daemon_drives_a_gateway_in_another_namespace_from_memory() {
     assert!(matches!(err, ControlError::NotFound(_)), "{err}");
     assert_eq!(err.exit_code(), fluxgate_control::exit::NOT_FOUND);
 
-    // A bad in-memory file is refused with its position; nothing changes.
+    // A bad in-memory file is refused with its position; all or nothing
+    // (`atomic`), so beta's removal in the same source does not go live either.
     let bad = RulesetSource::files(
         "panel",
         [
@@ -123,9 +125,13 @@ fn a_daemon_drives_a_gateway_in_another_namespace_from_memory() {
             ("acme.fg", "tenant acme\nfrobnicate\n"),
         ],
     );
-    let err = gw
-        .open(None)
-        .and_then(|mut it| it.apply(&bad, &ApplyOptions::default()));
+    let err = gw.open(None).and_then(|mut it| {
+        let atomic = ApplyOptions {
+            atomic: true,
+            ..ApplyOptions::default()
+        };
+        it.apply(&bad, &atomic)
+    });
     let err = err.expect_err("refused");
     assert!(err.to_string().contains("acme.fg:2:1"), "{err}");
     assert_eq!(gw.status(None).expect("status")[0].generation, 2);

@@ -123,6 +123,14 @@ pub enum ErrorKind {
     NoPrefixes,
     /// A [`crate::Config`] limit was exceeded.
     Limit,
+    /// A tenant claims prefixes outside its `allocate` in gateway.fg, has no
+    /// allocation while gateway.fg declares some, or two allocations overlap.
+    Allocation,
+    /// A tenant exceeds its `quota` in gateway.fg (rules, table bytes, counters).
+    Quota,
+    /// A valid ruleset could not be compiled into tables (a [`crate::CompileError`]
+    /// reported as a diagnostic, at its rule when it has one).
+    Compile,
     /// Warning: a rule can never match because an earlier rule catches all its packets.
     Shadowed,
     /// Warning: a prefix with bits set beyond its length (`10.0.0.1/8`).

@@ -90,7 +90,7 @@
 //! `{ … }` list may span lines.
 //!
 //! ```text
-//! gateway file := ( "default" ("pass"|"drop") | set | rule | guard )*
+//! gateway file := ( "default" ("pass"|"drop") | allocate | quota | set | rule | guard )*
 //! tenant file  := "tenant" NAME, then ( ("prefix"|"prefixes") PREFIXES | "default" … | set | rule | guard )*
 //! guard        := "guard" "\"PACKET\"" ("pass"|"drop")   PACKET as in `PacketHeader`'s text form;
 //!                                                        a tenant's guards go to its prefixes
@@ -104,6 +104,59 @@
 //!               | "icmp-type" 0-255 | "icmp-code" 0-255
 //! LIST         := item | "{" item ("," item)* "}"
 //! NAME         := [a-z0-9][a-z0-9_-]{0,62}
+//! allocate     := "allocate" NAME PREFIXES                what tenant NAME may claim
+//! quota        := "quota" [NAME] ( "rules" N | "table-bytes" SIZE | "counters" N )+
+//!                                                        no NAME: every tenant's default
+//! SIZE         := N | N"bytes" | N"kbytes" | N"mbytes"   (a space before the unit is allowed)
+//! ```
+//!
+//! ## What the operator grants each tenant
+//!
+//! `allocate` and `quota` are only allowed in gateway.fg (in a tenant file they
+//! are an error): tenant files may be written by customers, so what a tenant may
+//! claim and consume is the operator's to say.
+//!
+//! - `allocate acme { 203.0.113.0/24, 2001:db8:ac::/48 }`: every prefix in
+//!   `acme.fg`'s `prefixes` must lie inside one of these, else an
+//!   [`ErrorKind::Allocation`] error at that prefix, naming the allocation.
+//!   Allocations of two tenants must not overlap (error at the one written
+//!   second); a tenant is allocated at most once.
+//! - With no `allocate` at all, tenants' prefixes are taken as written (only
+//!   their overlap is checked), as before allocations existed. As soon as
+//!   gateway.fg has one, every tenant needs one: a tenant without is an error at
+//!   its `tenant NAME`. Required-once-declared needs no extra switch, keeps every
+//!   ruleset written before it meaning what it meant, and an operator who starts
+//!   allocating cannot forget a tenant.
+//! - `quota rules 5000 table-bytes 4mbytes counters 5001` is every tenant's
+//!   default; `quota acme rules 100000` overrides the limits it names for
+//!   `acme` (the others stay the default's). `rules` counts table rules after
+//!   expansion (as [`Config::max_table_rules_per_tenant`] does; error at the rule
+//!   that crosses it), `counters` one per rule plus one for the default (error at
+//!   the first rule past it), `table-bytes` the tenant's compiled table
+//!   ([`check_table_quotas`], after compiling, before anything is staged; error
+//!   at its `tenant NAME`). Each error is an [`ErrorKind::Quota`] in the
+//!   tenant's file naming the tenant and the quota. No `quota`: only the
+//!   [`Config`] limits apply.
+//!
+//! ```
+//! use fluxgate_ruleset::{Config, ErrorKind, Ruleset, validate};
+//! let gateway = "default drop\n\
+//!                allocate acme { 203.0.113.0/24 }\n\
+//!                quota rules 2 counters 10\n";
+//! let acme = "tenant acme\nprefixes { 203.0.113.0/24, 192.0.2.1 }\ndefault drop\n\
+//!             proto tcp dport { 80, 443, 8080 } pass\n";
+//! let err = validate(
+//!     Ruleset::parse_files(&[("gateway.fg", gateway), ("acme.fg", acme)])?,
+//!     &Config::default(),
+//! )
+//! .unwrap_err();
+//! let found: Vec<(ErrorKind, String)> =
+//!     err.errors.iter().map(|d| (d.kind, d.location.to_string())).collect();
+//! assert_eq!(found, [
+//!     (ErrorKind::Allocation, "acme.fg:2:28".to_owned()), // 192.0.2.1 is not acme's
+//!     (ErrorKind::Quota, "acme.fg:4:1".to_owned()),       // 6 table rules > 2
+//! ]);
+//! # Ok::<(), fluxgate_ruleset::Errors>(())
 //! ```
 //!
 //! ## Semantics
@@ -185,7 +238,8 @@
 //! fields without ICMP, address-family mismatch, unknown set, set type mismatch,
 //! duplicate set, missing/duplicate `default`, unsafe or mismatched tenant name,
 //! duplicate tenant, overlapping tenant prefixes, rule outside the tenant's prefixes,
-//! tenant without prefixes, [`Config`] limits; warnings: shadowed rule, host bits set.
+//! tenant without prefixes, [`Config`] limits, claims outside an allocation,
+//! quotas; warnings: shadowed rule, host bits set.
 //!
 //! ## Classify a packet
 //!
@@ -223,6 +277,7 @@ pub mod print;
 pub mod reference;
 mod shadow;
 pub mod table;
+mod tenancy;
 pub mod validate;
 
 pub use classifier::{Classified, Classifier};
@@ -236,4 +291,5 @@ pub use model::*;
 pub use packet::{PacketHeader, PacketParseError};
 pub use reference::{Decision, RuleRef};
 pub use shadow::covers;
+pub use tenancy::check_table_quotas;
 pub use validate::{ValidRuleset, validate};

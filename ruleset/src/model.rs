@@ -451,6 +451,13 @@ pub struct Gateway {
     pub guards: Vec<Guard>,
     /// Where `default` was written.
     pub default_span: Span,
+    /// `allocate NAME { … }`: the address space each tenant may claim. None
+    /// at all: tenants' prefixes are taken as written (only their overlap
+    /// is checked); one or more: every tenant needs one.
+    pub allocations: Vec<Allocation>,
+    /// `quota [NAME] …`: what tenants may consume (a quota without a name is
+    /// every tenant's default).
+    pub quotas: Vec<Quota>,
 }
 
 impl Default for Gateway {
@@ -461,8 +468,77 @@ impl Default for Gateway {
             sets: Vec::new(),
             guards: Vec::new(),
             default_span: Span::default(),
+            allocations: Vec::new(),
+            quotas: Vec::new(),
         }
     }
+}
+
+impl Gateway {
+    /// The allocation of `tenant`, if gateway.fg declares one.
+    pub fn allocation(&self, tenant: &str) -> Option<&Allocation> {
+        self.allocations.iter().find(|a| a.tenant == tenant)
+    }
+
+    /// The quota that applies to `tenant`: each limit from the tenant's own
+    /// `quota NAME …` when it sets it, else from the default `quota …`.
+    pub fn quota_for(&self, tenant: &str) -> TenantQuota {
+        let own = self
+            .quotas
+            .iter()
+            .find(|q| q.tenant.as_deref() == Some(tenant));
+        let default = self.quotas.iter().find(|q| q.tenant.is_none());
+        let pick = |field: fn(&Quota) -> Option<u64>| {
+            own.and_then(|q| field(q).map(|v| (v, q.span)))
+                .or_else(|| default.and_then(|q| field(q).map(|v| (v, q.span))))
+        };
+        TenantQuota {
+            rules: pick(|q| q.rules),
+            table_bytes: pick(|q| q.table_bytes),
+            counters: pick(|q| q.counters),
+        }
+    }
+}
+
+/// `allocate NAME { PREFIXES }` in gateway.fg: the address space the operator
+/// lets tenant NAME claim in its `prefixes` line.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Allocation {
+    /// The tenant.
+    pub tenant: String,
+    /// What it may claim (IPv4 and IPv6).
+    pub prefixes: Vec<IpNet>,
+    /// Where the tenant's name was written.
+    pub span: Span,
+    /// One per entry of [`Allocation::prefixes`].
+    pub prefix_spans: Vec<Span>,
+}
+
+/// `quota [NAME] (rules N | table-bytes SIZE | counters N)+` in gateway.fg.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Quota {
+    /// The tenant; `None`: the default for every tenant.
+    pub tenant: Option<String>,
+    /// Most table rules the tenant's rules may expand into.
+    pub rules: Option<u64>,
+    /// Most bytes of the tenant's compiled table.
+    pub table_bytes: Option<u64>,
+    /// Most counters: one per rule as written, plus one for the default.
+    pub counters: Option<u64>,
+    /// Where the statement was written.
+    pub span: Span,
+}
+
+/// The limits that apply to one tenant ([`Gateway::quota_for`]), each with
+/// the `quota` statement that set it; `None`: no limit but [`crate::Config`]'s.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct TenantQuota {
+    /// Table rules.
+    pub rules: Option<(u64, Span)>,
+    /// Bytes of the compiled table.
+    pub table_bytes: Option<(u64, Span)>,
+    /// Counters (rules as written + 1).
+    pub counters: Option<(u64, Span)>,
 }
 
 /// One tenant: the destination prefixes it owns and its rules.

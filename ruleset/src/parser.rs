@@ -9,8 +9,8 @@ pub(crate) use crate::literal::{
     FLAG_LETTERS, check_ident, parse_flags, parse_port_range, parse_prefix, parse_proto, parse_u32,
 };
 use crate::model::{
-    Action, FileId, Gateway, Guard, Match, NamedSet, PortItem, PortRange, PrefixItem, Rule, RuleId,
-    RuleSpans, SetElems, Span, Tenant, TenantSpans, Verdict,
+    Action, Allocation, FileId, Gateway, Guard, Match, NamedSet, PortItem, PortRange, PrefixItem,
+    Quota, Rule, RuleId, RuleSpans, SetElems, Span, Tenant, TenantSpans, Verdict,
 };
 
 /// Most errors reported for one file; parsing stops there.
@@ -176,6 +176,8 @@ impl<'a> Parser<'a> {
             "default" => p.default_stmt(&mut default, span),
             "set" => p.set_stmt(&mut gw.sets),
             "guard" => p.guard_stmt(&mut gw.guards),
+            "allocate" => p.allocate_stmt(&mut gw.allocations),
+            "quota" => p.quota_stmt(&mut gw.quotas, span),
             _ => p.rule(&mut rules),
         });
         self.finish_default(
@@ -299,6 +301,15 @@ impl<'a> Parser<'a> {
                     span,
                     format!("`{kw}` belongs in a tenant file, not in gateway.fg"),
                 ))
+            } else if kind == FileKind::Tenant && matches!(kw, "allocate" | "quota") {
+                // What a tenant may claim and consume is the operator's to say.
+                Err(self.err(
+                    ErrorKind::Syntax,
+                    span,
+                    format!(
+                        "`{kw}` belongs in gateway.fg (the operator's file), not in a tenant file"
+                    ),
+                ))
             } else {
                 each(self, kw, span)
             };
@@ -378,6 +389,113 @@ impl<'a> Parser<'a> {
             verdict,
             span: self.span(kw).to(s),
         });
+        self.end_of_statement()
+    }
+
+    /// `allocate NAME PREFIXES`.
+    fn allocate_stmt(&mut self, out: &mut Vec<Allocation>) -> PResult<()> {
+        self.bump();
+        let (name, span) = self.word("a tenant name")?;
+        check_ident(name).map_err(|m| self.err(ErrorKind::TenantName, span, m))?;
+        let mut items = Vec::new();
+        let mut prefix_spans = Vec::new();
+        self.prefix_list(false, &mut items, Some(&mut prefix_spans))?;
+        out.push(Allocation {
+            tenant: name.to_owned(),
+            prefixes: Match::nets(&items).copied().collect(),
+            span,
+            prefix_spans,
+        });
+        self.end_of_statement()
+    }
+
+    /// `quota [NAME] (rules N | table-bytes SIZE | counters N)+`. A first
+    /// word that is a key followed by a number starts the default quota;
+    /// any other first word is a tenant name (so a tenant may be called
+    /// `rules`: `quota rules rules 10`).
+    fn quota_stmt(&mut self, out: &mut Vec<Quota>, span: Span) -> PResult<()> {
+        const KEYS: [&str; 3] = ["rules", "table-bytes", "counters"];
+        self.bump();
+        let first = self.peek();
+        let second = self.toks.get(self.pos + 1).copied();
+        let starts_number = |t: Option<Token>| {
+            t.is_some_and(|t| {
+                t.tok == Tok::Word && self.text(t).starts_with(|c: char| c.is_ascii_digit())
+            })
+        };
+        let mut q = Quota {
+            tenant: None,
+            rules: None,
+            table_bytes: None,
+            counters: None,
+            span,
+        };
+        let is_default =
+            first.tok == Tok::Word && KEYS.contains(&self.text(first)) && starts_number(second);
+        if !is_default {
+            let (name, nspan) = self.word("a tenant name or `rules`, `table-bytes`, `counters`")?;
+            check_ident(name).map_err(|m| self.err(ErrorKind::TenantName, nspan, m))?;
+            q.tenant = Some(name.to_owned());
+        }
+        loop {
+            let t = self.peek();
+            if matches!(t.tok, Tok::End | Tok::Eof)
+                && (q.rules, q.table_bytes, q.counters) != (None, None, None)
+            {
+                break;
+            }
+            let (key, kspan) = self.word("`rules`, `table-bytes` or `counters`")?;
+            let (w, vspan) = self.word("a number")?;
+            let slot = match key {
+                "rules" => &mut q.rules,
+                "table-bytes" => &mut q.table_bytes,
+                "counters" => &mut q.counters,
+                _ => {
+                    return Err(self.err(
+                        ErrorKind::Syntax,
+                        kspan,
+                        format!(
+                            "expected `rules`, `table-bytes` or `counters`, found `{}`",
+                            excerpt(key)
+                        ),
+                    ));
+                }
+            };
+            if slot.is_some() {
+                return Err(self.err(ErrorKind::Syntax, kspan, format!("`{key}` given twice")));
+            }
+            let value = if key == "table-bytes" {
+                // `4mbytes` or `4 mbytes`, as nft writes quotas.
+                let unit_word = self.peek();
+                let separate_unit = unit_word.tok == Tok::Word
+                    && matches!(self.text(unit_word), "bytes" | "kbytes" | "mbytes")
+                    && w.bytes().all(|c| c.is_ascii_digit());
+                let text = if separate_unit {
+                    self.bump();
+                    format!("{w}{}", self.text(unit_word))
+                } else {
+                    w.to_owned()
+                };
+                size(&text)
+            } else {
+                w.parse::<u64>()
+                    .ok()
+                    .filter(|_| w.bytes().all(|c| c.is_ascii_digit()))
+            };
+            *slot = Some(value.ok_or_else(|| {
+                let what = if key == "table-bytes" {
+                    "a size like `4mbytes`, `512kbytes` or `65536`"
+                } else {
+                    "a number"
+                };
+                self.err(
+                    ErrorKind::Syntax,
+                    vspan,
+                    format!("expected {what}, found `{}`", excerpt(w)),
+                )
+            })?);
+        }
+        out.push(q);
         self.end_of_statement()
     }
 
@@ -653,4 +771,17 @@ impl<'a> Parser<'a> {
             sp.rule = sp.rule.to(self.span(self.toks[self.pos.saturating_sub(1)]));
         }
     }
+}
+
+/// `N`, `Nbytes`, `Nkbytes` (×1024) or `Nmbytes` (×1024²), as nft's quotas.
+fn size(text: &str) -> Option<u64> {
+    let digits = text.bytes().take_while(u8::is_ascii_digit).count();
+    let (n, unit) = text.split_at(digits);
+    let scale: u64 = match unit {
+        "" | "bytes" => 1,
+        "kbytes" => 1 << 10,
+        "mbytes" => 1 << 20,
+        _ => return None,
+    };
+    n.parse::<u64>().ok()?.checked_mul(scale)
 }

@@ -176,6 +176,26 @@ impl fmt::Display for NamedSet {
 /// Prints `gateway.fg`.
 impl fmt::Display for Gateway {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for a in &self.allocations {
+            let nets: Vec<String> = a.prefixes.iter().map(ToString::to_string).collect();
+            writeln!(f, "allocate {} {{ {} }}", a.tenant, nets.join(", "))?;
+        }
+        for q in &self.quotas {
+            f.write_str("quota")?;
+            if let Some(t) = &q.tenant {
+                write!(f, " {t}")?;
+            }
+            for (key, v) in [
+                ("rules", q.rules),
+                ("table-bytes", q.table_bytes),
+                ("counters", q.counters),
+            ] {
+                if let Some(v) = v {
+                    write!(f, " {key} {v}")?;
+                }
+            }
+            writeln!(f)?;
+        }
         body(
             f,
             self.default_action,

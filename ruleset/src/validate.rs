@@ -95,7 +95,10 @@ pub fn validate(ruleset: Ruleset, config: &Config) -> Result<ValidRuleset, Error
 
     limits(&mut cx, &rs);
     tenant_names(&mut cx, &rs.tenants);
-    tenant_prefixes(&mut cx, &rs.tenants);
+    let overlaps =
+        crate::tenancy::check_allocations(cx.map, &rs.gateway, &rs.tenants, &mut cx.errors);
+    tenant_prefixes(&mut cx, &rs.tenants, overlaps);
+    crate::tenancy::check_quota_statements(cx.map, &rs.gateway, &rs.tenants, &mut cx.errors);
     guards_in_scope(&mut cx, &rs.tenants);
     // Past a limit, sets are not copied into rules nor rules checked further:
     // that copying is what the limits bound.
@@ -131,10 +134,24 @@ pub fn validate(ruleset: Ruleset, config: &Config) -> Result<ValidRuleset, Error
         let own = sets_by_name(&mut cx, &t.sets, Some(&gw_sets));
         let tenant = (t.name.as_str(), t.prefixes.as_slice());
         let mut scope = TableRules::default();
+        let quota = rs.gateway.quota_for(&t.name).rules;
+        let mut over_quota = false;
         for r in &mut t.rules {
             let sets = (&gw_sets, Some(&own));
             if admit(&mut cx, r, sets, Some(&t.name), &mut scope, &mut all) {
                 check_rule(&mut cx, r, &gw_sets, Some(&own), Some(tenant));
+            }
+            if let Some((limit, qspan)) = quota
+                && !over_quota
+                && scope.count as u64 > limit
+            {
+                over_quota = true;
+                let msg = format!(
+                    "the rules of tenant `{}` expand into more than {limit} table rules,                      its quota of rules; this is the rule that crosses it",
+                    t.name
+                );
+                let d = crate::tenancy::quota_error(cx.map, r.spans.rule, qspan, msg);
+                cx.errors.push(d);
             }
         }
         if cx.errors.len() == before {
@@ -377,10 +394,11 @@ fn tenant_names(cx: &mut Ctx<'_>, tenants: &[Tenant]) {
     }
 }
 
-/// Tenants' prefixes must not overlap. Prefixes are nested or disjoint, so after
+/// Tenants' prefixes must not overlap (checked when `overlaps`; see
+/// [`crate::tenancy::check_allocations`]). Prefixes are nested or disjoint, so after
 /// sorting by first address an overlap shows up as a start inside the widest
 /// preceding prefix.
-fn tenant_prefixes(cx: &mut Ctx<'_>, tenants: &[Tenant]) {
+fn tenant_prefixes(cx: &mut Ctx<'_>, tenants: &[Tenant], overlaps: bool) {
     let mut all: Vec<(IpNet, usize, Span)> = Vec::new();
     for (ti, t) in tenants.iter().enumerate() {
         for (pi, p) in t.prefixes.iter().enumerate() {
@@ -396,7 +414,7 @@ fn tenant_prefixes(cx: &mut Ctx<'_>, tenants: &[Tenant]) {
     for &(p, ti, span) in &all {
         match cover {
             Some((c, cti, cspan)) if c.contains(&p) => {
-                if cti != ti {
+                if cti != ti && overlaps {
                     let (a, b) = (&tenants[cti].name, &tenants[ti].name);
                     let d = cx
                         .map

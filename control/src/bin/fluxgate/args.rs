@@ -17,7 +17,9 @@ const EXIT_CODES: &str = "Exit codes: 0 ok, 1 failure, 2 usage, 3 permission (ne
     5 unsupported or incompatible, \
     6 already attached or busy (another change holds the lock), \
     7 ruleset (or classify trace) rejected, 8 preflight failed (nothing changed), \
-    9 canary regressed and was rolled back.";
+    9 canary regressed and was rolled back, \
+    10 partially applied (some tenants' files were refused and keep their live rules; \
+    the others went live).";
 
 #[derive(Parser)]
 #[command(
@@ -268,6 +270,12 @@ pub struct ApplyArgs {
     /// Do everything but publish, kernel preflight included (like `nft -c`).
     #[arg(long)]
     pub dry_run: bool,
+    /// All or nothing: refuse the whole apply when any file is invalid.
+    /// Without it, a tenant whose file is invalid or over its quota is
+    /// refused alone (it keeps its live rules, exit code 10) while the others
+    /// apply; an error in gateway.fg refuses everything either way.
+    #[arg(long)]
+    pub atomic: bool,
     /// Watch the changed tenants' health for this long after publishing
     /// (e.g. 30s) and roll back by itself when it regresses (exit code 9).
     #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
@@ -297,6 +305,7 @@ impl ApplyArgs {
             reason: self.reason.clone(),
             tenants: self.tenant.clone(),
             dry_run: self.dry_run,
+            atomic: self.atomic,
         }
     }
 

@@ -36,8 +36,13 @@ fn main() -> ExitCode {
             // Scripts that asked for JSON get the error as JSON too (with
             // each ruleset problem's file, line and column), on one line so
             // that `capture --json`'s stream stays one object per line;
-            // people get text. A rolled-back canary's report is already out.
-            if cli.json && !matches!(err, ControlError::CanaryRolledBack(_)) {
+            // people get text. A rolled-back canary's report, and a partial
+            // apply's (with its refused tenants), are already out.
+            let reported = matches!(
+                err,
+                ControlError::CanaryRolledBack(_) | ControlError::PartiallyApplied(_)
+            );
+            if cli.json && !reported {
                 println!("{}", err.to_json());
             }
             eprintln!("fluxgate: {err}");
@@ -235,8 +240,9 @@ fn apply(it: &mut Interface, args: &ApplyArgs, json: bool) -> Result<(), Control
     let source = RulesetSource::dir(&args.dir);
     let opts = args.options();
     let Some(health) = args.health() else {
-        show(json, &it.apply(&source, &opts)?, render::applied);
-        return Ok(());
+        let applied = it.apply(&source, &opts)?;
+        show(json, &applied, render::applied);
+        return partial(&applied);
     };
     if !json {
         println!(
@@ -253,7 +259,19 @@ fn apply(it: &mut Interface, args: &ApplyArgs, json: bool) -> Result<(), Control
             outcome.reason.unwrap_or_default(),
         ));
     }
-    Ok(())
+    partial(&outcome.applied)
+}
+
+/// Exit code 10 when some tenants were refused while the others applied.
+fn partial(applied: &fluxgate_control::Applied) -> Result<(), ControlError> {
+    if !applied.partial() {
+        return Ok(());
+    }
+    let names: Vec<&str> = applied.refused.iter().map(|r| r.tenant.as_str()).collect();
+    Err(ControlError::PartiallyApplied(format!(
+        "refused tenant(s) {}: they keep their live rules",
+        names.join(", ")
+    )))
 }
 
 /// `load`: `attach` IFACE unless fluxgate is attached there, then `apply`.

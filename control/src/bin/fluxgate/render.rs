@@ -151,6 +151,17 @@ pub fn applied(a: &Applied) {
     for w in &a.warnings {
         eprintln!("{w}");
     }
+    for r in &a.refused {
+        let kept = if r.kept_live {
+            "keeps its live rules"
+        } else {
+            "stays out (it was not live)"
+        };
+        eprintln!("refused tenant {}: {kept}", r.tenant);
+        for d in &r.diagnostics {
+            eprintln!("{}", d.rendered);
+        }
+    }
     let removed = |sep: &str| {
         if a.removed.is_empty() {
             String::new()
