@@ -75,6 +75,18 @@ fn main() -> Result<()> {
         let result = gateway
             .open(Some(&iface))
             .and_then(|mut it| it.apply(&source, &reason("SIGHUP reload")));
+        if let Ok(applied) = &result {
+            // A customer's bad file is refused alone; the others went live.
+            for r in &applied.refused {
+                tracing::warn!(
+                    iface,
+                    tenant = r.tenant,
+                    kept_live = r.kept_live,
+                    "tenant refused: {:?}",
+                    r.diagnostics
+                );
+            }
+        }
         match result {
             Ok(applied) if applied.changes_anything() => tracing::info!(
                 iface,

@@ -252,8 +252,11 @@ fn restore_live(
         let source = RulesetSource::files(label.display().to_string(), files);
         let applied = it.apply(
             &source,
+            // The journal's files as they were, all or nothing: a restore
+            // never brings back only some tenants.
             &ApplyOptions {
                 reason: "restore".into(),
+                atomic: true,
                 ..ApplyOptions::default()
             },
         )?;
