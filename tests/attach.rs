@@ -163,3 +163,60 @@ fn missing_interface_is_a_clear_error() {
         "{err}"
     );
 }
+
+/// A pin directory others could write in (here the namespace's, chmod 0777)
+/// is refused before anything is pinned: whoever writes there could swap a
+/// pinned map for their own. The link is dropped unpinned, so nothing stays
+/// attached. Directories fluxgate creates itself are 0700.
+#[test]
+fn a_world_writable_pin_directory_is_refused_and_nothing_stays_attached() {
+    use std::os::unix::fs::PermissionsExt;
+    net::require_root();
+    let base = std::path::PathBuf::from(format!("/sys/fs/bpf/fgt-pindir-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&base);
+    let root = base.join("init");
+    std::fs::create_dir_all(&root).expect("scratch pin root");
+    std::fs::set_permissions(&root, std::fs::Permissions::from_mode(0o777)).expect("chmod");
+    let link = Link::new();
+    let pins = root.clone();
+    let err = link.b.run(move || {
+        let attached = Program::load(&GatewayConfig::default())
+            .expect("load")
+            .attach(IF_B, AttachMode::Native)
+            .expect("attach");
+        attached.pin(&pins).map(|_| ())
+    });
+    let err = err.expect_err("a world-writable pin root is refused");
+    assert!(
+        matches!(
+            err,
+            fluxgate::dataplane::Error::UnsafePinDirectory { ref path, .. } if *path == root
+        ),
+        "{err}"
+    );
+    let text = err.to_string();
+    assert!(
+        text.contains("refusing the pin directory") && text.contains("0777"),
+        "{text}"
+    );
+    assert!(!xdp_attached(&link.b, IF_B), "nothing stays attached");
+    assert!(!root.join(IF_B).exists(), "nothing was pinned");
+
+    // Fresh directories are made 0700, whatever the umask.
+    let fresh = base.join("fresh").join("init");
+    let pins = fresh.clone();
+    let pinned = link.b.run(move || {
+        Program::load(&GatewayConfig::default())
+            .expect("load")
+            .attach(IF_B, AttachMode::Native)
+            .expect("attach")
+            .pin(&pins)
+            .expect("pin under fresh directories")
+    });
+    for dir in [base.join("fresh"), fresh.clone(), fresh.join(IF_B)] {
+        let mode = std::fs::metadata(&dir).expect("stat").permissions().mode();
+        assert_eq!(mode & 0o777, 0o700, "{}", dir.display());
+    }
+    link.b.run(move || pinned.detach()).expect("detach");
+    let _ = std::fs::remove_dir_all(&base);
+}
