@@ -336,6 +336,7 @@ pub fn header(src: u32, dst: u32, sport: u16, dport: u16, proto: u8) -> PacketHe
         icmp_code: None,
         iif: None,
         vlan: None,
+        fragment: false,
     }
 }
 

@@ -6,7 +6,9 @@
 
 use std::net::IpAddr;
 
-use fluxgate_common::table::{CheckKey, KEY_WORDS, LEAF_MAX, VLAN_NONE, action, word};
+use fluxgate_common::table::{
+    CheckKey, KEY_WORDS, LATER_FRAGMENT, LEAF_MAX, VLAN_NONE, action, word,
+};
 
 use crate::{
     PacketHeader, Proto, Verdict,
@@ -127,7 +129,10 @@ pub fn key_of(p: &PacketHeader, ifindex: u32) -> [u32; KEY_WORDS] {
     key[word::PROTO] = u32::from(p.proto);
     let proto = Proto::from_number(p.proto);
     let icmp = (family == 4 && p.proto == 1) || (family == 6 && p.proto == 58);
-    if icmp {
+    if p.is_later_fragment() {
+        // No L4 header: the parser marks the port word instead.
+        key[word::SPORT] = LATER_FRAGMENT;
+    } else if icmp {
         if let Some(t) = p.icmp_type {
             key[word::SPORT] = u32::from(t);
             key[word::DPORT] = u32::from(p.icmp_code.unwrap_or(0));

@@ -246,6 +246,7 @@ pub fn witnesses(rs: &ValidRuleset) -> Vec<(Scope, PacketHeader)> {
                     icmp_code: None,
                     iif: None,
                     vlan: None,
+                    fragment: false,
                 },
             ));
         }
@@ -298,8 +299,9 @@ fn rule_witness(rule: &Rule, prefixes: &[IpNet]) -> PacketHeader {
     let src = src.unwrap_or_else(|| documentation_address(dst.is_ipv6(), 7));
     let proto = m.proto.unwrap_or(crate::Proto::Tcp);
     let number = proto.number();
-    let has_ports = proto.has_ports();
-    let icmp = number == 1 || number == 58;
+    // A `fragment` rule's witness is a non-first fragment: no L4 fields.
+    let has_ports = proto.has_ports() && !m.fragment;
+    let icmp = (number == 1 || number == 58) && !m.fragment;
     let port =
         |items: &[PortItem], default: u16| Match::ranges(items).next().map_or(default, |r| r.lo);
     PacketHeader {
@@ -308,10 +310,11 @@ fn rule_witness(rule: &Rule, prefixes: &[IpNet]) -> PacketHeader {
         proto: number,
         sport: has_ports.then(|| port(&m.sport, 40000)),
         dport: has_ports.then(|| port(&m.dport, 80)),
-        tcp_flags: (number == 6).then(|| m.tcp_flags.map_or(0x02, |f| f.value)),
+        tcp_flags: (has_ports && number == 6).then(|| m.tcp_flags.map_or(0x02, |f| f.value)),
         icmp_type: icmp.then(|| m.icmp_type.unwrap_or(8)),
         icmp_code: icmp.then(|| m.icmp_code.unwrap_or(0)),
         iif: None,
         vlan: m.vlan,
+        fragment: m.fragment,
     }
 }

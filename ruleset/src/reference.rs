@@ -12,8 +12,9 @@
 //!
 //! A rule matches when every field it constrains matches: an address in one of its
 //! prefixes, a port in one of its ranges, `(flags & mask) == value`, equal protocol,
-//! ICMP type/code, interface and VLAN. A field the packet lacks (`None`) never matches
-//! a constraint on it. An empty `daddr` in a tenant rule means the tenant's prefixes,
+//! ICMP type/code, interface and VLAN, and `fragment` only for a non-first fragment.
+//! A field the packet lacks (`None`: the ports, flags and ICMP type/code of a
+//! non-first fragment) never matches a constraint on it. An empty `daddr` in a tenant rule means the tenant's prefixes,
 //! which the packet's destination is in by step 2.
 
 use crate::model::{Match, PortItem, PrefixItem, Rule, Scope, Verdict};
@@ -92,6 +93,7 @@ pub fn matches(m: &Match, p: &PacketHeader) -> bool {
         && field(m.icmp_code, p.icmp_code)
         && field(m.iif.as_deref(), p.iif.as_deref())
         && field(m.vlan, p.vlan)
+        && (!m.fragment || p.is_later_fragment())
 }
 
 /// Runs one scope; `Some((verdict, rule))` if a rule decided.
@@ -332,6 +334,18 @@ fn check_fields(m: &Match, p: &PacketHeader) -> Vec<FieldCheck> {
             field: "flags",
             ok,
             detail,
+        });
+    }
+    if m.fragment {
+        let later = p.is_later_fragment();
+        out.push(FieldCheck {
+            field: "fragment",
+            ok: later,
+            detail: if later {
+                "a non-first fragment".to_owned()
+            } else {
+                "not a non-first fragment".to_owned()
+            },
         });
     }
     let mut exact = |field: &'static str, want: Option<String>, got: Option<String>| {

@@ -494,7 +494,8 @@ pub mod word {
     pub const SRC: usize = 0;
     /// Destination address, same encoding as [`SRC`].
     pub const DST: usize = 4;
-    /// Source port; ICMP type for ICMP/ICMPv6; 0 without an L4 header.
+    /// Source port; ICMP type for ICMP/ICMPv6; without an L4 header
+    /// ([`L4`] 0): [`super::LATER_FRAGMENT`] for a non-first fragment, else 0.
     pub const SPORT: usize = 8;
     /// Destination port; ICMP code for ICMP/ICMPv6; 0 without an L4 header.
     pub const DPORT: usize = 9;
@@ -511,6 +512,12 @@ pub mod word {
     /// TCP flags byte (0 when not TCP); matched with mask/value, never cut on.
     pub const TCP_FLAGS: usize = 15;
 }
+
+/// [`word::SPORT`] of a non-first fragment (whose [`word::L4`] is 0: it has
+/// no L4 header, so no port), which is what a `fragment` rule matches. A
+/// word no other packet without an L4 header sets, so the mark costs no key
+/// bit and no check: the rule is the range `L4 = 0, SPORT = 1`.
+pub const LATER_FRAGMENT: u32 = 1;
 
 /// [`word::VLAN`] value of an untagged packet (just above the largest VLAN id,
 /// so the word stays 13 bits wide for the tree's cuts).
