@@ -150,6 +150,9 @@ impl FrameSpec {
         };
         let mut spec = FrameSpec::new(p.src, p.dst, l4);
         spec.fragment_offset = fragment_offset;
+        if p.hop_limit_255 {
+            spec.ttl = 255;
+        }
         spec.vlans = p.vlan.map(|v| (ethertype::VLAN, v)).into_iter().collect();
         spec.payload = vec![0; 8];
         Some(spec)
@@ -378,7 +381,7 @@ mod tests {
 pub fn header_of(
     frame: &[u8],
 ) -> Result<Option<fluxgate_ruleset::PacketHeader>, fluxgate_common::Malformed> {
-    use fluxgate_common::table::{LATER_FRAGMENT, VLAN_NONE, word};
+    use fluxgate_common::table::{HOP_LIMIT_255, LATER_FRAGMENT, VLAN_NONE, word};
     use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
     let mut key = [0; fluxgate_common::table::KEY_WORDS];
     if !fluxgate_parse::parse_frame(frame, 0, &mut key)? {
@@ -412,6 +415,7 @@ pub fn header_of(
         iif: None,
         vlan: (key[word::VLAN] != VLAN_NONE).then_some(key[word::VLAN] as u16),
         fragment,
+        hop_limit_255: icmp && key[word::TCP_FLAGS] & HOP_LIMIT_255 != 0,
     }))
 }
 
@@ -429,6 +433,7 @@ mod parse_back {
             "tcp [2001:db8::1] -> [2001:db8::2] frag",
             "47 192.0.2.1 -> 192.0.2.2 frag",
             "47 192.0.2.1 -> 192.0.2.2",
+            "icmpv6 fe80::1 -> ff02::1:ff00:2 type 135 code 0 hlim 255",
         ] {
             let p: fluxgate_ruleset::PacketHeader = text.parse().expect("packet");
             let frame = FrameSpec::from_header(&p).expect("frame").build();

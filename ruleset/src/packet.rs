@@ -18,12 +18,13 @@ use crate::print::flag_letters;
 /// Text form ([`FromStr`] / [`Display`](fmt::Display)):
 ///
 /// ```text
-/// PROTO SRC -> DST [frag] [flags LETTERS] [type N] [code N] [iif NAME] [vlan N]
+/// PROTO SRC -> DST [frag] [flags LETTERS] [type N] [code N] [hlim N] [iif NAME] [vlan N]
 /// tcp 198.51.100.7:40000 -> 203.0.113.10:443 flags S
 /// udp [2001:db8::1]:53 -> [2001:db8:1::2]:5353 vlan 42 iif eth1
 /// icmp 192.0.2.1 -> 203.0.113.10 type 8 code 0
 /// udp 192.0.2.1 -> 203.0.113.10 frag   (a non-first fragment: no ports)
 /// 47 192.0.2.1 -> 203.0.113.10 frag    (a non-first fragment of GRE)
+/// icmpv6 fe80::1 -> ff02::1:ff00:10 type 135 code 0 hlim 255   (neighbour discovery)
 /// ```
 ///
 /// A TCP or UDP packet written without ports, or an ICMP one without a type,
@@ -69,6 +70,12 @@ pub struct PacketHeader {
     /// type; only `fragment` rules and rules on addresses, protocol,
     /// interface and VLAN match it.
     pub fragment: bool,
+    /// An ICMPv6 message whose hop limit is 255 (text `hlim 255`; other
+    /// hop limits read as `false`): sent on this link, no router forwarded
+    /// it, which is what makes neighbour discovery valid
+    /// ([`PacketHeader::is_neighbor_discovery`]). Only ICMPv6 messages with
+    /// a type carry it: it is the only hop limit classification looks at.
+    pub hop_limit_255: bool,
 }
 
 /// Why a packet's text form did not parse.
@@ -129,6 +136,19 @@ impl PacketHeader {
         self.fragment
             || (proto.has_ports() && (self.sport.is_none() || self.dport.is_none()))
             || (icmp && self.icmp_type.is_none() && self.icmp_code.is_none())
+    }
+
+    /// Whether this is an IPv6 neighbour discovery message as RFC 4861
+    /// accepts one (ICMPv6 type 133–137, code 0, hop limit 255): passed
+    /// before any rule, as the XDP dispatcher does
+    /// (`fluxgate_common::table::neighbor_discovery` on the key).
+    pub fn is_neighbor_discovery(&self) -> bool {
+        self.dst.is_ipv6()
+            && self.proto == 58
+            && !self.is_later_fragment()
+            && matches!(self.icmp_type, Some(133..=137))
+            && self.icmp_code.unwrap_or(0) == 0
+            && self.hop_limit_255
     }
 
     /// This header as a network can carry it: ports only on TCP and UDP, TCP
@@ -197,6 +217,7 @@ impl FromStr for PacketHeader {
             iif: None,
             vlan: None,
             fragment: false,
+            hop_limit_255: false,
         };
         if proto == Proto::Tcp && sport.is_some() {
             p.tcp_flags = Some(0);
@@ -235,6 +256,12 @@ impl FromStr for PacketHeader {
                         p.icmp_code = n
                     }
                 }
+                "hlim" => {
+                    if proto != Proto::Icmpv6 || !dst.is_ipv6() {
+                        return Err(fail("`hlim` is looked at on ICMPv6 messages only".into()));
+                    }
+                    p.hop_limit_255 = num(v, 255)? == 255;
+                }
                 "vlan" => p.vlan = u16::try_from(num(v, 4095)?).ok(),
                 "iif" => {
                     p.iif = Some(
@@ -246,6 +273,9 @@ impl FromStr for PacketHeader {
             }
         }
         let icmp_header = p.icmp_type.is_some() || p.icmp_code.is_some();
+        if p.hop_limit_255 && p.icmp_type.is_none() {
+            return Err(fail("`hlim` needs an ICMPv6 message with a `type`".into()));
+        }
         if frag && icmp_header {
             return Err(fail(
                 "a non-first fragment (`frag`) has no ICMP type or code".into(),
@@ -289,6 +319,9 @@ impl fmt::Display for PacketHeader {
         }
         if let Some(c) = self.icmp_code {
             write!(f, " code {c}")?;
+        }
+        if self.hop_limit_255 {
+            f.write_str(" hlim 255")?;
         }
         if let Some(i) = &self.iif {
             write!(f, " iif {i}")?;

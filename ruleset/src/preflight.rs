@@ -135,8 +135,11 @@ pub fn unguarded_warning(rs: &ValidRuleset) -> Option<String> {
 }
 
 /// The rule or default that made `decision`: `acme#2`, `acme default`,
-/// `gateway default`.
+/// `gateway default`, or `neighbor discovery`.
 pub fn decider(decision: &Decision) -> String {
+    if decision.neighbor_discovery {
+        return "neighbor discovery".to_owned();
+    }
     match &decision.rule {
         Some(r) => r.to_string(),
         None => format!(
@@ -247,6 +250,7 @@ pub fn witnesses(rs: &ValidRuleset) -> Vec<(Scope, PacketHeader)> {
                     iif: None,
                     vlan: None,
                     fragment: false,
+                    hop_limit_255: false,
                 },
             ));
         }
@@ -316,5 +320,6 @@ fn rule_witness(rule: &Rule, prefixes: &[IpNet]) -> PacketHeader {
         iif: None,
         vlan: m.vlan,
         fragment: m.fragment,
+        hop_limit_255: false,
     }
 }

@@ -3,6 +3,10 @@
 //! Linear and obviously correct; every faster classifier (userspace tables, the XDP
 //! program) is tested against it. The rules, in order:
 //!
+//! 0. An IPv6 neighbour discovery message (ICMPv6 type 133–137, code 0, hop limit
+//!    255: [`PacketHeader::is_neighbor_discovery`]) passes, before any rule and any
+//!    tenant, as ARP does: neighbour entries must not fail for a tenant's
+//!    `default drop`. Any other ICMPv6 packet is classified like the rest.
 //! 1. The gateway's rules are tried in file order. A matching `count` rule is
 //!    recorded and evaluation goes on; the first matching `pass` / `drop` decides.
 //! 2. Otherwise the packet's tenant is the one owning the longest prefix containing its
@@ -54,6 +58,9 @@ pub struct Decision {
     pub counted: Vec<RuleRef>,
     /// Why, in words (for `explain`).
     pub reason: String,
+    /// IPv6 neighbour discovery ([`PacketHeader::is_neighbor_discovery`]):
+    /// passed before any rule and any tenant, as ARP is.
+    pub neighbor_discovery: bool,
 }
 
 impl Decision {
@@ -65,6 +72,7 @@ impl Decision {
             && self.tenant == other.tenant
             && self.rule == other.rule
             && self.counted == other.counted
+            && self.neighbor_discovery == other.neighbor_discovery
     }
 }
 
@@ -135,6 +143,20 @@ fn run<'r>(
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
 pub fn classify(rs: &ValidRuleset, p: &PacketHeader) -> Decision {
+    if p.is_neighbor_discovery() {
+        return Decision {
+            verdict: Verdict::Pass,
+            tenant: None,
+            tenant_name: None,
+            rule: None,
+            counted: Vec::new(),
+            reason: format!(
+                "IPv6 neighbour discovery (ICMPv6 type {}, hop limit 255): passed before any rule",
+                p.icmp_type.unwrap_or(0)
+            ),
+            neighbor_discovery: true,
+        };
+    }
     let mut counted = Vec::new();
     let owner = rs.tenant_for(p.dst);
     if let Some((verdict, rule, r)) = run(&rs.gateway().rules, &Scope::Gateway, p, &mut counted) {
@@ -148,6 +170,7 @@ pub fn classify(rs: &ValidRuleset, p: &PacketHeader) -> Decision {
             rule: Some(rule),
             counted,
             reason,
+            neighbor_discovery: false,
         };
     }
     let Some((ti, t)) = owner.and_then(|i| rs.tenants().get(i).map(|t| (i, t))) else {
@@ -163,6 +186,7 @@ pub fn classify(rs: &ValidRuleset, p: &PacketHeader) -> Decision {
             rule: None,
             counted,
             reason,
+            neighbor_discovery: false,
         };
     };
     let scope = Scope::Tenant(t.name.clone());
@@ -187,6 +211,7 @@ pub fn classify(rs: &ValidRuleset, p: &PacketHeader) -> Decision {
         rule,
         counted,
         reason,
+        neighbor_discovery: false,
     }
 }
 
@@ -232,6 +257,13 @@ pub struct Explanation {
 pub fn explain(rs: &ValidRuleset, p: &PacketHeader) -> Explanation {
     let decision = classify(rs, p);
     let mut considered = Vec::new();
+    if decision.neighbor_discovery {
+        // Passed before any rule: none was considered.
+        return Explanation {
+            considered,
+            decision,
+        };
+    }
     let mut walk = |scope: Scope, rules: &[Rule]| -> bool {
         for r in rules {
             let fields = check_fields(&r.matches, p);

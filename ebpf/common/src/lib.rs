@@ -298,18 +298,26 @@ pub enum Outcome {
     /// failed); passed. Never happens unless the version map is damaged: the
     /// dataplane refuses to unload a version that still serves a tenant.
     Unclassified = 4,
+    /// An IPv6 neighbour discovery message (ICMPv6 router / neighbour
+    /// solicitation or advertisement, redirect: types 133–137, code 0) with
+    /// hop limit 255, so sent on this link (RFC 4861 discards any other):
+    /// passed before tenant dispatch, as ARP is for IPv4, so a tenant's
+    /// `default drop` cannot cut its addresses off the link. See
+    /// [`table::neighbor_discovery`].
+    NeighborDiscovery = 5,
 }
 
 impl Outcome {
     /// Number of outcomes (size of the outcome counter map).
-    pub const COUNT: u32 = 5;
+    pub const COUNT: u32 = 6;
     /// All outcomes, in index order.
-    pub const ALL: [Outcome; 5] = [
+    pub const ALL: [Outcome; 6] = [
         Outcome::Passed,
         Outcome::Dropped,
         Outcome::Malformed,
         Outcome::NotIp,
         Outcome::Unclassified,
+        Outcome::NeighborDiscovery,
     ];
 
     /// Stable lower-case name, used in CLI and JSON output.
@@ -320,6 +328,7 @@ impl Outcome {
             Outcome::Malformed => "malformed",
             Outcome::NotIp => "not_ip",
             Outcome::Unclassified => "unclassified",
+            Outcome::NeighborDiscovery => "neighbor_discovery",
         }
     }
 }

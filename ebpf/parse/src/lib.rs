@@ -25,7 +25,7 @@
 
 use fluxgate_common::{
     MAX_IPV6_EXT_HEADERS, MAX_VLAN_TAGS, Malformed,
-    table::{KEY_WORDS, LATER_FRAGMENT, VLAN_NONE, word},
+    table::{HOP_LIMIT_255, KEY_WORDS, LATER_FRAGMENT, VLAN_NONE, word},
 };
 
 const ETH_HLEN: usize = 14;
@@ -67,6 +67,9 @@ struct Cursor {
     pos: usize,
     end: usize,
     limit: usize,
+    /// [`HOP_LIMIT_255`] when the IPv6 hop limit is 255, else 0: kept for
+    /// an ICMPv6 header (neighbour discovery), the only one that needs it.
+    hop_limit_255: u32,
 }
 
 impl Cursor {
@@ -180,6 +183,7 @@ pub unsafe fn parse(
         pos: start,
         end,
         limit: end,
+        hop_limit_255: 0,
     };
     let eth = cur.take(ETH_HLEN).ok_or(Malformed::EthernetTruncated)?;
     let mut ethertype = be16(eth, ETH_TYPE_OFF);
@@ -273,6 +277,7 @@ fn ipv6(cur: &mut Cursor, key: &mut [u32; KEY_WORDS]) -> Result<Rest, Malformed>
         return Err(Malformed::Ipv6Header);
     }
     cur.set_limit(cur.pos + payload);
+    cur.hop_limit_255 = u32::from(byte(ip, 7) == 255) * HOP_LIMIT_255;
     key[word::FAMILY] = 6;
     let mut i = 0;
     while i < 4 {
@@ -359,6 +364,7 @@ fn l4(cur: &mut Cursor, key: &mut [u32; KEY_WORDS], rest: Rest) -> Result<(), Ma
             // Type and code take the place of the ports.
             key[word::SPORT] = u32::from(byte(icmp, 0));
             key[word::DPORT] = u32::from(byte(icmp, 1));
+            key[word::TCP_FLAGS] = cur.hop_limit_255;
         }
         _ => return Ok(()),
     }
