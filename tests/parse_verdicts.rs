@@ -126,7 +126,45 @@ fn cases() -> Vec<(&'static str, Vec<u8>, Expect)> {
         (
             "ipv4 first fragment, tcp cut short",
             fragment_mf(&tcp4[..L4_V4 + 8]),
+            Bad(Malformed::TcpTinyFragment),
+        ),
+        // The IP length bounds the L4 header: bytes past it are Ethernet
+        // padding, never a header (a sender on the segment could put any
+        // flags there).
+        (
+            "ipv4 padded to 60 bytes after a whole tcp header",
+            padded(&tcp4, 60),
+            Passed,
+        ),
+        (
+            "ipv4 tcp header ending in the padding",
+            ip_len(&tcp4, 20 + 8, 0),
             Bad(Malformed::TcpHeader),
+        ),
+        (
+            "ipv4 tiny first fragment (ports only), flags in the padding",
+            ip_len(&tcp4, 20 + 8, 0x2000),
+            Bad(Malformed::TcpTinyFragment),
+        ),
+        (
+            "ipv4 udp header ending in the padding",
+            ip_len(&padded(&v4(UDP).build(), 60), 20 + 4, 0),
+            Bad(Malformed::UdpHeader),
+        ),
+        (
+            "ipv4 tcp fragment at offset 1",
+            fragment(&tcp4[..L4_V4 + 16], 1),
+            Bad(Malformed::TcpFragmentOffset),
+        ),
+        (
+            "ipv4 udp fragment at offset 1",
+            fragment(&v4(UDP).build(), 1),
+            Passed,
+        ),
+        (
+            "ipv4 tcp fragment at offset 2",
+            fragment(&tcp4[..L4_V4 + 16], 2),
+            Passed,
         ),
         // IPv6.
         (
@@ -140,6 +178,46 @@ fn cases() -> Vec<(&'static str, Vec<u8>, Expect)> {
             Bad(Malformed::Ipv6Header),
         ),
         ("ipv6 3 extension headers + tcp", ext(&[0, 43, 60]), Passed),
+        (
+            "ipv6 tcp header ending in the padding",
+            ip6_len(&padded(&v6(TCP).build(), 100), 8),
+            Bad(Malformed::TcpHeader),
+        ),
+        (
+            "ipv6 extension header ending in the padding",
+            ip6_len(&padded(&ext(&[60]), 100), 4),
+            Bad(Malformed::Ipv6ExtensionChain),
+        ),
+        (
+            "ipv6 tiny first fragment (ports only), flags in the padding",
+            ip6_len(&v6_fragment(TCP, 0, true), 8 + 8),
+            Bad(Malformed::TcpTinyFragment),
+        ),
+        (
+            "ipv6 first fragment with a whole tcp header",
+            v6_fragment(TCP, 0, true),
+            Passed,
+        ),
+        (
+            "ipv6 atomic fragment (offset 0, last)",
+            v6_fragment(TCP, 0, false),
+            Passed,
+        ),
+        (
+            "ipv6 tcp fragment at offset 1",
+            v6_fragment(TCP, 1, true),
+            Bad(Malformed::TcpFragmentOffset),
+        ),
+        (
+            "ipv6 udp fragment at offset 1",
+            v6_fragment(UDP, 1, true),
+            Passed,
+        ),
+        (
+            "ipv6 non-first fragment",
+            v6_fragment(TCP, 185, false),
+            Passed,
+        ),
         ("ipv6 8 extension headers + tcp", ext(&[60; 8]), Passed),
         (
             "ipv6 9 extension headers (loop)",
@@ -229,6 +307,43 @@ fn cut_l6(frame: Vec<u8>, len: usize) -> Vec<u8> {
 fn fragment(frame: &[u8], offset_units: u16) -> Vec<u8> {
     let mut f = total_len(frame, (frame.len() - ETH) as u16);
     f[IP4 + 6..IP4 + 8].copy_from_slice(&offset_units.to_be_bytes());
+    f
+}
+
+/// `frame` with zero bytes appended up to `len` (Ethernet padding).
+fn padded(frame: &[u8], len: usize) -> Vec<u8> {
+    let mut f = frame.to_vec();
+    f.resize(len.max(f.len()), 0);
+    f
+}
+
+/// An IPv4 frame whose total length says `len` (the bytes after it stay in
+/// the frame, as padding) with fragment field `frag`.
+fn ip_len(frame: &[u8], len: u16, frag: u16) -> Vec<u8> {
+    let mut f = total_len(frame, len);
+    f[IP4 + 6..IP4 + 8].copy_from_slice(&frag.to_be_bytes());
+    f
+}
+
+/// An IPv6 frame whose payload length says `len` (the rest stays, as padding).
+fn ip6_len(frame: &[u8], len: u16) -> Vec<u8> {
+    let mut f = frame.to_vec();
+    f[ETH + 4..ETH + 6].copy_from_slice(&len.to_be_bytes());
+    f
+}
+
+/// An IPv6 packet with a fragment header (offset in 8-byte units, M flag)
+/// before the whole `l4` header.
+fn v6_fragment(l4: L4, offset: u16, more: bool) -> Vec<u8> {
+    let mut f = v6(l4).build();
+    let proto = f[ETH + 6];
+    f[ETH + 6] = 44;
+    let field = (offset << 3) | u16::from(more);
+    let [hi, lo] = field.to_be_bytes();
+    let header = [proto, 0, hi, lo, 0, 0, 0, 1];
+    f.splice(L4_V6..L4_V6, header);
+    let payload = (f.len() - L4_V6) as u16;
+    f[ETH + 4..ETH + 6].copy_from_slice(&payload.to_be_bytes());
     f
 }
 

@@ -34,7 +34,10 @@ pub fn for_error(err: &Error) -> i32 {
         Error::NoSuchInterface(_) | Error::NoSuchNamespace(_) | Error::NotAttached { .. } => {
             NOT_FOUND
         }
-        Error::Unsupported { .. } | Error::NoBpffs(_) | Error::Incompatible { .. } => UNSUPPORTED,
+        Error::Unsupported { .. }
+        | Error::NoBpffs(_)
+        | Error::Incompatible { .. }
+        | Error::UnsafePinDirectory { .. } => UNSUPPORTED,
         Error::AlreadyAttached { .. } => CONFLICT,
         Error::InvalidArgument(_) => USAGE,
         _ => FAILURE,

@@ -176,9 +176,12 @@ impl Interface {
         let got = probe.run(&frame)?;
         let by_slot: BTreeMap<u32, &SlotInfo> = slots.iter().map(|s| (s.slot, s)).collect();
         let want_name = decider(want);
-        let decided_by = got
-            .decided
-            .and_then(|slot| by_slot.get(&slot).map(|s| s.name()));
+        let decided_by = match got.decided {
+            // Passed in the dispatcher, before any table: nothing recorded
+            // (a frame built from a header is never malformed or not IP).
+            None if want.neighbor_discovery => Some(want_name.clone()),
+            d => d.and_then(|slot| by_slot.get(&slot).map(|s| s.name())),
+        };
         let verdict = if got.verdict == fluxgate_common::xdp::DROP {
             Verdict::Drop
         } else {

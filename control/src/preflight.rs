@@ -100,7 +100,12 @@ pub(crate) fn run(
                 .clone()
                 .map_or(Scope::Gateway, Scope::Tenant),
         };
-        let want_slot = index.slot(&want_scope, want.rule.as_ref().map(|r| r.id));
+        // Neighbour discovery passes in the dispatcher: no table decides it.
+        let want_slot = if want.neighbor_discovery {
+            None
+        } else {
+            index.slot(&want_scope, want.rule.as_ref().map(|r| r.id))
+        };
         let tenant_ok = match (&want.tenant_name, index.tenants.is_empty()) {
             (Some(name), false) => got.tenant == index.tenants.get(name).copied(),
             (name, _) => got.tenant.is_some() == name.is_some(),

@@ -401,6 +401,17 @@ fn explain_names_every_rule_considered_and_the_kernel_agrees() {
         text.contains("MATCH acme#2") && text.contains("agrees"),
         "{text}"
     );
+    // IPv6 neighbour discovery passes before any rule, in the kernel too.
+    let ns_packet = "icmpv6 fe80::1 -> ff02::1:ff00:2 type 135 code 0 hlim 255";
+    let out = ok(fluxgate(
+        &s,
+        &["-n", &ns, "explain", "--packet", ns_packet, "--json"],
+    ));
+    let e: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    assert_eq!(e["verdict"], "pass", "{e}");
+    assert_eq!(e["decided_by"], "neighbor discovery", "{e}");
+    assert_eq!(e["considered"].as_array().map(Vec::len), Some(0), "{e}");
+    assert_eq!(e["kernel"]["agrees"], true, "{e}");
 }
 
 #[test]

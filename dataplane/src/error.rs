@@ -26,6 +26,20 @@ pub enum Error {
     /// No network namespace with this name (`/run/netns/<name>`).
     #[error("no network namespace named {0:?} (see `ip netns list`)")]
     NoSuchNamespace(String),
+    /// A pin directory (fluxgate's bpffs directory, the namespace's, the
+    /// interface's) that someone other than root could change: whoever can
+    /// write there can swap a pinned map or link for their own.
+    #[error(
+        "refusing the pin directory {}: {reason}; it must be a directory owned by root \
+         and not writable by group or others (chmod go-w, chown root)",
+        path.display()
+    )]
+    UnsafePinDirectory {
+        /// The directory.
+        path: PathBuf,
+        /// What is wrong with it.
+        reason: String,
+    },
     /// bpffs is not mounted where pinned state lives.
     #[error("no BPF filesystem at {0}: mount one with `mount -t bpf bpf /sys/fs/bpf`")]
     NoBpffs(PathBuf),

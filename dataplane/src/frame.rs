@@ -118,9 +118,10 @@ impl FrameSpec {
     }
 
     /// The frame of a packet header as the classifier sees it: ports, flags,
-    /// ICMP type/code, VLAN; a TCP/UDP header without ports becomes a non-first
-    /// fragment. `None` when the header cannot be put on the wire as is (an
-    /// ingress interface, or mixed address families).
+    /// ICMP type/code, VLAN; a later fragment
+    /// ([`fluxgate_ruleset::PacketHeader::is_later_fragment`]) becomes a
+    /// non-first fragment at offset 185. `None` when the header cannot be put
+    /// on the wire as is (an ingress interface, or mixed address families).
     pub fn from_header(p: &fluxgate_ruleset::PacketHeader) -> Option<FrameSpec> {
         if p.iif.is_some() || p.src.is_ipv6() != p.dst.is_ipv6() {
             return None;
@@ -128,6 +129,7 @@ impl FrameSpec {
         let v6 = p.dst.is_ipv6();
         let icmp = (p.proto == 1 && !v6) || (p.proto == 58 && v6);
         let (l4, fragment_offset) = match (p.proto, p.sport, p.dport) {
+            _ if p.is_later_fragment() => (L4::Other(p.proto), 185),
             (6, Some(sport), Some(dport)) => (
                 L4::Tcp {
                     sport,
@@ -144,13 +146,13 @@ impl FrameSpec {
                 },
                 0,
             ),
-            // TCP/UDP/ICMP without its header: a non-first fragment.
-            (6 | 17, _, _) => (L4::Other(p.proto), 185),
-            _ if icmp => (L4::Other(p.proto), 185),
             (proto, _, _) => (L4::Other(proto), 0),
         };
         let mut spec = FrameSpec::new(p.src, p.dst, l4);
         spec.fragment_offset = fragment_offset;
+        if p.hop_limit_255 {
+            spec.ttl = 255;
+        }
         spec.vlans = p.vlan.map(|v| (ethertype::VLAN, v)).into_iter().collect();
         spec.payload = vec![0; 8];
         Some(spec)
@@ -379,7 +381,7 @@ mod tests {
 pub fn header_of(
     frame: &[u8],
 ) -> Result<Option<fluxgate_ruleset::PacketHeader>, fluxgate_common::Malformed> {
-    use fluxgate_common::table::{VLAN_NONE, word};
+    use fluxgate_common::table::{HOP_LIMIT_255, LATER_FRAGMENT, VLAN_NONE, word};
     use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
     let mut key = [0; fluxgate_common::table::KEY_WORDS];
     if !fluxgate_parse::parse_frame(frame, 0, &mut key)? {
@@ -398,6 +400,7 @@ pub fn header_of(
     };
     let proto = key[word::PROTO] as u8;
     let l4 = key[word::L4] == 1;
+    let fragment = !l4 && key[word::SPORT] == LATER_FRAGMENT;
     let ports = l4 && (proto == 6 || proto == 17);
     let icmp = l4 && (proto == 1 || proto == 58);
     Ok(Some(fluxgate_ruleset::PacketHeader {
@@ -411,6 +414,8 @@ pub fn header_of(
         icmp_code: icmp.then_some(key[word::DPORT] as u8),
         iif: None,
         vlan: (key[word::VLAN] != VLAN_NONE).then_some(key[word::VLAN] as u16),
+        fragment,
+        hop_limit_255: icmp && key[word::TCP_FLAGS] & HOP_LIMIT_255 != 0,
     }))
 }
 
@@ -424,6 +429,11 @@ mod parse_back {
             "tcp 198.51.100.7:40000 -> 203.0.113.10:443 flags S",
             "udp 2001:db8::1:53 -> 2001:db8::2:5353",
             "icmp 192.0.2.1 -> 192.0.2.2 type 8 code 0",
+            "udp 192.0.2.1 -> 192.0.2.2 frag",
+            "tcp [2001:db8::1] -> [2001:db8::2] frag",
+            "47 192.0.2.1 -> 192.0.2.2 frag",
+            "47 192.0.2.1 -> 192.0.2.2",
+            "icmpv6 fe80::1 -> ff02::1:ff00:2 type 135 code 0 hlim 255",
         ] {
             let p: fluxgate_ruleset::PacketHeader = text.parse().expect("packet");
             let frame = FrameSpec::from_header(&p).expect("frame").build();

@@ -51,7 +51,7 @@ impl PinnedAttachment {
                 path: dir,
             });
         }
-        fs::create_dir_all(&dir).map_err(|e| Error::kernel("create the pin directory", e))?;
+        secure_dirs(root, &dir)?;
         let pinned = PinnedAttachment {
             iface: iface.to_owned(),
             dir,
@@ -104,6 +104,9 @@ impl PinnedAttachment {
                 iface: iface.to_owned(),
                 path: dir,
             });
+        }
+        for d in pin_dirs(root, &dir) {
+            check_dir(d)?;
         }
         let pinned = PinnedAttachment {
             iface: iface.to_owned(),
@@ -206,6 +209,80 @@ impl PinnedAttachment {
 }
 
 /// Fails unless `root` (or its nearest existing ancestor) is on a bpffs.
+/// The directories pinned state sits in, outermost first: fluxgate's bpffs
+/// directory (`root`'s parent), the namespace's (`root`), the interface's.
+/// A mount point among them (a `root` right under the bpffs mount, as tests
+/// use) is the mount's business, not checked: setup mounts bpffs 0700, and a
+/// sticky shared mount lets no one replace the entries fluxgate owns there.
+fn pin_dirs<'a>(root: &'a Path, dir: &'a Path) -> impl Iterator<Item = &'a Path> {
+    root.parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .into_iter()
+        .chain([root, dir])
+}
+
+/// Creates the pin directories that are missing, mode 0700 (whatever the
+/// umask), and checks every one of them ([`check_dir`]), outermost first,
+/// before anything is pinned.
+fn secure_dirs(root: &Path, dir: &Path) -> Result<(), Error> {
+    use std::os::unix::fs::DirBuilderExt;
+    let mut dirs = pin_dirs(root, dir).peekable();
+    if let Some(outer) = dirs.peek().and_then(|d| d.parent()) {
+        // Above fluxgate's own directories (normally the bpffs mount itself).
+        fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(outer)
+            .map_err(|e| Error::kernel("create the pin directory", e))?;
+    }
+    for d in dirs {
+        match fs::DirBuilder::new().mode(0o700).create(d) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
+            Err(e) => return Err(Error::kernel("create the pin directory", e)),
+        }
+        check_dir(d)?;
+    }
+    Ok(())
+}
+
+/// Refuses a pin directory that is not a directory (a symbolic link is not
+/// followed), is owned by neither root nor this process's user, or is
+/// writable by group or others: whoever can write in it can replace a pinned
+/// map or link that fluxgate then adopts. A mount point passes ([`pin_dirs`]).
+fn check_dir(dir: &Path) -> Result<(), Error> {
+    use std::os::unix::fs::MetadataExt;
+    let meta =
+        fs::symlink_metadata(dir).map_err(|e| Error::kernel("inspect the pin directory", e))?;
+    let above = dir
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("/"));
+    if meta.file_type().is_dir()
+        && fs::metadata(above).is_ok_and(|m| m.dev() != meta.dev() || m.ino() == meta.ino())
+    {
+        return Ok(());
+    }
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    let euid = unsafe { libc::geteuid() };
+    let reason = if !meta.file_type().is_dir() {
+        "it is not a directory (symbolic links are not followed)".to_owned()
+    } else if meta.uid() != 0 && meta.uid() != euid {
+        format!("it is owned by uid {}", meta.uid())
+    } else if meta.mode() & 0o022 != 0 {
+        format!(
+            "its mode {:04o} lets group or others write in it",
+            meta.mode() & 0o7777
+        )
+    } else {
+        return Ok(());
+    };
+    Err(Error::UnsafePinDirectory {
+        path: dir.to_path_buf(),
+        reason,
+    })
+}
+
 fn ensure_bpffs(root: &Path) -> Result<(), Error> {
     let mut probe = root;
     while !probe.exists() {

@@ -51,7 +51,7 @@ use fluxgate_common::{
     DROPS_RING_BYTES, GATEWAY_SLOTS, GatewayConfig, MAX_COUNTERS, MAX_TENANTS, MAX_VERSIONS,
     Malformed, Outcome, SLOT_DISPATCH, SLOT_GLOBAL, SLOT_WORDS, Scratch, TENANT_COUNTERS_PER_CPU,
     Trace, VERSION_SLOT_PROBE, VERSION_SLOTS, select_index,
-    table::{Cell, CheckKey, KEY_WORDS, action, word},
+    table::{Cell, CheckKey, KEY_WORDS, action, neighbor_discovery, word},
     table_index, tenant_counter, version_slot, xdp as verdict,
 };
 use walk::{NO_MATCH, Region, default_of, walk};
@@ -182,6 +182,16 @@ fn dispatch<const PROBE: bool>(ctx: &XdpContext) -> u32 {
             }
             return malformed_action();
         }
+    }
+    // IPv6 neighbour discovery passes before any tenant's rules, as ARP
+    // does (a tenant's `default drop` would cut its addresses off the link).
+    // The first test, a bit only ICMPv6 keys with hop limit 255 carry,
+    // fails at once for every other packet.
+    if neighbor_discovery(key) {
+        if !PROBE {
+            count(&FG_OUTCOMES, Outcome::NeighborDiscovery as u32, bytes);
+        }
+        return verdict::PASS;
     }
     let table = if PROBE {
         overlay(FG_PROBE_GW.get(SLOT_DISPATCH)).or_else(|| live_gateway(SLOT_DISPATCH))

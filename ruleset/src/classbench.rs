@@ -336,6 +336,8 @@ pub fn header(src: u32, dst: u32, sport: u16, dport: u16, proto: u8) -> PacketHe
         icmp_code: None,
         iif: None,
         vlan: None,
+        fragment: false,
+        hop_limit_255: false,
     }
 }
 

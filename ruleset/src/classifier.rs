@@ -6,7 +6,10 @@
 
 use std::net::IpAddr;
 
-use fluxgate_common::table::{CheckKey, KEY_WORDS, LEAF_MAX, VLAN_NONE, action, word};
+use fluxgate_common::table::{
+    CheckKey, HOP_LIMIT_255, KEY_WORDS, LATER_FRAGMENT, LEAF_MAX, VLAN_NONE, action,
+    neighbor_discovery, word,
+};
 
 use crate::{
     PacketHeader, Proto, Verdict,
@@ -25,6 +28,9 @@ pub struct Classified {
     pub decided_by: Option<u32>,
     /// Counter slots of the count rules matched before the decision, in order.
     pub counted: Vec<u32>,
+    /// IPv6 neighbour discovery, passed before any table
+    /// (`fluxgate_common::table::neighbor_discovery`): no tenant, no rule.
+    pub neighbor_discovery: bool,
 }
 
 /// A classifier over one compiled [`Image`].
@@ -66,6 +72,16 @@ impl Classifier {
 
     /// Classifies a packet key (the fast path: no allocation unless count rules match).
     pub fn classify_key(&self, key: &[u32; KEY_WORDS]) -> Classified {
+        // As the dispatcher: before tenant dispatch, by the same function.
+        if neighbor_discovery(key) {
+            return Classified {
+                verdict: Verdict::Pass,
+                tenant: None,
+                decided_by: None,
+                counted: Vec::new(),
+                neighbor_discovery: true,
+            };
+        }
         let check = CheckKey::of(key);
         let walk = |cells| walk_checked(cells, key, &check);
         // No tenants: the dispatch table cannot name one (skip its walk).
@@ -101,6 +117,7 @@ impl Classifier {
             tenant,
             decided_by: decision.map(|d| d.1),
             counted,
+            neighbor_discovery: false,
         }
     }
 }
@@ -127,11 +144,17 @@ pub fn key_of(p: &PacketHeader, ifindex: u32) -> [u32; KEY_WORDS] {
     key[word::PROTO] = u32::from(p.proto);
     let proto = Proto::from_number(p.proto);
     let icmp = (family == 4 && p.proto == 1) || (family == 6 && p.proto == 58);
-    if icmp {
+    if p.is_later_fragment() {
+        // No L4 header: the parser marks the port word instead.
+        key[word::SPORT] = LATER_FRAGMENT;
+    } else if icmp {
         if let Some(t) = p.icmp_type {
             key[word::SPORT] = u32::from(t);
             key[word::DPORT] = u32::from(p.icmp_code.unwrap_or(0));
             key[word::L4] = 1;
+            if family == 6 && p.hop_limit_255 {
+                key[word::TCP_FLAGS] = HOP_LIMIT_255;
+            }
         }
     } else if let (true, Some(s), Some(d)) = (proto.has_ports(), p.sport, p.dport) {
         // Only TCP and UDP headers carry ports (a header built from a
@@ -174,6 +197,9 @@ impl Classifier {
             .and_then(|t| self.image.tenant(t))
             .map(|t| t.name.clone());
         let reason = match (&rule, &tenant_name) {
+            _ if c.neighbor_discovery => {
+                "IPv6 neighbour discovery (hop limit 255): passed before any rule".to_owned()
+            }
             (Some(r), _) => format!("rule {r} decided"),
             (None, Some(t)) if c.decided_by.is_some_and(|s| s != 0) => {
                 format!("no rule decided: tenant `{t}` default")
@@ -187,6 +213,7 @@ impl Classifier {
             rule,
             counted: c.counted.iter().filter_map(|s| rule_ref(*s)).collect(),
             reason,
+            neighbor_discovery: c.neighbor_discovery,
         }
     }
 }

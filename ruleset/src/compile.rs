@@ -16,7 +16,7 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
-use fluxgate_common::table::{LEAF_MAX, RANGE_WORDS, VLAN_NONE, action, word};
+use fluxgate_common::table::{LATER_FRAGMENT, LEAF_MAX, RANGE_WORDS, VLAN_NONE, action, word};
 use ipnet::IpNet;
 
 use crate::{
@@ -716,6 +716,12 @@ fn lower_with(
             }
             if wants_ports || wants_icmp || m.tcp_flags.is_some() {
                 exact(&mut r, word::L4, 1);
+            }
+            if m.fragment {
+                // No L4 header, marked in the port word (validation keeps
+                // ports, flags and ICMP fields off such a rule).
+                exact(&mut r, word::L4, 0);
+                exact(&mut r, word::SPORT, LATER_FRAGMENT);
             }
             if let Some(f) = m.tcp_flags {
                 r.flags_mask = f.mask;

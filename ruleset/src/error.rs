@@ -99,6 +99,9 @@ pub enum ErrorKind {
     FlagsWithoutTcp,
     /// ICMP type/code on a rule whose protocol is not ICMP / ICMPv6.
     IcmpWithoutIcmp,
+    /// `fragment` with ports, TCP flags or an ICMP type/code: a non-first
+    /// fragment carries no L4 header, so such a rule could never match.
+    FragmentWithL4,
     /// The rule's address families cannot all hold at once (IPv4 source with IPv6
     /// destination, ICMP with IPv6 addresses, …).
     FamilyMismatch,

@@ -75,12 +75,13 @@
 //! proto tcp dport 3306 flags S/SA drop             # new connections only
 //! proto icmpv6 icmp-type 128 pass
 //! proto icmp pass
+//! proto udp fragment pass                          # later fragments carry no port
 //! "#;
 //!
 //! let rs = Ruleset::parse_files(&[("gateway.fg", gateway), ("acme.fg", acme)])?;
 //! let valid = validate(rs, &Config::default())?;
 //! assert!(valid.warnings().is_empty());
-//! assert_eq!(valid.tenants()[0].rules.len(), 6);
+//! assert_eq!(valid.tenants()[0].rules.len(), 7);
 //! # Ok::<(), fluxgate_ruleset::Errors>(())
 //! ```
 //!
@@ -102,6 +103,8 @@
 //!               | "sport" LIST | "dport" LIST               port, lo-hi, @set
 //!               | "flags" VALUE[/MASK]                      letters FSRPAUEC (bare VALUE: MASK = VALUE)
 //!               | "icmp-type" 0-255 | "icmp-code" 0-255
+//!               | "fragment"                                non-first fragments only; not with
+//!                                                         sport, dport, flags, icmp-type/-code
 //! LIST         := item | "{" item ("," item)* "}"
 //! NAME         := [a-z0-9][a-z0-9_-]{0,62}
 //! allocate     := "allocate" NAME PREFIXES                what tenant NAME may claim
@@ -166,7 +169,25 @@
 //! `pass`/`drop` ends classification; then the tenant owning the destination (longest
 //! prefix; tenants never overlap) runs its rules; then its `default`. `count` counts
 //! and continues. A clause on a field the packet lacks (ports of a fragment) does not
-//! match. The precise definition is [`mod@reference`]; the shared case table
+//! match.
+//!
+//! ### Fragments
+//!
+//! fluxgate does not reassemble. The first fragment of a packet carries its L4 header
+//! and is classified like an unfragmented packet (ports, flags, ICMP type); every
+//! later fragment (IPv4 fragment offset ≠ 0, or an IPv6 fragment header with offset
+//! ≠ 0) has no L4 header, so no rule with `sport`, `dport`, `flags`, `icmp-type` or
+//! `icmp-code` matches it. `fragment` matches exactly those later fragments, like
+//! nft's `ip frag-off & 0x1fff != 0` (and `exthdr frag frag-off != 0` for IPv6) or
+//! iptables' `-f`; combine it with `proto`, addresses, `iif` and `vlan`. A tenant
+//! with `default drop` that serves large UDP (DNS answers with EDNS0, video) adds
+//! `proto udp fragment pass`: the first fragment passes by its port rule, the rest
+//! by this one (and die at the receiver's reassembly if their first was dropped).
+//! The packet parser never reads an L4 header past the IP length (Ethernet padding is
+//! not a header), and a TCP first fragment too short for the whole TCP header, or a
+//! TCP fragment at offset 1 (RFC 1858), is malformed, never classified.
+//!
+//! The precise definition is [`mod@reference`]; the shared case table
 //! `tests/cases.txt` (run by the workspace's test kit against every engine)
 //! pins it down with examples.
 //!

@@ -222,6 +222,9 @@ pub struct Match {
     pub icmp_type: Option<u8>,
     /// ICMP / ICMPv6 code.
     pub icmp_code: Option<u8>,
+    /// `fragment`: only non-first fragments (IPv4 fragment offset ≠ 0, or an
+    /// IPv6 fragment header with offset ≠ 0), which carry no L4 header.
+    pub fragment: bool,
 }
 
 impl Match {
@@ -268,6 +271,8 @@ pub struct RuleSpans {
     pub icmp_type: Option<Span>,
     /// `icmp-code …`
     pub icmp_code: Option<Span>,
+    /// `fragment`
+    pub fragment: Option<Span>,
 }
 
 impl PartialEq for RuleSpans {
@@ -395,6 +400,10 @@ impl RuleId {
         );
         h.opt(b't', m.icmp_type.map(u32::from));
         h.opt(b'c', m.icmp_code.map(u32::from));
+        // Only when set, so the ids of rules written before `fragment` existed stay.
+        if m.fragment {
+            h.bytes(b"F");
+        }
         h.bytes(&[b'A', action as u8]);
         h.u32(occurrence);
         RuleId(h.0)

@@ -18,12 +18,18 @@ use crate::print::flag_letters;
 /// Text form ([`FromStr`] / [`Display`](fmt::Display)):
 ///
 /// ```text
-/// PROTO SRC -> DST [flags LETTERS] [type N] [code N] [iif NAME] [vlan N]
+/// PROTO SRC -> DST [frag] [flags LETTERS] [type N] [code N] [hlim N] [iif NAME] [vlan N]
 /// tcp 198.51.100.7:40000 -> 203.0.113.10:443 flags S
 /// udp [2001:db8::1]:53 -> [2001:db8:1::2]:5353 vlan 42 iif eth1
 /// icmp 192.0.2.1 -> 203.0.113.10 type 8 code 0
-/// tcp 192.0.2.1 -> 203.0.113.10        (no ports: a non-first fragment)
+/// udp 192.0.2.1 -> 203.0.113.10 frag   (a non-first fragment: no ports)
+/// 47 192.0.2.1 -> 203.0.113.10 frag    (a non-first fragment of GRE)
+/// icmpv6 fe80::1 -> ff02::1:ff00:10 type 135 code 0 hlim 255   (neighbour discovery)
 /// ```
+///
+/// A TCP or UDP packet written without ports, or an ICMP one without a type,
+/// is a non-first fragment (nothing else of those protocols lacks its header
+/// on the wire), with or without `frag`.
 ///
 /// A TCP packet with ports but without `flags` has no flag set (`tcp_flags == Some(0)`).
 /// Only TCP and UDP endpoints take ports (`addr:port`, `[v6]:port`); the text
@@ -59,6 +65,17 @@ pub struct PacketHeader {
     pub iif: Option<String>,
     /// 802.1Q VLAN id.
     pub vlan: Option<u16>,
+    /// A non-first fragment (IPv4 fragment offset ≠ 0, or an IPv6 fragment
+    /// header with offset ≠ 0): no L4 header, so no ports, flags or ICMP
+    /// type; only `fragment` rules and rules on addresses, protocol,
+    /// interface and VLAN match it.
+    pub fragment: bool,
+    /// An ICMPv6 message whose hop limit is 255 (text `hlim 255`; other
+    /// hop limits read as `false`): sent on this link, no router forwarded
+    /// it, which is what makes neighbour discovery valid
+    /// ([`PacketHeader::is_neighbor_discovery`]). Only ICMPv6 messages with
+    /// a type carry it: it is the only hop limit classification looks at.
+    pub hop_limit_255: bool,
 }
 
 /// Why a packet's text form did not parse.
@@ -108,6 +125,32 @@ fn endpoint(w: &str) -> Result<(IpAddr, Option<u16>), String> {
 }
 
 impl PacketHeader {
+    /// Whether this is a non-first fragment: [`PacketHeader::fragment`], or
+    /// a TCP / UDP packet without ports or an ICMP one without type and code
+    /// (built in code, such as a ClassBench ICMP header): no such packet
+    /// exists on the wire but as a later fragment, which is how every engine
+    /// reads it.
+    pub fn is_later_fragment(&self) -> bool {
+        let proto = Proto::from_number(self.proto);
+        let icmp = matches!((self.proto, self.dst.is_ipv6()), (1, false) | (58, true));
+        self.fragment
+            || (proto.has_ports() && (self.sport.is_none() || self.dport.is_none()))
+            || (icmp && self.icmp_type.is_none() && self.icmp_code.is_none())
+    }
+
+    /// Whether this is an IPv6 neighbour discovery message as RFC 4861
+    /// accepts one (ICMPv6 type 133–137, code 0, hop limit 255): passed
+    /// before any rule, as the XDP dispatcher does
+    /// (`fluxgate_common::table::neighbor_discovery` on the key).
+    pub fn is_neighbor_discovery(&self) -> bool {
+        self.dst.is_ipv6()
+            && self.proto == 58
+            && !self.is_later_fragment()
+            && matches!(self.icmp_type, Some(133..=137))
+            && self.icmp_code.unwrap_or(0) == 0
+            && self.hop_limit_255
+    }
+
     /// This header as a network can carry it: ports only on TCP and UDP, TCP
     /// flags only on TCP. ClassBench traces write port numbers for every
     /// protocol; a GRE or ICMP packet has none on the wire, so no engine that
@@ -173,6 +216,8 @@ impl FromStr for PacketHeader {
             icmp_code: None,
             iif: None,
             vlan: None,
+            fragment: false,
+            hop_limit_255: false,
         };
         if proto == Proto::Tcp && sport.is_some() {
             p.tcp_flags = Some(0);
@@ -182,7 +227,15 @@ impl FromStr for PacketHeader {
                 .filter(|&n| n <= max)
                 .ok_or_else(|| fail("bad number".into()))
         };
+        let mut frag = false;
         while let Some(k) = w.next() {
+            if k == "frag" {
+                if sport.is_some() {
+                    return Err(fail("a non-first fragment (`frag`) has no ports".into()));
+                }
+                frag = true;
+                continue;
+            }
             let v = w.next();
             match k {
                 "flags" => {
@@ -203,6 +256,12 @@ impl FromStr for PacketHeader {
                         p.icmp_code = n
                     }
                 }
+                "hlim" => {
+                    if proto != Proto::Icmpv6 || !dst.is_ipv6() {
+                        return Err(fail("`hlim` is looked at on ICMPv6 messages only".into()));
+                    }
+                    p.hop_limit_255 = num(v, 255)? == 255;
+                }
                 "vlan" => p.vlan = u16::try_from(num(v, 4095)?).ok(),
                 "iif" => {
                     p.iif = Some(
@@ -213,6 +272,18 @@ impl FromStr for PacketHeader {
                 _ => return Err(fail(format!("unknown field `{}`", excerpt(k)))),
             }
         }
+        let icmp_header = p.icmp_type.is_some() || p.icmp_code.is_some();
+        if p.hop_limit_255 && p.icmp_type.is_none() {
+            return Err(fail("`hlim` needs an ICMPv6 message with a `type`".into()));
+        }
+        if frag && icmp_header {
+            return Err(fail(
+                "a non-first fragment (`frag`) has no ICMP type or code".into(),
+            ));
+        }
+        // Without its header, a TCP, UDP or ICMP packet can only be a later fragment.
+        p.fragment =
+            frag || (proto.has_ports() && sport.is_none()) || (proto.is_icmp() && !icmp_header);
         Ok(p)
     }
 }
@@ -231,6 +302,14 @@ impl fmt::Display for PacketHeader {
             ep(self.src, self.sport),
             ep(self.dst, self.dport)
         )?;
+        // Written only where the text would not say it already (a TCP or
+        // UDP packet without ports, an ICMP one without a type).
+        let proto = Proto::from_number(self.proto);
+        let implied = (proto.has_ports() && self.sport.is_none())
+            || (proto.is_icmp() && self.icmp_type.is_none() && self.icmp_code.is_none());
+        if self.fragment && !implied {
+            f.write_str(" frag")?;
+        }
         if let Some(fl) = self.tcp_flags.filter(|&b| b != 0) {
             f.write_str(" flags ")?;
             flag_letters(f, fl)?;
@@ -240,6 +319,9 @@ impl fmt::Display for PacketHeader {
         }
         if let Some(c) = self.icmp_code {
             write!(f, " code {c}")?;
+        }
+        if self.hop_limit_255 {
+            f.write_str(" hlim 255")?;
         }
         if let Some(i) = &self.iif {
             write!(f, " iif {i}")?;

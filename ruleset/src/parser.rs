@@ -716,14 +716,15 @@ impl<'a> Parser<'a> {
                 "flags" => &mut sp.tcp_flags,
                 "icmp-type" => &mut sp.icmp_type,
                 "icmp-code" => &mut sp.icmp_code,
+                "fragment" => &mut sp.fragment,
                 _ => {
                     return Err(self.err(
                         ErrorKind::Syntax,
                         kspan,
                         format!(
                             "unknown keyword `{}`; a rule is made of iif, vlan, saddr, daddr, \
-                             proto, sport, dport, flags, icmp-type, icmp-code, then pass, drop \
-                             or count",
+                             proto, fragment, sport, dport, flags, icmp-type, icmp-code, then \
+                             pass, drop or count",
                             excerpt(kw)
                         ),
                     ));
@@ -766,6 +767,7 @@ impl<'a> Parser<'a> {
                     );
                 }
                 "icmp-type" => m.icmp_type = Some(self.number("an ICMP type", 255)?.0),
+                "fragment" => m.fragment = true,
                 _ => m.icmp_code = Some(self.number("an ICMP code", 255)?.0),
             }
             sp.rule = sp.rule.to(self.span(self.toks[self.pos.saturating_sub(1)]));

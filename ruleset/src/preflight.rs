@@ -135,8 +135,11 @@ pub fn unguarded_warning(rs: &ValidRuleset) -> Option<String> {
 }
 
 /// The rule or default that made `decision`: `acme#2`, `acme default`,
-/// `gateway default`.
+/// `gateway default`, or `neighbor discovery`.
 pub fn decider(decision: &Decision) -> String {
+    if decision.neighbor_discovery {
+        return "neighbor discovery".to_owned();
+    }
     match &decision.rule {
         Some(r) => r.to_string(),
         None => format!(
@@ -246,6 +249,8 @@ pub fn witnesses(rs: &ValidRuleset) -> Vec<(Scope, PacketHeader)> {
                     icmp_code: None,
                     iif: None,
                     vlan: None,
+                    fragment: false,
+                    hop_limit_255: false,
                 },
             ));
         }
@@ -298,8 +303,9 @@ fn rule_witness(rule: &Rule, prefixes: &[IpNet]) -> PacketHeader {
     let src = src.unwrap_or_else(|| documentation_address(dst.is_ipv6(), 7));
     let proto = m.proto.unwrap_or(crate::Proto::Tcp);
     let number = proto.number();
-    let has_ports = proto.has_ports();
-    let icmp = number == 1 || number == 58;
+    // A `fragment` rule's witness is a non-first fragment: no L4 fields.
+    let has_ports = proto.has_ports() && !m.fragment;
+    let icmp = (number == 1 || number == 58) && !m.fragment;
     let port =
         |items: &[PortItem], default: u16| Match::ranges(items).next().map_or(default, |r| r.lo);
     PacketHeader {
@@ -308,10 +314,12 @@ fn rule_witness(rule: &Rule, prefixes: &[IpNet]) -> PacketHeader {
         proto: number,
         sport: has_ports.then(|| port(&m.sport, 40000)),
         dport: has_ports.then(|| port(&m.dport, 80)),
-        tcp_flags: (number == 6).then(|| m.tcp_flags.map_or(0x02, |f| f.value)),
+        tcp_flags: (has_ports && number == 6).then(|| m.tcp_flags.map_or(0x02, |f| f.value)),
         icmp_type: icmp.then(|| m.icmp_type.unwrap_or(8)),
         icmp_code: icmp.then(|| m.icmp_code.unwrap_or(0)),
         iif: None,
         vlan: m.vlan,
+        fragment: m.fragment,
+        hop_limit_255: false,
     }
 }

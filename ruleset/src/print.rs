@@ -120,6 +120,9 @@ fn write_match(f: &mut impl fmt::Write, m: &Match) -> fmt::Result {
     if let Some(p) = m.proto {
         write!(f, "proto {p} ")?;
     }
+    if m.fragment {
+        f.write_str("fragment ")?;
+    }
     list(f, "sport", &m.sport)?;
     list(f, "dport", &m.dport)?;
     if let Some(fl) = m.tcp_flags {

@@ -3,6 +3,10 @@
 //! Linear and obviously correct; every faster classifier (userspace tables, the XDP
 //! program) is tested against it. The rules, in order:
 //!
+//! 0. An IPv6 neighbour discovery message (ICMPv6 type 133–137, code 0, hop limit
+//!    255: [`PacketHeader::is_neighbor_discovery`]) passes, before any rule and any
+//!    tenant, as ARP does: neighbour entries must not fail for a tenant's
+//!    `default drop`. Any other ICMPv6 packet is classified like the rest.
 //! 1. The gateway's rules are tried in file order. A matching `count` rule is
 //!    recorded and evaluation goes on; the first matching `pass` / `drop` decides.
 //! 2. Otherwise the packet's tenant is the one owning the longest prefix containing its
@@ -12,8 +16,9 @@
 //!
 //! A rule matches when every field it constrains matches: an address in one of its
 //! prefixes, a port in one of its ranges, `(flags & mask) == value`, equal protocol,
-//! ICMP type/code, interface and VLAN. A field the packet lacks (`None`) never matches
-//! a constraint on it. An empty `daddr` in a tenant rule means the tenant's prefixes,
+//! ICMP type/code, interface and VLAN, and `fragment` only for a non-first fragment.
+//! A field the packet lacks (`None`: the ports, flags and ICMP type/code of a
+//! non-first fragment) never matches a constraint on it. An empty `daddr` in a tenant rule means the tenant's prefixes,
 //! which the packet's destination is in by step 2.
 
 use crate::model::{Match, PortItem, PrefixItem, Rule, Scope, Verdict};
@@ -53,6 +58,9 @@ pub struct Decision {
     pub counted: Vec<RuleRef>,
     /// Why, in words (for `explain`).
     pub reason: String,
+    /// IPv6 neighbour discovery ([`PacketHeader::is_neighbor_discovery`]):
+    /// passed before any rule and any tenant, as ARP is.
+    pub neighbor_discovery: bool,
 }
 
 impl Decision {
@@ -64,6 +72,7 @@ impl Decision {
             && self.tenant == other.tenant
             && self.rule == other.rule
             && self.counted == other.counted
+            && self.neighbor_discovery == other.neighbor_discovery
     }
 }
 
@@ -92,6 +101,7 @@ pub fn matches(m: &Match, p: &PacketHeader) -> bool {
         && field(m.icmp_code, p.icmp_code)
         && field(m.iif.as_deref(), p.iif.as_deref())
         && field(m.vlan, p.vlan)
+        && (!m.fragment || p.is_later_fragment())
 }
 
 /// Runs one scope; `Some((verdict, rule))` if a rule decided.
@@ -133,6 +143,20 @@ fn run<'r>(
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
 pub fn classify(rs: &ValidRuleset, p: &PacketHeader) -> Decision {
+    if p.is_neighbor_discovery() {
+        return Decision {
+            verdict: Verdict::Pass,
+            tenant: None,
+            tenant_name: None,
+            rule: None,
+            counted: Vec::new(),
+            reason: format!(
+                "IPv6 neighbour discovery (ICMPv6 type {}, hop limit 255): passed before any rule",
+                p.icmp_type.unwrap_or(0)
+            ),
+            neighbor_discovery: true,
+        };
+    }
     let mut counted = Vec::new();
     let owner = rs.tenant_for(p.dst);
     if let Some((verdict, rule, r)) = run(&rs.gateway().rules, &Scope::Gateway, p, &mut counted) {
@@ -146,6 +170,7 @@ pub fn classify(rs: &ValidRuleset, p: &PacketHeader) -> Decision {
             rule: Some(rule),
             counted,
             reason,
+            neighbor_discovery: false,
         };
     }
     let Some((ti, t)) = owner.and_then(|i| rs.tenants().get(i).map(|t| (i, t))) else {
@@ -161,6 +186,7 @@ pub fn classify(rs: &ValidRuleset, p: &PacketHeader) -> Decision {
             rule: None,
             counted,
             reason,
+            neighbor_discovery: false,
         };
     };
     let scope = Scope::Tenant(t.name.clone());
@@ -185,6 +211,7 @@ pub fn classify(rs: &ValidRuleset, p: &PacketHeader) -> Decision {
         rule,
         counted,
         reason,
+        neighbor_discovery: false,
     }
 }
 
@@ -230,6 +257,13 @@ pub struct Explanation {
 pub fn explain(rs: &ValidRuleset, p: &PacketHeader) -> Explanation {
     let decision = classify(rs, p);
     let mut considered = Vec::new();
+    if decision.neighbor_discovery {
+        // Passed before any rule: none was considered.
+        return Explanation {
+            considered,
+            decision,
+        };
+    }
     let mut walk = |scope: Scope, rules: &[Rule]| -> bool {
         for r in rules {
             let fields = check_fields(&r.matches, p);
@@ -332,6 +366,18 @@ fn check_fields(m: &Match, p: &PacketHeader) -> Vec<FieldCheck> {
             field: "flags",
             ok,
             detail,
+        });
+    }
+    if m.fragment {
+        let later = p.is_later_fragment();
+        out.push(FieldCheck {
+            field: "fragment",
+            ok: later,
+            detail: if later {
+                "a non-first fragment".to_owned()
+            } else {
+                "not a non-first fragment".to_owned()
+            },
         });
     }
     let mut exact = |field: &'static str, want: Option<String>, got: Option<String>| {

@@ -40,6 +40,7 @@ pub fn covers(a: &Match, b: &Match, tenant_prefixes: Option<&[IpNet]>) -> bool {
         && opt(&a.icmp_type, &b.icmp_type)
         && opt(&a.icmp_code, &b.icmp_code)
         && opt(&a.iif, &b.iif)
+        && (!a.fragment || b.fragment)
         && match (a.tcp_flags, b.tcp_flags) {
             (None, _) => true,
             (Some(_), None) => false,
@@ -87,6 +88,7 @@ fn constrained(m: &Match, implicit_dst: bool) -> u16 {
         m.tcp_flags.is_some(),
         m.icmp_type.is_some(),
         m.icmp_code.is_some(),
+        m.fragment,
     ];
     bits.iter()
         .enumerate()

@@ -686,6 +686,33 @@ fn check_rule(
             );
         }
     }
+    if m.fragment {
+        for (present, s, name) in [
+            (!m.sport.is_empty(), sp.sport, "sport"),
+            (!m.dport.is_empty(), sp.dport, "dport"),
+            (m.tcp_flags.is_some(), sp.tcp_flags, "flags"),
+            (m.icmp_type.is_some(), sp.icmp_type, "icmp-type"),
+            (m.icmp_code.is_some(), sp.icmp_code, "icmp-code"),
+        ] {
+            if present {
+                cx.errors.push(
+                    cx.map
+                        .error(
+                            ErrorKind::FragmentWithL4,
+                            at(s),
+                            format!(
+                                "`{name}` with `fragment`: a non-first fragment has no L4 \
+                                 header, so this rule could never match"
+                            ),
+                        )
+                        .with_help(
+                            "match the first fragment by its ports and the others with \
+                             `fragment` alone (with `proto`, addresses, iif, vlan)",
+                        ),
+                );
+            }
+        }
+    }
     let (fs, fd) = (family(&m.src), family(&m.dst));
     if let (Some(a), Some(b)) = (fs, fd)
         && a != b

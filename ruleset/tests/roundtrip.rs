@@ -60,9 +60,22 @@ fn matches() -> impl Strategy<Value = Match> {
         })),
         prop::option::of(any::<u8>()),
         prop::option::of(any::<u8>()),
+        any::<bool>(),
     )
         .prop_map(
-            |(iif, vlan, src, dst, proto, sport, dport, tcp_flags, icmp_type, icmp_code)| Match {
+            |(
+                iif,
+                vlan,
+                src,
+                dst,
+                proto,
+                sport,
+                dport,
+                tcp_flags,
+                icmp_type,
+                icmp_code,
+                fragment,
+            )| Match {
                 iif: iif.map(String::from),
                 vlan,
                 src,
@@ -73,6 +86,7 @@ fn matches() -> impl Strategy<Value = Match> {
                 tcp_flags,
                 icmp_type,
                 icmp_code,
+                fragment,
             },
         )
 }

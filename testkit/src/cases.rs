@@ -18,6 +18,7 @@
 //! tcp 192.0.2.1:4000 -> 203.0.113.9:443 => pass acme#1
 //! tcp 192.0.2.1:4000 -> 203.0.113.9:80 => drop acme default
 //! udp 192.0.2.1:53 -> 198.51.100.1:53 => drop gateway default
+//! icmpv6 fe80::1 -> ff02::1:ff00:9 type 135 hlim 255 => pass neighbor-discovery
 //! tcp 192.0.2.1:4000 -> 203.0.113.9:443 => pass acme#1 counted gateway#2
 //! --- errors
 //! OutOfScope acme.fg:4:1
@@ -53,6 +54,9 @@ pub enum DecidedBy {
         /// `gateway` or tenant name.
         scope: String,
     },
+    /// IPv6 neighbour discovery, passed before any rule (written
+    /// `neighbor-discovery`).
+    NeighborDiscovery,
 }
 
 /// One packet line of a case.
@@ -99,6 +103,9 @@ pub struct Case {
 }
 
 fn parse_who(scope_pos: &str, next: Option<&str>) -> Result<(DecidedBy, bool), String> {
+    if scope_pos == "neighbor-discovery" {
+        return Ok((DecidedBy::NeighborDiscovery, false));
+    }
     if let Some((s, p)) = scope_pos.split_once('#') {
         let position = p.parse().map_err(|_| format!("bad rule position `{p}`"))?;
         return Ok((
@@ -262,6 +269,7 @@ fn diags(d: &[Diag]) -> Vec<ExpectedDiag> {
 pub fn check_decision(p: &PacketCase, d: &Decision) -> Result<(), String> {
     let scope_of = |r: &RuleRef| r.scope.as_str().to_owned();
     let got_by = match &d.rule {
+        _ if d.neighbor_discovery => DecidedBy::NeighborDiscovery,
         Some(r) => DecidedBy::Rule {
             scope: scope_of(r),
             position: r.position,

@@ -14,7 +14,7 @@ pub mod table;
 
 /// Version of this ABI. Stored in [`GatewayConfig::abi_version`] and checked by
 /// userspace before it reuses state pinned by another build.
-pub const ABI_VERSION: u32 = 10;
+pub const ABI_VERSION: u32 = 11;
 
 /// Map names, as they appear in the object file and under the bpffs pin directory.
 pub mod maps {
@@ -298,18 +298,26 @@ pub enum Outcome {
     /// failed); passed. Never happens unless the version map is damaged: the
     /// dataplane refuses to unload a version that still serves a tenant.
     Unclassified = 4,
+    /// An IPv6 neighbour discovery message (ICMPv6 router / neighbour
+    /// solicitation or advertisement, redirect: types 133–137, code 0) with
+    /// hop limit 255, so sent on this link (RFC 4861 discards any other):
+    /// passed before tenant dispatch, as ARP is for IPv4, so a tenant's
+    /// `default drop` cannot cut its addresses off the link. See
+    /// [`table::neighbor_discovery`].
+    NeighborDiscovery = 5,
 }
 
 impl Outcome {
     /// Number of outcomes (size of the outcome counter map).
-    pub const COUNT: u32 = 5;
+    pub const COUNT: u32 = 6;
     /// All outcomes, in index order.
-    pub const ALL: [Outcome; 5] = [
+    pub const ALL: [Outcome; 6] = [
         Outcome::Passed,
         Outcome::Dropped,
         Outcome::Malformed,
         Outcome::NotIp,
         Outcome::Unclassified,
+        Outcome::NeighborDiscovery,
     ];
 
     /// Stable lower-case name, used in CLI and JSON output.
@@ -320,6 +328,7 @@ impl Outcome {
             Outcome::Malformed => "malformed",
             Outcome::NotIp => "not_ip",
             Outcome::Unclassified => "unclassified",
+            Outcome::NeighborDiscovery => "neighbor_discovery",
         }
     }
 }
@@ -344,13 +353,20 @@ pub enum Malformed {
     UdpHeader = 6,
     /// ICMP / ICMPv6 header cut short.
     IcmpHeader = 7,
+    /// A TCP first fragment (more fragments follow) too short for the whole
+    /// TCP header: its flags would come from a later fragment, past every
+    /// rule (the tiny-fragment attack, RFC 1858).
+    TcpTinyFragment = 8,
+    /// A TCP fragment at offset 1 (8 bytes): it can only serve to overwrite
+    /// the first fragment's flags (RFC 1858, section 3.2).
+    TcpFragmentOffset = 9,
 }
 
 impl Malformed {
     /// Number of reasons (size of the malformed counter map).
-    pub const COUNT: u32 = 8;
+    pub const COUNT: u32 = 10;
     /// All reasons, in index order.
-    pub const ALL: [Malformed; 8] = [
+    pub const ALL: [Malformed; 10] = [
         Malformed::EthernetTruncated,
         Malformed::VlanTag,
         Malformed::Ipv4Header,
@@ -359,6 +375,8 @@ impl Malformed {
         Malformed::TcpHeader,
         Malformed::UdpHeader,
         Malformed::IcmpHeader,
+        Malformed::TcpTinyFragment,
+        Malformed::TcpFragmentOffset,
     ];
 
     /// Stable lower-case name, used in CLI and JSON output.
@@ -372,6 +390,8 @@ impl Malformed {
             Malformed::TcpHeader => "tcp_header",
             Malformed::UdpHeader => "udp_header",
             Malformed::IcmpHeader => "icmp_header",
+            Malformed::TcpTinyFragment => "tcp_tiny_fragment",
+            Malformed::TcpFragmentOffset => "tcp_fragment_offset",
         }
     }
 }

@@ -494,7 +494,8 @@ pub mod word {
     pub const SRC: usize = 0;
     /// Destination address, same encoding as [`SRC`].
     pub const DST: usize = 4;
-    /// Source port; ICMP type for ICMP/ICMPv6; 0 without an L4 header.
+    /// Source port; ICMP type for ICMP/ICMPv6; without an L4 header
+    /// ([`L4`] 0): [`super::LATER_FRAGMENT`] for a non-first fragment, else 0.
     pub const SPORT: usize = 8;
     /// Destination port; ICMP code for ICMP/ICMPv6; 0 without an L4 header.
     pub const DPORT: usize = 9;
@@ -509,7 +510,35 @@ pub mod word {
     /// Ingress interface index.
     pub const IFINDEX: usize = 14;
     /// TCP flags byte (0 when not TCP); matched with mask/value, never cut on.
+    /// An ICMPv6 key has [`super::HOP_LIMIT_255`] here when its hop limit is 255.
     pub const TCP_FLAGS: usize = 15;
+}
+
+/// [`word::SPORT`] of a non-first fragment (whose [`word::L4`] is 0: it has
+/// no L4 header, so no port), which is what a `fragment` rule matches. A
+/// word no other packet without an L4 header sets, so the mark costs no key
+/// bit and no check: the rule is the range `L4 = 0, SPORT = 1`.
+pub const LATER_FRAGMENT: u32 = 1;
+
+/// Bit of [`word::TCP_FLAGS`] set in an ICMPv6 packet's key when its hop
+/// limit is 255 (what [`neighbor_discovery`] needs). Above the flags byte,
+/// so no rule check sees it ([`CheckKey::of`] keeps the byte only), and
+/// only ICMPv6 keys, which have no TCP flags, carry it.
+pub const HOP_LIMIT_255: u32 = 1 << 8;
+
+/// Whether `key` is an IPv6 neighbour discovery message as RFC 4861 accepts
+/// one: ICMPv6 (with its header), type 133–137 (router solicitation and
+/// advertisement, neighbour solicitation and advertisement, redirect), code 0,
+/// hop limit 255 (sent on this link: a router decrements it). The dispatcher
+/// passes such a packet before tenant dispatch, and the userspace engines
+/// decide by this same function; any other ICMPv6 packet is classified.
+#[inline(always)]
+pub const fn neighbor_discovery(key: &[u32; KEY_WORDS]) -> bool {
+    key[word::TCP_FLAGS] & HOP_LIMIT_255 != 0
+        && key[word::PROTO] == 58
+        && key[word::L4] == 1
+        && key[word::SPORT].wrapping_sub(133) <= 137 - 133
+        && key[word::DPORT] == 0
 }
 
 /// [`word::VLAN`] value of an untagged packet (just above the largest VLAN id,

@@ -25,7 +25,7 @@
 
 use fluxgate_common::{
     MAX_IPV6_EXT_HEADERS, MAX_VLAN_TAGS, Malformed,
-    table::{KEY_WORDS, VLAN_NONE, word},
+    table::{HOP_LIMIT_255, KEY_WORDS, LATER_FRAGMENT, VLAN_NONE, word},
 };
 
 const ETH_HLEN: usize = 14;
@@ -58,9 +58,18 @@ const UDP_HLEN: usize = 8;
 const ICMP_HLEN: usize = 8;
 
 /// A cursor over `[pos, end)` that only advances after a bounds check.
+///
+/// `end` is the end of the frame (what the verifier checks packet reads
+/// against); `limit` the end of the IP packet once its length is known
+/// (IPv4 total length, IPv6 payload length). Bytes between them are
+/// Ethernet padding, never a header: reads after the IP header check both.
 struct Cursor {
     pos: usize,
     end: usize,
+    limit: usize,
+    /// [`HOP_LIMIT_255`] when the IPv6 hop limit is 255, else 0: kept for
+    /// an ICMPv6 header (neighbour discovery), the only one that needs it.
+    hop_limit_255: u32,
 }
 
 impl Cursor {
@@ -74,6 +83,41 @@ impl Cursor {
         self.pos = at + len;
         Some(at as *const u8)
     }
+
+    /// Sets the end of the IP packet (checked `≤ end` by the caller).
+    ///
+    /// Through a volatile read, so LLVM cannot carry "limit ≤ end" into
+    /// [`Cursor::take_ip`]: knowing it, LLVM dropped the frame check there as
+    /// implied by the limit check, and the verifier, which only trusts
+    /// comparisons with the packet's end, refused the read that followed
+    /// ("invalid access to packet"). One stack round trip per packet.
+    #[inline(always)]
+    fn set_limit(&mut self, limit: usize) {
+        // SAFETY: reading a local that is initialised and aligned.
+        self.limit = unsafe { core::ptr::read_volatile(&limit) };
+    }
+
+    /// [`Cursor::take`] within the IP packet: `len` bytes that are in the
+    /// frame (the check the verifier sees) and inside the IP length.
+    #[inline(always)]
+    fn take_ip(&mut self, len: usize) -> Option<*const u8> {
+        if self.pos + len > self.limit {
+            return None;
+        }
+        self.take(len)
+    }
+}
+
+/// What follows the IP header (and IPv6 extension headers).
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Rest {
+    /// An unfragmented packet's L4 header.
+    Whole,
+    /// The L4 header of a first fragment (more fragments follow): a TCP
+    /// header that does not fit in it is a tiny fragment (RFC 1858).
+    FirstFragment,
+    /// Nothing to parse: a non-first fragment.
+    Later,
 }
 
 #[inline(always)]
@@ -135,7 +179,12 @@ pub unsafe fn parse(
     ifindex: u32,
     key: &mut [u32; KEY_WORDS],
 ) -> Result<bool, Malformed> {
-    let mut cur = Cursor { pos: start, end };
+    let mut cur = Cursor {
+        pos: start,
+        end,
+        limit: end,
+        hop_limit_255: 0,
+    };
     let eth = cur.take(ETH_HLEN).ok_or(Malformed::EthernetTruncated)?;
     let mut ethertype = be16(eth, ETH_TYPE_OFF);
     key[word::VLAN] = VLAN_NONE;
@@ -155,20 +204,40 @@ pub unsafe fn parse(
         ethertype = be16(tag, 2);
         tags += 1;
     }
-    let first_fragment = match ethertype {
+    let rest = match ethertype {
         ETH_P_IP => ipv4(&mut cur, key)?,
         ETH_P_IPV6 => ipv6(&mut cur, key)?,
         _ => return Ok(false),
     };
-    if first_fragment {
-        l4(&mut cur, key)?;
+    if rest == Rest::Later {
+        key[word::SPORT] = LATER_FRAGMENT;
+    } else {
+        l4(&mut cur, key, rest)?;
     }
     Ok(true)
 }
 
-/// Parses an IPv4 header; returns whether an L4 header follows (not a non-first fragment).
+/// The fragment a packet is, from its fragment offset (8-byte units) and
+/// more-fragments flag; a TCP fragment at offset 1 is malformed: it can only
+/// serve to overwrite the first fragment's flags (RFC 1858, section 3.2).
 #[inline(always)]
-fn ipv4(cur: &mut Cursor, key: &mut [u32; KEY_WORDS]) -> Result<bool, Malformed> {
+fn fragment(offset: u16, more: bool, proto: u8) -> Result<Rest, Malformed> {
+    if offset == 0 {
+        return Ok(if more {
+            Rest::FirstFragment
+        } else {
+            Rest::Whole
+        });
+    }
+    if offset == 1 && proto == IPPROTO_TCP {
+        return Err(Malformed::TcpFragmentOffset);
+    }
+    Ok(Rest::Later)
+}
+
+/// Parses an IPv4 header; returns what follows it.
+#[inline(always)]
+fn ipv4(cur: &mut Cursor, key: &mut [u32; KEY_WORDS]) -> Result<Rest, Malformed> {
     let ip_start = cur.pos;
     let ip = cur.take(IPV4_MIN_HLEN).ok_or(Malformed::Ipv4Header)?;
     let vihl = byte(ip, 0);
@@ -186,17 +255,19 @@ fn ipv4(cur: &mut Cursor, key: &mut [u32; KEY_WORDS]) -> Result<bool, Malformed>
     if total < hlen || ip_start + total > cur.end {
         return Err(Malformed::Ipv4Header);
     }
+    cur.set_limit(ip_start + total);
+    let proto = byte(ip, 9);
     key[word::FAMILY] = 4;
-    key[word::PROTO] = u32::from(byte(ip, 9));
+    key[word::PROTO] = u32::from(proto);
     key[word::SRC] = be32(ip, 12);
     key[word::DST] = be32(ip, 16);
-    let frag_offset = be16(ip, 6) & 0x1fff;
-    Ok(frag_offset == 0)
+    let frag = be16(ip, 6);
+    fragment(frag & 0x1fff, frag & 0x2000 != 0, proto)
 }
 
-/// Parses an IPv6 header and its extension chain; returns whether an L4 header follows.
+/// Parses an IPv6 header and its extension chain; returns what follows.
 #[inline(always)]
-fn ipv6(cur: &mut Cursor, key: &mut [u32; KEY_WORDS]) -> Result<bool, Malformed> {
+fn ipv6(cur: &mut Cursor, key: &mut [u32; KEY_WORDS]) -> Result<Rest, Malformed> {
     let ip = cur.take(IPV6_HLEN).ok_or(Malformed::Ipv6Header)?;
     if byte(ip, 0) >> 4 != 6 {
         return Err(Malformed::Ipv6Header);
@@ -205,6 +276,8 @@ fn ipv6(cur: &mut Cursor, key: &mut [u32; KEY_WORDS]) -> Result<bool, Malformed>
     if cur.pos + payload > cur.end {
         return Err(Malformed::Ipv6Header);
     }
+    cur.set_limit(cur.pos + payload);
+    cur.hop_limit_255 = u32::from(byte(ip, 7) == 255) * HOP_LIMIT_255;
     key[word::FAMILY] = 6;
     let mut i = 0;
     while i < 4 {
@@ -213,71 +286,85 @@ fn ipv6(cur: &mut Cursor, key: &mut [u32; KEY_WORDS]) -> Result<bool, Malformed>
         i += 1;
     }
     let mut next = byte(ip, 6);
+    // Whole unless a fragment header says otherwise.
+    let mut rest = Rest::Whole;
     let mut i = 0;
     while i < MAX_IPV6_EXT_HEADERS + 1 {
         let len = match next {
             IPPROTO_HOPOPTS | IPPROTO_ROUTING | IPPROTO_DSTOPTS | IPPROTO_MH => {
-                let h = cur.take(2).ok_or(Malformed::Ipv6ExtensionChain)?;
+                let h = cur.take_ip(2).ok_or(Malformed::Ipv6ExtensionChain)?;
                 next = byte(h, 0);
                 (byte(h, 1) as usize + 1) * 8
             }
             IPPROTO_AH => {
-                let h = cur.take(2).ok_or(Malformed::Ipv6ExtensionChain)?;
+                let h = cur.take_ip(2).ok_or(Malformed::Ipv6ExtensionChain)?;
                 next = byte(h, 0);
                 (byte(h, 1) as usize + 2) * 4
             }
             IPPROTO_FRAGMENT => {
-                let h = cur.take(8).ok_or(Malformed::Ipv6ExtensionChain)?;
+                let h = cur.take_ip(8).ok_or(Malformed::Ipv6ExtensionChain)?;
                 next = byte(h, 0);
-                if be16(h, 2) >> 3 != 0 {
+                let frag = be16(h, 2);
+                rest = fragment(frag >> 3, frag & 1 != 0, next)?;
+                if rest == Rest::Later {
                     // A non-first fragment: no upper-layer header to look at.
                     key[word::PROTO] = u32::from(next);
-                    return Ok(false);
+                    return Ok(rest);
                 }
                 0
             }
             upper => {
                 key[word::PROTO] = u32::from(upper);
-                return Ok(true);
+                return Ok(rest);
             }
         };
         if i == MAX_IPV6_EXT_HEADERS {
             return Err(Malformed::Ipv6ExtensionChain);
         }
         if len > 2 {
-            cur.take(len - 2).ok_or(Malformed::Ipv6ExtensionChain)?;
+            cur.take_ip(len - 2).ok_or(Malformed::Ipv6ExtensionChain)?;
         }
         i += 1;
     }
     Err(Malformed::Ipv6ExtensionChain)
 }
 
-/// Parses the TCP / UDP / ICMP header of a first (or only) fragment.
+/// Parses the TCP / UDP / ICMP header of a first (or only) fragment, within
+/// the IP packet (never from the Ethernet padding after it).
 #[inline(always)]
-fn l4(cur: &mut Cursor, key: &mut [u32; KEY_WORDS]) -> Result<(), Malformed> {
+fn l4(cur: &mut Cursor, key: &mut [u32; KEY_WORDS], rest: Rest) -> Result<(), Malformed> {
     let proto = key[word::PROTO] as u8;
     match (proto, key[word::FAMILY]) {
         (IPPROTO_TCP, _) => {
-            let tcp = cur.take(TCP_MIN_HLEN).ok_or(Malformed::TcpHeader)?;
+            // A first fragment too short for the whole TCP header (flags
+            // included) is the tiny-fragment attack of RFC 1858: its flags
+            // would come from the next fragment, which no rule sees.
+            let short = if rest == Rest::FirstFragment {
+                Malformed::TcpTinyFragment
+            } else {
+                Malformed::TcpHeader
+            };
+            let tcp = cur.take_ip(TCP_MIN_HLEN).ok_or(short)?;
             let doff = ((byte(tcp, 12) >> 4) as usize) * 4;
             if doff < TCP_MIN_HLEN {
                 return Err(Malformed::TcpHeader);
             }
-            cur.take(doff - TCP_MIN_HLEN).ok_or(Malformed::TcpHeader)?;
+            cur.take_ip(doff - TCP_MIN_HLEN).ok_or(short)?;
             key[word::SPORT] = u32::from(be16(tcp, 0));
             key[word::DPORT] = u32::from(be16(tcp, 2));
             key[word::TCP_FLAGS] = u32::from(byte(tcp, 13));
         }
         (IPPROTO_UDP, _) => {
-            let udp = cur.take(UDP_HLEN).ok_or(Malformed::UdpHeader)?;
+            let udp = cur.take_ip(UDP_HLEN).ok_or(Malformed::UdpHeader)?;
             key[word::SPORT] = u32::from(be16(udp, 0));
             key[word::DPORT] = u32::from(be16(udp, 2));
         }
         (IPPROTO_ICMP, 4) | (IPPROTO_ICMPV6, 6) => {
-            let icmp = cur.take(ICMP_HLEN).ok_or(Malformed::IcmpHeader)?;
+            let icmp = cur.take_ip(ICMP_HLEN).ok_or(Malformed::IcmpHeader)?;
             // Type and code take the place of the ports.
             key[word::SPORT] = u32::from(byte(icmp, 0));
             key[word::DPORT] = u32::from(byte(icmp, 1));
+            key[word::TCP_FLAGS] = cur.hop_limit_255;
         }
         _ => return Ok(()),
     }

@@ -120,6 +120,7 @@ fn rule(
             match proto {
                 0 | 1 => {
                     parts.push(format!("proto {}", if proto == 0 { "tcp" } else { "udp" }));
+                    let no_ports = sport.is_none() && dport.is_none();
                     if let Some(s) = sport {
                         parts.push(format!("sport {s}"));
                     }
@@ -128,6 +129,8 @@ fn rule(
                     }
                     if proto == 0 && ty == 0 {
                         parts.push(format!("flags {flags}"));
+                    } else if no_ports && code == 2 {
+                        parts.push("fragment".into());
                     }
                 }
                 2 => {
@@ -139,7 +142,13 @@ fn rule(
                         parts.push("icmp-code 0".into());
                     }
                 }
-                3 => parts.push("proto 47".into()),
+                3 => {
+                    parts.push("proto 47".into());
+                    if code == 2 {
+                        parts.push("fragment".into());
+                    }
+                }
+                4 => parts.push("fragment".into()),
                 _ => {}
             }
             parts.push(["pass", "drop", "count"][usize::from(act)].into());
@@ -172,12 +181,12 @@ pub fn ruleset() -> impl Strategy<Value = Vec<(String, String)>> {
 }
 
 /// A packet over the same boundary values: TCP (with random flags), UDP, ICMP or
-/// ICMPv6, a non-first TCP fragment (no ports) or GRE, IPv4 or IPv6, sometimes
+/// ICMPv6, a non-first TCP, UDP or GRE fragment (no ports) or GRE, IPv4 or IPv6, sometimes
 /// VLAN-tagged, addressed to either tenant, the gateway's own space or nobody.
 pub fn packet() -> impl Strategy<Value = PacketHeader> {
     (
         any::<bool>(),
-        0..5u8,
+        0..7u8,
         prop::sample::select(PKT_PORTS),
         prop::sample::select(PKT_PORTS),
         any::<u8>(),
@@ -227,6 +236,8 @@ pub fn packet() -> impl Strategy<Value = PacketHeader> {
                     dp % 2
                 ),
                 3 => format!("tcp {s} -> {d}"), // non-first fragment: no ports
+                4 => format!("udp {s} -> {d} frag"),
+                5 => format!("47 {s} -> {d} frag"),
                 _ => format!("47 {s} -> {d}"),
             };
             if let Some(v) = vlan {
