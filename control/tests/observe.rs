@@ -299,6 +299,62 @@ fn dropped_packets_are_captured_to_pcapng_with_their_rule_and_tcpdump_reads_them
             .all(|l| l.contains("10.77.0.1") && l.contains("10.77.2.2.7001")),
         "{text}"
     );
+    // Other people's dropped traffic: the file is the owner's alone.
+    use std::os::unix::fs::PermissionsExt as _;
+    let mode = std::fs::metadata(&file)
+        .expect("pcapng")
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o077, 0, "pcapng mode {mode:o}");
+    // An unbounded capture rate is refused; Ctrl-C switches kernel capture off.
+    let unbounded = fluxgate(
+        &s,
+        &[
+            "-n",
+            &ns,
+            "capture",
+            "--drops",
+            "--rate",
+            "0",
+            "--duration",
+            "1s",
+        ],
+    );
+    assert_eq!(
+        unbounded.status.code(),
+        Some(2),
+        "--rate 0 is a usage error"
+    );
+    let capturing = || {
+        let pinned = fluxgate_dataplane::PinnedAttachment::open(&s.pins.join(&ns), IF_B)
+            .expect("open pinned");
+        pinned.capture_config().expect("capture config").enabled != 0
+    };
+    let mut interrupted = Child(
+        common::fluxgate_cmd(&s)
+            .args(["-n", &ns, "capture", "--drops", "--duration", "60s"])
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .expect("spawn capture"),
+    );
+    let mut first = String::new();
+    // Kept open until the end: its last line goes here.
+    let mut said = std::io::BufReader::new(interrupted.0.stdout.take().expect("stdout"));
+    said.read_line(&mut first).expect("first line");
+    // The line comes just before the kernel is switched on.
+    assert!(
+        net::eventually(std::time::Duration::from_secs(10), capturing),
+        "capture is on while it runs"
+    );
+    // SAFETY: signalling the child we spawned.
+    unsafe { libc::kill(interrupted.0.id() as i32, libc::SIGINT) };
+    let ended = interrupted.0.wait().expect("capture exits");
+    drop(said);
+    assert!(
+        ended.success(),
+        "an interrupted capture ends cleanly: {ended}"
+    );
+    assert!(!capturing(), "and leaves kernel capture off");
     // The deciding rule is in each packet's comment.
     let raw = std::fs::read(&file).expect("read pcapng");
     let needle = b"fluxgate: dropped by beta default (tenant beta)";
