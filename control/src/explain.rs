@@ -247,16 +247,23 @@ impl std::fmt::Display for ExplainReport {
 
 /// The frames of a pcap or pcapng file.
 pub fn read_pcap(path: &std::path::Path) -> Result<Vec<Vec<u8>>, ControlError> {
+    let bytes = std::fs::read(path)
+        .map_err(|e| ControlError::Io(format!("cannot read {}: {e}", path.display())))?;
+    read_pcap_bytes(&bytes)
+        .map_err(|e| ControlError::Io(format!("cannot read {}: {e}", path.display())))
+}
+
+/// The frames of a pcap or pcapng file held in memory (what [`read_pcap`]
+/// reads): a pcapng file's Enhanced, Simple and obsolete Packet blocks, or a
+/// pcap file's packets, in file order. An error says what is malformed.
+pub fn read_pcap_bytes(bytes: &[u8]) -> Result<Vec<Vec<u8>>, ControlError> {
     use pcap_file::{
         pcap::PcapReader,
         pcapng::{Block, PcapNgReader},
     };
-    let fail = |e: &dyn std::fmt::Display| {
-        ControlError::Io(format!("cannot read {}: {e}", path.display()))
-    };
-    let bytes = std::fs::read(path).map_err(|e| fail(&e))?;
+    let fail = |e: &dyn std::fmt::Display| ControlError::Io(e.to_string());
     let mut frames = Vec::new();
-    if let Ok(mut r) = PcapNgReader::new(&bytes[..]) {
+    if let Ok(mut r) = PcapNgReader::new(bytes) {
         while let Some(block) = r.next_block() {
             match block.map_err(|e| fail(&e))? {
                 Block::EnhancedPacket(p) => frames.push(p.data.into_owned()),
@@ -267,7 +274,7 @@ pub fn read_pcap(path: &std::path::Path) -> Result<Vec<Vec<u8>>, ControlError> {
         }
         return Ok(frames);
     }
-    let mut r = PcapReader::new(&bytes[..]).map_err(|e| fail(&e))?;
+    let mut r = PcapReader::new(bytes).map_err(|e| fail(&e))?;
     while let Some(p) = r.next_packet() {
         frames.push(p.map_err(|e| fail(&e))?.data.into_owned());
     }
@@ -308,5 +315,28 @@ impl Interface {
                 }),
             })
             .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::read_pcap_bytes;
+
+    /// The seed captures of the `pcap` fuzz target read as their frames, and
+    /// a cut-off capture is an error, never a panic.
+    #[test]
+    fn pcap_and_pcapng_bytes_read_as_frames() {
+        let pcap = include_bytes!("../../fuzz/seeds/pcap/two.pcap");
+        let frames = read_pcap_bytes(pcap).expect("pcap");
+        assert_eq!(frames.iter().map(Vec::len).collect::<Vec<_>>(), [54, 62]);
+        let pcapng = include_bytes!("../../fuzz/seeds/pcap/two.pcapng");
+        let frames = read_pcap_bytes(pcapng).expect("pcapng");
+        assert_eq!(
+            frames.iter().map(Vec::len).collect::<Vec<_>>(),
+            [54, 62, 42]
+        );
+        assert!(read_pcap_bytes(&pcap[..pcap.len() - 1]).is_err());
+        assert!(read_pcap_bytes(&pcapng[..pcapng.len() - 3]).is_err());
+        assert!(read_pcap_bytes(b"").is_err());
     }
 }
