@@ -181,6 +181,8 @@ def main():
     write("classbench", "acl.filters", FILTERS)
     write("classbench", "fw.filters", FW)
     write("classbench", "acl.trace", TRACE)
+    write("classbench", "acl-and-trace.txt", FILTERS + "---\n" + TRACE)
+    write("classbench", "fw-and-trace.txt", FW + "---\n" + TRACE)
     for name, f in FRAMES.items():
         write("packet_parser", f"{name}.bin", f)
     two = [FRAMES["v4-tcp-syn"], FRAMES["v6-icmpv6"]]

@@ -1,7 +1,9 @@
 //! The ruleset loader, end to end: bytes → files → `Ruleset::parse_files` →
 //! `validate` (default `Config` limits) → `compile_with` → guards against the
 //! reference classifier. Nothing may panic, and the limits must keep memory
-//! and time bounded (run with `-rss_limit_mb=2048 -timeout=10`).
+//! and time bounded (run with `-rss_limit_mb=2048 -timeout=10`). The compiled
+//! tables (the userspace `Classifier`, the kernel's layout) must decide every
+//! guard and witness packet as the reference does.
 //!
 //! Input: the text of `gateway.fg`, then optionally more files, each after a
 //! line `--- NAME` (as in `ruleset/tests/cases.txt`); a section whose name is
@@ -10,11 +12,16 @@
 
 use std::collections::BTreeMap;
 
-use fluxgate_ruleset::{CompileOptions, Config, Ruleset, compile_with, preflight, validate};
+use fluxgate_ruleset::{
+    Classifier, CompileOptions, Config, Ruleset, compile_with, preflight, reference, validate,
+};
 use libfuzzer_sys::fuzz_target;
 
 /// Most files one input is split into.
 const MAX_FILES: usize = 8;
+
+/// Most guard and witness packets compared per input (keeps one run short).
+const MAX_PROBES: usize = 256;
 
 /// Splits the input into `(name, text)` files.
 fn files(text: &str) -> Vec<(String, String)> {
@@ -74,20 +81,29 @@ fuzz_target!(|data: &[u8]| {
         .filter_map(|r| r.matches.iif.clone())
         .zip(1..)
         .collect();
-    match compile_with(
+    let image = match compile_with(
         &valid,
         &CompileOptions {
-            interfaces,
+            interfaces: interfaces.clone(),
             ..Default::default()
         },
     ) {
-        Ok(image) => {
-            let _ = image.cells();
-        }
+        Ok(image) => image,
         Err(e) => {
             let _ = e.to_string();
             return;
         }
-    }
+    };
+    let _ = image.cells();
     let _ = preflight::failing_guards(&valid);
+    let classifier = Classifier::new(image, interfaces);
+    for probe in preflight::probes(&valid).iter().take(MAX_PROBES) {
+        let want = reference::classify(&valid, &probe.packet);
+        let got = classifier.decide(&probe.packet);
+        assert!(
+            got.same_outcome(&want),
+            "{}: the compiled tables decide {got:?}, the reference {want:?}",
+            probe.packet
+        );
+    }
 });
