@@ -267,7 +267,13 @@ pub fn read_pcap_bytes(bytes: &[u8]) -> Result<Vec<Vec<u8>>, ControlError> {
         while let Some(block) = r.next_block() {
             match block.map_err(|e| fail(&e))? {
                 Block::EnhancedPacket(p) => frames.push(p.data.into_owned()),
-                Block::SimplePacket(p) => frames.push(p.data.into_owned()),
+                // A Simple Packet Block has no captured length: its data
+                // is padded to 32 bits, the packet is `original_len` long.
+                Block::SimplePacket(p) => {
+                    let len = usize::try_from(p.original_len)
+                        .map_or(p.data.len(), |n| n.min(p.data.len()));
+                    frames.push(p.data[..len].to_vec());
+                }
                 Block::Packet(p) => frames.push(p.data.into_owned()),
                 _ => {}
             }
@@ -322,8 +328,9 @@ impl Interface {
 mod tests {
     use super::read_pcap_bytes;
 
-    /// The seed captures of the `pcap` fuzz target read as their frames, and
-    /// a cut-off capture is an error, never a panic.
+    /// The seed captures of the `pcap` fuzz target read as their frames (a
+    /// Simple Packet Block's without its padding), and a cut-off capture is
+    /// an error, never a panic.
     #[test]
     fn pcap_and_pcapng_bytes_read_as_frames() {
         let pcap = include_bytes!("../../fuzz/seeds/pcap/two.pcap");
