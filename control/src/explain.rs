@@ -250,27 +250,40 @@ impl std::fmt::Display for ExplainReport {
 
 /// The frames of a pcap or pcapng file.
 pub fn read_pcap(path: &std::path::Path) -> Result<Vec<Vec<u8>>, ControlError> {
+    let bytes = std::fs::read(path)
+        .map_err(|e| ControlError::Io(format!("cannot read {}: {e}", path.display())))?;
+    read_pcap_bytes(&bytes)
+        .map_err(|e| ControlError::Io(format!("cannot read {}: {e}", path.display())))
+}
+
+/// The frames of a pcap or pcapng file held in memory (what [`read_pcap`]
+/// reads): a pcapng file's Enhanced, Simple and obsolete Packet blocks, or a
+/// pcap file's packets, in file order. An error says what is malformed.
+pub fn read_pcap_bytes(bytes: &[u8]) -> Result<Vec<Vec<u8>>, ControlError> {
     use pcap_file::{
         pcap::PcapReader,
         pcapng::{Block, PcapNgReader},
     };
-    let fail = |e: &dyn std::fmt::Display| {
-        ControlError::Io(format!("cannot read {}: {e}", path.display()))
-    };
-    let bytes = std::fs::read(path).map_err(|e| fail(&e))?;
+    let fail = |e: &dyn std::fmt::Display| ControlError::Io(e.to_string());
     let mut frames = Vec::new();
-    if let Ok(mut r) = PcapNgReader::new(&bytes[..]) {
+    if let Ok(mut r) = PcapNgReader::new(bytes) {
         while let Some(block) = r.next_block() {
             match block.map_err(|e| fail(&e))? {
                 Block::EnhancedPacket(p) => frames.push(p.data.into_owned()),
-                Block::SimplePacket(p) => frames.push(p.data.into_owned()),
+                // A Simple Packet Block has no captured length: its data
+                // is padded to 32 bits, the packet is `original_len` long.
+                Block::SimplePacket(p) => {
+                    let len = usize::try_from(p.original_len)
+                        .map_or(p.data.len(), |n| n.min(p.data.len()));
+                    frames.push(p.data[..len].to_vec());
+                }
                 Block::Packet(p) => frames.push(p.data.into_owned()),
                 _ => {}
             }
         }
         return Ok(frames);
     }
-    let mut r = PcapReader::new(&bytes[..]).map_err(|e| fail(&e))?;
+    let mut r = PcapReader::new(bytes).map_err(|e| fail(&e))?;
     while let Some(p) = r.next_packet() {
         frames.push(p.map_err(|e| fail(&e))?.data.into_owned());
     }
@@ -311,5 +324,29 @@ impl Interface {
                 }),
             })
             .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::read_pcap_bytes;
+
+    /// The seed captures of the `pcap` fuzz target read as their frames (a
+    /// Simple Packet Block's without its padding), and a cut-off capture is
+    /// an error, never a panic.
+    #[test]
+    fn pcap_and_pcapng_bytes_read_as_frames() {
+        let pcap = include_bytes!("../../fuzz/seeds/pcap/two.pcap");
+        let frames = read_pcap_bytes(pcap).expect("pcap");
+        assert_eq!(frames.iter().map(Vec::len).collect::<Vec<_>>(), [54, 62]);
+        let pcapng = include_bytes!("../../fuzz/seeds/pcap/two.pcapng");
+        let frames = read_pcap_bytes(pcapng).expect("pcapng");
+        assert_eq!(
+            frames.iter().map(Vec::len).collect::<Vec<_>>(),
+            [54, 62, 42]
+        );
+        assert!(read_pcap_bytes(&pcap[..pcap.len() - 1]).is_err());
+        assert!(read_pcap_bytes(&pcapng[..pcapng.len() - 3]).is_err());
+        assert!(read_pcap_bytes(b"").is_err());
     }
 }

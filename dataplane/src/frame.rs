@@ -146,6 +146,10 @@ impl FrameSpec {
                 },
                 0,
             ),
+            // An IPv6 extension header's number as the protocol: only a
+            // non-first fragment ends the chain there (anywhere else the
+            // parser walks on into the header the number announces).
+            (0 | 43 | 44 | 51 | 60 | 135, _, _) if v6 => (L4::Other(p.proto), 185),
             (proto, _, _) => (L4::Other(proto), 0),
         };
         let mut spec = FrameSpec::new(p.src, p.dst, l4);
@@ -438,6 +442,28 @@ mod parse_back {
             let p: fluxgate_ruleset::PacketHeader = text.parse().expect("packet");
             let frame = FrameSpec::from_header(&p).expect("frame").build();
             assert_eq!(header_of(&frame), Ok(Some(p)), "{text}");
+        }
+    }
+
+    /// Found by the `packet_parser` fuzz target: a non-first IPv6 fragment
+    /// whose next header is an extension header's number (hop-by-hop, 0)
+    /// parses to a header with that protocol; the frame built from the header
+    /// must be such a fragment again, not an unterminated extension chain.
+    #[test]
+    fn an_extension_header_number_as_protocol_rebuilds_as_a_fragment() {
+        for proto in [0u8, 43, 44, 51, 60, 135] {
+            let mut spec = FrameSpec::new(
+                "2001:db8::1".parse().unwrap(),
+                "2001:db8::2".parse().unwrap(),
+                L4::Other(proto),
+            );
+            spec.ipv6_ext = vec![0];
+            spec.fragment_offset = 249;
+            spec.payload = vec![0; 8];
+            let p = header_of(&spec.build()).expect("well-formed").expect("IP");
+            assert_eq!((p.proto, p.sport, p.icmp_type), (proto, None, None));
+            let rebuilt = FrameSpec::from_header(&p).expect("frame").build();
+            assert_eq!(header_of(&rebuilt), Ok(Some(p)), "protocol {proto}");
         }
     }
 }

@@ -33,7 +33,8 @@ use crate::print::flag_letters;
 ///
 /// A TCP packet with ports but without `flags` has no flag set (`tcp_flags == Some(0)`).
 /// Only TCP and UDP endpoints take ports (`addr:port`, `[v6]:port`); the text
-/// of any other packet with ports is refused, as no frame of it carries any.
+/// of any other packet with ports is refused, as no frame of it carries any;
+/// likewise `type`/`code` only on ICMP over IPv4 and ICMPv6 over IPv6.
 ///
 /// ```
 /// use fluxgate_ruleset::PacketHeader;
@@ -248,6 +249,14 @@ impl FromStr for PacketHeader {
                 "type" | "code" => {
                     if !proto.is_icmp() {
                         return Err(fail(format!("`{}` needs an ICMP packet", excerpt(k))));
+                    }
+                    // No frame carries ICMP over IPv6 or ICMPv6 over IPv4.
+                    if (proto == Proto::Icmpv6) != dst.is_ipv6() {
+                        return Err(fail(format!(
+                            "`{}`: {proto} does not travel over {}",
+                            excerpt(k),
+                            if dst.is_ipv6() { "IPv6" } else { "IPv4" }
+                        )));
                     }
                     let n = u8::try_from(num(v, 255)?).ok();
                     if k == "type" {

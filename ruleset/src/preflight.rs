@@ -296,7 +296,13 @@ fn rule_witness(rule: &Rule, prefixes: &[IpNet]) -> PacketHeader {
     let m = &rule.matches;
     let src = Match::nets(&m.src).next().map(|n| n.network());
     let dst = Match::nets(&m.dst).next().map(|n| n.network());
-    let v6 = src.or(dst).map(|a| a.is_ipv6());
+    // The family: the rule's addresses', else its ICMP's (ICMPv6 exists only
+    // over IPv6, ICMP only over IPv4: no frame carries the other).
+    let v6 = src.or(dst).map(|a| a.is_ipv6()).or(match m.proto {
+        Some(crate::Proto::Icmpv6) => Some(true),
+        Some(crate::Proto::Icmp) => Some(false),
+        _ => None,
+    });
     let dst = dst
         .or_else(|| first_address(prefixes, v6))
         .unwrap_or_else(|| documentation_address(v6.unwrap_or(false), 1));

@@ -7,6 +7,8 @@
 //! - `test`:  build, fmt/clippy checks, then every test (they need root).
 //! - `man`:   the man page and shell completions of the `fluxgate` CLI,
 //!   generated from its definition, into `target/dist/{man,completions}`.
+//! - `fuzz TARGET|all [--time SECONDS]`: setup, then the cargo-fuzz (libFuzzer)
+//!   targets of `fuzz/` (their own workspace), built with the `deb` toolchain.
 //!
 //! Deliberately no dependency on the other crates: `setup` must run before the
 //! eBPF toolchain exists.
@@ -41,6 +43,19 @@ const TOOLS_DIR: &str = "/opt/fluxgate/tools";
 const BPF_LINKER_VERSION: &str = "0.13.0";
 const LLVM_PREFIX: &str = "/usr/lib/llvm-22";
 const DEB_TOOLCHAIN: &str = "deb";
+/// cargo-fuzz, built with stable into [`TOOLS_DIR`]; it drives libFuzzer with the
+/// `deb` toolchain, whose `-Zsanitizer` RUSTC_BOOTSTRAP=1 unlocks.
+const CARGO_FUZZ_VERSION: &str = "0.13.2";
+/// The fuzz targets in `fuzz/fuzz_targets/`; seeds in `fuzz/seeds/<target>`.
+const FUZZ_TARGETS: &[&str] = &[
+    "ruleset",
+    "packet_parser",
+    "classbench",
+    "guard_packet",
+    "pcap",
+];
+/// How long `cargo xtask test` runs each fuzz target.
+const CI_FUZZ_SECONDS: u64 = 20;
 
 fn main() -> ExitCode {
     let args: Vec<String> = env::args().skip(1).collect();
@@ -52,8 +67,11 @@ fn main() -> ExitCode {
             .and_then(|()| build())
             .and_then(|()| test(&args[1..])),
         Some("man") => setup().and_then(|()| man()),
+        Some("fuzz") => setup().and_then(|()| fuzz(&args[1..])),
         _ => {
-            eprintln!("usage: cargo xtask <setup|build|demo|test [-- test args]|man>");
+            eprintln!(
+                "usage: cargo xtask <setup|build|demo|test [-- test args]|man|fuzz TARGET|all [--time SECONDS]>"
+            );
             return ExitCode::from(2);
         }
     };
@@ -103,6 +121,7 @@ fn setup() -> Result<()> {
     apt_packages()?;
     deb_toolchain()?;
     bpf_linker()?;
+    cargo_fuzz()?;
     bpffs()?;
     done(started);
     Ok(())
@@ -184,6 +203,30 @@ fn bpf_linker() -> Result<()> {
         .args(["--root", TOOLS_DIR])
         .env("LLVM_PREFIX", LLVM_PREFIX))
     .context("installing bpf-linker (needs llvm-22-dev and crates.io)")?;
+    done(started);
+    Ok(())
+}
+
+fn cargo_fuzz() -> Result<()> {
+    let bin = PathBuf::from(TOOLS_DIR).join("bin/cargo-fuzz");
+    let current = output(Command::new(&bin).arg("--version"));
+    if current
+        .as_deref()
+        .is_some_and(|v| v.split_whitespace().nth(1) == Some(CARGO_FUZZ_VERSION))
+    {
+        return Ok(());
+    }
+    let started = step(&format!(
+        "setup: building cargo-fuzz {CARGO_FUZZ_VERSION} into {TOOLS_DIR} (about a minute)"
+    ));
+    run(Command::new("cargo")
+        .args([
+            "+stable",
+            "install",
+            &format!("cargo-fuzz@{CARGO_FUZZ_VERSION}"),
+        ])
+        .args(["--locked", "--force", "--root", TOOLS_DIR]))
+    .context("installing cargo-fuzz (needs crates.io)")?;
     done(started);
     Ok(())
 }
@@ -285,6 +328,123 @@ fn test(extra: &[String]) -> Result<()> {
     done(started);
     let started = step("test: cargo test (unit, integration with real XDP in namespaces, doc)");
     run(cargo().arg("test").args(extra))?;
+    done(started);
+    fuzz_build()?;
+    for target in FUZZ_TARGETS {
+        fuzz_run(target, Some(CI_FUZZ_SECONDS))?;
+    }
+    Ok(())
+}
+
+/// `cargo xtask fuzz TARGET|all [--time SECONDS]`: builds every target once,
+/// then runs TARGET (or each in turn) for SECONDS, or until it finds a crash
+/// or is interrupted when no time is given (`all` needs a time).
+fn fuzz(args: &[String]) -> Result<()> {
+    let usage = || {
+        anyhow::anyhow!(
+            "usage: cargo xtask fuzz TARGET|all [--time SECONDS]; targets: {}",
+            FUZZ_TARGETS.join(", ")
+        )
+    };
+    let mut target = None;
+    let mut time = None;
+    let mut args = args.iter();
+    while let Some(arg) = args.next() {
+        match arg.as_str() {
+            "--time" => {
+                let value = args.next().ok_or_else(usage)?;
+                time = Some(
+                    value
+                        .trim_end_matches('s')
+                        .parse::<u64>()
+                        .with_context(|| format!("--time {value}: seconds expected"))?,
+                );
+            }
+            t if target.is_none() && (t == "all" || FUZZ_TARGETS.contains(&t)) => {
+                target = Some(t.to_owned());
+            }
+            _ => return Err(usage()),
+        }
+    }
+    let target = target.ok_or_else(usage)?;
+    fuzz_build()?;
+    if target == "all" {
+        if time.is_none() {
+            bail!(
+                "`cargo xtask fuzz all` runs the targets one after the other: give --time SECONDS"
+            );
+        }
+        for target in FUZZ_TARGETS {
+            fuzz_run(target, time)?;
+        }
+        return Ok(());
+    }
+    fuzz_run(&target, time)
+}
+
+/// `cargo fuzz SUBCOMMAND --fuzz-dir fuzz --sanitizer none` with the `deb`
+/// toolchain (1.96; RUSTC_BOOTSTRAP=1 unlocks the `-Z` flags cargo-fuzz
+/// passes, as stable rustup has no nightly here), cargo-fuzz and bpf-linker
+/// from [`TOOLS_DIR`] on PATH (fluxgate-dataplane's build script builds the
+/// XDP object). No sanitizer: Debian's rustc ships no AddressSanitizer
+/// runtime (`librustc-stable_rt.asan.a`), so the link would fail; the
+/// targets are safe Rust but for the XDP parser, whose fuzz target puts each
+/// frame against a guard page instead.
+fn cargo_fuzz_cmd(subcommand: &str) -> Command {
+    let tools = PathBuf::from(TOOLS_DIR).join("bin");
+    let path = env::var_os("PATH").unwrap_or_default();
+    let path =
+        env::join_paths(std::iter::once(tools).chain(env::split_paths(&path))).unwrap_or(path);
+    let mut cmd = Command::new("rustup");
+    cmd.args(["run", DEB_TOOLCHAIN, "cargo", "fuzz", subcommand])
+        .args(["--fuzz-dir", "fuzz", "--sanitizer", "none"])
+        .current_dir(workspace_root())
+        .env("PATH", path)
+        .env("RUSTC_BOOTSTRAP", "1")
+        // The CARGO of the stable toolchain running xtask must not leak in.
+        .env_remove("CARGO")
+        .env_remove("RUSTUP_TOOLCHAIN");
+    cmd
+}
+
+fn fuzz_build() -> Result<()> {
+    let started = step("fuzz: building the fuzz targets (cargo fuzz build)");
+    run(&mut cargo_fuzz_cmd("build"))?;
+    done(started);
+    Ok(())
+}
+
+/// Runs one target with its corpus (`fuzz/corpus/TARGET`, grown by the run)
+/// and its committed seeds (`fuzz/seeds/TARGET`); a panic, a crash, an input
+/// that takes over 10 s or 2 GiB of RSS fails, leaving the input in `fuzz/artifacts/TARGET/`.
+fn fuzz_run(target: &str, seconds: Option<u64>) -> Result<()> {
+    let root = workspace_root().join("fuzz");
+    let corpus = root.join("corpus").join(target);
+    let seeds = root.join("seeds").join(target);
+    let artifacts = root.join("artifacts").join(target);
+    for dir in [&corpus, &artifacts] {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    }
+    let started = step(&format!(
+        "fuzz: {target} for {}",
+        seconds.map_or("until a crash or Ctrl-C".to_owned(), |s| format!("{s} s"))
+    ));
+    let mut cmd = cargo_fuzz_cmd("run");
+    cmd.arg(target)
+        .arg(&corpus)
+        .arg(&seeds)
+        .arg("--")
+        .args(["-rss_limit_mb=2048", "-timeout=10", "-print_final_stats=1"])
+        .arg(format!("-artifact_prefix={}/", artifacts.display()));
+    if let Some(s) = seconds {
+        cmd.arg(format!("-max_total_time={s}"));
+    }
+    run(&mut cmd).with_context(|| {
+        format!(
+            "fuzz target {target} failed: the input is in {}",
+            artifacts.display()
+        )
+    })?;
     done(started);
     Ok(())
 }
