@@ -4,29 +4,29 @@
 //! position), in text and in `--json`, within bounded memory, and never print
 //! the contents of a file they should not have read. No root, no kernel.
 
+use fluxgate_testkit::scratch::ScratchDir;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
-use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 /// Exit code of a rejected ruleset (`fluxgate_control::exit::BAD_RULESET`).
 const REJECTED: i32 = 7;
 
-/// A scratch directory under the system temp dir, removed on drop.
-struct Scratch(PathBuf);
+/// A scratch directory (removed on drop) with this file's ruleset helpers.
+struct Scratch(ScratchDir);
+
+impl std::ops::Deref for Scratch {
+    type Target = ScratchDir;
+
+    fn deref(&self) -> &ScratchDir {
+        &self.0
+    }
+}
 
 impl Scratch {
     fn new(what: &str) -> Scratch {
-        static N: AtomicU32 = AtomicU32::new(0);
-        let dir = std::env::temp_dir().join(format!(
-            "fluxgate-hostile-cli-{what}-{}-{}",
-            std::process::id(),
-            N.fetch_add(1, Ordering::Relaxed)
-        ));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).expect("mkdir");
-        Scratch(dir)
+        Scratch(ScratchDir::new(&format!("hostile-cli-{what}")))
     }
 
     /// A ruleset directory `rules` inside, with gateway.fg and tenant acme.
@@ -38,24 +38,8 @@ impl Scratch {
         s
     }
 
-    fn path(&self, name: &str) -> PathBuf {
-        self.0.join(name)
-    }
-
     fn rules(&self) -> PathBuf {
         self.path("rules")
-    }
-
-    fn write(&self, name: &str, text: impl AsRef<[u8]>) -> PathBuf {
-        let p = self.path(name);
-        std::fs::write(&p, text).expect("write");
-        p
-    }
-}
-
-impl Drop for Scratch {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
     }
 }
 

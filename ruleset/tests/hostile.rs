@@ -2,35 +2,25 @@
 //! refuse what is not a readable regular file in the ruleset directory, bound
 //! what they read and build, and never quote more than a short excerpt of input.
 
-use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU32, Ordering};
+use fluxgate_testkit::scratch::ScratchDir;
+use std::path::Path;
 
 use fluxgate_ruleset::{Config, Diag, ErrorKind, Errors, MAX_FILE_BYTES, Ruleset, validate};
 
-/// A scratch directory under the system temp dir, removed on drop.
-struct Scratch(PathBuf);
+/// A scratch directory (removed on drop) with this file's ruleset helpers.
+struct Scratch(ScratchDir);
+
+impl std::ops::Deref for Scratch {
+    type Target = ScratchDir;
+
+    fn deref(&self) -> &ScratchDir {
+        &self.0
+    }
+}
 
 impl Scratch {
     fn new(what: &str) -> Scratch {
-        static N: AtomicU32 = AtomicU32::new(0);
-        let dir = std::env::temp_dir().join(format!(
-            "fluxgate-hostile-{what}-{}-{}",
-            std::process::id(),
-            N.fetch_add(1, Ordering::Relaxed)
-        ));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).expect("mkdir");
-        Scratch(dir)
-    }
-
-    fn path(&self, name: &str) -> PathBuf {
-        self.0.join(name)
-    }
-
-    fn write(&self, name: &str, text: impl AsRef<[u8]>) -> PathBuf {
-        let p = self.path(name);
-        std::fs::write(&p, text).expect("write");
-        p
+        Scratch(ScratchDir::new(&format!("hostile-{what}")))
     }
 
     /// A ruleset directory with gateway.fg and one valid tenant `acme`.
@@ -39,12 +29,6 @@ impl Scratch {
         s.write("gateway.fg", "default drop\n");
         s.write("acme.fg", ACME);
         s
-    }
-}
-
-impl Drop for Scratch {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
     }
 }
 
@@ -86,7 +70,7 @@ fn file_name(d: &Diag) -> &str {
 fn a_dangling_link_named_like_a_tenant_file_is_an_error_not_a_removed_tenant() {
     let s = Scratch::ruleset("dangling");
     std::os::unix::fs::symlink(s.path("nowhere.txt"), s.path("bob.fg")).expect("symlink");
-    let e = load_err(&s.0);
+    let e = load_err(s.dir());
     let d = only_error(&e);
     assert_eq!((d.kind, file_name(d)), (ErrorKind::Io, "bob.fg"), "{d}");
     assert!(d.message.contains("symbolic link"), "{d}");
@@ -96,7 +80,7 @@ fn a_dangling_link_named_like_a_tenant_file_is_an_error_not_a_removed_tenant() {
 fn a_directory_or_fifo_named_like_a_tenant_file_is_an_error() {
     let s = Scratch::ruleset("dir");
     std::fs::create_dir(s.path("bob.fg")).expect("mkdir");
-    let e = load_err(&s.0);
+    let e = load_err(s.dir());
     let d = only_error(&e);
     assert_eq!(file_name(d), "bob.fg", "{d}");
     assert!(d.message.contains("a directory"), "{d}");
@@ -108,7 +92,7 @@ fn a_directory_or_fifo_named_like_a_tenant_file_is_an_error() {
         .status()
         .expect("mkfifo runs");
     assert!(made.success());
-    let d = only_error(&load_err(&s.0)).clone();
+    let d = only_error(&load_err(s.dir())).clone();
     assert_eq!(file_name(&d), "carol.fg", "{d}");
     assert!(d.message.contains("FIFO"), "{d}");
 }
@@ -122,7 +106,7 @@ fn links_are_refused_and_their_targets_never_read() {
     // A link to a file inside the directory is refused too (see read_dir_files).
     std::os::unix::fs::symlink(s.path("acme.fg"), s.path("y.fg")).expect("symlink");
     std::os::unix::fs::symlink("/proc/self/environ", s.path("z.fg")).expect("symlink");
-    let e = load_err(&s.0);
+    let e = load_err(s.dir());
     let names: Vec<&str> = e.errors.iter().map(file_name).collect();
     assert_eq!(names, ["x.fg", "y.fg", "z.fg"], "{}", shown(&e));
     let text = shown(&e);
@@ -137,13 +121,13 @@ fn a_file_over_the_size_limit_is_refused_without_reading_it() {
     // Sparse: the size is reported, nothing is written.
     let f = std::fs::File::create(s.path("bob.fg")).expect("create");
     f.set_len(MAX_FILE_BYTES + 1).expect("set_len");
-    let e = load_err(&s.0);
+    let e = load_err(s.dir());
     let d = only_error(&e);
     assert_eq!(file_name(d), "bob.fg", "{d}");
     assert!(d.message.contains("larger than"), "{d}");
     // At the limit it is read (and then fails to parse: all zero bytes).
     f.set_len(MAX_FILE_BYTES).expect("set_len");
-    let e = load_err(&s.0);
+    let e = load_err(s.dir());
     assert!(e.errors.iter().all(|d| file_name(d) == "bob.fg"));
     assert!(!e.errors.iter().any(|d| d.message.contains("larger than")));
 }
@@ -155,7 +139,7 @@ fn a_byte_order_mark_is_skipped() {
         "bob.fg",
         "\u{feff}tenant bob\nprefix 198.51.100.0/24\ndefault drop\n",
     );
-    let rs = Ruleset::load_dir(&s.0).expect("a file starting with a BOM loads");
+    let rs = Ruleset::load_dir(s.dir()).expect("a file starting with a BOM loads");
     let rs = validate(rs, &Config::default()).expect("valid");
     assert_eq!(rs.tenants().len(), 2);
     // Columns on the first line count from after the mark.
@@ -170,7 +154,7 @@ fn text_that_is_not_utf8_is_an_error_at_the_first_bad_byte() {
         "bob.fg",
         b"tenant bob\nprefix 198.51.100.0/24\ndefault drop\nproto tcp dport 80 pass # caf\xe9\n",
     );
-    let e = load_err(&s.0);
+    let e = load_err(s.dir());
     let d = only_error(&e);
     assert_eq!(file_name(d), "bob.fg");
     // `proto tcp dport 80 pass # caf` is 29 characters.
@@ -520,11 +504,11 @@ fn a_file_name_that_is_not_printable_is_refused_and_shown_escaped() {
     let s = Scratch::ruleset("names");
     s.write("\u{1b}[2J.fg", "tenant x\n");
     std::fs::write(
-        s.0.join(std::ffi::OsStr::from_bytes(b"caf\xe9.fg")),
+        s.dir().join(std::ffi::OsStr::from_bytes(b"caf\xe9.fg")),
         "tenant x\n",
     )
     .expect("write");
-    let e = load_err(&s.0);
+    let e = load_err(s.dir());
     let names: Vec<&str> = e.errors.iter().map(file_name).collect();
     assert_eq!(names, ["\\u{1b}[2J.fg", "caf\u{fffd}.fg"], "{}", shown(&e));
     assert!(!shown(&e).contains('\u{1b}'));

@@ -10,6 +10,7 @@
 //!   differential tests), the same shape directly as table rules and keys
 //!   ([`synth::flat`], for the table compiler), and proptest strategies for
 //!   rulesets and packets over boundary values ([`synth::strategy`]).
+//! - [`scratch`]: a uniquely named temporary directory removed on drop.
 //! - `net` (feature `net`): network namespaces, veth pairs and bounded traffic
 //!   between them, for the tests, benches and the demo that attach real XDP.
 //!   Behind a feature because it needs `fluxgate-dataplane` (and so the eBPF
@@ -22,4 +23,5 @@
 pub mod cases;
 #[cfg(feature = "net")]
 pub mod net;
+pub mod scratch;
 pub mod synth;
