@@ -39,10 +39,10 @@ pub struct Interface {
     /// The network namespace the interface is in (`None`: the caller's).
     pub(crate) netns: Option<String>,
     /// `None` for a read-only view.
-    lock: Option<crate::store::Lock>,
+    pub(crate) lock: Option<crate::store::Lock>,
     /// An interrupted apply found to be completely published (in a read-only
     /// view its record is not rewritten).
-    finished: Option<u64>,
+    pub(crate) finished: Option<u64>,
 }
 
 /// What a rollback (or roll-forward) did.
@@ -161,212 +161,6 @@ impl Interface {
             .filter(|e| tenant.is_none() || e.tenant.is_none() || e.tenant.as_deref() == tenant)
             .cloned()
             .collect()
-    }
-
-    /// Makes the recorded live manifest agree with the kernel's slots: a slot
-    /// whose table is another kept generation than recorded (a crash between
-    /// publish and record) is taken as the truth and logged as `recovered`.
-    fn reconcile(&mut self) -> Result<(), ControlError> {
-        let kept = self.pinned.kept_tables()?;
-        let mut notes = Vec::new();
-        let mut ids: HashMap<u32, (TableScope, u64)> = HashMap::new();
-        for (scope, g) in &kept {
-            let Ok(parsed) = scope.parse::<TableScope>() else {
-                continue;
-            };
-            let table = self.pinned.kept_table(scope, *g)?;
-            ids.insert(table.id(), (parsed, *g));
-        }
-        let mut live = self.state.live.clone();
-        let records = self.records()?;
-        // A lost `state.json` must not hand out generation numbers again:
-        // pins of a number an apply is about to use are taken for orphans.
-        if let Some(newest) = records.keys().next_back()
-            && *newest > self.state.generation
-        {
-            notes.push(format!(
-                "state.json knew generations up to {}, the journal has records up to {newest}",
-                self.state.generation
-            ));
-            self.state.generation = *newest;
-        }
-        let mut check = |slot: Slot,
-                         scope: &TableScope,
-                         recorded: Option<u64>|
-         -> Result<Option<u64>, ControlError> {
-            let id = self.pinned.live_table_id(slot)?;
-            let actual = match id {
-                None => None,
-                Some(id) => match ids.get(&id) {
-                    Some((s, g)) if s == scope => Some(*g),
-                    _ => {
-                        return Err(ControlError::State(format!(
-                            "the {scope} slot holds a table fluxgate did not keep (map id {id}); \
-                             detach and attach again"
-                        )));
-                    }
-                },
-            };
-            if actual != recorded {
-                notes.push(format!(
-                    "{scope}: recorded {}, kernel has {}",
-                    gen_text(recorded),
-                    gen_text(actual)
-                ));
-            }
-            Ok(actual)
-        };
-        live.dispatch = check(Slot::Dispatch, &TableScope::Dispatch, live.dispatch)?;
-        live.global = check(Slot::Global, &TableScope::Global, live.global)?;
-        let mut tenants = BTreeMap::new();
-        // Every tenant slot any kept record names, plus the recorded live ones.
-        let mut candidates: BTreeMap<String, u32> = live
-            .tenants
-            .iter()
-            .map(|(n, t)| (n.clone(), t.slot))
-            .collect();
-        for r in records.values() {
-            for (n, t) in &r.manifest.tenants {
-                candidates.entry(n.clone()).or_insert(t.slot);
-            }
-        }
-        for (name, slot) in candidates {
-            let recorded = live.tenants.get(&name).map(|t| t.table);
-            let scope = TableScope::Tenant(name.clone());
-            if let Some(g) = check(Slot::Tenant(slot), &scope, recorded)? {
-                tenants.insert(name, crate::store::TenantRef { slot, table: g });
-            }
-        }
-        live.tenants = tenants;
-        // Dispatch leads each destination to a tenant slot. If the journal
-        // knows no manifest with the live dispatch table, it cannot know
-        // which slots are in use, and the next apply could give a new tenant
-        // a slot dispatch still leads another tenant's packets to: refuse.
-        if let Some(d) = live.dispatch {
-            let knows = |state: &IfaceState, records: &BTreeMap<u64, Record>| {
-                state.live.dispatch == Some(d)
-                    || records.values().any(|r| r.manifest.dispatch == Some(d))
-            };
-            // Read again before refusing: a read-only view may have read the
-            // journal just before an apply recorded and published `d`.
-            if !knows(&self.state, &records) && !knows(&self.store.state()?, &self.records()?) {
-                return Err(self.state_lost(&kept, d));
-            }
-        }
-        // A restore under way still needs the records it restores from.
-        if self.lock.is_some() && self.store.restore_point()?.is_none() {
-            let forgotten = self.forget_unloaded_records(&kept, &live)?;
-            if !forgotten.is_empty() {
-                notes.push(format!(
-                    "generation(s) {} forgotten: their tables are no longer loaded (a reboot?), \
-                     so they cannot be rolled back to",
-                    list_or_none(&forgotten.iter().map(u64::to_string).collect::<Vec<_>>())
-                ));
-            }
-        }
-        // An apply that died after its last flip published everything: finish it.
-        let mut finished = None;
-        for mut r in records.into_values().rev() {
-            if !r.published && r.manifest == live {
-                r.published = true;
-                if self.lock.is_some() {
-                    self.store.write_record(&r)?;
-                }
-                finished = Some(r.generation);
-                notes.push(format!(
-                    "generation {} had been published completely",
-                    r.generation
-                ));
-                break;
-            }
-        }
-        self.finished = finished;
-        if !notes.is_empty() {
-            if let Some(g) = finished {
-                self.state.live_generation = g;
-            }
-            self.state.live = live;
-            let generation = self.state.generation;
-            self.push_event(
-                generation,
-                "recovered",
-                None,
-                format!(
-                    "an interrupted change was found; state follows the kernel: {}",
-                    notes.join("; ")
-                ),
-                None,
-            );
-            tracing::warn!(iface = self.name(), "{}", notes.join("; "));
-            if self.lock.is_some() {
-                self.store.write_state(&mut self.state)?;
-            }
-        }
-        Ok(())
-    }
-
-    /// The error for a journal that does not know the pinned state.
-    fn state_lost(&self, kept: &[(String, u64)], dispatch: u64) -> ControlError {
-        let mut tenants: Vec<&str> = kept
-            .iter()
-            .filter_map(|(scope, _)| scope.strip_prefix("tenant-"))
-            .collect();
-        tenants.dedup();
-        let iface = self.name();
-        ControlError::State(format!(
-            "the journal in {} does not match what is loaded on {iface}: the kernel filters \
-             with dispatch table generation {dispatch} and keeps tables of tenant(s) {}, which \
-             the journal does not record (it was deleted, damaged or replaced). Changing \
-             anything now could give a tenant a slot that dispatch still leads another \
-             tenant's packets to, so nothing was changed. Put the journal back, or start \
-             afresh: `fluxgate detach {iface}` then `fluxgate load DIR {iface}`",
-            self.store.dir().display(),
-            list_or_none(&tenants.iter().map(|t| (*t).to_owned()).collect::<Vec<_>>()),
-        ))
-    }
-
-    /// Forgets the records of generations whose tables are not all loaded
-    /// any more (after a reboot: every one): a rollback to them could only
-    /// fail, and `status` would list them as kept. A record that `live` or a
-    /// complete record still takes a table from stays: its files and hashes
-    /// describe that table. Returns the numbers forgotten.
-    pub(crate) fn forget_unloaded_records(
-        &mut self,
-        kept: &[(String, u64)],
-        live: &Manifest,
-    ) -> Result<Vec<u64>, ControlError> {
-        let loaded: BTreeSet<(String, u64)> = kept.iter().cloned().collect();
-        let records = self.records()?;
-        let complete = |r: &Record| {
-            manifest_tables(&r.manifest)
-                .into_iter()
-                .all(|(scope, t)| loaded.contains(&(scope.to_string(), t)))
-        };
-        let used: BTreeSet<u64> = std::iter::once(live)
-            .chain(
-                records
-                    .values()
-                    .filter(|r| complete(r))
-                    .map(|r| &r.manifest),
-            )
-            .flat_map(manifest_tables)
-            .map(|(_, g)| g)
-            .collect();
-        let mut forgotten = Vec::new();
-        for (g, r) in &records {
-            if !complete(r) && !used.contains(g) {
-                self.store.forget_record(*g)?;
-                forgotten.push(*g);
-            }
-        }
-        if !forgotten.is_empty() {
-            let mut sources = std::collections::HashSet::new();
-            for r in self.records()?.values() {
-                sources.extend(r.sources.iter().map(|(_, h)| h.clone()));
-            }
-            self.store.prune_sources(&sources)?;
-        }
-        Ok(forgotten)
     }
 
     pub(crate) fn writable(&self) -> Result<(), ControlError> {
@@ -898,10 +692,6 @@ pub(crate) fn manifest_slots(m: &Manifest) -> Vec<(TableScope, Slot, u64)> {
             (scope, slot, g)
         })
         .collect()
-}
-
-fn gen_text(g: Option<u64>) -> String {
-    g.map_or("nothing".into(), |g| format!("generation {g}"))
 }
 
 pub(crate) fn list_or_none(items: &[String]) -> String {
