@@ -259,7 +259,21 @@ impl Interface {
                 .collect();
             probe.overlay_all(&overlays)?;
             let index = crate::preflight::SlotIndex::from(&image);
-            let (n, mismatches) = crate::preflight::run(&probe, &rs, &index)?;
+            // Every guard; the witnesses of what changed (all of them when
+            // the global rules or the dispatch changed: those touch everyone).
+            let everyone = changed
+                .iter()
+                .any(|s| matches!(s, TableScope::Global | TableScope::Dispatch));
+            let probes = preflight::probes_of(&rs, |scope| {
+                everyone
+                    || match scope {
+                        fluxgate_ruleset::Scope::Gateway => false,
+                        fluxgate_ruleset::Scope::Tenant(t) => {
+                            changed.contains(&TableScope::Tenant(t.clone()))
+                        }
+                    }
+            });
+            let (n, mismatches) = crate::preflight::run(&probe, &rs, &index, &probes)?;
             drop(probe);
             tracing::info!(packets = n, mismatches = mismatches.len(), "preflight done");
             if !mismatches.is_empty() {

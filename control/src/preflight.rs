@@ -83,10 +83,10 @@ pub(crate) fn run(
     probe: &Probe<'_>,
     rs: &ValidRuleset,
     index: &SlotIndex,
+    probes: &[fluxgate_ruleset::preflight::Probe],
 ) -> Result<(usize, Vec<Mismatch>), ControlError> {
-    let probes = fluxgate_ruleset::preflight::probes(rs);
     let mut mismatches = Vec::new();
-    for c in &probes {
+    for c in probes {
         let p = &c.packet;
         let Some(frame) = FrameSpec::from_header(p) else {
             continue;
@@ -182,7 +182,8 @@ impl Interface {
             .collect();
         let index = SlotIndex::recorded(&slots, tenants);
         let probe = self.pinned.probe(version)?;
-        Ok(run(&probe, &rs, &index)?.1)
+        let probes = fluxgate_ruleset::preflight::probes(&rs);
+        Ok(run(&probe, &rs, &index, &probes)?.1)
     }
 
     /// Re-runs the live ruleset's guards and witnesses through the live
