@@ -219,15 +219,16 @@ impl Interface {
         // `PoolFull` before anything live changed when it does not fit).
         let staged: Vec<(TableScope, Slot, StagedTable)> = {
             let _s = tracing::info_span!("stage", tables = pending.len()).entered();
+            let by_index: std::collections::HashMap<u32, &[Cell]> = image
+                .tenants
+                .iter()
+                .map(|t| (t.index, &t.table.cells[..]))
+                .collect();
             let cells_of = |slot: Slot| -> &[Cell] {
                 match slot {
                     Slot::Dispatch => &image.dispatch.cells,
                     Slot::Global => &image.global.cells,
-                    Slot::Tenant(i) => image
-                        .tenants
-                        .iter()
-                        .find(|t| t.index == i)
-                        .map_or(&[][..], |t| &t.table.cells),
+                    Slot::Tenant(i) => by_index.get(&i).copied().unwrap_or(&[]),
                 }
             };
             let names: Vec<String> = pending.iter().map(|(s, _)| s.to_string()).collect();
@@ -317,10 +318,34 @@ impl Interface {
         // The pins hold them now; don't hold a descriptor per table too.
         drop(staged);
         crash_point("kept");
-        let sources = files
+        // A record holds what this generation changed: the files, counter
+        // slots and content hashes of the scopes whose table it staged.
+        // Every other scope's table comes from an older generation, whose
+        // record (kept while a kept manifest uses its tables) holds them: a
+        // one-tenant change records one tenant, not ten thousand.
+        let own = |scope: &TableScope| changed.contains(scope);
+        let own_files: Vec<&(String, String)> = files
             .iter()
-            .map(|(p, text)| Ok((p.clone(), self.store.put_source(text)?)))
-            .collect::<Result<Vec<_>, ControlError>>()?;
+            .filter(|(p, _)| own(&TableScope::of_file(p)))
+            .collect();
+        let hashes_written = self.store.put_sources(
+            &own_files
+                .iter()
+                .map(|(_, text)| text.as_str())
+                .collect::<Vec<_>>(),
+        )?;
+        let sources: Vec<(String, String)> = own_files
+            .iter()
+            .map(|(p, _)| p.clone())
+            .zip(hashes_written)
+            .collect();
+        let hashes: BTreeMap<TableScope, u64> =
+            hashes.into_iter().filter(|(s, _)| own(s)).collect();
+        let counters: Vec<crate::store::SlotInfo> = counters
+            .into_iter()
+            .filter(|c| own(&TableScope::of_rule_scope(&c.scope)))
+            .map(Into::into)
+            .collect();
         let mut record = Record {
             generation,
             created: now(),
@@ -332,7 +357,7 @@ impl Interface {
             removed: removed.clone(),
             manifest: manifest.clone(),
             hashes,
-            counters: counters.into_iter().map(Into::into).collect(),
+            counters,
             preflight_packets,
             published: false,
         };

@@ -107,8 +107,9 @@ impl Interface {
             }
             Some(g) => {
                 let r = self.kept_record(g)?;
-                let files = self.record_files(&r)?;
-                (files, r.manifest, r.counters, g)
+                let files = crate::interface::manifest_files(self.store(), &r.manifest)?;
+                let slots = crate::interface::manifest_counters(self.store(), &r.manifest)?;
+                (files, r.manifest, slots, g)
             }
         };
         let rs = validate(Ruleset::parse_files(&files)?, &Config::default())?;

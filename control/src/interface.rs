@@ -538,41 +538,12 @@ impl Interface {
 
     /// What each live counter slot counts.
     pub fn live_counters(&self) -> Result<Vec<SlotInfo>, ControlError> {
-        let mut out = Vec::new();
-        let mut wanted: Vec<(Scope, u64)> = Vec::new();
-        if let Some(g) = self.state.live.global {
-            wanted.push((Scope::Gateway, g));
-        }
-        for (n, t) in &self.state.live.tenants {
-            wanted.push((Scope::Tenant(n.clone()), t.table));
-        }
-        let mut cache: HashMap<u64, Record> = HashMap::new();
-        for (scope, g) in wanted {
-            let record = match cache.entry(g) {
-                std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
-                std::collections::hash_map::Entry::Vacant(e) => {
-                    e.insert(self.store.record(g)?.ok_or_else(|| {
-                        ControlError::State(format!("the record of live generation {g} is missing"))
-                    })?)
-                }
-            };
-            out.extend(record.counters.iter().filter(|c| c.scope == scope).cloned());
-        }
-        out.sort_by_key(|c| c.slot);
-        Ok(out)
+        manifest_counters(&self.store, &self.state.live)
     }
 
     /// The files of the live ruleset (each scope from the generation it is at).
     pub fn live_files(&self) -> Result<Vec<(String, String)>, ControlError> {
         manifest_files(&self.store, &self.state.live)
-    }
-
-    /// The files of kept generation `g`.
-    pub(crate) fn record_files(&self, r: &Record) -> Result<Vec<(String, String)>, ControlError> {
-        r.sources
-            .iter()
-            .map(|(p, h)| Ok((p.clone(), self.store.source(h)?)))
-            .collect()
     }
 
     /// The live ruleset (each scope from the generation it is at) and its
@@ -664,6 +635,39 @@ pub(crate) fn manifest_files(
         files.push(file(t.table, &format!("{n}.fg"))?);
     }
     Ok(files)
+}
+
+/// What each counter slot of manifest `m` counts: each scope's slots from
+/// the record of the generation its table comes from (records hold only the
+/// scopes they changed). Sorted by slot.
+pub(crate) fn manifest_counters(
+    store: &Store,
+    m: &Manifest,
+) -> Result<Vec<SlotInfo>, ControlError> {
+    let mut by_gen: BTreeMap<u64, BTreeSet<Scope>> = BTreeMap::new();
+    if let Some(g) = m.global {
+        by_gen.entry(g).or_default().insert(Scope::Gateway);
+    }
+    for (n, t) in &m.tenants {
+        by_gen
+            .entry(t.table)
+            .or_default()
+            .insert(Scope::Tenant(n.clone()));
+    }
+    let mut out = Vec::new();
+    for (g, scopes) in by_gen {
+        let record = store.record(g)?.ok_or_else(|| {
+            ControlError::State(format!("the record of generation {g} is missing"))
+        })?;
+        out.extend(
+            record
+                .counters
+                .into_iter()
+                .filter(|c| scopes.contains(&c.scope)),
+        );
+    }
+    out.sort_by_key(|c| c.slot);
+    Ok(out)
 }
 
 /// The tables a manifest uses, as `(scope, generation)`.

@@ -26,6 +26,27 @@ impl TableScope {
         }
     }
 
+    /// The table a ruleset file compiles to: `gateway.fg` → the global
+    /// rules, `<tenant>.fg` → that tenant's table.
+    pub(crate) fn of_file(path: &str) -> TableScope {
+        let name = std::path::Path::new(path)
+            .file_name()
+            .and_then(|n| n.to_str())
+            .unwrap_or(path);
+        if name == fluxgate_ruleset::GATEWAY_FILE {
+            return TableScope::Global;
+        }
+        TableScope::Tenant(name.strip_suffix(".fg").unwrap_or(name).to_owned())
+    }
+
+    /// The table holding a rule of `scope`.
+    pub(crate) fn of_rule_scope(scope: &fluxgate_ruleset::Scope) -> TableScope {
+        match scope {
+            fluxgate_ruleset::Scope::Gateway => TableScope::Global,
+            fluxgate_ruleset::Scope::Tenant(t) => TableScope::Tenant(t.clone()),
+        }
+    }
+
     /// Whether changing this table changes every tenant's traffic.
     pub fn is_gateway_wide(&self) -> bool {
         !matches!(self, TableScope::Tenant(_))

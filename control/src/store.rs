@@ -319,6 +319,40 @@ impl Store {
         Ok(hash)
     }
 
+    /// [`Store::put_source`] for many texts, with one `syncfs` for all of
+    /// them instead of two fsyncs each (a first load of 10,000 tenants wrote
+    /// 20,000 fsyncs). Nothing refers to a source until the record written
+    /// after this returns, so a crash half-way leaves only unreferenced
+    /// files, which the next prune deletes.
+    pub fn put_sources(&self, texts: &[&str]) -> Result<Vec<String>, ControlError> {
+        use sha2::Digest;
+        let dir = self.dir.join("sources");
+        create_private_dir(&dir)?;
+        let mut wrote = false;
+        let mut out = Vec::with_capacity(texts.len());
+        for text in texts {
+            let hash: String = sha2::Sha256::digest(text.as_bytes())
+                .iter()
+                .map(|b| format!("{b:02x}"))
+                .collect();
+            let path = dir.join(&hash);
+            if !path.exists() {
+                let fail = |e: std::io::Error| {
+                    ControlError::State(format!("cannot write {}: {e}", path.display()))
+                };
+                let tmp = dir.join(format!("{hash}.tmp"));
+                fs::write(&tmp, text.as_bytes()).map_err(fail)?;
+                fs::rename(&tmp, &path).map_err(fail)?;
+                wrote = true;
+            }
+            out.push(hash);
+        }
+        if wrote {
+            sync_filesystem(&dir)?;
+        }
+        Ok(out)
+    }
+
     /// The text stored under `hash`.
     pub fn source(&self, hash: &str) -> Result<String, ControlError> {
         let valid = hash.len() == 64 && hash.bytes().all(|b| b.is_ascii_hexdigit());
@@ -432,6 +466,22 @@ fn read_json<T: DeserializeOwned>(path: &Path) -> Result<Option<T>, ControlError
 fn write_json<T: Serialize>(path: &Path, value: &T) -> Result<(), ControlError> {
     let text = serde_json::to_vec(value).map_err(|e| ControlError::State(e.to_string()))?;
     write_bytes(path, &text)
+}
+
+/// Flushes the filesystem holding `dir` (`syncfs(2)`): file data, inodes and
+/// directory entries written before it are on disk when it returns.
+fn sync_filesystem(dir: &Path) -> Result<(), ControlError> {
+    let d = fs::File::open(dir)
+        .map_err(|e| ControlError::State(format!("cannot open {}: {e}", dir.display())))?;
+    // SAFETY: syncfs on a descriptor we own.
+    if unsafe { libc::syncfs(d.as_raw_fd()) } != 0 {
+        return Err(ControlError::State(format!(
+            "cannot sync {}: {}",
+            dir.display(),
+            std::io::Error::last_os_error()
+        )));
+    }
+    Ok(())
 }
 
 /// Write to a temporary file, fsync, rename over `path`, fsync the directory.

@@ -180,7 +180,7 @@ pub fn explain_decision(rs: &ValidRuleset, d: &Decision) -> String {
 pub fn rule_at<'a>(rs: &'a ValidRuleset, scope: &Scope, position: u32) -> Option<&'a Rule> {
     let rules = match scope {
         Scope::Gateway => &rs.gateway().rules,
-        Scope::Tenant(t) => &rs.tenants().iter().find(|x| &x.name == t)?.rules,
+        Scope::Tenant(t) => &rs.tenant(t)?.rules,
     };
     rules.get(position.checked_sub(1)? as usize)
 }
@@ -205,11 +205,7 @@ pub struct CounterText {
 pub fn describe(rs: &ValidRuleset, image: &Image) -> Vec<CounterText> {
     let default_of = |scope: &Scope| match scope {
         Scope::Gateway => Some(rs.gateway().default_action),
-        Scope::Tenant(t) => rs
-            .tenants()
-            .iter()
-            .find(|x| &x.name == t)
-            .map(|t| t.default_action),
+        Scope::Tenant(t) => rs.tenant(t).map(|t| t.default_action),
     };
     image
         .counters

@@ -193,7 +193,7 @@ pub fn check_table_quotas(rs: &ValidRuleset, image: &Image) -> Result<(), Errors
     let map = &rs.ruleset().sources;
     let mut errors = Vec::new();
     for ti in &image.tenants {
-        let Some(t) = rs.tenants().iter().find(|t| t.name == ti.name) else {
+        let Some(t) = rs.tenant(&ti.name) else {
             continue;
         };
         let Some((limit, qspan)) = gw.quota_for(&t.name).table_bytes else {

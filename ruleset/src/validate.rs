@@ -123,6 +123,14 @@ impl ValidRuleset {
             .owner(dst)
     }
 
+    /// The tenant called `name` (binary search: tenants are sorted by name).
+    pub fn tenant(&self, name: &str) -> Option<&Tenant> {
+        let t = &self.ruleset.tenants;
+        t.binary_search_by(|x| x.name.as_str().cmp(name))
+            .ok()
+            .map(|i| &t[i])
+    }
+
     /// Gives back the resolved ruleset.
     pub fn into_ruleset(self) -> Ruleset {
         self.ruleset
@@ -229,6 +237,8 @@ pub fn validate(ruleset: Ruleset, config: &Config) -> Result<ValidRuleset, Error
         ..
     } = cx;
     rs.sources = map;
+    // Parsing sorts them already; a ruleset built by hand may not be.
+    rs.tenants.sort_by(|a, b| a.name.cmp(&b.name));
     if errors.is_empty() {
         Ok(ValidRuleset {
             ruleset: rs,
