@@ -16,7 +16,11 @@
 //!    slot update; if one fails, the ones already flipped are flipped back;
 //! 5. record the generation and the new live manifest (atomic file writes).
 
-use std::{collections::BTreeMap, hash::Hasher, path::Path};
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    hash::Hasher,
+    path::Path,
+};
 
 use fluxgate_common::table::{Cell, Header};
 use fluxgate_dataplane::{Slot, StagedTable, Tables};
@@ -66,6 +70,11 @@ pub struct Applied {
     pub preflight_packets: usize,
     /// Tenants loaded.
     pub tenants: usize,
+    /// Tenant tables compiled. A tenant whose file, slot and gateway file
+    /// are those its live table was built from is not compiled, staged or
+    /// witnessed again (its guards still run): a one-tenant change compiles
+    /// one tenant.
+    pub compiled: usize,
     /// Rules loaded (gateway and tenants).
     pub rules: usize,
     /// Kernel memory of the newly staged tables, bytes.
@@ -115,6 +124,35 @@ impl Interface {
         let generation = self.state.generation + 1;
         let interfaces = host::in_netns(self.netns.as_deref(), || Ok(host::interfaces()))?;
         let plan = self.plan(&records);
+        // Tenants whose file, slot and context are those of their live
+        // table: not compiled, staged or checked again (their table stays).
+        let live = &self.state.live;
+        let context = build_context(&files, &interfaces);
+        let recorded_keys = live_keys(live, &records);
+        // The key of a file's table, in the tenant slot `slots` gives it.
+        let key_of = |path: &str, text: &str, slots: &dyn Fn(&str) -> Option<u32>| {
+            let scope = TableScope::of_file(path);
+            let slot = scope.tenant().and_then(slots);
+            let key = table_key(&context, slot, text);
+            (scope, key)
+        };
+        let planned = |t: &str| plan.tenants.get(t).copied();
+        let reuse: BTreeSet<String> = files
+            .iter()
+            .filter_map(|(p, text)| {
+                let (scope, key) = key_of(p, text, &planned);
+                let tenant = scope.tenant()?;
+                let l = live.tenants.get(tenant)?;
+                (plan.tenants.get(tenant) == Some(&l.slot)
+                    && recorded_keys.get(&scope) == Some(&key))
+                .then(|| tenant.to_owned())
+            })
+            .collect();
+        tracing::debug!(
+            reused = reuse.len(),
+            keyed = recorded_keys.len(),
+            "tables kept without compiling"
+        );
         let Admitted {
             files,
             rs,
@@ -132,12 +170,12 @@ impl Interface {
                         interfaces: interfaces.clone(),
                         generation,
                         plan: plan.clone(),
+                        reuse: reuse.clone(),
                         ..Default::default()
                     },
                 )
             },
         )?;
-        let live = &self.state.live;
         let live_hashes = live_hashes(live, &records);
         let mut manifest = Manifest::default();
         let mut hashes = BTreeMap::new();
@@ -181,6 +219,17 @@ impl Interface {
                 },
             );
         }
+        for (name, index) in &image.reused {
+            if let Some(l) = live.tenants.get(name) {
+                manifest.tenants.insert(
+                    name.clone(),
+                    TenantRef {
+                        slot: *index,
+                        table: l.table,
+                    },
+                );
+            }
+        }
         let removed: Vec<String> = live
             .tenants
             .keys()
@@ -199,7 +248,8 @@ impl Interface {
             changed: changed.clone(),
             removed: removed.clone(),
             preflight_packets: 0,
-            tenants: image.tenants.len(),
+            tenants: image.tenants.len() + image.reused.len(),
+            compiled: image.tenants.len(),
             rules,
             table_bytes: 0,
             warnings,
@@ -259,7 +309,7 @@ impl Interface {
                 .map(|(_, slot, table)| (*slot, table))
                 .collect();
             probe.overlay_all(&overlays)?;
-            let index = crate::preflight::SlotIndex::from(&image);
+            let index = crate::preflight::SlotIndex::of(&image, &plan);
             // Every guard; the witnesses of what changed (all of them when
             // the global rules or the dispatch changed: those touch everyone).
             let everyone = changed
@@ -341,6 +391,10 @@ impl Interface {
             .collect();
         let hashes: BTreeMap<TableScope, u64> =
             hashes.into_iter().filter(|(s, _)| own(s)).collect();
+        let keys: BTreeMap<TableScope, String> = own_files
+            .iter()
+            .map(|(p, text)| key_of(p, text, &|t| manifest.tenants.get(t).map(|r| r.slot)))
+            .collect();
         let counters: Vec<crate::store::SlotInfo> = counters
             .into_iter()
             .filter(|c| own(&TableScope::of_rule_scope(&c.scope)))
@@ -357,6 +411,7 @@ impl Interface {
             removed: removed.clone(),
             manifest: manifest.clone(),
             hashes,
+            keys,
             counters,
             preflight_packets,
             published: false,
@@ -437,6 +492,51 @@ impl Interface {
         files.sort();
         Ok(files)
     }
+}
+
+/// The content key of each live table, from the records that created them.
+fn live_keys(live: &Manifest, records: &BTreeMap<u64, Record>) -> BTreeMap<TableScope, String> {
+    manifest_tables(live)
+        .into_iter()
+        .filter_map(|(scope, g)| {
+            let k = records.get(&g)?.keys.get(&scope)?;
+            Some((scope, k.clone()))
+        })
+        .collect()
+}
+
+/// What every table of a ruleset is built from besides its own file: the
+/// gateway file (its sets, quotas and allocations reach into tenants), the
+/// host's interface indexes (`iif`), and the compiler and table format.
+fn build_context(files: &[(String, String)], interfaces: &BTreeMap<String, u32>) -> Vec<u8> {
+    let mut out = Vec::new();
+    out.extend_from_slice(env!("CARGO_PKG_VERSION").as_bytes());
+    out.extend_from_slice(&fluxgate_common::ABI_VERSION.to_le_bytes());
+    for (p, text) in files {
+        if TableScope::of_file(p) == TableScope::Global {
+            out.extend_from_slice(&(text.len() as u64).to_le_bytes());
+            out.extend_from_slice(text.as_bytes());
+        }
+    }
+    for (name, index) in interfaces {
+        out.extend_from_slice(&(name.len() as u64).to_le_bytes());
+        out.extend_from_slice(name.as_bytes());
+        out.extend_from_slice(&index.to_le_bytes());
+    }
+    out
+}
+
+/// SHA-256 of a table's inputs: the context, the tenant slot and the file.
+/// Equal keys mean the compiler would build the same table, so the live one
+/// is kept (a collision would keep a stale table: hence a cryptographic hash).
+fn table_key(context: &[u8], slot: Option<u32>, text: &str) -> String {
+    use sha2::Digest;
+    let mut h = sha2::Sha256::new();
+    h.update((context.len() as u64).to_le_bytes());
+    h.update(context);
+    h.update(slot.map_or(u64::MAX, u64::from).to_le_bytes());
+    h.update(text.as_bytes());
+    h.finalize().iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// Content hash of each live table, from the records that created them.

@@ -56,18 +56,34 @@ impl SlotIndex {
     }
 }
 
-impl From<&Image> for SlotIndex {
-    fn from(image: &Image) -> SlotIndex {
-        SlotIndex {
-            counters: image
+impl SlotIndex {
+    /// The slots of a compiled image, and those of the tenants it reused
+    /// (their live tables' counters, from the plan).
+    pub(crate) fn of(image: &Image, plan: &fluxgate_ruleset::SlotPlan) -> SlotIndex {
+        let reused: std::collections::HashSet<&str> =
+            image.reused.iter().map(|(n, _)| n.as_str()).collect();
+        let mut counters: HashMap<(Scope, Option<RuleId>), u32> = plan
+            .counters
+            .iter()
+            .filter(|((scope, _), _)| match scope {
+                Scope::Tenant(t) => reused.contains(t.as_str()),
+                Scope::Gateway => false,
+            })
+            .map(|(k, v)| (k.clone(), *v))
+            .collect();
+        counters.extend(
+            image
                 .counters
                 .iter()
-                .map(|c| ((c.scope.clone(), c.rule), c.slot))
-                .collect(),
+                .map(|c| ((c.scope.clone(), c.rule), c.slot)),
+        );
+        SlotIndex {
+            counters,
             tenants: image
                 .tenants
                 .iter()
                 .map(|t| (t.name.clone(), t.index))
+                .chain(image.reused.iter().cloned())
                 .collect(),
         }
     }

@@ -138,8 +138,13 @@ pub struct Record {
     pub removed: Vec<String>,
     /// Table generation per scope.
     pub manifest: Manifest,
-    /// Content hash per table.
+    /// Content hash per table (of the tables this generation staged).
     pub hashes: BTreeMap<TableScope, u64>,
+    /// SHA-256 of everything each staged table was built from (its file,
+    /// tenant slot, the gateway file, interface indexes, compiler version):
+    /// a later apply with the same key keeps the table without compiling it.
+    #[serde(default)]
+    pub keys: BTreeMap<TableScope, String>,
     /// Every counter slot of this generation, sorted by slot.
     pub counters: Vec<SlotInfo>,
     /// Guard and witness packets that agreed in the kernel preflight.

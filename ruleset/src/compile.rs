@@ -40,6 +40,14 @@ pub struct CompileOptions {
     pub max_expansion: usize,
     /// Tenant and counter slots carried over from earlier generations.
     pub plan: SlotPlan,
+    /// Tenants whose table is already live and unchanged (the caller knows
+    /// from a content key of everything the table is built from): not built
+    /// again. Such a tenant keeps its planned slot and its planned counter
+    /// slots and appears in [`Image::reused`] instead of [`Image::tenants`];
+    /// one missing from [`SlotPlan::tenants`] is built as usual. This is
+    /// what makes a one-tenant change cost one tenant's compile at 10,000
+    /// tenants.
+    pub reuse: BTreeSet<String>,
 }
 
 /// Tenant and counter slots carried over from earlier generations, so that a
@@ -167,8 +175,12 @@ pub struct Image {
     pub global: TableImage,
     /// Per tenant, sorted by tenant slot.
     pub tenants: Vec<TenantImage>,
-    /// What each counter slot counts, sorted by slot. Slot 0 is the gateway default.
+    /// What each counter slot counts, sorted by slot. Slot 0 is the gateway
+    /// default. Only the tables built: not those of [`Image::reused`].
     pub counters: Vec<CounterSlot>,
+    /// Tenants not built because [`CompileOptions::reuse`] named them: name
+    /// and tenant slot, sorted by slot. Their live table stays.
+    pub reused: Vec<(String, u32)>,
 }
 
 impl Image {
@@ -384,6 +396,7 @@ pub fn compile_with(rs: &ValidRuleset, opts: &CompileOptions) -> Result<Image, C
 
     let mut tenant_slots = Allocator::new(&plan.reserved_tenants, plan.tenants.values().copied());
     let mut tenants = Vec::with_capacity(rs.tenants().len());
+    let mut reused = Vec::new();
     let mut dispatch_rules = Vec::new();
     for t in rs.tenants() {
         let index = tenant_slots.take(plan.tenants.get(&t.name).copied());
@@ -396,6 +409,10 @@ pub fn compile_with(rs: &ValidRuleset, opts: &CompileOptions) -> Result<Image, C
             let mut r = FlatRule::any(action::TENANT, index);
             set_prefix(&mut r, word::DST, net);
             dispatch_rules.push(r);
+        }
+        if opts.reuse.contains(&t.name) && plan.tenants.get(&t.name) == Some(&index) {
+            reused.push((t.name.clone(), index));
+            continue;
         }
         let scope = Scope::Tenant(t.name.clone());
         let default_slot = slots.take(plan.counters.get(&(scope.clone(), None)).copied());
@@ -420,6 +437,7 @@ pub fn compile_with(rs: &ValidRuleset, opts: &CompileOptions) -> Result<Image, C
         });
     }
     tenants.sort_by_key(|t| t.index);
+    reused.sort_by_key(|t| t.1);
     counters.sort_by_key(|c| c.slot);
     if let Some(c) = counters.last()
         && c.slot >= fluxgate_common::MAX_COUNTERS
@@ -446,6 +464,7 @@ pub fn compile_with(rs: &ValidRuleset, opts: &CompileOptions) -> Result<Image, C
         global,
         tenants,
         counters,
+        reused,
     })
 }
 
