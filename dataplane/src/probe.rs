@@ -38,6 +38,12 @@ pub struct Probe<'a> {
     pinned: &'a PinnedAttachment,
     /// The pinned probe entry (`fluxgate_probe`).
     program: Xdp,
+    /// `FG_PROBE_TRACE`, opened once: a preflight runs thousands of packets,
+    /// and opening the pin twice per packet cost more than the runs.
+    trace: aya::maps::Map,
+    /// The trace's sequence number after the last run (one probe session at
+    /// a time per attachment: nothing else moves it).
+    seq: std::cell::Cell<Option<u32>>,
     overlaid: Vec<Slot>,
 }
 
@@ -56,6 +62,8 @@ impl PinnedAttachment {
         let probe = Probe {
             pinned: self,
             program,
+            trace: self.open_map(maps::PROBE_TRACE)?,
+            seq: std::cell::Cell::new(None),
             overlaid: Vec::new(),
         };
         // Leftovers of a crashed probe session must not leak into this one.
@@ -120,7 +128,10 @@ impl Probe<'_> {
 
     /// Runs one frame; see [`ProbeResult`].
     pub fn run(&self, frame: &[u8]) -> Result<ProbeResult, Error> {
-        let before = self.trace()?;
+        let before = match self.seq.get() {
+            Some(seq) => seq,
+            None => self.trace()?.seq,
+        };
         let verdict = program::test_run_xdp(&self.program, frame, 1)?.verdict;
         if verdict == xdp::ABORTED {
             return Err(Error::InvalidArgument(
@@ -128,7 +139,8 @@ impl Probe<'_> {
             ));
         }
         let after = self.trace()?;
-        let (decided, tenant) = if after.seq == before.seq {
+        self.seq.set(Some(after.seq));
+        let (decided, tenant) = if after.seq == before {
             (None, None)
         } else {
             let some = |v: u32| (v != Trace::NONE).then_some(v);
@@ -142,9 +154,8 @@ impl Probe<'_> {
     }
 
     fn trace(&self) -> Result<Trace, Error> {
-        let map = self.pinned.open_map(maps::PROBE_TRACE)?;
         let array: Array<&MapData, Trace> =
-            Array::try_from(&map).map_err(|e| Error::kernel("open the probe trace", e))?;
+            Array::try_from(&self.trace).map_err(|e| Error::kernel("open the probe trace", e))?;
         array
             .get(&0, 0)
             .map_err(|e| Error::kernel("read the probe trace", e))
