@@ -32,7 +32,7 @@ use crate::{
     admit::{Admitted, admit},
     host::{self, crash_point, now, who},
     interface::{list_or_none, manifest_tables},
-    store::{Manifest, Record, TenantRef},
+    store::{Contents, Manifest, Record, Store, TenantRef},
 };
 
 /// Options of [`Interface::apply`].
@@ -123,12 +123,12 @@ impl Interface {
         let records = self.records()?;
         let generation = self.state.generation + 1;
         let interfaces = host::in_netns(self.netns.as_deref(), || Ok(host::interfaces()))?;
-        let plan = self.plan(&records);
+        let plan = self.plan(&records)?;
         // Tenants whose file, slot and context are those of their live
         // table: not compiled, staged or checked again (their table stays).
         let live = &self.state.live;
         let context = build_context(&files, &interfaces);
-        let recorded_keys = live_keys(live, &records);
+        let recorded_keys = live_keys(live, &self.store)?;
         // The key of a file's table, in the tenant slot `slots` gives it.
         let key_of = |path: &str, text: &str, slots: &dyn Fn(&str) -> Option<u32>| {
             let scope = TableScope::of_file(path);
@@ -176,7 +176,7 @@ impl Interface {
                 )
             },
         )?;
-        let live_hashes = live_hashes(live, &records);
+        let live_hashes = live_hashes(live, &self.store)?;
         let mut manifest = Manifest::default();
         let mut hashes = BTreeMap::new();
         let mut pending: Vec<(TableScope, Slot)> = Vec::new();
@@ -400,30 +400,33 @@ impl Interface {
             .filter(|c| own(&TableScope::of_rule_scope(&c.scope)))
             .map(Into::into)
             .collect();
+        let contents = Contents {
+            sources,
+            hashes,
+            keys,
+            counters,
+        };
         let mut record = Record {
             generation,
             created: now(),
             who: who(),
             reason: reason.to_owned(),
             source: source.label(),
-            sources,
             changed: changed.clone(),
             removed: removed.clone(),
             manifest: manifest.clone(),
-            hashes,
-            keys,
-            counters,
             preflight_packets,
             published: false,
+            ..Record::default()
         };
-        self.store.write_record(&record)?;
+        self.store.write_generation(&record, &contents)?;
         self.state.generation = generation;
         self.store.write_state(&mut self.state)?;
         crash_point("recorded");
         // Slots new in this generation may hold counts of a rule long gone.
         let fresh: Vec<u32> = {
-            let held = self.plan(&records).reserved_counters;
-            record
+            let held = &plan.reserved_counters;
+            contents
                 .counters
                 .iter()
                 .map(|c| c.slot)
@@ -495,14 +498,14 @@ impl Interface {
 }
 
 /// The content key of each live table, from the records that created them.
-fn live_keys(live: &Manifest, records: &BTreeMap<u64, Record>) -> BTreeMap<TableScope, String> {
-    manifest_tables(live)
-        .into_iter()
-        .filter_map(|(scope, g)| {
-            let k = records.get(&g)?.keys.get(&scope)?;
-            Some((scope, k.clone()))
-        })
-        .collect()
+fn live_keys(live: &Manifest, store: &Store) -> Result<BTreeMap<TableScope, String>, ControlError> {
+    let mut out = BTreeMap::new();
+    for (scope, g) in manifest_tables(live) {
+        if let Some(k) = store.contents(g)?.keys.get(&scope) {
+            out.insert(scope, k.clone());
+        }
+    }
+    Ok(out)
 }
 
 /// What every table of a ruleset is built from besides its own file: the
@@ -540,14 +543,14 @@ fn table_key(context: &[u8], slot: Option<u32>, text: &str) -> String {
 }
 
 /// Content hash of each live table, from the records that created them.
-fn live_hashes(live: &Manifest, records: &BTreeMap<u64, Record>) -> BTreeMap<TableScope, u64> {
-    manifest_tables(live)
-        .into_iter()
-        .filter_map(|(scope, g)| {
-            let h = records.get(&g)?.hashes.get(&scope)?;
-            Some((scope, *h))
-        })
-        .collect()
+fn live_hashes(live: &Manifest, store: &Store) -> Result<BTreeMap<TableScope, u64>, ControlError> {
+    let mut out = BTreeMap::new();
+    for (scope, g) in manifest_tables(live) {
+        if let Some(h) = store.contents(g)?.hashes.get(&scope) {
+            out.insert(scope, *h);
+        }
+    }
+    Ok(out)
 }
 
 /// FNV-1a over a table's cells, with the header's generation number left out

@@ -221,7 +221,7 @@ impl Interface {
 
     /// The slot plan that keeps tenants in their slots and unchanged rules on
     /// their counters, and holds every slot a kept generation uses.
-    pub(crate) fn plan(&self, records: &BTreeMap<u64, Record>) -> SlotPlan {
+    pub(crate) fn plan(&self, records: &BTreeMap<u64, Record>) -> Result<SlotPlan, ControlError> {
         let mut plan = SlotPlan::default();
         for (name, t) in &self.state.live.tenants {
             plan.tenants.insert(name.clone(), t.slot);
@@ -233,14 +233,14 @@ impl Interface {
                 plan.tenants.entry(name.clone()).or_insert(t.slot);
                 plan.reserved_tenants.insert(t.slot);
             }
-            for c in &r.counters {
+            for c in &self.store.contents(r.generation)?.counters {
                 plan.reserved_counters.insert(c.slot);
                 plan.counters
                     .entry((c.scope.clone(), c.rule_id()))
                     .or_insert(c.slot);
             }
         }
-        plan
+        Ok(plan)
     }
 
     /// Flips slots from the live manifest to `to`: tenants first, then the
@@ -293,32 +293,37 @@ impl Interface {
         //    changes. In chunks, so a 10k-tenant apply never holds 10k handles.
         let mut flips: Vec<Slot> = Vec::new();
         let mut to_place: Vec<(Slot, StagedTable)> = Vec::new();
-        for (slot, new, _) in &steps {
-            let Some((scope, g)) = new else { continue };
-            let table = self.pinned.kept_table(&scope.to_string(), *g)?;
-            if self.pinned.live_table_id(*slot)? == Some(table.id()) {
+        let placing: Vec<(Slot, &TableScope, u64)> = steps
+            .iter()
+            .filter_map(|(slot, new, _)| new.as_ref().map(|(scope, g)| (*slot, scope, *g)))
+            .collect();
+        let now = self
+            .pinned
+            .slot_tables(&placing.iter().map(|(s, ..)| *s).collect::<Vec<_>>())?;
+        for ((slot, scope, g), now) in placing.iter().zip(now) {
+            let (slot, g) = (*slot, *g);
+            let table = self.pinned.kept_table(&scope.to_string(), g)?;
+            if now.live == Some(table.id()) {
                 continue;
             }
-            if self.pinned.standby_table_id(*slot)? != Some(table.id()) {
-                to_place.push((*slot, table));
+            if now.standby != Some(table.id()) {
+                to_place.push((slot, table));
                 if to_place.len() == PLACE_CHUNK {
                     self.place_chunk(&mut to_place)?;
                 }
             }
-            flips.push(*slot);
+            flips.push(slot);
         }
         self.place_chunk(&mut to_place)?;
         crash_point("placed");
         // 2. Flip, in order: microseconds each. If one fails, flip back the
         //    ones already flipped — their previous tables are in standby.
-        for (i, slot) in flips.iter().enumerate() {
-            if i == 1 {
-                crash_point("flipping");
-            }
-            if let Err(e) = self.pinned.flip(*slot) {
-                for done in flips[..i].iter().rev() {
-                    let _best_effort = self.pinned.flip(*done);
-                }
+        //    One batch per slot map (in order, each slot atomically).
+        if let Some((first, rest)) = flips.split_first() {
+            self.pinned.flip(*first)?;
+            crash_point("flipping");
+            if let Err(e) = self.pinned.flip_all(rest) {
+                let _best_effort = self.pinned.flip(*first);
                 return Err(e.into());
             }
         }
@@ -461,15 +466,26 @@ impl Interface {
                 tables.insert((scope.to_string(), g));
             }
         }
-        let mut sources = std::collections::HashSet::new();
-        for (g, r) in &records {
-            if keep.contains(g) {
-                sources.extend(r.sources.iter().map(|(_, h)| h.clone()));
-            } else {
+        let forget: Vec<u64> = records
+            .keys()
+            .filter(|g| !keep.contains(g))
+            .copied()
+            .collect();
+        // Sources become unreferenced only when a record goes (listing
+        // 10,000 of them after every apply would cost more than the apply).
+        if !forget.is_empty() {
+            let mut sources = std::collections::HashSet::new();
+            for g in &keep {
+                if records.contains_key(g) {
+                    let contents = self.store.contents(*g)?;
+                    sources.extend(contents.sources.iter().map(|(_, h)| h.clone()));
+                }
+            }
+            for g in &forget {
                 self.store.forget_record(*g)?;
             }
+            self.store.prune_sources(&sources)?;
         }
-        self.store.prune_sources(&sources)?;
         for (scope, g) in self.pinned.kept_tables()? {
             if !tables.contains(&(scope.clone(), g)) {
                 self.pinned.forget_table(&scope, g)?;
@@ -609,20 +625,18 @@ pub(crate) fn manifest_files(
     let mut file = |g: u64, name: &str| -> Result<(String, String), ControlError> {
         let by_name = match records.entry(g) {
             std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
-            std::collections::hash_map::Entry::Vacant(e) => {
-                let r = store.record(g)?.ok_or_else(|| {
-                    ControlError::State(format!("the record of live generation {g} is missing"))
-                })?;
-                e.insert(
-                    r.sources
-                        .into_iter()
-                        .filter_map(|(p, h)| {
-                            let n = Path::new(&p).file_name()?.to_str()?.to_owned();
-                            Some((n, (p, h)))
-                        })
-                        .collect(),
-                )
-            }
+            std::collections::hash_map::Entry::Vacant(e) => e.insert(
+                store
+                    .contents(g)?
+                    .sources
+                    .iter()
+                    .cloned()
+                    .filter_map(|(p, h)| {
+                        let n = Path::new(&p).file_name()?.to_str()?.to_owned();
+                        Some((n, (p, h)))
+                    })
+                    .collect(),
+            ),
         };
         let (path, hash) = by_name
             .get(name)
@@ -656,14 +670,13 @@ pub(crate) fn manifest_counters(
     }
     let mut out = Vec::new();
     for (g, scopes) in by_gen {
-        let record = store.record(g)?.ok_or_else(|| {
-            ControlError::State(format!("the record of generation {g} is missing"))
-        })?;
         out.extend(
-            record
+            store
+                .contents(g)?
                 .counters
-                .into_iter()
-                .filter(|c| scopes.contains(&c.scope)),
+                .iter()
+                .filter(|c| scopes.contains(&c.scope))
+                .cloned(),
         );
     }
     out.sort_by_key(|c| c.slot);

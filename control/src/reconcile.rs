@@ -5,7 +5,7 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
-use fluxgate_dataplane::Slot;
+use fluxgate_dataplane::{Slot, Tables};
 
 use crate::{
     ControlError, Interface, TableScope,
@@ -41,11 +41,32 @@ impl Interface {
             ));
             self.state.generation = *newest;
         }
+        // Every tenant slot any kept record names, plus the recorded live ones.
+        let mut candidates: BTreeMap<String, u32> = live
+            .tenants
+            .iter()
+            .map(|(n, t)| (n.clone(), t.slot))
+            .collect();
+        for r in records.values() {
+            for (n, t) in &r.manifest.tenants {
+                candidates.entry(n.clone()).or_insert(t.slot);
+            }
+        }
+        // The live table of every slot concerned, in one read per slot map.
+        let slots: Vec<Slot> = [Slot::Dispatch, Slot::Global]
+            .into_iter()
+            .chain(candidates.values().map(|s| Slot::Tenant(*s)))
+            .collect();
+        let live_ids: HashMap<Slot, Option<u32>> = slots
+            .iter()
+            .copied()
+            .zip(self.pinned.slot_tables(&slots)?.into_iter().map(|t| t.live))
+            .collect();
         let mut check = |slot: Slot,
                          scope: &TableScope,
                          recorded: Option<u64>|
          -> Result<Option<u64>, ControlError> {
-            let id = self.pinned.live_table_id(slot)?;
+            let id = live_ids.get(&slot).copied().flatten();
             let actual = match id {
                 None => None,
                 Some(id) => match ids.get(&id) {
@@ -70,17 +91,6 @@ impl Interface {
         live.dispatch = check(Slot::Dispatch, &TableScope::Dispatch, live.dispatch)?;
         live.global = check(Slot::Global, &TableScope::Global, live.global)?;
         let mut tenants = BTreeMap::new();
-        // Every tenant slot any kept record names, plus the recorded live ones.
-        let mut candidates: BTreeMap<String, u32> = live
-            .tenants
-            .iter()
-            .map(|(n, t)| (n.clone(), t.slot))
-            .collect();
-        for r in records.values() {
-            for (n, t) in &r.manifest.tenants {
-                candidates.entry(n.clone()).or_insert(t.slot);
-            }
-        }
         for (name, slot) in candidates {
             let recorded = live.tenants.get(&name).map(|t| t.table);
             let scope = TableScope::Tenant(name.clone());
@@ -212,8 +222,9 @@ impl Interface {
         }
         if !forgotten.is_empty() {
             let mut sources = std::collections::HashSet::new();
-            for r in self.records()?.values() {
-                sources.extend(r.sources.iter().map(|(_, h)| h.clone()));
+            for g in self.records()?.keys() {
+                let contents = self.store.contents(*g)?;
+                sources.extend(contents.sources.iter().map(|(_, h)| h.clone()));
             }
             self.store.prune_sources(&sources)?;
         }

@@ -1,17 +1,19 @@
 //! What the control plane remembers about one interface, on disk:
 //! `<state dir>/<netns|init>/<iface>/state.json` (the live manifest and the
-//! generation counter) and `gen/<G>.json` (one record per kept generation: its
-//! ruleset text, manifest and counter slots). Every write is atomic (write,
+//! generation counter), `gen/<G>.json` (one record per kept generation: who,
+//! why, its manifest) and `gen/<G>.tables.json` (what it staged: files,
+//! hashes, build keys, counter slots — see [`Contents`]). Every write is atomic (write,
 //! fsync, rename), the directory is root-only, and a lock file serializes
 //! changes. The kernel stays the truth for what is live: [`crate::Interface`]
 //! reconciles this state with the pinned slots before every operation.
 
 use std::{
-    collections::BTreeMap,
+    collections::{BTreeMap, HashMap},
     fs,
     io::Write,
     os::{fd::AsRawFd, unix::fs::PermissionsExt},
     path::{Path, PathBuf},
+    sync::{Arc, Mutex},
 };
 
 use serde::{Deserialize, Serialize, de::DeserializeOwned};
@@ -111,7 +113,7 @@ pub struct SlotInfo {
 }
 
 /// One generation as recorded.
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
 pub struct Record {
     /// Gateway-wide generation number.
     pub generation: u64,
@@ -125,11 +127,6 @@ pub struct Record {
     /// Where the ruleset came from: the directory it was read from, or the
     /// label an embedder gave a ruleset held in memory.
     pub source: PathBuf,
-    /// The ruleset's files as (path, SHA-256 of the text); the texts are
-    /// kept content-addressed in `sources/`, so the generation can be
-    /// re-checked and explained after the directory changed, and a file that
-    /// did not change between generations is stored once.
-    pub sources: Vec<(String, String)>,
     /// Tables staged and published by this generation.
     #[serde(default)]
     pub changed: Vec<TableScope>,
@@ -138,15 +135,16 @@ pub struct Record {
     pub removed: Vec<String>,
     /// Table generation per scope.
     pub manifest: Manifest,
-    /// Content hash per table (of the tables this generation staged).
-    pub hashes: BTreeMap<TableScope, u64>,
-    /// SHA-256 of everything each staged table was built from (its file,
-    /// tenant slot, the gateway file, interface indexes, compiler version):
-    /// a later apply with the same key keeps the table without compiling it.
-    #[serde(default)]
-    pub keys: BTreeMap<TableScope, String>,
-    /// Every counter slot of this generation, sorted by slot.
-    pub counters: Vec<SlotInfo>,
+    /// What journals written before [`Contents`] had its own file kept
+    /// inline (read, never written).
+    #[serde(default, rename = "sources", skip_serializing)]
+    pub(crate) legacy_sources: Vec<(String, String)>,
+    #[serde(default, rename = "hashes", skip_serializing)]
+    pub(crate) legacy_hashes: BTreeMap<TableScope, u64>,
+    #[serde(default, rename = "keys", skip_serializing)]
+    pub(crate) legacy_keys: BTreeMap<TableScope, String>,
+    #[serde(default, rename = "counters", skip_serializing)]
+    pub(crate) legacy_counters: Vec<SlotInfo>,
     /// Guard and witness packets that agreed in the kernel preflight.
     #[serde(default)]
     pub preflight_packets: usize,
@@ -154,6 +152,34 @@ pub struct Record {
     /// it was interrupted (see `Gateway::interrupted`).
     #[serde(default)]
     pub published: bool,
+}
+
+/// What a generation staged, per scope whose table it built: the file,
+/// the table's content hash and build key, and its counter slots. Kept in
+/// `gen/<G>.tables.json` beside the record, and shared: a later generation
+/// that keeps a table refers to it by the table's generation in its manifest
+/// instead of copying it, so a one-tenant generation stores one tenant. Only
+/// what needs it reads it (an apply, stats, explain, metrics); status,
+/// rollback and reconciling read manifests alone.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct Contents {
+    /// The files as (path, SHA-256 of the text); the texts are kept
+    /// content-addressed in `sources/`, so the generation can be re-checked
+    /// and explained after the directory changed, and a file that did not
+    /// change between generations is stored once.
+    #[serde(default)]
+    pub sources: Vec<(String, String)>,
+    /// Content hash per table.
+    #[serde(default)]
+    pub hashes: BTreeMap<TableScope, u64>,
+    /// SHA-256 of everything each table was built from (its file, tenant
+    /// slot, the gateway file, interface indexes, compiler version): a later
+    /// apply with the same key keeps the table without compiling it.
+    #[serde(default)]
+    pub keys: BTreeMap<TableScope, String>,
+    /// The counter slots of these tables, sorted by slot.
+    #[serde(default)]
+    pub counters: Vec<SlotInfo>,
 }
 
 /// One line of the interface's history.
@@ -217,6 +243,8 @@ pub struct RestorePoint {
 #[derive(Clone, Debug)]
 pub struct Store {
     dir: PathBuf,
+    /// Contents read so far, by generation.
+    contents: Arc<Mutex<HashMap<u64, Arc<Contents>>>>,
 }
 
 /// Most events kept in `state.json`.
@@ -227,6 +255,7 @@ impl Store {
     pub fn new(root: &Path, iface: &str) -> Store {
         Store {
             dir: root.join(iface),
+            contents: Arc::default(),
         }
     }
 
@@ -299,8 +328,79 @@ impl Store {
         write_json(&self.record_path(record.generation), record)
     }
 
-    /// Deletes the record of `generation`.
+    /// Writes what a new generation staged, then its record (the record
+    /// is what makes the generation exist: the contents are on disk first).
+    pub fn write_generation(
+        &self,
+        record: &Record,
+        contents: &Contents,
+    ) -> Result<(), ControlError> {
+        write_json(&self.contents_path(record.generation), contents)?;
+        self.cache_contents(record.generation, None);
+        self.write_record(record)
+    }
+
+    fn contents_path(&self, generation: u64) -> PathBuf {
+        self.dir
+            .join("gen")
+            .join(format!("{generation}.tables.json"))
+    }
+
+    fn cache_contents(&self, generation: u64, contents: Option<Arc<Contents>>) {
+        if let Ok(mut cache) = self.contents.lock() {
+            match contents {
+                Some(c) => {
+                    cache.insert(generation, c);
+                }
+                None => {
+                    cache.remove(&generation);
+                }
+            }
+        }
+    }
+
+    /// What generation `generation` staged (an error when it has no record).
+    /// Read once per store: a generation's contents never change.
+    pub fn contents(&self, generation: u64) -> Result<Arc<Contents>, ControlError> {
+        if let Some(c) = self
+            .contents
+            .lock()
+            .ok()
+            .and_then(|c| c.get(&generation).cloned())
+        {
+            return Ok(c);
+        }
+        let contents = match read_json::<Contents>(&self.contents_path(generation))? {
+            Some(c) => c,
+            None => self
+                .record(generation)?
+                .map(|r| Contents {
+                    sources: r.legacy_sources,
+                    hashes: r.legacy_hashes,
+                    keys: r.legacy_keys,
+                    counters: r.legacy_counters,
+                })
+                .ok_or_else(|| {
+                    ControlError::State(format!("the record of generation {generation} is missing"))
+                })?,
+        };
+        let contents = Arc::new(contents);
+        self.cache_contents(generation, Some(contents.clone()));
+        Ok(contents)
+    }
+
+    /// Deletes the record of `generation` and what it staged.
     pub fn forget_record(&self, generation: u64) -> Result<(), ControlError> {
+        self.cache_contents(generation, None);
+        match fs::remove_file(self.contents_path(generation)) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => {
+                return Err(ControlError::State(format!(
+                    "cannot delete generation {generation}'s tables: {e}"
+                )));
+            }
+        }
         match fs::remove_file(self.record_path(generation)) {
             Ok(()) => Ok(()),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),

@@ -60,7 +60,7 @@ pub use pin::PinnedAttachment;
 pub use probe::{Probe, ProbeResult};
 pub use program::{Program, TestRunOutput, test_run_xdp};
 pub use slots::Slot;
-pub use tables::{StagedImage, StagedTable, TableMap, Tables};
+pub use tables::{SlotTables, StagedImage, StagedTable, TableMap, Tables};
 pub use versions::VersionInfo;
 
 /// The embedded object's bytes (for [`PinnedAttachment::stage_version_from`]).

@@ -109,6 +109,18 @@ impl StagedTable {
     }
 }
 
+/// What a table slot holds: the region base (table id, see
+/// [`StagedTable::id`]) in its live and standby buffers.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SlotTables {
+    /// Which buffer packets read (0 or 1).
+    pub live_buffer: u32,
+    /// The live table, if any.
+    pub live: Option<u32>,
+    /// The table in the standby buffer (the previous one after a publish).
+    pub standby: Option<u32>,
+}
+
 /// Checks that `cells` is a table: a valid header whose cell count matches.
 fn check_table(name: &str, cells: &[Cell]) -> Result<u32, Error> {
     let header = cells.first().map(Cell::header);
@@ -216,6 +228,96 @@ pub trait Tables {
         slots::live_bit(&array, loc.select.unwrap_or(0))
     }
 
+    /// Words `indices` of slot map `name`, read through one mapping (a slot
+    /// map is a `BPF_F_MMAPABLE` array of u32, each element padded to 8 bytes).
+    #[doc(hidden)]
+    fn slot_words(&mut self, name: &'static str, indices: &[u32]) -> Result<Vec<u32>, Error> {
+        let mut map = self.table_map(name)?;
+        let fd = layout::map_data(map.get(), name)?.fd().as_fd();
+        let words: Vec<u64> =
+            sys::read_mmapable(fd, indices).map_err(|e| Error::kernel("read table slots", e))?;
+        // Little-endian: the u32 value is the element's low half.
+        Ok(words.into_iter().map(|w| w as u32).collect())
+    }
+
+    /// The tables in `slots`' buffers: one read per slot map whatever the
+    /// number of slots (a gateway of 10,000 tenants reads them all at once
+    /// instead of three syscalls each).
+    fn slot_tables(&mut self, slots: &[Slot]) -> Result<Vec<SlotTables>, Error> {
+        let mut out = vec![SlotTables::default(); slots.len()];
+        let locs = slots
+            .iter()
+            .map(|s| slots::slot_location(*s, false))
+            .collect::<Result<Vec<_>, Error>>()?;
+        for name in [maps::GATEWAY, maps::TENANTS] {
+            let at: Vec<usize> = (0..slots.len()).filter(|&i| locs[i].map == name).collect();
+            if at.is_empty() {
+                continue;
+            }
+            let mut indices = Vec::with_capacity(at.len() * 3);
+            for &i in &at {
+                let loc = &locs[i];
+                indices.extend([loc.index, loc.index + 1, loc.select.unwrap_or(0)]);
+            }
+            let words = self.slot_words(name, &indices)?;
+            for (&i, w) in at.iter().zip(words.chunks(3)) {
+                let live = w[2] & 1;
+                let id = |b: u32| Some(w[b as usize]).filter(|v| *v != 0);
+                out[i] = SlotTables {
+                    live_buffer: live,
+                    live: id(live),
+                    standby: id(1 - live),
+                };
+            }
+        }
+        Ok(out)
+    }
+
+    /// [`Tables::flip`] for many slots, in the order given: one
+    /// `BPF_MAP_UPDATE_BATCH` per run of slots in the same slot map (the
+    /// kernel updates a batch element by element, so each slot still flips
+    /// atomically and in order). If a batch fails, every slot already
+    /// flipped is flipped back before the error is returned.
+    fn flip_all(&mut self, slots: &[Slot]) -> Result<(), Error> {
+        let before = self.slot_tables(slots)?;
+        let locs = slots
+            .iter()
+            .map(|s| slots::slot_location(*s, false))
+            .collect::<Result<Vec<_>, Error>>()?;
+        let mut start = 0;
+        while start < slots.len() {
+            let name = locs[start].map;
+            let end = (start..slots.len())
+                .find(|&i| locs[i].map != name)
+                .unwrap_or(slots.len());
+            let keys: Vec<u32> = locs[start..end]
+                .iter()
+                .map(|l| l.select.unwrap_or(0))
+                .collect();
+            let values: Vec<u32> = before[start..end]
+                .iter()
+                .map(|b| 1 - b.live_buffer)
+                .collect();
+            let written = {
+                let mut map = self.table_map(name)?;
+                let fd = layout::map_data(map.get(), name)?.fd().as_fd();
+                sys::update_batch(fd, &keys, &values)
+            };
+            if let Err(e) = written {
+                // Put back whatever moved (this batch may have been partly done).
+                let now = self.slot_tables(&slots[..end])?;
+                for (i, (was, is)) in before.iter().zip(&now).enumerate().rev() {
+                    if was.live_buffer != is.live_buffer {
+                        let _best_effort = self.flip(slots[i]);
+                    }
+                }
+                return Err(Error::kernel("flip table selectors", e));
+            }
+            start = end;
+        }
+        Ok(())
+    }
+
     /// Places `table` in the standby buffer of `slot`, where no packet looks
     /// yet: one 4-byte array write. [`Tables::flip`] makes it live.
     fn place(&mut self, slot: Slot, table: &StagedTable) -> Result<(), Error> {
@@ -227,13 +329,14 @@ pub trait Tables {
     fn place_all(&mut self, tables: &[(Slot, &StagedTable)]) -> Result<(), Error> {
         let pool = self.pool()?;
         let mut writes = Vec::with_capacity(tables.len());
-        for (slot, table) in tables {
+        let now = self.slot_tables(&tables.iter().map(|(s, _)| *s).collect::<Vec<_>>())?;
+        for ((slot, table), now) in tables.iter().zip(now) {
             if table.pool_id() != pool.id() {
                 return Err(Error::InvalidArgument(format!(
                     "a table staged in another attachment's cell pool cannot be placed in {slot:?}"
                 )));
             }
-            let standby = 1 - self.live_buffer(*slot)?;
+            let standby = 1 - now.live_buffer;
             let loc = slots::slot_location(*slot, false)?;
             writes.push((loc.map, loc.index + standby, table.base()));
         }
@@ -250,18 +353,9 @@ pub trait Tables {
         op: &'static str,
     ) -> Result<(), Error> {
         for (name, keys, bases) in slots::batches(writes) {
+            let old = self.slot_words(name, &keys)?;
             let mut map = self.table_map(name)?;
             let map = map.get();
-            let array: Array<&MapData, u32> =
-                Array::try_from(&*map).map_err(|e| Error::kernel("open a slot map", e))?;
-            let mut old = Vec::with_capacity(keys.len());
-            for k in &keys {
-                old.push(
-                    array
-                        .get(k, 0)
-                        .map_err(|e| Error::kernel("read a table slot", e))?,
-                );
-            }
             let fd = layout::map_data(map, name)?.fd().as_fd();
             // Quarantined before the write: a crash in between leaves the old
             // region referenced (nothing lost), never reusable too early.
