@@ -467,10 +467,11 @@ impl Interface {
         source: &RulesetSource,
         tenants: &[String],
     ) -> Result<Vec<(String, String)>, ControlError> {
-        let new = source.read()?;
         if tenants.is_empty() {
-            return Ok(new);
+            return source.read();
         }
+        let wanted: Vec<String> = tenants.iter().map(|t| format!("{t}.fg")).collect();
+        let new = source.read_named(&wanted.iter().map(String::as_str).collect::<Vec<_>>())?;
         let name_of = |path: &str| -> String {
             Path::new(path)
                 .file_stem()

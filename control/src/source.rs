@@ -64,6 +64,20 @@ impl RulesetSource {
         }
     }
 
+    /// Only the files `names` (such as `acme.fg`), sorted, as (path, text);
+    /// a name the source does not have is left out. A directory is read for
+    /// these files alone.
+    pub fn read_named(&self, names: &[&str]) -> Result<Vec<(String, String)>, ControlError> {
+        match self {
+            RulesetSource::Dir(dir) => Ok(fluxgate_ruleset::read_dir_files_named(dir, names)?),
+            RulesetSource::Files { .. } => Ok(self
+                .read()?
+                .into_iter()
+                .filter(|(n, _)| names.contains(&n.as_str()))
+                .collect()),
+        }
+    }
+
     /// Its `.fg` files, sorted by name, as (path, text).
     pub fn read(&self) -> Result<Vec<(String, String)>, ControlError> {
         match self {

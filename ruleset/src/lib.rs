@@ -307,7 +307,10 @@ pub use compile::{
 };
 pub use config::Config;
 pub use error::{Diag, ErrorKind, Errors, Location, Severity, SourceMap};
-pub use load::{GATEWAY_FILE, MAX_FILE_BYTES, MAX_RULESET_BYTES, read_dir_files, read_text_file};
+pub use load::{
+    GATEWAY_FILE, MAX_FILE_BYTES, MAX_RULESET_BYTES, read_dir_files, read_dir_files_named,
+    read_text_file,
+};
 pub use model::*;
 pub use packet::{PacketHeader, PacketParseError};
 pub use reference::{Decision, RuleRef};

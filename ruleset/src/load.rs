@@ -220,6 +220,51 @@ fn kind_of(t: std::fs::FileType) -> &'static str {
     }
 }
 
+/// The files `names` (such as `acme.fg`) of ruleset directory `dir`, read
+/// under the rules of [`read_dir_files`], sorted; a name with no entry is left
+/// out (a tenant whose file was removed). What `apply --tenant T` reads, so
+/// changing one tenant of 10,000 does not read the other 9,999 files.
+pub fn read_dir_files_named(
+    dir: impl AsRef<Path>,
+    names: &[&str],
+) -> Result<Vec<(String, String)>, Errors> {
+    let dir = dir.as_ref();
+    let mut names: Vec<&str> = names.to_vec();
+    names.sort_unstable();
+    names.dedup();
+    let mut files = Vec::new();
+    let mut errors = Vec::new();
+    for name in names {
+        let plain =
+            name.ends_with(".fg") && !name.contains('/') && name != ".fg" && escaped(name) == name;
+        if !plain {
+            errors.push(Diag::without_source(
+                ErrorKind::Io,
+                &dir.join(escaped(name)).display().to_string(),
+                "not a ruleset file name",
+            ));
+            continue;
+        }
+        let p = dir.join(name);
+        match std::fs::symlink_metadata(&p) {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+            Err(e) => errors.push(io_error(&p, e.to_string())),
+            Ok(_) => match read_ruleset_file(&p) {
+                Ok(text) => files.push((p.display().to_string(), text)),
+                Err(d) => errors.push(*d),
+            },
+        }
+    }
+    if errors.is_empty() {
+        Ok(files)
+    } else {
+        Err(Errors {
+            errors,
+            warnings: Vec::new(),
+        })
+    }
+}
+
 /// Reads one ruleset file under the rules of [`read_dir_files`].
 fn read_ruleset_file(p: &Path) -> Result<String, Box<Diag>> {
     use std::io::Read;

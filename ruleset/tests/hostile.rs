@@ -513,3 +513,31 @@ fn a_file_name_that_is_not_printable_is_refused_and_shown_escaped() {
     assert_eq!(names, ["\\u{1b}[2J.fg", "caf\u{fffd}.fg"], "{}", shown(&e));
     assert!(!shown(&e).contains('\u{1b}'));
 }
+
+#[test]
+fn reading_named_files_only_keeps_the_rules_of_the_whole_directory() {
+    let s = Scratch::ruleset("named");
+    std::os::unix::fs::symlink(s.path("acme.fg"), s.path("bob.fg")).expect("symlink");
+    // A listed file that is a link is refused, as when the whole directory is read.
+    let e = fluxgate_ruleset::read_dir_files_named(s.dir(), &["bob.fg"]).expect_err("a link");
+    assert!(
+        only_error(&e).message.contains("symbolic link"),
+        "{}",
+        shown(&e)
+    );
+    // A listed file that is not there is left out (its tenant is being removed),
+    // an unlisted one is not read at all, and a name with a path is refused.
+    let files =
+        fluxgate_ruleset::read_dir_files_named(s.dir(), &["gone.fg", "acme.fg"]).expect("read");
+    let names: Vec<&str> = files
+        .iter()
+        .map(|(p, _)| {
+            Path::new(p)
+                .file_name()
+                .and_then(|n| n.to_str())
+                .unwrap_or("")
+        })
+        .collect();
+    assert_eq!(names, ["acme.fg"]);
+    assert!(fluxgate_ruleset::read_dir_files_named(s.dir(), &["../acme.fg"]).is_err());
+}
