@@ -33,7 +33,8 @@
 //! on panic.
 //!
 //! Run: `cargo bench -p fluxgate-control --bench scale` (as root; needs `nft`,
-//! `ip`, `du`; ≈ 6 minutes at 1k + 10k).
+//! `ip`, `du`; ≈ 8 minutes at 1k + 10k on a busy 2-core machine). `RUST_LOG=info`
+//! logs the library's apply phases with their durations to stderr.
 
 use std::{
     io::{BufRead, BufReader, Read, Write},
@@ -838,6 +839,15 @@ fn signed(b: i64) -> String {
 fn main() {
     // `cargo bench` passes `--bench`; nothing here takes arguments.
     net::require_root();
+    // `RUST_LOG=info` shows where the library's time goes: one line per
+    // apply phase with its duration (the CLI's own logs are not shown).
+    if std::env::var_os("RUST_LOG").is_some() {
+        tracing_subscriber::fmt()
+            .with_writer(std::io::stderr)
+            .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+            .with_span_events(tracing_subscriber::fmt::format::FmtSpan::CLOSE)
+            .init();
+    }
     let sizes: Vec<usize> = std::env::var("FLUXGATE_SCALE_TENANTS")
         .unwrap_or_else(|_| "1000,10000".into())
         .split(',')
