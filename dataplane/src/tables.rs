@@ -22,9 +22,9 @@ use std::os::fd::AsFd;
 
 use aya::maps::{Array, Map, MapData};
 use fluxgate_common::{
-    Counter, MAX_COUNTERS, MAX_TENANTS, SLOT_WORDS, TABLE_BUFFERS, TENANT_COUNTERS_PER_CPU, maps,
+    Counter, MAX_COUNTERS, SLOT_WORDS, TABLE_BUFFERS, maps,
     table::{Cell, Header},
-    tenant_counter,
+    tenant_counter, tenant_counters_per_cpu,
 };
 use fluxgate_ruleset::Image;
 
@@ -131,6 +131,9 @@ pub trait Tables {
     #[doc(hidden)]
     fn pool(&mut self) -> Result<Pool, Error>;
 
+    /// Tenant slots of the maps (tenant indexes `0..tenant_slots`).
+    fn tenant_slots(&self) -> u32;
+
     /// Regions held by kept generations: `(base, cells)` (none for a bare [`Program`]).
     #[doc(hidden)]
     fn kept_regions(&mut self) -> Result<Vec<(u32, u32)>, Error> {
@@ -187,9 +190,9 @@ pub trait Tables {
                 fluxgate_common::GATEWAY_SLOTS * SLOT_WORDS,
                 SLOT_WORDS,
             ),
-            (maps::TENANTS, MAX_TENANTS * SLOT_WORDS, SLOT_WORDS),
+            (maps::TENANTS, self.tenant_slots() * SLOT_WORDS, SLOT_WORDS),
             (maps::PROBE_GATEWAY, fluxgate_common::GATEWAY_SLOTS, 1),
-            (maps::PROBE_TENANTS, MAX_TENANTS, 1),
+            (maps::PROBE_TENANTS, self.tenant_slots(), 1),
         ] {
             let mut map = self.table_map(name)?;
             let fd = layout::map_data(map.get(), name)?.fd().as_fd();
@@ -209,7 +212,7 @@ pub trait Tables {
 
     /// Which buffer of `slot` is live (0 or 1; see `fluxgate_common::TABLE_BUFFERS`).
     fn live_buffer(&mut self, slot: Slot) -> Result<u32, Error> {
-        let loc = slots::slot_location(slot, false)?;
+        let loc = slots::slot_location(slot, false, self.tenant_slots())?;
         let mut map = self.table_map(loc.map)?;
         let array: Array<&MapData, u32> =
             Array::try_from(&*map.get()).map_err(|e| Error::kernel("open a slot map", e))?;
@@ -234,7 +237,7 @@ pub trait Tables {
                 )));
             }
             let standby = 1 - self.live_buffer(*slot)?;
-            let loc = slots::slot_location(*slot, false)?;
+            let loc = slots::slot_location(*slot, false, self.tenant_slots())?;
             writes.push((loc.map, loc.index + standby, table.base()));
         }
         self.write_slots(&pool, writes, "place tables in their standby buffers")
@@ -275,7 +278,7 @@ pub trait Tables {
     /// packet sees the old table or the new one, never a mix. Flipping again
     /// brings the previous table back.
     fn flip(&mut self, slot: Slot) -> Result<(), Error> {
-        let loc = slots::slot_location(slot, false)?;
+        let loc = slots::slot_location(slot, false, self.tenant_slots())?;
         let select = loc.select.unwrap_or(0);
         let mut map = self.table_map(loc.map)?;
         let mut array: Array<&mut MapData, u32> =
@@ -303,7 +306,7 @@ pub trait Tables {
         let pool = self.pool()?;
         let mut writes = Vec::new();
         for slot in slots {
-            let loc = slots::slot_location(*slot, false)?;
+            let loc = slots::slot_location(*slot, false, self.tenant_slots())?;
             writes.extend((0..TABLE_BUFFERS).map(|b| (loc.map, loc.index + b, 0)));
         }
         self.write_slots(&pool, writes, "empty table slots")
@@ -361,14 +364,10 @@ pub trait Tables {
 
     /// Passed and dropped counters of `tenant` (`None`: packets of no tenant).
     fn tenant_counters(&mut self, tenant: Option<u32>) -> Result<(Counter, Counter), Error> {
+        let per_cpu = tenant_counters_per_cpu(self.tenant_slots());
         let mut map = self.table_map(maps::TENANT_COUNTERS)?;
         let slots = [tenant_counter(tenant, false), tenant_counter(tenant, true)];
-        let sums = per_cpu_sums(
-            map.get(),
-            maps::TENANT_COUNTERS,
-            TENANT_COUNTERS_PER_CPU,
-            &slots,
-        )?;
+        let sums = per_cpu_sums(map.get(), maps::TENANT_COUNTERS, per_cpu, &slots)?;
         Ok((sums[0], sums[1]))
     }
 
@@ -379,17 +378,13 @@ pub trait Tables {
         &mut self,
         tenants: &[Option<u32>],
     ) -> Result<Vec<(Counter, Counter)>, Error> {
+        let per_cpu = tenant_counters_per_cpu(self.tenant_slots());
         let mut map = self.table_map(maps::TENANT_COUNTERS)?;
         let slots: Vec<u32> = tenants
             .iter()
             .flat_map(|t| [tenant_counter(*t, false), tenant_counter(*t, true)])
             .collect();
-        let sums = per_cpu_sums(
-            map.get(),
-            maps::TENANT_COUNTERS,
-            TENANT_COUNTERS_PER_CPU,
-            &slots,
-        )?;
+        let sums = per_cpu_sums(map.get(), maps::TENANT_COUNTERS, per_cpu, &slots)?;
         Ok(sums
             .chunks_exact(2)
             .map(|pair| (pair[0], pair[1]))
@@ -455,6 +450,10 @@ impl Tables for Program {
 
     fn pool(&mut self) -> Result<Pool, Error> {
         Ok(self.pool.clone())
+    }
+
+    fn tenant_slots(&self) -> u32 {
+        self.tenant_slots
     }
 }
 
