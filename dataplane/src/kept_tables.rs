@@ -147,8 +147,13 @@ pub(crate) fn adopt_kept_map(path: &Path, tenant_slots: u32) -> Result<MapData, 
 }
 
 impl PinnedAttachment {
-    fn kept_map(&self) -> Result<MapData, Error> {
-        adopt_kept_map(&self.dir().join(KEPT), self.tenant_slots())
+    /// The kept-table map (opened once, checked when it is).
+    fn kept_map(&self) -> Result<&MapData, Error> {
+        if let Some(map) = self.kept.get() {
+            return Ok(map);
+        }
+        let map = adopt_kept_map(&self.dir().join(KEPT), self.tenant_slots())?;
+        Ok(self.kept.get_or_init(|| map))
     }
 
     /// Keeps `table` as generation `generation` of `scope` (e.g. `dispatch`,

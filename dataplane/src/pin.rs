@@ -36,6 +36,8 @@ pub struct PinnedAttachment {
     pool: std::sync::Mutex<Option<Pool>>,
     /// Tenant slots, chosen when the program was loaded.
     tenant_slots: u32,
+    /// The kept-table map, once opened (see `kept_tables.rs`).
+    pub(crate) kept: std::sync::OnceLock<aya::maps::MapData>,
 }
 
 impl PinnedAttachment {
@@ -59,6 +61,7 @@ impl PinnedAttachment {
             dir,
             pool: std::sync::Mutex::new(Some(program.pool.clone())),
             tenant_slots: program.tenant_slots,
+            kept: std::sync::OnceLock::new(),
         };
         // On any failure below, `remove_pins` undoes what was pinned; the link
         // is dropped unpinned, which detaches the program.
@@ -69,9 +72,10 @@ impl PinnedAttachment {
                     .pin(pinned.dir.join(name))
                     .map_err(|e| Error::kernel("pin a map", e))?;
             }
-            kept_tables::create_kept_map(program.tenant_slots)?
-                .pin(pinned.dir.join(KEPT))
+            let kept = kept_tables::create_kept_map(program.tenant_slots)?;
+            kept.pin(pinned.dir.join(KEPT))
                 .map_err(|e| Error::kernel("pin the kept-table map", e))?;
+            let _first = pinned.kept.set(kept);
             let probe: &mut Xdp = program
                 .ebpf
                 .program_mut(PROBE_PROGRAM_NAME)
@@ -147,11 +151,13 @@ impl PinnedAttachment {
             dir,
             pool: std::sync::Mutex::new(None),
             tenant_slots,
+            kept: std::sync::OnceLock::new(),
         };
         for name in layout::map_names() {
             pinned.open_map(name)?;
         }
-        kept_tables::adopt_kept_map(&pinned.dir.join(KEPT), tenant_slots)?;
+        let kept = kept_tables::adopt_kept_map(&pinned.dir.join(KEPT), tenant_slots)?;
+        let _first = pinned.kept.set(kept);
         Ok(pinned)
     }
 
