@@ -35,9 +35,11 @@ type Token = [u32; 4];
 /// name the ruleset validator accepts (63 characters), with room to spare.
 pub const KEPT_SCOPE_BYTES: usize = 72;
 
-/// Entries of the kept-table map per tenant slot: [`crate`]'s user keeps
-/// the live generation and up to 8 earlier ones, each holding only the
-/// tables it changed, so this covers every tenant changing in every one.
+/// Entries of the kept-table map per tenant slot: fluxgate-control keeps
+/// the live generation and the 8 newest earlier ones, each holding only the
+/// tables it changed, so this covers nearly every tenant changing in every
+/// one (the cell pool, one cell at least per kept table, is usually full
+/// first).
 const KEPT_PER_TENANT_SLOT: u32 = 8;
 
 /// `BPF_F_NO_PREALLOC`: an element's memory is allocated when it is kept.
@@ -250,13 +252,14 @@ impl PinnedAttachment {
 
     /// Every kept `(scope, generation)`, sorted.
     pub fn kept_tables(&self) -> Result<Vec<(String, u64)>, Error> {
-        let mut out: Vec<(String, u64)> = self
-            .read_kept()?
+        let mut keys: Vec<KeptKey> = self.read_kept()?.into_iter().map(|(k, _)| k).collect();
+        // NUL-padded names sort as the names do: sort the fixed-size keys,
+        // then make strings.
+        keys.sort_unstable_by_key(|k| (k.scope, k.generation));
+        Ok(keys
             .into_iter()
-            .map(|(k, _)| (k.scope(), k.generation))
-            .collect();
-        out.sort();
-        Ok(out)
+            .map(|k| (k.scope(), k.generation))
+            .collect())
     }
 
     /// Every kept table with its scope and generation, sorted by them: what
