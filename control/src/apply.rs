@@ -124,6 +124,8 @@ impl Interface {
         let generation = self.state.generation + 1;
         let interfaces = host::in_netns(self.netns.as_deref(), || Ok(host::interfaces()))?;
         let plan = self.plan(&records)?;
+        // More tenants than the attachment has slots: refused at compile.
+        let tenant_slots = self.pinned.tenant_slots();
         // Tenants whose file, slot and context are those of their live
         // table: not compiled, staged or checked again (their table stays).
         let live = &self.state.live;
@@ -171,6 +173,7 @@ impl Interface {
                         generation,
                         plan: plan.clone(),
                         reuse: reuse.clone(),
+                        tenant_slots,
                         ..Default::default()
                     },
                 )
@@ -356,15 +359,21 @@ impl Interface {
         // Keep the staged tables (pinned), record the generation, then publish.
         // Pins of this generation number can only be orphans of an apply that
         // died before recording it (never live): drop them first.
-        for (scope, g) in self.pinned.kept_tables()? {
-            if g == generation {
-                self.pinned.forget_table(&scope, g)?;
-            }
-        }
-        for (scope, _, table) in &staged {
-            self.pinned
-                .keep_table(&scope.to_string(), generation, table)?;
-        }
+        let orphans: Vec<(String, u64)> = self
+            .pinned
+            .kept_tables()?
+            .into_iter()
+            .filter(|(_, g)| *g == generation)
+            .collect();
+        let orphans: Vec<(&str, u64)> = orphans.iter().map(|(s, g)| (s.as_str(), *g)).collect();
+        self.pinned.forget_tables(&orphans)?;
+        let scopes: Vec<String> = staged.iter().map(|(s, ..)| s.to_string()).collect();
+        let keep: Vec<(&str, u64, &StagedTable)> = scopes
+            .iter()
+            .zip(&staged)
+            .map(|(scope, (_, _, table))| (scope.as_str(), generation, table))
+            .collect();
+        self.pinned.keep_tables(&keep)?;
         // The pins hold them now; don't hold a descriptor per table too.
         drop(staged);
         crash_point("kept");

@@ -13,7 +13,7 @@ use std::{
     time::{Duration, Instant, SystemTime, UNIX_EPOCH},
 };
 
-use fluxgate_common::{CAPTURE_SNAPLEN, CaptureConfig, CaptureRecord, MAX_TENANTS, Trace};
+use fluxgate_common::{CAPTURE_NO_TENANT, CAPTURE_SNAPLEN, CaptureConfig, CaptureRecord, Trace};
 use pcap_file::{
     DataLink,
     pcapng::{
@@ -94,7 +94,7 @@ impl Interface {
             .collect();
         let tenant = match opts.tenant.as_deref() {
             None => Trace::NONE,
-            Some("gateway") => MAX_TENANTS,
+            Some("gateway") => CAPTURE_NO_TENANT,
             Some(t) => self.live_tenant_slot(t)?,
         };
         let slot = match opts.rule.as_deref() {

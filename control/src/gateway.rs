@@ -5,7 +5,7 @@
 use std::path::{Path, PathBuf};
 
 use fluxgate_common::{GatewayConfig, xdp};
-use fluxgate_dataplane::{AttachMode, PinnedAttachment, Program};
+use fluxgate_dataplane::{AttachMode, PinnedAttachment, Program, Sizes};
 use serde::Serialize;
 
 use crate::{
@@ -43,6 +43,11 @@ pub struct AttachOptions {
     /// Cells (128 bytes each) of the table pool every generation's tables
     /// share; `None`: `fluxgate_common::DEFAULT_POOL_CELLS`.
     pub pool_cells: Option<u32>,
+    /// Tenant slots (tenant indexes `0..n`, at most
+    /// `fluxgate_common::MAX_TENANT_SLOTS`); `None`:
+    /// `fluxgate_common::DEFAULT_TENANT_SLOTS` (65,536). What they cost is
+    /// documented there.
+    pub tenant_slots: Option<u32>,
 }
 
 /// What [`Gateway::attach`] did.
@@ -193,10 +198,14 @@ impl Gateway {
                 }
                 .into());
             }
-            let program = match opts.pool_cells {
-                Some(cells) => Program::load_sized(&config, cells)?,
-                None => Program::load(&config)?,
-            };
+            let defaults = Sizes::default();
+            let program = Program::load_with(
+                &config,
+                Sizes {
+                    pool_cells: opts.pool_cells.unwrap_or(defaults.pool_cells),
+                    tenant_slots: opts.tenant_slots.unwrap_or(defaults.tenant_slots),
+                },
+            )?;
             let attachment = program.attach(iface, opts.mode)?;
             let mode = attachment.mode().to_string();
             let fallback_reason = attachment.fallback_reason().map(str::to_owned);
@@ -209,6 +218,7 @@ impl Gateway {
                 mode: opts.mode.to_string(),
                 malformed: opts.malformed,
                 pool_cells: opts.pool_cells,
+                tenant_slots: opts.tenant_slots,
             };
             if let Err(e) = store.write_attach_options(&record) {
                 tracing::warn!(iface, "cannot record the attach options: {e}");

@@ -486,11 +486,14 @@ impl Interface {
             }
             self.store.prune_sources(&sources)?;
         }
-        for (scope, g) in self.pinned.kept_tables()? {
-            if !tables.contains(&(scope.clone(), g)) {
-                self.pinned.forget_table(&scope, g)?;
-            }
-        }
+        let unused: Vec<(String, u64)> = self
+            .pinned
+            .kept_tables()?
+            .into_iter()
+            .filter(|t| !tables.contains(t))
+            .collect();
+        let unused: Vec<(&str, u64)> = unused.iter().map(|(s, g)| (s.as_str(), *g)).collect();
+        self.pinned.forget_tables(&unused)?;
         Ok(())
     }
 

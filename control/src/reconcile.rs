@@ -18,16 +18,18 @@ impl Interface {
     /// whose table is another kept generation than recorded (a crash between
     /// publish and record) is taken as the truth and logged as `recovered`.
     pub(crate) fn reconcile(&mut self) -> Result<(), ControlError> {
-        let kept = self.pinned.kept_tables()?;
+        // One read of the kept-table map for every kept table.
+        let handles = self.pinned.kept_table_handles()?;
+        let kept: Vec<(String, u64)> = handles.iter().map(|(s, g, _)| (s.clone(), *g)).collect();
         let mut notes = Vec::new();
         let mut ids: HashMap<u32, (TableScope, u64)> = HashMap::new();
-        for (scope, g) in &kept {
+        for (scope, g, table) in &handles {
             let Ok(parsed) = scope.parse::<TableScope>() else {
                 continue;
             };
-            let table = self.pinned.kept_table(scope, *g)?;
             ids.insert(table.id(), (parsed, *g));
         }
+        drop(handles);
         let mut live = self.state.live.clone();
         let records = self.records()?;
         // A lost `state.json` must not hand out generation numbers again:

@@ -103,6 +103,7 @@ impl AttachRecord {
             mode,
             malformed: self.malformed,
             pool_cells: self.pool_cells,
+            tenant_slots: self.tenant_slots,
         })
     }
 }

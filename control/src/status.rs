@@ -56,12 +56,14 @@ impl Interface {
     /// What is live on this interface.
     pub fn status(&self) -> Result<Status, ControlError> {
         let infos = self.pinned.versions()?;
-        let version_of = |slot: Option<u32>| {
-            infos
-                .iter()
-                .find(|v| v.serves.contains(&slot))
-                .map(|v| v.version)
-        };
+        // Slot → version once: every version serves every slot it lists
+        // (65,536 by default), and a lookup per tenant must not scan them.
+        let serving: std::collections::HashMap<Option<u32>, u32> = infos
+            .iter()
+            .rev()
+            .flat_map(|v| v.serves.iter().map(move |s| (*s, v.version)))
+            .collect();
+        let version_of = |slot: Option<u32>| serving.get(&slot).copied();
         let st = &self.state;
         Ok(Status {
             iface: self.name().to_owned(),

@@ -227,6 +227,9 @@ pub struct AttachRecord {
     pub malformed: crate::MalformedVerdict,
     /// Cells of the table pool (`None`: the default).
     pub pool_cells: Option<u32>,
+    /// Tenant slots (`None`: the default; absent from older `attach.json`).
+    #[serde(default)]
+    pub tenant_slots: Option<u32>,
 }
 
 /// `restore.json`: the live manifest a `restore` is making live again. Written

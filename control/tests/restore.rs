@@ -104,6 +104,8 @@ fn restore_after_a_reboot_filters_exactly_as_before_and_twice_changes_nothing() 
             "pass",
             "--pool-cells",
             "8192",
+            "--tenant-slots",
+            "70000",
         ],
     ));
     write(&s.rules, "acme.fg", ACME_2);
@@ -170,8 +172,9 @@ fn restore_after_a_reboot_filters_exactly_as_before_and_twice_changes_nothing() 
             ("beta.fg".to_owned(), BETA_2.to_owned()),
         ]
     );
-    // Attached as it was: the pool size and the malformed verdict.
+    // Attached as it was: the pool size, the tenant slots and the malformed verdict.
     assert_eq!(it.pinned().pool_cells().expect("pool"), 8192);
+    assert_eq!(it.pinned().tenant_slots(), 70_000);
     assert_eq!(
         it.pinned().config().expect("config").malformed_action,
         fluxgate_common::xdp::PASS

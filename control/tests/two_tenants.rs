@@ -179,6 +179,26 @@ fn a_first_load_that_fails_or_dry_runs_leaves_the_interface_unattached() {
     );
     unattached("pool too small");
 
+    // More tenants than the attachment has slots: refused at compile, with
+    // the number of slots said, before anything is published.
+    write(
+        &s.rules,
+        "acme.fg",
+        "tenant acme\nprefix 10.77.1.0/24\ndefault pass\n",
+    );
+    write(
+        &s.rules,
+        "beta.fg",
+        "tenant beta\nprefix 10.77.2.0/24\ndefault pass\n",
+    );
+    let out = fluxgate(&s, &["-n", ns, "load", &rules, IF_B, "--tenant-slots", "1"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "two tenants in one slot: {err}");
+    assert!(err.contains("1 tenant slots"), "{err}");
+    unattached("too few tenant slots");
+    std::fs::remove_file(s.rules.join("acme.fg")).expect("remove acme.fg");
+    std::fs::remove_file(s.rules.join("beta.fg")).expect("remove beta.fg");
+
     // A dry run: preflighted in the kernel, then detached again.
     let out = ok(fluxgate(&s, &["-n", ns, "load", &rules, IF_B, "--dry-run"]));
     assert!(String::from_utf8_lossy(&out.stdout).contains("dry run"));

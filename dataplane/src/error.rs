@@ -89,6 +89,15 @@ pub enum Error {
         /// Cells in the pool.
         size: u32,
     },
+    /// The map of kept table generations is full.
+    #[error(
+        "the map of kept table generations is full ({entries} entries; forget kept \
+         generations, or attach again with more tenant slots, which sizes it)"
+    )]
+    KeptFull {
+        /// Entries the map holds at most.
+        entries: u32,
+    },
     /// Invalid argument from the caller.
     #[error("invalid argument: {0}")]
     InvalidArgument(String),

@@ -7,7 +7,7 @@
 //!     link                   the XDP bpf_link (pinned: stays attached)
 //!     probe                  the verified preflight entry (`fluxgate_probe`)
 //!     FG_*                   every map of MAP_SPECS
-//!     tables/<scope>/<gen>   kept table generations (tokens, see `kept_tables.rs`)
+//!     FG_KEPT                kept table generations (one hash map, see `kept_tables.rs`)
 //! ```
 //!
 //! Everything else reads these names from here, so the layout has one
@@ -17,8 +17,9 @@ use std::path::{Path, PathBuf};
 
 use aya::maps::{Map, MapData, MapType};
 use fluxgate_common::{
-    BPF_F_MMAPABLE, Counter, GATEWAY_SLOTS, GatewayConfig, MAX_COUNTERS, MAX_TENANTS, MAX_VERSIONS,
-    Malformed, Outcome, SLOT_WORDS, Scratch, TENANT_COUNTERS_PER_CPU, Trace, VERSION_SLOTS, maps,
+    BPF_F_MMAPABLE, Counter, DEFAULT_TENANT_SLOTS, GATEWAY_SLOTS, GatewayConfig, MAX_COUNTERS,
+    MAX_TENANT_SLOTS, MAX_VERSIONS, Malformed, Outcome, SLOT_WORDS, Scratch, Trace, maps,
+    tenant_counters_per_cpu, version_slots,
 };
 
 use crate::Error;
@@ -32,11 +33,17 @@ pub(crate) const LINK: &str = "link";
 pub(crate) const PROBE: &str = "probe";
 /// Where a replacement probe entry is pinned before it is renamed over [`PROBE`].
 pub(crate) const PROBE_STAGING: &str = "probe_new";
-/// The directory of kept table generations, in an interface's pin directory.
+/// The directory of kept table generations of ABI 11 and older (one pinned
+/// map per table), removed with the rest on detach.
 pub(crate) const TABLES_DIR: &str = "tables";
+/// The map of kept table generations, in an interface's pin directory
+/// (created by userspace at attach; no program reads it).
+pub(crate) const KEPT: &str = "FG_KEPT";
 
 /// The expected shape of each pinned map (name, type, value size, entries; keys
-/// are all u32; entries 0: any size, chosen at load time); checked before a
+/// are all u32; entries 0: any size, chosen at load time; the maps of
+/// [`tenant_sized`] are listed with the default number of tenant slots and
+/// sized by the attachment's); checked before a
 /// pinned map is reused. Every map of the object is here: a program loaded
 /// later (a classifier version, a new dispatcher) must share all of them.
 pub(crate) const MAP_SPECS: [(&str, MapType, u32, u32); 20] = [
@@ -76,10 +83,15 @@ pub(crate) const MAP_SPECS: [(&str, MapType, u32, u32); 20] = [
         maps::TENANT_COUNTERS,
         MapType::Array,
         size_of::<Counter>() as u32,
-        TENANT_COUNTERS_PER_CPU,
+        tenant_counters_per_cpu(DEFAULT_TENANT_SLOTS),
     ),
     (maps::GATEWAY, MapType::Array, 4, GATEWAY_SLOTS * SLOT_WORDS),
-    (maps::TENANTS, MapType::Array, 4, MAX_TENANTS * SLOT_WORDS),
+    (
+        maps::TENANTS,
+        MapType::Array,
+        4,
+        DEFAULT_TENANT_SLOTS * SLOT_WORDS,
+    ),
     (
         maps::CAPTURE,
         MapType::Array,
@@ -106,9 +118,14 @@ pub(crate) const MAP_SPECS: [(&str, MapType, u32, u32); 20] = [
         1,
     ),
     (maps::CLASSIFIERS, MapType::ProgramArray, 4, MAX_VERSIONS),
-    (maps::VERSIONS, MapType::Array, 4, VERSION_SLOTS),
+    (
+        maps::VERSIONS,
+        MapType::Array,
+        4,
+        version_slots(DEFAULT_TENANT_SLOTS),
+    ),
     (maps::PROBE_GATEWAY, MapType::Array, 4, GATEWAY_SLOTS),
-    (maps::PROBE_TENANTS, MapType::Array, 4, MAX_TENANTS),
+    (maps::PROBE_TENANTS, MapType::Array, 4, DEFAULT_TENANT_SLOTS),
     (
         maps::PROBE_TRACE,
         MapType::Array,
@@ -146,24 +163,52 @@ pub(crate) fn map_names() -> impl Iterator<Item = &'static str> {
     MAP_SPECS.iter().map(|(name, ..)| *name)
 }
 
-/// The entries of each map of [`PER_CPU_BLOCKS`] on this machine, as every
-/// loader must create (or find) them.
-pub(crate) fn per_cpu_map_entries() -> Result<Vec<(&'static str, u32)>, Error> {
+/// Entries (per CPU block, for [`PER_CPU_BLOCKS`]) of the maps whose size
+/// follows the number of tenant slots; `None` for the others.
+fn tenant_sized(name: &str, tenant_slots: u32) -> Option<u32> {
+    match name {
+        maps::TENANTS => Some(tenant_slots * SLOT_WORDS),
+        maps::PROBE_TENANTS => Some(tenant_slots),
+        maps::VERSIONS => Some(version_slots(tenant_slots)),
+        maps::TENANT_COUNTERS => Some(tenant_counters_per_cpu(tenant_slots)),
+        _ => None,
+    }
+}
+
+/// Checks a number of tenant slots asked for: at least 1, at most
+/// [`MAX_TENANT_SLOTS`].
+pub(crate) fn check_tenant_slots(tenant_slots: u32) -> Result<u32, Error> {
+    if tenant_slots == 0 || tenant_slots > MAX_TENANT_SLOTS {
+        return Err(Error::InvalidArgument(format!(
+            "{tenant_slots} tenant slots asked for; an attachment has 1 to {MAX_TENANT_SLOTS}"
+        )));
+    }
+    Ok(tenant_slots)
+}
+
+/// The entries of each map whose size is chosen at load time (the maps of
+/// [`PER_CPU_BLOCKS`] and those sized by the number of tenant slots), on
+/// this machine, as every loader must create (or find) them.
+pub(crate) fn sized_map_entries(tenant_slots: u32) -> Result<Vec<(&'static str, u32)>, Error> {
     MAP_SPECS
         .iter()
-        .filter(|(name, ..)| PER_CPU_BLOCKS.contains(name))
-        .map(|&(name, _, _, entries)| Ok((name, entries_here(name, entries)?)))
+        .filter(|(name, ..)| {
+            PER_CPU_BLOCKS.contains(name) || tenant_sized(name, tenant_slots).is_some()
+        })
+        .map(|&(name, _, _, entries)| Ok((name, entries_here(name, entries, tenant_slots)?)))
         .collect()
 }
 
 /// The entries map `name`, of `spec_entries` in [`MAP_SPECS`], has on this
-/// machine: one block of them per possible CPU for the maps of
-/// [`PER_CPU_BLOCKS`] (only those ask the kernel how many CPUs there are).
-fn entries_here(name: &str, spec_entries: u32) -> Result<u32, Error> {
+/// machine with `tenant_slots` tenant slots: one block of them per possible
+/// CPU for the maps of [`PER_CPU_BLOCKS`] (only those ask the kernel how
+/// many CPUs there are).
+fn entries_here(name: &str, spec_entries: u32, tenant_slots: u32) -> Result<u32, Error> {
+    let entries = tenant_sized(name, tenant_slots).unwrap_or(spec_entries);
     if PER_CPU_BLOCKS.contains(&name) {
-        Ok(spec_entries.saturating_mul(possible_cpus()?))
+        Ok(entries.saturating_mul(possible_cpus()?))
     } else {
-        Ok(spec_entries)
+        Ok(entries)
     }
 }
 
@@ -178,8 +223,9 @@ pub(crate) fn possible_cpus() -> Result<u32, Error> {
 /// Opens the map pinned at `path` as map `name` of [`MAP_SPECS`], after
 /// checking that its type, key and value sizes, entries and flags are what
 /// this build creates ([`Error::Incompatible`] otherwise: a stale pin from an
-/// older build is never reused silently).
-pub(crate) fn adopt_map(name: &'static str, path: &Path) -> Result<Map, Error> {
+/// older build is never reused silently). The maps sized by the number of
+/// tenant slots must have `tenant_slots`.
+pub(crate) fn adopt_map(name: &'static str, path: &Path, tenant_slots: u32) -> Result<Map, Error> {
     let data = MapData::from_pin(path).map_err(|e| Error::Incompatible {
         path: path.to_path_buf(),
         reason: format!("cannot open pinned map: {e}"),
@@ -204,7 +250,7 @@ pub(crate) fn adopt_map(name: &'static str, path: &Path) -> Result<Map, Error> {
     let max_entries = if max_entries == 0 && info.max_entries() >= 2 {
         info.max_entries()
     } else {
-        entries_here(name, max_entries)?
+        entries_here(name, max_entries, tenant_slots)?
     };
     // The slot maps, the pool and the counter maps are mmapable; the
     // others have no flags.
@@ -252,24 +298,4 @@ pub(crate) fn iface_dir(root: &Path, iface: &str) -> Result<PathBuf, Error> {
         )));
     }
     Ok(root.join(iface))
-}
-
-/// `<pin dir>/tables/<scope>/<generation>`, the token of a kept table,
-/// refusing scope names bpffs would refuse or that could escape the directory.
-pub(crate) fn kept_table_path(dir: &Path, scope: &str, generation: u64) -> Result<PathBuf, Error> {
-    let valid = !scope.is_empty()
-        && scope.len() <= 200
-        && !scope.starts_with('.')
-        && scope
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-'));
-    if !valid {
-        return Err(Error::InvalidArgument(format!(
-            "{scope:?} is not a valid table scope name"
-        )));
-    }
-    Ok(dir
-        .join(TABLES_DIR)
-        .join(scope)
-        .join(generation.to_string()))
 }

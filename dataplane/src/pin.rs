@@ -19,8 +19,8 @@ use aya::{
 use fluxgate_common::{ABI_VERSION, GatewayConfig, PROBE_PROGRAM_NAME, maps};
 
 use crate::{
-    Counters, Error, Program, config,
-    layout::{self, LINK, PROBE, PROBE_STAGING, TABLES_DIR},
+    Counters, Error, Program, config, kept_tables,
+    layout::{self, KEPT, LINK, PROBE, PROBE_STAGING, TABLES_DIR},
     pool::Pool,
 };
 
@@ -34,6 +34,10 @@ pub struct PinnedAttachment {
     dir: PathBuf,
     /// The cell pool, once opened (see `pool.rs`).
     pool: std::sync::Mutex<Option<Pool>>,
+    /// Tenant slots, chosen when the program was loaded.
+    tenant_slots: u32,
+    /// The kept-table map, once opened (see `kept_tables.rs`).
+    pub(crate) kept: std::sync::OnceLock<aya::maps::MapData>,
 }
 
 impl PinnedAttachment {
@@ -56,6 +60,8 @@ impl PinnedAttachment {
             iface: iface.to_owned(),
             dir,
             pool: std::sync::Mutex::new(Some(program.pool.clone())),
+            tenant_slots: program.tenant_slots,
+            kept: std::sync::OnceLock::new(),
         };
         // On any failure below, `remove_pins` undoes what was pinned; the link
         // is dropped unpinned, which detaches the program.
@@ -66,6 +72,10 @@ impl PinnedAttachment {
                     .pin(pinned.dir.join(name))
                     .map_err(|e| Error::kernel("pin a map", e))?;
             }
+            let kept = kept_tables::create_kept_map(program.tenant_slots)?;
+            kept.pin(pinned.dir.join(KEPT))
+                .map_err(|e| Error::kernel("pin the kept-table map", e))?;
+            let _first = pinned.kept.set(kept);
             let probe: &mut Xdp = program
                 .ebpf
                 .program_mut(PROBE_PROGRAM_NAME)
@@ -108,18 +118,16 @@ impl PinnedAttachment {
         for d in pin_dirs(root, &dir) {
             check_dir(d)?;
         }
-        let pinned = PinnedAttachment {
-            iface: iface.to_owned(),
-            dir,
-            pool: std::sync::Mutex::new(None),
-        };
-        for name in layout::map_names() {
-            pinned.open_map(name)?;
-        }
-        let config = pinned.config()?;
+        // The configuration first: an older build's state is reported by
+        // its ABI version, before any map of another shape is.
+        let config = config::read_config(&layout::adopt_map(
+            maps::CONFIG,
+            &dir.join(maps::CONFIG),
+            fluxgate_common::DEFAULT_TENANT_SLOTS,
+        )?)?;
         if config.abi_version != ABI_VERSION {
             return Err(Error::Incompatible {
-                path: pinned.dir.join(maps::CONFIG),
+                path: dir.join(maps::CONFIG),
                 reason: format!(
                     "pinned state has ABI version {}, this build speaks {ABI_VERSION}; \
                      detach and attach again to replace it",
@@ -127,6 +135,29 @@ impl PinnedAttachment {
                 ),
             });
         }
+        let tenant_slots = pinned_tenant_slots(&dir)?;
+        if config.tenant_slots != tenant_slots {
+            return Err(Error::Incompatible {
+                path: dir.join(maps::CONFIG),
+                reason: format!(
+                    "the configuration says {} tenant slots, {} has {tenant_slots}",
+                    config.tenant_slots,
+                    maps::PROBE_TENANTS
+                ),
+            });
+        }
+        let pinned = PinnedAttachment {
+            iface: iface.to_owned(),
+            dir,
+            pool: std::sync::Mutex::new(None),
+            tenant_slots,
+            kept: std::sync::OnceLock::new(),
+        };
+        for name in layout::map_names() {
+            pinned.open_map(name)?;
+        }
+        let kept = kept_tables::adopt_kept_map(&pinned.dir.join(KEPT), tenant_slots)?;
+        let _first = pinned.kept.set(kept);
         Ok(pinned)
     }
 
@@ -174,9 +205,20 @@ impl PinnedAttachment {
         config::read_config(&self.open_map(maps::CONFIG)?)
     }
 
-    /// Replaces the gateway configuration of the running program.
+    /// Replaces the gateway configuration of the running program (its
+    /// [`GatewayConfig::tenant_slots`] stays the attachment's).
     pub fn set_config(&self, config: &GatewayConfig) -> Result<(), Error> {
-        config::write_config(&mut self.open_map(maps::CONFIG)?, config)
+        let config = GatewayConfig {
+            tenant_slots: self.tenant_slots,
+            ..*config
+        };
+        config::write_config(&mut self.open_map(maps::CONFIG)?, &config)
+    }
+
+    /// Tenant slots of the attachment (chosen when it was attached: tenant
+    /// indexes `0..tenant_slots`), as the kernel sized its maps.
+    pub fn tenant_slots(&self) -> u32 {
+        self.tenant_slots
     }
 
     /// Detaches the program and removes the pinned state.
@@ -195,17 +237,36 @@ impl PinnedAttachment {
     /// Map `name` of this attachment, after checking its shape (see
     /// [`layout::adopt_map`]).
     pub(crate) fn open_map(&self, name: &'static str) -> Result<Map, Error> {
-        layout::adopt_map(name, &self.dir.join(name))
+        layout::adopt_map(name, &self.dir.join(name), self.tenant_slots)
     }
 
     fn remove_pins(&self) {
-        for name in layout::map_names().chain([LINK, PROBE, PROBE_STAGING]) {
+        for name in layout::map_names().chain([KEPT, LINK, PROBE, PROBE_STAGING]) {
             let _ignored = fs::remove_file(self.dir.join(name));
         }
-        // Kept table generations (see `kept_tables.rs`): unpinning frees them.
+        // Kept table generations of ABI 11 and older, one pin each.
         let _ignored = fs::remove_dir_all(self.dir.join(TABLES_DIR));
         let _ignored = fs::remove_dir(&self.dir);
     }
+}
+
+/// The tenant slots of the attachment pinned in `dir`: the entries of its
+/// probe overlay map ([`maps::PROBE_TENANTS`], one per tenant slot), from
+/// the map's info. Its shape is checked with every other map's afterwards.
+fn pinned_tenant_slots(dir: &Path) -> Result<u32, Error> {
+    let path = dir.join(maps::PROBE_TENANTS);
+    let data = aya::maps::MapData::from_pin(&path).map_err(|e| Error::Incompatible {
+        path: path.clone(),
+        reason: format!("cannot open pinned map: {e}"),
+    })?;
+    let entries = data
+        .info()
+        .map_err(|e| Error::kernel("read pinned map info", e))?
+        .max_entries();
+    layout::check_tenant_slots(entries).map_err(|e| Error::Incompatible {
+        path,
+        reason: e.to_string(),
+    })
 }
 
 /// Fails unless `root` (or its nearest existing ancestor) is on a bpffs.

@@ -16,7 +16,7 @@ use aya::{
     programs::Xdp,
 };
 use aya_obj::programs::XdpAttachType;
-use fluxgate_common::{GATEWAY_SLOTS, MAX_TENANTS, Trace, maps, xdp};
+use fluxgate_common::{GATEWAY_SLOTS, Trace, maps, xdp};
 
 use crate::{Error, PinnedAttachment, Slot, StagedTable, layout, program, slots, sys};
 
@@ -88,7 +88,7 @@ impl Probe<'_> {
                     "a table staged in another attachment's cell pool cannot overlay {slot:?}"
                 )));
             }
-            let loc = slots::slot_location(*slot, true)?;
+            let loc = slots::slot_location(*slot, true, self.pinned.tenant_slots())?;
             writes.push((loc.map, loc.index, table.base()));
         }
         for (name, keys, bases) in slots::batches(writes) {
@@ -168,7 +168,7 @@ impl Probe<'_> {
             let entries = if name == maps::PROBE_GATEWAY {
                 GATEWAY_SLOTS
             } else {
-                MAX_TENANTS
+                self.pinned.tenant_slots()
             };
             let bases = sys::read_mmapable_u32(fd, entries)
                 .map_err(|e| Error::kernel("read the probe slots", e))?;
@@ -187,7 +187,7 @@ impl Drop for Probe<'_> {
         for name in [maps::PROBE_GATEWAY, maps::PROBE_TENANTS] {
             let keys: Vec<u32> = overlaid
                 .iter()
-                .filter_map(|s| slots::slot_location(*s, true).ok())
+                .filter_map(|s| slots::slot_location(*s, true, self.pinned.tenant_slots()).ok())
                 .filter(|loc| loc.map == name)
                 .map(|loc| loc.index)
                 .collect();

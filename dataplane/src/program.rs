@@ -9,8 +9,8 @@ use aya::{
     programs::{TestRun, TestRunOptions, Xdp},
 };
 use fluxgate_common::{
-    CLASSIFIER_PROGRAM_NAME, DEFAULT_POOL_CELLS, FLOOR_PROGRAM_NAME, GatewayConfig,
-    PROBE_PROGRAM_NAME, PROGRAM_NAME, TAIL_FLOOR_PROGRAM_NAME, maps,
+    CLASSIFIER_PROGRAM_NAME, DEFAULT_POOL_CELLS, DEFAULT_TENANT_SLOTS, FLOOR_PROGRAM_NAME,
+    GatewayConfig, PROBE_PROGRAM_NAME, PROGRAM_NAME, TAIL_FLOOR_PROGRAM_NAME, maps,
 };
 
 use crate::{Counters, Error, OBJECT, config, layout, pool::Pool};
@@ -22,6 +22,31 @@ use crate::{Counters, Error, OBJECT, config, layout, pool::Pool};
 pub struct Program {
     pub(crate) ebpf: Ebpf,
     pub(crate) pool: Pool,
+    /// Tenant slots its maps were sized for.
+    pub(crate) tenant_slots: u32,
+}
+
+/// The sizes of a [`Program`]'s maps chosen at load time
+/// ([`Program::load_with`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Sizes {
+    /// Cells (128 bytes each, allocated up front) of the table pool: every
+    /// table of every kept generation must fit in it (see [`Error::PoolFull`]).
+    pub pool_cells: u32,
+    /// Tenant slots: tenant indexes `0..tenant_slots` (1 to
+    /// [`fluxgate_common::MAX_TENANT_SLOTS`]). What they cost is said at
+    /// [`fluxgate_common::DEFAULT_TENANT_SLOTS`]; they also size the map of
+    /// kept tables of a pinned attachment.
+    pub tenant_slots: u32,
+}
+
+impl Default for Sizes {
+    fn default() -> Self {
+        Sizes {
+            pool_cells: DEFAULT_POOL_CELLS,
+            tenant_slots: DEFAULT_TENANT_SLOTS,
+        }
+    }
 }
 
 /// Result of running one packet through the program with `BPF_PROG_TEST_RUN`.
@@ -50,14 +75,32 @@ impl Program {
     /// bytes each, allocated up front): every table of every kept generation
     /// of this attachment must fit in it (see [`Error::PoolFull`]).
     pub fn load_sized(config: &GatewayConfig, pool_cells: u32) -> Result<Program, Error> {
+        Program::load_with(
+            config,
+            Sizes {
+                pool_cells,
+                ..Sizes::default()
+            },
+        )
+    }
+
+    /// [`Program::load`] with the map sizes `sizes` (table cell pool, tenant
+    /// slots). `config`'s [`GatewayConfig::tenant_slots`] is replaced by
+    /// `sizes.tenant_slots`.
+    pub fn load_with(config: &GatewayConfig, sizes: Sizes) -> Result<Program, Error> {
+        let Sizes {
+            pool_cells,
+            tenant_slots,
+        } = sizes;
         if pool_cells < 2 {
             return Err(Error::InvalidArgument(format!(
                 "a cell pool of {pool_cells} cells cannot hold a table (cell 0 is reserved)"
             )));
         }
+        layout::check_tenant_slots(tenant_slots)?;
         let mut loader = aya::EbpfLoader::new();
         loader.map_max_entries(maps::POOL, pool_cells);
-        for (name, entries) in layout::per_cpu_map_entries()? {
+        for (name, entries) in layout::sized_map_entries(tenant_slots)? {
             loader.map_max_entries(name, entries);
         }
         let ebpf = loader
@@ -77,7 +120,11 @@ impl Program {
             _ => return Err(missing_map(maps::POOL)),
         };
         let pool = Pool::open(pool_fd, true)?;
-        let mut program = Program { ebpf, pool };
+        let mut program = Program {
+            ebpf,
+            pool,
+            tenant_slots,
+        };
         for name in [
             PROGRAM_NAME,
             CLASSIFIER_PROGRAM_NAME,
@@ -129,9 +176,19 @@ impl Program {
         Ok(n)
     }
 
-    /// Replaces the gateway configuration the program reads on every packet.
+    /// Replaces the gateway configuration the program reads on every packet
+    /// (its [`GatewayConfig::tenant_slots`] stays the program's).
     pub fn set_config(&mut self, config: &GatewayConfig) -> Result<(), Error> {
-        config::write_config(self.map_mut(maps::CONFIG)?, config)
+        let config = GatewayConfig {
+            tenant_slots: self.tenant_slots,
+            ..*config
+        };
+        config::write_config(self.map_mut(maps::CONFIG)?, &config)
+    }
+
+    /// Tenant slots the program's maps were sized for (see [`Sizes`]).
+    pub fn tenant_slots(&self) -> u32 {
+        self.tenant_slots
     }
 
     /// The last decision recorded while [`GatewayConfig::trace`] is on.

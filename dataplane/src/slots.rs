@@ -4,7 +4,7 @@
 //! `FG_PROBE_GW` / `FG_PROBE_TNT`.
 
 use aya::maps::{Array, MapData};
-use fluxgate_common::{MAX_TENANTS, SLOT_DISPATCH, SLOT_GLOBAL, maps, select_index, table_index};
+use fluxgate_common::{SLOT_DISPATCH, SLOT_GLOBAL, maps, select_index, table_index};
 
 use crate::Error;
 
@@ -58,15 +58,17 @@ pub(crate) struct SlotLoc {
     pub select: Option<u32>,
 }
 
-/// Where `slot` lives; in the (single-buffered) probe overlay maps with `probe`.
-pub(crate) fn slot_location(slot: Slot, probe: bool) -> Result<SlotLoc, Error> {
+/// Where `slot` lives; in the (single-buffered) probe overlay maps with
+/// `probe`. Tenant slots past `tenant_slots` (the attachment's) are refused.
+pub(crate) fn slot_location(slot: Slot, probe: bool, tenant_slots: u32) -> Result<SlotLoc, Error> {
     let (n, gateway) = match slot {
         Slot::Dispatch => (SLOT_DISPATCH, true),
         Slot::Global => (SLOT_GLOBAL, true),
-        Slot::Tenant(t) if t < MAX_TENANTS => (t, false),
+        Slot::Tenant(t) if t < tenant_slots => (t, false),
         Slot::Tenant(t) => {
             return Err(Error::InvalidArgument(format!(
-                "tenant index {t} is beyond the {MAX_TENANTS} tenant slots"
+                "tenant index {t} is beyond the {tenant_slots} tenant slots of this attachment \
+                 (attach with more tenant slots)"
             )));
         }
     };

@@ -62,9 +62,28 @@ pub(crate) fn create_array(
     MapData::create(spec, name, None)
 }
 
+/// Creates a `BPF_MAP_TYPE_HASH` named `name` (at most 15 characters of it
+/// are kept), through aya.
+pub(crate) fn create_hash(
+    name: &str,
+    key_size: u32,
+    value_size: u32,
+    max_entries: u32,
+    flags: u32,
+) -> Result<MapData, aya::maps::MapError> {
+    let spec = aya_obj::Map::new_from_params(
+        bpf_map_type::BPF_MAP_TYPE_HASH as u32,
+        key_size,
+        value_size,
+        max_entries,
+        flags,
+    );
+    MapData::create(spec, name, None)
+}
+
 /// Writes `values[i]` at key `keys[i]` with `BPF_MAP_UPDATE_BATCH` (aya has
 /// no batch operations): one syscall, where aya would make one per key.
-pub(crate) fn update_batch<V>(map: BorrowedFd<'_>, keys: &[u32], values: &[V]) -> io::Result<()> {
+pub(crate) fn update_batch<K, V>(map: BorrowedFd<'_>, keys: &[K], values: &[V]) -> io::Result<()> {
     assert_eq!(keys.len(), values.len(), "one value per key");
     let mut done = 0usize;
     while done < values.len() {
@@ -87,6 +106,110 @@ pub(crate) fn update_batch<V>(map: BorrowedFd<'_>, keys: &[u32], values: &[V]) -
         }
     }
     Ok(())
+}
+
+/// Writes `value` at `key` with `BPF_MAP_UPDATE_ELEM` and `flags`
+/// (`BPF_NOEXIST`, …; batch updates accept none of these).
+pub(crate) fn update_elem<K, V>(
+    map: BorrowedFd<'_>,
+    key: &K,
+    value: &V,
+    flags: u64,
+) -> io::Result<()> {
+    let mut attr = zeroed_attr();
+    attr.__bindgen_anon_2.map_fd = map.as_raw_fd() as u32;
+    attr.__bindgen_anon_2.key = (key as *const K) as u64;
+    attr.__bindgen_anon_2.__bindgen_anon_1.value = (value as *const V) as u64;
+    attr.__bindgen_anon_2.flags = flags;
+    bpf(bpf_cmd::BPF_MAP_UPDATE_ELEM, &mut attr).map(|_| ())
+}
+
+/// Deletes `keys` with `BPF_MAP_DELETE_BATCH`: one syscall. Every key must
+/// be there (the kernel stops at the first missing one: `ENOENT`).
+pub(crate) fn delete_batch<K>(map: BorrowedFd<'_>, keys: &[K]) -> io::Result<()> {
+    let mut done = 0usize;
+    while done < keys.len() {
+        let mut attr = zeroed_attr();
+        attr.batch.keys = keys[done..].as_ptr() as u64;
+        attr.batch.count = (keys.len() - done) as u32;
+        attr.batch.map_fd = map.as_raw_fd() as u32;
+        let result = bpf(bpf_cmd::BPF_MAP_DELETE_BATCH, &mut attr);
+        // SAFETY: reading the member the kernel wrote back.
+        let count = unsafe { attr.batch.count };
+        match result {
+            Ok(_) => done += count as usize,
+            Err(e) if e.raw_os_error() == Some(libc::EINTR) && count > 0 => done += count as usize,
+            Err(e) => return Err(e),
+        }
+        if count == 0 && done < keys.len() {
+            return Err(io::Error::other("BPF_MAP_DELETE_BATCH made no progress"));
+        }
+    }
+    Ok(())
+}
+
+/// Every `(key, value)` of a hash map, read with `BPF_MAP_LOOKUP_BATCH`: a
+/// few syscalls for the whole map (`chunk` elements each), where iterating
+/// with aya costs two per element.
+pub(crate) fn lookup_batch<K: aya::Pod, V: aya::Pod>(
+    map: BorrowedFd<'_>,
+    chunk: usize,
+) -> io::Result<Vec<(K, V)>> {
+    let mut chunk = chunk.max(1);
+    let mut out = Vec::new();
+    // The hash map's batch token is a bucket index (u32); room for more.
+    let mut token = [0u64; 2];
+    let mut first = true;
+    loop {
+        // SAFETY: `Pod` types are plain integers: all-zero bytes are valid.
+        let mut keys: Vec<K> = vec![unsafe { std::mem::zeroed() }; chunk];
+        // SAFETY: as above.
+        let mut values: Vec<V> = vec![unsafe { std::mem::zeroed() }; chunk];
+        let mut next = [0u64; 2];
+        let mut attr = zeroed_attr();
+        attr.batch.in_batch = if first { 0 } else { token.as_ptr() as u64 };
+        attr.batch.out_batch = next.as_mut_ptr() as u64;
+        attr.batch.keys = keys.as_mut_ptr() as u64;
+        attr.batch.values = values.as_mut_ptr() as u64;
+        attr.batch.count = chunk as u32;
+        attr.batch.map_fd = map.as_raw_fd() as u32;
+        let result = bpf(bpf_cmd::BPF_MAP_LOOKUP_BATCH, &mut attr);
+        // SAFETY: reading the member the kernel wrote back.
+        let count = unsafe { attr.batch.count } as usize;
+        match result {
+            Ok(_) => {}
+            // The end of the map (the last elements may come with it).
+            Err(e) if e.raw_os_error() == Some(libc::ENOENT) => {
+                out.extend(keys.into_iter().zip(values).take(count));
+                return Ok(out);
+            }
+            // One bucket holds more elements than the buffer: a larger one.
+            Err(e) if e.raw_os_error() == Some(libc::ENOSPC) && count == 0 => {
+                chunk *= 2;
+                continue;
+            }
+            Err(e) => return Err(e),
+        }
+        out.extend(keys.into_iter().zip(values).take(count));
+        token = next;
+        first = false;
+    }
+}
+
+/// The value of `key`, with `BPF_MAP_LOOKUP_ELEM` (any key type, unlike
+/// aya's typed maps); `None` when there is none.
+pub(crate) fn lookup_elem<K, V: aya::Pod>(map: BorrowedFd<'_>, key: &K) -> io::Result<Option<V>> {
+    // SAFETY: `Pod` types are plain integers: all-zero bytes are valid.
+    let mut value: V = unsafe { std::mem::zeroed() };
+    let mut attr = zeroed_attr();
+    attr.__bindgen_anon_2.map_fd = map.as_raw_fd() as u32;
+    attr.__bindgen_anon_2.key = (key as *const K) as u64;
+    attr.__bindgen_anon_2.__bindgen_anon_1.value = (&raw mut value) as u64;
+    match bpf(bpf_cmd::BPF_MAP_LOOKUP_ELEM, &mut attr) {
+        Ok(_) => Ok(Some(value)),
+        Err(e) if e.raw_os_error() == Some(libc::ENOENT) => Ok(None),
+        Err(e) => Err(e),
+    }
 }
 
 /// Id of the program in slot `key` of a PROG_ARRAY (from userspace the kernel

@@ -22,9 +22,9 @@ use std::os::fd::AsFd;
 
 use aya::maps::{Array, Map, MapData};
 use fluxgate_common::{
-    Counter, MAX_COUNTERS, MAX_TENANTS, SLOT_WORDS, TABLE_BUFFERS, TENANT_COUNTERS_PER_CPU, maps,
+    Counter, MAX_COUNTERS, SLOT_WORDS, TABLE_BUFFERS, maps,
     table::{Cell, Header},
-    tenant_counter,
+    tenant_counter, tenant_counters_per_cpu,
 };
 use fluxgate_ruleset::Image;
 
@@ -143,6 +143,9 @@ pub trait Tables {
     #[doc(hidden)]
     fn pool(&mut self) -> Result<Pool, Error>;
 
+    /// Tenant slots of the maps (tenant indexes `0..tenant_slots`).
+    fn tenant_slots(&self) -> u32;
+
     /// Regions held by kept generations: `(base, cells)` (none for a bare [`Program`]).
     #[doc(hidden)]
     fn kept_regions(&mut self) -> Result<Vec<(u32, u32)>, Error> {
@@ -199,9 +202,9 @@ pub trait Tables {
                 fluxgate_common::GATEWAY_SLOTS * SLOT_WORDS,
                 SLOT_WORDS,
             ),
-            (maps::TENANTS, MAX_TENANTS * SLOT_WORDS, SLOT_WORDS),
+            (maps::TENANTS, self.tenant_slots() * SLOT_WORDS, SLOT_WORDS),
             (maps::PROBE_GATEWAY, fluxgate_common::GATEWAY_SLOTS, 1),
-            (maps::PROBE_TENANTS, MAX_TENANTS, 1),
+            (maps::PROBE_TENANTS, self.tenant_slots(), 1),
         ] {
             let mut map = self.table_map(name)?;
             let fd = layout::map_data(map.get(), name)?.fd().as_fd();
@@ -221,7 +224,7 @@ pub trait Tables {
 
     /// Which buffer of `slot` is live (0 or 1; see `fluxgate_common::TABLE_BUFFERS`).
     fn live_buffer(&mut self, slot: Slot) -> Result<u32, Error> {
-        let loc = slots::slot_location(slot, false)?;
+        let loc = slots::slot_location(slot, false, self.tenant_slots())?;
         let mut map = self.table_map(loc.map)?;
         let array: Array<&MapData, u32> =
             Array::try_from(&*map.get()).map_err(|e| Error::kernel("open a slot map", e))?;
@@ -245,9 +248,10 @@ pub trait Tables {
     /// instead of three syscalls each).
     fn slot_tables(&mut self, slots: &[Slot]) -> Result<Vec<SlotTables>, Error> {
         let mut out = vec![SlotTables::default(); slots.len()];
+        let capacity = self.tenant_slots();
         let locs = slots
             .iter()
-            .map(|s| slots::slot_location(*s, false))
+            .map(|s| slots::slot_location(*s, false, capacity))
             .collect::<Result<Vec<_>, Error>>()?;
         for name in [maps::GATEWAY, maps::TENANTS] {
             let at: Vec<usize> = (0..slots.len()).filter(|&i| locs[i].map == name).collect();
@@ -280,9 +284,10 @@ pub trait Tables {
     /// flipped is flipped back before the error is returned.
     fn flip_all(&mut self, slots: &[Slot]) -> Result<(), Error> {
         let before = self.slot_tables(slots)?;
+        let capacity = self.tenant_slots();
         let locs = slots
             .iter()
-            .map(|s| slots::slot_location(*s, false))
+            .map(|s| slots::slot_location(*s, false, capacity))
             .collect::<Result<Vec<_>, Error>>()?;
         let mut start = 0;
         while start < slots.len() {
@@ -337,7 +342,7 @@ pub trait Tables {
                 )));
             }
             let standby = 1 - now.live_buffer;
-            let loc = slots::slot_location(*slot, false)?;
+            let loc = slots::slot_location(*slot, false, self.tenant_slots())?;
             writes.push((loc.map, loc.index + standby, table.base()));
         }
         self.write_slots(&pool, writes, "place tables in their standby buffers")
@@ -369,7 +374,7 @@ pub trait Tables {
     /// packet sees the old table or the new one, never a mix. Flipping again
     /// brings the previous table back.
     fn flip(&mut self, slot: Slot) -> Result<(), Error> {
-        let loc = slots::slot_location(slot, false)?;
+        let loc = slots::slot_location(slot, false, self.tenant_slots())?;
         let select = loc.select.unwrap_or(0);
         let mut map = self.table_map(loc.map)?;
         let mut array: Array<&mut MapData, u32> =
@@ -397,7 +402,7 @@ pub trait Tables {
         let pool = self.pool()?;
         let mut writes = Vec::new();
         for slot in slots {
-            let loc = slots::slot_location(*slot, false)?;
+            let loc = slots::slot_location(*slot, false, self.tenant_slots())?;
             writes.extend((0..TABLE_BUFFERS).map(|b| (loc.map, loc.index + b, 0)));
         }
         self.write_slots(&pool, writes, "empty table slots")
@@ -455,14 +460,10 @@ pub trait Tables {
 
     /// Passed and dropped counters of `tenant` (`None`: packets of no tenant).
     fn tenant_counters(&mut self, tenant: Option<u32>) -> Result<(Counter, Counter), Error> {
+        let per_cpu = tenant_counters_per_cpu(self.tenant_slots());
         let mut map = self.table_map(maps::TENANT_COUNTERS)?;
         let slots = [tenant_counter(tenant, false), tenant_counter(tenant, true)];
-        let sums = per_cpu_sums(
-            map.get(),
-            maps::TENANT_COUNTERS,
-            TENANT_COUNTERS_PER_CPU,
-            &slots,
-        )?;
+        let sums = per_cpu_sums(map.get(), maps::TENANT_COUNTERS, per_cpu, &slots)?;
         Ok((sums[0], sums[1]))
     }
 
@@ -473,17 +474,13 @@ pub trait Tables {
         &mut self,
         tenants: &[Option<u32>],
     ) -> Result<Vec<(Counter, Counter)>, Error> {
+        let per_cpu = tenant_counters_per_cpu(self.tenant_slots());
         let mut map = self.table_map(maps::TENANT_COUNTERS)?;
         let slots: Vec<u32> = tenants
             .iter()
             .flat_map(|t| [tenant_counter(*t, false), tenant_counter(*t, true)])
             .collect();
-        let sums = per_cpu_sums(
-            map.get(),
-            maps::TENANT_COUNTERS,
-            TENANT_COUNTERS_PER_CPU,
-            &slots,
-        )?;
+        let sums = per_cpu_sums(map.get(), maps::TENANT_COUNTERS, per_cpu, &slots)?;
         Ok(sums
             .chunks_exact(2)
             .map(|pair| (pair[0], pair[1]))
@@ -549,6 +546,10 @@ impl Tables for Program {
 
     fn pool(&mut self) -> Result<Pool, Error> {
         Ok(self.pool.clone())
+    }
+
+    fn tenant_slots(&self) -> u32 {
+        self.tenant_slots
     }
 }
 

@@ -21,7 +21,7 @@ use aya::{
     },
 };
 use fluxgate_common::{
-    CLASSIFIER_PROGRAM_NAME, MAX_TENANTS, MAX_VERSIONS, PROBE_PROGRAM_NAME, PROGRAM_NAME,
+    CLASSIFIER_PROGRAM_NAME, MAX_VERSIONS, PROBE_PROGRAM_NAME, PROGRAM_NAME, VERSION_SLOT_NONE,
     VERSION_SLOT_PROBE, maps, version_slot,
 };
 
@@ -57,7 +57,7 @@ impl PinnedAttachment {
         }
         // The pinned maps are reused; declare the counter maps with their
         // size anyway, so the object's definitions match them.
-        for (name, entries) in layout::per_cpu_map_entries()? {
+        for (name, entries) in layout::sized_map_entries(self.tenant_slots())? {
             loader.map_max_entries(name, entries);
         }
         loader
@@ -144,7 +144,7 @@ impl PinnedAttachment {
 
     /// The version serving `tenant` (`None`: packets of no tenant).
     pub fn version_of(&self, tenant: Option<u32>) -> Result<u32, Error> {
-        check_tenant(tenant)?;
+        self.check_tenant(tenant)?;
         let map = self.open_map(maps::VERSIONS)?;
         let array: Array<&MapData, u32> =
             Array::try_from(&map).map_err(|e| Error::kernel("open the version map", e))?;
@@ -153,18 +153,21 @@ impl PinnedAttachment {
             .map_err(|e| Error::kernel("read the version map", e))
     }
 
-    /// Every `(tenant, version)` assignment (`None`: packets of no tenant).
+    /// Every `(tenant, version)` assignment (`None`: packets of no tenant):
+    /// one `BPF_MAP_LOOKUP_BATCH` of the version map.
     fn assignments(&self) -> Result<Vec<(Option<u32>, u32)>, Error> {
         let map = self.open_map(maps::VERSIONS)?;
-        let array: Array<&MapData, u32> =
-            Array::try_from(&map).map_err(|e| Error::kernel("open the version map", e))?;
-        let mut out = Vec::with_capacity(MAX_TENANTS as usize + 1);
-        for (slot, v) in array.iter().enumerate().take(MAX_TENANTS as usize + 1) {
-            let v = v.map_err(|e| Error::kernel("read the version map", e))?;
-            let slot = slot as u32;
-            out.push(((slot != MAX_TENANTS).then_some(slot), v));
-        }
-        Ok(out)
+        let fd = layout::map_data(&map, maps::VERSIONS)?.fd().as_fd();
+        let entries: Vec<(u32, u32)> =
+            sys::lookup_batch(fd, 1 << 16).map_err(|e| Error::kernel("read the version map", e))?;
+        Ok(entries
+            .into_iter()
+            .filter_map(|(slot, v)| match slot {
+                VERSION_SLOT_NONE => Some((None, v)),
+                VERSION_SLOT_PROBE => None,
+                t => Some((Some(t - 2), v)),
+            })
+            .collect())
     }
 
     /// Makes `version` serve each of `tenants` (`None`: packets of no tenant),
@@ -176,14 +179,14 @@ impl PinnedAttachment {
             )));
         }
         for t in tenants {
-            check_tenant(*t)?;
+            self.check_tenant(*t)?;
         }
         self.write_versions(version, tenants.iter().map(|t| version_slot(*t)))
     }
 
     /// Makes `version` serve every tenant and the packets of no tenant.
     pub fn assign_version_all(&self, version: u32) -> Result<(), Error> {
-        let all: Vec<Option<u32>> = (0..MAX_TENANTS).map(Some).chain([None]).collect();
+        let all: Vec<Option<u32>> = (0..self.tenant_slots()).map(Some).chain([None]).collect();
         self.assign_version(version, &all)
     }
 
@@ -192,15 +195,13 @@ impl PinnedAttachment {
         version: u32,
         slots: impl IntoIterator<Item = u32>,
     ) -> Result<(), Error> {
-        let mut map = self.open_map(maps::VERSIONS)?;
-        let mut array: Array<&mut MapData, u32> =
-            Array::try_from(&mut map).map_err(|e| Error::kernel("open the version map", e))?;
-        for slot in slots {
-            array
-                .set(slot, version, 0)
-                .map_err(|e| Error::kernel("assign a classifier version", e))?;
-        }
-        Ok(())
+        let map = self.open_map(maps::VERSIONS)?;
+        let fd = layout::map_data(&map, maps::VERSIONS)?.fd().as_fd();
+        let slots: Vec<u32> = slots.into_iter().collect();
+        let versions = vec![version; slots.len()];
+        // One BPF_MAP_UPDATE_BATCH: in order, each element an atomic update.
+        sys::update_batch(fd, &slots, &versions)
+            .map_err(|e| Error::kernel("assign a classifier version", e))
     }
 
     /// Unloads `version`. Refused while it serves any tenant (or the packets
@@ -291,11 +292,14 @@ impl PinnedAttachment {
     }
 }
 
-fn check_tenant(tenant: Option<u32>) -> Result<(), Error> {
-    match tenant {
-        Some(t) if t >= MAX_TENANTS => Err(Error::InvalidArgument(format!(
-            "tenant index {t} is beyond the {MAX_TENANTS} tenant slots"
-        ))),
-        _ => Ok(()),
+impl PinnedAttachment {
+    fn check_tenant(&self, tenant: Option<u32>) -> Result<(), Error> {
+        match tenant {
+            Some(t) if t >= self.tenant_slots() => Err(Error::InvalidArgument(format!(
+                "tenant index {t} is beyond the {} tenant slots of this attachment",
+                self.tenant_slots()
+            ))),
+            _ => Ok(()),
+        }
     }
 }

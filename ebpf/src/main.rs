@@ -47,12 +47,13 @@ use aya_ebpf::{
     programs::XdpContext,
 };
 use fluxgate_common::{
-    BPF_F_MMAPABLE, CAPTURE_SNAPLEN, CaptureConfig, CaptureRate, CaptureRecord, Counter,
-    DROPS_RING_BYTES, GATEWAY_SLOTS, GatewayConfig, MAX_COUNTERS, MAX_TENANTS, MAX_VERSIONS,
-    Malformed, Outcome, SLOT_DISPATCH, SLOT_GLOBAL, SLOT_WORDS, Scratch, TENANT_COUNTERS_PER_CPU,
-    Trace, VERSION_SLOT_PROBE, VERSION_SLOTS, select_index,
+    BPF_F_MMAPABLE, CAPTURE_NO_TENANT, CAPTURE_SNAPLEN, CaptureConfig, CaptureRate, CaptureRecord,
+    Counter, DEFAULT_TENANT_SLOTS, DROPS_RING_BYTES, GATEWAY_SLOTS, GatewayConfig, MAX_COUNTERS,
+    MAX_VERSIONS, Malformed, Outcome, SLOT_DISPATCH, SLOT_GLOBAL, SLOT_WORDS, Scratch, Trace,
+    VERSION_SLOT_PROBE, select_index,
     table::{Cell, CheckKey, KEY_WORDS, action, neighbor_discovery, word},
-    table_index, tenant_counter, version_slot, xdp as verdict,
+    table_index, tenant_counter, tenant_counters_per_cpu, version_slot, version_slots,
+    xdp as verdict,
 };
 use walk::{NO_MATCH, Region, default_of, walk};
 
@@ -72,9 +73,14 @@ static FG_TRACE: Array<Trace> = Array::with_max_entries(1, 0);
 // One block per CPU: userspace loads it with `MAX_COUNTERS × CPUs` entries.
 static FG_RULE_COUNTERS: Array<Counter> = Array::with_max_entries(MAX_COUNTERS, BPF_F_MMAPABLE);
 
+// The maps sized by the number of tenant slots (this one, FG_VERSIONS,
+// FG_TENANTS, FG_PROBE_TNT) are declared with the default; the loader sets
+// their size. The program never relies on it: a lookup past the end fails.
 #[map(name = "FG_TENANT_COUNTERS")]
-static FG_TENANT_COUNTERS: Array<Counter> =
-    Array::with_max_entries(TENANT_COUNTERS_PER_CPU, BPF_F_MMAPABLE);
+static FG_TENANT_COUNTERS: Array<Counter> = Array::with_max_entries(
+    tenant_counters_per_cpu(DEFAULT_TENANT_SLOTS),
+    BPF_F_MMAPABLE,
+);
 
 #[map(name = "FG_SCRATCH")]
 static FG_SCRATCH: PerCpuArray<Scratch> = PerCpuArray::with_max_entries(1, 0);
@@ -83,7 +89,7 @@ static FG_SCRATCH: PerCpuArray<Scratch> = PerCpuArray::with_max_entries(1, 0);
 static FG_CLASSIFIERS: ProgramArray = ProgramArray::with_max_entries(MAX_VERSIONS, 0);
 
 #[map(name = "FG_VERSIONS")]
-static FG_VERSIONS: Array<u32> = Array::with_max_entries(VERSION_SLOTS, 0);
+static FG_VERSIONS: Array<u32> = Array::with_max_entries(version_slots(DEFAULT_TENANT_SLOTS), 0);
 
 #[map(name = "FG_PROBE_TRACE")]
 static FG_PROBE_TRACE: Array<Trace> = Array::with_max_entries(1, 0);
@@ -119,7 +125,8 @@ static FG_GATEWAY: Array<u32> = Array::with_max_entries(GATEWAY_SLOTS * SLOT_WOR
 
 /// Each tenant table slot's record, as in `FG_GATEWAY`.
 #[map(name = "FG_TENANTS")]
-static FG_TENANTS: Array<u32> = Array::with_max_entries(MAX_TENANTS * SLOT_WORDS, BPF_F_MMAPABLE);
+static FG_TENANTS: Array<u32> =
+    Array::with_max_entries(DEFAULT_TENANT_SLOTS * SLOT_WORDS, BPF_F_MMAPABLE);
 
 /// Region base of the staged table a probe run sees in a gateway slot (0: the live one).
 #[map(name = "FG_PROBE_GW")]
@@ -127,7 +134,7 @@ static FG_PROBE_GW: Array<u32> = Array::with_max_entries(GATEWAY_SLOTS, BPF_F_MM
 
 /// Region base of the staged table a probe run sees in a tenant slot (0: the live one).
 #[map(name = "FG_PROBE_TNT")]
-static FG_PROBE_TNT: Array<u32> = Array::with_max_entries(MAX_TENANTS, BPF_F_MMAPABLE);
+static FG_PROBE_TNT: Array<u32> = Array::with_max_entries(DEFAULT_TENANT_SLOTS, BPF_F_MMAPABLE);
 
 /// The dispatcher, attached to interfaces.
 #[xdp]
@@ -363,7 +370,8 @@ fn classify<const PROBE: bool>(ctx: &XdpContext, scratch: &Scratch) -> u32 {
         if decision != NO_MATCH {
             count_on_cpu(&FG_RULE_COUNTERS, MAX_COUNTERS, decision as u32, bytes);
         }
-        if let Some(config) = FG_CONFIG.get(0)
+        let config = FG_CONFIG.get(0);
+        if let Some(config) = config
             && config.trace != 0
         {
             record(&FG_TRACE, decision, tenant, dropped);
@@ -373,9 +381,15 @@ fn classify<const PROBE: bool>(ctx: &XdpContext, scratch: &Scratch) -> u32 {
         } else {
             Some(tenant)
         };
+        // Each CPU's block of tenant counters is as large as the number of
+        // tenant slots the loader chose (recorded in the configuration).
+        let per_cpu = match config {
+            Some(config) => tenant_counters_per_cpu(config.tenant_slots),
+            None => 0,
+        };
         count_on_cpu(
             &FG_TENANT_COUNTERS,
-            TENANT_COUNTERS_PER_CPU,
+            per_cpu,
             tenant_counter(tenant, dropped),
             bytes,
         );
@@ -441,7 +455,7 @@ fn capture(ctx: &XdpContext, config: &CaptureConfig, slot: u32, scratch: &Scratc
     if config.tenant != Trace::NONE
         && config.tenant
             != if tenant == NO_TENANT {
-                MAX_TENANTS
+                CAPTURE_NO_TENANT
             } else {
                 tenant
             }

@@ -48,6 +48,11 @@ pub struct CompileOptions {
     /// what makes a one-tenant change cost one tenant's compile at 10,000
     /// tenants.
     pub reuse: BTreeSet<String>,
+    /// Tenant slots of the attachment the image is for: every tenant index
+    /// must be below it (default [`fluxgate_common::DEFAULT_TENANT_SLOTS`]
+    /// when 0). Pass the attachment's own number, so a ruleset with more
+    /// tenants than it has slots is refused before anything changes.
+    pub tenant_slots: u32,
 }
 
 /// Tenant and counter slots carried over from earlier generations, so that a
@@ -261,7 +266,10 @@ pub enum CompileError {
         limit: usize,
     },
     /// More tenants than the kernel has slots (kept generations hold slots too).
-    #[error("more tenants than the {limit} tenant slots (counting slots held by kept generations)")]
+    #[error(
+        "more tenants than the {limit} tenant slots of the attachment (counting slots held by \
+         kept generations); attach again with more tenant slots"
+    )]
     TooManyTenants {
         /// Number of tenant slots.
         limit: u32,
@@ -394,16 +402,19 @@ pub fn compile_with(rs: &ValidRuleset, opts: &CompileOptions) -> Result<Image, C
         &mut counters,
     )?;
 
+    let slot_limit = if opts.tenant_slots == 0 {
+        fluxgate_common::DEFAULT_TENANT_SLOTS
+    } else {
+        opts.tenant_slots
+    };
     let mut tenant_slots = Allocator::new(&plan.reserved_tenants, plan.tenants.values().copied());
     let mut tenants = Vec::with_capacity(rs.tenants().len());
     let mut reused = Vec::new();
     let mut dispatch_rules = Vec::new();
     for t in rs.tenants() {
         let index = tenant_slots.take(plan.tenants.get(&t.name).copied());
-        if index >= fluxgate_common::MAX_TENANTS {
-            return Err(CompileError::TooManyTenants {
-                limit: fluxgate_common::MAX_TENANTS,
-            });
+        if index >= slot_limit {
+            return Err(CompileError::TooManyTenants { limit: slot_limit });
         }
         for net in &t.prefixes {
             let mut r = FlatRule::any(action::TENANT, index);

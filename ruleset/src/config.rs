@@ -11,7 +11,8 @@
 pub struct Config {
     /// Most rules one tenant may have (default 100 000).
     pub max_rules_per_tenant: usize,
-    /// Most tenants (default 10 000).
+    /// Most tenants (default 65 536, the default number of tenant slots of
+    /// an attachment, `fluxgate_common::DEFAULT_TENANT_SLOTS`).
     pub max_tenants: usize,
     /// Most rules in total, gateway and tenants together (default 1 000 000).
     pub max_total_rules: usize,
@@ -57,7 +58,7 @@ impl Default for Config {
     fn default() -> Self {
         Config {
             max_rules_per_tenant: 100_000,
-            max_tenants: 10_000,
+            max_tenants: 65_536,
             max_total_rules: 1_000_000,
             max_set_elems: 4096,
             max_rule_expansion: 4096,

@@ -14,7 +14,7 @@ pub mod table;
 
 /// Version of this ABI. Stored in [`GatewayConfig::abi_version`] and checked by
 /// userspace before it reuses state pinned by another build.
-pub const ABI_VERSION: u32 = 11;
+pub const ABI_VERSION: u32 = 12;
 
 /// Map names, as they appear in the object file and under the bpffs pin directory.
 pub mod maps {
@@ -35,15 +35,16 @@ pub mod maps {
     /// each the [`POOL`] region bases of its two buffers ([`crate::table_index`];
     /// 0: none) and which of them is live ([`crate::select_index`]).
     pub const GATEWAY: &str = "FG_GATEWAY";
-    /// `Array<u32>` with [`crate::MAX_TENANTS`] × [`crate::SLOT_WORDS`]
-    /// entries: each tenant's slot record, as in [`GATEWAY`].
+    /// `Array<u32>` with tenant slots × [`crate::SLOT_WORDS`] entries (tenant
+    /// slots chosen at load time, [`crate::GatewayConfig::tenant_slots`]):
+    /// each tenant's slot record, as in [`GATEWAY`].
     pub const TENANTS: &str = "FG_TENANTS";
     /// `Array<Counter>` (mmapable) of one block of [`crate::MAX_COUNTERS`]
     /// counters per possible CPU, each indexed by counter slot (per rule and
     /// per default action): see [`crate::per_cpu`].
     pub const RULE_COUNTERS: &str = "FG_RULE_COUNTERS";
     /// `Array<Counter>` (mmapable) of one block of
-    /// [`crate::TENANT_COUNTERS_PER_CPU`] counters per possible CPU, each
+    /// [`crate::tenant_counters_per_cpu`] counters per possible CPU, each
     /// indexed by [`crate::tenant_counter`].
     pub const TENANT_COUNTERS: &str = "FG_TENANT_COUNTERS";
     /// `Array<Trace>` with one entry: the last decision, when tracing is on.
@@ -53,12 +54,13 @@ pub mod maps {
     pub const SCRATCH: &str = "FG_SCRATCH";
     /// `ProgramArray` with [`crate::MAX_VERSIONS`] entries: the loaded classifier versions.
     pub const CLASSIFIERS: &str = "FG_CLASSIFIERS";
-    /// `Array<u32>` with [`crate::VERSION_SLOTS`] entries: the classifier version
+    /// `Array<u32>` with [`crate::version_slots`] entries: the classifier version
     /// (index into [`CLASSIFIERS`]) serving each tenant; see [`crate::version_slot`].
     pub const VERSIONS: &str = "FG_VERSIONS";
     /// Like [`GATEWAY`], read only by probe runs: staged tables overlaid on the live ones.
     pub const PROBE_GATEWAY: &str = "FG_PROBE_GW";
-    /// Like [`TENANTS`], read only by probe runs: staged tables overlaid on the live ones.
+    /// Like [`TENANTS`] (one word per tenant slot), read only by probe runs:
+    /// staged tables overlaid on the live ones.
     pub const PROBE_TENANTS: &str = "FG_PROBE_TNT";
     /// `Array<Trace>` with one entry: the decision of the last probe run.
     pub const PROBE_TRACE: &str = "FG_PROBE_TRACE";
@@ -76,19 +78,30 @@ pub mod maps {
 
 /// Classifier versions that can be loaded at once (entries of [`maps::CLASSIFIERS`]).
 pub const MAX_VERSIONS: u32 = 16;
-/// Entries of [`maps::VERSIONS`]: one per tenant, one for packets of no tenant,
-/// one for probe runs.
-pub const VERSION_SLOTS: u32 = MAX_TENANTS + 2;
+/// [`maps::VERSIONS`] entry that selects the classifier for packets of no tenant.
+pub const VERSION_SLOT_NONE: u32 = 0;
 /// [`maps::VERSIONS`] entry read by probe runs.
-pub const VERSION_SLOT_PROBE: u32 = MAX_TENANTS + 1;
+pub const VERSION_SLOT_PROBE: u32 = 1;
+
+/// Entries of [`maps::VERSIONS`] for `tenant_slots` tenant slots: the two
+/// fixed entries ([`VERSION_SLOT_NONE`], [`VERSION_SLOT_PROBE`]), then one per
+/// tenant.
+#[inline(always)]
+pub const fn version_slots(tenant_slots: u32) -> u32 {
+    tenant_slots.wrapping_add(2)
+}
 
 /// [`maps::VERSIONS`] entry that selects the classifier for `tenant`'s packets
 /// (`None`: packets whose destination belongs to no tenant).
+///
+/// The fixed entries come first, so they do not move with the number of
+/// tenant slots (chosen at load time): the program never needs to know it,
+/// and a tenant index past the map's end is a failed lookup (version 0).
 #[inline(always)]
 pub const fn version_slot(tenant: Option<u32>) -> u32 {
     match tenant {
-        Some(t) => t,
-        None => MAX_TENANTS,
+        Some(t) => t.wrapping_add(2),
+        None => VERSION_SLOT_NONE,
     }
 }
 
@@ -109,6 +122,11 @@ pub struct Scratch {
     pub check: table::CheckKey,
 }
 
+/// [`CaptureConfig::tenant`] that selects the packets of no tenant: a fixed
+/// value past every possible tenant slot ([`MAX_TENANT_SLOTS`]), so it does
+/// not depend on the number of slots an attachment was loaded with.
+pub const CAPTURE_NO_TENANT: u32 = u32::MAX - 1;
+
 /// Bytes of a packet a [`CaptureRecord`] holds at most.
 pub const CAPTURE_SNAPLEN: usize = 256;
 /// Size of the [`maps::DROPS`] ring buffer, bytes (≈ 3,600 records).
@@ -120,7 +138,7 @@ pub const DROPS_RING_BYTES: u32 = 1 << 20;
 pub struct CaptureConfig {
     /// Non-zero: capture dropped packets.
     pub enabled: u32,
-    /// Only this tenant slot ([`Trace::NONE`]: any; `MAX_TENANTS`: no tenant).
+    /// Only this tenant slot ([`Trace::NONE`]: any; [`CAPTURE_NO_TENANT`]: no tenant).
     pub tenant: u32,
     /// Only drops decided by this counter slot ([`Trace::NONE`]: any).
     pub slot: u32,
@@ -196,12 +214,27 @@ pub const fn select_index(slot: u32) -> u32 {
 pub const SLOT_DISPATCH: u32 = 0;
 /// [`maps::GATEWAY`] slot of the global (provider) rules, evaluated before any tenant's.
 pub const SLOT_GLOBAL: u32 = 1;
-/// Most tenants (entries of [`maps::TENANTS`]).
-pub const MAX_TENANTS: u32 = 16_384;
+/// Tenant slots of an attachment unless the loader asks for another number
+/// ([`GatewayConfig::tenant_slots`]; entries of [`maps::PROBE_TENANTS`]).
+///
+/// What 65,536 slots cost, allocated at load time: [`maps::TENANTS`] 1 MiB
+/// (16 bytes a slot), [`maps::PROBE_TENANTS`] and [`maps::VERSIONS`] 256 KiB
+/// each, and [`maps::TENANT_COUNTERS`] 2 MiB **per possible CPU** (two
+/// 16-byte counters a slot, plus the no-tenant pair): 128 MiB on a 64-CPU
+/// host. Every figure grows linearly with the number of slots.
+pub const DEFAULT_TENANT_SLOTS: u32 = 65_536;
+/// Most tenant slots a loader may ask for (1,048,576: the tenant counters
+/// alone are then 32 MiB per possible CPU).
+pub const MAX_TENANT_SLOTS: u32 = 1 << 20;
 /// Counter slots (entries of each CPU's block of [`maps::RULE_COUNTERS`]).
 pub const MAX_COUNTERS: u32 = 262_144;
-/// Entries of each CPU's block of [`maps::TENANT_COUNTERS`].
-pub const TENANT_COUNTERS_PER_CPU: u32 = (MAX_TENANTS + 1) * 2;
+/// Entries of each CPU's block of [`maps::TENANT_COUNTERS`] for
+/// `tenant_slots` tenant slots: a passed and a dropped counter for packets
+/// of no tenant, then for each tenant ([`tenant_counter`]).
+#[inline(always)]
+pub const fn tenant_counters_per_cpu(tenant_slots: u32) -> u32 {
+    tenant_slots.wrapping_add(1).wrapping_mul(2)
+}
 
 /// Where CPU `cpu` counts entry `index` of a counter map made of one block
 /// of `per_cpu` entries per CPU ([`maps::RULE_COUNTERS`],
@@ -232,10 +265,10 @@ pub const DEFAULT_POOL_CELLS: u32 = 1 << 18;
 #[inline(always)]
 pub const fn tenant_counter(tenant: Option<u32>, dropped: bool) -> u32 {
     let base = match tenant {
-        Some(t) => (t + 1) * 2,
+        Some(t) => t.wrapping_add(1).wrapping_mul(2),
         None => 0,
     };
-    base + dropped as u32
+    base.wrapping_add(dropped as u32)
 }
 
 /// Name of the dispatcher: the XDP program attached to interfaces. It parses
@@ -408,8 +441,11 @@ pub struct GatewayConfig {
     /// Non-zero: record every classification decision in [`maps::TRACE`]
     /// (for `classify --engine kernel` and `explain`; off in production).
     pub trace: u32,
-    /// Explicit padding.
-    pub _pad: u32,
+    /// Tenant slots of the attachment (entries of [`maps::PROBE_TENANTS`]),
+    /// chosen at load time; the program reads it for the size of each CPU's
+    /// block of [`maps::TENANT_COUNTERS`]. Written by the loader: userspace
+    /// that changes the other settings keeps it.
+    pub tenant_slots: u32,
 }
 
 /// The last classification decision, recorded when [`GatewayConfig::trace`] is on.
@@ -437,7 +473,7 @@ impl Default for GatewayConfig {
             abi_version: ABI_VERSION,
             malformed_action: xdp::DROP,
             trace: 0,
-            _pad: 0,
+            tenant_slots: DEFAULT_TENANT_SLOTS,
         }
     }
 }

@@ -227,6 +227,10 @@ pub struct AttachArgs {
     /// every table of every kept generation (default 262144: 32 MiB).
     #[arg(long)]
     pub pool_cells: Option<u32>,
+    /// Tenant slots (default 65536, at most 1048576): tenant counters cost
+    /// 32 bytes a slot per CPU, the slot maps about 24 bytes a slot.
+    #[arg(long)]
+    pub tenant_slots: Option<u32>,
 }
 
 impl AttachArgs {
@@ -243,6 +247,7 @@ impl AttachArgs {
                 MalformedArg::Pass => MalformedVerdict::Pass,
             },
             pool_cells: self.pool_cells,
+            tenant_slots: self.tenant_slots,
         }
     }
 

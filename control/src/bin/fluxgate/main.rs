@@ -294,8 +294,9 @@ fn load(
     let was_attached = gw.interfaces()?.contains(&iface);
     if was_attached && attach.any_given() {
         eprintln!(
-            "fluxgate: warning: {iface} is attached already, so --mode, --malformed and \
-             --pool-cells are not applied (they take effect on `attach`; detach first to change them)"
+            "fluxgate: warning: {iface} is attached already, so --mode, --malformed, \
+             --pool-cells and --tenant-slots are not applied (they take effect on `attach`; \
+             detach first to change them)"
         );
     }
     // What was done, as it is done; with --json, the apply's result as
