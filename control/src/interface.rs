@@ -11,6 +11,7 @@
 use std::{
     collections::{BTreeMap, BTreeSet, HashMap},
     path::Path,
+    sync::Arc,
 };
 
 use fluxgate_dataplane::{PinnedAttachment, Slot, StagedTable, Tables};
@@ -177,10 +178,10 @@ impl Interface {
         self.store.recorded()
     }
 
-    pub(crate) fn records(&self) -> Result<BTreeMap<u64, Record>, ControlError> {
+    pub(crate) fn records(&self) -> Result<BTreeMap<u64, Arc<Record>>, ControlError> {
         let mut out = BTreeMap::new();
         for g in self.store.recorded()? {
-            if let Some(r) = self.store.record(g)? {
+            if let Some(r) = self.store.record_shared(g)? {
                 out.insert(g, r);
             }
         }
@@ -221,7 +222,10 @@ impl Interface {
 
     /// The slot plan that keeps tenants in their slots and unchanged rules on
     /// their counters, and holds every slot a kept generation uses.
-    pub(crate) fn plan(&self, records: &BTreeMap<u64, Record>) -> Result<SlotPlan, ControlError> {
+    pub(crate) fn plan(
+        &self,
+        records: &BTreeMap<u64, Arc<Record>>,
+    ) -> Result<SlotPlan, ControlError> {
         let mut plan = SlotPlan::default();
         for (name, t) in &self.state.live.tenants {
             plan.tenants.insert(name.clone(), t.slot);
@@ -454,18 +458,31 @@ impl Interface {
         let records = self.records()?;
         let newest: BTreeSet<u64> = records.keys().rev().take(RETAIN).copied().collect();
         let mut keep: BTreeSet<u64> = newest.clone();
-        let mut tables: BTreeSet<(String, u64)> = BTreeSet::new();
-        for m in std::iter::once(&self.state.live).chain(
-            newest
-                .iter()
-                .filter_map(|g| records.get(g))
-                .map(|r| &r.manifest),
-        ) {
-            for (scope, g) in manifest_tables(m) {
-                keep.insert(g);
-                tables.insert((scope.to_string(), g));
-            }
+        let manifests: Vec<&Manifest> = std::iter::once(&self.state.live)
+            .chain(
+                newest
+                    .iter()
+                    .filter_map(|g| records.get(g))
+                    .map(|r| &r.manifest),
+            )
+            .collect();
+        for m in &manifests {
+            keep.extend(m.dispatch);
+            keep.extend(m.global);
+            keep.extend(m.tenants.values().map(|t| t.table));
         }
+        // Whether a kept table (`scope`, `g`) is used by one of them (looked
+        // up by name: no name built per manifest entry).
+        let used = |scope: &str, g: u64| {
+            manifests.iter().any(|m| match scope {
+                "dispatch" => m.dispatch == Some(g),
+                "global" => m.global == Some(g),
+                s => s
+                    .strip_prefix("tenant-")
+                    .and_then(|n| m.tenants.get(n))
+                    .is_some_and(|t| t.table == g),
+            })
+        };
         let forget: Vec<u64> = records
             .keys()
             .filter(|g| !keep.contains(g))
@@ -490,7 +507,7 @@ impl Interface {
             .pinned
             .kept_tables()?
             .into_iter()
-            .filter(|t| !tables.contains(t))
+            .filter(|(scope, g)| !used(scope, *g))
             .collect();
         let unused: Vec<(&str, u64)> = unused.iter().map(|(s, g)| (s.as_str(), *g)).collect();
         self.pinned.forget_tables(&unused)?;

@@ -3,13 +3,16 @@
 //! recording is reported and repaired, a lost journal is refused before any
 //! slot could be reused, and records whose tables are gone are forgotten.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::{
+    collections::{BTreeMap, BTreeSet, HashMap},
+    sync::Arc,
+};
 
 use fluxgate_dataplane::{Slot, Tables};
 
 use crate::{
     ControlError, Interface, TableScope,
-    interface::{list_or_none, manifest_tables},
+    interface::list_or_none,
     store::{IfaceState, Manifest, Record},
 };
 
@@ -106,7 +109,7 @@ impl Interface {
         // which slots are in use, and the next apply could give a new tenant
         // a slot dispatch still leads another tenant's packets to: refuse.
         if let Some(d) = live.dispatch {
-            let knows = |state: &IfaceState, records: &BTreeMap<u64, Record>| {
+            let knows = |state: &IfaceState, records: &BTreeMap<u64, Arc<Record>>| {
                 state.live.dispatch == Some(d)
                     || records.values().any(|r| r.manifest.dispatch == Some(d))
             };
@@ -129,8 +132,9 @@ impl Interface {
         }
         // An apply that died after its last flip published everything: finish it.
         let mut finished = None;
-        for mut r in records.into_values().rev() {
+        for r in records.into_values().rev() {
             if !r.published && r.manifest == live {
+                let mut r = (*r).clone();
                 r.published = true;
                 if self.lock.is_some() {
                     self.store.write_record(&r)?;
@@ -198,26 +202,42 @@ impl Interface {
         kept: &[(String, u64)],
         live: &Manifest,
     ) -> Result<Vec<u64>, ControlError> {
-        let loaded: BTreeSet<(String, u64)> = kept.iter().cloned().collect();
+        // Loaded generations per table scope name, looked up without
+        // building a name per manifest entry (10,000 per record).
+        let mut loaded: HashMap<&str, BTreeSet<u64>> = HashMap::new();
+        for (scope, g) in kept {
+            loaded.entry(scope.as_str()).or_default().insert(*g);
+        }
+        let has = |name: &str, g: u64| loaded.get(name).is_some_and(|s| s.contains(&g));
+        let mut tenant_name = String::new();
         let records = self.records()?;
-        let complete = |r: &Record| {
-            manifest_tables(&r.manifest)
-                .into_iter()
-                .all(|(scope, t)| loaded.contains(&(scope.to_string(), t)))
+        let mut complete = |r: &Record| {
+            let m = &r.manifest;
+            m.dispatch.is_none_or(|g| has("dispatch", g))
+                && m.global.is_none_or(|g| has("global", g))
+                && m.tenants.iter().all(|(n, t)| {
+                    tenant_name.clear();
+                    tenant_name.push_str("tenant-");
+                    tenant_name.push_str(n);
+                    has(&tenant_name, t.table)
+                })
         };
-        let used: BTreeSet<u64> = std::iter::once(live)
-            .chain(
-                records
-                    .values()
-                    .filter(|r| complete(r))
-                    .map(|r| &r.manifest),
-            )
-            .flat_map(manifest_tables)
-            .map(|(_, g)| g)
-            .collect();
+        let complete: BTreeMap<u64, bool> =
+            records.iter().map(|(g, r)| (*g, complete(r))).collect();
+        let mut used: BTreeSet<u64> = BTreeSet::new();
+        for m in std::iter::once(live).chain(
+            records
+                .iter()
+                .filter(|(g, _)| complete[*g])
+                .map(|(_, r)| &r.manifest),
+        ) {
+            used.extend(m.dispatch);
+            used.extend(m.global);
+            used.extend(m.tenants.values().map(|t| t.table));
+        }
         let mut forgotten = Vec::new();
-        for (g, r) in &records {
-            if !complete(r) && !used.contains(g) {
+        for g in records.keys() {
+            if !complete[g] && !used.contains(g) {
                 self.store.forget_record(*g)?;
                 forgotten.push(*g);
             }

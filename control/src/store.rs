@@ -248,6 +248,8 @@ pub struct Store {
     dir: PathBuf,
     /// Contents read so far, by generation.
     contents: Arc<Mutex<HashMap<u64, Arc<Contents>>>>,
+    /// Records read so far, by generation.
+    records: Arc<Mutex<HashMap<u64, Arc<Record>>>>,
 }
 
 /// Most events kept in `state.json`.
@@ -259,6 +261,7 @@ impl Store {
         Store {
             dir: root.join(iface),
             contents: Arc::default(),
+            records: Arc::default(),
         }
     }
 
@@ -323,11 +326,36 @@ impl Store {
 
     /// Record of `generation`, if kept.
     pub fn record(&self, generation: u64) -> Result<Option<Record>, ControlError> {
-        read_json(&self.record_path(generation))
+        Ok(self.record_shared(generation)?.map(|r| (*r).clone()))
+    }
+
+    /// [`Store::record`], shared: read once per store (a record of 10,000
+    /// tenants is a 10,000-entry manifest; opening, applying and pruning
+    /// each read every kept record).
+    pub fn record_shared(&self, generation: u64) -> Result<Option<Arc<Record>>, ControlError> {
+        if let Some(r) = self
+            .records
+            .lock()
+            .ok()
+            .and_then(|c| c.get(&generation).cloned())
+        {
+            return Ok(Some(r));
+        }
+        let Some(record) = read_json::<Record>(&self.record_path(generation))? else {
+            return Ok(None);
+        };
+        let record = Arc::new(record);
+        if let Ok(mut cache) = self.records.lock() {
+            cache.insert(generation, record.clone());
+        }
+        Ok(Some(record))
     }
 
     /// Writes a record atomically.
     pub fn write_record(&self, record: &Record) -> Result<(), ControlError> {
+        if let Ok(mut cache) = self.records.lock() {
+            cache.remove(&record.generation);
+        }
         write_json(&self.record_path(record.generation), record)
     }
 
@@ -395,6 +423,9 @@ impl Store {
     /// Deletes the record of `generation` and what it staged.
     pub fn forget_record(&self, generation: u64) -> Result<(), ControlError> {
         self.cache_contents(generation, None);
+        if let Ok(mut cache) = self.records.lock() {
+            cache.remove(&generation);
+        }
         match fs::remove_file(self.contents_path(generation)) {
             Ok(()) => {}
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
