@@ -197,9 +197,11 @@ pub const SLOT_DISPATCH: u32 = 0;
 /// [`maps::GATEWAY`] slot of the global (provider) rules, evaluated before any tenant's.
 pub const SLOT_GLOBAL: u32 = 1;
 /// Most tenants (entries of [`maps::TENANTS`]).
-pub const MAX_TENANTS: u32 = 16_384;
-/// Counter slots (entries of each CPU's block of [`maps::RULE_COUNTERS`]).
-pub const MAX_COUNTERS: u32 = 262_144;
+pub const MAX_TENANTS: u32 = 65_536;
+/// Counter slots (entries of each CPU's block of [`maps::RULE_COUNTERS`]):
+/// room for [`MAX_TENANTS`] tenants of a default and 3 rules each, plus
+/// the gateway's (8 MiB per CPU).
+pub const MAX_COUNTERS: u32 = 524_288;
 /// Entries of each CPU's block of [`maps::TENANT_COUNTERS`].
 pub const TENANT_COUNTERS_PER_CPU: u32 = (MAX_TENANTS + 1) * 2;
 
