@@ -3,7 +3,7 @@
 //! Kernel (BPF_PROG_TEST_RUN, kernel-reported ns per packet, root needed):
 //! - hot: the same packet repeated, ClassBench-like ACL rulesets of 10 rules
 //!   and ACL, FW and IPC rulesets of 1k / 10k (/ 100k) rules, and tenant
-//!   dispatch over 10 and 10,000 tenants, beside the bare `XDP_PASS` floor,
+//!   dispatch over 10, 10,000 and 65,536 tenants, beside the bare `XDP_PASS` floor,
 //!   parse-and-pass (no tables) from the same object, and a gateway of one
 //!   rule that every packet matches (`one_rule`: what deciding by any table
 //!   costs before a tree has anything to cut);
@@ -107,11 +107,12 @@ fn from_files(
     rules: usize,
     packet: impl Fn(usize) -> String,
 ) -> Setup {
-    let rs = validate(
-        Ruleset::parse_files(files).expect("parse"),
-        &Config::default(),
-    )
-    .expect("valid");
+    // Validation's default allows 10,000 tenants; the bench goes to 65,536.
+    let config = Config {
+        max_tenants: files.len(),
+        ..Config::default()
+    };
+    let rs = validate(Ruleset::parse_files(files).expect("parse"), &config).expect("valid");
     let packets = (0..TRACE)
         .map(|i| packet(i).parse().expect("packet"))
         .collect();
@@ -119,6 +120,8 @@ fn from_files(
 }
 
 /// `tenants` tenants with one /24 each and 3 rules each, plus 10 global rules.
+/// Tenant `t` owns `10.a.b.0/24` with `a = (10 + t / 256) % 256`, `b = t % 256`:
+/// up to 65,536 distinct /24s (all of 10.0.0.0/8).
 fn tenants(tenants: usize) -> Setup {
     let mut files = vec![(
         "gateway.fg".to_owned(),
@@ -128,7 +131,7 @@ fn tenants(tenants: usize) -> Setup {
                 .collect::<String>(),
     )];
     for t in 0..tenants {
-        let (a, b) = (10 + t / 256, t % 256);
+        let (a, b) = ((10 + t / 256) % 256, t % 256);
         files.push((
             format!("t{t}.fg"),
             format!(
@@ -145,7 +148,7 @@ fn tenants(tenants: usize) -> Setup {
             format!(
                 "tcp 203.0.113.{}:40000 -> 10.{}.{}.{}:443 flags S",
                 i % 250,
-                10 + t / 256,
+                (10 + t / 256) % 256,
                 t % 256,
                 i % 250
             )
@@ -431,6 +434,17 @@ fn main() {
     }
     setups.push(tenants(10));
     setups.push(tenants(10_000));
+    setups.push(tenants(65_536));
+    // FLUXGATE_BENCH_ONLY=acl_10000,tenants_ keeps the setups whose names
+    // start with one of the comma-separated prefixes (and the first, the
+    // reference frame of the floor).
+    if let Some(only) = std::env::var_os("FLUXGATE_BENCH_ONLY") {
+        let only = only.to_string_lossy().into_owned();
+        let keep = |s: &Setup| only.split(',').any(|p| s.name.starts_with(p));
+        let first = setups.remove(0);
+        setups.retain(keep);
+        setups.insert(0, first);
+    }
     let mut criterion = Criterion::default().configure_from_args();
     kernel_hot(&mut criterion, &floor, &setups);
     let at_10k: Vec<_> = setups.iter().filter(|s| s.rules == 10_000).collect();

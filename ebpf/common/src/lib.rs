@@ -226,8 +226,10 @@ pub const DEFAULT_TENANT_SLOTS: u32 = 65_536;
 /// Most tenant slots a loader may ask for (1,048,576: the tenant counters
 /// alone are then 32 MiB per possible CPU).
 pub const MAX_TENANT_SLOTS: u32 = 1 << 20;
-/// Counter slots (entries of each CPU's block of [`maps::RULE_COUNTERS`]).
-pub const MAX_COUNTERS: u32 = 262_144;
+/// Counter slots (entries of each CPU's block of [`maps::RULE_COUNTERS`]):
+/// room for [`DEFAULT_TENANT_SLOTS`] tenants of a default and 3 rules each,
+/// plus the gateway's (8 MiB per CPU).
+pub const MAX_COUNTERS: u32 = 524_288;
 /// Entries of each CPU's block of [`maps::TENANT_COUNTERS`] for
 /// `tenant_slots` tenant slots: a passed and a dropped counter for packets
 /// of no tenant, then for each tenant ([`tenant_counter`]).

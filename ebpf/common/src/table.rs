@@ -386,6 +386,49 @@
 //! 121 / 110 — no change beyond noise, so a tree visited costs little
 //! beyond its steps and checks. Not kept.
 //!
+//! # Packets spread over many tenants (issue #25, 2026-12-03): layout kept
+//!
+//! What one packet of the tenants bench touches (tenants of 3 rules, 4
+//! table rules, the packet decided by the third; counted over 2,000 trace
+//! packets with a userspace mirror of both walks): dispatch header and root
+//! node (shared, cached), one second-level node (the dispatch tree is 2
+//! steps deep at 10, 10k and 65,536 /24s: 31 / 13,329 / 77,825 cells), the
+//! tenant's dispatch rule cell; `FG_VERSIONS[t]`; the tenant's slot record;
+//! its header (both lines: the leaf list sits at byte 80) and 3 rule cells;
+//! the line of its rule counters and of its tenant counters. 11 lines of
+//! per-tenant data, 7 of them in 5 pool cells, on one dependent chain
+//! (node → dispatch rule → slot record → header → rules → rule counter).
+//!
+//! Measured with `FLUXGATE_BENCH_ONLY=acl_10000,tenants_ cargo bench
+//! --bench classifier` (floor 6 ns), prebuilt binaries of each variant run
+//! one after the other in one session; trace ns (net) at 10k / 65,536 tenants:
+//!
+//! | build | hot ns | 10k trace (net) | 65k trace (net) |
+//! |---|---|---|---|
+//! | this layout, 4 runs | 77–79 | 774–952 (10.1–12.6) | 1231–1416 (16.9–18.7) |
+//! | dispatcher loads the slot record, header, 3 cells after it and both counter lines as soon as the tenant is known, 2 runs | 83–86 | 722–806 (8.6–9.5) | 1222–1280 (15.5–15.7) |
+//! | the same without the counter lines | 84–85 | 845 (10.1) | 1277 (15.5) |
+//! | *ablation*: no version read, no tenant or rule counter | 73–75 | 796 (10.9) | 1034 (14.7) |
+//! | *ablation*: tenants of one rule (table of 2 cells, one check) | 66–67 | 734 (11.3) | 1216 (18.8) |
+//! | *ablation*: tenant from the dispatch leaf, its rule cell not read, 2 runs | 68–70 | 760–810 (11.1–12.4) | 1085–1217 (16.8–18.2) |
+//! | acl 10k, one table (for comparison) | 70–72 | 309–410 (4.2–5.8) | – |
+//!
+//! None of them comes near net 4, and the warm-up loads cost 7 ns hot, so
+//! nothing was kept: with misses already overlapping, removing one line or
+//! one level of the chain moves the 10k trace less than this machine's
+//! run-to-run spread. Only the dispatch rule cell (8 MB of cells at 65,536
+//! tenants) showed, at 65,536 tenants (−15 % in one of two pairs) and hot
+//! (−8–10 ns): an exact dispatch leaf (the tenant in the leaf when its
+//! region lies inside the prefix; path compression and the family word make
+//! that a compiler change) would bring that. What separates 10k tenants
+//! from 10k rules in one table is presumably the spread (not measured with
+//! PMU counters): per packet 7 distinct pages of per-tenant data in 8 MB of
+//! pool at 10k tenants, 52 MB at 65,536 (2 MB of table at acl 10k), in
+//! 4 KiB vmalloc pages. Net 4 would need a tenant's per-packet data (slot,
+//! version, counters, table) in one or two lines, which the per-tenant flip
+//! (a record apart from the dispatch table, which does not change when a
+//! tenant does) and per-CPU counters do not allow as laid out.
+//!
 //! # What did not work (so the next attempt starts from the facts)
 //!
 //! Leaves holding their rules inline as *residual checks* (per rule only the
