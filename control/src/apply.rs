@@ -549,7 +549,7 @@ fn table_key(context: &[u8], slot: Option<u32>, text: &str) -> String {
     h.update(context);
     h.update(slot.map_or(u64::MAX, u64::from).to_le_bytes());
     h.update(text.as_bytes());
-    h.finalize().iter().map(|b| format!("{b:02x}")).collect()
+    crate::host::hex(&h.finalize())
 }
 
 /// Content hash of each live table, from the records that created them.

@@ -236,11 +236,23 @@ impl Gateway {
     /// journal. Takes the interface's lock first, so a detach never pulls
     /// the state from under a running apply or canary.
     pub fn detach(&self, iface: &str) -> Result<Detached, ControlError> {
-        let pinned = PinnedAttachment::open(&self.pin_root(), iface)?;
         let store = self.state_dir().store(iface);
-        let lock = store.lock()?;
-        pinned.detach()?;
-        drop(lock);
+        match PinnedAttachment::open(&self.pin_root(), iface) {
+            Ok(pinned) => {
+                let lock = store.lock()?;
+                pinned.detach()?;
+                drop(lock);
+            }
+            // Pinned by another build (after an upgrade): detach it without
+            // adopting it, so attaching again replaces it.
+            Err(fluxgate_dataplane::Error::Incompatible { reason, .. }) => {
+                let lock = store.lock()?;
+                tracing::warn!(iface, "detaching incompatible pinned state: {reason}");
+                PinnedAttachment::detach_incompatible(&self.pin_root(), iface)?;
+                drop(lock);
+            }
+            Err(e) => return Err(e.into()),
+        }
         store.remove();
         tracing::info!(iface, "detached");
         Ok(Detached {

@@ -447,10 +447,7 @@ impl Store {
     /// Stores a ruleset file's text under its SHA-256; returns the hash.
     pub fn put_source(&self, text: &str) -> Result<String, ControlError> {
         use sha2::Digest;
-        let hash: String = sha2::Sha256::digest(text.as_bytes())
-            .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect();
+        let hash: String = crate::host::hex(&sha2::Sha256::digest(text.as_bytes()));
         let path = self.dir.join("sources").join(&hash);
         if !path.exists() {
             write_bytes(&path, text.as_bytes())?;
@@ -470,10 +467,7 @@ impl Store {
         let mut wrote = false;
         let mut out = Vec::with_capacity(texts.len());
         for text in texts {
-            let hash: String = sha2::Sha256::digest(text.as_bytes())
-                .iter()
-                .map(|b| format!("{b:02x}"))
-                .collect();
+            let hash: String = crate::host::hex(&sha2::Sha256::digest(text.as_bytes()));
             let path = dir.join(&hash);
             if !path.exists() {
                 let fail = |e: std::io::Error| {

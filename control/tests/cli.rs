@@ -171,3 +171,49 @@ fn errors_have_documented_exit_codes() {
         "failed attach leaves nothing attached"
     );
 }
+
+#[test]
+fn state_pinned_by_another_build_is_refused_and_detach_removes_it() {
+    net::require_root();
+    let link = Link::new();
+    let pins = PinRoot::new();
+    let state = std::env::temp_dir().join(format!(
+        "{}-state",
+        pins.0
+            .file_name()
+            .and_then(|n| n.to_str())
+            .unwrap_or("fgt-cli")
+    ));
+    let state_arg = state.display().to_string();
+    let ns = link.b.name();
+    let run = |args: &[&str]| {
+        let mut all = vec!["--state", state_arg.as_str(), "-n", ns];
+        all.extend_from_slice(args);
+        fluxgate(&pins.0, &all)
+    };
+    let out = run(&["attach", IF_B]);
+    assert!(out.status.success(), "attach: {}", stderr(&out));
+    // Another build's state: FG_CONFIG with another ABI version.
+    let config = pins.0.join(ns).join(IF_B).join("FG_CONFIG");
+    let bpftool = Command::new("bpftool")
+        .args(["map", "update", "pinned"])
+        .arg(&config)
+        .args(["key", "0", "0", "0", "0", "value"])
+        .args(["1", "0", "0", "0"].repeat(4))
+        .output()
+        .expect("bpftool");
+    assert!(bpftool.status.success(), "{}", stderr(&bpftool));
+
+    let out = run(&["status", IF_B]);
+    assert_eq!(out.status.code(), Some(5), "{}", stderr(&out));
+    assert!(stderr(&out).contains("ABI version 1"), "{}", stderr(&out));
+    // Detach does not need to adopt it: it removes it, and attach works again.
+    let out = run(&["detach", IF_B]);
+    assert!(out.status.success(), "detach: {}", stderr(&out));
+    assert!(!pins.0.join(ns).join(IF_B).exists(), "pins left behind");
+    let out = run(&["attach", IF_B]);
+    assert!(out.status.success(), "attach again: {}", stderr(&out));
+    let out = run(&["detach", IF_B]);
+    assert!(out.status.success(), "detach: {}", stderr(&out));
+    let _ = std::fs::remove_dir_all(&state);
+}

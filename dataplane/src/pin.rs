@@ -234,6 +234,32 @@ impl PinnedAttachment {
         Ok(())
     }
 
+    /// Detaches whatever is pinned for `iface` under `root` without adopting
+    /// it: the way out of state that [`PinnedAttachment::open`] reports as
+    /// [`Error::Incompatible`] (pinned by another build: an older ABI, other
+    /// map sizes). The link is unpinned (the program detaches) and the
+    /// interface's pin directory removed, after the same ownership checks as
+    /// `open`.
+    pub fn detach_incompatible(root: &Path, iface: &str) -> Result<(), Error> {
+        let dir = layout::iface_dir(root, iface)?;
+        if !dir.join(LINK).exists() {
+            return Err(Error::NotAttached {
+                iface: iface.to_owned(),
+                path: dir,
+            });
+        }
+        for d in pin_dirs(root, &dir) {
+            check_dir(d)?;
+        }
+        let link = PinnedLink::from_pin(dir.join(LINK))
+            .map_err(|e| Error::kernel("open the pinned XDP link", e))?;
+        drop(
+            link.unpin()
+                .map_err(|e| Error::kernel("unpin the XDP link", e))?,
+        );
+        fs::remove_dir_all(&dir).map_err(|e| Error::kernel("remove the pinned state", e))
+    }
+
     /// Map `name` of this attachment, after checking its shape (see
     /// [`layout::adopt_map`]).
     pub(crate) fn open_map(&self, name: &'static str) -> Result<Map, Error> {
