@@ -108,16 +108,7 @@ impl PinnedAttachment {
     /// Adopts the state pinned for `iface` under `root`, after checking that
     /// every pinned map has the shape this build expects.
     pub fn open(root: &Path, iface: &str) -> Result<Self, Error> {
-        let dir = layout::iface_dir(root, iface)?;
-        if !dir.join(LINK).exists() {
-            return Err(Error::NotAttached {
-                iface: iface.to_owned(),
-                path: dir,
-            });
-        }
-        for d in pin_dirs(root, &dir) {
-            check_dir(d)?;
-        }
+        let dir = attached_dir(root, iface)?;
         // The configuration first: an older build's state is reported by
         // its ABI version, before any map of another shape is.
         let config = config::read_config(&layout::adopt_map(
@@ -241,16 +232,7 @@ impl PinnedAttachment {
     /// interface's pin directory removed, after the same ownership checks as
     /// `open`.
     pub fn detach_incompatible(root: &Path, iface: &str) -> Result<(), Error> {
-        let dir = layout::iface_dir(root, iface)?;
-        if !dir.join(LINK).exists() {
-            return Err(Error::NotAttached {
-                iface: iface.to_owned(),
-                path: dir,
-            });
-        }
-        for d in pin_dirs(root, &dir) {
-            check_dir(d)?;
-        }
+        let dir = attached_dir(root, iface)?;
         let link = PinnedLink::from_pin(dir.join(LINK))
             .map_err(|e| Error::kernel("open the pinned XDP link", e))?;
         drop(
@@ -414,4 +396,21 @@ impl PinnedAttachment {
     pub fn pool_cells(&self) -> Result<u32, Error> {
         Ok(self.cell_pool()?.size())
     }
+}
+
+/// The pin directory of `iface` under `root`, if fluxgate is attached there
+/// (its link is pinned), after checking that it and its parents are root's
+/// and not writable by others.
+fn attached_dir(root: &Path, iface: &str) -> Result<std::path::PathBuf, Error> {
+    let dir = layout::iface_dir(root, iface)?;
+    if !dir.join(LINK).exists() {
+        return Err(Error::NotAttached {
+            iface: iface.to_owned(),
+            path: dir,
+        });
+    }
+    for d in pin_dirs(root, &dir) {
+        check_dir(d)?;
+    }
+    Ok(dir)
 }

@@ -188,14 +188,7 @@ pub fn read_dir_files(dir: impl AsRef<Path>) -> Result<Vec<(String, String)>, Er
             break; // a directory of a million dangling links: enough said
         }
     }
-    if errors.is_empty() {
-        Ok(files)
-    } else {
-        Err(Errors {
-            errors,
-            warnings: Vec::new(),
-        })
-    }
+    collected(files, errors)
 }
 
 fn io_error(p: &Path, message: impl Into<String>) -> Diag {
@@ -255,6 +248,14 @@ pub fn read_dir_files_named(
             },
         }
     }
+    collected(files, errors)
+}
+
+/// The files read, or every error met reading them.
+fn collected(
+    files: Vec<(String, String)>,
+    errors: Vec<Diag>,
+) -> Result<Vec<(String, String)>, Errors> {
     if errors.is_empty() {
         Ok(files)
     } else {
