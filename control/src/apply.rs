@@ -382,21 +382,11 @@ impl Interface {
         // Every other scope's table comes from an older generation, whose
         // record (kept while a kept manifest uses its tables) holds them: a
         // one-tenant change records one tenant, not ten thousand.
-        let own = |scope: &TableScope| changed.contains(scope);
+        let changed_set: BTreeSet<&TableScope> = changed.iter().collect();
+        let own = |scope: &TableScope| changed_set.contains(scope);
         let own_files: Vec<&(String, String)> = files
             .iter()
             .filter(|(p, _)| own(&TableScope::of_file(p)))
-            .collect();
-        let hashes_written = self.store.put_sources(
-            &own_files
-                .iter()
-                .map(|(_, text)| text.as_str())
-                .collect::<Vec<_>>(),
-        )?;
-        let sources: Vec<(String, String)> = own_files
-            .iter()
-            .map(|(p, _)| p.clone())
-            .zip(hashes_written)
             .collect();
         let hashes: BTreeMap<TableScope, u64> =
             hashes.into_iter().filter(|(s, _)| own(s)).collect();
@@ -410,10 +400,11 @@ impl Interface {
             .map(Into::into)
             .collect();
         let contents = Contents {
-            sources,
+            files: own_files.iter().map(|f| (*f).clone()).collect(),
             hashes,
             keys,
             counters,
+            ..Contents::default()
         };
         let mut record = Record {
             generation,

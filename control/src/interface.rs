@@ -304,9 +304,23 @@ impl Interface {
         let now = self
             .pinned
             .slot_tables(&placing.iter().map(|(s, ..)| *s).collect::<Vec<_>>())?;
+        // Many tables (a first load): every kept handle in one read.
+        let mut handles: HashMap<(String, u64), StagedTable> = if placing.len() > 64 {
+            self.pinned
+                .kept_table_handles()?
+                .into_iter()
+                .map(|(scope, g, t)| ((scope, g), t))
+                .collect()
+        } else {
+            HashMap::new()
+        };
         for ((slot, scope, g), now) in placing.iter().zip(now) {
             let (slot, g) = (*slot, *g);
-            let table = self.pinned.kept_table(&scope.to_string(), g)?;
+            let name = scope.to_string();
+            let table = match handles.remove(&(name, g)) {
+                Some(t) => t,
+                None => self.pinned.kept_table(&scope.to_string(), g)?,
+            };
             if now.live == Some(table.id()) {
                 continue;
             }
@@ -641,28 +655,35 @@ pub(crate) fn manifest_files(
     let Some(g) = m.global else {
         return Ok(Vec::new());
     };
-    let mut records: HashMap<u64, HashMap<String, (String, String)>> = HashMap::new();
+    // Per generation: file name → (path, text, or the hash of a text kept
+    // in `sources/` by an older journal).
+    type ByName = HashMap<String, (String, Result<String, String>)>;
+    let mut records: HashMap<u64, ByName> = HashMap::new();
+    let name_of = |p: &str| Some(Path::new(p).file_name()?.to_str()?.to_owned());
     let mut file = |g: u64, name: &str| -> Result<(String, String), ControlError> {
         let by_name = match records.entry(g) {
             std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
-            std::collections::hash_map::Entry::Vacant(e) => e.insert(
-                store
-                    .contents(g)?
+            std::collections::hash_map::Entry::Vacant(e) => {
+                let contents = store.contents(g)?;
+                let texts = contents
+                    .files
+                    .iter()
+                    .filter_map(|(p, t)| Some((name_of(p)?, (p.clone(), Ok(t.clone())))));
+                let hashes = contents
                     .sources
                     .iter()
-                    .cloned()
-                    .filter_map(|(p, h)| {
-                        let n = Path::new(&p).file_name()?.to_str()?.to_owned();
-                        Some((n, (p, h)))
-                    })
-                    .collect(),
-            ),
+                    .filter_map(|(p, h)| Some((name_of(p)?, (p.clone(), Err(h.clone())))));
+                e.insert(hashes.chain(texts).collect())
+            }
         };
-        let (path, hash) = by_name
+        let (path, text) = by_name
             .get(name)
             .cloned()
             .ok_or_else(|| ControlError::State(format!("generation {g} has no file {name}")))?;
-        Ok((path, store.source(&hash)?))
+        match text {
+            Ok(text) => Ok((path, text)),
+            Err(hash) => Ok((path, store.source(&hash)?)),
+        }
     };
     let mut files = vec![file(g, fluxgate_ruleset::GATEWAY_FILE)?];
     for (n, t) in &m.tenants {

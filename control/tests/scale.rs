@@ -107,7 +107,7 @@ fn ten_thousand_tenants_a_change_costs_one_tenant() {
     let contents = it.store().contents(2).expect("contents of 2");
     assert_eq!(
         contents
-            .sources
+            .files
             .iter()
             .map(|(p, _)| p.as_str())
             .collect::<Vec<_>>(),

@@ -267,10 +267,12 @@ impl PinnedAttachment {
     /// of each would give, in one read of the map.
     pub fn kept_table_handles(&self) -> Result<Vec<(String, u64, StagedTable)>, Error> {
         let pool = self.cell_pool()?;
-        let mut out = Vec::new();
-        for (key, token) in self.read_kept()? {
+        let kept = self.read_kept()?;
+        let headers = pool.headers(&kept.iter().map(|(_, t)| t[1]).collect::<Vec<_>>())?;
+        let mut out = Vec::with_capacity(kept.len());
+        for ((key, token), header) in kept.into_iter().zip(headers) {
             let scope = key.scope();
-            let table = held(&pool, self.dir(), &scope, key.generation, token)?;
+            let table = checked(&pool, self.dir(), &scope, key.generation, token, header)?;
             out.push((scope, key.generation, table));
         }
         out.sort_by(|a, b| (&a.0, a.1).cmp(&(&b.0, b.1)));
@@ -354,8 +356,21 @@ fn held(
     generation: u64,
     token: Token,
 ) -> Result<StagedTable, Error> {
+    let header = pool.header(token[1])?;
+    checked(pool, dir, scope, generation, token, header)
+}
+
+/// A handle on the kept table of `token`, whose region's header is `header`.
+fn checked(
+    pool: &Pool,
+    dir: &Path,
+    scope: &str,
+    generation: u64,
+    token: Token,
+    header: Option<fluxgate_common::table::Header>,
+) -> Result<StagedTable, Error> {
     let (base, cells) = (token[1], token[2]);
-    match pool.header(base)? {
+    match header {
         Some(h) if h.cells == cells => Ok(StagedTable::held(pool, base, cells)),
         _ => Err(Error::Incompatible {
             path: dir.join(KEPT),

@@ -112,6 +112,30 @@ impl Pool {
         self.0.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    /// [`Pool::header`] of every region in `bases`, read through one
+    /// mapping of the (mmapable) pool instead of a lookup each: listing
+    /// 100,000 kept tables of 50,000 tenants.
+    pub(crate) fn headers(&self, bases: &[u32]) -> Result<Vec<Option<Header>>, Error> {
+        let valid: Vec<u32> = bases
+            .iter()
+            .copied()
+            .filter(|&b| b != 0 && b < self.size())
+            .collect();
+        let cells: Vec<Cell> = crate::sys::read_mmapable(self.fd(), &valid)
+            .map_err(|e| Error::kernel("read table headers from the cell pool", e))?;
+        let mut read = cells.into_iter();
+        Ok(bases
+            .iter()
+            .map(|&b| {
+                if b == 0 || b >= self.size() {
+                    return None;
+                }
+                let cell = read.next()?;
+                Some(*cell.header()).filter(|h| h.magic == Header::MAGIC && h.cells > 0)
+            })
+            .collect())
+    }
+
     /// The header of the region at `base`, if it holds a valid one.
     pub(crate) fn header(&self, base: u32) -> Result<Option<Header>, Error> {
         if base == 0 || base >= self.size() {

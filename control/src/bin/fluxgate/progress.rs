@@ -27,6 +27,20 @@ const PHASES: &[&str] = &[
 /// How long an apply runs before its progress is shown.
 const QUIET_FOR: Duration = Duration::from_secs(1);
 
+/// [`QUIET_FOR`]; a test build (feature `fault-injection`) may shorten it
+/// with `FLUXGATE_PROGRESS_AFTER_MS`, so its test does not depend on an apply
+/// being slow.
+fn quiet_for() -> Duration {
+    #[cfg(feature = "fault-injection")]
+    if let Some(ms) = std::env::var("FLUXGATE_PROGRESS_AFTER_MS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+    {
+        return Duration::from_millis(ms);
+    }
+    QUIET_FOR
+}
+
 /// The apply under way: when it started and the phase it is in.
 #[derive(Default)]
 struct Current {
@@ -75,13 +89,14 @@ impl Progress {
         let spawned = std::thread::Builder::new()
             .name("progress".into())
             .spawn(move || {
+                let quiet_for = quiet_for();
                 loop {
                     std::thread::sleep(Duration::from_millis(200));
                     let Ok(mut c) = shared.lock() else { return };
                     let (Some(started), Some((phase, since))) = (c.apply, c.phase) else {
                         continue;
                     };
-                    if started.elapsed() < QUIET_FOR {
+                    if started.elapsed() < quiet_for {
                         continue;
                     }
                     c.shown = true;
