@@ -104,6 +104,7 @@ impl AttachRecord {
             malformed: self.malformed,
             pool_cells: self.pool_cells,
             tenant_slots: self.tenant_slots,
+            counter_slots: self.counter_slots,
         })
     }
 }
