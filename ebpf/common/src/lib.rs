@@ -65,7 +65,8 @@ pub mod maps {
     pub const PROBE_TENANTS: &str = "FG_PROBE_TNT";
     /// `Array<Trace>` with one entry: the decision of the last probe run.
     pub const PROBE_TRACE: &str = "FG_PROBE_TRACE";
-    /// `Array<Counter>` with one entry: where probe runs "count" (nowhere that matters).
+    /// `Array<Counter>` with one entry: the counter map probe runs walk with;
+    /// they are given no counter slots, so nothing is ever written to it.
     pub const PROBE_SINK: &str = "FG_PROBE_SINK";
     /// `ProgramArray` with one entry: the tail-call target of the tail-call benchmark.
     pub const BENCH_TAIL: &str = "FG_BENCH_TAIL";
