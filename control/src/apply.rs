@@ -124,8 +124,10 @@ impl Interface {
         let generation = self.state.generation + 1;
         let interfaces = host::in_netns(self.netns.as_deref(), || Ok(host::interfaces()))?;
         let plan = self.plan(&records)?;
-        // More tenants than the attachment has slots: refused at compile.
+        // More tenants or counters than the attachment has slots: refused
+        // at compile.
         let tenant_slots = self.pinned.tenant_slots();
+        let counter_slots = self.pinned.counter_slots();
         // Tenants whose file, slot and context are those of their live
         // table: not compiled, staged or checked again (their table stays).
         let live = &self.state.live;
@@ -174,6 +176,7 @@ impl Interface {
                         plan: plan.clone(),
                         reuse: reuse.clone(),
                         tenant_slots,
+                        counter_slots,
                         ..Default::default()
                     },
                 )

@@ -48,6 +48,12 @@ pub struct AttachOptions {
     /// `fluxgate_common::DEFAULT_TENANT_SLOTS` (65,536). What they cost is
     /// documented there.
     pub tenant_slots: Option<u32>,
+    /// Counter slots (rule counter slots `0..n`, one per rule and per table
+    /// default of every live and kept generation; at most
+    /// `fluxgate_common::MAX_COUNTER_SLOTS`); `None`:
+    /// `fluxgate_common::DEFAULT_COUNTER_SLOTS` (524,288). Each costs 16
+    /// bytes per possible CPU (documented there).
+    pub counter_slots: Option<u32>,
 }
 
 /// What [`Gateway::attach`] did.
@@ -204,6 +210,7 @@ impl Gateway {
                 Sizes {
                     pool_cells: opts.pool_cells.unwrap_or(defaults.pool_cells),
                     tenant_slots: opts.tenant_slots.unwrap_or(defaults.tenant_slots),
+                    counter_slots: opts.counter_slots.unwrap_or(defaults.counter_slots),
                 },
             )?;
             let attachment = program.attach(iface, opts.mode)?;
@@ -219,6 +226,7 @@ impl Gateway {
                 malformed: opts.malformed,
                 pool_cells: opts.pool_cells,
                 tenant_slots: opts.tenant_slots,
+                counter_slots: opts.counter_slots,
             };
             if let Err(e) = store.write_attach_options(&record) {
                 tracing::warn!(iface, "cannot record the attach options: {e}");

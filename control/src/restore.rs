@@ -104,6 +104,7 @@ impl AttachRecord {
             malformed: self.malformed,
             pool_cells: self.pool_cells,
             tenant_slots: self.tenant_slots,
+            counter_slots: self.counter_slots,
         })
     }
 }
@@ -285,4 +286,31 @@ fn restore_live(
         ),
     )?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_older_attach_record_restores_with_the_default_slots() {
+        // attach.json as written before tenant and counter slots were chosen.
+        let old = r#"{"mode":"generic","malformed":"pass","pool_cells":8192}"#;
+        let record: AttachRecord = serde_json::from_str(old).expect("older attach.json");
+        let opts = record.options().expect("options");
+        assert_eq!(
+            (opts.pool_cells, opts.tenant_slots, opts.counter_slots),
+            (Some(8192), None, None)
+        );
+        // And what is recorded now comes back as it was.
+        let now = AttachRecord {
+            counter_slots: Some(64),
+            tenant_slots: Some(70_000),
+            ..record
+        };
+        let text = serde_json::to_string(&now).expect("json");
+        let back: AttachRecord = serde_json::from_str(&text).expect("parse");
+        assert_eq!(back.options().expect("options").counter_slots, Some(64));
+        assert_eq!(back, now);
+    }
 }

@@ -287,6 +287,9 @@ pub struct AttachRecord {
     /// Tenant slots (`None`: the default; absent from older `attach.json`).
     #[serde(default)]
     pub tenant_slots: Option<u32>,
+    /// Counter slots (`None`: the default; absent from older `attach.json`).
+    #[serde(default)]
+    pub counter_slots: Option<u32>,
 }
 
 /// `restore.json`: the live manifest a `restore` is making live again. Written

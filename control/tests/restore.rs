@@ -106,6 +106,8 @@ fn restore_after_a_reboot_filters_exactly_as_before_and_twice_changes_nothing() 
             "8192",
             "--tenant-slots",
             "70000",
+            "--counter-slots",
+            "4096",
         ],
     ));
     write(&s.rules, "acme.fg", ACME_2);
@@ -172,9 +174,12 @@ fn restore_after_a_reboot_filters_exactly_as_before_and_twice_changes_nothing() 
             ("beta.fg".to_owned(), BETA_2.to_owned()),
         ]
     );
-    // Attached as it was: the pool size, the tenant slots and the malformed verdict.
+    // Attached as it was: the pool size, the tenant and counter slots and
+    // the malformed verdict.
     assert_eq!(it.pinned().pool_cells().expect("pool"), 8192);
     assert_eq!(it.pinned().tenant_slots(), 70_000);
+    assert_eq!(it.pinned().counter_slots(), 4096);
+    assert_eq!(it.pinned().config().expect("config").counter_slots, 4096);
     assert_eq!(
         it.pinned().config().expect("config").malformed_action,
         fluxgate_common::xdp::PASS

@@ -196,6 +196,19 @@ fn a_first_load_that_fails_or_dry_runs_leaves_the_interface_unattached() {
     assert!(!out.status.success(), "two tenants in one slot: {err}");
     assert!(err.contains("1 tenant slots"), "{err}");
     unattached("too few tenant slots");
+    // More counters than the attachment has slots (the gateway's default and
+    // rule, a default per tenant: 4): refused at compile too.
+    let out = fluxgate(
+        &s,
+        &["-n", ns, "load", &rules, IF_B, "--counter-slots", "3"],
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "four counters in three slots: {err}");
+    assert!(
+        err.contains("needs 4 counter slots") && err.contains("3 counter slots of the attachment"),
+        "{err}"
+    );
+    unattached("too few counter slots");
     std::fs::remove_file(s.rules.join("acme.fg")).expect("remove acme.fg");
     std::fs::remove_file(s.rules.join("beta.fg")).expect("remove beta.fg");
 

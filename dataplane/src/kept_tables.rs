@@ -399,4 +399,8 @@ impl Tables for PinnedAttachment {
     fn tenant_slots(&self) -> u32 {
         PinnedAttachment::tenant_slots(self)
     }
+
+    fn counter_slots(&self) -> u32 {
+        PinnedAttachment::counter_slots(self)
+    }
 }

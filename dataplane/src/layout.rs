@@ -17,9 +17,9 @@ use std::path::{Path, PathBuf};
 
 use aya::maps::{Map, MapData, MapType};
 use fluxgate_common::{
-    BPF_F_MMAPABLE, Counter, DEFAULT_TENANT_SLOTS, GATEWAY_SLOTS, GatewayConfig, MAX_COUNTERS,
-    MAX_TENANT_SLOTS, MAX_VERSIONS, Malformed, Outcome, SLOT_WORDS, Scratch, Trace, maps,
-    tenant_counters_per_cpu, version_slots,
+    BPF_F_MMAPABLE, Counter, DEFAULT_COUNTER_SLOTS, DEFAULT_TENANT_SLOTS, GATEWAY_SLOTS,
+    GatewayConfig, MAX_COUNTER_SLOTS, MAX_TENANT_SLOTS, MAX_VERSIONS, Malformed, Outcome,
+    SLOT_WORDS, Scratch, Trace, maps, tenant_counters_per_cpu, version_slots,
 };
 
 use crate::Error;
@@ -42,8 +42,8 @@ pub(crate) const KEPT: &str = "FG_KEPT";
 
 /// The expected shape of each pinned map (name, type, value size, entries; keys
 /// are all u32; entries 0: any size, chosen at load time; the maps of
-/// [`tenant_sized`] are listed with the default number of tenant slots and
-/// sized by the attachment's); checked before a
+/// [`slot_sized`] are listed with the default numbers of tenant and counter
+/// slots and sized by the attachment's); checked before a
 /// pinned map is reused. Every map of the object is here: a program loaded
 /// later (a classifier version, a new dispatcher) must share all of them.
 pub(crate) const MAP_SPECS: [(&str, MapType, u32, u32); 20] = [
@@ -77,7 +77,7 @@ pub(crate) const MAP_SPECS: [(&str, MapType, u32, u32); 20] = [
         maps::RULE_COUNTERS,
         MapType::Array,
         size_of::<Counter>() as u32,
-        MAX_COUNTERS,
+        DEFAULT_COUNTER_SLOTS,
     ),
     (
         maps::TENANT_COUNTERS,
@@ -163,14 +163,34 @@ pub(crate) fn map_names() -> impl Iterator<Item = &'static str> {
     MAP_SPECS.iter().map(|(name, ..)| *name)
 }
 
+/// The numbers of slots an attachment's maps are sized by, chosen at load
+/// time (see `Sizes`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Slots {
+    /// Tenant slots: tenant indexes `0..tenant`.
+    pub(crate) tenant: u32,
+    /// Counter slots: rule counter slots `0..counter` (per CPU).
+    pub(crate) counter: u32,
+}
+
+impl Default for Slots {
+    fn default() -> Self {
+        Slots {
+            tenant: DEFAULT_TENANT_SLOTS,
+            counter: DEFAULT_COUNTER_SLOTS,
+        }
+    }
+}
+
 /// Entries (per CPU block, for [`PER_CPU_BLOCKS`]) of the maps whose size
-/// follows the number of tenant slots; `None` for the others.
-fn tenant_sized(name: &str, tenant_slots: u32) -> Option<u32> {
+/// follows the number of tenant or counter slots; `None` for the others.
+fn slot_sized(name: &str, slots: Slots) -> Option<u32> {
     match name {
-        maps::TENANTS => Some(tenant_slots * SLOT_WORDS),
-        maps::PROBE_TENANTS => Some(tenant_slots),
-        maps::VERSIONS => Some(version_slots(tenant_slots)),
-        maps::TENANT_COUNTERS => Some(tenant_counters_per_cpu(tenant_slots)),
+        maps::TENANTS => Some(slots.tenant * SLOT_WORDS),
+        maps::PROBE_TENANTS => Some(slots.tenant),
+        maps::VERSIONS => Some(version_slots(slots.tenant)),
+        maps::TENANT_COUNTERS => Some(tenant_counters_per_cpu(slots.tenant)),
+        maps::RULE_COUNTERS => Some(slots.counter),
         _ => None,
     }
 }
@@ -186,30 +206,60 @@ pub(crate) fn check_tenant_slots(tenant_slots: u32) -> Result<u32, Error> {
     Ok(tenant_slots)
 }
 
+/// Checks a number of counter slots asked for: at least 1, at most
+/// [`MAX_COUNTER_SLOTS`], and one block of them per possible CPU within a
+/// map's 2³² entries.
+pub(crate) fn check_counter_slots(counter_slots: u32) -> Result<u32, Error> {
+    if counter_slots == 0 || counter_slots > MAX_COUNTER_SLOTS {
+        return Err(Error::InvalidArgument(format!(
+            "{counter_slots} counter slots asked for; an attachment has 1 to {MAX_COUNTER_SLOTS}"
+        )));
+    }
+    let cpus = possible_cpus()?;
+    if counter_slots.checked_mul(cpus).is_none() {
+        return Err(Error::InvalidArgument(format!(
+            "{counter_slots} counter slots on each of {cpus} possible CPUs are more than a \
+             map holds; ask for at most {}",
+            u32::MAX / cpus.max(1)
+        )));
+    }
+    Ok(counter_slots)
+}
+
 /// The entries of each map whose size is chosen at load time (the maps of
-/// [`PER_CPU_BLOCKS`] and those sized by the number of tenant slots), on
-/// this machine, as every loader must create (or find) them.
-pub(crate) fn sized_map_entries(tenant_slots: u32) -> Result<Vec<(&'static str, u32)>, Error> {
+/// [`PER_CPU_BLOCKS`] and those sized by the number of tenant or counter
+/// slots), on this machine, as every loader must create (or find) them.
+pub(crate) fn sized_map_entries(slots: Slots) -> Result<Vec<(&'static str, u32)>, Error> {
     MAP_SPECS
         .iter()
-        .filter(|(name, ..)| {
-            PER_CPU_BLOCKS.contains(name) || tenant_sized(name, tenant_slots).is_some()
-        })
-        .map(|&(name, _, _, entries)| Ok((name, entries_here(name, entries, tenant_slots)?)))
+        .filter(|(name, ..)| PER_CPU_BLOCKS.contains(name) || slot_sized(name, slots).is_some())
+        .map(|&(name, _, _, entries)| Ok((name, entries_here(name, entries, slots)?)))
         .collect()
 }
 
 /// The entries map `name`, of `spec_entries` in [`MAP_SPECS`], has on this
-/// machine with `tenant_slots` tenant slots: one block of them per possible
-/// CPU for the maps of [`PER_CPU_BLOCKS`] (only those ask the kernel how
-/// many CPUs there are).
-fn entries_here(name: &str, spec_entries: u32, tenant_slots: u32) -> Result<u32, Error> {
-    let entries = tenant_sized(name, tenant_slots).unwrap_or(spec_entries);
+/// machine with `slots`: one block of them per possible CPU for the maps of
+/// [`PER_CPU_BLOCKS`] (only those ask the kernel how many CPUs there are).
+fn entries_here(name: &str, spec_entries: u32, slots: Slots) -> Result<u32, Error> {
+    let entries = slot_sized(name, slots).unwrap_or(spec_entries);
     if PER_CPU_BLOCKS.contains(&name) {
-        Ok(entries.saturating_mul(possible_cpus()?))
+        let cpus = possible_cpus()?;
+        entries.checked_mul(cpus).ok_or_else(|| {
+            Error::InvalidArgument(format!(
+                "{name}: {entries} entries on each of {cpus} possible CPUs are more than a map holds"
+            ))
+        })
     } else {
         Ok(entries)
     }
+}
+
+/// The entries of each CPU's block of a counter map (one of
+/// [`PER_CPU_BLOCKS`]) of `max_entries` entries: `None` unless they divide
+/// evenly among the possible CPUs.
+pub(crate) fn per_cpu_block(max_entries: u32) -> Result<Option<u32>, Error> {
+    let cpus = possible_cpus()?;
+    Ok((cpus > 0 && max_entries.is_multiple_of(cpus)).then(|| max_entries / cpus))
 }
 
 /// The CPUs the kernel may run a program on (every one has a block in the
@@ -224,8 +274,8 @@ pub(crate) fn possible_cpus() -> Result<u32, Error> {
 /// checking that its type, key and value sizes, entries and flags are what
 /// this build creates ([`Error::Incompatible`] otherwise: a stale pin from an
 /// older build is never reused silently). The maps sized by the number of
-/// tenant slots must have `tenant_slots`.
-pub(crate) fn adopt_map(name: &'static str, path: &Path, tenant_slots: u32) -> Result<Map, Error> {
+/// tenant or counter slots must have `slots`.
+pub(crate) fn adopt_map(name: &'static str, path: &Path, slots: Slots) -> Result<Map, Error> {
     let data = MapData::from_pin(path).map_err(|e| Error::Incompatible {
         path: path.to_path_buf(),
         reason: format!("cannot open pinned map: {e}"),
@@ -250,7 +300,7 @@ pub(crate) fn adopt_map(name: &'static str, path: &Path, tenant_slots: u32) -> R
     let max_entries = if max_entries == 0 && info.max_entries() >= 2 {
         info.max_entries()
     } else {
-        entries_here(name, max_entries, tenant_slots)?
+        entries_here(name, max_entries, slots)?
     };
     // The slot maps, the pool and the counter maps are mmapable; the
     // others have no flags.

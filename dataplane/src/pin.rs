@@ -22,6 +22,7 @@ use crate::{
     Counters, Error, Program, config, kept_tables,
     layout::{self, KEPT, LINK, PROBE, PROBE_STAGING, TABLES_DIR},
     pool::Pool,
+    sys,
 };
 
 /// bpffs magic number (`BPF_FS_MAGIC` in linux/magic.h).
@@ -36,6 +37,8 @@ pub struct PinnedAttachment {
     pool: std::sync::Mutex<Option<Pool>>,
     /// Tenant slots, chosen when the program was loaded.
     tenant_slots: u32,
+    /// Counter slots, chosen when the program was loaded.
+    counter_slots: u32,
     /// The kept-table map, once opened (see `kept_tables.rs`).
     pub(crate) kept: std::sync::OnceLock<aya::maps::MapData>,
 }
@@ -61,6 +64,7 @@ impl PinnedAttachment {
             dir,
             pool: std::sync::Mutex::new(Some(program.pool.clone())),
             tenant_slots: program.tenant_slots,
+            counter_slots: program.counter_slots,
             kept: std::sync::OnceLock::new(),
         };
         // On any failure below, `remove_pins` undoes what was pinned; the link
@@ -110,22 +114,23 @@ impl PinnedAttachment {
     pub fn open(root: &Path, iface: &str) -> Result<Self, Error> {
         let dir = attached_dir(root, iface)?;
         // The configuration first: an older build's state is reported by
-        // its ABI version, before any map of another shape is.
-        let config = config::read_config(&layout::adopt_map(
-            maps::CONFIG,
-            &dir.join(maps::CONFIG),
-            fluxgate_common::DEFAULT_TENANT_SLOTS,
-        )?)?;
-        if config.abi_version != ABI_VERSION {
+        // its ABI version, before any map of another shape is (the
+        // configuration's own size changed with ABI 13).
+        let abi_version = pinned_abi_version(&dir)?;
+        if abi_version != ABI_VERSION {
             return Err(Error::Incompatible {
                 path: dir.join(maps::CONFIG),
                 reason: format!(
-                    "pinned state has ABI version {}, this build speaks {ABI_VERSION}; \
-                     detach and attach again to replace it",
-                    config.abi_version
+                    "pinned state has ABI version {abi_version}, this build speaks {ABI_VERSION}; \
+                     detach and attach again to replace it"
                 ),
             });
         }
+        let config = config::read_config(&layout::adopt_map(
+            maps::CONFIG,
+            &dir.join(maps::CONFIG),
+            layout::Slots::default(),
+        )?)?;
         let tenant_slots = pinned_tenant_slots(&dir)?;
         if config.tenant_slots != tenant_slots {
             return Err(Error::Incompatible {
@@ -137,11 +142,23 @@ impl PinnedAttachment {
                 ),
             });
         }
+        let counter_slots = pinned_counter_slots(&dir)?;
+        if config.counter_slots != counter_slots {
+            return Err(Error::Incompatible {
+                path: dir.join(maps::CONFIG),
+                reason: format!(
+                    "the configuration says {} counter slots, {} has {counter_slots} per CPU",
+                    config.counter_slots,
+                    maps::RULE_COUNTERS
+                ),
+            });
+        }
         let pinned = PinnedAttachment {
             iface: iface.to_owned(),
             dir,
             pool: std::sync::Mutex::new(None),
             tenant_slots,
+            counter_slots,
             kept: std::sync::OnceLock::new(),
         };
         for name in layout::map_names() {
@@ -197,10 +214,12 @@ impl PinnedAttachment {
     }
 
     /// Replaces the gateway configuration of the running program (its
-    /// [`GatewayConfig::tenant_slots`] stays the attachment's).
+    /// [`GatewayConfig::tenant_slots`] and [`GatewayConfig::counter_slots`]
+    /// stay the attachment's).
     pub fn set_config(&self, config: &GatewayConfig) -> Result<(), Error> {
         let config = GatewayConfig {
             tenant_slots: self.tenant_slots,
+            counter_slots: self.counter_slots,
             ..*config
         };
         config::write_config(&mut self.open_map(maps::CONFIG)?, &config)
@@ -210,6 +229,14 @@ impl PinnedAttachment {
     /// indexes `0..tenant_slots`), as the kernel sized its maps.
     pub fn tenant_slots(&self) -> u32 {
         self.tenant_slots
+    }
+
+    /// Counter slots of the attachment (chosen when it was attached: rule
+    /// counter slots `0..counter_slots`), as the kernel sized its counter
+    /// map: its entries over the possible CPUs, checked against the
+    /// configuration when the attachment was opened.
+    pub fn counter_slots(&self) -> u32 {
+        self.counter_slots
     }
 
     /// Detaches the program and removes the pinned state.
@@ -245,7 +272,15 @@ impl PinnedAttachment {
     /// Map `name` of this attachment, after checking its shape (see
     /// [`layout::adopt_map`]).
     pub(crate) fn open_map(&self, name: &'static str) -> Result<Map, Error> {
-        layout::adopt_map(name, &self.dir.join(name), self.tenant_slots)
+        layout::adopt_map(name, &self.dir.join(name), self.slots())
+    }
+
+    /// The slots the attachment's maps are sized by.
+    pub(crate) fn slots(&self) -> layout::Slots {
+        layout::Slots {
+            tenant: self.tenant_slots,
+            counter: self.counter_slots,
+        }
     }
 
     fn remove_pins(&self) {
@@ -272,6 +307,61 @@ fn pinned_tenant_slots(dir: &Path) -> Result<u32, Error> {
         .map_err(|e| Error::kernel("read pinned map info", e))?
         .max_entries();
     layout::check_tenant_slots(entries).map_err(|e| Error::Incompatible {
+        path,
+        reason: e.to_string(),
+    })
+}
+
+/// The ABI version pinned state in `dir` was written with: the first word
+/// of its configuration ([`GatewayConfig::abi_version`], first in every
+/// version of the struct), whatever the configuration's size.
+fn pinned_abi_version(dir: &Path) -> Result<u32, Error> {
+    let path = dir.join(maps::CONFIG);
+    let data = aya::maps::MapData::from_pin(&path).map_err(|e| Error::Incompatible {
+        path: path.clone(),
+        reason: format!("cannot open pinned map: {e}"),
+    })?;
+    let value_size = data
+        .info()
+        .map_err(|e| Error::kernel("read pinned map info", e))?
+        .value_size();
+    // Large enough for any configuration so far (16 and 24 bytes).
+    type Words = [u32; 16];
+    if !(4..=size_of::<Words>() as u32).contains(&value_size) {
+        return Err(Error::Incompatible {
+            path,
+            reason: format!("a configuration of {value_size} bytes"),
+        });
+    }
+    let words: Option<Words> = sys::lookup_elem(data.fd().as_fd(), &0u32)
+        .map_err(|e| Error::kernel("read the config map", e))?;
+    Ok(words.map_or(0, |w| w[0]))
+}
+
+/// The counter slots of the attachment pinned in `dir`: the entries of its
+/// rule counter map ([`maps::RULE_COUNTERS`], one block of them per possible
+/// CPU) over the possible CPUs, from the map's info. Its shape is checked
+/// with every other map's afterwards.
+fn pinned_counter_slots(dir: &Path) -> Result<u32, Error> {
+    let path = dir.join(maps::RULE_COUNTERS);
+    let data = aya::maps::MapData::from_pin(&path).map_err(|e| Error::Incompatible {
+        path: path.clone(),
+        reason: format!("cannot open pinned map: {e}"),
+    })?;
+    let entries = data
+        .info()
+        .map_err(|e| Error::kernel("read pinned map info", e))?
+        .max_entries();
+    let Some(per_cpu) = layout::per_cpu_block(entries)? else {
+        return Err(Error::Incompatible {
+            path,
+            reason: format!(
+                "{entries} entries are not one block per possible CPU ({} CPUs)",
+                layout::possible_cpus()?
+            ),
+        });
+    };
+    layout::check_counter_slots(per_cpu).map_err(|e| Error::Incompatible {
         path,
         reason: e.to_string(),
     })

@@ -9,8 +9,9 @@ use aya::{
     programs::{TestRun, TestRunOptions, Xdp},
 };
 use fluxgate_common::{
-    CLASSIFIER_PROGRAM_NAME, DEFAULT_POOL_CELLS, DEFAULT_TENANT_SLOTS, FLOOR_PROGRAM_NAME,
-    GatewayConfig, PROBE_PROGRAM_NAME, PROGRAM_NAME, TAIL_FLOOR_PROGRAM_NAME, maps,
+    CLASSIFIER_PROGRAM_NAME, DEFAULT_COUNTER_SLOTS, DEFAULT_POOL_CELLS, DEFAULT_TENANT_SLOTS,
+    FLOOR_PROGRAM_NAME, GatewayConfig, PROBE_PROGRAM_NAME, PROGRAM_NAME, TAIL_FLOOR_PROGRAM_NAME,
+    maps,
 };
 
 use crate::{Counters, Error, OBJECT, config, layout, pool::Pool};
@@ -24,6 +25,8 @@ pub struct Program {
     pub(crate) pool: Pool,
     /// Tenant slots its maps were sized for.
     pub(crate) tenant_slots: u32,
+    /// Counter slots its maps were sized for.
+    pub(crate) counter_slots: u32,
 }
 
 /// The sizes of a [`Program`]'s maps chosen at load time
@@ -38,6 +41,11 @@ pub struct Sizes {
     /// [`fluxgate_common::DEFAULT_TENANT_SLOTS`]; they also size the map of
     /// kept tables of a pinned attachment.
     pub tenant_slots: u32,
+    /// Counter slots: rule counter slots `0..counter_slots` (1 to
+    /// [`fluxgate_common::MAX_COUNTER_SLOTS`]; one per rule and per table
+    /// default of every live and kept generation). Each costs 16 bytes per
+    /// possible CPU (see [`fluxgate_common::DEFAULT_COUNTER_SLOTS`]).
+    pub counter_slots: u32,
 }
 
 impl Default for Sizes {
@@ -45,6 +53,7 @@ impl Default for Sizes {
         Sizes {
             pool_cells: DEFAULT_POOL_CELLS,
             tenant_slots: DEFAULT_TENANT_SLOTS,
+            counter_slots: DEFAULT_COUNTER_SLOTS,
         }
     }
 }
@@ -85,12 +94,13 @@ impl Program {
     }
 
     /// [`Program::load`] with the map sizes `sizes` (table cell pool, tenant
-    /// slots). `config`'s [`GatewayConfig::tenant_slots`] is replaced by
-    /// `sizes.tenant_slots`.
+    /// and counter slots). `config`'s [`GatewayConfig::tenant_slots`] and
+    /// [`GatewayConfig::counter_slots`] are replaced by `sizes`'.
     pub fn load_with(config: &GatewayConfig, sizes: Sizes) -> Result<Program, Error> {
         let Sizes {
             pool_cells,
             tenant_slots,
+            counter_slots,
         } = sizes;
         if pool_cells < 2 {
             return Err(Error::InvalidArgument(format!(
@@ -98,9 +108,14 @@ impl Program {
             )));
         }
         layout::check_tenant_slots(tenant_slots)?;
+        layout::check_counter_slots(counter_slots)?;
+        let slots = layout::Slots {
+            tenant: tenant_slots,
+            counter: counter_slots,
+        };
         let mut loader = aya::EbpfLoader::new();
         loader.map_max_entries(maps::POOL, pool_cells);
-        for (name, entries) in layout::sized_map_entries(tenant_slots)? {
+        for (name, entries) in layout::sized_map_entries(slots)? {
             loader.map_max_entries(name, entries);
         }
         let ebpf = loader
@@ -124,6 +139,7 @@ impl Program {
             ebpf,
             pool,
             tenant_slots,
+            counter_slots,
         };
         for name in [
             PROGRAM_NAME,
@@ -177,10 +193,12 @@ impl Program {
     }
 
     /// Replaces the gateway configuration the program reads on every packet
-    /// (its [`GatewayConfig::tenant_slots`] stays the program's).
+    /// (its [`GatewayConfig::tenant_slots`] and
+    /// [`GatewayConfig::counter_slots`] stay the program's).
     pub fn set_config(&mut self, config: &GatewayConfig) -> Result<(), Error> {
         let config = GatewayConfig {
             tenant_slots: self.tenant_slots,
+            counter_slots: self.counter_slots,
             ..*config
         };
         config::write_config(self.map_mut(maps::CONFIG)?, &config)
@@ -189,6 +207,12 @@ impl Program {
     /// Tenant slots the program's maps were sized for (see [`Sizes`]).
     pub fn tenant_slots(&self) -> u32 {
         self.tenant_slots
+    }
+
+    /// Counter slots the program's maps were sized for (see [`Sizes`]): rule
+    /// counter slots `0..counter_slots`.
+    pub fn counter_slots(&self) -> u32 {
+        self.counter_slots
     }
 
     /// The last decision recorded while [`GatewayConfig::trace`] is on.

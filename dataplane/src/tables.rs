@@ -22,7 +22,7 @@ use std::os::fd::AsFd;
 
 use aya::maps::{Array, Map, MapData};
 use fluxgate_common::{
-    Counter, MAX_COUNTERS, SLOT_WORDS, TABLE_BUFFERS, maps,
+    Counter, SLOT_WORDS, TABLE_BUFFERS, maps,
     table::{Cell, Header},
     tenant_counter, tenant_counters_per_cpu,
 };
@@ -145,6 +145,9 @@ pub trait Tables {
 
     /// Tenant slots of the maps (tenant indexes `0..tenant_slots`).
     fn tenant_slots(&self) -> u32;
+
+    /// Counter slots of the maps (rule counter slots `0..counter_slots`).
+    fn counter_slots(&self) -> u32;
 
     /// Regions held by kept generations: `(base, cells)` (none for a bare [`Program`]).
     #[doc(hidden)]
@@ -429,12 +432,13 @@ pub trait Tables {
     /// Per-CPU sums of the rule counters `first .. first + n`.
     fn rule_counters(&mut self, first: u32, n: u32) -> Result<Vec<Counter>, Error> {
         let end = first.saturating_add(n);
-        if end > MAX_COUNTERS {
-            return Err(out_of_range(first, end));
+        let per_cpu = self.counter_slots();
+        if end > per_cpu {
+            return Err(out_of_range(first, end, per_cpu));
         }
         let slots: Vec<u32> = (first..end).collect();
         let mut map = self.table_map(maps::RULE_COUNTERS)?;
-        per_cpu_sums(map.get(), maps::RULE_COUNTERS, MAX_COUNTERS, &slots)
+        per_cpu_sums(map.get(), maps::RULE_COUNTERS, per_cpu, &slots)
     }
 
     /// Zeroes the rule counters `slots` on every CPU (before a slot that counted
@@ -443,11 +447,12 @@ pub trait Tables {
         if slots.is_empty() {
             return Ok(());
         }
-        if let Some(&bad) = slots.iter().find(|&&s| s >= MAX_COUNTERS) {
-            return Err(out_of_range(bad, bad + 1));
+        let per_cpu = self.counter_slots();
+        if let Some(&bad) = slots.iter().find(|&&s| s >= per_cpu) {
+            return Err(out_of_range(bad, bad + 1, per_cpu));
         }
         let zero = [Counter::default()];
-        let regions: Vec<(u32, &[Counter])> = per_cpu_indices(MAX_COUNTERS, slots)?
+        let regions: Vec<(u32, &[Counter])> = per_cpu_indices(per_cpu, slots)?
             .into_iter()
             .map(|i| (i, &zero[..]))
             .collect();
@@ -505,10 +510,10 @@ impl TableMap<'_> {
     }
 }
 
-/// Counter slots `first..end` do not all exist.
-fn out_of_range(first: u32, end: u32) -> Error {
+/// Counter slots `first..end` do not all exist (there are `slots`).
+fn out_of_range(first: u32, end: u32, slots: u32) -> Error {
     Error::InvalidArgument(format!(
-        "counter slots {first}..{end} reach past the {MAX_COUNTERS} slots"
+        "counter slots {first}..{end} reach past the {slots} counter slots of this attachment"
     ))
 }
 
@@ -550,6 +555,10 @@ impl Tables for Program {
 
     fn tenant_slots(&self) -> u32 {
         self.tenant_slots
+    }
+
+    fn counter_slots(&self) -> u32 {
+        self.counter_slots
     }
 }
 

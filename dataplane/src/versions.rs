@@ -57,7 +57,7 @@ impl PinnedAttachment {
         }
         // The pinned maps are reused; declare the counter maps with their
         // size anyway, so the object's definitions match them.
-        for (name, entries) in layout::sized_map_entries(self.tenant_slots())? {
+        for (name, entries) in layout::sized_map_entries(self.slots())? {
             loader.map_max_entries(name, entries);
         }
         loader

@@ -48,9 +48,9 @@ use aya_ebpf::{
 };
 use fluxgate_common::{
     BPF_F_MMAPABLE, CAPTURE_NO_TENANT, CAPTURE_SNAPLEN, CaptureConfig, CaptureRate, CaptureRecord,
-    Counter, DEFAULT_TENANT_SLOTS, DROPS_RING_BYTES, GATEWAY_SLOTS, GatewayConfig, MAX_COUNTERS,
-    MAX_VERSIONS, Malformed, Outcome, SLOT_DISPATCH, SLOT_GLOBAL, SLOT_WORDS, Scratch, Trace,
-    VERSION_SLOT_PROBE, select_index,
+    Counter, DEFAULT_COUNTER_SLOTS, DEFAULT_TENANT_SLOTS, DROPS_RING_BYTES, GATEWAY_SLOTS,
+    GatewayConfig, MAX_VERSIONS, Malformed, Outcome, SLOT_DISPATCH, SLOT_GLOBAL, SLOT_WORDS,
+    Scratch, Trace, VERSION_SLOT_PROBE, select_index,
     table::{Cell, CheckKey, KEY_WORDS, action, neighbor_discovery, word},
     table_index, tenant_counter, tenant_counters_per_cpu, version_slot, version_slots,
     xdp as verdict,
@@ -70,8 +70,10 @@ static FG_CONFIG: Array<GatewayConfig> = Array::with_max_entries(1, 0);
 static FG_TRACE: Array<Trace> = Array::with_max_entries(1, 0);
 
 #[map(name = "FG_RULE_COUNTERS")]
-// One block per CPU: userspace loads it with `MAX_COUNTERS × CPUs` entries.
-static FG_RULE_COUNTERS: Array<Counter> = Array::with_max_entries(MAX_COUNTERS, BPF_F_MMAPABLE);
+// One block per CPU: userspace loads it with `counter slots × CPUs` entries
+// (`GatewayConfig::counter_slots`); declared with the default.
+static FG_RULE_COUNTERS: Array<Counter> =
+    Array::with_max_entries(DEFAULT_COUNTER_SLOTS, BPF_F_MMAPABLE);
 
 // The maps sized by the number of tenant slots (this one, FG_VERSIONS,
 // FG_TENANTS, FG_PROBE_TNT) are declared with the default; the loader sets
@@ -218,7 +220,8 @@ fn dispatch<const PROBE: bool>(ctx: &XdpContext) -> u32 {
     };
     let mut tenant = NO_TENANT;
     if let Some(dispatch) = table {
-        let d = walk(&dispatch, key, check, bytes, sink);
+        // The dispatch table has no count rules: no counter slots.
+        let d = walk(&dispatch, key, check, bytes, sink, 0);
         if d != NO_MATCH && (d >> 32) as u8 == action::TENANT {
             tenant = d as u32;
         }
@@ -334,13 +337,22 @@ fn classify<const PROBE: bool>(ctx: &XdpContext, scratch: &Scratch) -> u32 {
     } else {
         &FG_RULE_COUNTERS
     };
+    // Each CPU's block of rule counters is as large as the number of counter
+    // slots the loader chose (recorded in the configuration); a slot past it
+    // is never counted. Probe runs count nothing (0 slots: the sink is no
+    // longer written either).
+    let config = if PROBE { None } else { FG_CONFIG.get(0) };
+    let counter_slots = match config {
+        Some(config) => config.counter_slots,
+        None => 0,
+    };
     let global = if PROBE {
         overlay(FG_PROBE_GW.get(SLOT_GLOBAL)).or_else(|| live_gateway(SLOT_GLOBAL))
     } else {
         live_gateway(SLOT_GLOBAL)
     };
     let mut decision = match global {
-        Some(g) => walk(&g, key, check, bytes, counters),
+        Some(g) => walk(&g, key, check, bytes, counters, counter_slots),
         None => NO_MATCH,
     };
     if decision == NO_MATCH {
@@ -352,7 +364,7 @@ fn classify<const PROBE: bool>(ctx: &XdpContext, scratch: &Scratch) -> u32 {
             live_tenant(tenant)
         };
         decision = match table {
-            Some(table) => match walk(&table, key, check, bytes, counters) {
+            Some(table) => match walk(&table, key, check, bytes, counters, counter_slots) {
                 NO_MATCH => default_of(&table),
                 d => d,
             },
@@ -368,9 +380,8 @@ fn classify<const PROBE: bool>(ctx: &XdpContext, scratch: &Scratch) -> u32 {
         record(&FG_PROBE_TRACE, decision, tenant, dropped);
     } else {
         if decision != NO_MATCH {
-            count_on_cpu(&FG_RULE_COUNTERS, MAX_COUNTERS, decision as u32, bytes);
+            count_on_cpu(&FG_RULE_COUNTERS, counter_slots, decision as u32, bytes);
         }
-        let config = FG_CONFIG.get(0);
         if let Some(config) = config
             && config.trace != 0
         {

@@ -3,7 +3,7 @@
 
 use aya_ebpf::maps::Array;
 use fluxgate_common::{
-    Counter, MAX_COUNTERS,
+    Counter,
     table::{
         Cell, CheckKey, Header, KEY_WORDS, LEAF_MAX, MAX_DEPTH, MAX_TREES, REFS_PER_CELL, Ref,
         action,
@@ -76,8 +76,9 @@ pub(crate) fn default_of(table: &Region) -> u64 {
 /// a leaf, then the leaf's rule indices in priority order, stopping at the best
 /// index found so far. Rule cells are laid out in priority order, so the lowest
 /// matching terminal index wins across trees; count rules all live in tree 0,
-/// scanned last, so a matched count rule is counted at once. Returns the
-/// winner's action and counter, or `NO_MATCH`.
+/// scanned last, so a matched count rule is counted at once (in `counters`,
+/// whose per-CPU blocks hold `counter_slots` slots). Returns the winner's
+/// action and counter, or `NO_MATCH`.
 #[inline(always)]
 pub(crate) fn walk(
     table: &Region,
@@ -85,6 +86,7 @@ pub(crate) fn walk(
     check: &CheckKey,
     bytes: u64,
     counters: &Array<Counter>,
+    counter_slots: u32,
 ) -> u64 {
     let header = table.header;
     let trees = if header.trees == 0 {
@@ -130,7 +132,7 @@ pub(crate) fn walk(
                 continue;
             }
             if rule.action == action::COUNT {
-                count_on_cpu(counters, MAX_COUNTERS, rule.counter, bytes);
+                count_on_cpu(counters, counter_slots, rule.counter, bytes);
                 continue;
             }
             best = idx;

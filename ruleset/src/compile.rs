@@ -53,6 +53,12 @@ pub struct CompileOptions {
     /// when 0). Pass the attachment's own number, so a ruleset with more
     /// tenants than it has slots is refused before anything changes.
     pub tenant_slots: u32,
+    /// Counter slots of the attachment the image is for: every counter slot
+    /// (one per rule and per table default, kept generations' included)
+    /// must be below it (default [`fluxgate_common::DEFAULT_COUNTER_SLOTS`]
+    /// when 0). Pass the attachment's own number, so a ruleset needing more
+    /// counters than it has is refused before anything changes.
+    pub counter_slots: u32,
 }
 
 /// Tenant and counter slots carried over from earlier generations, so that a
@@ -275,10 +281,16 @@ pub enum CompileError {
         limit: u32,
     },
     /// More rules than the kernel has counter slots (kept generations hold slots too).
-    #[error("more rules than the {limit} counter slots (counting slots held by kept generations)")]
+    #[error(
+        "the ruleset needs {needed} counter slots (one per rule and per default, counting slots \
+         held by kept generations), more than the {limit} counter slots of the attachment; \
+         attach again with more counter slots"
+    )]
     TooManyCounters {
         /// Number of counter slots.
         limit: u32,
+        /// Counter slots the image needs: its highest slot + 1.
+        needed: u64,
     },
     /// More rules overlap in one region than a leaf holds, and no cut separates
     /// them (they differ at most in TCP flags, or the tree is at its depth limit).
@@ -450,11 +462,17 @@ pub fn compile_with(rs: &ValidRuleset, opts: &CompileOptions) -> Result<Image, C
     tenants.sort_by_key(|t| t.index);
     reused.sort_by_key(|t| t.1);
     counters.sort_by_key(|c| c.slot);
+    let counter_limit = if opts.counter_slots == 0 {
+        fluxgate_common::DEFAULT_COUNTER_SLOTS
+    } else {
+        opts.counter_slots
+    };
     if let Some(c) = counters.last()
-        && c.slot >= fluxgate_common::MAX_COUNTERS
+        && c.slot >= counter_limit
     {
         return Err(CompileError::TooManyCounters {
-            limit: fluxgate_common::MAX_COUNTERS,
+            limit: counter_limit,
+            needed: u64::from(c.slot) + 1,
         });
     }
     // Tenant prefixes never overlap (validated), so dispatch order is irrelevant.

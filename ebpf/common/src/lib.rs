@@ -14,7 +14,7 @@ pub mod table;
 
 /// Version of this ABI. Stored in [`GatewayConfig::abi_version`] and checked by
 /// userspace before it reuses state pinned by another build.
-pub const ABI_VERSION: u32 = 12;
+pub const ABI_VERSION: u32 = 13;
 
 /// Map names, as they appear in the object file and under the bpffs pin directory.
 pub mod maps {
@@ -39,9 +39,10 @@ pub mod maps {
     /// slots chosen at load time, [`crate::GatewayConfig::tenant_slots`]):
     /// each tenant's slot record, as in [`GATEWAY`].
     pub const TENANTS: &str = "FG_TENANTS";
-    /// `Array<Counter>` (mmapable) of one block of [`crate::MAX_COUNTERS`]
-    /// counters per possible CPU, each indexed by counter slot (per rule and
-    /// per default action): see [`crate::per_cpu`].
+    /// `Array<Counter>` (mmapable) of one block of counter slots per possible
+    /// CPU (counter slots chosen at load time,
+    /// [`crate::GatewayConfig::counter_slots`]), each indexed by counter slot
+    /// (per rule and per default action): see [`crate::per_cpu`].
     pub const RULE_COUNTERS: &str = "FG_RULE_COUNTERS";
     /// `Array<Counter>` (mmapable) of one block of
     /// [`crate::tenant_counters_per_cpu`] counters per possible CPU, each
@@ -64,7 +65,8 @@ pub mod maps {
     pub const PROBE_TENANTS: &str = "FG_PROBE_TNT";
     /// `Array<Trace>` with one entry: the decision of the last probe run.
     pub const PROBE_TRACE: &str = "FG_PROBE_TRACE";
-    /// `Array<Counter>` with one entry: where probe runs "count" (nowhere that matters).
+    /// `Array<Counter>` with one entry: the counter map probe runs walk with;
+    /// they are given no counter slots, so nothing is ever written to it.
     pub const PROBE_SINK: &str = "FG_PROBE_SINK";
     /// `ProgramArray` with one entry: the tail-call target of the tail-call benchmark.
     pub const BENCH_TAIL: &str = "FG_BENCH_TAIL";
@@ -226,10 +228,23 @@ pub const DEFAULT_TENANT_SLOTS: u32 = 65_536;
 /// Most tenant slots a loader may ask for (1,048,576: the tenant counters
 /// alone are then 32 MiB per possible CPU).
 pub const MAX_TENANT_SLOTS: u32 = 1 << 20;
-/// Counter slots (entries of each CPU's block of [`maps::RULE_COUNTERS`]):
-/// room for [`DEFAULT_TENANT_SLOTS`] tenants of a default and 3 rules each,
-/// plus the gateway's (8 MiB per CPU).
-pub const MAX_COUNTERS: u32 = 524_288;
+/// Counter slots of an attachment unless the loader asks for another number
+/// ([`GatewayConfig::counter_slots`]; entries of each CPU's block of
+/// [`maps::RULE_COUNTERS`]): one per rule and one per table default, so
+/// room for [`DEFAULT_TENANT_SLOTS`] tenants of a default and 3 rules each
+/// (262,144 slots) plus the gateway's, rounded up to a power of two; the
+/// rest is for slots held by kept generations.
+///
+/// What a counter slot costs, allocated at load time: one 16-byte
+/// [`Counter`] **per possible CPU** (each CPU counts in a block of its own,
+/// see [`per_cpu`]). 524,288 slots are 8 MiB per possible CPU: 512 MiB on a
+/// 64-CPU host; 65,536 slots are 1 MiB per CPU. The cost grows linearly with
+/// the number of slots.
+pub const DEFAULT_COUNTER_SLOTS: u32 = 524_288;
+/// Most counter slots a loader may ask for (8,388,608: 128 MiB of rule
+/// counters per possible CPU, 8 GiB on a 64-CPU host). The whole map
+/// (slots × possible CPUs) must also stay below 2³² entries.
+pub const MAX_COUNTER_SLOTS: u32 = 1 << 23;
 /// Entries of each CPU's block of [`maps::TENANT_COUNTERS`] for
 /// `tenant_slots` tenant slots: a passed and a dropped counter for packets
 /// of no tenant, then for each tenant ([`tenant_counter`]).
@@ -249,6 +264,13 @@ pub const fn tenant_counters_per_cpu(tenant_slots: u32) -> u32 {
 /// alternating builds: 10k tenants 600–780 → 456–580 ns, ACL 100k rules
 /// 608–826 → 463–625 ns (no counters at all would save about as much again);
 /// hot, criterion, 10 / 10k tenants: 100–104 / 98–122 → 86–92 / 88–90 ns.
+///
+/// The block sizes are chosen at load time ([`GatewayConfig::tenant_slots`],
+/// [`GatewayConfig::counter_slots`]); the program reads them from the
+/// configuration, one line every packet reads anyway, so a counter is still
+/// one cold line. An `index` not below `per_cpu` is never counted (it would
+/// land in another CPU's block), and the kernel bounds the resulting index
+/// by the map's size.
 #[inline(always)]
 pub const fn per_cpu(cpu: u32, per_cpu: u32, index: u32) -> u32 {
     cpu.wrapping_mul(per_cpu).wrapping_add(index)
@@ -448,6 +470,13 @@ pub struct GatewayConfig {
     /// block of [`maps::TENANT_COUNTERS`]. Written by the loader: userspace
     /// that changes the other settings keeps it.
     pub tenant_slots: u32,
+    /// Counter slots of the attachment (entries of each CPU's block of
+    /// [`maps::RULE_COUNTERS`]), chosen at load time; the program reads it
+    /// for the size of those blocks and counts nothing past it. Written by
+    /// the loader, like [`GatewayConfig::tenant_slots`].
+    pub counter_slots: u32,
+    /// Explicit padding (the struct stays a multiple of 8 bytes).
+    pub _pad: u32,
 }
 
 /// The last classification decision, recorded when [`GatewayConfig::trace`] is on.
@@ -476,6 +505,8 @@ impl Default for GatewayConfig {
             malformed_action: xdp::DROP,
             trace: 0,
             tenant_slots: DEFAULT_TENANT_SLOTS,
+            counter_slots: DEFAULT_COUNTER_SLOTS,
+            _pad: 0,
         }
     }
 }
@@ -507,7 +538,7 @@ mod tests {
     #[test]
     fn abi_structs_have_no_implicit_padding() {
         assert_eq!(size_of::<Counter>(), 16);
-        assert_eq!(size_of::<GatewayConfig>(), 16);
+        assert_eq!(size_of::<GatewayConfig>(), 24);
         assert_eq!(size_of::<Trace>(), 16);
         assert_eq!(size_of::<Scratch>(), 4 * table::KEY_WORDS + 16 + 56);
         assert_eq!(size_of::<CaptureConfig>(), 24);

@@ -231,6 +231,11 @@ pub struct AttachArgs {
     /// 32 bytes a slot per CPU, the slot maps about 24 bytes a slot.
     #[arg(long)]
     pub tenant_slots: Option<u32>,
+    /// Rule counter slots (default 524288, at most 8388608): one per rule and
+    /// per default of every live and kept generation; 16 bytes a slot per
+    /// CPU (the default: 8 MiB per CPU).
+    #[arg(long)]
+    pub counter_slots: Option<u32>,
 }
 
 impl AttachArgs {
@@ -248,6 +253,7 @@ impl AttachArgs {
             },
             pool_cells: self.pool_cells,
             tenant_slots: self.tenant_slots,
+            counter_slots: self.counter_slots,
         }
     }
 

@@ -295,8 +295,8 @@ fn load(
     if was_attached && attach.any_given() {
         eprintln!(
             "fluxgate: warning: {iface} is attached already, so --mode, --malformed, \
-             --pool-cells and --tenant-slots are not applied (they take effect on `attach`; \
-             detach first to change them)"
+             --pool-cells, --tenant-slots and --counter-slots are not applied (they take \
+             effect on `attach`; detach first to change them)"
         );
     }
     // What was done, as it is done; with --json, the apply's result as
