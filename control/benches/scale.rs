@@ -466,7 +466,7 @@ fn library(w: &World) -> Result<Measured, String> {
             pool_cells: Some(pool_cells(w.tenants)),
             ..AttachOptions::default()
         };
-        let (d, res) = timed(|| gw.load(IFACE, &source, attach.clone(), &opts));
+        let (d, res) = timed(|| gw.load(IFACE, &source, attach, &opts));
         match res {
             Ok(_) => d,
             Err(e) if rep == 0 && is_capacity(&e.to_string()) => {

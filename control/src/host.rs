@@ -166,6 +166,18 @@ pub(crate) fn crash_point(step: &str) {
 #[inline(always)]
 pub(crate) fn crash_point(_step: &str) {}
 
+/// Lower-case hex of `bytes` (a SHA-256 names a source or a table key; this
+/// runs 10,000 times an apply at 10,000 tenants, so no allocation per byte).
+pub(crate) fn hex(bytes: &[u8]) -> String {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut out = String::with_capacity(bytes.len() * 2);
+    for b in bytes {
+        out.push(char::from(DIGITS[usize::from(b >> 4)]));
+        out.push(char::from(DIGITS[usize::from(b & 15)]));
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -183,16 +195,4 @@ mod tests {
         let v = in_netns(None, || Ok(interfaces())).expect("runs");
         assert!(v.contains_key("lo"));
     }
-}
-
-/// Lower-case hex of `bytes` (a SHA-256 names a source or a table key; this
-/// runs 10,000 times an apply at 10,000 tenants, so no allocation per byte).
-pub(crate) fn hex(bytes: &[u8]) -> String {
-    const DIGITS: &[u8; 16] = b"0123456789abcdef";
-    let mut out = String::with_capacity(bytes.len() * 2);
-    for b in bytes {
-        out.push(char::from(DIGITS[usize::from(b >> 4)]));
-        out.push(char::from(DIGITS[usize::from(b & 15)]));
-    }
-    out
 }
