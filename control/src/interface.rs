@@ -665,10 +665,10 @@ pub(crate) fn manifest_files(
             std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
             std::collections::hash_map::Entry::Vacant(e) => {
                 let contents = store.contents(g)?;
-                let texts = contents
-                    .files
-                    .iter()
-                    .filter_map(|(p, t)| Some((name_of(p)?, (p.clone(), Ok(t.clone())))));
+                let texts = store
+                    .files(g)?
+                    .into_iter()
+                    .filter_map(|(p, t)| Some((name_of(&p)?, (p, Ok(t)))));
                 let hashes = contents
                     .sources
                     .iter()

@@ -1,8 +1,9 @@
 //! What the control plane remembers about one interface, on disk:
 //! `<state dir>/<netns|init>/<iface>/state.json` (the live manifest and the
 //! generation counter), `gen/<G>.json` (one record per kept generation: who,
-//! why, its manifest) and `gen/<G>.tables.json` (what it staged: files,
-//! hashes, build keys, counter slots — see [`Contents`]). Every write is atomic (write,
+//! why, its manifest), `gen/<G>.tables.json` (what it staged: hashes,
+//! build keys, counter slots — see [`Contents`]) and `gen/<G>.files.json`
+//! (the texts of the files those tables were built from). Every write is atomic (write,
 //! fsync, rename), the directory is root-only, and a lock file serializes
 //! changes. The kernel stays the truth for what is live: [`crate::Interface`]
 //! reconciles this state with the pinned slots before every operation.
@@ -217,10 +218,12 @@ pub struct Record {
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
 pub struct Contents {
     /// The files as (path, text), so the generation can be re-checked,
-    /// explained and restored after the directory changed. Kept here, with
-    /// the tables they built, rather than one file each: a first load of
-    /// 10,000 tenants spent two thirds of its time creating 10,000 files.
-    #[serde(default)]
+    /// explained and restored after the directory changed. Written beside
+    /// the tables (`gen/<G>.files.json`, read with [`Store::files`]) rather
+    /// than one file per text: a first load of 10,000 tenants spent two
+    /// thirds of its time creating 10,000 files. Empty in what
+    /// [`Store::contents`] returns.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub files: Vec<(String, String)>,
     /// Journals written before [`Contents::files`]: (path, SHA-256 of the
     /// text), the texts content-addressed in `sources/`.
@@ -426,9 +429,29 @@ impl Store {
         record: &Record,
         contents: &Contents,
     ) -> Result<(), ControlError> {
-        write_json(&self.contents_path(record.generation), contents)?;
+        // The texts apart: counters and keys are read by every apply, the
+        // texts only to rebuild a ruleset (restore, explain, `--tenant`).
+        write_json(&self.files_path(record.generation), &contents.files)?;
+        let tables = Contents {
+            files: Vec::new(),
+            ..contents.clone()
+        };
+        write_json(&self.contents_path(record.generation), &tables)?;
         self.cache_contents(record.generation, None);
         self.write_record(record)
+    }
+
+    fn files_path(&self, generation: u64) -> PathBuf {
+        self.dir
+            .join("gen")
+            .join(format!("{generation}.files.json"))
+    }
+
+    /// The files' texts of what generation `generation` staged, as (path,
+    /// text) ([`Contents::files`]; empty for a journal that kept them in
+    /// `sources/`).
+    pub fn files(&self, generation: u64) -> Result<Vec<(String, String)>, ControlError> {
+        Ok(read_json(&self.files_path(generation))?.unwrap_or_default())
     }
 
     fn contents_path(&self, generation: u64) -> PathBuf {
@@ -484,6 +507,15 @@ impl Store {
     /// Deletes the record of `generation` and what it staged.
     pub fn forget_record(&self, generation: u64) -> Result<(), ControlError> {
         self.cache_contents(generation, None);
+        match fs::remove_file(self.files_path(generation)) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => {
+                return Err(ControlError::State(format!(
+                    "cannot delete generation {generation}'s files: {e}"
+                )));
+            }
+        }
         if let Ok(mut cache) = self.records.lock() {
             cache.remove(&generation);
         }

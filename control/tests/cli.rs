@@ -198,8 +198,8 @@ fn state_pinned_by_another_build_is_refused_and_detach_removes_it() {
     let bpftool = Command::new("bpftool")
         .args(["map", "update", "pinned"])
         .arg(&config)
-        .args(["key", "0", "0", "0", "0", "value"])
-        .args(["1", "0", "0", "0"].repeat(4))
+        .args(["key", "0", "0", "0", "0", "value", "1"])
+        .args(vec!["0"; size_of::<fluxgate_common::GatewayConfig>() - 1])
         .output()
         .expect("bpftool");
     assert!(bpftool.status.success(), "{}", stderr(&bpftool));

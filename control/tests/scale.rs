@@ -106,8 +106,9 @@ fn ten_thousand_tenants_a_change_costs_one_tenant() {
     let record = it.store().record(2).expect("read").expect("record 2");
     let contents = it.store().contents(2).expect("contents of 2");
     assert_eq!(
-        contents
-            .files
+        it.store()
+            .files(2)
+            .expect("files of 2")
             .iter()
             .map(|(p, _)| p.as_str())
             .collect::<Vec<_>>(),
