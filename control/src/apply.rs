@@ -5,16 +5,20 @@
 //!    generations (a tenant keeps its kernel slot, an unchanged rule keeps
 //!    its counter), and the tenants' quotas; a tenant whose file fails is
 //!    refused alone and keeps its live file, unless the apply is atomic
-//!    (the `admit` module; gateway.fg errors refuse everything);
+//!    (the `admit` module; gateway.fg errors refuse everything). A tenant
+//!    whose build key (SHA-256 of its file, slot and context) is its live
+//!    table's is not compiled at all: its live table stays;
 //! 2. `stage` *only the tables whose content changed* beside the live ones
-//!    and pin them under the interface's bpffs directory (kept for rollback);
-//! 3. `preflight`: guards and witness packets run through the staged tables
-//!    in the kernel (probe overlay) and through the reference classifier; any
-//!    difference aborts, nothing live changed;
-//! 4. `publish`: changed tenant slots first, then global rules, then
+//!    and keep them in the attachment's kept-table map (for rollback);
+//! 3. `preflight`: every guard, and the witnesses of the changed scopes, run
+//!    through the staged tables in the kernel (probe overlay) and through the
+//!    reference classifier; any difference aborts, nothing live changed;
+//! 4. record the generation: what it staged (`Contents`: texts, hashes,
+//!    build keys, counter slots of its own tables only) and its manifest;
+//! 5. `publish`: changed tenant slots first, then global rules, then
 //!    dispatch, then empty the slots of removed tenants — each one atomic
-//!    slot update; if one fails, the ones already flipped are flipped back;
-//! 5. record the generation and the new live manifest (atomic file writes).
+//!    slot update, in one batch per slot map; if one fails, the ones already
+//!    flipped are flipped back; then the live manifest (atomic file writes).
 
 use std::{
     collections::{BTreeMap, BTreeSet},
