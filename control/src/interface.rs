@@ -252,13 +252,15 @@ impl Interface {
     /// If a flip fails, the flips already done are undone (in reverse).
     pub(crate) fn transition(&mut self, to: &Manifest) -> Result<Vec<String>, ControlError> {
         let from = self.state.live.clone();
-        let by_slot = |m: &Manifest| -> BTreeMap<u32, (TableScope, u64)> {
+        // Names borrowed: a manifest has one entry per tenant (10,000s).
+        fn by_slot(m: &Manifest) -> BTreeMap<u32, (&str, u64)> {
             m.tenants
                 .iter()
-                .map(|(n, t)| (t.slot, (TableScope::Tenant(n.clone()), t.table)))
+                .map(|(n, t)| (t.slot, (n.as_str(), t.table)))
                 .collect()
-        };
+        }
         let (old_t, new_t) = (by_slot(&from), by_slot(to));
+        let owned = |e: &(&str, u64)| (TableScope::Tenant(e.0.to_owned()), e.1);
         // (slot, scope and generation of the new table, of the old one)
         type Step = (Slot, Option<(TableScope, u64)>, Option<(TableScope, u64)>);
         let mut steps: Vec<Step> = Vec::new();
@@ -266,8 +268,8 @@ impl Interface {
             if old_t.get(slot) != Some(new) {
                 steps.push((
                     Slot::Tenant(*slot),
-                    Some(new.clone()),
-                    old_t.get(slot).cloned(),
+                    Some(owned(new)),
+                    old_t.get(slot).map(owned),
                 ));
             }
         }
@@ -288,7 +290,7 @@ impl Interface {
         }
         for (slot, old) in &old_t {
             if !new_t.contains_key(slot) {
-                steps.push((Slot::Tenant(*slot), None, Some(old.clone())));
+                steps.push((Slot::Tenant(*slot), None, Some(owned(old))));
             }
         }
         // 1. Place each new table in its slot's standby buffer, unless it is

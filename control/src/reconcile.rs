@@ -22,17 +22,8 @@ impl Interface {
     /// publish and record) is taken as the truth and logged as `recovered`.
     pub(crate) fn reconcile(&mut self) -> Result<(), ControlError> {
         // One read of the kept-table map for every kept table.
-        let handles = self.pinned.kept_table_handles()?;
-        let kept: Vec<(String, u64)> = handles.iter().map(|(s, g, _)| (s.clone(), *g)).collect();
+        let kept_ids = self.pinned.kept_table_ids()?;
         let mut notes = Vec::new();
-        let mut ids: HashMap<u32, (TableScope, u64)> = HashMap::new();
-        for (scope, g, table) in &handles {
-            let Ok(parsed) = scope.parse::<TableScope>() else {
-                continue;
-            };
-            ids.insert(table.id(), (parsed, *g));
-        }
-        drop(handles);
         let mut live = self.state.live.clone();
         let records = self.records()?;
         // A lost `state.json` must not hand out generation numbers again:
@@ -46,15 +37,18 @@ impl Interface {
             ));
             self.state.generation = *newest;
         }
-        // Every tenant slot any kept record names, plus the recorded live ones.
-        let mut candidates: BTreeMap<String, u32> = live
+        // Every tenant slot any kept record names, plus the recorded live ones
+        // (names borrowed: 10,000 of them per record).
+        let mut candidates: BTreeMap<&str, u32> = self
+            .state
+            .live
             .tenants
             .iter()
-            .map(|(n, t)| (n.clone(), t.slot))
+            .map(|(n, t)| (n.as_str(), t.slot))
             .collect();
         for r in records.values() {
             for (n, t) in &r.manifest.tenants {
-                candidates.entry(n.clone()).or_insert(t.slot);
+                candidates.entry(n.as_str()).or_insert(t.slot);
             }
         }
         // The live table of every slot concerned, in one read per slot map.
@@ -67,6 +61,14 @@ impl Interface {
             .copied()
             .zip(self.pinned.slot_tables(&slots)?.into_iter().map(|t| t.live))
             .collect();
+        // Which kept table each live one is (only those: not every kept one).
+        let wanted: std::collections::HashSet<u32> = live_ids.values().flatten().copied().collect();
+        let ids: HashMap<u32, (TableScope, u64)> = kept_ids
+            .iter()
+            .filter(|(_, _, id)| wanted.contains(id))
+            .filter_map(|(scope, g, id)| Some((*id, (scope.parse::<TableScope>().ok()?, *g))))
+            .collect();
+        let kept: Vec<(String, u64)> = kept_ids.into_iter().map(|(s, g, _)| (s, g)).collect();
         let mut check = |slot: Slot,
                          scope: &TableScope,
                          recorded: Option<u64>|
@@ -97,10 +99,10 @@ impl Interface {
         live.global = check(Slot::Global, &TableScope::Global, live.global)?;
         let mut tenants = BTreeMap::new();
         for (name, slot) in candidates {
-            let recorded = live.tenants.get(&name).map(|t| t.table);
-            let scope = TableScope::Tenant(name.clone());
+            let recorded = live.tenants.get(name).map(|t| t.table);
+            let scope = TableScope::Tenant(name.to_owned());
             if let Some(g) = check(Slot::Tenant(slot), &scope, recorded)? {
-                tenants.insert(name, crate::store::TenantRef { slot, table: g });
+                tenants.insert(name.to_owned(), crate::store::TenantRef { slot, table: g });
             }
         }
         live.tenants = tenants;
@@ -205,22 +207,24 @@ impl Interface {
         // Loaded generations per table scope name, looked up without
         // building a name per manifest entry (10,000 per record).
         let mut loaded: HashMap<&str, BTreeSet<u64>> = HashMap::new();
+        let mut loaded_tenants: HashMap<&str, BTreeSet<u64>> = HashMap::new();
         for (scope, g) in kept {
-            loaded.entry(scope.as_str()).or_default().insert(*g);
+            match scope.strip_prefix("tenant-") {
+                Some(t) => loaded_tenants.entry(t).or_default().insert(*g),
+                None => loaded.entry(scope.as_str()).or_default().insert(*g),
+            };
         }
         let has = |name: &str, g: u64| loaded.get(name).is_some_and(|s| s.contains(&g));
-        let mut tenant_name = String::new();
+        let has_tenant =
+            |name: &str, g: u64| loaded_tenants.get(name).is_some_and(|s| s.contains(&g));
         let records = self.records()?;
-        let mut complete = |r: &Record| {
+        let complete = |r: &Record| {
             let m = &r.manifest;
             m.dispatch.is_none_or(|g| has("dispatch", g))
                 && m.global.is_none_or(|g| has("global", g))
-                && m.tenants.iter().all(|(n, t)| {
-                    tenant_name.clear();
-                    tenant_name.push_str("tenant-");
-                    tenant_name.push_str(n);
-                    has(&tenant_name, t.table)
-                })
+                && m.tenants
+                    .iter()
+                    .all(|(n, t)| has_tenant(n.as_str(), t.table))
         };
         let complete: BTreeMap<u64, bool> =
             records.iter().map(|(g, r)| (*g, complete(r))).collect();

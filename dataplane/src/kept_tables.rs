@@ -262,6 +262,20 @@ impl PinnedAttachment {
             .collect())
     }
 
+    /// Every kept table's scope, generation and id (region base, what
+    /// [`StagedTable::id`] and [`crate::Tables::slot_tables`] report), sorted,
+    /// in one read of the map and without a handle or header check each: what
+    /// telling which kept table a slot holds needs.
+    pub fn kept_table_ids(&self) -> Result<Vec<(String, u64, u32)>, Error> {
+        let mut out: Vec<(String, u64, u32)> = self
+            .read_kept()?
+            .into_iter()
+            .map(|(key, token)| (key.scope(), key.generation, token[1]))
+            .collect();
+        out.sort_unstable();
+        Ok(out)
+    }
+
     /// Every kept table with its scope and generation, sorted by them: what
     /// [`PinnedAttachment::kept_tables`] then [`PinnedAttachment::kept_table`]
     /// of each would give, in one read of the map.
