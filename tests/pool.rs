@@ -2,11 +2,7 @@
 //! live; a region is reused only once nothing points at it; a new process
 //! adopting pinned state never allocates over live, standby or kept tables.
 
-use std::{
-    net::Ipv4Addr,
-    path::PathBuf,
-    sync::atomic::{AtomicU32, Ordering},
-};
+use std::net::Ipv4Addr;
 
 use fluxgate::{
     common::{
@@ -15,11 +11,11 @@ use fluxgate::{
         xdp,
     },
     dataplane::{
-        AttachMode, Error, PinnedAttachment, Program, Slot, Tables,
+        Error, PinnedAttachment, Program, Sizes, Slot, Tables,
         frame::{FrameSpec, L4},
     },
 };
-use fluxgate_testkit::net::{self, Netns};
+use fluxgate_testkit::net::{self, PinnedLo};
 
 /// A table of `cells` cells that decides nothing but its default `action`.
 fn table(cells: u32, default: u8) -> Vec<Cell> {
@@ -103,50 +99,16 @@ fn program_too_small_for_a_table_is_refused() {
     assert!(err.to_string().contains("cell pool"), "{err}");
 }
 
-/// `lo` of a fresh namespace with fluxgate attached (generic) and pinned under
-/// a fresh bpffs directory; detached and cleaned up when dropped.
-struct Pinned {
-    _ns: Netns,
-    root: PathBuf,
-}
-
-impl Pinned {
-    fn new(pool_cells: u32) -> Pinned {
-        static NEXT: AtomicU32 = AtomicU32::new(0);
-        let root = PathBuf::from(format!(
-            "/sys/fs/bpf/fgt-pool-{}-{}",
-            std::process::id(),
-            NEXT.fetch_add(1, Ordering::Relaxed)
-        ));
-        let ns = Netns::new();
-        let pins = root.clone();
-        ns.run(move || {
-            let program = Program::load_sized(&GatewayConfig::default(), pool_cells).expect("load");
-            let attached = program.attach("lo", AttachMode::Generic).expect("attach");
-            drop(attached.pin(&pins).expect("pin"));
-        });
-        Pinned { _ns: ns, root }
-    }
-
-    /// A new adoption of the pinned state, as a restarted process would make.
-    fn open(&self) -> PinnedAttachment {
-        PinnedAttachment::open(&self.root, "lo").expect("open pinned")
-    }
-}
-
-impl Drop for Pinned {
-    fn drop(&mut self) {
-        if let Ok(p) = PinnedAttachment::open(&self.root, "lo") {
-            let _ = p.detach();
-        }
-        let _ = std::fs::remove_dir_all(&self.root);
-    }
-}
-
 #[test]
 fn a_region_is_reused_only_after_nothing_points_at_it() {
     net::require_root();
-    let pinned = Pinned::new(100);
+    let pinned = PinnedLo::new(
+        "pool",
+        Sizes {
+            pool_cells: 100,
+            ..Sizes::default()
+        },
+    );
     let mut p = pinned.open();
     assert_eq!(p.pool_cells().expect("size"), 100);
     let a = p.stage("a", &table(60, action::DROP)).expect("stage");
@@ -180,7 +142,13 @@ fn a_region_is_reused_only_after_nothing_points_at_it() {
 #[test]
 fn a_restarted_process_allocates_around_live_standby_and_kept_tables() {
     net::require_root();
-    let pinned = Pinned::new(100);
+    let pinned = PinnedLo::new(
+        "pool",
+        Sizes {
+            pool_cells: 100,
+            ..Sizes::default()
+        },
+    );
     let (a_id, b_id) = {
         let mut p = pinned.open();
         let a = p.stage("a", &table(30, action::DROP)).expect("stage a");

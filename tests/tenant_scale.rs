@@ -3,13 +3,7 @@
 //! packets, a slot past the end is a clear error —, and kept tables live in
 //! one map: 20,000 of them are kept, listed and forgotten in a few calls.
 
-use std::{
-    collections::BTreeMap,
-    net::Ipv4Addr,
-    path::PathBuf,
-    sync::atomic::{AtomicU32, Ordering},
-    time::Instant,
-};
+use std::{collections::BTreeMap, net::Ipv4Addr, time::Instant};
 
 use fluxgate::{
     common::{
@@ -18,8 +12,7 @@ use fluxgate::{
         xdp,
     },
     dataplane::{
-        AttachMode, Error, PinnedAttachment, Program, Sizes, Slot, StagedImage, StagedTable,
-        Tables,
+        Error, Program, Sizes, Slot, StagedImage, StagedTable, Tables,
         frame::{FrameSpec, L4},
     },
     ruleset::{
@@ -28,7 +21,7 @@ use fluxgate::{
         validate,
     },
 };
-use fluxgate_testkit::net::{self, Netns};
+use fluxgate_testkit::net::{self, PinnedLo};
 
 /// A table of `cells` cells that decides nothing but its default `action`.
 fn table(cells: u32, default: u8) -> Vec<Cell> {
@@ -43,50 +36,10 @@ fn table(cells: u32, default: u8) -> Vec<Cell> {
     out
 }
 
-/// `lo` of a fresh namespace with fluxgate attached (generic) and pinned
-/// under a fresh bpffs directory; detached and cleaned up when dropped.
-struct Pinned {
-    _ns: Netns,
-    root: PathBuf,
-}
-
-impl Pinned {
-    fn new(sizes: Sizes) -> Pinned {
-        static NEXT: AtomicU32 = AtomicU32::new(0);
-        let root = PathBuf::from(format!(
-            "/sys/fs/bpf/fgt-scale-{}-{}",
-            std::process::id(),
-            NEXT.fetch_add(1, Ordering::Relaxed)
-        ));
-        let ns = Netns::new();
-        let pins = root.clone();
-        ns.run(move || {
-            let program = Program::load_with(&GatewayConfig::default(), sizes).expect("load");
-            let attached = program.attach("lo", AttachMode::Generic).expect("attach");
-            drop(attached.pin(&pins).expect("pin"));
-        });
-        Pinned { _ns: ns, root }
-    }
-
-    /// A new adoption of the pinned state, as a restarted process would make.
-    fn open(&self) -> PinnedAttachment {
-        PinnedAttachment::open(&self.root, "lo").expect("open pinned")
-    }
-}
-
-impl Drop for Pinned {
-    fn drop(&mut self) {
-        if let Ok(p) = PinnedAttachment::open(&self.root, "lo") {
-            let _ = p.detach();
-        }
-        let _ = std::fs::remove_dir_all(&self.root);
-    }
-}
-
 #[test]
 fn twenty_thousand_kept_tables_are_kept_listed_and_forgotten_in_one_map() {
     net::require_root();
-    let pinned = Pinned::new(Sizes::default());
+    let pinned = PinnedLo::new("scale", Sizes::default());
     let mut p = pinned.open();
     assert_eq!(p.tenant_slots(), DEFAULT_TENANT_SLOTS);
     // 10,000 tenants × 2 generations, each a distinct 2-cell table.
@@ -298,10 +251,13 @@ fn tenant_slots_are_chosen_at_load_and_the_last_one_classifies() {
 #[test]
 fn a_pinned_attachment_reports_its_tenant_slots() {
     net::require_root();
-    let pinned = Pinned::new(Sizes {
-        tenant_slots: 70_000,
-        ..Sizes::default()
-    });
+    let pinned = PinnedLo::new(
+        "scale",
+        Sizes {
+            tenant_slots: 70_000,
+            ..Sizes::default()
+        },
+    );
     let mut p = pinned.open();
     assert_eq!(p.tenant_slots(), 70_000);
     assert_eq!(p.config().expect("config").tenant_slots, 70_000);

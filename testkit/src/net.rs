@@ -560,3 +560,52 @@ impl Drop for Flow {
         self.stop.store(true, Ordering::SeqCst);
     }
 }
+
+/// `lo` of a fresh namespace with fluxgate attached (generic mode) and pinned
+/// under a fresh bpffs directory (`/sys/fs/bpf/fgt-<tag>-<pid>-<n>`), sized
+/// by `sizes`; detached and removed when dropped, also when a test fails.
+pub struct PinnedLo {
+    _ns: Netns,
+    root: std::path::PathBuf,
+}
+
+impl PinnedLo {
+    /// Loads, attaches and pins fluxgate on the new namespace's `lo`.
+    pub fn new(tag: &str, sizes: fluxgate_dataplane::Sizes) -> PinnedLo {
+        use std::sync::atomic::{AtomicU32, Ordering};
+        static NEXT: AtomicU32 = AtomicU32::new(0);
+        let root = std::path::PathBuf::from(format!(
+            "/sys/fs/bpf/fgt-{tag}-{}-{}",
+            std::process::id(),
+            NEXT.fetch_add(1, Ordering::Relaxed)
+        ));
+        let ns = Netns::new();
+        let pins = root.clone();
+        ns.run(move || {
+            let program = fluxgate_dataplane::Program::load_with(
+                &fluxgate_common::GatewayConfig::default(),
+                sizes,
+            )
+            .expect("load");
+            let attached = program
+                .attach("lo", fluxgate_dataplane::AttachMode::Generic)
+                .expect("attach");
+            drop(attached.pin(&pins).expect("pin"));
+        });
+        PinnedLo { _ns: ns, root }
+    }
+
+    /// A new adoption of the pinned state, as a restarted process would make.
+    pub fn open(&self) -> fluxgate_dataplane::PinnedAttachment {
+        fluxgate_dataplane::PinnedAttachment::open(&self.root, "lo").expect("open pinned")
+    }
+}
+
+impl Drop for PinnedLo {
+    fn drop(&mut self) {
+        if let Ok(p) = fluxgate_dataplane::PinnedAttachment::open(&self.root, "lo") {
+            let _ = p.detach();
+        }
+        let _ = std::fs::remove_dir_all(&self.root);
+    }
+}
