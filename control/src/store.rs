@@ -376,15 +376,7 @@ impl Store {
 
     /// Forgets a finished (or obsolete) restore.
     pub fn clear_restore_point(&self) -> Result<(), ControlError> {
-        let path = self.dir.join("restore.json");
-        match fs::remove_file(&path) {
-            Ok(()) => Ok(()),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-            Err(e) => Err(ControlError::State(format!(
-                "cannot delete {}: {e}",
-                path.display()
-            ))),
-        }
+        remove_if_present(&self.dir.join("restore.json"))
     }
 
     /// Record of `generation`, if kept.
@@ -507,34 +499,12 @@ impl Store {
     /// Deletes the record of `generation` and what it staged.
     pub fn forget_record(&self, generation: u64) -> Result<(), ControlError> {
         self.cache_contents(generation, None);
-        match fs::remove_file(self.files_path(generation)) {
-            Ok(()) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => {
-                return Err(ControlError::State(format!(
-                    "cannot delete generation {generation}'s files: {e}"
-                )));
-            }
-        }
         if let Ok(mut cache) = self.records.lock() {
             cache.remove(&generation);
         }
-        match fs::remove_file(self.contents_path(generation)) {
-            Ok(()) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => {
-                return Err(ControlError::State(format!(
-                    "cannot delete generation {generation}'s tables: {e}"
-                )));
-            }
-        }
-        match fs::remove_file(self.record_path(generation)) {
-            Ok(()) => Ok(()),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-            Err(e) => Err(ControlError::State(format!(
-                "cannot delete generation {generation}: {e}"
-            ))),
-        }
+        remove_if_present(&self.files_path(generation))?;
+        remove_if_present(&self.contents_path(generation))?;
+        remove_if_present(&self.record_path(generation))
     }
 
     /// The text stored under `hash` (by journals written before
@@ -625,6 +595,18 @@ impl Store {
 /// process dies — the kernel drops flock locks with the last descriptor).
 pub struct Lock {
     _file: fs::File,
+}
+
+/// Deletes `path`; one that is not there is already what was wanted.
+fn remove_if_present(path: &Path) -> Result<(), ControlError> {
+    match fs::remove_file(path) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(ControlError::State(format!(
+            "cannot delete {}: {e}",
+            path.display()
+        ))),
+    }
 }
 
 fn create_private_dir(dir: &Path) -> Result<(), ControlError> {

@@ -21,8 +21,10 @@ use std::{
 use aya::maps::{Array, MapData, MapType};
 
 use crate::{
-    Error, PinnedAttachment, Slot, StagedTable, TableMap, Tables, layout::KEPT, pool::Pool, slots,
-    sys,
+    Error, PinnedAttachment, Slot, StagedTable, TableMap, Tables,
+    layout::{self, KEPT},
+    pool::Pool,
+    slots, sys,
 };
 
 /// Token magic: `"FGK"` + version 2.
@@ -116,21 +118,9 @@ pub(crate) fn create_kept_map(tenant_slots: u32) -> Result<MapData, Error> {
 
 /// Opens the pinned kept-table map at `path`, after checking its shape.
 pub(crate) fn adopt_kept_map(path: &Path, tenant_slots: u32) -> Result<MapData, Error> {
-    let data = MapData::from_pin(path).map_err(|e| Error::Incompatible {
-        path: path.to_path_buf(),
-        reason: format!("cannot open pinned map: {e}"),
-    })?;
-    let info = data
-        .info()
-        .map_err(|e| Error::kernel("read pinned map info", e))?;
-    let found = (
-        info.map_type().ok(),
-        info.key_size(),
-        info.value_size(),
-        info.max_entries(),
-        info.map_flags(),
-    );
-    let expected = (
+    let data = layout::pinned_map(path)?;
+    let found = layout::shape(&layout::map_info(&data)?);
+    let expected: layout::Shape = (
         Some(MapType::Hash),
         size_of::<KeptKey>() as u32,
         size_of::<Token>() as u32,

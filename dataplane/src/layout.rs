@@ -270,31 +270,49 @@ pub(crate) fn possible_cpus() -> Result<u32, Error> {
     Ok(cpus as u32)
 }
 
+/// The map pinned at `path` (not there, or not a map: incompatible state).
+pub(crate) fn pinned_map(path: &Path) -> Result<MapData, Error> {
+    MapData::from_pin(path).map_err(|e| Error::Incompatible {
+        path: path.to_path_buf(),
+        reason: format!("cannot open pinned map: {e}"),
+    })
+}
+
+/// The kernel's information about a pinned map.
+pub(crate) fn map_info(data: &MapData) -> Result<aya::maps::MapInfo, Error> {
+    data.info()
+        .map_err(|e| Error::kernel("read pinned map info", e))
+}
+
+/// A map's shape as adoption checks it: (type, key size, value size,
+/// entries, flags).
+pub(crate) type Shape = (Option<MapType>, u32, u32, u32, u32);
+
+/// The shape of a map from its information.
+pub(crate) fn shape(info: &aya::maps::MapInfo) -> Shape {
+    (
+        info.map_type().ok(),
+        info.key_size(),
+        info.value_size(),
+        info.max_entries(),
+        info.map_flags(),
+    )
+}
+
 /// Opens the map pinned at `path` as map `name` of [`MAP_SPECS`], after
 /// checking that its type, key and value sizes, entries and flags are what
 /// this build creates ([`Error::Incompatible`] otherwise: a stale pin from an
 /// older build is never reused silently). The maps sized by the number of
 /// tenant or counter slots must have `slots`.
 pub(crate) fn adopt_map(name: &'static str, path: &Path, slots: Slots) -> Result<Map, Error> {
-    let data = MapData::from_pin(path).map_err(|e| Error::Incompatible {
-        path: path.to_path_buf(),
-        reason: format!("cannot open pinned map: {e}"),
-    })?;
+    let data = pinned_map(path)?;
     let (_, map_type, value_size, max_entries) = MAP_SPECS
         .iter()
         .copied()
         .find(|(n, ..)| *n == name)
         .ok_or_else(|| Error::InvalidArgument(format!("unknown map {name}")))?;
-    let info = data
-        .info()
-        .map_err(|e| Error::kernel("read pinned map info", e))?;
-    let found = (
-        info.map_type().ok(),
-        info.key_size(),
-        info.value_size(),
-        info.max_entries(),
-        info.map_flags(),
-    );
+    let info = map_info(&data)?;
+    let found = shape(&info);
     let key_size = if map_type == MapType::RingBuf { 0 } else { 4 };
     // The pool's size is chosen at load time: any size that holds a table.
     let max_entries = if max_entries == 0 && info.max_entries() >= 2 {

@@ -293,27 +293,12 @@ impl PinnedAttachment {
     }
 }
 
-/// The map pinned at `path` (not there, or not a map: incompatible state).
-fn pinned_map(path: &Path) -> Result<aya::maps::MapData, Error> {
-    aya::maps::MapData::from_pin(path).map_err(|e| Error::Incompatible {
-        path: path.to_path_buf(),
-        reason: format!("cannot open pinned map: {e}"),
-    })
-}
-
-/// The kernel's information about the map pinned at `path`.
-fn pinned_map_info(path: &Path) -> Result<aya::maps::MapInfo, Error> {
-    pinned_map(path)?
-        .info()
-        .map_err(|e| Error::kernel("read pinned map info", e))
-}
-
 /// The tenant slots of the attachment pinned in `dir`: the entries of its
 /// probe overlay map ([`maps::PROBE_TENANTS`], one per tenant slot), from
 /// the map's info. Its shape is checked with every other map's afterwards.
 fn pinned_tenant_slots(dir: &Path) -> Result<u32, Error> {
     let path = dir.join(maps::PROBE_TENANTS);
-    let entries = pinned_map_info(&path)?.max_entries();
+    let entries = layout::map_info(&layout::pinned_map(&path)?)?.max_entries();
     layout::check_tenant_slots(entries).map_err(|e| Error::Incompatible {
         path,
         reason: e.to_string(),
@@ -325,11 +310,8 @@ fn pinned_tenant_slots(dir: &Path) -> Result<u32, Error> {
 /// version of the struct), whatever the configuration's size.
 fn pinned_abi_version(dir: &Path) -> Result<u32, Error> {
     let path = dir.join(maps::CONFIG);
-    let data = pinned_map(&path)?;
-    let value_size = data
-        .info()
-        .map_err(|e| Error::kernel("read pinned map info", e))?
-        .value_size();
+    let data = layout::pinned_map(&path)?;
+    let value_size = layout::map_info(&data)?.value_size();
     // Large enough for any configuration so far (16 and 24 bytes).
     type Words = [u32; 16];
     if !(4..=size_of::<Words>() as u32).contains(&value_size) {
@@ -349,7 +331,7 @@ fn pinned_abi_version(dir: &Path) -> Result<u32, Error> {
 /// with every other map's afterwards.
 fn pinned_counter_slots(dir: &Path) -> Result<u32, Error> {
     let path = dir.join(maps::RULE_COUNTERS);
-    let entries = pinned_map_info(&path)?.max_entries();
+    let entries = layout::map_info(&layout::pinned_map(&path)?)?.max_entries();
     let Some(per_cpu) = layout::per_cpu_block(entries)? else {
         return Err(Error::Incompatible {
             path,
