@@ -136,7 +136,7 @@ impl Interface {
         // table: not compiled, staged or checked again (their table stays).
         let live = &self.state.live;
         let context = build_context(&files, &interfaces);
-        let recorded_keys = live_keys(live, &self.store)?;
+        let (recorded_keys, live_hashes) = live_tables(live, &self.store)?;
         // The key of a file's table, in the tenant slot `slots` gives it.
         let key_of = |path: &str, text: &str, slots: &dyn Fn(&str) -> Option<u32>| {
             let scope = TableScope::of_file(path);
@@ -186,7 +186,6 @@ impl Interface {
                 )
             },
         )?;
-        let live_hashes = live_hashes(live, &self.store)?;
         let mut manifest = Manifest::default();
         let mut hashes = BTreeMap::new();
         let mut pending: Vec<(TableScope, Slot)> = Vec::new();
@@ -505,15 +504,23 @@ impl Interface {
     }
 }
 
-/// The content key of each live table, from the records that created them.
-fn live_keys(live: &Manifest, store: &Store) -> Result<BTreeMap<TableScope, String>, ControlError> {
-    let mut out = BTreeMap::new();
+/// Build key and content hash per live table.
+type LiveTables = (BTreeMap<TableScope, String>, BTreeMap<TableScope, u64>);
+
+/// The build key and content hash of each live table, from what the
+/// generation that built it recorded: one pass over the live manifest.
+fn live_tables(live: &Manifest, store: &Store) -> Result<LiveTables, ControlError> {
+    let (mut keys, mut hashes) = (BTreeMap::new(), BTreeMap::new());
     for (scope, g) in manifest_tables(live) {
-        if let Some(k) = store.contents(g)?.keys.get(&scope) {
-            out.insert(scope, k.clone());
+        let contents = store.contents(g)?;
+        if let Some(k) = contents.keys.get(&scope) {
+            keys.insert(scope.clone(), k.clone());
+        }
+        if let Some(h) = contents.hashes.get(&scope) {
+            hashes.insert(scope, *h);
         }
     }
-    Ok(out)
+    Ok((keys, hashes))
 }
 
 /// What every table of a ruleset is built from besides its own file: the
@@ -548,17 +555,6 @@ fn table_key(context: &[u8], slot: Option<u32>, text: &str) -> String {
     h.update(slot.map_or(u64::MAX, u64::from).to_le_bytes());
     h.update(text.as_bytes());
     crate::host::hex(&h.finalize())
-}
-
-/// Content hash of each live table, from the records that created them.
-fn live_hashes(live: &Manifest, store: &Store) -> Result<BTreeMap<TableScope, u64>, ControlError> {
-    let mut out = BTreeMap::new();
-    for (scope, g) in manifest_tables(live) {
-        if let Some(h) = store.contents(g)?.hashes.get(&scope) {
-            out.insert(scope, *h);
-        }
-    }
-    Ok(out)
 }
 
 /// FNV-1a over a table's cells, with the header's generation number left out

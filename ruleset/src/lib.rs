@@ -291,6 +291,7 @@ mod lexer;
 mod literal;
 mod load;
 pub mod model;
+mod owners;
 pub mod packet;
 mod parser;
 pub mod preflight;
