@@ -64,8 +64,12 @@ fn a_claim_outside_its_allocation_is_refused_while_the_other_tenant_applies() {
     let out = fluxgate(&s, &["-n", ns, "apply", &rules, IF_B, "--atomic"]);
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(7), "{err}");
+    // The report wraps long lines (`\n  | `) where the path's length puts
+    // them: read it as one line.
+    let flat: Vec<&str> = err.split_whitespace().filter(|w| *w != "|").collect();
+    let flat = flat.join(" ");
     assert!(
-        err.contains("beta.fg:2:26") && err.contains("outside its allocation"),
+        flat.contains("beta.fg:2:26") && flat.contains("outside its allocation"),
         "{err}"
     );
     assert_eq!(
