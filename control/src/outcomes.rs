@@ -292,6 +292,15 @@ fn last_line_seq(tail: &[u8], at_start: bool) -> Option<u64> {
     std::str::from_utf8(&rest[..digits]).ok()?.parse().ok()
 }
 
+/// A ruleset file's name without its directory (the operator's paths are
+/// not a tenant's business).
+fn file_name(path: &str) -> &str {
+    Path::new(path)
+        .file_name()
+        .and_then(|n| n.to_str())
+        .unwrap_or(path)
+}
+
 /// The tenant a ruleset file belongs to (`None`: the gateway file).
 fn tenant_of_file(path: &str) -> Option<String> {
     TableScope::of_file(path).tenant().map(str::to_owned)
@@ -368,7 +377,15 @@ impl Interface {
                         .diagnostics
                         .iter()
                         .map(|d| match &d.at {
-                            Some(p) => format!("{}:{}:{}: {}", p.file, p.line, p.col, d.message),
+                            Some(p) => {
+                                format!(
+                                    "{}:{}:{}: {}",
+                                    file_name(&p.file),
+                                    p.line,
+                                    p.col,
+                                    d.message
+                                )
+                            }
                             None => d.message.clone(),
                         })
                         .collect();
@@ -381,7 +398,9 @@ impl Interface {
                 let mut by_tenant: BTreeMap<Option<String>, Vec<String>> = BTreeMap::new();
                 for d in &errors.errors {
                     let line = match d.location.position() {
-                        Some((l, c)) => format!("{}:{l}:{c}: {}", d.location.file, d.message),
+                        Some((l, c)) => {
+                            format!("{}:{l}:{c}: {}", file_name(&d.location.file), d.message)
+                        }
                         None => d.message.clone(),
                     };
                     by_tenant

@@ -206,7 +206,9 @@ pub fn tenant_page(
         let (passed, dropped, rules) = stats
             .into_iter()
             .find(|s| s.tenant == tenant)
-            .map(|s| {
+            .map(|mut s| {
+                // Rules in order, the default action last.
+                s.rules.sort_by_key(|r| (r.position == 0, r.position));
                 let rules = s
                     .rules
                     .into_iter()
