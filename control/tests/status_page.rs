@@ -224,6 +224,43 @@ fn a_slow_client_does_not_hold_up_the_others() {
 }
 
 #[test]
+fn the_page_refreshes_itself_while_a_change_is_in_progress() {
+    use std::os::fd::AsRawFd;
+    let g = Gw::new("status-busy");
+    let server = g.serve(&g.tokens(&[]));
+    let page = || request(server.addr, "GET", "/tenants/acme", Some(ACME_TOKEN)).body;
+    let calm = page();
+    assert!(calm.contains("The gateway is healthy."), "{calm}");
+    assert!(!calm.contains("http-equiv=\"refresh\""), "{calm}");
+    // Hold the interface's change lock, as a running apply does.
+    let lock = std::fs::File::open(
+        g.s.state
+            .join(&g.ns)
+            .join(fluxgate_testkit::net::IF_B)
+            .join("lock"),
+    )
+    .expect("the journal's lock file");
+    // SAFETY: flock on a descriptor we own.
+    assert_eq!(unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX) }, 0);
+    let busy = page();
+    assert!(busy.contains("A change is in progress"), "{busy}");
+    assert!(
+        busy.contains("<meta http-equiv=\"refresh\" content=\"5\">"),
+        "{busy}"
+    );
+    // A change meanwhile is refused as busy: the page never took the lock.
+    let out = g.apply(&[]);
+    assert_eq!(
+        out.status.code(),
+        Some(6),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    drop(lock);
+    assert!(page().contains("The gateway is healthy."));
+}
+
+#[test]
 fn the_pages_and_the_webhooks_tell_every_outcome_once_in_order() {
     let g = Gw::new("status-story");
     let receiver = Receiver::start();

@@ -115,7 +115,7 @@ pub fn tenant(page: &TenantPage) -> String {
         let iface = escape(&i.iface);
         let _ = write!(
             out,
-            "<h2>Gateway {iface}</h2><p class=\"{}\">The gateway is {}.{}</p>",
+            "<h2>Gateway {iface}</h2><p class=\"{}\">{}{}</p>",
             state_class(i.state),
             escape(i.state.words()),
             if page.in_progress() {
@@ -200,7 +200,7 @@ pub fn operator(page: &OperatorPage) -> String {
     for i in &page.interfaces {
         let _ = write!(
             out,
-            "<h2>Gateway {} (generation {})</h2><p class=\"{}\">The gateway is {}.</p>",
+            "<h2>Gateway {} (generation {})</h2><p class=\"{}\">{}</p>",
             escape(&i.iface),
             i.live_generation,
             state_class(i.state),

@@ -32,14 +32,16 @@ pub enum GatewayState {
 }
 
 impl GatewayState {
-    /// In words.
+    /// In words, a sentence.
     pub fn words(self) -> &'static str {
         match self {
-            GatewayState::Healthy => "healthy",
-            GatewayState::ChangeInProgress => "a change is in progress",
-            GatewayState::RolledBackRecently => "a change was rolled back in the last 15 minutes",
+            GatewayState::Healthy => "The gateway is healthy.",
+            GatewayState::ChangeInProgress => "A change is in progress on the gateway.",
+            GatewayState::RolledBackRecently => {
+                "A change was rolled back on the gateway in the last 15 minutes."
+            }
             GatewayState::Interrupted => {
-                "an interrupted change is waiting for the operator (live rules are serving)"
+                "An interrupted change is waiting for the operator; the live rules are serving."
             }
         }
     }
