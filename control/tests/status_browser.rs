@@ -70,7 +70,7 @@ fn the_tenant_page_renders_its_history_and_rules_in_a_browser() {
     for want in [
         "Filtering for acme",
         "Your rule 1 (generation 3) was rolled back at",
-        "because pass rate fell from",
+        "because your pass rate fell from",
         "Your new rules were refused at",
         "rule 2 new or edited",
         "The operator rolled your rules back to generation 1",

@@ -63,6 +63,8 @@ impl DropSamples {
     /// Samples drops of every interface of `gateway` until `stop` is
     /// cancelled (a failing interface is logged and retried next turn).
     pub fn run(&self, gateway: &Gateway, stop: &Cancel) {
+        // Each new kind of failure is told once (not every turn).
+        let mut last_error = String::new();
         while !stop.is_cancelled() {
             let ifaces = match gateway.interfaces() {
                 Ok(i) => i,
@@ -78,9 +80,16 @@ impl DropSamples {
                 if stop.is_cancelled() {
                     break;
                 }
-                if let Err(e) = self.turn(gateway, &iface, stop) {
-                    tracing::debug!(iface, "status: drop sampling: {e}");
-                    std::thread::sleep(Duration::from_millis(500));
+                match self.turn(gateway, &iface, stop) {
+                    Ok(()) => last_error.clear(),
+                    Err(e) => {
+                        let text = format!("{iface}: {e}");
+                        if text != last_error {
+                            tracing::warn!("status: cannot sample drops on {text}");
+                            last_error = text;
+                        }
+                        std::thread::sleep(Duration::from_millis(500));
+                    }
                 }
             }
         }

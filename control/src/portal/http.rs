@@ -35,7 +35,7 @@ use super::{
     tokens::{MAX_TOKEN, Principal, TokensFile},
     view,
 };
-use crate::{ControlError, Gateway};
+use crate::{Cancel, ControlError, Gateway};
 
 /// Most requests answered at once.
 pub const MAX_CLIENTS: usize = 32;
@@ -267,17 +267,22 @@ fn json<T: serde::Serialize>(value: T) -> Response {
     }
 }
 
-/// Serves the status pages on `listener` until the process is stopped (see
-/// the module docs). An `accept` error is logged and serving goes on.
+/// Serves the status pages on `listener` until `stop` is cancelled (see
+/// the module docs); requests being answered then are finished first. An
+/// `accept` error is logged and serving goes on.
 pub fn serve(
     listener: &TcpListener,
     gateway: &Gateway,
     tokens: &TokensFile,
     drops: Option<&DropSamples>,
-) -> ControlError {
+    stop: &Cancel,
+) -> Result<(), ControlError> {
     let busy = Arc::new(AtomicUsize::new(0));
     std::thread::scope(|scope| {
-        loop {
+        while !stop.is_cancelled() {
+            if !readable(listener, Duration::from_millis(200)) {
+                continue;
+            }
             let mut stream = match listener.accept() {
                 Ok((stream, _)) => stream,
                 Err(e) => {
@@ -303,7 +308,22 @@ pub fn serve(
                 busy.fetch_sub(1, Ordering::AcqRel);
             });
         }
+        Ok(())
     })
+}
+
+/// Whether `listener` has a connection to accept within `timeout`.
+fn readable(listener: &TcpListener, timeout: Duration) -> bool {
+    use std::os::fd::AsRawFd;
+    let mut pollfd = libc::pollfd {
+        fd: listener.as_raw_fd(),
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    let millis = libc::c_int::try_from(timeout.as_millis()).unwrap_or(libc::c_int::MAX);
+    // SAFETY: one valid, initialised entry that outlives the call.
+    let ready = unsafe { libc::poll(&mut pollfd, 1, millis) };
+    ready > 0
 }
 
 /// Reads the request head within [`READ_DEADLINE`] (`Ok(None)`: too long).

@@ -36,24 +36,24 @@ use crate::{Cancel, ControlError, Gateway};
 
 /// Serves the status pages of `gateway` on `listener` with the tokens of
 /// `tokens`, sampling drops and sending webhooks from threads of its own,
-/// until the process is stopped (it returns only the error that stopped it).
-pub fn serve(listener: &TcpListener, gateway: &Gateway, tokens: &Path) -> ControlError {
-    let tokens = match tokens::TokensFile::open(tokens) {
-        Ok(t) => Arc::new(t),
-        Err(e) => return e,
-    };
-    let notifier = match webhook::Notifier::new(gateway, Arc::clone(&tokens)) {
-        Ok(n) => n,
-        Err(e) => return e,
-    };
+/// until `stop` is cancelled (`Ok`: the drop capture is switched off again
+/// then) or serving fails.
+pub fn serve(
+    listener: &TcpListener,
+    gateway: &Gateway,
+    tokens: &Path,
+    stop: &Cancel,
+) -> Result<(), ControlError> {
+    let tokens = Arc::new(tokens::TokensFile::open(tokens)?);
+    let notifier = webhook::Notifier::new(gateway, Arc::clone(&tokens))?;
     let samples = drops::DropSamples::default();
-    let stop = Cancel::new();
     std::thread::scope(|scope| {
-        scope.spawn(|| samples.run(gateway, &stop));
-        scope.spawn(|| notifier.run(&stop));
-        let e = http::serve(listener, gateway, &tokens, Some(&samples));
+        scope.spawn(|| samples.run(gateway, stop));
+        scope.spawn(|| notifier.run(stop));
+        let served = http::serve(listener, gateway, &tokens, Some(&samples), stop);
+        // Whatever ended serving ends the sampler and the notifier too.
         stop.cancel();
-        e
+        served
     })
 }
 

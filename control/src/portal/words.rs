@@ -34,9 +34,14 @@ fn rules_words(positions: &[u32]) -> String {
     }
 }
 
-/// A canary's regression as a tenant reads it.
+/// A canary's regression of the tenant itself, as it reads it
+/// (`pass ratio fell …` → `your pass rate fell …`).
 fn regression_words(why: &str) -> String {
-    why.replace("pass ratio", "pass rate")
+    let why = why.replace("pass ratio", "your pass rate");
+    match why.strip_prefix("traffic fell") {
+        Some(rest) => format!("your traffic fell{rest}"),
+        None => why,
+    }
 }
 
 /// One outcome in plain words and its details, as `viewer` may read it
@@ -53,20 +58,23 @@ fn describe_for_tenant(o: &Outcome, t: &str) -> (String, Vec<String>) {
     let g = o.generation;
     let mine = o.tenants.iter().any(|x| x == t);
     let my_rules = o.rules.get(t).map(|p| rules_words(p)).unwrap_or_default();
-    let why_text = || {
-        let own_cause = o.cause_tenant.as_deref().is_none_or(|c| c == t);
-        match o.why.first() {
-            Some(w) if own_cause => regression_words(w),
-            Some(_) => "the same change made another part of the gateway unhealthy".to_owned(),
-            None => "its health could not be confirmed".to_owned(),
+    // A canary's regression is told to the tenant it was measured on; any
+    // other cause (another tenant's regression, the operator's health
+    // command, a cancel) only in general words.
+    let own_cause = o.cause_tenant.as_deref() == Some(t);
+    let why_text = || match o.why.first() {
+        Some(w) if own_cause => regression_words(w),
+        Some(_) if o.cause_tenant.is_some() => {
+            "the same change made another part of the gateway unhealthy".to_owned()
         }
+        _ => "the gateway's health checks failed after it went live".to_owned(),
     };
     let details = |o: &Outcome| -> Vec<String> {
-        let own_cause = o.cause_tenant.as_deref().is_none_or(|c| c == t);
-        if mine && own_cause {
-            o.why.iter().map(|w| regression_words(w)).collect()
-        } else {
-            Vec::new()
+        match o.kind {
+            OutcomeKind::CanaryRolledBack if !(mine && own_cause) => Vec::new(),
+            OutcomeKind::CanaryRolledBack => o.why.iter().map(|w| regression_words(w)).collect(),
+            _ if mine => o.why.clone(),
+            _ => Vec::new(),
         }
     };
     let text = match o.kind {
@@ -207,10 +215,10 @@ mod tests {
         let (text, details) = describe(&o, Some("acme"));
         assert_eq!(
             text,
-            "Your rule 3 (generation 5) was rolled back at 2025-12-03 10:42 UTC because pass rate \
-             fell from 99% to 39%; your previous rules are live again."
+            "Your rule 3 (generation 5) was rolled back at 2025-12-03 10:42 UTC because your pass \
+             rate fell from 99% to 39%; your previous rules are live again."
         );
-        assert_eq!(details, ["pass rate fell from 99% to 39%"]);
+        assert_eq!(details, ["your pass rate fell from 99% to 39%"]);
     }
 
     #[test]
@@ -223,6 +231,11 @@ mod tests {
         assert!(details.is_empty());
         let (op, _) = describe(&o, None);
         assert!(op.contains("globex"), "{op}");
+        // The operator's health command is the operator's business.
+        o.cause_tenant = None;
+        o.why = vec!["health command `/etc/secret-check` failed".into()];
+        let (text, details) = describe(&o, Some("acme"));
+        assert!(!text.contains("secret") && details.is_empty(), "{text}");
     }
 
     #[test]

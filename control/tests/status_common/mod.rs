@@ -169,10 +169,43 @@ pub struct Server {
     pub addr: SocketAddr,
 }
 
+impl Server {
+    /// SIGTERM, then waits (at most 20 s) for the process to end by itself.
+    pub fn stop(mut self) -> Option<std::process::ExitStatus> {
+        let pid = libc::pid_t::try_from(self.child.id()).expect("pid");
+        // SAFETY: signalling our own child, by its id.
+        unsafe { libc::kill(pid, libc::SIGTERM) };
+        let until = std::time::Instant::now() + Duration::from_secs(20);
+        while std::time::Instant::now() < until {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return Some(status);
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        None
+    }
+}
+
 impl Drop for Server {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+}
+
+impl Gw {
+    /// Whether the drop capture of the interface is switched on.
+    pub fn capturing(&self) -> bool {
+        let gw = fluxgate_control::Gateway::new()
+            .with_bpffs(&self.s.pins)
+            .with_state(&self.s.state)
+            .in_netns(Some(self.ns.clone()));
+        let it = gw.open_read(Some(IF_B)).expect("open");
+        it.pinned()
+            .capture_config()
+            .expect("capture config")
+            .enabled
+            != 0
     }
 }
 

@@ -70,12 +70,12 @@ fn run(cli: &Cli) -> Result<(), ControlError> {
         tokens,
     } = &cli.command
     {
-        return Err(serve::serve(
+        return serve::serve(
             cli.json,
             &gateway(cli)?,
             *metrics,
             status.zip(tokens.as_deref()),
-        ));
+        );
     }
     let gw = gateway(cli)?;
     let json = cli.json;
