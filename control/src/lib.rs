@@ -15,6 +15,10 @@
 //!   [`Interface::explain`], [`Interface::capture`] (the drop stream), the
 //!   classifier [`upgrade`](crate::upgrade) steps.
 //! - [`check()`] and [`classify::classify`] need no kernel and no root.
+//! - [`outcomes`]: what each change did for each tenant (applied, refused,
+//!   preflight refused, canary rolled back, rolled back), appended by the
+//!   changes themselves; [`portal`]: the tenants' status pages and webhooks
+//!   built on it (`fluxgate serve --status`).
 //!
 //! Every result is a documented struct that implements `serde::Serialize`
 //! (the CLI's `--json` prints exactly these); every failure is a
