@@ -202,8 +202,9 @@ pub fn tenant_page(
         let Some(live) = it.state().live.tenants.get(tenant).copied() else {
             continue;
         };
-        let state = gateway_state(&it)?;
-        let outcomes = it.outcomes(Some(tenant))?;
+        let all = it.outcomes(None)?;
+        let state = gateway_state(&it, &all)?;
+        let outcomes: Vec<Outcome> = all.into_iter().filter(|o| o.concerns(tenant)).collect();
         let stats = it.tenant_stats(Some(tenant))?;
         let (passed, dropped, rules) = stats
             .into_iter()
@@ -231,21 +232,24 @@ pub fn tenant_page(
             .into_iter()
             .find(|(p, _)| Path::new(p).file_name().and_then(|n| n.to_str()) == Some(&file_name))
             .map(|(_, text)| text);
-        let since = match it.store().record(live.table)? {
-            Some(r) => Some(r.created),
-            None => outcomes
-                .iter()
-                .rev()
-                .find(|o| {
-                    o.tenants.iter().any(|t| t == tenant)
-                        && matches!(
-                            o.kind,
-                            OutcomeKind::Applied
-                                | OutcomeKind::RolledBack
-                                | OutcomeKind::CanaryRolledBack
-                        )
-                })
-                .map(|o| o.at),
+        // When the tenant's rules last changed (applied, rolled back), else
+        // when the generation of its table was made.
+        let last_change = outcomes
+            .iter()
+            .rev()
+            .find(|o| {
+                o.tenants.iter().any(|t| t == tenant)
+                    && matches!(
+                        o.kind,
+                        OutcomeKind::Applied
+                            | OutcomeKind::RolledBack
+                            | OutcomeKind::CanaryRolledBack
+                    )
+            })
+            .map(|o| o.at);
+        let since = match last_change {
+            Some(at) => Some(at),
+            None => it.store().record(live.table)?.map(|r| r.created),
         };
         let drops = drops
             .map(|d| d.recent(&iface, tenant))
@@ -282,8 +286,8 @@ pub fn operator_page(gateway: &Gateway) -> Result<OperatorPage, ControlError> {
     let mut interfaces = Vec::new();
     for iface in gateway.interfaces()? {
         let mut it = gateway.open_read(Some(&iface))?;
-        let state = gateway_state(&it)?;
         let outcomes = it.outcomes(None)?;
+        let state = gateway_state(&it, &outcomes)?;
         let live = it.state().live.clone();
         let tenants = it
             .tenant_stats(None)?
@@ -324,6 +328,10 @@ fn rule_words(dropped_by: &str, tenant: &str) -> String {
     if let Some(n) = dropped_by.strip_prefix("gateway#") {
         return format!("gateway rule {n}");
     }
+    if dropped_by.starts_with("counter slot ") {
+        // A rule newer than the sampler's view of the interface.
+        return "a rule of a newer generation".into();
+    }
     "the gateway's rules".into()
 }
 
@@ -349,16 +357,16 @@ fn history(outcomes: &[Outcome], viewer: Option<&str>) -> Vec<HistoryLine> {
         .collect()
 }
 
-/// The state of `it`'s gateway: a change holds the lock, an apply was
-/// interrupted, a rollback was recent, or healthy.
-pub fn gateway_state(it: &Interface) -> Result<GatewayState, ControlError> {
+/// The state of `it`'s gateway, given its `outcomes`: a change holds the
+/// lock, an apply was interrupted, a rollback was recent, or healthy.
+pub fn gateway_state(it: &Interface, outcomes: &[Outcome]) -> Result<GatewayState, ControlError> {
     if lock_held(&it.store().dir().join("lock")) {
         return Ok(GatewayState::ChangeInProgress);
     }
     if !it.interrupted()?.is_empty() {
         return Ok(GatewayState::Interrupted);
     }
-    let last = it.outcomes(None)?.into_iter().rev().find(|o| {
+    let last = outcomes.iter().rev().find(|o| {
         matches!(
             o.kind,
             OutcomeKind::Applied | OutcomeKind::RolledBack | OutcomeKind::CanaryRolledBack
