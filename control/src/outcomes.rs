@@ -370,8 +370,9 @@ impl Interface {
                     }
                     self.record_outcome(o);
                 }
+                // Refused from the generation that went live without them.
                 for r in &applied.refused {
-                    let mut o = with_reason(Outcome::new(OutcomeKind::Refused, generation));
+                    let mut o = with_reason(Outcome::new(OutcomeKind::Refused, applied.generation));
                     o.tenants = vec![r.tenant.clone()];
                     o.why = r
                         .diagnostics

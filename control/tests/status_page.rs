@@ -379,6 +379,49 @@ fn the_pages_and_the_webhooks_tell_every_outcome_once_in_order() {
 }
 
 #[test]
+fn a_partly_refused_apply_tells_each_tenant_its_own_outcome() {
+    let g = Gw::new("status-partial");
+    let server = g.serve(&g.tokens(&[]));
+    status_common::write_acme(&g, status_common::ACME_INVALID);
+    common::write(
+        &g.s.rules,
+        "globex.fg",
+        "tenant globex\nprefix 10.77.2.0/24\ndefault pass\nproto tcp dport 23 drop\nproto tcp dport 25 drop\n",
+    );
+    let out = g.apply(&["--reason", "monday changes"]);
+    assert_eq!(out.status.code(), Some(10), "partially applied");
+    let page = |t: &str, token: &str| {
+        let r = request(
+            server.addr,
+            "GET",
+            &format!("/tenants/{t}.json"),
+            Some(token),
+        );
+        let v: serde_json::Value = serde_json::from_str(&r.body).expect("json");
+        (r.body, v["interfaces"][0]["history"][0].clone())
+    };
+    let (acme_body, acme) = page("acme", ACME_TOKEN);
+    assert_eq!(acme["outcome"], "refused", "{acme}");
+    assert_eq!(acme["generation"], 2, "refused from generation 2: {acme}");
+    assert!(
+        acme["details"][0]
+            .as_str()
+            .is_some_and(|d| d.starts_with("acme.fg:4:")),
+        "{acme}"
+    );
+    assert!(!acme_body.contains("globex"), "{acme_body}");
+    let (globex_body, globex) = page("globex", GLOBEX_TOKEN);
+    assert_eq!(globex["outcome"], "applied", "{globex}");
+    assert!(
+        globex["text"]
+            .as_str()
+            .is_some_and(|t| t.contains("rule 2 new or edited")),
+        "{globex}"
+    );
+    assert!(!globex_body.contains("acme"), "{globex_body}");
+}
+
+#[test]
 fn a_hung_webhook_receiver_never_slows_an_apply() {
     let g = Gw::new("status-hung");
     let receiver = Receiver::start();
