@@ -5,7 +5,9 @@
 //!   within [`READ_DEADLINE`]; no request body is ever read; the answer must
 //!   be taken within [`WRITE_DEADLINE`]. At most [`MAX_CLIENTS`] requests are
 //!   answered at once, each on its own thread; one more is told `503` at
-//!   once: a slow client holds one place for a few seconds, never the others.
+//!   once: a slow client holds one place for a few seconds, never the others;
+//!   one token has at most [`MAX_PER_TOKEN`] requests answered at once
+//!   (more get `429`).
 //! - Strict paths: a path is matched byte for byte against the few the
 //!   server has (`/`, `/tenants`, `/tenants.json`, `/tenants/NAME`,
 //!   `/tenants/NAME.json`), with NAME a valid ruleset tenant name. Nothing is
@@ -18,10 +20,11 @@
 //!   password of HTTP Basic authentication (what a browser asks for).
 
 use std::{
+    collections::HashMap,
     io::{Read, Write},
     net::{TcpListener, TcpStream},
     sync::{
-        Arc,
+        Arc, Mutex,
         atomic::{AtomicUsize, Ordering},
     },
     time::{Duration, Instant},
@@ -180,12 +183,60 @@ impl Response {
     }
 }
 
+/// Requests one token may have answered at once: a page of a large
+/// gateway takes a tenth of a second to build, and one tenant refreshing
+/// hard must not hold every place.
+pub const MAX_PER_TOKEN: usize = 4;
+
+/// Requests being answered, per principal.
+#[derive(Debug, Default)]
+pub struct InFlight(Mutex<HashMap<String, usize>>);
+
+/// A place taken in [`InFlight`], given back on drop.
+#[derive(Debug)]
+pub struct Place<'a> {
+    of: &'a InFlight,
+    key: String,
+}
+
+impl InFlight {
+    /// A place for a request of `who`, unless it has [`MAX_PER_TOKEN`]
+    /// being answered already.
+    pub fn enter(&self, who: &Principal) -> Option<Place<'_>> {
+        let key = match who {
+            Principal::Operator => String::new(),
+            Principal::Tenant(t) => t.clone(),
+        };
+        let mut map = self.0.lock().ok()?;
+        let n = map.entry(key.clone()).or_default();
+        if *n >= MAX_PER_TOKEN {
+            return None;
+        }
+        *n += 1;
+        Some(Place { of: self, key })
+    }
+}
+
+impl Drop for Place<'_> {
+    fn drop(&mut self) {
+        if let Ok(mut map) = self.of.0.lock()
+            && let Some(n) = map.get_mut(&self.key)
+        {
+            *n -= 1;
+            if *n == 0 {
+                map.remove(&self.key);
+            }
+        }
+    }
+}
+
 /// What the server answers to `req`.
 pub fn respond(
     req: &Request,
     tokens: &TokensFile,
     gateway: &Gateway,
     drops: Option<&DropSamples>,
+    in_flight: &InFlight,
 ) -> Response {
     if req.method != "GET" && req.method != "HEAD" {
         let mut r = Response::text("405 Method Not Allowed", "GET or HEAD only");
@@ -205,6 +256,11 @@ pub fn respond(
         let mut r = Response::text("401 Unauthorized", "a token is needed");
         r.headers
             .push("WWW-Authenticate: Basic realm=\"fluxgate status\", charset=\"UTF-8\"".into());
+        return r;
+    };
+    let Some(_place) = in_flight.enter(&principal) else {
+        let mut r = Response::text("429 Too Many Requests", "too many requests at once");
+        r.headers.push("Retry-After: 1".into());
         return r;
     };
     let Some(route) = route(&req.target) else {
@@ -278,6 +334,8 @@ pub fn serve(
     stop: &Cancel,
 ) -> Result<(), ControlError> {
     let busy = Arc::new(AtomicUsize::new(0));
+    let in_flight = InFlight::default();
+    let in_flight = &in_flight;
     std::thread::scope(|scope| {
         while !stop.is_cancelled() {
             if !readable(listener, Duration::from_millis(200)) {
@@ -302,7 +360,7 @@ pub fn serve(
             busy.fetch_add(1, Ordering::AcqRel);
             let busy = Arc::clone(&busy);
             scope.spawn(move || {
-                if let Err(e) = answer(stream, gateway, tokens, drops) {
+                if let Err(e) = answer(stream, gateway, tokens, drops, in_flight) {
                     tracing::debug!("status: client dropped: {e}");
                 }
                 busy.fetch_sub(1, Ordering::AcqRel);
@@ -363,6 +421,7 @@ fn answer(
     gateway: &Gateway,
     tokens: &TokensFile,
     drops: Option<&DropSamples>,
+    in_flight: &InFlight,
 ) -> std::io::Result<()> {
     stream.set_write_timeout(Some(WRITE_DEADLINE))?;
     let (response, head_only) = match read_head(&mut stream)? {
@@ -374,7 +433,10 @@ fn answer(
             .map_err(|_| "400 Bad Request")
             .and_then(parse_request)
         {
-            Ok(req) => (respond(&req, tokens, gateway, drops), req.method == "HEAD"),
+            Ok(req) => (
+                respond(&req, tokens, gateway, drops, in_flight),
+                req.method == "HEAD",
+            ),
             Err(status) => (Response::text(status, "bad request"), false),
         },
     };
@@ -455,6 +517,20 @@ mod tests {
         ] {
             assert_eq!(route(bad), None, "{bad:?}");
         }
+    }
+
+    #[test]
+    fn one_token_holds_a_few_places_at_most() {
+        let f = InFlight::default();
+        let acme = Principal::Tenant("acme".into());
+        let held: Vec<Place<'_>> = (0..MAX_PER_TOKEN)
+            .map(|_| f.enter(&acme).expect("place"))
+            .collect();
+        assert!(f.enter(&acme).is_none(), "acme is at its limit");
+        assert!(f.enter(&Principal::Tenant("globex".into())).is_some());
+        assert!(f.enter(&Principal::Operator).is_some());
+        drop(held);
+        assert!(f.enter(&acme).is_some(), "places come back");
     }
 
     #[test]
