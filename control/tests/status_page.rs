@@ -376,6 +376,23 @@ fn the_pages_and_the_webhooks_tell_every_outcome_once_in_order() {
         "{:#?}",
         got[3]
     );
+
+    // A restarted server goes on where it stopped: nothing is sent twice,
+    // and the next change is sent once.
+    assert!(server.stop().is_some_and(|s| s.success()));
+    let server = g.serve(&tokens);
+    status_common::write_acme(&g, ACME_2);
+    assert!(g.apply(&["--reason", "port 7002 again"]).status.success());
+    assert!(eventually(Duration::from_secs(30), || receiver
+        .received()
+        .len()
+        > want.len()));
+    std::thread::sleep(Duration::from_secs(2));
+    let after = receiver.received();
+    assert_eq!(after.len(), want.len() + 1, "{after:#?}");
+    assert_eq!(after[want.len()]["reason"], "port 7002 again");
+    assert!(after[want.len()]["seq"].as_u64() > seqs.last().copied());
+    drop(server);
 }
 
 #[test]
