@@ -303,7 +303,13 @@ fn file_name(path: &str) -> &str {
 
 /// The tenant a ruleset file belongs to (`None`: the gateway file).
 fn tenant_of_file(path: &str) -> Option<String> {
-    TableScope::of_file(path).tenant().map(str::to_owned)
+    if !path.ends_with(".fg") {
+        return None;
+    }
+    TableScope::of_file(path)
+        .tenant()
+        .filter(|t| !t.is_empty())
+        .map(str::to_owned)
 }
 
 impl Interface {
@@ -613,6 +619,17 @@ mod tests {
         assert_eq!(kept.last().map(|o| o.seq), Some(last));
         assert_eq!(last, 40);
         let _ = fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn diagnostics_are_blamed_on_the_tenant_whose_file_they_are_in() {
+        assert_eq!(
+            tenant_of_file("/etc/fluxgate/acme.fg").as_deref(),
+            Some("acme")
+        );
+        assert_eq!(tenant_of_file("gateway.fg"), None);
+        assert_eq!(tenant_of_file(""), None);
+        assert_eq!(tenant_of_file("notes.txt"), None);
     }
 
     #[test]
