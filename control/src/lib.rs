@@ -74,6 +74,8 @@ pub mod classify;
 mod error;
 pub mod exit;
 pub mod explain;
+#[cfg(feature = "fleet")]
+pub mod fleet;
 pub mod gateway;
 pub mod host;
 pub mod interface;
