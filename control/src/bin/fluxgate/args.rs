@@ -193,6 +193,12 @@ pub enum Command {
         #[arg(long, value_enum, default_value_t = EngineArg::Userspace)]
         engine: EngineArg,
     },
+    /// Run this gateway's fleet agent: register in etcd under a lease, apply
+    /// the desired state as it changes, report what is live. Keeps the
+    /// gateway filtering (and retries) while etcd is unreachable.
+    Agent(crate::fleet::AgentArgs),
+    /// Roll rulesets out to a fleet of gateways through etcd, in waves.
+    Fleet(crate::fleet::FleetArgs),
     /// Write the man page or shell completions generated from this command
     /// line's definition (what `cargo xtask man` installs).
     #[command(hide = true)]
