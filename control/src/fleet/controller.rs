@@ -41,6 +41,8 @@ use super::{
 };
 use crate::RulesetSource;
 
+pub use super::requests::{abort, active, pause, read_rollout, resume, send_request};
+
 /// What to roll out.
 #[derive(Clone, Debug)]
 pub struct RolloutOptions {
@@ -124,17 +126,27 @@ impl Controller {
                 "controller {holder} drives this fleet (its lock frees itself when its lease expires)"
             )));
         }
-        let (mut keeper, mut stream) = lease_client.keep_alive(lease).await?;
         let period = Duration::from_millis((ttl.as_millis() as u64 / 3).max(300));
+        // Keeps the lease alive, opening the keep-alive stream again after
+        // etcd comes back; ends when the lease is gone (the lock with it:
+        // every later step's compare then fails).
         let keepalive = tokio::spawn(async move {
             loop {
-                tokio::time::sleep(period).await;
-                if keeper.keep_alive().await.is_err() {
-                    // etcd unreachable: try again; if the lease expired the
-                    // lock is gone and every later step's compare fails.
-                    continue;
+                match lease_client.keep_alive(lease).await {
+                    Ok((mut keeper, mut stream)) => loop {
+                        tokio::time::sleep(period).await;
+                        if keeper.keep_alive().await.is_err() {
+                            break;
+                        }
+                        match tokio::time::timeout(period, stream.message()).await {
+                            Ok(Ok(Some(r))) if r.ttl() > 0 => {}
+                            Ok(Ok(Some(_))) => return,
+                            _ => break,
+                        }
+                    },
+                    Err(etcd_client::Error::LeaseKeepAliveError(_)) => return,
+                    Err(_) => tokio::time::sleep(period).await,
                 }
-                let _ = tokio::time::timeout(period, stream.message()).await;
             }
         });
         Ok(Controller {
@@ -270,7 +282,7 @@ impl Controller {
         )
     }
 
-    fn step(&self, what: &str, detail: String) -> Step {
+    pub(super) fn step(&self, what: &str, detail: String) -> Step {
         Step {
             at_ms: now_ms(),
             by: self.id.clone(),
@@ -287,7 +299,7 @@ impl Controller {
     /// Writes `rollout` if its record is still at revision `rev` and this
     /// controller still holds the lock, with `ops` in the same transaction.
     /// `Ok(false)`: the record changed meanwhile (read it again).
-    async fn commit(
+    pub(super) async fn commit(
         &self,
         rollout: &Rollout,
         rev: i64,
@@ -333,95 +345,113 @@ impl Controller {
     /// (see the module docs) and returns its record. A halted rollout is
     /// returned as such (`rolled-back`, with `halt_reason`), not as an error.
     pub async fn drive(&self, id: &str) -> Result<Rollout, FleetError> {
+        let mut backoff = Duration::from_millis(250);
         loop {
-            let (mut r, rev) = self.read(id).await?;
-            match r.state {
-                RolloutState::Done | RolloutState::RolledBack | RolloutState::Paused => {
-                    return Ok(r);
+            match self.advance(id).await {
+                Ok(Some(r)) => return Ok(r),
+                Ok(None) => backoff = Duration::from_millis(250),
+                // etcd unreachable: the rollout waits (the gateways filter
+                // on); the deadline of the wave still counts.
+                Err(FleetError::Etcd(e)) => {
+                    tracing::warn!(rollout = id, "etcd unreachable ({e}): waiting {backoff:?}");
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(Duration::from_secs(5));
                 }
-                RolloutState::Running => {
-                    if let Some(Request::Abort(why)) = r.request.clone() {
-                        self.halt(&mut r, rev, format!("aborted: {why}")).await?;
-                        continue;
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    /// One step of [`Controller::drive`]: `Some` when the rollout stops.
+    async fn advance(&self, id: &str) -> Result<Option<Rollout>, FleetError> {
+        let (mut r, rev) = self.read(id).await?;
+        match r.state {
+            RolloutState::Done | RolloutState::RolledBack | RolloutState::Paused => {
+                return Ok(Some(r));
+            }
+            RolloutState::Running => {
+                if let Some(Request::Abort(why)) = r.request.clone() {
+                    self.halt(&mut r, rev, format!("aborted: {why}")).await?;
+                    return Ok(None);
+                }
+                let wave = r.waves.get(r.wave).cloned().unwrap_or_default();
+                if wave.iter().any(|gw| !r.written.contains(gw)) {
+                    if r.request == Some(Request::Pause) {
+                        r.state = RolloutState::Paused;
+                        r.request = None;
+                        r.history
+                            .push(self.step("paused", format!("before wave {}", r.wave + 1)));
+                        self.commit(&r, rev, Vec::new()).await?;
+                        return Ok(None);
                     }
-                    let wave = r.waves.get(r.wave).cloned().unwrap_or_default();
-                    if wave.iter().any(|gw| !r.written.contains(gw)) {
-                        if r.request == Some(Request::Pause) {
-                            r.state = RolloutState::Paused;
-                            r.request = None;
-                            r.history
-                                .push(self.step("paused", format!("before wave {}", r.wave + 1)));
-                            self.commit(&r, rev, Vec::new()).await?;
-                            continue;
-                        }
-                        self.write_wave(r, rev, &wave).await?;
-                        continue;
-                    }
-                    match self.judge(&r, &wave, false).await? {
-                        Verdict::Pending => {
-                            if now_ms() > r.wave_started_ms + r.wave_deadline_ms {
-                                let late = self.pending(&r, &wave).await?;
-                                let why = format!(
-                                    "wave {}: {} not realized within {} ms",
-                                    r.wave + 1,
-                                    late.join(", "),
-                                    r.wave_deadline_ms
-                                );
-                                self.halt(&mut r, rev, why).await?;
-                            } else {
-                                tokio::time::sleep(POLL).await;
-                            }
-                        }
-                        Verdict::Failed(why) => {
-                            let why = format!("wave {}: {why}", r.wave + 1);
+                    self.write_wave(r, rev, &wave).await?;
+                    return Ok(None);
+                }
+                match self.judge(&r, &wave, false).await? {
+                    Verdict::Pending => {
+                        if now_ms() > r.wave_started_ms + r.wave_deadline_ms {
+                            let late = self.pending(&r, &wave).await?;
+                            let why = format!(
+                                "wave {}: {} not realized within {} ms",
+                                r.wave + 1,
+                                late.join(", "),
+                                r.wave_deadline_ms
+                            );
                             self.halt(&mut r, rev, why).await?;
+                        } else {
+                            tokio::time::sleep(POLL).await;
                         }
-                        Verdict::Done => {
-                            r.history.push(self.step(
-                                "realized",
-                                format!("wave {}: {}", r.wave + 1, wave.join(", ")),
-                            ));
-                            if r.wave + 1 >= r.waves.len() {
-                                r.state = RolloutState::Done;
-                                r.history
-                                    .push(self.step("done", "every wave realized".into()));
-                            } else {
-                                r.wave += 1;
-                            }
-                            self.commit(&r, rev, Vec::new()).await?;
+                    }
+                    Verdict::Failed(why) => {
+                        let why = format!("wave {}: {why}", r.wave + 1);
+                        self.halt(&mut r, rev, why).await?;
+                    }
+                    Verdict::Done => {
+                        r.history.push(self.step(
+                            "realized",
+                            format!("wave {}: {}", r.wave + 1, wave.join(", ")),
+                        ));
+                        if r.wave + 1 >= r.waves.len() {
+                            r.state = RolloutState::Done;
+                            r.history
+                                .push(self.step("done", "every wave realized".into()));
+                        } else {
+                            r.wave += 1;
                         }
+                        self.commit(&r, rev, Vec::new()).await?;
                     }
                 }
-                RolloutState::RollingBack => {
-                    if !r.rollback_written {
-                        self.write_rollback(r, rev).await?;
-                        continue;
-                    }
-                    let changed: Vec<String> = r.written.iter().cloned().collect();
-                    let verdict = self.judge(&r, &changed, true).await?;
-                    let late = now_ms() > r.rollback_started_ms + r.wave_deadline_ms;
-                    match verdict {
-                        Verdict::Pending if !late => tokio::time::sleep(POLL).await,
-                        Verdict::Pending | Verdict::Failed(_) | Verdict::Done => {
-                            let detail = match verdict {
-                                Verdict::Done => format!("{} rolled back", changed.join(", ")),
-                                Verdict::Failed(why) => {
-                                    format!("rollback reported a failure: {why}")
-                                }
-                                Verdict::Pending => format!(
-                                    "{} did not confirm within {} ms; each rolls back when its agent returns (its desired state says so)",
-                                    self.pending(&r, &changed).await?.join(", "),
-                                    r.wave_deadline_ms
-                                ),
-                            };
-                            r.state = RolloutState::RolledBack;
-                            r.history.push(self.step("rolled-back", detail));
-                            self.commit(&r, rev, Vec::new()).await?;
-                        }
+            }
+            RolloutState::RollingBack => {
+                if !r.rollback_written {
+                    self.write_rollback(r, rev).await?;
+                    return Ok(None);
+                }
+                let changed: Vec<String> = r.written.iter().cloned().collect();
+                let verdict = self.judge(&r, &changed, true).await?;
+                let late = now_ms() > r.rollback_started_ms + r.wave_deadline_ms;
+                match verdict {
+                    Verdict::Pending if !late => tokio::time::sleep(POLL).await,
+                    Verdict::Pending | Verdict::Failed(_) | Verdict::Done => {
+                        let detail = match verdict {
+                            Verdict::Done => format!("{} rolled back", changed.join(", ")),
+                            Verdict::Failed(why) => {
+                                format!("rollback reported a failure: {why}")
+                            }
+                            Verdict::Pending => format!(
+                                "{} did not confirm within {} ms; each rolls back when its agent returns (its desired state says so)",
+                                self.pending(&r, &changed).await?.join(", "),
+                                r.wave_deadline_ms
+                            ),
+                        };
+                        r.state = RolloutState::RolledBack;
+                        r.history.push(self.step("rolled-back", detail));
+                        self.commit(&r, rev, Vec::new()).await?;
                     }
                 }
             }
         }
+        Ok(None)
     }
 
     /// Step 1: the wave's desired state, and what its gateways had.
@@ -645,41 +675,6 @@ impl Controller {
         }
         Ok(out)
     }
-
-    /// Sets a request for whoever drives rollout `id` (or, with no driver,
-    /// acts on it here): see [`pause`] and [`abort`].
-    async fn request(&self, id: &str, req: Request) -> Result<Rollout, FleetError> {
-        loop {
-            let (mut r, rev) = self.read(id).await?;
-            if r.state.finished() {
-                return Err(FleetError::Refused(format!(
-                    "rollout {id} is already {:?}",
-                    r.state
-                )));
-            }
-            match &req {
-                Request::Pause if r.state == RolloutState::Running => {
-                    r.state = RolloutState::Paused;
-                    r.history
-                        .push(self.step("paused", format!("during wave {}", r.wave + 1)));
-                }
-                Request::Pause => return Ok(r),
-                Request::Abort(why) => {
-                    if r.state == RolloutState::RollingBack {
-                        return Ok(r);
-                    }
-                    r.state = RolloutState::RollingBack;
-                    r.halt_reason = Some(format!("aborted: {why}"));
-                    r.history
-                        .push(self.step("halted", format!("aborted: {why}")));
-                }
-            }
-            r.request = None;
-            if self.commit(&r, rev, Vec::new()).await? {
-                return Ok(r);
-            }
-        }
-    }
 }
 
 /// The desired state that rolls `before`'s gateway back.
@@ -725,86 +720,6 @@ fn failure(s: &Realized, desired: &Desired) -> Option<String> {
         }
     }
     None
-}
-
-/// Rollout `id` and its revision.
-pub async fn read_rollout(store: &FleetStore, id: &str) -> Result<(Rollout, i64), FleetError> {
-    super::check_name("rollout", id)?;
-    store
-        .get_json(&store.keys.rollout(id))
-        .await?
-        .ok_or_else(|| FleetError::NotFound(format!("no rollout {id}")))
-}
-
-/// The fleet's unfinished rollout, if any.
-pub async fn active(store: &FleetStore) -> Result<Option<String>, FleetError> {
-    Ok(store
-        .get_raw(&store.keys.active())
-        .await?
-        .map(|(v, _)| String::from_utf8_lossy(&v).into_owned()))
-}
-
-/// `fleet pause` when no controller drives rollout `id` (this one holds
-/// the lock): it is `paused` at once. While another drives it, use
-/// [`send_request`] instead: the driver pauses before its next wave.
-pub async fn pause(controller: &Controller, id: &str) -> Result<Rollout, FleetError> {
-    controller.request(id, Request::Pause).await
-}
-
-/// `fleet abort` when no controller drives rollout `id` (this one holds
-/// the lock): halts it and drives its rollback. While another drives it,
-/// use [`send_request`] instead.
-pub async fn abort(controller: &Controller, id: &str, why: &str) -> Result<Rollout, FleetError> {
-    controller
-        .request(id, Request::Abort(why.to_owned()))
-        .await?;
-    controller.drive(id).await
-}
-
-/// Asks the controller driving rollout `id` to pause (before its next
-/// wave) or abort, without taking the lock: a compare-and-swap on the
-/// record.
-pub async fn send_request(store: &FleetStore, id: &str, req: Request) -> Result<(), FleetError> {
-    loop {
-        let (mut r, rev) = read_rollout(store, id).await?;
-        if r.state != RolloutState::Running {
-            return Err(FleetError::Refused(format!(
-                "rollout {id} is {:?}, not running",
-                r.state
-            )));
-        }
-        r.request = Some(req.clone());
-        let key = store.keys.rollout(id);
-        let resp = store
-            .client
-            .kv_client()
-            .txn(
-                Txn::new()
-                    .when([Compare::mod_revision(key.as_str(), CompareOp::Equal, rev)])
-                    .and_then([TxnOp::put(key.as_str(), encode(&r), None)]),
-            )
-            .await?;
-        if resp.succeeded() {
-            return Ok(());
-        }
-    }
-}
-
-/// `fleet resume`: a paused (or orphaned running) rollout goes on.
-pub async fn resume(controller: &Controller, id: &str) -> Result<Rollout, FleetError> {
-    loop {
-        let (mut r, rev) = controller.read(id).await?;
-        if r.state != RolloutState::Paused {
-            break;
-        }
-        r.state = RolloutState::Running;
-        r.history
-            .push(controller.step("resumed", format!("at wave {}", r.wave + 1)));
-        if controller.commit(&r, rev, Vec::new()).await? {
-            break;
-        }
-    }
-    controller.drive(id).await
 }
 
 fn hostname() -> String {

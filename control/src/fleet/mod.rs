@@ -51,6 +51,7 @@
 pub mod agent;
 pub mod controller;
 pub mod model;
+pub mod requests;
 pub mod store;
 pub mod waves;
 

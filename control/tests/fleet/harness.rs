@@ -68,9 +68,19 @@ pub struct Gw {
 impl Gw {
     /// Starts (again) its agent.
     pub fn start_agent(&mut self) {
+        self.start_agent_with(&[]);
+    }
+
+    /// Starts (again) its agent with extra environment variables.
+    pub fn start_agent_with(&mut self, env: &[(&str, &str)]) {
         self.kill_agent();
-        let log = std::fs::File::create(self.s.state.join("agent.log")).expect("agent log");
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.s.state.join("agent.log"))
+            .expect("agent log");
         let child = fluxgate_cmd(&self.s)
+            .envs(env.iter().copied())
             .args(["-n", self.link.b.name(), "-v", "agent"])
             .args(["--etcd", &self.endpoint, "--fleet", &self.fleet])
             .args(["--name", &self.name, "--label", "cluster=c1"])
@@ -81,6 +91,14 @@ impl Gw {
             .spawn()
             .expect("start the agent");
         self.agent = Some(child);
+    }
+
+    /// Waits for its agent to exit by itself (up to `timeout`); whether it did.
+    pub fn agent_exited(&mut self, timeout: Duration) -> bool {
+        let Some(c) = self.agent.as_mut() else {
+            return true;
+        };
+        net::eventually(timeout, || matches!(c.try_wait(), Ok(Some(_))))
     }
 
     /// Kills its agent with SIGKILL.
@@ -192,6 +210,11 @@ impl Fleet {
         self.fleet_cmd(args).output().expect("run fluxgate fleet")
     }
 
+    /// The unfinished rollout in `fleet status --json` (null if none).
+    pub fn active(&self) -> serde_json::Value {
+        self.status()["rollout"].clone()
+    }
+
     /// `fleet status --json`.
     pub fn status(&self) -> serde_json::Value {
         let out = ok(self.fleet(&["status", "--json"]));
@@ -216,6 +239,59 @@ impl Fleet {
                 .join("\n")
         );
     }
+}
+
+/// A spawned `fluxgate fleet …`, killed on drop.
+pub struct Running(Option<Child>);
+
+impl Running {
+    /// Waits (bounded) for it to exit; its output.
+    pub fn finish(mut self, timeout: Duration) -> Output {
+        let mut child = self.0.take().expect("running");
+        let exited = net::eventually(timeout, || matches!(child.try_wait(), Ok(Some(_))));
+        if !exited {
+            let _ = child.kill();
+        }
+        let out = child.wait_with_output().expect("wait");
+        assert!(
+            exited,
+            "fluxgate fleet did not finish in time: {}",
+            text(&out)
+        );
+        out
+    }
+
+    /// SIGKILL.
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.0.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+impl Fleet {
+    /// Spawns `fluxgate fleet …` (stdout and stderr captured).
+    pub fn spawn(&self, args: &[&str]) -> Running {
+        Running(Some(
+            self.fleet_cmd(args)
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .expect("spawn fluxgate fleet"),
+        ))
+    }
+}
+
+/// The JSON object `out` printed.
+pub fn json(out: &Output) -> serde_json::Value {
+    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("not JSON ({e}): {}", text(out)))
 }
 
 /// stdout and stderr of a command, for messages.

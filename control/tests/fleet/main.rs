@@ -4,6 +4,7 @@
 
 #[path = "../common/mod.rs"]
 mod common;
+mod crashes;
 mod harness;
 
 use fluxgate_testkit::net::{self, Flow};
