@@ -202,6 +202,112 @@ impl Drop for Etcd {
     }
 }
 
+/// A throw-away PKI made with `openssl`: a CA, a server certificate for
+/// 127.0.0.1 and one client certificate, all PEM files in `dir`.
+#[derive(Clone, Debug)]
+pub struct TestPki {
+    /// The CA certificate (trusted by both sides).
+    pub ca: PathBuf,
+    /// What the server needs.
+    pub server: ServerTls,
+    /// Client certificate (CN `fluxgate-client`).
+    pub client_cert: PathBuf,
+    /// Its key.
+    pub client_key: PathBuf,
+}
+
+impl TestPki {
+    /// Generates the PKI in `dir` (EC P-256, valid two days).
+    pub fn new(dir: &Path) -> TestPki {
+        let openssl = |args: &[&str]| {
+            let out = Command::new("openssl")
+                .args(args)
+                .current_dir(dir)
+                .output()
+                .expect("run openssl");
+            assert!(
+                out.status.success(),
+                "openssl {}: {}",
+                args.join(" "),
+                String::from_utf8_lossy(&out.stderr)
+            );
+        };
+        let ec = [
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-nodes",
+        ];
+        openssl(
+            &[
+                &["req", "-x509"][..],
+                &ec,
+                &[
+                    "-keyout",
+                    "ca.key",
+                    "-out",
+                    "ca.pem",
+                    "-days",
+                    "2",
+                    "-subj",
+                    "/CN=fluxgate-test-ca",
+                ],
+            ]
+            .concat(),
+        );
+        for (name, cn, ext) in [
+            (
+                "server",
+                "127.0.0.1",
+                "subjectAltName=IP:127.0.0.1\nextendedKeyUsage=serverAuth",
+            ),
+            ("client", "fluxgate-client", "extendedKeyUsage=clientAuth"),
+        ] {
+            std::fs::write(dir.join(format!("{name}.ext")), ext).expect("write ext");
+            let key = format!("{name}.key");
+            let csr = format!("{name}.csr");
+            let pem = format!("{name}.pem");
+            let ext = format!("{name}.ext");
+            openssl(
+                &[
+                    &["req"][..],
+                    &ec,
+                    &["-keyout", &key, "-out", &csr, "-subj", &format!("/CN={cn}")],
+                ]
+                .concat(),
+            );
+            openssl(&[
+                "x509",
+                "-req",
+                "-in",
+                &csr,
+                "-CA",
+                "ca.pem",
+                "-CAkey",
+                "ca.key",
+                "-CAcreateserial",
+                "-out",
+                &pem,
+                "-days",
+                "2",
+                "-extfile",
+                &ext,
+            ]);
+        }
+        TestPki {
+            ca: dir.join("ca.pem"),
+            server: ServerTls {
+                cert: dir.join("server.pem"),
+                key: dir.join("server.key"),
+                client_ca: dir.join("ca.pem"),
+            },
+            client_cert: dir.join("client.pem"),
+            client_key: dir.join("client.key"),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -52,6 +52,7 @@ pub mod agent;
 pub mod controller;
 pub mod model;
 pub mod requests;
+pub mod roles;
 pub mod store;
 pub mod waves;
 

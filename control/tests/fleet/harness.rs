@@ -63,6 +63,7 @@ pub struct Gw {
     agent: Option<Child>,
     endpoint: String,
     fleet: String,
+    env: Vec<(String, String)>,
 }
 
 impl Gw {
@@ -80,6 +81,7 @@ impl Gw {
             .open(self.s.state.join("agent.log"))
             .expect("agent log");
         let child = fluxgate_cmd(&self.s)
+            .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .envs(env.iter().copied())
             .args(["-n", self.link.b.name(), "-v", "agent"])
             .args(["--etcd", &self.endpoint, "--fleet", &self.fleet])
@@ -147,19 +149,44 @@ pub struct Fleet {
     pub gws: Vec<Gw>,
     pub name: String,
     rules: Scratch,
+    env: Vec<(String, String)>,
 }
 
 impl Fleet {
     /// `n` gateways loaded with [`rules::V1`], their agents started.
     pub fn new(tag: &str, n: usize) -> Fleet {
         net::require_root();
-        let etcd = Etcd::new();
+        Fleet::with_etcd(
+            &Fleet::name_for(tag),
+            n,
+            Etcd::new(),
+            |_| Vec::new(),
+            Vec::new(),
+        )
+    }
+
+    /// The fleet name of a test tagged `tag`.
+    pub fn name_for(tag: &str) -> String {
+        format!("{tag}-{}", std::process::id())
+    }
+
+    /// Like [`Fleet::new`], on `etcd`, with environment variables for each
+    /// gateway's agent (by gateway name) and for the controller.
+    pub fn with_etcd(
+        fleet: &str,
+        n: usize,
+        etcd: Etcd,
+        agent_env: impl Fn(&str) -> Vec<(String, String)>,
+        controller_env: Vec<(String, String)>,
+    ) -> Fleet {
+        net::require_root();
+        let tag = fleet;
         let rules = Scratch::new(&format!("{tag}-fleet"));
         for (name, text) in rules::V1 {
             write(&rules.rules, name, text);
         }
         let v1 = rules.rules.display().to_string();
-        let fleet = format!("{tag}-{}", std::process::id());
+        let fleet = fleet.to_owned();
         let mut gws = Vec::new();
         for i in 0..n {
             let link = Link::new();
@@ -167,8 +194,10 @@ impl Fleet {
             link.add_b_address(BETA_ADDR);
             let s = Scratch::new(&format!("{tag}{i}"));
             ok(fluxgate(&s, &["-n", link.b.name(), "load", &v1, IF_B]));
+            let name = format!("gw{i}");
             let mut gw = Gw {
-                name: format!("gw{i}"),
+                env: agent_env(&name),
+                name,
                 link,
                 s,
                 agent: None,
@@ -183,6 +212,7 @@ impl Fleet {
             gws,
             name: fleet,
             rules,
+            env: controller_env,
         }
     }
 
@@ -198,7 +228,8 @@ impl Fleet {
     /// A `fluxgate fleet …` command for this fleet (lock TTL 2 s).
     pub fn fleet_cmd(&self, args: &[&str]) -> Command {
         let mut c = Command::new(env!("CARGO_BIN_EXE_fluxgate"));
-        c.arg("fleet")
+        c.envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+            .arg("fleet")
             .args(["--etcd", &self.etcd.endpoint(), "--fleet", &self.name])
             .args(["--lock-ttl", "2s"])
             .args(args);

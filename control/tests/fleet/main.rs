@@ -2,10 +2,12 @@
 //! with its own veth pair, bpffs directory, state directory, `fluxgate
 //! agent` process and traffic; the controller is `fluxgate fleet`.
 
+mod auth;
 #[path = "../common/mod.rs"]
 mod common;
 mod crashes;
 mod harness;
+mod store;
 
 use fluxgate_testkit::net::{self, Flow};
 use harness::{ACME_ADDR, BETA_ADDR, Fleet, rules};

@@ -37,13 +37,13 @@ pub struct EtcdArgs {
     #[arg(long, env = "FLUXGATE_FLEET", default_value = "default")]
     pub fleet: String,
     /// CA certificate (PEM) of the etcd server (turns TLS on).
-    #[arg(long, value_name = "PEM")]
+    #[arg(long, value_name = "PEM", env = "FLUXGATE_ETCD_CACERT")]
     pub cacert: Option<PathBuf>,
     /// Client certificate (PEM), with --key.
-    #[arg(long, value_name = "PEM", requires = "key")]
+    #[arg(long, value_name = "PEM", requires = "key", env = "FLUXGATE_ETCD_CERT")]
     pub cert: Option<PathBuf>,
     /// Client key (PEM), with --cert.
-    #[arg(long, value_name = "PEM", requires = "cert")]
+    #[arg(long, value_name = "PEM", requires = "cert", env = "FLUXGATE_ETCD_KEY")]
     pub key: Option<PathBuf>,
     /// etcd user (authentication on); the password comes from
     /// FLUXGATE_ETCD_PASSWORD only, never from the command line.
