@@ -41,7 +41,9 @@ use super::{
 };
 use crate::RulesetSource;
 
-pub use super::requests::{abort, active, pause, read_rollout, resume, send_request};
+pub use super::requests::{
+    abort, active, pause, read_rollout, resume, rollback_last, send_request,
+};
 
 /// What to roll out.
 #[derive(Clone, Debug)]
@@ -181,6 +183,11 @@ impl Controller {
         Ok(())
     }
 
+    /// The store it drives.
+    pub fn store(&self) -> &FleetStore {
+        &self.store
+    }
+
     /// This controller's name (`user@host:pid`), as in the history.
     pub fn id(&self) -> &str {
         &self.id
@@ -274,7 +281,7 @@ impl Controller {
     }
 
     /// The compare that the lock is still this controller's.
-    fn holding(&self) -> Compare {
+    pub(super) fn holding(&self) -> Compare {
         Compare::value(
             self.store.keys.lock(),
             CompareOp::Equal,

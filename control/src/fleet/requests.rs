@@ -126,3 +126,71 @@ pub async fn resume(controller: &Controller, id: &str) -> Result<Rollout, FleetE
     }
     controller.drive(id).await
 }
+
+/// `fleet rollback [--tenant T]`: undoes the fleet's newest rollout, which
+/// must be `done`, on every gateway it changed — each flips back to the
+/// generation it had before (only tenant `tenant`'s table, when given) — as
+/// a new rollout record that starts `rolling-back`, driven to its end here.
+pub async fn rollback_last(
+    controller: &Controller,
+    tenant: Option<&str>,
+    reason: &str,
+) -> Result<Rollout, FleetError> {
+    let store = controller.store();
+    if let Some(id) = active(store).await? {
+        return Err(FleetError::Busy(format!(
+            "rollout {id} is unfinished: abort it instead"
+        )));
+    }
+    let Some((last, _)) = store.rollouts().await?.pop() else {
+        return Err(FleetError::NotFound("no rollout to roll back".into()));
+    };
+    if last.state != RolloutState::Done {
+        return Err(FleetError::Refused(format!(
+            "the newest rollout, {}, is {:?}: only a done rollout is rolled back",
+            last.id, last.state
+        )));
+    }
+    if let Some(t) = tenant {
+        super::check_name("tenant", t)?;
+    }
+    let why = format!("rollback of {}: {reason}", last.id);
+    let id = format!("r{}", super::now_ms());
+    let rollout = Rollout {
+        id: id.clone(),
+        label: format!("rollback of {}", last.id),
+        reason: reason.to_owned(),
+        tenants: tenant.map_or_else(|| last.tenants.clone(), |t| vec![t.to_owned()]),
+        canary_ms: None,
+        state: RolloutState::RollingBack,
+        request: None,
+        rollback_written: false,
+        halt_reason: Some(why.clone()),
+        history: vec![controller.step("started", why)],
+        ..last
+    };
+    let keys = &store.keys;
+    let key = keys.rollout(&id);
+    let resp = store
+        .client
+        .kv_client()
+        .txn(
+            Txn::new()
+                .when([
+                    Compare::version(keys.active(), CompareOp::Equal, 0),
+                    Compare::version(key.as_str(), CompareOp::Equal, 0),
+                    controller.holding(),
+                ])
+                .and_then([
+                    TxnOp::put(key.as_str(), encode(&rollout), None),
+                    TxnOp::put(keys.active(), id.as_bytes().to_vec(), None),
+                ]),
+        )
+        .await?;
+    if !resp.succeeded() {
+        return Err(FleetError::Busy(
+            "another rollout started meanwhile, or this controller lost its lock".into(),
+        ));
+    }
+    controller.drive(&id).await
+}

@@ -85,7 +85,12 @@ impl Gw {
             .envs(env.iter().copied())
             .args(["-n", self.link.b.name(), "-v", "agent"])
             .args(["--etcd", &self.endpoint, "--fleet", &self.fleet])
-            .args(["--name", &self.name, "--label", "cluster=c1"])
+            .args([
+                "--name",
+                &self.name,
+                "--label",
+                &format!("cluster={}", self.cluster()),
+            ])
             .args(["--lease-ttl", "2s"])
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("agent log"))
@@ -101,6 +106,12 @@ impl Gw {
             return true;
         };
         net::eventually(timeout, || matches!(c.try_wait(), Ok(Some(_))))
+    }
+
+    /// Its `cluster` label: `c1` for gateways 0, 2, 4…, `c2` for the others.
+    pub fn cluster(&self) -> &'static str {
+        let n: usize = self.name.trim_start_matches("gw").parse().unwrap_or(0);
+        if n % 2 == 0 { "c1" } else { "c2" }
     }
 
     /// Kills its agent with SIGKILL.

@@ -7,6 +7,7 @@ mod auth;
 mod common;
 mod crashes;
 mod harness;
+mod ops;
 mod store;
 
 use fluxgate_testkit::net::{self, Flow};

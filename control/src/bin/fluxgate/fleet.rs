@@ -159,6 +159,16 @@ pub enum FleetCommand {
         #[arg(long, default_value = "aborted by an operator")]
         reason: String,
     },
+    /// Undo the newest rollout (done) on every gateway it changed: each
+    /// flips back to the generation it had.
+    Rollback {
+        /// Only this tenant's table flips back.
+        #[arg(long)]
+        tenant: Option<String>,
+        /// Why.
+        #[arg(long, default_value = "rolled back by an operator")]
+        reason: String,
+    },
     /// Delete ruleset versions and files nothing refers to any more.
     Gc,
 }
@@ -381,6 +391,18 @@ async fn run_fleet(cli: &Cli, args: &FleetArgs) -> Result<i32, FleetError> {
                 }
                 Err(e) => Err(e),
             }
+        }
+        FleetCommand::Rollback { tenant, reason } => {
+            let c = Controller::acquire(store, ttl).await?;
+            let r = controller::rollback_last(&c, tenant.as_deref(), reason).await;
+            let _ = c.release().await;
+            let r = r?;
+            if json {
+                render::json(&r);
+            } else {
+                print_rollout(&r);
+            }
+            Ok(exit::OK)
         }
         FleetCommand::Gc => {
             let c = Controller::acquire(store.clone(), ttl).await?;
