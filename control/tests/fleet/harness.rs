@@ -111,7 +111,7 @@ impl Gw {
     /// Its `cluster` label: `c1` for gateways 0, 2, 4…, `c2` for the others.
     pub fn cluster(&self) -> &'static str {
         let n: usize = self.name.trim_start_matches("gw").parse().unwrap_or(0);
-        if n % 2 == 0 { "c1" } else { "c2" }
+        if n.is_multiple_of(2) { "c1" } else { "c2" }
     }
 
     /// Kills its agent with SIGKILL.
