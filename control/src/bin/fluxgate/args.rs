@@ -19,7 +19,8 @@ const EXIT_CODES: &str = "Exit codes: 0 ok, 1 failure, 2 usage, 3 permission (ne
     7 ruleset (or classify trace) rejected, 8 preflight failed (nothing changed), \
     9 canary regressed and was rolled back, \
     10 partially applied (some tenants' files were refused and keep their live rules; \
-    the others went live).";
+    the others went live), \
+    11 fleet rollout halted (and the gateways it changed rolled back).";
 
 #[derive(Parser)]
 #[command(
