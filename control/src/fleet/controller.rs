@@ -468,8 +468,8 @@ impl Controller {
         rev: i64,
         wave: &[String],
     ) -> Result<(), FleetError> {
-        let registrations = self.store.registrations().await?;
-        let statuses = self.store.statuses().await?;
+        let snap = self.store.snapshot().await?;
+        let (registrations, statuses) = (&snap.registrations, &snap.statuses);
         let mut ops = Vec::new();
         let mut compares = Vec::new();
         let todo: Vec<String> = wave
@@ -485,7 +485,7 @@ impl Controller {
                 );
                 return self.halt(&mut r, rev, why).await;
             };
-            let current = self.store.desired(gw).await?;
+            let current = snap.desired.get(gw).cloned();
             let generations = reg
                 .interfaces
                 .iter()
@@ -632,11 +632,11 @@ impl Controller {
         gateways: &[String],
         rolling_back: bool,
     ) -> Result<Verdict, FleetError> {
-        let registrations = self.store.registrations().await?;
-        let statuses = self.store.statuses().await?;
+        let snap = self.store.snapshot().await?;
+        let (registrations, statuses) = (&snap.registrations, &snap.statuses);
         let mut pending = false;
         for gw in gateways {
-            let Some((desired, desired_rev)) = self.store.desired(gw).await? else {
+            let Some((desired, desired_rev)) = snap.desired.get(gw).cloned() else {
                 return Ok(Verdict::Failed(format!("{gw}: its desired state is gone")));
             };
             if desired.rollout.as_deref() != Some(r.id.as_str()) {
@@ -672,10 +672,11 @@ impl Controller {
 
     /// The gateways of `gateways` that have not reported their desired state.
     async fn pending(&self, _r: &Rollout, gateways: &[String]) -> Result<Vec<String>, FleetError> {
-        let statuses = self.store.statuses().await?;
+        let snap = self.store.snapshot().await?;
+        let statuses = &snap.statuses;
         let mut out = Vec::new();
         for gw in gateways {
-            let rev = self.store.desired(gw).await?.map_or(0, |(_, rev)| rev);
+            let rev = snap.desired.get(gw).map_or(0, |(_, rev)| *rev);
             if statuses.get(gw).is_none_or(|s| s.desired_revision < rev) {
                 out.push(gw.clone());
             }

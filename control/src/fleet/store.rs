@@ -24,6 +24,10 @@ use crate::RulesetSource;
 /// 1.5 MiB by default).
 pub const CHUNK_BYTES: usize = 1 << 20;
 
+/// Operations in one etcd transaction when chunks are written or read in
+/// bulk (etcd's default limit is 128).
+pub const BATCH: usize = 100;
+
 /// Rollouts kept (with the rulesets they name) by [`FleetStore::gc`].
 pub const KEEP_ROLLOUTS: usize = 10;
 
@@ -171,16 +175,24 @@ impl FleetStore {
             .into_iter()
             .collect();
         let mut kv = self.client.kv_client();
-        for (sha, chunk) in &chunks {
-            if !have.contains(sha) {
-                // Create-only: a chunk is never rewritten.
-                let key = self.keys.file(sha);
-                kv.txn(
-                    Txn::new()
-                        .when([Compare::version(key.as_str(), CompareOp::Equal, 0)])
-                        .and_then([TxnOp::put(key.as_str(), chunk.to_vec(), None)]),
-                )
-                .await?;
+        // The missing chunks, [`BATCH`] to a transaction (a chunk's key is
+        // its hash: writing one that appeared meanwhile writes the same bytes),
+        // each batch under etcd's request limit.
+        let missing: Vec<(&String, &&[u8])> = chunks
+            .iter()
+            .filter(|(sha, _)| !have.contains(*sha))
+            .collect();
+        let mut batch = Vec::new();
+        let mut bytes = 0usize;
+        for (i, (sha, chunk)) in missing.iter().enumerate() {
+            batch.push(TxnOp::put(self.keys.file(sha), chunk.to_vec(), None));
+            bytes += chunk.len();
+            let last = i + 1 == missing.len();
+            let next = missing.get(i + 1).map_or(0, |(_, c)| c.len());
+            if last || batch.len() == BATCH || bytes + next > CHUNK_BYTES {
+                kv.txn(Txn::new().and_then(std::mem::take(&mut batch)))
+                    .await?;
+                bytes = 0;
             }
         }
         let manifest = RulesetManifest {
@@ -212,22 +224,22 @@ impl FleetStore {
     /// its hash (a value changed in etcd is refused, not applied).
     pub async fn source(&self, id: &str) -> Result<RulesetSource, FleetError> {
         let manifest = self.manifest(id).await?;
+        let fetched = self.chunks(&manifest).await?;
         let mut files = Vec::new();
         for (name, file) in &manifest.files {
             let mut bytes = Vec::with_capacity(file.bytes.min(1 << 26) as usize);
             for sha in &file.chunks {
-                check_hex(sha)?;
                 let key = self.keys.file(sha);
-                let (chunk, _) = self.get_raw(&key).await?.ok_or_else(|| {
+                let chunk = fetched.get(sha).ok_or_else(|| {
                     FleetError::NotFound(format!("{key} (of {name} in ruleset {id}) is missing"))
                 })?;
-                if sha_hex(&chunk) != *sha {
+                if sha_hex(chunk) != *sha {
                     return Err(FleetError::Corrupt {
                         key,
                         error: "its content does not hash to its name".into(),
                     });
                 }
-                bytes.extend_from_slice(&chunk);
+                bytes.extend_from_slice(chunk);
             }
             if sha_hex(&bytes) != file.sha256 {
                 return Err(FleetError::Corrupt {
@@ -242,6 +254,57 @@ impl FleetStore {
             files.push((name.clone(), text));
         }
         Ok(RulesetSource::files(format!("etcd ruleset {id}"), files))
+    }
+
+    /// The chunks of `manifest`, read [`BATCH`] to a transaction (at most
+    /// [`CHUNK_BYTES`] of replies each), by hash; missing ones are left out.
+    async fn chunks(
+        &self,
+        manifest: &RulesetManifest,
+    ) -> Result<BTreeMap<String, Vec<u8>>, FleetError> {
+        let mut wanted: Vec<(&String, u64)> = Vec::new();
+        for file in manifest.files.values() {
+            for sha in &file.chunks {
+                check_hex(sha)?;
+                // Sizes are known only for whole files: a big file's chunk
+                // goes in a transaction of its own.
+                let size = if file.chunks.len() == 1 {
+                    file.bytes
+                } else {
+                    CHUNK_BYTES as u64
+                };
+                wanted.push((sha, size));
+            }
+        }
+        wanted.sort();
+        wanted.dedup();
+        let mut out = BTreeMap::new();
+        let mut kv = self.client.kv_client();
+        let mut i = 0;
+        while i < wanted.len() {
+            let mut ops = Vec::new();
+            let mut bytes = 0u64;
+            while i < wanted.len()
+                && ops.len() < BATCH
+                && (ops.is_empty() || bytes + wanted[i].1 <= CHUNK_BYTES as u64)
+            {
+                ops.push(TxnOp::get(self.keys.file(wanted[i].0), None));
+                bytes += wanted[i].1;
+                i += 1;
+            }
+            let resp = kv.txn(Txn::new().and_then(ops)).await?;
+            for op in resp.op_responses() {
+                if let etcd_client::TxnOpResponse::Get(get) = op {
+                    for kvp in get.kvs() {
+                        let key = String::from_utf8_lossy(kvp.key()).into_owned();
+                        if let Some(sha) = key.strip_prefix(self.keys.files().as_str()) {
+                            out.insert(sha.to_owned(), kvp.value().to_vec());
+                        }
+                    }
+                }
+            }
+        }
+        Ok(out)
     }
 
     /// Gateway `gw`'s desired state and its revision.
@@ -267,6 +330,55 @@ impl FleetStore {
             .into_iter()
             .map(|(k, (v, _))| (k, v))
             .collect())
+    }
+
+    /// Registrations, realized states and desired states (with their
+    /// revisions) of every gateway, read at one revision in one round trip.
+    pub async fn snapshot(&self) -> Result<Snapshot, FleetError> {
+        let prefixes = [
+            self.keys.gateways(),
+            self.keys.statuses(),
+            self.keys.desireds(),
+        ];
+        let resp = self
+            .client
+            .kv_client()
+            .txn(
+                Txn::new().and_then(
+                    prefixes
+                        .iter()
+                        .map(|p| TxnOp::get(p.as_str(), Some(GetOptions::new().with_prefix())))
+                        .collect::<Vec<_>>(),
+                ),
+            )
+            .await?;
+        let mut lists = Vec::new();
+        for (prefix, op) in prefixes.iter().zip(resp.op_responses()) {
+            let etcd_client::TxnOpResponse::Get(get) = op else {
+                return Err(FleetError::Corrupt {
+                    key: prefix.clone(),
+                    error: "etcd answered a range with something else".into(),
+                });
+            };
+            let mut out = BTreeMap::new();
+            for kv in get.kvs() {
+                let key = String::from_utf8_lossy(kv.key()).into_owned();
+                let name = key.strip_prefix(prefix.as_str()).unwrap_or(&key).to_owned();
+                out.insert(name, (kv.value().to_vec(), kv.mod_revision(), key));
+            }
+            lists.push(out);
+        }
+        let mut snap = Snapshot::default();
+        for (name, (v, _, key)) in std::mem::take(&mut lists[0]) {
+            snap.registrations.insert(name, decode(&key, &v)?);
+        }
+        for (name, (v, _, key)) in std::mem::take(&mut lists[1]) {
+            snap.statuses.insert(name, decode(&key, &v)?);
+        }
+        for (name, (v, rev, key)) in std::mem::take(&mut lists[2]) {
+            snap.desired.insert(name, (decode(&key, &v)?, rev));
+        }
+        Ok(snap)
     }
 
     /// Every rollout, oldest first.
@@ -359,6 +471,17 @@ fn check_hex(id: &str) -> Result<(), FleetError> {
             "{shown:?} is not a ruleset id (64 hex digits)"
         )))
     }
+}
+
+/// The gateways' keys at one revision ([`FleetStore::snapshot`]).
+#[derive(Clone, Debug, Default)]
+pub struct Snapshot {
+    /// Registered gateways.
+    pub registrations: BTreeMap<String, Registration>,
+    /// Their realized states.
+    pub statuses: BTreeMap<String, Realized>,
+    /// Their desired states and those keys' `mod_revision`.
+    pub desired: BTreeMap<String, (Desired, i64)>,
 }
 
 /// Gateway names the [`Registration`]s hold that `selector` (every `k=v`)
