@@ -198,20 +198,26 @@ impl Agent {
                     Some(WatchOptions::new().with_start_revision(start_revision)),
                 )
                 .await?;
-            // Wait for a change of the desired state (then read it again).
-            tokio::select! {
-                msg = stream.message() => {
-                    let msg = msg?.ok_or_else(|| FleetError::Refused("the desired-state watch closed".into()))?;
-                    if msg.canceled() {
-                        return Err(FleetError::Refused(format!("the desired-state watch was cancelled: {}", msg.cancel_reason())));
+            // Wait for a change of the desired state (then read it again);
+            // the watch's own messages (created, progress) carry no event.
+            loop {
+                tokio::select! {
+                    msg = stream.message() => {
+                        let msg = msg?.ok_or_else(|| FleetError::Refused("the desired-state watch closed".into()))?;
+                        if msg.canceled() {
+                            return Err(FleetError::Refused(format!("the desired-state watch was cancelled: {}", msg.cancel_reason())));
+                        }
+                        if !msg.events().is_empty() {
+                            break;
+                        }
                     }
-                }
-                why = &mut lost => {
-                    return Err(FleetError::Refused(why.unwrap_or_else(|_| "lease keeper ended".into())));
-                }
-                _ = stop.changed() => {
-                    let _ = client.lease_client().revoke(lease).await;
-                    return Ok(());
+                    why = &mut lost => {
+                        return Err(FleetError::Refused(why.unwrap_or_else(|_| "lease keeper ended".into())));
+                    }
+                    _ = stop.changed() => {
+                        let _ = client.lease_client().revoke(lease).await;
+                        return Ok(());
+                    }
                 }
             }
         }
