@@ -22,6 +22,7 @@ use super::{
         Registration,
     },
     now_ms,
+    programs::{apply_patch, undo_patch},
     store::{FleetStore, encode},
 };
 use crate::{ApplyOptions, Cancel, ControlError, Gateway, Health, Interface, RulesetSource};
@@ -237,7 +238,7 @@ impl Agent {
             return Ok(());
         }
         // Fetch what it names first (async), then apply on a blocking thread.
-        let mut sources: BTreeMap<String, Result<RulesetSource, String>> = BTreeMap::new();
+        let mut sources: Sources = BTreeMap::new();
         for want in desired.interfaces.values() {
             if want.rollback_to.is_some() {
                 continue;
@@ -253,6 +254,19 @@ impl Agent {
                 sources.insert(id.clone(), source);
             }
         }
+        let mut programs: Programs = BTreeMap::new();
+        for want in desired.interfaces.values() {
+            if let Some(c) = &want.classifier
+                && !programs.contains_key(&c.program)
+            {
+                let program = match store.program(&c.program).await {
+                    Ok(p) => Ok(p),
+                    Err(FleetError::Etcd(e)) => return Err(FleetError::Etcd(e)),
+                    Err(e) => Err(e.to_string()),
+                };
+                programs.insert(c.program.clone(), program);
+            }
+        }
         let gateway = self.gateway.clone();
         let interfaces = self.interfaces.clone();
         let previous = self.realized.interfaces.clone();
@@ -265,7 +279,7 @@ impl Agent {
                         &gateway,
                         iface,
                         want.interfaces.get(iface),
-                        &sources,
+                        (&sources, &programs),
                         previous.get(iface),
                     );
                     (iface.clone(), r)
@@ -295,6 +309,11 @@ impl Drop for AbortOnDrop {
     }
 }
 
+/// Ruleset versions fetched, by id (or why not).
+pub type Sources = BTreeMap<String, Result<RulesetSource, String>>;
+/// Classifier patches fetched (program name, object), by id (or why not).
+pub type Programs = BTreeMap<String, Result<(String, Vec<u8>), String>>;
+
 /// Makes interface `iface` of `gateway` what `want` says (synchronous: call
 /// it on a blocking thread) and reports what is live then. Idempotent:
 /// content already live is not applied again (no new generation, no flip),
@@ -303,11 +322,12 @@ pub fn reconcile(
     gateway: &Gateway,
     iface: &str,
     want: Option<&IfaceDesired>,
-    sources: &BTreeMap<String, Result<RulesetSource, String>>,
+    (sources, programs): (&Sources, &Programs),
     previous: Option<&IfaceRealized>,
 ) -> IfaceRealized {
     let mut out = IfaceRealized {
         ruleset: previous.and_then(|p| p.ruleset.clone()),
+        classifier: previous.and_then(|p| p.classifier.clone()),
         ..IfaceRealized::default()
     };
     let result = (|| -> Result<(), ControlError> {
@@ -331,7 +351,12 @@ pub fn reconcile(
             roll_back(&mut i, to, &want.tenants, &want.reason)?;
             out.outcome = Outcome::RolledBack;
             out.ruleset = want.ruleset.clone();
-        } else if let Some(id) = &want.ruleset {
+        } else if let Some(id) = want
+            .ruleset
+            .as_ref()
+            // A classifier patch leaves the ruleset alone.
+            .filter(|_| want.classifier.is_none() && want.classifier_back.is_none())
+        {
             let source = sources
                 .get(id)
                 .cloned()
@@ -376,6 +401,35 @@ pub fn reconcile(
         }
         if i.state().live_generation != before {
             out.previous_generation = Some(before);
+        }
+        if let Some(c) = &want.classifier {
+            let (name, object) = programs
+                .get(&c.program)
+                .cloned()
+                .unwrap_or_else(|| Err(format!("classifier patch {} not fetched", c.program)))
+                .map_err(ControlError::NotFound)?;
+            let (mut done, moved) = apply_patch(&mut i, c, &name, &object)?;
+            // A patch handled again (a restart) moves nothing: keep what the
+            // first time moved, for the rollback.
+            if let Some(prev) = out
+                .classifier
+                .as_ref()
+                .filter(|p| p.version == done.version)
+            {
+                for (t, v) in &prev.before {
+                    done.before.entry(t.clone()).or_insert(*v);
+                }
+            }
+            out.classifier = Some(done);
+            out.outcome = if moved {
+                Outcome::Applied
+            } else {
+                Outcome::Unchanged
+            };
+        }
+        if let Some(back) = &want.classifier_back {
+            undo_patch(&mut i, back)?;
+            out.outcome = Outcome::RolledBack;
         }
         Ok(())
     })();

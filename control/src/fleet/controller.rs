@@ -33,7 +33,8 @@ use etcd_client::{Compare, CompareOp, PutOptions, Txn, TxnOp};
 use super::{
     FleetError,
     model::{
-        Before, Desired, IfaceDesired, Outcome, Realized, Request, Rollout, RolloutState, Step,
+        Before, ClassifierDesired, Desired, IfaceDesired, Outcome, Realized, Request, Rollout,
+        RolloutState, Step,
     },
     now_ms,
     store::{FleetStore, encode, select},
@@ -45,11 +46,28 @@ pub use super::requests::{
     abort, active, pause, read_rollout, resume, rollback_last, send_request,
 };
 
+/// What a rollout changes.
+#[derive(Clone, Debug)]
+pub enum Change {
+    /// A ruleset (uploaded to etcd first).
+    Ruleset(RulesetSource),
+    /// A classifier program patch: program `program` of ELF `object`
+    /// staged (preflighted) on each gateway and made to serve the tenants.
+    Classifier {
+        /// The object file's bytes.
+        object: Vec<u8>,
+        /// The XDP program in it.
+        program: String,
+        /// Where it came from.
+        label: String,
+    },
+}
+
 /// What to roll out.
 #[derive(Clone, Debug)]
 pub struct RolloutOptions {
-    /// The ruleset (uploaded to etcd first).
-    pub source: RulesetSource,
+    /// The change.
+    pub change: Change,
     /// Wave sizes (cumulative; the last 100%).
     pub waves: Vec<WaveSize>,
     /// Only gateways whose labels match all of these.
@@ -207,7 +225,20 @@ impl Controller {
         for t in &opts.tenants {
             super::check_name("tenant", t)?;
         }
-        let manifest = self.store.upload(&opts.source).await?;
+        let (ruleset, program, label) = match &opts.change {
+            Change::Ruleset(source) => {
+                let m = self.store.upload(source).await?;
+                (m.id, None, m.label)
+            }
+            Change::Classifier {
+                object,
+                program,
+                label,
+            } => {
+                let m = self.store.upload_program(object, program, label).await?;
+                (String::new(), Some(m.id), format!("{label} ({program})"))
+            }
+        };
         let registrations = self.store.registrations().await?;
         let gateways = select(&registrations, &opts.selector);
         if gateways.is_empty() {
@@ -224,8 +255,9 @@ impl Controller {
         let id = format!("r{}", now_ms());
         let rollout = Rollout {
             id: id.clone(),
-            ruleset: manifest.id.clone(),
-            label: manifest.label.clone(),
+            ruleset: ruleset.clone(),
+            program: program.clone(),
+            label: label.clone(),
             reason: opts.reason.clone(),
             tenants: opts.tenants.clone(),
             canary_ms,
@@ -244,9 +276,14 @@ impl Controller {
             history: vec![self.step(
                 "started",
                 format!(
-                    "ruleset {} from {} to {} gateway(s) in waves {:?}: {}",
-                    short(&manifest.id),
-                    manifest.label,
+                    "{} {} from {} to {} gateway(s) in waves {:?}: {}",
+                    if program.is_some() {
+                        "classifier"
+                    } else {
+                        "ruleset"
+                    },
+                    short(program.as_deref().unwrap_or(&ruleset)),
+                    label,
                     gateways.len(),
                     waves.iter().map(Vec::len).collect::<Vec<_>>(),
                     opts.reason
@@ -496,22 +533,38 @@ impl Controller {
                     )
                 })
                 .collect();
+            let had = current
+                .as_ref()
+                .map(|(d, _)| d.interfaces.clone())
+                .unwrap_or_default();
             let desired = Desired {
                 rollout: Some(r.id.clone()),
                 interfaces: reg
                     .interfaces
                     .iter()
                     .map(|i| {
-                        (
-                            i.clone(),
-                            IfaceDesired {
+                        let reason = format!("fleet rollout {}: {}", r.id, r.reason);
+                        let want = match &r.program {
+                            None => IfaceDesired {
                                 ruleset: Some(r.ruleset.clone()),
                                 tenants: r.tenants.clone(),
                                 canary_ms: r.canary_ms,
-                                rollback_to: None,
-                                reason: format!("fleet rollout {}: {}", r.id, r.reason),
+                                reason,
+                                ..IfaceDesired::default()
                             },
-                        )
+                            // A classifier patch keeps the ruleset as it is.
+                            Some(program) => IfaceDesired {
+                                ruleset: had.get(i).and_then(|d| d.ruleset.clone()),
+                                tenants: had.get(i).map(|d| d.tenants.clone()).unwrap_or_default(),
+                                classifier: Some(ClassifierDesired {
+                                    program: program.clone(),
+                                    tenants: r.tenants.clone(),
+                                }),
+                                reason,
+                                ..IfaceDesired::default()
+                            },
+                        };
+                        (i.clone(), want)
                     })
                     .collect(),
             };
@@ -554,11 +607,12 @@ impl Controller {
     async fn write_rollback(&self, mut r: Rollout, rev: i64) -> Result<(), FleetError> {
         let mut ops = Vec::new();
         let why = r.halt_reason.clone().unwrap_or_default();
+        let snap = self.store.snapshot().await?;
         for gw in &r.written {
             let Some(before) = r.before.get(gw) else {
                 continue;
             };
-            let desired = rollback_desired(&r, before, &why);
+            let desired = rollback_desired(&r, before, snap.statuses.get(gw), &why);
             ops.push(TxnOp::put(
                 self.store.keys.desired(gw),
                 encode(&desired),
@@ -685,8 +739,10 @@ impl Controller {
     }
 }
 
-/// The desired state that rolls `before`'s gateway back.
-fn rollback_desired(r: &Rollout, before: &Before, why: &str) -> Desired {
+/// The desired state that rolls `before`'s gateway back: a flip to the
+/// generation it had, or, for a classifier patch, each moved tenant back on
+/// the version `status` says it had.
+fn rollback_desired(r: &Rollout, before: &Before, status: Option<&Realized>, why: &str) -> Desired {
     let old = before.desired.clone().unwrap_or_default();
     Desired {
         rollout: Some(r.id.clone()),
@@ -694,16 +750,31 @@ fn rollback_desired(r: &Rollout, before: &Before, why: &str) -> Desired {
             .generations
             .iter()
             .map(|(iface, g)| {
-                (
-                    iface.clone(),
-                    IfaceDesired {
-                        ruleset: old.interfaces.get(iface).and_then(|d| d.ruleset.clone()),
+                let had = old.interfaces.get(iface);
+                let reason = format!("fleet rollout {} rolled back: {why}", r.id);
+                let want = match r.program {
+                    None => IfaceDesired {
+                        ruleset: had.and_then(|d| d.ruleset.clone()),
                         tenants: r.tenants.clone(),
-                        canary_ms: None,
                         rollback_to: Some(*g),
-                        reason: format!("fleet rollout {} rolled back: {why}", r.id),
+                        reason,
+                        ..IfaceDesired::default()
                     },
-                )
+                    Some(_) => IfaceDesired {
+                        ruleset: had.and_then(|d| d.ruleset.clone()),
+                        tenants: had.map(|d| d.tenants.clone()).unwrap_or_default(),
+                        classifier_back: Some(
+                            status
+                                .and_then(|s| s.interfaces.get(iface))
+                                .and_then(|i| i.classifier.as_ref())
+                                .map(|c| c.before.clone())
+                                .unwrap_or_default(),
+                        ),
+                        reason,
+                        ..IfaceDesired::default()
+                    },
+                };
+                (iface.clone(), want)
             })
             .collect(),
     }

@@ -29,6 +29,7 @@
 //! | --- | --- | --- |
 //! | `files/<sha256>` | one chunk (≤ 1 MiB) of a ruleset file, content-addressed | controller |
 //! | `rulesets/<id>` | [`model::RulesetManifest`]: file name → its chunks; `id` = SHA-256 of the file list | controller |
+//! | `programs/<id>` | [`model::ProgramManifest`]: a classifier patch (object chunks, program name) | controller |
 //! | `gateways/<gw>` | [`model::Registration`] (labels, interfaces), under the agent's lease | agent |
 //! | `status/<gw>` | [`model::Realized`], under the agent's lease | agent |
 //! | `desired/<gw>` | [`model::Desired`]: ruleset per interface, tenants, canary, rollback | controller |
@@ -51,6 +52,7 @@
 pub mod agent;
 pub mod controller;
 pub mod model;
+pub mod programs;
 pub mod requests;
 pub mod roles;
 pub mod store;
@@ -247,6 +249,14 @@ impl Keys {
     /// `rulesets/`.
     pub fn rulesets(&self) -> String {
         format!("{}rulesets/", self.root)
+    }
+    /// `programs/<id>`.
+    pub fn program(&self, id: &str) -> String {
+        format!("{}programs/{id}", self.root)
+    }
+    /// `programs/`.
+    pub fn programs(&self) -> String {
+        format!("{}programs/", self.root)
     }
     /// `gateways/<gw>`.
     pub fn gateway(&self, gw: &str) -> String {

@@ -14,8 +14,12 @@ pub struct RulesetManifest {
     pub label: String,
     /// When it was first uploaded (ms since the epoch).
     pub created_ms: u64,
-    /// File name (`gateway.fg`, `<tenant>.fg`) → its content.
+    /// File name (`gateway.fg`, `<tenant>.fg`) → its content (in etcd:
+    /// empty when `body` holds the list).
     pub files: BTreeMap<String, FileRef>,
+    /// A long file list, stored as chunks (its JSON).
+    #[serde(default)]
+    pub body: Option<FileRef>,
 }
 
 /// One file of a [`RulesetManifest`].
@@ -69,6 +73,47 @@ pub struct IfaceDesired {
     pub rollback_to: Option<u64>,
     /// Why (recorded in the gateway's history).
     pub reason: String,
+    /// A classifier program patch: stage a program and make it serve tenants.
+    #[serde(default)]
+    pub classifier: Option<ClassifierDesired>,
+    /// The rollback of a classifier patch: each tenant back on the version
+    /// that served it before (`gateway`: packets of no tenant).
+    #[serde(default)]
+    pub classifier_back: Option<BTreeMap<String, u32>>,
+}
+
+/// A classifier program patch ([`crate::Interface::stage_version_from`] then
+/// [`crate::Interface::assign`]) as desired state.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClassifierDesired {
+    /// The program object (`programs/<id>`).
+    pub program: String,
+    /// Tenants it serves (`gateway`: packets of no tenant); empty: everyone.
+    pub tenants: Vec<String>,
+}
+
+/// `programs/<id>`: a classifier program patch, its object's chunks.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProgramManifest {
+    /// SHA-256 (hex) of the object and the program name.
+    pub id: String,
+    /// The XDP program's name in the object.
+    pub program: String,
+    /// The object file.
+    pub object: FileRef,
+    /// Where it came from.
+    pub label: String,
+}
+
+/// What a classifier patch did on one interface.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClassifierRealized {
+    /// The version serving the patch's tenants.
+    pub version: u32,
+    /// Its program tag.
+    pub tag: String,
+    /// The version each of them had before (what a rollback assigns back).
+    pub before: BTreeMap<String, u32>,
 }
 
 /// `status/<gw>`: what a gateway runs, under its agent's lease.
@@ -112,6 +157,9 @@ pub struct IfaceRealized {
     pub passed: u64,
     /// Packets dropped.
     pub dropped: u64,
+    /// The last classifier patch, if any.
+    #[serde(default)]
+    pub classifier: Option<ClassifierRealized>,
 }
 
 /// Most tenants listed one by one in a status value (it must stay far below
@@ -163,8 +211,12 @@ pub struct Connectivity {
 pub struct Rollout {
     /// `r<ms since the epoch>` (sortable).
     pub id: String,
-    /// The ruleset version rolled out.
+    /// The ruleset version rolled out (a classifier patch: the ruleset is
+    /// left as each gateway has it).
     pub ruleset: String,
+    /// A classifier patch instead (`programs/<id>`).
+    #[serde(default)]
+    pub program: Option<String>,
     /// Where it came from (the directory).
     pub label: String,
     /// Why.

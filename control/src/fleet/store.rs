@@ -24,6 +24,10 @@ use crate::RulesetSource;
 /// 1.5 MiB by default).
 pub const CHUNK_BYTES: usize = 1 << 20;
 
+/// A manifest whose file list encodes to more than this stores the list
+/// as chunks (10,000 tenants make about 2 MB of list).
+pub const INLINE_FILES_BYTES: usize = 256 << 10;
+
 /// Operations in one etcd transaction when chunks are written or read in
 /// bulk (etcd's default limit is 128).
 pub const BATCH: usize = 100;
@@ -40,7 +44,7 @@ pub struct FleetStore {
     pub keys: Keys,
 }
 
-fn sha_hex(bytes: &[u8]) -> String {
+pub(super) fn sha_hex(bytes: &[u8]) -> String {
     let digest = Sha256::digest(bytes);
     digest.iter().map(|b| format!("{b:02x}")).collect()
 }
@@ -139,42 +143,56 @@ impl FleetStore {
                 .and_then(|n| n.to_str())
                 .unwrap_or(path)
                 .to_owned();
-            let bytes = text.as_bytes();
-            let mut shas = Vec::new();
-            // Chunks cut on byte boundaries; joined back before decoding.
-            for chunk in bytes.chunks(CHUNK_BYTES) {
-                let sha = sha_hex(chunk);
-                chunks.insert(sha.clone(), chunk);
-                shas.push(sha);
-            }
-            if bytes.is_empty() {
-                let sha = sha_hex(b"");
-                chunks.insert(sha.clone(), b"");
-                shas.push(sha);
-            }
-            refs.insert(
-                name,
-                FileRef {
-                    sha256: sha_hex(bytes),
-                    bytes: bytes.len() as u64,
-                    chunks: shas,
-                },
-            );
+            refs.insert(name, file_ref(text.as_bytes(), &mut chunks));
         }
         let listing: Vec<(&String, &String)> = refs.iter().map(|(n, f)| (n, &f.sha256)).collect();
         let id = sha_hex(&encode(&listing));
-        if let Some((manifest, _)) = self
-            .get_json::<RulesetManifest>(&self.keys.ruleset(&id))
-            .await?
-        {
-            return Ok(manifest);
+        match self.manifest(&id).await {
+            Ok(manifest) => return Ok(manifest),
+            Err(FleetError::NotFound(_)) => {}
+            Err(e) => return Err(e),
         }
+        // A long file list (thousands of tenants) is itself stored as
+        // chunks, so the manifest stays far below etcd's request limit.
+        let listing = encode(&refs);
+        let body = (listing.len() > INLINE_FILES_BYTES).then(|| file_ref(&listing, &mut chunks));
+        self.put_chunks(&chunks).await?;
+        let mut kv = self.client.kv_client();
+        let mut manifest = RulesetManifest {
+            id: id.clone(),
+            label: source.label().display().to_string(),
+            created_ms: now_ms(),
+            files: if body.is_some() {
+                BTreeMap::new()
+            } else {
+                refs.clone()
+            },
+            body,
+        };
+        let key = self.keys.ruleset(&id);
+        kv.txn(
+            Txn::new()
+                .when([Compare::version(key.as_str(), CompareOp::Equal, 0)])
+                .and_then([TxnOp::put(key.as_str(), encode(&manifest), None)]),
+        )
+        .await?;
+        manifest.files = refs;
+        Ok(manifest)
+    }
+
+    /// Writes the chunks etcd does not have yet, [`BATCH`] to a transaction
+    /// (a chunk's key is its hash: writing one that appeared meanwhile writes
+    /// the same bytes), each transaction under etcd's request limit.
+    pub(super) async fn put_chunks(
+        &self,
+        chunks: &BTreeMap<String, &[u8]>,
+    ) -> Result<(), FleetError> {
+        let mut kv = self.client.kv_client();
         let have: BTreeSet<String> = self
             .list_keys(&self.keys.files())
             .await?
             .into_iter()
             .collect();
-        let mut kv = self.client.kv_client();
         // The missing chunks, [`BATCH`] to a transaction (a chunk's key is
         // its hash: writing one that appeared meanwhile writes the same bytes),
         // each batch under etcd's request limit.
@@ -195,36 +213,55 @@ impl FleetStore {
                 bytes = 0;
             }
         }
-        let manifest = RulesetManifest {
-            id: id.clone(),
-            label: source.label().display().to_string(),
-            created_ms: now_ms(),
-            files: refs,
-        };
-        let key = self.keys.ruleset(&id);
-        kv.txn(
-            Txn::new()
-                .when([Compare::version(key.as_str(), CompareOp::Equal, 0)])
-                .and_then([TxnOp::put(key.as_str(), encode(&manifest), None)]),
-        )
-        .await?;
-        Ok(manifest)
+        Ok(())
     }
 
     /// Ruleset version `id`'s manifest.
     pub async fn manifest(&self, id: &str) -> Result<RulesetManifest, FleetError> {
         check_hex(id)?;
-        self.get_json(&self.keys.ruleset(id))
+        let key = self.keys.ruleset(id);
+        let mut manifest: RulesetManifest = self
+            .get_json(&key)
             .await?
             .map(|(m, _)| m)
-            .ok_or_else(|| FleetError::NotFound(format!("no ruleset {id} in etcd")))
+            .ok_or_else(|| FleetError::NotFound(format!("no ruleset {id} in etcd")))?;
+        if let Some(body) = &manifest.body {
+            let listing = self.blob(body, &key).await?;
+            manifest.files = decode(&key, &listing)?;
+        }
+        Ok(manifest)
+    }
+
+    /// The bytes `file` names, every chunk checked against its hash.
+    pub(super) async fn blob(&self, file: &FileRef, owner: &str) -> Result<Vec<u8>, FleetError> {
+        let fetched = self.chunks(std::iter::once(file)).await?;
+        let mut bytes = Vec::new();
+        for sha in &file.chunks {
+            let chunk = fetched
+                .get(sha)
+                .ok_or_else(|| FleetError::NotFound(format!("a chunk of {owner} is missing")))?;
+            if sha_hex(chunk) != *sha {
+                return Err(FleetError::Corrupt {
+                    key: self.keys.file(sha),
+                    error: "its content does not hash to its name".into(),
+                });
+            }
+            bytes.extend_from_slice(chunk);
+        }
+        if sha_hex(&bytes) != file.sha256 {
+            return Err(FleetError::Corrupt {
+                key: owner.to_owned(),
+                error: "the chunks do not make the whole's hash".into(),
+            });
+        }
+        Ok(bytes)
     }
 
     /// Ruleset version `id` as files in memory, every chunk checked against
     /// its hash (a value changed in etcd is refused, not applied).
     pub async fn source(&self, id: &str) -> Result<RulesetSource, FleetError> {
         let manifest = self.manifest(id).await?;
-        let fetched = self.chunks(&manifest).await?;
+        let fetched = self.chunks(manifest.files.values()).await?;
         let mut files = Vec::new();
         for (name, file) in &manifest.files {
             let mut bytes = Vec::with_capacity(file.bytes.min(1 << 26) as usize);
@@ -256,14 +293,14 @@ impl FleetStore {
         Ok(RulesetSource::files(format!("etcd ruleset {id}"), files))
     }
 
-    /// The chunks of `manifest`, read [`BATCH`] to a transaction (at most
+    /// The chunks of `files`, read [`BATCH`] to a transaction (at most
     /// [`CHUNK_BYTES`] of replies each), by hash; missing ones are left out.
-    async fn chunks(
+    pub(super) async fn chunks(
         &self,
-        manifest: &RulesetManifest,
+        files: impl Iterator<Item = &FileRef>,
     ) -> Result<BTreeMap<String, Vec<u8>>, FleetError> {
         let mut wanted: Vec<(&String, u64)> = Vec::new();
-        for file in manifest.files.values() {
+        for file in files {
             for sha in &file.chunks {
                 check_hex(sha)?;
                 // Sizes are known only for whole files: a big file's chunk
@@ -390,10 +427,10 @@ impl FleetStore {
             .collect())
     }
 
-    /// Deletes ruleset versions that no desired state, realized state or
-    /// kept rollout (the newest [`KEEP_ROLLOUTS`], and any unfinished) names,
-    /// then the chunks no remaining version uses, and the rollouts beyond
-    /// those kept. Run it under the controller lock (a rollout uploads under
+    /// Deletes ruleset versions (and classifier patches) that no desired
+    /// state, realized state or kept rollout (the newest [`KEEP_ROLLOUTS`],
+    /// and any unfinished) names, then the chunks no remaining version or
+    /// patch uses, and the rollouts beyond those kept. Run it under the controller lock (a rollout uploads under
     /// it too, so no upload races the sweep). Returns the deleted ruleset ids.
     pub async fn gc(&self) -> Result<Vec<String>, FleetError> {
         let mut used: BTreeSet<String> = BTreeSet::new();
@@ -407,6 +444,12 @@ impl FleetStore {
                     .interfaces
                     .values()
                     .filter_map(|i| i.ruleset.clone()),
+            );
+            used.extend(
+                desired
+                    .interfaces
+                    .values()
+                    .filter_map(|i| Some(i.classifier.as_ref()?.program.clone())),
             );
         }
         for realized in self.statuses().await?.values() {
@@ -423,6 +466,7 @@ impl FleetStore {
         for (i, (rollout, _)) in rollouts.iter().enumerate() {
             if i >= keep_from || !rollout.state.finished() {
                 used.insert(rollout.ruleset.clone());
+                used.extend(rollout.program.clone());
                 for before in rollout.before.values() {
                     if let Some(d) = &before.desired {
                         used.extend(d.interfaces.values().filter_map(|i| i.ruleset.clone()));
@@ -439,6 +483,11 @@ impl FleetStore {
         let mut chunks_used = BTreeSet::new();
         for (id, (manifest, rev)) in &manifests {
             if used.contains(id) {
+                if let Some(body) = &manifest.body {
+                    chunks_used.extend(body.chunks.clone());
+                    let full = self.manifest(id).await?;
+                    chunks_used.extend(full.files.values().flat_map(|f| f.chunks.clone()));
+                }
                 chunks_used.extend(manifest.files.values().flat_map(|f| f.chunks.clone()));
             } else {
                 let key = self.keys.ruleset(id);
@@ -448,6 +497,19 @@ impl FleetStore {
                         .and_then([TxnOp::delete(key.as_str(), None)]),
                 )
                 .await?;
+                deleted.push(id.clone());
+            }
+        }
+        // Classifier patches: kept while a desired state or kept rollout
+        // names them (`used` has their ids too).
+        let programs = self
+            .list_json::<super::model::ProgramManifest>(&self.keys.programs())
+            .await?;
+        for (id, (manifest, _)) in &programs {
+            if used.contains(id) {
+                chunks_used.extend(manifest.object.chunks.clone());
+            } else {
+                kv.delete(self.keys.program(id), None).await?;
                 deleted.push(id.clone());
             }
         }
@@ -461,8 +523,29 @@ impl FleetStore {
     }
 }
 
+/// `bytes` as a [`FileRef`], its chunks added to `chunks` (by hash).
+pub(super) fn file_ref<'a>(bytes: &'a [u8], chunks: &mut BTreeMap<String, &'a [u8]>) -> FileRef {
+    let mut shas = Vec::new();
+    // Chunks cut on byte boundaries; joined back before decoding.
+    for chunk in bytes.chunks(CHUNK_BYTES) {
+        let sha = sha_hex(chunk);
+        chunks.insert(sha.clone(), chunk);
+        shas.push(sha);
+    }
+    if bytes.is_empty() {
+        let sha = sha_hex(b"");
+        chunks.insert(sha.clone(), b"");
+        shas.push(sha);
+    }
+    FileRef {
+        sha256: sha_hex(bytes),
+        bytes: bytes.len() as u64,
+        chunks: shas,
+    }
+}
+
 /// A ruleset id or chunk name: 64 lower-case hex digits.
-fn check_hex(id: &str) -> Result<(), FleetError> {
+pub(super) fn check_hex(id: &str) -> Result<(), FleetError> {
     if id.len() == 64 && id.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')) {
         Ok(())
     } else {

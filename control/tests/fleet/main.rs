@@ -9,6 +9,7 @@ mod crashes;
 mod harness;
 mod ops;
 mod store;
+mod upgrade;
 
 use fluxgate_testkit::net::{self, Flow};
 use harness::{ACME_ADDR, BETA_ADDR, Fleet, rules};

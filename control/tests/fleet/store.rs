@@ -62,6 +62,43 @@ fn rulesets_are_content_addressed_chunked_checked_and_collected() {
         let m2 = store.upload(&v2).await.expect("upload v2");
         assert_ne!(m2.id, m.id);
         assert_eq!(m2.files["gateway.fg"], m.files["gateway.fg"]);
+        // 3,000 tenants: the file list itself goes to chunks, the manifest
+        // value stays small.
+        let mut many: Vec<(String, String)> = (0..3000)
+            .map(|i| {
+                (
+                    format!("t{i}.fg"),
+                    format!(
+                        "tenant t{i}\nprefix 10.{}.{}.0/24\ndefault pass\n",
+                        i >> 8,
+                        i & 255
+                    ),
+                )
+            })
+            .collect();
+        many.push(("gateway.fg".into(), "default pass\n".into()));
+        let big_source = RulesetSource::files("many", many);
+        let m3 = store
+            .upload(&big_source)
+            .await
+            .expect("upload 3000 tenants");
+        assert!(m3.body.is_some(), "the list was not chunked");
+        assert_eq!(m3.files.len(), 3001);
+        let (raw, _) = store
+            .get_raw(&store.keys.ruleset(&m3.id))
+            .await
+            .expect("get")
+            .expect("manifest");
+        assert!(raw.len() < 4096, "manifest value of {} bytes", raw.len());
+        assert_eq!(
+            store
+                .source(&m3.id)
+                .await
+                .expect("source")
+                .read()
+                .expect("read"),
+            big_source.read().expect("read")
+        );
         // A tampered chunk is refused, not applied.
         let chunk = &m.files["big.fg"].chunks[1];
         let mut kv = client.kv_client();
@@ -91,7 +128,11 @@ fn rulesets_are_content_addressed_chunked_checked_and_collected() {
             .await
             .expect("desired");
         let deleted = store.gc().await.expect("gc");
-        assert_eq!(deleted, vec![m.id.clone()]);
+        let mut expected = vec![m.id.clone(), m3.id.clone()];
+        expected.sort();
+        let mut deleted = deleted;
+        deleted.sort();
+        assert_eq!(deleted, expected);
         assert!(store.manifest(&m.id).await.is_err());
         store.source(&m2.id).await.expect("m2 intact after GC");
         let left = store.list_keys(&store.keys.files()).await.expect("files");

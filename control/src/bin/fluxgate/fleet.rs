@@ -10,7 +10,7 @@ use fluxgate_control::{
     fleet::{
         EtcdOptions, FleetError, HALTED,
         agent::{self, AgentOptions},
-        controller::{self, Controller, RolloutOptions, short},
+        controller::{self, Change, Controller, RolloutOptions, short},
         model::{Request, Rollout, RolloutState},
         store::FleetStore,
         waves::{parse_labels, parse_waves},
@@ -124,6 +124,34 @@ pub enum FleetCommand {
         #[arg(long, default_value = "")]
         reason: String,
         /// Longest a wave may take (default: 60 s plus twice the canary).
+        #[arg(long, value_parser = parse_duration)]
+        deadline: Option<Duration>,
+    },
+    /// Roll a classifier program out in waves (what `upgrade stage` and
+    /// `upgrade assign` do on one gateway): each gateway stages it
+    /// (preflighted against its live tenants; a disagreeing program halts
+    /// the rollout) and moves the tenants to it; a halt moves them back.
+    Upgrade {
+        /// ELF object holding the program (default: this build's).
+        #[arg(long, value_name = "FILE")]
+        object: Option<PathBuf>,
+        /// The XDP program in it.
+        #[arg(long, default_value = "fluxgate_classify")]
+        program: String,
+        /// Cumulative wave sizes, counts or percentages; the last is 100%.
+        #[arg(long, default_value = "1,25%,100%")]
+        waves: String,
+        /// Only gateways with this label `key=value` (repeat: all must match).
+        #[arg(long = "selector", value_name = "K=V")]
+        selector: Vec<String>,
+        /// Only this tenant moves to it (repeat; `gateway`: packets of no
+        /// tenant); none: everyone.
+        #[arg(long = "tenant")]
+        tenants: Vec<String>,
+        /// Why.
+        #[arg(long, default_value = "")]
+        reason: String,
+        /// Longest a wave may take (default: 60 s).
         #[arg(long, value_parser = parse_duration)]
         deadline: Option<Duration>,
     },
@@ -247,7 +275,7 @@ async fn run_fleet(cli: &Cli, args: &FleetArgs) -> Result<i32, FleetError> {
             deadline,
         } => {
             let opts = RolloutOptions {
-                source: fluxgate_control::RulesetSource::dir(dir),
+                change: Change::Ruleset(fluxgate_control::RulesetSource::dir(dir)),
                 waves: parse_waves(waves)?,
                 selector: parse_labels(selector)?,
                 tenants: tenants.clone(),
@@ -264,6 +292,44 @@ async fn run_fleet(cli: &Cli, args: &FleetArgs) -> Result<i32, FleetError> {
                     short(&started.ruleset),
                     started.waves
                 );
+            }
+            let done = c.drive(&started.id).await?;
+            let _ = c.release().await;
+            Ok(finish(json, &done))
+        }
+        FleetCommand::Upgrade {
+            object,
+            program,
+            waves,
+            selector,
+            tenants,
+            reason,
+            deadline,
+        } => {
+            let (bytes, label) = match object {
+                Some(path) => (read_object(path)?, path.display().to_string()),
+                None => (
+                    fluxgate_dataplane::EMBEDDED_OBJECT.to_vec(),
+                    format!("fluxgate {}", env!("CARGO_PKG_VERSION")),
+                ),
+            };
+            let opts = RolloutOptions {
+                change: Change::Classifier {
+                    object: bytes,
+                    program: program.clone(),
+                    label,
+                },
+                waves: parse_waves(waves)?,
+                selector: parse_labels(selector)?,
+                tenants: tenants.clone(),
+                canary: None,
+                reason: reason.clone(),
+                wave_deadline: *deadline,
+            };
+            let c = Controller::acquire(store, ttl).await?;
+            let started = c.start(&opts).await?;
+            if !json {
+                println!("rollout {}: waves {:?}", started.id, started.waves);
             }
             let done = c.drive(&started.id).await?;
             let _ = c.release().await;
@@ -416,6 +482,17 @@ async fn run_fleet(cli: &Cli, args: &FleetArgs) -> Result<i32, FleetError> {
             Ok(exit::OK)
         }
     }
+}
+
+/// An object file (bounded).
+fn read_object(path: &std::path::Path) -> Result<Vec<u8>, FleetError> {
+    use fluxgate_control::fleet::programs::MAX_OBJECT_BYTES;
+    let bad = |e: String| FleetError::Usage(format!("{}: {e}", path.display()));
+    let meta = std::fs::metadata(path).map_err(|e| bad(e.to_string()))?;
+    if meta.len() > MAX_OBJECT_BYTES as u64 {
+        return Err(bad(format!("larger than {MAX_OBJECT_BYTES} bytes")));
+    }
+    std::fs::read(path).map_err(|e| bad(e.to_string()))
 }
 
 /// The rollout named, or the unfinished one.
