@@ -71,6 +71,29 @@ fn a_good_change_reaches_six_gateways_in_three_waves_without_loss() {
         assert_eq!(iface["outcome"], "applied", "{}: {status}", g.name);
         assert_eq!(iface["ruleset"], record["ruleset"], "{}", g.name);
     }
+    // An agent restarted (SIGKILL first) adopts what is live: it reports
+    // the change realized again without applying or flipping anything.
+    let history = fleet.gws[0].history();
+    let before = status["status"]["gw0"]["updated_ms"].clone();
+    let mut fleet = fleet;
+    fleet.gws[0].kill_agent();
+    fleet.gws[0].start_agent();
+    let again = net::eventually(std::time::Duration::from_secs(30), || {
+        let s = fleet.status();
+        s["status"]["gw0"]["updated_ms"] != before
+            && s["status"]["gw0"]["interfaces"][net::IF_B]["outcome"] == "unchanged"
+    });
+    assert!(
+        again,
+        "the restarted agent did not report: {}",
+        fleet.status()
+    );
+    assert_eq!(fleet.gws[0].generation(), 2);
+    assert_eq!(
+        fleet.gws[0].history(),
+        history,
+        "the restarted agent changed something"
+    );
     // Rolling the same ruleset out again changes nothing anywhere.
     let again = fleet.fleet(&["rollout", v2.to_str().expect("path"), "--waves", "100%"]);
     assert!(again.status.success(), "{}", harness::text(&again));

@@ -359,6 +359,13 @@ async fn run_fleet(cli: &Cli, args: &FleetArgs) -> Result<i32, FleetError> {
                     println!("gateway {gw} [{}]", labels.join(","));
                     if let Some(s) = statuses.get(gw) {
                         for (iface, r) in &s.interfaces {
+                            if s.desired_revision == 0 {
+                                println!(
+                                    "  {iface}: generation {}, no desired state yet",
+                                    r.generation
+                                );
+                                continue;
+                            }
                             println!(
                                 "  {iface}: generation {}, ruleset {}, {:?}{}",
                                 r.generation,
