@@ -13,6 +13,7 @@
 use std::{collections::BTreeMap, time::Duration};
 
 use etcd_client::{PutOptions, WatchOptions};
+use serde::{Deserialize, Serialize};
 use tokio::{sync::watch, time::Instant};
 
 use super::{
@@ -93,7 +94,10 @@ pub async fn run(
                     "etcd unreachable or refused: filtering on with what is live (fail static); retrying in {backoff:?}"
                 );
                 agent.conn.last_error = Some(e.to_string());
-                down_since.get_or_insert_with(Instant::now);
+                if down_since.is_none() {
+                    down_since = Some(Instant::now());
+                    agent.health(false);
+                }
                 tokio::select! {
                     _ = tokio::time::sleep(backoff) => {}
                     _ = stop.changed() => return Ok(()),
@@ -118,6 +122,21 @@ struct Agent {
 }
 
 impl Agent {
+    /// Records the link to etcd for the gateway's own eyes ([`AgentHealth`]).
+    fn health(&self, connected: bool) {
+        write_health(
+            &self.gateway,
+            &AgentHealth {
+                fleet: self.opts.fleet.clone(),
+                gateway: self.opts.name.clone(),
+                connected,
+                since_ms: now_ms(),
+                reconnects: self.conn.reconnects,
+                last_error: self.conn.last_error.clone(),
+            },
+        );
+    }
+
     async fn session(
         &mut self,
         stop: &mut watch::Receiver<bool>,
@@ -128,8 +147,10 @@ impl Agent {
         let ttl = self.opts.lease_ttl.as_secs().max(1) as i64;
         let lease = client.lease_client().grant(ttl, None).await?.id();
         let (mut keeper, mut alive) = client.lease_client().keep_alive(lease).await?;
+        self.health(true);
         if let Some(since) = down_since.take() {
             self.conn.reconnects += 1;
+            self.health(true);
             self.conn.last_outage_ms = Some(since.elapsed().as_millis() as u64);
             tracing::info!(
                 gateway = self.opts.name,
@@ -534,5 +555,52 @@ fn fill_live(gateway: &Gateway, iface: &str, out: &mut IfaceRealized) {
         && out.last_error.is_none()
     {
         out.last_error = Some(e.to_string());
+    }
+}
+
+/// The agent's link to etcd as the gateway itself sees it: written to
+/// `fleet-agent.json` in the gateway's state directory at every change, so
+/// the gateway shows it while etcd is unreachable (where its status in etcd
+/// cannot be updated); `fluxgate serve` exports it as
+/// `fluxgate_fleet_etcd_connected` and `fluxgate_fleet_etcd_reconnects_total`.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct AgentHealth {
+    /// The fleet.
+    pub fleet: String,
+    /// This gateway's name in it.
+    pub gateway: String,
+    /// Whether the agent holds a session (lease, watch) with etcd.
+    pub connected: bool,
+    /// Since when (ms since the epoch).
+    pub since_ms: u64,
+    /// Times it lost etcd and reconnected.
+    pub reconnects: u64,
+    /// The last etcd error.
+    pub last_error: Option<String>,
+}
+
+/// Where [`AgentHealth`] is kept.
+pub fn health_path(gateway: &Gateway) -> std::path::PathBuf {
+    gateway.state_dir().root().join("fleet-agent.json")
+}
+
+/// The agent's last [`AgentHealth`], if an agent ever ran for `gateway`.
+pub fn read_health(gateway: &Gateway) -> Option<AgentHealth> {
+    let path = health_path(gateway);
+    let meta = std::fs::metadata(&path).ok()?;
+    if meta.len() > 64 << 10 {
+        return None;
+    }
+    serde_json::from_slice(&std::fs::read(path).ok()?).ok()
+}
+
+fn write_health(gateway: &Gateway, health: &AgentHealth) {
+    let path = health_path(gateway);
+    let tmp = path.with_extension("json.tmp");
+    let written = std::fs::create_dir_all(gateway.state_dir().root())
+        .and_then(|()| std::fs::write(&tmp, encode(health)))
+        .and_then(|()| std::fs::rename(&tmp, &path));
+    if let Err(e) = written {
+        tracing::warn!("cannot write {}: {e}", path.display());
     }
 }

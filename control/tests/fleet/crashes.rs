@@ -144,7 +144,20 @@ fn etcd_killed_mid_wave_loses_no_packet_and_the_rollout_ends_consistently() {
     ]);
     wait_rollout(&fleet, "wrote wave 1", |r| written(r) == 1);
     fleet.etcd.kill();
-    std::thread::sleep(Duration::from_secs(4));
+    // Every gateway shows the outage itself (its status in etcd cannot).
+    let shown = net::eventually(Duration::from_secs(10), || {
+        fleet.gws.iter().all(|g| {
+            g.metrics()
+                .lines()
+                .any(|l| l.starts_with("fluxgate_fleet_etcd_connected{") && l.ends_with(" 0"))
+        })
+    });
+    assert!(
+        shown,
+        "the gateways do not show etcd down: {}",
+        fleet.gws[0].metrics()
+    );
+    std::thread::sleep(Duration::from_secs(2));
     fleet.etcd.restart();
     let out = rollout.finish(Duration::from_secs(120));
     let counts: Vec<Vec<(u64, u64)>> = flows.into_iter().map(Flow::stop).collect();
@@ -180,4 +193,13 @@ fn etcd_killed_mid_wave_loses_no_packet_and_the_rollout_ends_consistently() {
         })
     });
     assert!(ok, "the agents do not show the outage: {}", fleet.status());
+    for g in &fleet.gws {
+        let m = g.metrics();
+        assert!(
+            m.lines()
+                .any(|l| l.starts_with("fluxgate_fleet_etcd_connected{") && l.ends_with(" 1")),
+            "{}: {m}",
+            g.name
+        );
+    }
 }

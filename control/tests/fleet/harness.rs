@@ -139,6 +139,15 @@ impl Gw {
             .expect("live_generation")
     }
 
+    /// Its metrics, as `fluxgate serve` renders them.
+    pub fn metrics(&self) -> String {
+        let gw = fluxgate_control::Gateway::new()
+            .with_bpffs(&self.s.pins)
+            .with_state(&self.s.state)
+            .in_netns(Some(self.link.b.name().to_owned()));
+        fluxgate_control::metrics::render(&gw).expect("metrics")
+    }
+
     /// Its interface's history, as text.
     pub fn history(&self) -> String {
         text(&fluxgate(
