@@ -386,13 +386,27 @@ impl Controller {
     }
 
     /// Drives rollout `id` until it is `done`, `rolled-back` or `paused`
-    /// (see the module docs) and returns its record. A halted rollout is
+    /// (see the module docs) and returns its record; a finished rollout is
+    /// followed by [`FleetStore::gc`]. A halted rollout is
     /// returned as such (`rolled-back`, with `halt_reason`), not as an error.
     pub async fn drive(&self, id: &str) -> Result<Rollout, FleetError> {
         let mut backoff = Duration::from_millis(250);
         loop {
             match self.advance(id).await {
-                Ok(Some(r)) => return Ok(r),
+                Ok(Some(r)) => {
+                    if r.state.finished() {
+                        // Old versions nothing refers to any more go now
+                        // (under this controller's lock, as GC must run).
+                        match self.store.gc().await {
+                            Ok(gone) if !gone.is_empty() => {
+                                tracing::info!("collected {} unused version(s)", gone.len());
+                            }
+                            Ok(_) => {}
+                            Err(e) => tracing::warn!("garbage collection failed: {e}"),
+                        }
+                    }
+                    return Ok(r);
+                }
                 Ok(None) => backoff = Duration::from_millis(250),
                 // etcd unreachable: the rollout waits (the gateways filter
                 // on); the deadline of the wave still counts.
