@@ -82,6 +82,10 @@ pub struct RolloutOptions {
     pub wave_deadline: Option<Duration>,
 }
 
+/// Most gateways in one wave: a wave's desired states are written in one
+/// transaction, and etcd allows 128 operations in one by default.
+pub const MAX_WAVE: usize = 100;
+
 /// How often the controller looks at the gateways' status while waiting.
 pub const POLL: Duration = Duration::from_millis(100);
 
@@ -248,6 +252,12 @@ impl Controller {
             )));
         }
         let waves = plan(&gateways, &opts.waves);
+        if let Some(w) = waves.iter().find(|w| w.len() > MAX_WAVE) {
+            return Err(FleetError::Usage(format!(
+                "a wave of {} gateways: at most {MAX_WAVE} (one etcd transaction writes a wave); add waves",
+                w.len()
+            )));
+        }
         let canary_ms = opts.canary.map(|c| c.as_millis() as u64);
         let deadline = opts.wave_deadline.unwrap_or_else(|| {
             Duration::from_secs(60) + opts.canary.map_or(Duration::ZERO, |c| c * 2)
@@ -607,7 +617,7 @@ impl Controller {
                 wave.join(", ")
             ),
         ));
-        if ops.len() > 100 {
+        if ops.len() > MAX_WAVE {
             return Err(FleetError::Refused(format!(
                 "a wave of {} gateways: at most 100 per wave (etcd's transaction limit)",
                 ops.len()
