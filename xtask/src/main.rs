@@ -38,11 +38,10 @@ const APT_PACKAGES: &[&str] = &[
     // The peers bench compares against xdp-filter and nftables.
     "xdp-tools",
     "nftables",
-    // Fleet rollout (issue #26): the tests start their own etcd; etcdctl sets
-    // up users and roles in the auth test; the etcd client crate compiles
-    // etcd's protobuf definitions with protoc.
+    // Fleet rollout (issue #26): the tests, the demo and the fleet bench
+    // start their own etcd; the etcd client crate compiles etcd's protobuf
+    // definitions with protoc.
     "etcd-server",
-    "etcd-client",
     "protobuf-compiler",
 ];
 const TOOLS_DIR: &str = "/opt/fluxgate/tools";
