@@ -78,6 +78,8 @@ pub mod classify;
 mod error;
 pub mod exit;
 pub mod explain;
+#[cfg(feature = "fleet")]
+pub mod fleet;
 pub mod gateway;
 pub mod host;
 pub mod interface;

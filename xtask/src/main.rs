@@ -45,6 +45,11 @@ const APT_PACKAGES: &[&str] = &[
     "tesseract-ocr",
     "tesseract-ocr-eng",
     "fonts-dejavu-core",
+    // Fleet rollout (issue #26): the tests, the demo and the fleet bench
+    // start their own etcd; the etcd client crate compiles etcd's protobuf
+    // definitions with protoc.
+    "etcd-server",
+    "protobuf-compiler",
 ];
 const TOOLS_DIR: &str = "/opt/fluxgate/tools";
 const BPF_LINKER_VERSION: &str = "0.13.0";

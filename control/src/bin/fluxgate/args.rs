@@ -19,7 +19,8 @@ const EXIT_CODES: &str = "Exit codes: 0 ok, 1 failure, 2 usage, 3 permission (ne
     7 ruleset (or classify trace) rejected, 8 preflight failed (nothing changed), \
     9 canary regressed and was rolled back, \
     10 partially applied (some tenants' files were refused and keep their live rules; \
-    the others went live).";
+    the others went live), \
+    11 fleet rollout halted (and the gateways it changed rolled back).";
 
 #[derive(Parser)]
 #[command(
@@ -204,6 +205,12 @@ pub enum Command {
         #[arg(long, value_enum, default_value_t = EngineArg::Userspace)]
         engine: EngineArg,
     },
+    /// Run this gateway's fleet agent: register in etcd under a lease, apply
+    /// the desired state as it changes, report what is live. Keeps the
+    /// gateway filtering (and retries) while etcd is unreachable.
+    Agent(crate::fleet::AgentArgs),
+    /// Roll rulesets out to a fleet of gateways through etcd, in waves.
+    Fleet(crate::fleet::FleetArgs),
     /// Write the man page or shell completions generated from this command
     /// line's definition (what `cargo xtask man` installs).
     #[command(hide = true)]

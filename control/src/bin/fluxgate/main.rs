@@ -7,6 +7,7 @@
 //! printed by `render`, logging and progress are set up by `progress`.
 
 mod args;
+mod fleet;
 mod progress;
 mod render;
 mod serve;
@@ -31,6 +32,10 @@ fn main() -> ExitCode {
     unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
     let cli = Cli::parse();
     progress::init(cli.verbose, cli.json);
+    // `agent` and `fleet` (etcd, async) have their own shell and errors.
+    if let Some(code) = fleet::dispatch(&cli) {
+        return code;
+    }
     match run(&cli) {
         Ok(()) => ExitCode::from(exit::OK as u8),
         Err(err) => {
@@ -206,6 +211,7 @@ fn run(cli: &Cli) -> Result<(), ControlError> {
         }
         Command::Generate { what, dir } => generate(*what, dir)?,
         Command::Serve { .. } => unreachable!("handled above"),
+        Command::Agent(_) | Command::Fleet(_) => unreachable!("handled by fleet::dispatch"),
     }
     Ok(())
 }
