@@ -61,6 +61,10 @@ pub struct Captured {
     pub tenant: Option<String>,
     /// The rule or default that dropped it.
     pub dropped_by: String,
+    /// The packet as the rulesets write guard packets (`tcp 198.51.100.7:40000
+    /// -> 203.0.113.25:587 flags S`), read from the captured bytes by the
+    /// program's own parser; `None` when they do not reach that far.
+    pub packet: Option<String>,
 }
 
 /// Monotonic clock now (what `bpf_ktime_get_ns` counts), ns.
@@ -187,6 +191,7 @@ impl Interface {
                 caplen: rec.caplen,
                 tenant: tenant.clone(),
                 dropped_by: dropped_by.clone(),
+                packet: packet_text(&rec),
             };
             if let Some(w) = writer.as_mut() {
                 write_packet(w, &rec, when, &dropped_by, tenant.as_deref())?;
@@ -197,6 +202,23 @@ impl Interface {
         }
         Ok(n)
     }
+}
+
+/// The captured head of `rec` in guard-packet notation (see
+/// [`Captured::packet`]). The parser checks every length a header declares,
+/// so a head cut at the snap length is filled up to the wire length; it is
+/// filled twice, with zeros and with ones, and only a header that reads the
+/// same both ways (it lies wholly within the captured bytes) is told.
+fn packet_text(rec: &CaptureRecord) -> Option<String> {
+    let data = &rec.data[..(rec.caplen as usize).min(CAPTURE_SNAPLEN)];
+    let wire = (rec.len as usize).clamp(data.len(), 65_535 + 64);
+    let read = |fill: u8| {
+        let mut frame = data.to_vec();
+        frame.resize(wire, fill);
+        fluxgate_dataplane::frame::header_of(&frame).ok().flatten()
+    };
+    let header = read(0)?;
+    (read(0xff).as_ref() == Some(&header)).then(|| header.to_string())
 }
 
 fn write_packet(

@@ -280,6 +280,13 @@ fn dropped_packets_are_captured_to_pcapng_with_their_rule_and_tcpdump_reads_them
         rest.contains("dropped by beta default") && rest.contains("5 packet(s) captured"),
         "{rest}"
     );
+    // Each line says which packet it was, as a guard packet is written.
+    assert!(
+        rest.lines()
+            .filter(|l| l.contains("dropped by"))
+            .all(|l| l.contains("udp 10.77.0.1:") && l.contains(" -> 10.77.2.2:7001")),
+        "{rest}"
+    );
     let dump = std::process::Command::new("tcpdump")
         .args(["-nn", "-r"])
         .arg(&file)

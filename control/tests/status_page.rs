@@ -339,6 +339,13 @@ fn the_pages_and_the_webhooks_tell_every_outcome_once_in_order() {
             .is_some_and(|r| r == "default" || r.starts_with("rule "))),
         "{v}"
     );
+    // Each names the packet, as its guard packets are written.
+    assert!(
+        drops.iter().all(|d| d["packet"]
+            .as_str()
+            .is_some_and(|p| p.starts_with("udp ") && p.contains(" -> "))),
+        "{v}"
+    );
     // Globex's page tells nothing of acme's changes.
     let globex = request(
         server.addr,

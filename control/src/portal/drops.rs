@@ -3,8 +3,9 @@
 //!
 //! The sampler captures every interface's drops in turns of
 //! [`TURN`], rate-limited in the kernel to [`RATE`] packets per second per
-//! CPU, and keeps the newest [`KEEP`] per tenant in memory (the length and
-//! the deciding rule only: never the bytes of the packets). The drop capture
+//! CPU, and keeps the newest [`KEEP`] per tenant in memory (the length, the
+//! header as a guard packet is written — addresses, ports, flags — and the
+//! deciding rule: never the payload). The drop capture
 //! is one channel per interface: while the status server runs, an operator's
 //! `fluxgate capture` on the same interface takes it over (and switches it
 //! off when it ends); the sampler's next turn switches it on again.

@@ -168,13 +168,14 @@ pub fn tenant(page: &TenantPage) -> String {
             out.push_str("<p class=\"muted\">None sampled since the status server started.</p>");
         } else {
             out.push_str(
-                "<table><tr><th>When</th><th class=\"n\">Bytes</th><th>Dropped by</th></tr>",
+                "<table><tr><th>When</th><th>Packet</th><th class=\"n\">Bytes</th><th>Dropped by</th></tr>",
             );
             for d in &i.drops {
                 let _ = write!(
                     out,
-                    "<tr><td>{}</td><td class=\"n\">{}</td><td>{}</td></tr>",
+                    "<tr><td>{}</td><td>{}</td><td class=\"n\">{}</td><td>{}</td></tr>",
                     escape(&utc_second(d.time)),
+                    escape(d.packet.as_deref().unwrap_or("?")),
                     d.len,
                     escape(&d.rule)
                 );

@@ -90,6 +90,9 @@ pub struct DropLine {
     pub len: u32,
     /// The rule that dropped it: `rule 2`, `default`, or `gateway rule 1`.
     pub rule: String,
+    /// The packet (`tcp 198.51.100.7:40000 -> 203.0.113.25:22 flags S`),
+    /// when its captured bytes say.
+    pub packet: Option<String>,
 }
 
 /// One tenant on one interface.
@@ -260,6 +263,7 @@ pub fn tenant_page(
                 time: c.time,
                 len: c.len,
                 rule: rule_words(&c.dropped_by, tenant),
+                packet: c.packet,
             })
             .collect();
         interfaces.push(TenantOnInterface {

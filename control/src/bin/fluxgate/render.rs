@@ -338,9 +338,13 @@ pub fn event(e: &Event) {
 /// One captured packet.
 pub fn captured(p: &Captured) {
     println!(
-        "{} {} bytes{} dropped by {}",
+        "{} {} bytes{}{} dropped by {}",
         utc(p.time as u64),
         p.len,
+        p.packet
+            .as_deref()
+            .map(|t| format!(" {t}"))
+            .unwrap_or_default(),
         p.tenant
             .as_deref()
             .map(|t| format!(" to {t}"))
