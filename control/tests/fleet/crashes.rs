@@ -76,7 +76,8 @@ fn a_killed_controller_is_resumed_by_another_and_two_never_drive() {
 }
 
 /// An agent killed mid-apply (after recording, before publishing): its
-/// lease expires, the wave fails and rolls back, and the restarted agent
+/// lease expires, the wave fails and rolls back (its controller killed too
+/// while waiting for that, and resumed by another), and the restarted agent
 /// reconciles without a flip (nothing had changed).
 #[test]
 fn an_agent_killed_mid_apply_fails_the_wave_and_comes_back_without_a_flip() {
@@ -99,8 +100,13 @@ fn an_agent_killed_mid_apply_fails_the_wave_and_comes_back_without_a_flip() {
         fleet.gws[0].agent_log()
     );
     wait_rollout(&fleet, "halted", |r| r["state"] == "rolling-back");
+    // The controller is killed too, while it waits for gw0's rollback; the
+    // one that resumes it sees gw0 come back and roll back.
+    let mut rollout = rollout;
+    rollout.kill();
+    let resumer = fleet.spawn(&["resume", "--wait", "20s", "--json"]);
     fleet.gws[0].start_agent();
-    let out = rollout.finish(Duration::from_secs(60));
+    let out = resumer.finish(Duration::from_secs(60));
     assert_eq!(out.status.code(), Some(HALTED), "{}", text(&out));
     let record = json(&out);
     let why = record["halt_reason"].as_str().unwrap_or_default();
