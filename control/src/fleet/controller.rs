@@ -40,7 +40,7 @@ use super::{
     store::{FleetStore, encode, select},
     waves::{WaveSize, plan},
 };
-use crate::RulesetSource;
+use crate::{RulesetSource, host::crash_point};
 
 pub use super::requests::{
     abort, active, pause, read_rollout, resume, rollback_last, send_request,
@@ -324,6 +324,7 @@ impl Controller {
             ));
         }
         tracing::info!(rollout = id, "started");
+        crash_point("fleet-started");
         Ok(rollout)
     }
 
@@ -486,7 +487,9 @@ impl Controller {
                         } else {
                             r.wave += 1;
                         }
-                        self.commit(&r, rev, Vec::new()).await?;
+                        if self.commit(&r, rev, Vec::new()).await? {
+                            crash_point("fleet-wave-realized");
+                        }
                     }
                 }
             }
@@ -623,7 +626,9 @@ impl Controller {
                 ops.len()
             )));
         }
-        self.commit_with(&r, rev, compares, ops).await?;
+        if self.commit_with(&r, rev, compares, ops).await? {
+            crash_point("fleet-wave-written");
+        }
         Ok(())
     }
 
@@ -652,7 +657,9 @@ impl Controller {
                 r.written.iter().cloned().collect::<Vec<_>>().join(", ")
             ),
         ));
-        self.commit(&r, rev, ops).await?;
+        if self.commit(&r, rev, ops).await? {
+            crash_point("fleet-rollback-written");
+        }
         Ok(())
     }
 
@@ -698,7 +705,9 @@ impl Controller {
         r.request = None;
         r.halt_reason = Some(why.clone());
         r.history.push(self.step("halted", why));
-        self.commit(r, rev, Vec::new()).await?;
+        if self.commit(r, rev, Vec::new()).await? {
+            crash_point("fleet-halted");
+        }
         Ok(())
     }
 
