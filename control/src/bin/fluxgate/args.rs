@@ -130,11 +130,22 @@ pub enum Command {
     Capture(CaptureArgs),
     /// Serve Prometheus metrics of every attached interface (of the
     /// namespace) until stopped: counters per outcome, tenant and rule,
-    /// generations, change counts and durations.
+    /// generations, change counts and durations. With `--status`, serve each
+    /// tenant its status page (and webhooks) instead, or as well when
+    /// `--metrics` is given too.
     Serve {
-        /// Address to listen on (loopback by default).
-        #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:9464")]
-        metrics: std::net::SocketAddr,
+        /// Address to serve metrics on (default 127.0.0.1:9464 when
+        /// `--status` is not given).
+        #[arg(long, value_name = "ADDR")]
+        metrics: Option<std::net::SocketAddr>,
+        /// Address to serve the tenants' status pages on.
+        #[arg(long, value_name = "ADDR", requires = "tokens")]
+        status: Option<std::net::SocketAddr>,
+        /// The operator's tokens file for `--status` (one line per tenant:
+        /// `tenant NAME SHA256-OF-TOKEN [webhook=URL]`, and `operator
+        /// SHA256-OF-TOKEN`).
+        #[arg(long, value_name = "FILE", requires = "status")]
+        tokens: Option<PathBuf>,
     },
     /// Explain why a packet gets its verdict: its tenant, every rule considered
     /// with each field checked, the deciding rule — and the kernel's answer on

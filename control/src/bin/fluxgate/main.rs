@@ -10,6 +10,7 @@ mod args;
 mod fleet;
 mod progress;
 mod render;
+mod serve;
 
 use std::{io::Write as _, process::ExitCode};
 
@@ -68,20 +69,18 @@ fn show<T: serde::Serialize>(json: bool, value: &T, text: impl FnOnce(&T)) {
 fn run(cli: &Cli) -> Result<(), ControlError> {
     // The metrics endpoint listens in the caller's namespace (where the
     // scraper is), whatever namespace's interfaces it reports.
-    if let Command::Serve { metrics } = &cli.command {
-        let listener = std::net::TcpListener::bind(metrics)
-            .map_err(|e| ControlError::Io(format!("cannot listen on {metrics}: {e}")))?;
-        let gateway = gateway(cli)?;
-        let addr = listener
-            .local_addr()
-            .map_err(|e| ControlError::Io(e.to_string()))?;
-        if cli.json {
-            render::json(&serde_json::json!({ "metrics": format!("http://{addr}/metrics") }));
-        } else {
-            println!("serving metrics on http://{addr}/metrics");
-        }
-        let _ = std::io::stdout().flush();
-        return Err(fluxgate_control::metrics::serve(&listener, &gateway));
+    if let Command::Serve {
+        metrics,
+        status,
+        tokens,
+    } = &cli.command
+    {
+        return serve::serve(
+            cli.json,
+            &gateway(cli)?,
+            *metrics,
+            status.zip(tokens.as_deref()),
+        );
     }
     let gw = gateway(cli)?;
     let json = cli.json;
