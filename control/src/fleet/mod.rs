@@ -51,6 +51,7 @@
 
 pub mod agent;
 pub mod controller;
+mod judge;
 pub mod model;
 pub mod programs;
 pub mod requests;

@@ -75,8 +75,83 @@ fn a_killed_controller_is_resumed_by_another_and_two_never_drive() {
     assert!(fleet.active().is_null(), "still active: {}", fleet.status());
 }
 
+/// The controller killed (SIGKILL, fault injection) right after each step
+/// it commits — the rollout recorded, a wave's desired state written, a wave
+/// realized — and for a halting rollout after the halt and after the
+/// rollback is written: another controller resumes each to the same end.
+#[test]
+fn a_controller_killed_after_each_step_is_resumed_to_the_same_end() {
+    let fleet = Fleet::new("steps", 2);
+    fleet.wait_registered(2);
+    let dirs = [
+        fleet.ruleset("v2", &rules::ACME_7001),
+        fleet.ruleset("v1", &rules::V1),
+    ];
+    for (n, step) in ["fleet-started", "fleet-wave-written", "fleet-wave-realized"]
+        .iter()
+        .enumerate()
+    {
+        let dir = dirs[n % 2].to_str().expect("path");
+        let out = fleet
+            .fleet_cmd(&["rollout", dir, "--waves", "1,100%"])
+            .env("FLUXGATE_CRASH_AT", step)
+            .output()
+            .expect("run");
+        assert_eq!(
+            out.status.code(),
+            None,
+            "{step}: not killed: {}",
+            text(&out)
+        );
+        let done = fleet.fleet(&["resume", "--wait", "20s", "--json"]);
+        assert!(done.status.success(), "{step}: {}", text(&done));
+        assert_eq!(json(&done)["state"], "done", "{step}");
+        let opens = n % 2 == 0;
+        for g in &fleet.gws {
+            let got = net::udp_exchange_to(&g.link, ACME_ADDR, 7001, 5, 16) == 5;
+            assert_eq!(got, opens, "{step}: {}", g.name);
+        }
+    }
+    // A halting rollout (acme's file does not parse), killed after the halt,
+    // then again after its rollback is written.
+    let broken = fleet.ruleset(
+        "broken",
+        &[rules::GATEWAY, ("acme.fg", "tenant acme\nprefix\n")],
+    );
+    let broken = broken.to_str().expect("path");
+    for step in ["fleet-halted", "fleet-rollback-written"] {
+        let out = fleet
+            .fleet_cmd(&["rollout", broken, "--waves", "1,100%"])
+            .env("FLUXGATE_CRASH_AT", step)
+            .output()
+            .expect("run");
+        assert_eq!(
+            out.status.code(),
+            None,
+            "{step}: not killed: {}",
+            text(&out)
+        );
+        let done = fleet.fleet(&["resume", "--wait", "20s", "--json"]);
+        assert_eq!(done.status.code(), Some(HALTED), "{step}: {}", text(&done));
+        let record = json(&done);
+        assert_eq!(record["state"], "rolled-back", "{step}");
+        assert!(
+            record["halt_reason"]
+                .as_str()
+                .is_some_and(|r| r.contains("exit 7")),
+            "{step}: {record}"
+        );
+        assert_eq!(
+            fleet.gws[1].generation(),
+            4,
+            "{step}: gw1 saw the broken change"
+        );
+    }
+}
+
 /// An agent killed mid-apply (after recording, before publishing): its
-/// lease expires, the wave fails and rolls back, and the restarted agent
+/// lease expires, the wave fails and rolls back (its controller killed too
+/// while waiting for that, and resumed by another), and the restarted agent
 /// reconciles without a flip (nothing had changed).
 #[test]
 fn an_agent_killed_mid_apply_fails_the_wave_and_comes_back_without_a_flip() {
@@ -99,8 +174,13 @@ fn an_agent_killed_mid_apply_fails_the_wave_and_comes_back_without_a_flip() {
         fleet.gws[0].agent_log()
     );
     wait_rollout(&fleet, "halted", |r| r["state"] == "rolling-back");
+    // The controller is killed too, while it waits for gw0's rollback; the
+    // one that resumes it sees gw0 come back and roll back.
+    let mut rollout = rollout;
+    rollout.kill();
+    let resumer = fleet.spawn(&["resume", "--wait", "20s", "--json"]);
     fleet.gws[0].start_agent();
-    let out = rollout.finish(Duration::from_secs(60));
+    let out = resumer.finish(Duration::from_secs(60));
     assert_eq!(out.status.code(), Some(HALTED), "{}", text(&out));
     let record = json(&out);
     let why = record["halt_reason"].as_str().unwrap_or_default();

@@ -199,6 +199,29 @@ pub enum FleetCommand {
     },
     /// Delete ruleset versions and files nothing refers to any more.
     Gc,
+    /// etcd users and roles of this fleet (see the README's role layout);
+    /// the new user's password comes from FLUXGATE_NEW_PASSWORD only.
+    Auth {
+        #[command(subcommand)]
+        step: AuthStep,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum AuthStep {
+    /// A user and role for gateway NAME's agent: reads its desired state
+    /// and the rulesets, writes only its own registration and status.
+    Gateway {
+        /// The gateway (the user is `fluxgate-FLEET-gw-NAME`).
+        name: String,
+    },
+    /// A user with the fleet's controller role (all of /fluxgate/FLEET/).
+    Controller {
+        /// The user name.
+        user: String,
+    },
+    /// Turn authentication on (creates `root` with FLUXGATE_NEW_PASSWORD).
+    Enable,
 }
 
 /// Runs `fluxgate agent` / `fluxgate fleet`; `None` for other commands.
@@ -474,6 +497,33 @@ async fn run_fleet(cli: &Cli, args: &FleetArgs) -> Result<i32, FleetError> {
                 render::json(&r);
             } else {
                 print_rollout(&r);
+            }
+            Ok(exit::OK)
+        }
+        FleetCommand::Auth { step } => {
+            use fluxgate_control::fleet::roles;
+            let password = std::env::var("FLUXGATE_NEW_PASSWORD")
+                .ok()
+                .filter(|p| !p.is_empty())
+                .ok_or_else(|| FleetError::Usage("set FLUXGATE_NEW_PASSWORD".into()))?;
+            let fleet = &args.etcd.fleet;
+            let user = match step {
+                AuthStep::Gateway { name } => {
+                    roles::add_gateway_user(&store.client, fleet, name, &password).await?
+                }
+                AuthStep::Controller { user } => {
+                    roles::add_controller_user(&store.client, fleet, user, &password).await?;
+                    user.clone()
+                }
+                AuthStep::Enable => {
+                    roles::enable_auth(&store.client, &password).await?;
+                    "root".to_owned()
+                }
+            };
+            if json {
+                render::json(&serde_json::json!({ "user": user }));
+            } else {
+                println!("user {user} ready");
             }
             Ok(exit::OK)
         }
