@@ -13,13 +13,17 @@
 //! 1. `running`, wave `i` not written: every gateway of the wave must be
 //!    registered and report a status; its desired state and live
 //!    generations are kept in the record (`before`), its new desired state
-//!    written — all in one transaction;
+//!    written — in transactions of at most [`WRITE_BATCH`] gateways, each
+//!    writing the record (which gateways are `written`) with their desired
+//!    states, so a wave of any size is written and a controller killed
+//!    between two batches is resumed at the next;
 //! 2. `running`, wave `i` written: wait until every gateway of it reports
 //!    having handled its desired revision with success; then the next wave
 //!    (or `done`). Any failure — refused, preflight, canary rolled back, a
 //!    lost lease, the wave deadline — halts: `rolling-back` with the reason;
 //! 3. `rolling-back`: every gateway the rollout wrote gets a desired state
-//!    that rolls it back to the generation it had (a local flip); once they
+//!    that rolls it back to the generation it had (a local flip; in batches
+//!    as in step 1, the record listing those `rolled_back`); once they
 //!    report it (or the deadline passes, for agents that are gone: they roll
 //!    back when they return), `rolled-back`.
 
@@ -82,9 +86,24 @@ pub struct RolloutOptions {
     pub wave_deadline: Option<Duration>,
 }
 
-/// Most gateways in one wave: a wave's desired states are written in one
-/// transaction, and etcd allows 128 operations in one by default.
-pub const MAX_WAVE: usize = 100;
+/// Most desired states written in one transaction (etcd allows 128
+/// operations in one by default; each also compares the desired state it
+/// replaces, and writes the rollout record). A wave of more gateways is
+/// written in several, one after another.
+pub const WRITE_BATCH: usize = 100;
+
+/// [`WRITE_BATCH`]; test builds may lower it (`FLUXGATE_FLEET_WRITE_BATCH`)
+/// so that a few gateways exercise a wave written in several transactions.
+fn write_batch() -> usize {
+    #[cfg(feature = "fault-injection")]
+    if let Some(n) = std::env::var("FLUXGATE_FLEET_WRITE_BATCH")
+        .ok()
+        .and_then(|v| v.parse::<usize>().ok())
+    {
+        return n.clamp(1, WRITE_BATCH);
+    }
+    WRITE_BATCH
+}
 
 /// How often the controller looks at the gateways' status while waiting.
 pub const POLL: Duration = Duration::from_millis(100);
@@ -245,12 +264,6 @@ impl Controller {
             )));
         }
         let waves = plan(&gateways, &opts.waves);
-        if let Some(w) = waves.iter().find(|w| w.len() > MAX_WAVE) {
-            return Err(FleetError::Usage(format!(
-                "a wave of {} gateways: at most {MAX_WAVE} (one etcd transaction writes a wave); add waves",
-                w.len()
-            )));
-        }
         let canary_ms = opts.canary.map(|c| c.as_millis() as u64);
         let deadline = opts.wave_deadline.unwrap_or_else(|| {
             Duration::from_secs(60) + opts.canary.map_or(Duration::ZERO, |c| c * 2)
@@ -274,6 +287,7 @@ impl Controller {
             written: BTreeSet::new(),
             wave_started_ms: 0,
             rollback_written: false,
+            rolled_back: BTreeSet::new(),
             rollback_started_ms: 0,
             halt_reason: None,
             history: vec![self.step(
@@ -529,9 +543,11 @@ impl Controller {
         let (registrations, statuses) = (&snap.registrations, &snap.statuses);
         let mut ops = Vec::new();
         let mut compares = Vec::new();
+        // This transaction's batch; the next step writes the rest.
         let todo: Vec<String> = wave
             .iter()
             .filter(|gw| !r.written.contains(*gw))
+            .take(write_batch())
             .cloned()
             .collect();
         for gw in &todo {
@@ -610,15 +626,9 @@ impl Controller {
             format!(
                 "wave {}: desired state written to {}",
                 r.wave + 1,
-                wave.join(", ")
+                todo.join(", ")
             ),
         ));
-        if ops.len() > MAX_WAVE {
-            return Err(FleetError::Refused(format!(
-                "a wave of {} gateways: at most 100 per wave (etcd's transaction limit)",
-                ops.len()
-            )));
-        }
         if self.commit_with(&r, rev, compares, ops).await? {
             crash_point("fleet-wave-written");
         }
@@ -630,7 +640,16 @@ impl Controller {
         let mut ops = Vec::new();
         let why = r.halt_reason.clone().unwrap_or_default();
         let snap = self.store.snapshot().await?;
-        for gw in &r.written {
+        // This transaction's batch; the next step writes the rest.
+        let todo: Vec<String> = r
+            .written
+            .iter()
+            .filter(|gw| !r.rolled_back.contains(*gw))
+            .take(write_batch())
+            .cloned()
+            .collect();
+        for gw in &todo {
+            r.rolled_back.insert(gw.clone());
             let Some(before) = r.before.get(gw) else {
                 continue;
             };
@@ -641,14 +660,11 @@ impl Controller {
                 None,
             ));
         }
-        r.rollback_written = true;
+        r.rollback_written = r.written.iter().all(|gw| r.rolled_back.contains(gw));
         r.rollback_started_ms = now_ms();
         r.history.push(self.step(
             "rolling-back",
-            format!(
-                "{} back to the generation each had",
-                r.written.iter().cloned().collect::<Vec<_>>().join(", ")
-            ),
+            format!("{} back to the generation each had", todo.join(", ")),
         ));
         if self.commit(&r, rev, ops).await? {
             crash_point("fleet-rollback-written");

@@ -246,6 +246,10 @@ pub struct Rollout {
     pub wave_started_ms: u64,
     /// Whether the rollback desired state is written (state `rolling-back`).
     pub rollback_written: bool,
+    /// Gateways whose rollback desired state is written so far (it is
+    /// written in batches; see [`super::controller::WRITE_BATCH`]).
+    #[serde(default)]
+    pub rolled_back: BTreeSet<String>,
     /// When the rollback started (ms since the epoch).
     pub rollback_started_ms: u64,
     /// Why it halted, if it did.

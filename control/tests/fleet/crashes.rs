@@ -283,3 +283,80 @@ fn etcd_killed_mid_wave_loses_no_packet_and_the_rollout_ends_consistently() {
         );
     }
 }
+
+/// The steps of `record`'s history named `what`.
+fn steps(record: &serde_json::Value, what: &str) -> usize {
+    record["history"]
+        .as_array()
+        .expect("history")
+        .iter()
+        .filter(|s| s["what"] == what)
+        .count()
+}
+
+/// A wave of more gateways than one transaction writes (lowered to one
+/// here) goes out in several, each recording which gateways it wrote: a
+/// controller killed between two is resumed at the next by another; a
+/// rollback of several gateways is written, and resumed, the same way.
+#[test]
+fn a_wave_and_a_rollback_written_in_several_transactions_resume_between_them() {
+    let fleet = Fleet::new("batches", 3);
+    fleet.wait_registered(3);
+    let one_at_a_time = ("FLUXGATE_FLEET_WRITE_BATCH", "1");
+    let v2 = fleet.ruleset("v2", &rules::ACME_7001);
+    let out = fleet
+        .fleet_cmd(&["rollout", v2.to_str().expect("path"), "--waves", "100%"])
+        .env(one_at_a_time.0, one_at_a_time.1)
+        .env("FLUXGATE_CRASH_AT", "fleet-wave-written")
+        .output()
+        .expect("run");
+    assert_eq!(out.status.code(), None, "not killed: {}", text(&out));
+    assert_eq!(written(&fleet.active()), 1, "{}", fleet.status());
+    let done = fleet
+        .fleet_cmd(&["resume", "--wait", "20s", "--json"])
+        .env(one_at_a_time.0, one_at_a_time.1)
+        .output()
+        .expect("run");
+    assert!(done.status.success(), "{}", text(&done));
+    let record = json(&done);
+    assert_eq!(record["state"], "done", "{record}");
+    assert_eq!(steps(&record, "wave"), 3, "one transaction each: {record}");
+    for g in &fleet.gws {
+        assert_eq!(g.generation(), 2, "{}", g.name);
+        assert_eq!(net::udp_exchange_to(&g.link, ACME_ADDR, 7001, 5, 16), 5);
+    }
+
+    // Refused by all three (acme's file does not parse): the rollback is
+    // written one gateway at a time, the controller killed after the first.
+    let broken = fleet.ruleset(
+        "broken",
+        &[rules::GATEWAY, ("acme.fg", "tenant acme\nprefix\n")],
+    );
+    let out = fleet
+        .fleet_cmd(&["rollout", broken.to_str().expect("path"), "--waves", "100%"])
+        .env(one_at_a_time.0, one_at_a_time.1)
+        .env("FLUXGATE_CRASH_AT", "fleet-rollback-written")
+        .output()
+        .expect("run");
+    assert_eq!(out.status.code(), None, "not killed: {}", text(&out));
+    let halfway = fleet.active();
+    assert_eq!(halfway["state"], "rolling-back", "{halfway}");
+    assert_eq!(
+        halfway["rolled_back"].as_array().map_or(0, Vec::len),
+        1,
+        "{halfway}"
+    );
+    let done = fleet
+        .fleet_cmd(&["resume", "--wait", "20s", "--json"])
+        .env(one_at_a_time.0, one_at_a_time.1)
+        .output()
+        .expect("run");
+    assert_eq!(done.status.code(), Some(HALTED), "{}", text(&done));
+    let record = json(&done);
+    assert_eq!(record["state"], "rolled-back", "{record}");
+    assert_eq!(steps(&record, "rolling-back"), 3, "{record}");
+    for g in &fleet.gws {
+        assert_eq!(g.generation(), 2, "{}: nothing changed", g.name);
+        assert_eq!(net::udp_exchange_to(&g.link, ACME_ADDR, 7001, 5, 16), 5);
+    }
+}
