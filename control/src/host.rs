@@ -166,6 +166,72 @@ pub(crate) fn crash_point(step: &str) {
 #[inline(always)]
 pub(crate) fn crash_point(_step: &str) {}
 
+/// A moment in UTC, from seconds since the Unix epoch (civil-from-days,
+/// Howard Hinnant's algorithm: no libc, no time zone database).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Utc {
+    /// Year.
+    pub year: i64,
+    /// Month, 1–12.
+    pub month: u8,
+    /// Day of the month, 1–31.
+    pub day: u8,
+    /// Hour, 0–23.
+    pub hour: u8,
+    /// Minute, 0–59.
+    pub minute: u8,
+    /// Second, 0–59.
+    pub second: u8,
+}
+
+impl Utc {
+    /// The moment `secs` seconds after the epoch.
+    pub fn of(secs: u64) -> Utc {
+        let days = (secs / 86_400) as i64;
+        let rem = secs % 86_400;
+        let z = days + 719_468;
+        let era = z.div_euclid(146_097);
+        let doe = z.rem_euclid(146_097);
+        let yoe = (doe - doe / 1_460 + doe / 36_524 - doe / 146_096) / 365;
+        let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+        let mp = (5 * doy + 2) / 153;
+        let day = doy - (153 * mp + 2) / 5 + 1;
+        let month = if mp < 10 { mp + 3 } else { mp - 9 };
+        Utc {
+            year: yoe + era * 400 + i64::from(month <= 2),
+            month: month as u8,
+            day: day as u8,
+            hour: (rem / 3600) as u8,
+            minute: (rem % 3600 / 60) as u8,
+            second: (rem % 60) as u8,
+        }
+    }
+
+    /// `2026-11-25T16:30:00Z` (RFC 3339).
+    pub fn rfc3339(&self) -> String {
+        format!(
+            "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}Z",
+            self.year, self.month, self.day, self.hour, self.minute, self.second
+        )
+    }
+
+    /// `2026-12-03 10:42 UTC`, for people.
+    pub fn to_minute(&self) -> String {
+        format!(
+            "{:04}-{:02}-{:02} {:02}:{:02} UTC",
+            self.year, self.month, self.day, self.hour, self.minute
+        )
+    }
+
+    /// `2026-12-03 10:42:07 UTC`, for people.
+    pub fn to_second(&self) -> String {
+        format!(
+            "{:04}-{:02}-{:02} {:02}:{:02}:{:02} UTC",
+            self.year, self.month, self.day, self.hour, self.minute, self.second
+        )
+    }
+}
+
 /// Lower-case hex of `bytes` (a SHA-256 names a source or a table key; this
 /// runs 10,000 times an apply at 10,000 tenants, so no allocation per byte).
 pub(crate) fn hex(bytes: &[u8]) -> String {

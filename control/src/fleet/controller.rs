@@ -307,7 +307,17 @@ impl Controller {
                 ),
             )],
         };
-        let key = keys.rollout(&id);
+        self.record_active(&rollout).await?;
+        tracing::info!(rollout = id, "started");
+        crash_point("fleet-started");
+        Ok(rollout)
+    }
+
+    /// Records `rollout` as the fleet's active rollout, in one transaction
+    /// that no rollout is active and the lock is still this controller's.
+    pub(super) async fn record_active(&self, rollout: &Rollout) -> Result<(), FleetError> {
+        let keys = &self.store.keys;
+        let key = keys.rollout(&rollout.id);
         let resp = self
             .store
             .client
@@ -320,8 +330,8 @@ impl Controller {
                         self.holding(),
                     ])
                     .and_then([
-                        TxnOp::put(key.as_str(), encode(&rollout), None),
-                        TxnOp::put(keys.active(), id.as_bytes().to_vec(), None),
+                        TxnOp::put(key.as_str(), encode(rollout), None),
+                        TxnOp::put(keys.active(), rollout.id.as_bytes().to_vec(), None),
                     ]),
             )
             .await?;
@@ -330,9 +340,7 @@ impl Controller {
                 "another rollout started meanwhile, or this controller lost its lock".into(),
             ));
         }
-        tracing::info!(rollout = id, "started");
-        crash_point("fleet-started");
-        Ok(rollout)
+        Ok(())
     }
 
     /// The compare that the lock is still this controller's.

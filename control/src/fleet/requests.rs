@@ -165,32 +165,11 @@ pub async fn rollback_last(
         state: RolloutState::RollingBack,
         request: None,
         rollback_written: false,
+        rolled_back: Default::default(),
         halt_reason: Some(why.clone()),
         history: vec![controller.step("started", why)],
         ..last
     };
-    let keys = &store.keys;
-    let key = keys.rollout(&id);
-    let resp = store
-        .client
-        .kv_client()
-        .txn(
-            Txn::new()
-                .when([
-                    Compare::version(keys.active(), CompareOp::Equal, 0),
-                    Compare::version(key.as_str(), CompareOp::Equal, 0),
-                    controller.holding(),
-                ])
-                .and_then([
-                    TxnOp::put(key.as_str(), encode(&rollout), None),
-                    TxnOp::put(keys.active(), id.as_bytes().to_vec(), None),
-                ]),
-        )
-        .await?;
-    if !resp.succeeded() {
-        return Err(FleetError::Busy(
-            "another rollout started meanwhile, or this controller lost its lock".into(),
-        ));
-    }
+    controller.record_active(&rollout).await?;
     controller.drive(&id).await
 }

@@ -229,10 +229,7 @@ pub fn operator(page: &OperatorPage) -> String {
 
 /// `2026-12-03 10:42:07 UTC` for fractional seconds since the epoch.
 fn utc_second(secs: f64) -> String {
-    let s = secs.max(0.0) as u64;
-    let minute = utc_minute(s);
-    let (date_hm, _) = minute.split_at(minute.len() - 4);
-    format!("{date_hm}:{:02} UTC", s % 60)
+    crate::host::Utc::of(secs.max(0.0) as u64).to_second()
 }
 
 #[cfg(test)]
