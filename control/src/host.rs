@@ -166,6 +166,28 @@ pub(crate) fn crash_point(step: &str) {
 #[inline(always)]
 pub(crate) fn crash_point(_step: &str) {}
 
+/// Closes our side of an HTTP connection after the answer, then reads and
+/// drops what the client still sends (at most `budget` bytes, 200 ms per
+/// read): a client whose request was not read to the end would otherwise
+/// get a reset that can discard the answer.
+pub(crate) fn lingering_close(
+    stream: &mut std::net::TcpStream,
+    budget: usize,
+) -> std::io::Result<()> {
+    use std::io::Read;
+    stream.shutdown(std::net::Shutdown::Write)?;
+    stream.set_read_timeout(Some(std::time::Duration::from_millis(200)))?;
+    let mut sink = [0u8; 4096];
+    let mut left = budget;
+    while left > 0 {
+        match stream.read(&mut sink) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => left = left.saturating_sub(n),
+        }
+    }
+    Ok(())
+}
+
 /// A moment in UTC, from seconds since the Unix epoch (civil-from-days,
 /// Howard Hinnant's algorithm: no libc, no time zone database).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -350,18 +350,7 @@ fn answer(mut stream: TcpStream, gateway: &Gateway) -> std::io::Result<()> {
         body.len()
     )?;
     stream.flush()?;
-    // A lingering close: a client whose request we did not read to the end
-    // (431) would otherwise get a reset that can discard our answer.
-    stream.shutdown(std::net::Shutdown::Write)?;
-    stream.set_read_timeout(Some(Duration::from_millis(200)))?;
-    let mut sink = [0u8; 4096];
-    for _ in 0..64 {
-        match stream.read(&mut sink) {
-            Ok(0) | Err(_) => break,
-            Ok(_) => {}
-        }
-    }
-    Ok(())
+    crate::host::lingering_close(&mut stream, 64 * 4096)
 }
 
 #[cfg(test)]

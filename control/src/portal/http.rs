@@ -441,18 +441,7 @@ fn answer(
         },
     };
     write_response(&mut stream, &response, head_only)?;
-    // A lingering close: a client whose request we did not read to the end
-    // would otherwise get a reset that can discard our answer.
-    stream.shutdown(std::net::Shutdown::Write)?;
-    stream.set_read_timeout(Some(Duration::from_millis(200)))?;
-    let mut sink = [0u8; 4096];
-    for _ in 0..16 {
-        match stream.read(&mut sink) {
-            Ok(0) | Err(_) => break,
-            Ok(_) => {}
-        }
-    }
-    Ok(())
+    crate::host::lingering_close(&mut stream, 16 * 4096)
 }
 
 fn write_response(stream: &mut TcpStream, r: &Response, head_only: bool) -> std::io::Result<()> {
