@@ -79,6 +79,7 @@ pub mod host;
 pub mod interface;
 pub mod metrics;
 mod preflight;
+mod ratelimit;
 mod reconcile;
 pub mod restore;
 pub mod scope;

@@ -12,9 +12,11 @@ use fluxgate_common::table::{
 };
 
 use crate::{
-    PacketHeader, Proto, Verdict,
+    Limit, PacketHeader, Proto, Verdict,
     compile::{CounterSlot, Image},
-    table::walk_checked,
+    meter::{Arrival, BucketKey, Meter, source_key},
+    model::{RuleId, Scope},
+    table::{Walk, walk_after},
 };
 
 /// What the classifier decided for one packet, by counter slot.
@@ -31,6 +33,9 @@ pub struct Classified {
     /// IPv6 neighbour discovery, passed before any table
     /// (`fluxgate_common::table::neighbor_discovery`): no tenant, no rule.
     pub neighbor_discovery: bool,
+    /// Over a limit: the deciding rule's (`decided_by`), or the tenant's
+    /// ceiling (`decided_by` is `None`, the verdict drop).
+    pub limited: bool,
 }
 
 /// A classifier over one compiled [`Image`].
@@ -38,15 +43,23 @@ pub struct Classified {
 pub struct Classifier {
     image: Image,
     ifindex: ahash::AHashMap<String, u32>,
+    /// Counter slot → (scope, rule, limit) of every rule with a limit.
+    limits: ahash::AHashMap<u32, (Scope, RuleId, Limit)>,
 }
 
 impl Classifier {
     /// Wraps `image`; `interfaces` maps `iif` names of packets to ifindexes (as
     /// given to the compiler).
     pub fn new(image: Image, interfaces: impl IntoIterator<Item = (String, u32)>) -> Classifier {
+        let limits = image
+            .counters
+            .iter()
+            .filter_map(|c| Some((c.slot, (c.scope.clone(), c.rule?, c.limit?))))
+            .collect();
         Classifier {
             image,
             ifindex: interfaces.into_iter().collect(),
+            limits,
         }
     }
 
@@ -60,18 +73,68 @@ impl Classifier {
         self.image.counter(slot)
     }
 
-    /// Classifies a packet header.
+    /// Classifies a packet header (every bucket full: see
+    /// [`Classifier::classify_at`]).
     pub fn classify(&self, p: &PacketHeader) -> Classified {
+        self.classify_at(&mut Meter::new(), p, Arrival::default())
+    }
+
+    /// Classifies a packet header arriving at `at`, with the rate-limit state
+    /// `meter` (as [`crate::reference::classify_at`]).
+    pub fn classify_at(&self, meter: &mut Meter, p: &PacketHeader, at: Arrival) -> Classified {
         let ifindex = p
             .iif
             .as_deref()
             .and_then(|n| self.ifindex.get(n).copied())
             .unwrap_or(0);
-        self.classify_key(&key_of(p, ifindex))
+        self.classify_key_at(meter, &key_of(p, ifindex), at)
     }
 
-    /// Classifies a packet key (the fast path: no allocation unless count rules match).
+    /// Classifies a packet key (the fast path: no allocation unless count
+    /// rules or limits match; every bucket full).
     pub fn classify_key(&self, key: &[u32; KEY_WORDS]) -> Classified {
+        self.classify_key_at(&mut Meter::new(), key, Arrival::default())
+    }
+
+    /// Walks `cells` as the XDP program does, going on past each rule with
+    /// a limit whose bucket had the tokens; `(walk, limited)`.
+    fn walk_limited(
+        &self,
+        cells: &[fluxgate_common::table::Cell],
+        key: &[u32; KEY_WORDS],
+        check: &CheckKey,
+        meter: &mut Meter,
+        at: Arrival,
+        counted: &mut Vec<u32>,
+    ) -> (Walk, bool) {
+        let mut after = 0;
+        loop {
+            let w = walk_after(cells, key, check, after);
+            counted.extend_from_slice(w.counters());
+            let limit = w.decision.and_then(|(_, slot)| self.limits.get(&slot));
+            let Some((scope, rule, l)) = limit else {
+                return (w, false);
+            };
+            let source = l.per_source.map(|per| source_key(per, key_src(key)));
+            let key = BucketKey::Rule {
+                scope: scope.clone(),
+                rule: *rule,
+                source,
+            };
+            if l.bucket().is_some_and(|b| !meter.take(key, &b, at)) {
+                return (w, true);
+            }
+            after = w.index;
+        }
+    }
+
+    /// Classifies a packet key arriving at `at` with the state `meter`.
+    pub fn classify_key_at(
+        &self,
+        meter: &mut Meter,
+        key: &[u32; KEY_WORDS],
+        at: Arrival,
+    ) -> Classified {
         // As the dispatcher: before tenant dispatch, by the same function.
         if neighbor_discovery(key) {
             return Classified {
@@ -80,10 +143,11 @@ impl Classifier {
                 decided_by: None,
                 counted: Vec::new(),
                 neighbor_discovery: true,
+                limited: false,
             };
         }
         let check = CheckKey::of(key);
-        let walk = |cells| walk_checked(cells, key, &check);
+        let walk = |cells| walk_after(cells, key, &check, 0);
         // No tenants: the dispatch table cannot name one (skip its walk).
         let tenant = if self.image.tenants.is_empty() {
             None
@@ -94,21 +158,39 @@ impl Classifier {
             }
         };
         let mut counted = Vec::new();
-        let global = walk(&self.image.global.cells);
-        counted.extend_from_slice(global.counters());
+        let cells = &self.image.global.cells;
+        let (global, mut limited) = self.walk_limited(cells, key, &check, meter, at, &mut counted);
         let decision = match global.decision {
             Some(d) => Some(d),
             None => match tenant.and_then(|t| self.image.tenant(t)) {
                 Some(t) => {
-                    let w = walk(&t.table.cells);
-                    counted.extend_from_slice(w.counters());
-                    w.resolve(&t.table.cells)
+                    let over = t.ceiling.limits().any(|l| {
+                        let key = BucketKey::Ceiling {
+                            tenant: t.name.clone(),
+                            bytes: l.rate.bytes,
+                        };
+                        l.bucket().is_some_and(|b| !meter.take(key, &b, at))
+                    });
+                    if over {
+                        return Classified {
+                            verdict: Verdict::Drop,
+                            tenant,
+                            decided_by: None,
+                            counted,
+                            neighbor_discovery: false,
+                            limited: true,
+                        };
+                    }
+                    let cells = &t.table.cells;
+                    let (w, l) = self.walk_limited(cells, key, &check, meter, at, &mut counted);
+                    limited = l;
+                    w.resolve(cells)
                 }
                 None => global.resolve(&self.image.global.cells),
             },
         };
         debug_assert!(counted.len() <= 2 * LEAF_MAX);
-        let verdict = match decision {
+        let verdict = match decision.map(|(a, s)| (action::unlimited(a), s)) {
             Some((action::DROP, _)) => Verdict::Drop,
             _ => Verdict::Pass,
         };
@@ -118,7 +200,22 @@ impl Classifier {
             decided_by: decision.map(|d| d.1),
             counted,
             neighbor_discovery: false,
+            limited,
         }
+    }
+}
+
+/// The source address of a key.
+fn key_src(key: &[u32; KEY_WORDS]) -> IpAddr {
+    let w = &key[word::SRC..word::SRC + 4];
+    if key[word::FAMILY] == 4 {
+        IpAddr::from(std::net::Ipv4Addr::from(w[0]))
+    } else {
+        let mut o = [0u8; 16];
+        for (i, v) in w.iter().enumerate() {
+            o[4 * i..4 * i + 4].copy_from_slice(&v.to_be_bytes());
+        }
+        IpAddr::from(o)
     }
 }
 
@@ -214,6 +311,7 @@ impl Classifier {
             counted: c.counted.iter().filter_map(|s| rule_ref(*s)).collect(),
             reason,
             neighbor_discovery: c.neighbor_discovery,
+            limited: c.limited,
         }
     }
 }

@@ -160,6 +160,8 @@ pub struct CounterSlot {
     pub rule: Option<RuleId>,
     /// 1-based rule position in its scope (0 for the default action).
     pub position: u32,
+    /// The rule's `limit`: it decides only for packets over it.
+    pub limit: Option<crate::Limit>,
 }
 
 /// One tenant's compiled table.
@@ -171,6 +173,8 @@ pub struct TenantImage {
     pub index: u32,
     /// The table (its header holds the tenant's default action).
     pub table: TableImage,
+    /// The ceiling that applies ([`ValidRuleset::ceiling`]).
+    pub ceiling: crate::Ceiling,
 }
 
 /// A compiled ruleset: every table, and what each counter slot means.
@@ -349,6 +353,7 @@ pub fn compile_with(rs: &ValidRuleset, opts: &CompileOptions) -> Result<Image, C
         scope: Scope::Gateway,
         rule: None,
         position: 0,
+        limit: None,
     }];
     // One scope's rules lowered (their counter slots taken) and built into its table.
     let scope_table = |scope: &Scope,
@@ -444,6 +449,7 @@ pub fn compile_with(rs: &ValidRuleset, opts: &CompileOptions) -> Result<Image, C
             scope: scope.clone(),
             rule: None,
             position: 0,
+            limit: None,
         });
         let table = scope_table(
             &scope,
@@ -457,6 +463,7 @@ pub fn compile_with(rs: &ValidRuleset, opts: &CompileOptions) -> Result<Image, C
             name: t.name.clone(),
             index,
             table,
+            ceiling: rs.ceiling(t),
         });
     }
     tenants.sort_by_key(|t| t.index);
@@ -564,6 +571,7 @@ fn lower_scope(
             scope: scope.clone(),
             rule: Some(rule.id),
             position: rule.position,
+            limit: rule.limit,
         });
         lower_with(rule, counter, opts, limit, &mut buffers, &mut out).map_err(|e| match e {
             Lowering::UnknownInterface(name) => CompileError::UnknownInterface {
@@ -638,10 +646,12 @@ fn lower_with(
     out: &mut Vec<FlatRule>,
 ) -> Result<(), Lowering> {
     let m: &Match = &rule.matches;
-    let act = match rule.action {
-        Action::Pass => action::PASS,
-        Action::Drop => action::DROP,
-        Action::Count => action::COUNT,
+    let act = match (rule.action, rule.limit.is_some()) {
+        (Action::Pass, false) => action::PASS,
+        (Action::Drop, false) => action::DROP,
+        (Action::Pass, true) => action::LIMIT_PASS,
+        (Action::Drop, true) => action::LIMIT_DROP,
+        (Action::Count, _) => action::COUNT,
     };
     let mut base = FlatRule::any(act, counter);
     if let Some(name) = &m.iif {

@@ -10,6 +10,7 @@
 //! wire, so the packet path never swaps bytes.
 #![no_std]
 
+pub mod limit;
 pub mod table;
 
 /// Version of this ABI. Stored in [`GatewayConfig::abi_version`] and checked by
