@@ -115,6 +115,18 @@ impl Bucket {
     }
 }
 
+/// One entry of the bucket map (`maps::BUCKETS`): the parameters of the
+/// rule's bucket and its state, which every CPU updates with one
+/// compare-and-exchange.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct LimitSlot {
+    /// The bucket's parameters (all zero: no limit in this slot).
+    pub bucket: Bucket,
+    /// Theoretical arrival time, ns (0: full).
+    pub tat: u64,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
