@@ -31,6 +31,11 @@ pub const MAX_PACKETS_PER_SEC: u64 = 1_000_000_000;
 pub const MAX_BYTES_PER_SEC: u64 = 1 << 40;
 /// Default burst of a packet rate (nft's).
 pub const DEFAULT_BURST_PACKETS: u64 = 5;
+/// Most rules with a limit in one scope (the gateway, or one tenant). The
+/// XDP program goes on past a rule whose limit a packet is within by a tail
+/// call, and the kernel allows 33 per packet: one for the dispatcher, at
+/// most 15 for the gateway's limits and 15 for the tenant's.
+pub const MAX_LIMITS_PER_SCOPE: usize = 15;
 /// Entries of the per-source bucket map when gateway.fg sets no `meter-size`.
 pub const DEFAULT_METER_SIZE: u64 = 65_536;
 /// Most entries `meter-size` may ask for (each is about 100 bytes of kernel memory).

@@ -296,3 +296,20 @@ fn the_ceiling_holds_a_flood_to_its_rate_and_the_rest_passes() {
         "{a_passed:?}"
     );
 }
+
+#[test]
+fn at_most_fifteen_limits_a_file() {
+    let rules: String = (0..16)
+        .map(|i| {
+            format!(
+                "proto udp dport {} limit rate over 10/second drop\n",
+                1000 + i
+            )
+        })
+        .collect();
+    let acme = format!("tenant acme\nprefix 203.0.113.0/24\ndefault pass\n{rules}");
+    assert_eq!(
+        errors(&[("gateway.fg", "default drop\n"), ("acme.fg", &acme)]),
+        [(ErrorKind::RateLimit, "acme.fg:19:22".to_owned())]
+    );
+}

@@ -3,16 +3,30 @@
 //! `ceiling` no higher than the operator's `quota … ceiling`.
 
 use crate::error::{Diag, ErrorKind, SourceMap};
-use crate::limit::Ceiling;
+use crate::limit::{Ceiling, MAX_LIMITS_PER_SCOPE};
 use crate::model::{Action, Gateway, Rule, Tenant};
 use crate::tenancy::quota_error;
 use crate::validate::ValidRuleset;
 
-/// Checks the limits of `rules` (bounds, not on `count`).
+/// Checks the limits of `rules` (bounds, not on `count`, at most
+/// [`MAX_LIMITS_PER_SCOPE`]).
 fn check_rules(map: &SourceMap, rules: &[Rule], errors: &mut Vec<Diag>) {
-    for r in rules {
+    for (n, r) in rules.iter().filter(|r| r.limit.is_some()).enumerate() {
         let Some(l) = &r.limit else { continue };
         let span = r.spans.limit.unwrap_or(r.spans.rule);
+        if n == MAX_LIMITS_PER_SCOPE {
+            errors.push(
+                map.error(
+                    ErrorKind::RateLimit,
+                    span,
+                    format!(
+                        "more than {MAX_LIMITS_PER_SCOPE} rules with a limit in one file: \
+                         the kernel goes on past each by a tail call, and has 33 per packet"
+                    ),
+                )
+                .with_help("merge limits, or limit per tenant with `ceiling`"),
+            );
+        }
         if let Err(m) = l.check() {
             errors.push(map.error(ErrorKind::RateLimit, span, m));
         } else if r.action == Action::Count {
