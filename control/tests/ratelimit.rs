@@ -41,6 +41,37 @@ fn a_rule_limit_survives_an_unrelated_swap_restarts_when_changed_and_rolls_back(
     let json = stats_json(&s, ns, IF_B);
     assert_eq!(hits(&json, "acme", 1), 15, "limited packets: {json}");
     assert_eq!(hits(&json, "acme", 0), 15, "default: 5 within + 10 on 7001");
+    let rule = json["interfaces"][0]["tenants"]
+        .as_array()
+        .and_then(|ts| ts.iter().find(|t| t["tenant"] == "acme"))
+        .and_then(|t| t["rules"].as_array())
+        .and_then(|rs| rs.iter().find(|r| r["position"] == 1))
+        .cloned()
+        .expect("acme#1");
+    assert_eq!(rule["limited"], 15, "{rule}");
+    let text =
+        String::from_utf8_lossy(&ok(fluxgate(&s, &["-n", ns, "stats", IF_B])).stdout).into_owned();
+    assert!(text.contains("15 limited"), "{text}");
+    // explain: the rule's limit is shown, and the kernel agrees (a probe
+    // run sees a full bucket, as the reference's first packet does)
+    let out = ok(fluxgate(
+        &s,
+        &[
+            "-n",
+            ns,
+            "explain",
+            "--packet",
+            "udp 10.0.0.1:4000 -> 10.78.1.2:7000",
+            IF_B,
+        ],
+    ));
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        text.contains("limit rate over 1/hour burst 5 packets"),
+        "{text}"
+    );
+    assert!(text.contains("counted as limited"), "{text}");
+    assert!(text.contains("(agrees)"), "{text}");
 
     // An unrelated rule changes: the bucket stays empty (no new burst).
     write(&s.rules, "acme.fg", &acme("proto udp dport 7002 drop\n", 5));

@@ -378,9 +378,29 @@ pub fn explain(rs: &ValidRuleset, p: &PacketHeader) -> Explanation {
     }
     let mut walk = |scope: Scope, rules: &[Rule]| -> bool {
         for r in rules {
-            let fields = check_fields(&r.matches, p);
+            let mut fields = check_fields(&r.matches, p);
             let matched = matches(&r.matches, p);
             debug_assert_eq!(matched, fields.iter().all(|f| f.ok));
+            if let Some(l) = &r.limit {
+                // Not a match condition: whether a packet is over the limit
+                // depends on the traffic before it (`classify_at`).
+                let limited =
+                    decision.limited && decision.rule.as_ref().is_some_and(|d| d.id == r.id);
+                fields.push(FieldCheck {
+                    field: "limit",
+                    ok: true,
+                    detail: if limited {
+                        format!("over its {l}: the rule decides, counted as limited")
+                    } else {
+                        format!(
+                            "{l}: within it (a full bucket, as a first packet) the rule does not \
+                             decide and the next one is tried; packets over it get `{}` and \
+                             are counted as limited",
+                            r.action
+                        )
+                    },
+                });
+            }
             considered.push(Considered {
                 scope: scope.clone(),
                 position: r.position,
