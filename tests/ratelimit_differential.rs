@@ -32,6 +32,7 @@ const ACME: &str = "tenant acme\nprefix 203.0.113.0/24\ndefault pass\n\
     proto icmp limit rate over 1/hour burst 1 packets drop\n";
 
 const BETA: &str = "tenant beta\nprefix 198.51.100.0/24\ndefault drop\n\
+    ceiling 1/hour burst 40 packets 1500 kbytes/hour\n\
     proto udp limit rate over 1/day burst 9 packets pass\n";
 
 /// Small deterministic generator.
@@ -57,7 +58,7 @@ fn publish(program: &mut Program, rs: &ValidRuleset) -> (Classifier, StagedImage
             Some((c.slot, LimitSlot { bucket, tat: 0 }))
         })
         .collect();
-    assert_eq!(buckets.len(), 7, "every limit has its bucket");
+    assert_eq!(buckets.len(), 9, "every limit and ceiling has its bucket");
     program.write_buckets(&buckets).expect("write buckets");
     program.publish_image(&staged).expect("publish image");
     (Classifier::new(image, []), staged)

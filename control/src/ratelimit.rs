@@ -1,18 +1,17 @@
-//! Rate limits in the kernel. A rule's `limit rate over …` is enforced by
-//! the XDP program (a token bucket per counter slot, `FG_BUCKETS`, written
-//! here when a new rule takes a slot). Per-source limits (`per saddr/N`) and
-//! tenant ceilings are defined in the ruleset crate and enforced by the
-//! reference and userspace classifiers, but not yet by the XDP program: a
-//! ruleset that uses them is refused before anything changes, with an error
-//! at each, rather than loaded with a limit the kernel would not apply.
+//! Rate limits in the kernel. A rule's `limit rate over …` and a tenant's
+//! `ceiling` (compiled into rules before the tenant's own) are enforced by
+//! the XDP program: a token bucket per counter slot, `FG_BUCKETS`, written
+//! here when a new rule takes a slot. Per-source limits (`per saddr/N`) are
+//! defined in the ruleset crate and enforced by the reference and userspace
+//! classifiers, but not yet by the XDP program: a ruleset that uses them is
+//! refused before anything changes, with an error at each, rather than
+//! loaded with a limit the kernel would apply to all sources together.
 
 use fluxgate_ruleset::{Diag, ErrorKind, Errors, ValidRuleset};
 
 const WHY_PER_SOURCE: &str = "per-source limits (`per saddr/N`) are not enforced by this \
                               build's XDP program yet; refusing rather than loading a limit \
                               the kernel would apply to all sources together";
-const WHY_CEILING: &str = "tenant ceilings are not enforced by this build's XDP program yet; \
-                           refusing rather than loading a ceiling the kernel would ignore";
 
 /// The errors of a ruleset the kernel cannot enforce (none: `Ok`).
 pub(crate) fn kernel_supports(rs: &ValidRuleset) -> Result<(), Errors> {
@@ -26,12 +25,6 @@ pub(crate) fn kernel_supports(rs: &ValidRuleset) -> Result<(), Errors> {
     for r in rules.filter(|r| r.limit.is_some_and(|l| l.per_source.is_some())) {
         let span = r.spans.limit.unwrap_or(r.spans.rule);
         errors.push(map.error(ErrorKind::RateLimit, span, WHY_PER_SOURCE));
-    }
-    for t in rs.tenants() {
-        if !rs.ceiling(t).is_empty() {
-            let span = t.spans.ceiling.unwrap_or(t.spans.name);
-            errors.push(map.error(ErrorKind::RateLimit, span, WHY_CEILING));
-        }
     }
     if errors.is_empty() {
         Ok(())

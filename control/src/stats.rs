@@ -31,7 +31,9 @@ pub struct RuleHits {
 /// Whether a rule's canonical text has a `limit` (it decides only for the
 /// packets over it).
 pub fn is_limited(text: &str) -> bool {
-    text.contains(" limit rate over ") || text.starts_with("limit rate over ")
+    text.contains(" limit rate over ")
+        || text.starts_with("limit rate over ")
+        || text.starts_with("ceiling ")
 }
 
 /// Per-tenant totals and per-rule hits of a loaded interface.

@@ -115,7 +115,7 @@ fn bad_limits_and_limits_the_kernel_cannot_enforce_change_nothing() {
             "proto udp limit rate over 10/second per saddr/32 drop\n",
             "acme.fg:5:11",
         ),
-        ("ceiling 1000/second\n", "acme.fg:5:1"),
+        ("ceiling 0/second\n", "acme.fg:5:9"),
     ] {
         write(&s.rules, "acme.fg", &acme(text, 5));
         let out = fluxgate(&s, &["-n", ns, "apply", &rules, IF_B]);

@@ -15,7 +15,6 @@ use crate::{
     Limit, PacketHeader, Proto, Verdict,
     compile::{CounterSlot, Image},
     meter::{Arrival, BucketKey, Meter, source_key},
-    model::{RuleId, Scope},
     table::{Walk, walk_after},
 };
 
@@ -33,8 +32,8 @@ pub struct Classified {
     /// IPv6 neighbour discovery, passed before any table
     /// (`fluxgate_common::table::neighbor_discovery`): no tenant, no rule.
     pub neighbor_discovery: bool,
-    /// Over a limit: the deciding rule's (`decided_by`), or the tenant's
-    /// ceiling (`decided_by` is `None`, the verdict drop).
+    /// Over a limit: the deciding rule's, or the tenant's ceiling (then
+    /// `decided_by` is the ceiling's slot, [`CounterSlot::is_ceiling`]).
     pub limited: bool,
 }
 
@@ -43,8 +42,9 @@ pub struct Classified {
 pub struct Classifier {
     image: Image,
     ifindex: ahash::AHashMap<String, u32>,
-    /// Counter slot → (scope, rule, limit) of every rule with a limit.
-    limits: ahash::AHashMap<u32, (Scope, RuleId, Limit)>,
+    /// Counter slot → (bucket, limit) of every rule with a limit and of
+    /// each tenant's ceiling (a per-source bucket gets its source added).
+    limits: ahash::AHashMap<u32, (BucketKey, Limit)>,
 }
 
 impl Classifier {
@@ -54,7 +54,22 @@ impl Classifier {
         let limits = image
             .counters
             .iter()
-            .filter_map(|c| Some((c.slot, (c.scope.clone(), c.rule?, c.limit?))))
+            .filter_map(|c| {
+                let (rule, limit) = (c.rule?, c.limit?);
+                let key = if c.is_ceiling() {
+                    BucketKey::Ceiling {
+                        tenant: c.scope.as_str().to_owned(),
+                        bytes: limit.rate.bytes,
+                    }
+                } else {
+                    BucketKey::Rule {
+                        scope: c.scope.clone(),
+                        rule,
+                        source: None,
+                    }
+                };
+                Some((c.slot, (key, limit)))
+            })
             .collect();
         Classifier {
             image,
@@ -101,7 +116,7 @@ impl Classifier {
     fn walk_limited(
         &self,
         cells: &[fluxgate_common::table::Cell],
-        key: &[u32; KEY_WORDS],
+        key_words: &[u32; KEY_WORDS],
         check: &CheckKey,
         meter: &mut Meter,
         at: Arrival,
@@ -109,18 +124,16 @@ impl Classifier {
     ) -> (Walk, bool) {
         let mut after = 0;
         loop {
-            let w = walk_after(cells, key, check, after);
+            let w = walk_after(cells, key_words, check, after);
             counted.extend_from_slice(w.counters());
             let limit = w.decision.and_then(|(_, slot)| self.limits.get(&slot));
-            let Some((scope, rule, l)) = limit else {
+            let Some((bucket_key, l)) = limit else {
                 return (w, false);
             };
-            let source = l.per_source.map(|per| source_key(per, key_src(key)));
-            let key = BucketKey::Rule {
-                scope: scope.clone(),
-                rule: *rule,
-                source,
-            };
+            let mut key = bucket_key.clone();
+            if let (BucketKey::Rule { source, .. }, Some(per)) = (&mut key, l.per_source) {
+                *source = Some(source_key(per, key_src(key_words)));
+            }
             if l.bucket().is_some_and(|b| !meter.take(key, &b, at)) {
                 return (w, true);
             }
@@ -164,23 +177,7 @@ impl Classifier {
             Some(d) => Some(d),
             None => match tenant.and_then(|t| self.image.tenant(t)) {
                 Some(t) => {
-                    let over = t.ceiling.limits().any(|l| {
-                        let key = BucketKey::Ceiling {
-                            tenant: t.name.clone(),
-                            bytes: l.rate.bytes,
-                        };
-                        l.bucket().is_some_and(|b| !meter.take(key, &b, at))
-                    });
-                    if over {
-                        return Classified {
-                            verdict: Verdict::Drop,
-                            tenant,
-                            decided_by: None,
-                            counted,
-                            neighbor_discovery: false,
-                            limited: true,
-                        };
-                    }
+                    // The tenant's ceiling is its first rules (`Ceiling::rules`).
                     let cells = &t.table.cells;
                     let (w, l) = self.walk_limited(cells, key, &check, meter, at, &mut counted);
                     limited = l;
@@ -280,7 +277,7 @@ impl Classifier {
     /// A [`Classified`] in the reference's terms (rule ids, scopes, positions).
     pub fn to_decision(&self, c: &Classified) -> crate::Decision {
         let rule_ref = |slot: u32| {
-            self.slot(slot).and_then(|s| {
+            self.slot(slot).filter(|s| !s.is_ceiling()).and_then(|s| {
                 s.rule.map(|id| crate::RuleRef {
                     id,
                     scope: s.scope.clone(),
@@ -298,6 +295,7 @@ impl Classifier {
                 "IPv6 neighbour discovery (hop limit 255): passed before any rule".to_owned()
             }
             (Some(r), _) => format!("rule {r} decided"),
+            (None, Some(t)) if c.limited => format!("over the ceiling of tenant `{t}`: drop"),
             (None, Some(t)) if c.decided_by.is_some_and(|s| s != 0) => {
                 format!("no rule decided: tenant `{t}` default")
             }

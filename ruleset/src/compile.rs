@@ -160,8 +160,16 @@ pub struct CounterSlot {
     pub rule: Option<RuleId>,
     /// 1-based rule position in its scope (0 for the default action).
     pub position: u32,
-    /// The rule's `limit`: it decides only for packets over it.
+    /// The rule's `limit`: it decides only for packets over it. With a
+    /// `rule` at `position` 0: a tenant's ceiling ([`crate::Ceiling::rules`]).
     pub limit: Option<crate::Limit>,
+}
+
+impl CounterSlot {
+    /// Whether the slot counts a tenant's ceiling (the packets over it).
+    pub fn is_ceiling(&self) -> bool {
+        self.position == 0 && self.rule.is_some()
+    }
 }
 
 /// One tenant's compiled table.
@@ -451,9 +459,22 @@ pub fn compile_with(rs: &ValidRuleset, opts: &CompileOptions) -> Result<Image, C
             position: 0,
             limit: None,
         });
+        // A ceiling is rules before the tenant's own (see `Ceiling::rules`).
+        let ceiling = rs.ceiling(t);
+        let with_ceiling: Vec<Rule>;
+        let rules: &[Rule] = if ceiling.is_empty() {
+            &t.rules
+        } else {
+            with_ceiling = ceiling
+                .rules(&t.name)
+                .into_iter()
+                .chain(t.rules.iter().cloned())
+                .collect();
+            &with_ceiling
+        };
         let table = scope_table(
             &scope,
-            &t.rules,
+            rules,
             t.default_action,
             default_slot,
             &mut slots,
@@ -463,7 +484,7 @@ pub fn compile_with(rs: &ValidRuleset, opts: &CompileOptions) -> Result<Image, C
             name: t.name.clone(),
             index,
             table,
-            ceiling: rs.ceiling(t),
+            ceiling,
         });
     }
     tenants.sort_by_key(|t| t.index);

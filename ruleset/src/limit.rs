@@ -278,6 +278,33 @@ impl Ceiling {
     }
 }
 
+/// Occurrence numbers of the rules a ceiling compiles into (far past any
+/// count of identical rules), packets then bytes.
+const CEILING_OCCURRENCE: u32 = u32::MAX - 7;
+
+impl Ceiling {
+    /// The rules the ceiling of `tenant` compiles into, before the tenant's
+    /// own: `limit rate over R drop` matching every packet of the tenant,
+    /// packets first, at position 0 (a counter slot at position 0 with a
+    /// rule is a ceiling, one without is the default). Their ids hash the
+    /// rates, so an unchanged ceiling keeps its buckets across swaps and a
+    /// changed one starts full, like any rule.
+    pub fn rules(&self, tenant: &str) -> Vec<crate::Rule> {
+        let m = crate::Match::default();
+        self.limits()
+            .zip(CEILING_OCCURRENCE..)
+            .map(|(l, occurrence)| crate::Rule {
+                id: crate::RuleId::of_limited(tenant, &m, Some(l), crate::Action::Drop, occurrence),
+                position: 0,
+                matches: m.clone(),
+                action: crate::Action::Drop,
+                limit: Some(*l),
+                spans: crate::RuleSpans::default(),
+            })
+            .collect()
+    }
+}
+
 /// Prints `ceiling RATE [burst …] [RATE [burst …]]` (nothing when empty).
 impl fmt::Display for Ceiling {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
