@@ -264,7 +264,7 @@ fn version_of<const PROBE: bool>(tenant: u32) -> u32 {
 /// at most 4 times (a packet that loses the race 4 times is over: under
 /// contention the limit errs on the side of limiting). A slot without a
 /// bucket is never over.
-#[inline(never)]
+#[inline(always)]
 fn over_limit(slot: u32, bytes: u64) -> bool {
     let Some(s) = FG_BUCKETS.get_ptr_mut(slot) else {
         return false;

@@ -554,7 +554,8 @@ mod tests {
         assert_eq!(size_of::<Counter>(), 16);
         assert_eq!(size_of::<GatewayConfig>(), 24);
         assert_eq!(size_of::<Trace>(), 16);
-        assert_eq!(size_of::<Scratch>(), 4 * table::KEY_WORDS + 16 + 56);
+        assert_eq!(size_of::<Scratch>(), 4 * table::KEY_WORDS + 16 + 56 + 8);
+        assert_eq!(size_of::<limit::LimitSlot>(), 48);
         assert_eq!(size_of::<CaptureConfig>(), 24);
         assert_eq!(size_of::<CaptureRate>(), 16);
         assert_eq!(size_of::<CaptureRecord>(), 32 + CAPTURE_SNAPLEN);

@@ -49,6 +49,10 @@ pub struct Bucket {
     pub bytes: u32,
     /// Padding (zero).
     pub _pad: u32,
+    /// Nanoseconds of credit one packet takes (`period_ns / amount`, at
+    /// least 1), for a packet rate: precomputed, so the packet path divides
+    /// only for byte rates.
+    pub packet_ns: u64,
 }
 
 impl Bucket {
@@ -70,12 +74,14 @@ impl Bucket {
         if tau > u64::MAX as u128 / 4 {
             return None;
         }
+        let per_packet = period_ns / amount;
         Some(Bucket {
             amount,
             period_ns,
             tau_ns: tau as u64,
             bytes: bytes as u32,
             _pad: 0,
+            packet_ns: if per_packet == 0 { 1 } else { per_packet },
         })
     }
 
@@ -83,14 +89,17 @@ impl Bucket {
     /// `len` (at most [`MAX_COST_UNITS`]) for a byte rate. At least 1.
     #[inline(always)]
     pub const fn cost_ns(&self, len: u64) -> u64 {
-        let units = if self.bytes != 0 {
-            if len > MAX_COST_UNITS {
-                MAX_COST_UNITS
+        if self.bytes == 0 {
+            return if self.packet_ns == 0 {
+                1
             } else {
-                len
-            }
+                self.packet_ns
+            };
+        }
+        let units = if len > MAX_COST_UNITS {
+            MAX_COST_UNITS
         } else {
-            1
+            len
         };
         // units ≤ 2^16, period ≤ 2^47: the product fits. amount ≥ 1.
         let c = units * self.period_ns / if self.amount == 0 { 1 } else { self.amount };
