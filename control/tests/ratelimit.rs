@@ -72,6 +72,14 @@ fn a_rule_limit_survives_an_unrelated_swap_restarts_when_changed_and_rolls_back(
     );
     assert!(text.contains("counted as limited"), "{text}");
     assert!(text.contains("(agrees)"), "{text}");
+    // metrics: the limited packets of the rule
+    let body = scrape_metrics(&s, ns);
+    let want = "fluxgate_rule_limited_packets_total{iface=\"fg-b\",scope=\"acme\",rule=\"1\",";
+    let line = body
+        .lines()
+        .find(|l| l.starts_with(want))
+        .unwrap_or_else(|| panic!("no {want} in:\n{body}"));
+    assert!(line.ends_with(" 15"), "{line}");
 
     // An unrelated rule changes: the bucket stays empty (no new burst).
     write(&s.rules, "acme.fg", &acme("proto udp dport 7002 drop\n", 5));
@@ -127,4 +135,42 @@ fn bad_limits_and_limits_the_kernel_cannot_enforce_change_nothing() {
     // The live limit still holds.
     assert_eq!(net::udp_exchange_to(&link, ACME, 7000, 10, 16), 5);
     ok(fluxgate(&s, &["-n", ns, "detach", IF_B]));
+}
+
+/// Kills the child on drop (also when the test fails).
+struct Child(std::process::Child);
+
+impl Drop for Child {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// One scrape of `fluxgate serve --metrics` on a free port.
+fn scrape_metrics(s: &Scratch, ns: &str) -> String {
+    use std::io::{BufRead, Read, Write};
+    let mut child = Child(
+        common::fluxgate_cmd(s)
+            .args(["-n", ns, "serve", "--metrics", "127.0.0.1:0"])
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .expect("spawn serve"),
+    );
+    let mut line = String::new();
+    std::io::BufReader::new(child.0.stdout.take().expect("stdout"))
+        .read_line(&mut line)
+        .expect("address line");
+    let addr = line
+        .trim()
+        .strip_prefix("serving metrics on http://")
+        .and_then(|a| a.strip_suffix("/metrics"))
+        .unwrap_or_else(|| panic!("unexpected: {line}"))
+        .to_owned();
+    let mut c = std::net::TcpStream::connect(&addr).expect("connect to the metrics endpoint");
+    c.write_all(b"GET /metrics HTTP/1.0\r\n\r\n")
+        .expect("request");
+    let mut out = String::new();
+    c.read_to_string(&mut out).expect("response");
+    out
 }
