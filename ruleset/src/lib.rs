@@ -283,7 +283,7 @@
 //! duplicate set, missing/duplicate `default`, unsafe or mismatched tenant name,
 //! duplicate tenant, overlapping tenant prefixes, rule outside the tenant's prefixes,
 //! tenant without prefixes, [`Config`] limits, claims outside an allocation,
-//! quotas; warnings: shadowed rule, host bits set.
+//! quotas, rate limits out of bounds; warnings: shadowed rule, host bits set.
 //!
 //! ## Classify a packet
 //!
