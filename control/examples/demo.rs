@@ -5,7 +5,12 @@
 //! patch to one tenant is caught by preflight (its guards), a patch that passes
 //! the guards but hurts real traffic is rolled back in one command, and the
 //! other tenant's traffic never stops; counters and history at the end.
+//! Then a fleet act (`demo/fleet.rs`): three gateways and a real etcd, a
+//! good change rolled out in waves, a bad one halted at the first gateway.
 //! Everything it creates is removed at the end, also on failure.
+
+#[path = "demo/fleet.rs"]
+mod fleet_act;
 
 use std::{path::PathBuf, process::Command};
 
@@ -234,6 +239,7 @@ fn main() -> Result<()> {
     println!();
 
     fluxgate(&bin, &pins, &["-n", &ns, "detach", IF_B])?;
+    fleet_act::act(&bin, &scratch.0)?;
     if udp != 1000 || tcp != 20 || icmp != 10 {
         bail!("traffic was lost while fluxgate passed everything");
     }

@@ -106,7 +106,8 @@ impl Applied {
 impl Interface {
     /// Applies `source` as a new generation (see the module docs). Any
     /// failure before publishing leaves the interface exactly as it was.
-    pub fn apply(
+    /// [`Interface::apply`] is this, with its outcome recorded.
+    pub(crate) fn apply_unrecorded(
         &mut self,
         source: &RulesetSource,
         opts: &ApplyOptions,
@@ -339,6 +340,7 @@ impl Interface {
             if !mismatches.is_empty() {
                 let text = crate::preflight::report(&mismatches);
                 if !opts.dry_run {
+                    self.record_preflight(generation, reason, &mismatches);
                     self.log(
                         "aborted",
                         None,

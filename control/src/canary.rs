@@ -129,6 +129,7 @@ impl Interface {
         drop(watch);
         let watched_secs = started.elapsed().as_secs_f64();
         let Some(why) = reason else {
+            self.record_canary(&applied, &affected, gateway_wide, None);
             self.note(
                 "canary-passed",
                 format!(
@@ -173,6 +174,7 @@ impl Interface {
                 applied.generation
             ),
         )?;
+        self.record_canary(&applied, &affected, gateway_wide || new_tenant, Some(&why));
         Ok(CanaryOutcome {
             applied,
             rolled_back: true,

@@ -434,6 +434,7 @@ impl Interface {
             Some(started.elapsed().as_millis() as u64),
         );
         self.store.write_state(&mut self.state)?;
+        self.record_rollback(tenant, target, &flipped);
         drop(span);
         Ok(RolledBack {
             iface: self.name().to_owned(),

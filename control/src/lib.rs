@@ -15,6 +15,10 @@
 //!   [`Interface::explain`], [`Interface::capture`] (the drop stream), the
 //!   classifier [`upgrade`](crate::upgrade) steps.
 //! - [`check()`] and [`classify::classify`] need no kernel and no root.
+//! - [`outcomes`]: what each change did for each tenant (applied, refused,
+//!   preflight refused, canary rolled back, rolled back), appended by the
+//!   changes themselves; [`portal`]: the tenants' status pages and webhooks
+//!   built on it (`fluxgate serve --status`).
 //!
 //! Every result is a documented struct that implements `serde::Serialize`
 //! (the CLI's `--json` prints exactly these); every failure is a
@@ -74,10 +78,14 @@ pub mod classify;
 mod error;
 pub mod exit;
 pub mod explain;
+#[cfg(feature = "fleet")]
+pub mod fleet;
 pub mod gateway;
 pub mod host;
 pub mod interface;
 pub mod metrics;
+pub mod outcomes;
+pub mod portal;
 mod preflight;
 mod ratelimit;
 mod reconcile;
@@ -98,6 +106,7 @@ pub use error::ControlError;
 pub use fluxgate_dataplane::AttachMode;
 pub use gateway::{AttachOptions, Attached, Detached, Gateway, Loaded, MalformedVerdict};
 pub use interface::{Discarded, Interface, RETAIN, RolledBack};
+pub use outcomes::{Outcome, OutcomeKind};
 pub use preflight::Mismatch;
 pub use restore::{RestoreOutcome, Restored};
 pub use scope::TableScope;

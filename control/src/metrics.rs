@@ -147,6 +147,26 @@ pub fn render(gateway: &Gateway) -> Result<String, ControlError> {
             }
         }
     }
+    // The fleet agent's link to etcd (fail static: shown here while etcd is
+    // unreachable).
+    #[cfg(feature = "fleet")]
+    if let Some(h) = crate::fleet::agent::read_health(gateway) {
+        let l = labels(&[("fleet", &h.fleet), ("gateway", &h.gateway)]);
+        let connected = Family::<Labels, Gauge>::default();
+        let reconnects = Family::<Labels, Counter>::default();
+        reg.register(
+            "fleet_etcd_connected",
+            "Whether the fleet agent holds its session with etcd (1) or retries (0)",
+            connected.clone(),
+        );
+        reg.register(
+            "fleet_etcd_reconnects",
+            "Times the fleet agent lost etcd and reconnected",
+            reconnects.clone(),
+        );
+        connected.get_or_create(&l).set(i64::from(h.connected));
+        reconnects.get_or_create(&l).inc_by(h.reconnects);
+    }
     let mut out = String::new();
     encode(&mut out, &reg).map_err(|e| ControlError::State(format!("encode metrics: {e}")))?;
     // The per-tenant and per-rule families go before the end marker.

@@ -252,7 +252,9 @@ fn restore_live(
             .record(it.state.live_generation)?
             .map_or_else(|| "the journal".into(), |r| r.source);
         let source = RulesetSource::files(label.display().to_string(), files);
-        let applied = it.apply(
+        // Not an outcome for the tenants (their rules are what they were
+        // before the reboot): nothing goes to their pages or webhooks.
+        let applied = it.apply_unrecorded(
             &source,
             // The journal's files as they were, all or nothing: a restore
             // never brings back only some tenants.

@@ -636,7 +636,7 @@ fn write_json<T: Serialize>(path: &Path, value: &T) -> Result<(), ControlError> 
 }
 
 /// Write to a temporary file, fsync, rename over `path`, fsync the directory.
-fn write_bytes(path: &Path, bytes: &[u8]) -> Result<(), ControlError> {
+pub(crate) fn write_bytes(path: &Path, bytes: &[u8]) -> Result<(), ControlError> {
     let dir = path.parent().unwrap_or(Path::new("."));
     let fail =
         |e: std::io::Error| ControlError::State(format!("cannot write {}: {e}", path.display()));

@@ -334,6 +334,8 @@ pub use compile::{
 pub use config::Config;
 pub use error::{Diag, ErrorKind, Errors, Location, Severity, SourceMap};
 pub use limit::{Ceiling, Limit, Per, PerSource, Rate};
+/// Whether a name (tenant, set) is one a ruleset accepts.
+pub use literal::check_ident;
 pub use load::{
     GATEWAY_FILE, MAX_FILE_BYTES, MAX_RULESET_BYTES, read_dir_files, read_dir_files_named,
     read_text_file,

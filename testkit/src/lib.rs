@@ -10,6 +10,8 @@
 //!   differential tests), the same shape directly as table rules and keys
 //!   ([`synth::flat`], for the table compiler), and proptest strategies for
 //!   rulesets and packets over boundary values ([`synth::strategy`]).
+//! - [`etcd`]: a real etcd server on 127.0.0.1 (free ports, scratch data
+//!   directory, optional TLS with client certificates), killed on drop.
 //! - [`scratch`]: a uniquely named temporary directory removed on drop.
 //! - `net` (feature `net`): network namespaces, veth pairs and bounded traffic
 //!   between them, for the tests, benches and the demo that attach real XDP.
@@ -21,6 +23,7 @@
 //! of the crate's types.
 
 pub mod cases;
+pub mod etcd;
 #[cfg(feature = "net")]
 pub mod net;
 pub mod scratch;

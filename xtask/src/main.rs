@@ -38,6 +38,18 @@ const APT_PACKAGES: &[&str] = &[
     // The peers bench compares against xdp-filter and nftables.
     "xdp-tools",
     "nftables",
+    // The status page's browser test: headless Chromium renders the page,
+    // tesseract reads the screenshot back (English data, and a font to
+    // render with).
+    "chromium",
+    "tesseract-ocr",
+    "tesseract-ocr-eng",
+    "fonts-dejavu-core",
+    // Fleet rollout (issue #26): the tests, the demo and the fleet bench
+    // start their own etcd; the etcd client crate compiles etcd's protobuf
+    // definitions with protoc.
+    "etcd-server",
+    "protobuf-compiler",
 ];
 const TOOLS_DIR: &str = "/opt/fluxgate/tools";
 const BPF_LINKER_VERSION: &str = "0.13.0";

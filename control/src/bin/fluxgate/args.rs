@@ -19,7 +19,8 @@ const EXIT_CODES: &str = "Exit codes: 0 ok, 1 failure, 2 usage, 3 permission (ne
     7 ruleset (or classify trace) rejected, 8 preflight failed (nothing changed), \
     9 canary regressed and was rolled back, \
     10 partially applied (some tenants' files were refused and keep their live rules; \
-    the others went live).";
+    the others went live), \
+    11 fleet rollout halted (and the gateways it changed rolled back).";
 
 #[derive(Parser)]
 #[command(
@@ -129,11 +130,22 @@ pub enum Command {
     Capture(CaptureArgs),
     /// Serve Prometheus metrics of every attached interface (of the
     /// namespace) until stopped: counters per outcome, tenant and rule,
-    /// generations, change counts and durations.
+    /// generations, change counts and durations. With `--status`, serve each
+    /// tenant its status page (and webhooks) instead, or as well when
+    /// `--metrics` is given too.
     Serve {
-        /// Address to listen on (loopback by default).
-        #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:9464")]
-        metrics: std::net::SocketAddr,
+        /// Address to serve metrics on (default 127.0.0.1:9464 when
+        /// `--status` is not given).
+        #[arg(long, value_name = "ADDR")]
+        metrics: Option<std::net::SocketAddr>,
+        /// Address to serve the tenants' status pages on.
+        #[arg(long, value_name = "ADDR", requires = "tokens")]
+        status: Option<std::net::SocketAddr>,
+        /// The operator's tokens file for `--status` (one line per tenant:
+        /// `tenant NAME SHA256-OF-TOKEN [webhook=URL]`, and `operator
+        /// SHA256-OF-TOKEN`).
+        #[arg(long, value_name = "FILE", requires = "status")]
+        tokens: Option<PathBuf>,
     },
     /// Explain why a packet gets its verdict: its tenant, every rule considered
     /// with each field checked, the deciding rule — and the kernel's answer on
@@ -193,6 +205,12 @@ pub enum Command {
         #[arg(long, value_enum, default_value_t = EngineArg::Userspace)]
         engine: EngineArg,
     },
+    /// Run this gateway's fleet agent: register in etcd under a lease, apply
+    /// the desired state as it changes, report what is live. Keeps the
+    /// gateway filtering (and retries) while etcd is unreachable.
+    Agent(crate::fleet::AgentArgs),
+    /// Roll rulesets out to a fleet of gateways through etcd, in waves.
+    Fleet(crate::fleet::FleetArgs),
     /// Write the man page or shell completions generated from this command
     /// line's definition (what `cargo xtask man` installs).
     #[command(hide = true)]

@@ -7,8 +7,10 @@
 //! printed by `render`, logging and progress are set up by `progress`.
 
 mod args;
+mod fleet;
 mod progress;
 mod render;
+mod serve;
 
 use std::{io::Write as _, process::ExitCode};
 
@@ -30,6 +32,10 @@ fn main() -> ExitCode {
     unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
     let cli = Cli::parse();
     progress::init(cli.verbose, cli.json);
+    // `agent` and `fleet` (etcd, async) have their own shell and errors.
+    if let Some(code) = fleet::dispatch(&cli) {
+        return code;
+    }
     match run(&cli) {
         Ok(()) => ExitCode::from(exit::OK as u8),
         Err(err) => {
@@ -63,20 +69,18 @@ fn show<T: serde::Serialize>(json: bool, value: &T, text: impl FnOnce(&T)) {
 fn run(cli: &Cli) -> Result<(), ControlError> {
     // The metrics endpoint listens in the caller's namespace (where the
     // scraper is), whatever namespace's interfaces it reports.
-    if let Command::Serve { metrics } = &cli.command {
-        let listener = std::net::TcpListener::bind(metrics)
-            .map_err(|e| ControlError::Io(format!("cannot listen on {metrics}: {e}")))?;
-        let gateway = gateway(cli)?;
-        let addr = listener
-            .local_addr()
-            .map_err(|e| ControlError::Io(e.to_string()))?;
-        if cli.json {
-            render::json(&serde_json::json!({ "metrics": format!("http://{addr}/metrics") }));
-        } else {
-            println!("serving metrics on http://{addr}/metrics");
-        }
-        let _ = std::io::stdout().flush();
-        return Err(fluxgate_control::metrics::serve(&listener, &gateway));
+    if let Command::Serve {
+        metrics,
+        status,
+        tokens,
+    } = &cli.command
+    {
+        return serve::serve(
+            cli.json,
+            &gateway(cli)?,
+            *metrics,
+            status.zip(tokens.as_deref()),
+        );
     }
     let gw = gateway(cli)?;
     let json = cli.json;
@@ -207,6 +211,7 @@ fn run(cli: &Cli) -> Result<(), ControlError> {
         }
         Command::Generate { what, dir } => generate(*what, dir)?,
         Command::Serve { .. } => unreachable!("handled above"),
+        Command::Agent(_) | Command::Fleet(_) => unreachable!("handled by fleet::dispatch"),
     }
     Ok(())
 }
