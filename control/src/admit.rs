@@ -245,6 +245,7 @@ fn round(
     let rs = tracing::info_span!("validate", tenants = parsed.tenants.len())
         .in_scope(|| validate(parsed, &fluxgate_ruleset::Config::default()))
         .map_err(Failure::Ruleset)?;
+    crate::ratelimit::kernel_supports(&rs).map_err(Failure::Ruleset)?;
     let image = tracing::info_span!("compile")
         .in_scope(|| compile(&rs))
         .map_err(Failure::Compile)?;

@@ -442,6 +442,10 @@ impl Interface {
                 .collect()
         };
         self.pinned.reset_counters(&fresh)?;
+        // ... and a full bucket for a new rule with a limit (an unchanged
+        // rule keeps its slot, so its bucket: no burst of extra packets).
+        let buckets = crate::ratelimit::fresh_buckets(&image, &plan.reserved_counters);
+        self.pinned.write_buckets(&buckets)?;
         self.transition(&manifest)?;
         crash_point("flipped");
         self.state.live = manifest;

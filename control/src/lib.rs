@@ -87,6 +87,7 @@ pub mod metrics;
 pub mod outcomes;
 pub mod portal;
 mod preflight;
+mod ratelimit;
 mod reconcile;
 pub mod restore;
 pub mod scope;

@@ -40,6 +40,10 @@ pub fn render(gateway: &Gateway) -> Result<String, ControlError> {
         "rule_bytes",
         "Bytes counted by each live rule (or default), with its verdict",
     );
+    let mut rule_limited = Series::counter(
+        "rule_limited_packets",
+        "Packets over the limit of each live rule with a `limit` (they got its verdict)",
+    );
     let mut tenant_generation = Series::gauge(
         "tenant_generation",
         "Generation of each tenant's live rules",
@@ -137,6 +141,9 @@ pub fn render(gateway: &Gateway) -> Result<String, ControlError> {
                 ];
                 rule_packets.series(&l, r.packets);
                 rule_bytes.series(&l, r.bytes);
+                if let Some(n) = r.limited {
+                    rule_limited.series(&l, n);
+                }
             }
         }
     }
@@ -170,6 +177,7 @@ pub fn render(gateway: &Gateway) -> Result<String, ControlError> {
         tenant_bytes,
         rule_packets,
         rule_bytes,
+        rule_limited,
         tenant_generation,
     ] {
         family.write_to(&mut out);

@@ -22,6 +22,18 @@ pub struct RuleHits {
     pub packets: u64,
     /// Bytes counted.
     pub bytes: u64,
+    /// For a rule with a `limit`: the packets over it (the rule decides only
+    /// for those, so this is [`RuleHits::packets`]); absent for other rules.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub limited: Option<u64>,
+}
+
+/// Whether a rule's canonical text has a `limit` (it decides only for the
+/// packets over it).
+pub fn is_limited(text: &str) -> bool {
+    text.contains(" limit rate over ")
+        || text.starts_with("limit rate over ")
+        || text.starts_with("ceiling ")
 }
 
 /// Per-tenant totals and per-rule hits of a loaded interface.
@@ -111,6 +123,7 @@ impl Interface {
                 text: s.text.clone(),
                 packets: c.packets,
                 bytes: c.bytes,
+                limited: is_limited(&s.text).then_some(c.packets),
             });
         }
         let mut out = Vec::with_capacity(scopes.len());

@@ -46,7 +46,7 @@ pub(crate) const KEPT: &str = "FG_KEPT";
 /// slots and sized by the attachment's); checked before a
 /// pinned map is reused. Every map of the object is here: a program loaded
 /// later (a classifier version, a new dispatcher) must share all of them.
-pub(crate) const MAP_SPECS: [(&str, MapType, u32, u32); 20] = [
+pub(crate) const MAP_SPECS: [(&str, MapType, u32, u32); 21] = [
     (
         maps::POOL,
         MapType::Array,
@@ -139,6 +139,12 @@ pub(crate) const MAP_SPECS: [(&str, MapType, u32, u32); 20] = [
         1,
     ),
     (maps::BENCH_TAIL, MapType::ProgramArray, 4, 1),
+    (
+        maps::BUCKETS,
+        MapType::Array,
+        size_of::<fluxgate_common::limit::LimitSlot>() as u32,
+        DEFAULT_COUNTER_SLOTS,
+    ),
 ];
 
 /// Maps created `BPF_F_MMAPABLE`: the slot maps of region bases (read by the
@@ -190,7 +196,7 @@ fn slot_sized(name: &str, slots: Slots) -> Option<u32> {
         maps::PROBE_TENANTS => Some(slots.tenant),
         maps::VERSIONS => Some(version_slots(slots.tenant)),
         maps::TENANT_COUNTERS => Some(tenant_counters_per_cpu(slots.tenant)),
-        maps::RULE_COUNTERS => Some(slots.counter),
+        maps::RULE_COUNTERS | maps::BUCKETS => Some(slots.counter),
         _ => None,
     }
 }

@@ -22,7 +22,9 @@ use std::os::fd::AsFd;
 
 use aya::maps::{Array, Map, MapData};
 use fluxgate_common::{
-    Counter, SLOT_WORDS, TABLE_BUFFERS, maps,
+    Counter, SLOT_WORDS, TABLE_BUFFERS,
+    limit::LimitSlot,
+    maps,
     table::{Cell, Header},
     tenant_counter, tenant_counters_per_cpu,
 };
@@ -461,6 +463,29 @@ pub trait Tables {
             .fd()
             .as_fd();
         sys::write_mmapable(fd, &regions).map_err(|e| Error::kernel("reset the rule counters", e))
+    }
+
+    /// Writes the token buckets of counter slots (`maps::BUCKETS`): a full
+    /// bucket with the rule's parameters for a slot a new rule with a limit
+    /// takes, zeros for any other new slot. Only slots no live or kept table
+    /// uses may be written (the bucket of an unchanged rule stays as it is).
+    fn write_buckets(&mut self, entries: &[(u32, LimitSlot)]) -> Result<(), Error> {
+        if entries.is_empty() {
+            return Ok(());
+        }
+        let per_cpu = self.counter_slots();
+        if let Some(&(bad, _)) = entries.iter().find(|(s, _)| *s >= per_cpu) {
+            return Err(out_of_range(bad, bad + 1, per_cpu));
+        }
+        let mut map = self.table_map(maps::BUCKETS)?;
+        let mut array: Array<&mut MapData, LimitSlot> =
+            Array::try_from(map.get()).map_err(|e| Error::kernel("open the bucket map", e))?;
+        for (slot, value) in entries {
+            array
+                .set(*slot, value, 0)
+                .map_err(|e| Error::kernel("write a token bucket", e))?;
+        }
+        Ok(())
     }
 
     /// Passed and dropped counters of `tenant` (`None`: packets of no tenant).

@@ -50,12 +50,14 @@ use fluxgate_common::{
     BPF_F_MMAPABLE, CAPTURE_NO_TENANT, CAPTURE_SNAPLEN, CaptureConfig, CaptureRate, CaptureRecord,
     Counter, DEFAULT_COUNTER_SLOTS, DEFAULT_TENANT_SLOTS, DROPS_RING_BYTES, GATEWAY_SLOTS,
     GatewayConfig, MAX_VERSIONS, Malformed, Outcome, SLOT_DISPATCH, SLOT_GLOBAL, SLOT_WORDS,
-    Scratch, Trace, VERSION_SLOT_PROBE, select_index,
+    Scratch, Trace, VERSION_SLOT_PROBE,
+    limit::LimitSlot,
+    select_index,
     table::{Cell, CheckKey, KEY_WORDS, action, neighbor_discovery, word},
     table_index, tenant_counter, tenant_counters_per_cpu, version_slot, version_slots,
     xdp as verdict,
 };
-use walk::{NO_MATCH, Region, default_of, walk};
+use walk::{NO_MATCH, Region, default_of, index_of, walk};
 
 #[map(name = "FG_OUTCOMES")]
 static FG_OUTCOMES: PerCpuArray<Counter> = PerCpuArray::with_max_entries(Outcome::COUNT, 0);
@@ -110,6 +112,11 @@ static FG_CAPTURE_RATE: PerCpuArray<CaptureRate> = PerCpuArray::with_max_entries
 
 #[map(name = "FG_DROPS")]
 static FG_DROPS: RingBuf = RingBuf::with_byte_size(DROPS_RING_BYTES, 0);
+
+/// The token bucket of each counter slot whose rule has a limit (entries:
+/// counter slots, set at load time; shared by every CPU).
+#[map(name = "FG_BUCKETS")]
+static FG_BUCKETS: Array<LimitSlot> = Array::with_max_entries(DEFAULT_COUNTER_SLOTS, 0);
 
 /// Every table's cells: each table is a region of this one array (size set
 /// at load time). Its lookups are inlined by the verifier (a plain ARRAY,
@@ -221,7 +228,7 @@ fn dispatch<const PROBE: bool>(ctx: &XdpContext) -> u32 {
     let mut tenant = NO_TENANT;
     if let Some(dispatch) = table {
         // The dispatch table has no count rules: no counter slots.
-        let d = walk(&dispatch, key, check, bytes, sink, 0);
+        let d = walk(&dispatch, key, check, bytes, sink, 0, 0);
         if d != NO_MATCH && (d >> 32) as u8 == action::TENANT {
             tenant = d as u32;
         }
@@ -231,7 +238,16 @@ fn dispatch<const PROBE: bool>(ctx: &XdpContext) -> u32 {
         (*scratch).bytes = bytes;
         (*scratch).tenant = tenant;
         (*scratch).probe = PROBE as u32;
+        (*scratch).phase = 0;
+        (*scratch).after = 0;
     }
+    tail_call_version(ctx, version_of::<PROBE>(tenant));
+    unclassified::<PROBE>(bytes)
+}
+
+/// The classifier version serving `tenant` (or probe runs).
+#[inline(always)]
+fn version_of<const PROBE: bool>(tenant: u32) -> u32 {
     let slot = if PROBE {
         VERSION_SLOT_PROBE
     } else if tenant == NO_TENANT {
@@ -239,9 +255,72 @@ fn dispatch<const PROBE: bool>(ctx: &XdpContext) -> u32 {
     } else {
         version_slot(Some(tenant))
     };
-    let version = FG_VERSIONS.get(slot).copied().unwrap_or(0);
-    tail_call_version(ctx, version);
-    unclassified::<PROBE>(bytes)
+    FG_VERSIONS.get(slot).copied().unwrap_or(0)
+}
+
+/// Whether a packet of `bytes` is over the limit of the rule in counter
+/// slot `slot` (taking its tokens when it is not). The bucket is shared by
+/// every CPU: its one word of state moves by compare-and-exchange, retried
+/// at most 4 times (a packet that loses the race 4 times is over: under
+/// contention the limit errs on the side of limiting). A slot without a
+/// bucket is never over.
+#[inline(always)]
+fn over_limit(slot: u32, bytes: u64) -> bool {
+    let Some(s) = FG_BUCKETS.get_ptr_mut(slot) else {
+        return false;
+    };
+    // SAFETY: a valid map value pointer from a successful lookup; the bucket
+    // parameters are written by userspace only before the slot's rule is
+    // published, the state only through atomics.
+    unsafe {
+        let bucket = (*s).bucket;
+        if bucket.amount == 0 {
+            return false;
+        }
+        let now = bpf_ktime_get_ns();
+        let tat = &raw mut (*s).tat;
+        let mut tries = 0;
+        while tries < 4 {
+            let old = core::ptr::read_volatile(tat);
+            let Some(next) = bucket.take(old, now, bytes) else {
+                return true;
+            };
+            // BPF_ATOMIC | BPF_CMPXCHG (Linux ≥ 5.12): core's AtomicU64 has
+            // no compare-and-exchange on the BPF target, the instruction does.
+            let mut seen = old;
+            core::arch::asm!(
+                "r0 = cmpxchg_64(r1 + 0, r0, r2)",
+                inout("r0") seen,
+                in("r1") tat,
+                in("r2") next,
+            );
+            if seen == old {
+                return false;
+            }
+            tries += 1;
+        }
+        true
+    }
+}
+
+/// A walk result of a rule with a limit, settled: over the limit (probe
+/// runs: never), the rule's verdict; within it, `None` — the classifier goes
+/// on after the rule.
+#[inline(always)]
+fn settle<const PROBE: bool>(decision: u64, bytes: u64) -> Option<u64> {
+    if decision == NO_MATCH {
+        return Some(decision);
+    }
+    let a = (decision >> 32) as u8;
+    if a != action::LIMIT_PASS && a != action::LIMIT_DROP {
+        return Some(decision);
+    }
+    if !PROBE && over_limit(decision as u32, bytes) {
+        let v = action::unlimited(a);
+        Some((u64::from(v) << 32) | u64::from(decision as u32))
+    } else {
+        None
+    }
 }
 
 /// Tail-calls classifier version `version` (returns only if there is none).
@@ -300,10 +379,13 @@ fn unclassified<const PROBE: bool>(bytes: u64) -> u32 {
 /// dispatcher left in `FG_SCRATCH`.
 #[xdp]
 pub fn fluxgate_classify(ctx: XdpContext) -> u32 {
-    let Some(scratch) = FG_SCRATCH.get(0) else {
+    let Some(scratch) = FG_SCRATCH.get_ptr_mut(0) else {
         return verdict::PASS;
     };
-    if scratch.probe != 0 {
+    // SAFETY: this CPU's scratch value, written by the dispatcher (or by
+    // this program before tail-calling itself); nothing else runs on this
+    // CPU meanwhile.
+    if unsafe { (*scratch).probe } != 0 {
         classify::<true>(&ctx, scratch)
     } else {
         classify::<false>(&ctx, scratch)
@@ -327,11 +409,14 @@ pub fn fluxgate_floor_tail(ctx: XdpContext) -> u32 {
 }
 
 #[inline(always)]
-fn classify<const PROBE: bool>(ctx: &XdpContext, scratch: &Scratch) -> u32 {
-    let key = &scratch.key;
-    let check = &scratch.check;
+fn classify<const PROBE: bool>(ctx: &XdpContext, sp: *mut Scratch) -> u32 {
+    // SAFETY: see `fluxgate_classify`; written only by `go_on`, after the
+    // last read through this reference.
+    let scratch: &Scratch = unsafe { &*sp };
     let bytes = scratch.bytes;
     let tenant = scratch.tenant;
+    let phase = scratch.phase;
+    let after = scratch.after;
     let counters = if PROBE {
         &FG_PROBE_SINK
     } else {
@@ -351,11 +436,20 @@ fn classify<const PROBE: bool>(ctx: &XdpContext, scratch: &Scratch) -> u32 {
     } else {
         live_gateway(SLOT_GLOBAL)
     };
-    let mut decision = match global {
-        Some(g) => walk(&g, key, check, bytes, counters, counter_slots),
-        None => NO_MATCH,
-    };
+    let key = &scratch.key;
+    let check = &scratch.check;
+    let mut decision = NO_MATCH;
+    if phase == 0
+        && let Some(g) = global
+    {
+        let d = walk(&g, key, check, bytes, counters, counter_slots, after);
+        match settle::<PROBE>(d, bytes) {
+            Some(d) => decision = d,
+            None => return go_on::<PROBE>(ctx, sp, 0, index_of(d)),
+        }
+    }
     if decision == NO_MATCH {
+        let after = if phase == 1 { after } else { 0 };
         let table = if tenant == NO_TENANT {
             None
         } else if PROBE {
@@ -364,10 +458,14 @@ fn classify<const PROBE: bool>(ctx: &XdpContext, scratch: &Scratch) -> u32 {
             live_tenant(tenant)
         };
         decision = match table {
-            Some(table) => match walk(&table, key, check, bytes, counters, counter_slots) {
-                NO_MATCH => default_of(&table),
-                d => d,
-            },
+            Some(table) => {
+                let d = walk(&table, key, check, bytes, counters, counter_slots, after);
+                match settle::<PROBE>(d, bytes) {
+                    Some(NO_MATCH) => default_of(&table),
+                    Some(d) => d,
+                    None => return go_on::<PROBE>(ctx, sp, 1, index_of(d)),
+                }
+            }
             None => match global {
                 Some(g) => default_of(&g),
                 None => NO_MATCH,
@@ -431,6 +529,22 @@ fn classify<const PROBE: bool>(ctx: &XdpContext, scratch: &Scratch) -> u32 {
 }
 
 const NO_TENANT: u32 = u32::MAX;
+
+/// Walks again after rule cell `after` of `phase` (0: global, 1: tenant):
+/// a tail call of the tenant's classifier version with the place in the
+/// scratch. Returns only if the tail call fails (more limited rules in a
+/// row than tail calls allowed — validation bounds them — or no classifier).
+#[inline(always)]
+fn go_on<const PROBE: bool>(ctx: &XdpContext, sp: *mut Scratch, phase: u32, after: u32) -> u32 {
+    // SAFETY: this CPU's scratch value (see `fluxgate_classify`).
+    let (tenant, bytes) = unsafe {
+        (*sp).phase = phase;
+        (*sp).after = after;
+        ((*sp).tenant, (*sp).bytes)
+    };
+    tail_call_version(ctx, version_of::<PROBE>(tenant));
+    unclassified::<PROBE>(bytes)
+}
 
 /// A probe overlay slot's table, unless it holds none (base 0).
 #[inline(always)]

@@ -53,10 +53,21 @@ impl Region {
     }
 }
 
-/// A walk result packed in a u64 (`action << 32 | counter`), or [`NO_MATCH`].
+/// A walk result packed in a u64 (`index << 40 | action << 32 | counter`,
+/// `index` the winning rule's cell index, kept only below 2^24, for a walk
+/// that goes on after a rate-limited rule), or [`NO_MATCH`].
 /// Plain integers keep every register initialised on every path, which the
 /// verifier insists on (an `Option<(u8, u32)>` left the action undefined on `None`).
 pub(crate) const NO_MATCH: u64 = u64::MAX;
+
+/// Rule cell indices a walk result carries (24 bits).
+pub(crate) const INDEX_MASK: u32 = (1 << 24) - 1;
+
+/// The rule cell index of a walk result (not [`NO_MATCH`]).
+#[inline(always)]
+pub(crate) const fn index_of(decision: u64) -> u32 {
+    (decision >> 40) as u32 & INDEX_MASK
+}
 
 #[inline(always)]
 pub(crate) const fn decided(action: u8, counter: u32) -> u64 {
@@ -79,6 +90,9 @@ pub(crate) fn default_of(table: &Region) -> u64 {
 /// scanned last, so a matched count rule is counted at once (in `counters`,
 /// whose per-CPU blocks hold `counter_slots` slots). Returns the winner's
 /// action and counter, or `NO_MATCH`.
+///
+/// Only rules at cell indices past `after` are considered (0: all): the walk
+/// that goes on after a rule whose limit the packet was within.
 #[inline(always)]
 pub(crate) fn walk(
     table: &Region,
@@ -87,6 +101,7 @@ pub(crate) fn walk(
     bytes: u64,
     counters: &Array<Counter>,
     counter_slots: u32,
+    after: u32,
 ) -> u64 {
     let header = table.header;
     let trees = if header.trees == 0 {
@@ -124,6 +139,9 @@ pub(crate) fn walk(
                 break;
             }
             i += 1;
+            if idx <= after {
+                continue;
+            }
             let Some(rule) = table.cell(idx) else {
                 continue;
             };
@@ -144,7 +162,9 @@ pub(crate) fn walk(
     // four trees and three walks) puts the program past the verifier's
     // 1M-instruction budget (measured 2026-11-25).
     match table.cell(best) {
-        Some(cell) if best != u32::MAX => decided(cell.rule().action, cell.rule().counter),
+        Some(cell) if best != u32::MAX => {
+            decided(cell.rule().action, cell.rule().counter) | (u64::from(best & INDEX_MASK) << 40)
+        }
         _ => NO_MATCH,
     }
 }

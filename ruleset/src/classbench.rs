@@ -299,6 +299,7 @@ fn ruleset_of<'a>(filters: impl Iterator<Item = (&'a Filter, RuleSpans)>) -> Rul
             position: 0,
             matches: f.to_match(),
             action: Action::Pass,
+            limit: None,
             spans,
         })
         .collect();

@@ -12,9 +12,10 @@ use fluxgate_common::table::{
 };
 
 use crate::{
-    PacketHeader, Proto, Verdict,
+    Limit, PacketHeader, Proto, Verdict,
     compile::{CounterSlot, Image},
-    table::walk_checked,
+    meter::{Arrival, BucketKey, Meter, source_key},
+    table::{Walk, walk_after},
 };
 
 /// What the classifier decided for one packet, by counter slot.
@@ -31,6 +32,9 @@ pub struct Classified {
     /// IPv6 neighbour discovery, passed before any table
     /// (`fluxgate_common::table::neighbor_discovery`): no tenant, no rule.
     pub neighbor_discovery: bool,
+    /// Over a limit: the deciding rule's, or the tenant's ceiling (then
+    /// `decided_by` is the ceiling's slot, [`CounterSlot::is_ceiling`]).
+    pub limited: bool,
 }
 
 /// A classifier over one compiled [`Image`].
@@ -38,15 +42,39 @@ pub struct Classified {
 pub struct Classifier {
     image: Image,
     ifindex: ahash::AHashMap<String, u32>,
+    /// Counter slot → (bucket, limit) of every rule with a limit and of
+    /// each tenant's ceiling (a per-source bucket gets its source added).
+    limits: ahash::AHashMap<u32, (BucketKey, Limit)>,
 }
 
 impl Classifier {
     /// Wraps `image`; `interfaces` maps `iif` names of packets to ifindexes (as
     /// given to the compiler).
     pub fn new(image: Image, interfaces: impl IntoIterator<Item = (String, u32)>) -> Classifier {
+        let limits = image
+            .counters
+            .iter()
+            .filter_map(|c| {
+                let (rule, limit) = (c.rule?, c.limit?);
+                let key = if c.is_ceiling() {
+                    BucketKey::Ceiling {
+                        tenant: c.scope.as_str().to_owned(),
+                        bytes: limit.rate.bytes,
+                    }
+                } else {
+                    BucketKey::Rule {
+                        scope: c.scope.clone(),
+                        rule,
+                        source: None,
+                    }
+                };
+                Some((c.slot, (key, limit)))
+            })
+            .collect();
         Classifier {
             image,
             ifindex: interfaces.into_iter().collect(),
+            limits,
         }
     }
 
@@ -60,18 +88,66 @@ impl Classifier {
         self.image.counter(slot)
     }
 
-    /// Classifies a packet header.
+    /// Classifies a packet header (every bucket full: see
+    /// [`Classifier::classify_at`]).
     pub fn classify(&self, p: &PacketHeader) -> Classified {
+        self.classify_at(&mut Meter::new(), p, Arrival::default())
+    }
+
+    /// Classifies a packet header arriving at `at`, with the rate-limit state
+    /// `meter` (as [`crate::reference::classify_at`]).
+    pub fn classify_at(&self, meter: &mut Meter, p: &PacketHeader, at: Arrival) -> Classified {
         let ifindex = p
             .iif
             .as_deref()
             .and_then(|n| self.ifindex.get(n).copied())
             .unwrap_or(0);
-        self.classify_key(&key_of(p, ifindex))
+        self.classify_key_at(meter, &key_of(p, ifindex), at)
     }
 
-    /// Classifies a packet key (the fast path: no allocation unless count rules match).
+    /// Classifies a packet key (the fast path: no allocation unless count
+    /// rules or limits match; every bucket full).
     pub fn classify_key(&self, key: &[u32; KEY_WORDS]) -> Classified {
+        self.classify_key_at(&mut Meter::new(), key, Arrival::default())
+    }
+
+    /// Walks `cells` as the XDP program does, going on past each rule with
+    /// a limit whose bucket had the tokens; `(walk, limited)`.
+    fn walk_limited(
+        &self,
+        cells: &[fluxgate_common::table::Cell],
+        key_words: &[u32; KEY_WORDS],
+        check: &CheckKey,
+        meter: &mut Meter,
+        at: Arrival,
+        counted: &mut Vec<u32>,
+    ) -> (Walk, bool) {
+        let mut after = 0;
+        loop {
+            let w = walk_after(cells, key_words, check, after);
+            counted.extend_from_slice(w.counters());
+            let limit = w.decision.and_then(|(_, slot)| self.limits.get(&slot));
+            let Some((bucket_key, l)) = limit else {
+                return (w, false);
+            };
+            let mut key = bucket_key.clone();
+            if let (BucketKey::Rule { source, .. }, Some(per)) = (&mut key, l.per_source) {
+                *source = Some(source_key(per, key_src(key_words)));
+            }
+            if l.bucket().is_some_and(|b| !meter.take(key, &b, at)) {
+                return (w, true);
+            }
+            after = w.index;
+        }
+    }
+
+    /// Classifies a packet key arriving at `at` with the state `meter`.
+    pub fn classify_key_at(
+        &self,
+        meter: &mut Meter,
+        key: &[u32; KEY_WORDS],
+        at: Arrival,
+    ) -> Classified {
         // As the dispatcher: before tenant dispatch, by the same function.
         if neighbor_discovery(key) {
             return Classified {
@@ -80,10 +156,11 @@ impl Classifier {
                 decided_by: None,
                 counted: Vec::new(),
                 neighbor_discovery: true,
+                limited: false,
             };
         }
         let check = CheckKey::of(key);
-        let walk = |cells| walk_checked(cells, key, &check);
+        let walk = |cells| walk_after(cells, key, &check, 0);
         // No tenants: the dispatch table cannot name one (skip its walk).
         let tenant = if self.image.tenants.is_empty() {
             None
@@ -94,21 +171,23 @@ impl Classifier {
             }
         };
         let mut counted = Vec::new();
-        let global = walk(&self.image.global.cells);
-        counted.extend_from_slice(global.counters());
+        let cells = &self.image.global.cells;
+        let (global, mut limited) = self.walk_limited(cells, key, &check, meter, at, &mut counted);
         let decision = match global.decision {
             Some(d) => Some(d),
             None => match tenant.and_then(|t| self.image.tenant(t)) {
                 Some(t) => {
-                    let w = walk(&t.table.cells);
-                    counted.extend_from_slice(w.counters());
-                    w.resolve(&t.table.cells)
+                    // The tenant's ceiling is its first rules (`Ceiling::rules`).
+                    let cells = &t.table.cells;
+                    let (w, l) = self.walk_limited(cells, key, &check, meter, at, &mut counted);
+                    limited = l;
+                    w.resolve(cells)
                 }
                 None => global.resolve(&self.image.global.cells),
             },
         };
         debug_assert!(counted.len() <= 2 * LEAF_MAX);
-        let verdict = match decision {
+        let verdict = match decision.map(|(a, s)| (action::unlimited(a), s)) {
             Some((action::DROP, _)) => Verdict::Drop,
             _ => Verdict::Pass,
         };
@@ -118,7 +197,22 @@ impl Classifier {
             decided_by: decision.map(|d| d.1),
             counted,
             neighbor_discovery: false,
+            limited,
         }
+    }
+}
+
+/// The source address of a key.
+fn key_src(key: &[u32; KEY_WORDS]) -> IpAddr {
+    let w = &key[word::SRC..word::SRC + 4];
+    if key[word::FAMILY] == 4 {
+        IpAddr::from(std::net::Ipv4Addr::from(w[0]))
+    } else {
+        let mut o = [0u8; 16];
+        for (i, v) in w.iter().enumerate() {
+            o[4 * i..4 * i + 4].copy_from_slice(&v.to_be_bytes());
+        }
+        IpAddr::from(o)
     }
 }
 
@@ -183,7 +277,7 @@ impl Classifier {
     /// A [`Classified`] in the reference's terms (rule ids, scopes, positions).
     pub fn to_decision(&self, c: &Classified) -> crate::Decision {
         let rule_ref = |slot: u32| {
-            self.slot(slot).and_then(|s| {
+            self.slot(slot).filter(|s| !s.is_ceiling()).and_then(|s| {
                 s.rule.map(|id| crate::RuleRef {
                     id,
                     scope: s.scope.clone(),
@@ -201,6 +295,7 @@ impl Classifier {
                 "IPv6 neighbour discovery (hop limit 255): passed before any rule".to_owned()
             }
             (Some(r), _) => format!("rule {r} decided"),
+            (None, Some(t)) if c.limited => format!("over the ceiling of tenant `{t}`: drop"),
             (None, Some(t)) if c.decided_by.is_some_and(|s| s != 0) => {
                 format!("no rule decided: tenant `{t}` default")
             }
@@ -214,6 +309,7 @@ impl Classifier {
             counted: c.counted.iter().filter_map(|s| rule_ref(*s)).collect(),
             reason,
             neighbor_discovery: c.neighbor_discovery,
+            limited: c.limited,
         }
     }
 }

@@ -160,6 +160,16 @@ pub struct CounterSlot {
     pub rule: Option<RuleId>,
     /// 1-based rule position in its scope (0 for the default action).
     pub position: u32,
+    /// The rule's `limit`: it decides only for packets over it. With a
+    /// `rule` at `position` 0: a tenant's ceiling ([`crate::Ceiling::rules`]).
+    pub limit: Option<crate::Limit>,
+}
+
+impl CounterSlot {
+    /// Whether the slot counts a tenant's ceiling (the packets over it).
+    pub fn is_ceiling(&self) -> bool {
+        self.position == 0 && self.rule.is_some()
+    }
 }
 
 /// One tenant's compiled table.
@@ -171,6 +181,8 @@ pub struct TenantImage {
     pub index: u32,
     /// The table (its header holds the tenant's default action).
     pub table: TableImage,
+    /// The ceiling that applies ([`ValidRuleset::ceiling`]).
+    pub ceiling: crate::Ceiling,
 }
 
 /// A compiled ruleset: every table, and what each counter slot means.
@@ -349,6 +361,7 @@ pub fn compile_with(rs: &ValidRuleset, opts: &CompileOptions) -> Result<Image, C
         scope: Scope::Gateway,
         rule: None,
         position: 0,
+        limit: None,
     }];
     // One scope's rules lowered (their counter slots taken) and built into its table.
     let scope_table = |scope: &Scope,
@@ -444,10 +457,24 @@ pub fn compile_with(rs: &ValidRuleset, opts: &CompileOptions) -> Result<Image, C
             scope: scope.clone(),
             rule: None,
             position: 0,
+            limit: None,
         });
+        // A ceiling is rules before the tenant's own (see `Ceiling::rules`).
+        let ceiling = rs.ceiling(t);
+        let with_ceiling: Vec<Rule>;
+        let rules: &[Rule] = if ceiling.is_empty() {
+            &t.rules
+        } else {
+            with_ceiling = ceiling
+                .rules(&t.name)
+                .into_iter()
+                .chain(t.rules.iter().cloned())
+                .collect();
+            &with_ceiling
+        };
         let table = scope_table(
             &scope,
-            &t.rules,
+            rules,
             t.default_action,
             default_slot,
             &mut slots,
@@ -457,6 +484,7 @@ pub fn compile_with(rs: &ValidRuleset, opts: &CompileOptions) -> Result<Image, C
             name: t.name.clone(),
             index,
             table,
+            ceiling,
         });
     }
     tenants.sort_by_key(|t| t.index);
@@ -564,6 +592,7 @@ fn lower_scope(
             scope: scope.clone(),
             rule: Some(rule.id),
             position: rule.position,
+            limit: rule.limit,
         });
         lower_with(rule, counter, opts, limit, &mut buffers, &mut out).map_err(|e| match e {
             Lowering::UnknownInterface(name) => CompileError::UnknownInterface {
@@ -638,10 +667,12 @@ fn lower_with(
     out: &mut Vec<FlatRule>,
 ) -> Result<(), Lowering> {
     let m: &Match = &rule.matches;
-    let act = match rule.action {
-        Action::Pass => action::PASS,
-        Action::Drop => action::DROP,
-        Action::Count => action::COUNT,
+    let act = match (rule.action, rule.limit.is_some()) {
+        (Action::Pass, false) => action::PASS,
+        (Action::Drop, false) => action::DROP,
+        (Action::Pass, true) => action::LIMIT_PASS,
+        (Action::Drop, true) => action::LIMIT_DROP,
+        (Action::Count, _) => action::COUNT,
     };
     let mut base = FlatRule::any(act, counter);
     if let Some(name) = &m.iif {

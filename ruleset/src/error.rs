@@ -131,6 +131,10 @@ pub enum ErrorKind {
     Allocation,
     /// A tenant exceeds its `quota` in gateway.fg (rules, table bytes, counters).
     Quota,
+    /// A rate limit out of bounds: a rate of 0 or beyond what any link
+    /// carries, a burst of 0, a `meter-size` of 0 or too large, or a tenant's
+    /// `ceiling` above the one its operator set.
+    RateLimit,
     /// A valid ruleset could not be compiled into tables (a [`crate::CompileError`]
     /// reported as a diagnostic, at its rule when it has one).
     Compile,

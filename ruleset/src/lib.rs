@@ -91,12 +91,18 @@
 //! `{ … }` list may span lines.
 //!
 //! ```text
-//! gateway file := ( "default" ("pass"|"drop") | allocate | quota | set | rule | guard )*
-//! tenant file  := "tenant" NAME, then ( ("prefix"|"prefixes") PREFIXES | "default" … | set | rule | guard )*
+//! gateway file := ( "default" ("pass"|"drop") | allocate | quota | "meter-size" N | set | rule | guard )*
+//! tenant file  := "tenant" NAME, then ( ("prefix"|"prefixes") PREFIXES | "default" … | ceiling
+//!                 | set | rule | guard )*
 //! guard        := "guard" "\"PACKET\"" ("pass"|"drop")   PACKET as in `PacketHeader`'s text form;
 //!                                                        a tenant's guards go to its prefixes
 //! set          := "set" NAME "{" elem ("," elem)* "}"      elems all prefixes or all ports
-//! rule         := clause* ("pass" | "drop" | "count")       each clause at most once
+//! rule         := clause* [limit] ("pass" | "drop" | "count")   each clause at most once
+//! limit        := "limit" "rate" "over" RATE ["burst" N UNIT] ["per" "saddr/"V4LEN["/"V6LEN]]
+//! ceiling      := "ceiling" RATE ["burst" N UNIT] [RATE ["burst" N UNIT]]   a packet and/or a byte rate
+//! RATE         := N"/"PER | N BYTES"/"PER                e.g. `2000/second`, `20 mbytes/second`
+//! PER          := second | minute | hour | day;  BYTES := bytes | kbytes | mbytes | gbytes;
+//! UNIT         := packets (packet rates) | BYTES (byte rates)
 //! clause       := "iif" IFNAME | "vlan" 0-4095
 //!               | "saddr" LIST | "daddr" LIST               prefixes, addresses, @set
 //!               | "proto" (tcp|udp|icmp|icmpv6|0-255)
@@ -108,10 +114,27 @@
 //! LIST         := item | "{" item ("," item)* "}"
 //! NAME         := [a-z0-9][a-z0-9_-]{0,62}
 //! allocate     := "allocate" NAME PREFIXES                what tenant NAME may claim
-//! quota        := "quota" [NAME] ( "rules" N | "table-bytes" SIZE | "counters" N )+
+//! quota        := "quota" [NAME] ( "rules" N | "table-bytes" SIZE | "counters" N
+//!                                  | "limits" N | "ceiling" RATE [RATE] )+
 //!                                                        no NAME: every tenant's default
 //! SIZE         := N | N"bytes" | N"kbytes" | N"mbytes"   (a space before the unit is allowed)
 //! ```
+//!
+//! ## Rate limits
+//!
+//! `proto udp dport 53 limit rate over 2000/second burst 500 packets drop`
+//! applies the rule only to packets over 2,000 a second (with a burst of 500);
+//! the others go on to the next rule. `ceiling 1000/second 20 mbytes/second`
+//! in a tenant file caps all of the tenant's traffic (after the gateway's
+//! rules, before the tenant's; over it: drop). `per saddr/32` keeps one bucket
+//! per source (IPv6 sources by /64 unless `per saddr/32/48`), in an LRU map of
+//! `meter-size` entries (gateway.fg; default 65,536, at most 2^24). In gateway.fg
+//! `quota acme limits 10 ceiling 5000/second` caps how many rules of `acme`
+//! may have a limit and its ceiling (its own `ceiling` may only be lower; with
+//! none, the operator's applies). Details, defaults and bounds:
+//! [`mod@limit`]; semantics with time: [`reference::classify_at`]. A zero or
+//! absurd rate, a burst of 0, a `meter-size` of 0 or over 2^24, a ceiling
+//! above the operator's: [`ErrorKind::RateLimit`] at `file:line:col`.
 //!
 //! ## What the operator grants each tenant
 //!
@@ -260,7 +283,7 @@
 //! duplicate set, missing/duplicate `default`, unsafe or mismatched tenant name,
 //! duplicate tenant, overlapping tenant prefixes, rule outside the tenant's prefixes,
 //! tenant without prefixes, [`Config`] limits, claims outside an allocation,
-//! quotas; warnings: shadowed rule, host bits set.
+//! quotas, rate limits out of bounds; warnings: shadowed rule, host bits set.
 //!
 //! ## Classify a packet
 //!
@@ -288,8 +311,10 @@ pub mod config;
 pub mod diff;
 pub mod error;
 mod lexer;
+pub mod limit;
 mod literal;
 mod load;
+pub mod meter;
 pub mod model;
 mod owners;
 pub mod packet;
@@ -308,12 +333,14 @@ pub use compile::{
 };
 pub use config::Config;
 pub use error::{Diag, ErrorKind, Errors, Location, Severity, SourceMap};
+pub use limit::{Ceiling, Limit, Per, PerSource, Rate};
 /// Whether a name (tenant, set) is one a ruleset accepts.
 pub use literal::check_ident;
 pub use load::{
     GATEWAY_FILE, MAX_FILE_BYTES, MAX_RULESET_BYTES, read_dir_files, read_dir_files_named,
     read_text_file,
 };
+pub use meter::{Arrival, BucketKey, Meter};
 pub use model::*;
 pub use packet::{PacketHeader, PacketParseError};
 pub use reference::{Decision, RuleRef};

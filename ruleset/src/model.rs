@@ -273,6 +273,8 @@ pub struct RuleSpans {
     pub icmp_code: Option<Span>,
     /// `fragment`
     pub fragment: Option<Span>,
+    /// `limit rate over …`
+    pub limit: Option<Span>,
 }
 
 impl PartialEq for RuleSpans {
@@ -381,6 +383,20 @@ impl RuleId {
     /// The id of a rule of `scope` matching `m` with `action`, being the
     /// `occurrence`-th (0-based) identical rule of that scope.
     pub fn of(scope: &str, m: &Match, action: Action, occurrence: u32) -> RuleId {
+        RuleId::of_limited(scope, m, None, action, occurrence)
+    }
+
+    /// [`RuleId::of`] for a rule with a `limit`: the limit (rate, burst, per
+    /// source) is part of the id, so a changed limit is a new rule (a new
+    /// counter, a new full bucket) and an unchanged one keeps its bucket.
+    /// Without a limit the id is [`RuleId::of`]'s.
+    pub fn of_limited(
+        scope: &str,
+        m: &Match,
+        limit: Option<&crate::Limit>,
+        action: Action,
+        occurrence: u32,
+    ) -> RuleId {
         let mut h = Fnv(0xcbf2_9ce4_8422_2325);
         h.str(scope);
         if let Some(i) = &m.iif {
@@ -404,6 +420,16 @@ impl RuleId {
         if m.fragment {
             h.bytes(b"F");
         }
+        // Only when set, so the ids of rules without a limit stay.
+        if let Some(l) = limit {
+            h.bytes(b"L");
+            h.bytes(&l.rate.amount.to_le_bytes());
+            h.bytes(&[u8::from(l.rate.bytes), l.rate.per as u8]);
+            h.bytes(&l.burst_units().to_le_bytes());
+            if let Some(p) = l.per_source {
+                h.bytes(&[b'P', p.v4, p.v6]);
+            }
+        }
         h.bytes(&[b'A', action as u8]);
         h.u32(occurrence);
         RuleId(h.0)
@@ -422,6 +448,9 @@ pub struct Rule {
     pub matches: Match,
     /// What it does.
     pub action: Action,
+    /// `limit rate over …`: the rule applies only to packets over the rate;
+    /// the others go on to the next rule (see [`crate::limit`]).
+    pub limit: Option<crate::Limit>,
     /// Where it was written.
     pub spans: RuleSpans,
 }
@@ -467,6 +496,10 @@ pub struct Gateway {
     /// `quota [NAME] …`: what tenants may consume (a quota without a name is
     /// every tenant's default).
     pub quotas: Vec<Quota>,
+    /// `meter-size N`: entries of the per-source bucket map (LRU) shared by
+    /// every `per saddr` limit, with where it was written; `None`:
+    /// [`crate::limit::DEFAULT_METER_SIZE`].
+    pub meter_size: Option<(u64, Span)>,
 }
 
 impl Default for Gateway {
@@ -479,6 +512,7 @@ impl Default for Gateway {
             default_span: Span::default(),
             allocations: Vec::new(),
             quotas: Vec::new(),
+            meter_size: None,
         }
     }
 }
@@ -501,10 +535,16 @@ impl Gateway {
             own.and_then(|q| field(q).map(|v| (v, q.span)))
                 .or_else(|| default.and_then(|q| field(q).map(|v| (v, q.span))))
         };
+        let ceiling = own
+            .filter(|q| !q.ceiling.is_empty())
+            .or_else(|| default.filter(|q| !q.ceiling.is_empty()))
+            .map(|q| (q.ceiling, q.span));
         TenantQuota {
             rules: pick(|q| q.rules),
             table_bytes: pick(|q| q.table_bytes),
             counters: pick(|q| q.counters),
+            limits: pick(|q| q.limits),
+            ceiling,
         }
     }
 }
@@ -534,6 +574,11 @@ pub struct Quota {
     pub table_bytes: Option<u64>,
     /// Most counters: one per rule as written, plus one for the default.
     pub counters: Option<u64>,
+    /// Most rules with a `limit` (each has a bucket in the kernel).
+    pub limits: Option<u64>,
+    /// `ceiling RATE [RATE]`: the most the tenant's traffic may use; the
+    /// tenant's own `ceiling` may only be lower (empty: none).
+    pub ceiling: crate::Ceiling,
     /// Where the statement was written.
     pub span: Span,
 }
@@ -548,6 +593,10 @@ pub struct TenantQuota {
     pub table_bytes: Option<(u64, Span)>,
     /// Counters (rules as written + 1).
     pub counters: Option<(u64, Span)>,
+    /// Rules with a `limit`.
+    pub limits: Option<(u64, Span)>,
+    /// The operator's ceiling for the tenant.
+    pub ceiling: Option<(crate::Ceiling, Span)>,
 }
 
 /// One tenant: the destination prefixes it owns and its rules.
@@ -565,6 +614,9 @@ pub struct Tenant {
     pub rules: Vec<Rule>,
     /// Guard packets (each addressed to this tenant).
     pub guards: Vec<Guard>,
+    /// `ceiling …` as the tenant wrote it (empty: none). What applies is
+    /// [`crate::ValidRuleset::ceiling`]: this, capped by the operator's quota.
+    pub ceiling: crate::Ceiling,
     /// Where things were written.
     pub spans: TenantSpans,
 }
@@ -578,6 +630,8 @@ pub struct TenantSpans {
     pub prefixes: Vec<Span>,
     /// The `default` statement.
     pub default: Span,
+    /// The `ceiling` statement.
+    pub ceiling: Option<Span>,
 }
 
 impl PartialEq for TenantSpans {
@@ -656,7 +710,7 @@ pub fn assign_ids(scope: &Scope, rules: &mut [Rule]) {
     let mut firsts: Vec<(RuleId, u32)> = Vec::with_capacity(rules.len());
     for (i, rule) in rules.iter_mut().enumerate() {
         let i = u32::try_from(i).unwrap_or(u32::MAX);
-        rule.id = RuleId::of(scope, &rule.matches, rule.action, 0);
+        rule.id = RuleId::of_limited(scope, &rule.matches, rule.limit.as_ref(), rule.action, 0);
         rule.position = i.saturating_add(1);
         firsts.push((rule.id, i));
     }
@@ -667,7 +721,13 @@ pub fn assign_ids(scope: &Scope, rules: &mut [Rule]) {
     {
         for (occurrence, &(_, i)) in (0u32..).zip(run).skip(1) {
             if let Some(rule) = rules.get_mut(i as usize) {
-                rule.id = RuleId::of(scope, &rule.matches, rule.action, occurrence);
+                rule.id = RuleId::of_limited(
+                    scope,
+                    &rule.matches,
+                    rule.limit.as_ref(),
+                    rule.action,
+                    occurrence,
+                );
             }
         }
     }

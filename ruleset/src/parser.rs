@@ -3,6 +3,8 @@
 
 use ipnet::IpNet;
 
+mod limits;
+
 use crate::error::{Diag, ErrorKind, SourceMap, excerpt};
 use crate::lexer::{Tok, Token, lex};
 pub(crate) use crate::literal::{
@@ -178,6 +180,7 @@ impl<'a> Parser<'a> {
             "guard" => p.guard_stmt(&mut gw.guards),
             "allocate" => p.allocate_stmt(&mut gw.allocations),
             "quota" => p.quota_stmt(&mut gw.quotas, span),
+            "meter-size" => p.meter_size_stmt(&mut gw.meter_size, span),
             _ => p.rule(&mut rules),
         });
         self.finish_default(
@@ -199,6 +202,7 @@ impl<'a> Parser<'a> {
             sets: Vec::new(),
             rules: Vec::new(),
             guards: Vec::new(),
+            ceiling: Default::default(),
             spans: TenantSpans::default(),
         };
         let mut default = None;
@@ -225,6 +229,7 @@ impl<'a> Parser<'a> {
             "default" => p.default_stmt(&mut default, span),
             "set" => p.set_stmt(&mut t.sets),
             "guard" => p.guard_stmt(&mut t.guards),
+            "ceiling" => p.ceiling_stmt(&mut t.ceiling, &mut t.spans.ceiling, span),
             _ => p.rule(&mut t.rules),
         });
         if !named && !self.incomplete {
@@ -294,14 +299,16 @@ impl<'a> Parser<'a> {
             let kw = if t.tok == Tok::Word { self.text(t) } else { "" };
             let span = self.span(t);
             let start = self.pos;
-            let res = if kind == FileKind::Gateway && matches!(kw, "tenant" | "prefix" | "prefixes")
+            let res = if kind == FileKind::Gateway
+                && matches!(kw, "tenant" | "prefix" | "prefixes" | "ceiling")
             {
                 Err(self.err(
                     ErrorKind::Syntax,
                     span,
                     format!("`{kw}` belongs in a tenant file, not in gateway.fg"),
                 ))
-            } else if kind == FileKind::Tenant && matches!(kw, "allocate" | "quota") {
+            } else if kind == FileKind::Tenant && matches!(kw, "allocate" | "quota" | "meter-size")
+            {
                 // What a tenant may claim and consume is the operator's to say.
                 Err(self.err(
                     ErrorKind::Syntax,
@@ -414,7 +421,7 @@ impl<'a> Parser<'a> {
     /// any other first word is a tenant name (so a tenant may be called
     /// `rules`: `quota rules rules 10`).
     fn quota_stmt(&mut self, out: &mut Vec<Quota>, span: Span) -> PResult<()> {
-        const KEYS: [&str; 3] = ["rules", "table-bytes", "counters"];
+        const KEYS: [&str; 5] = ["rules", "table-bytes", "counters", "limits", "ceiling"];
         self.bump();
         let first = self.peek();
         let second = self.toks.get(self.pos + 1).copied();
@@ -428,6 +435,8 @@ impl<'a> Parser<'a> {
             rules: None,
             table_bytes: None,
             counters: None,
+            limits: None,
+            ceiling: Default::default(),
             span,
         };
         let is_default =
@@ -440,22 +449,33 @@ impl<'a> Parser<'a> {
         loop {
             let t = self.peek();
             if matches!(t.tok, Tok::End | Tok::Eof)
-                && (q.rules, q.table_bytes, q.counters) != (None, None, None)
+                && ((q.rules, q.table_bytes, q.counters, q.limits) != (None, None, None, None)
+                    || !q.ceiling.is_empty())
             {
                 break;
             }
-            let (key, kspan) = self.word("`rules`, `table-bytes` or `counters`")?;
+            let (key, kspan) =
+                self.word("`rules`, `table-bytes`, `counters`, `limits` or `ceiling`")?;
+            if key == "ceiling" {
+                if !q.ceiling.is_empty() {
+                    return Err(self.err(ErrorKind::Syntax, kspan, "`ceiling` given twice"));
+                }
+                q.ceiling = self.ceiling_rates()?;
+                continue;
+            }
             let (w, vspan) = self.word("a number")?;
             let slot = match key {
                 "rules" => &mut q.rules,
                 "table-bytes" => &mut q.table_bytes,
                 "counters" => &mut q.counters,
+                "limits" => &mut q.limits,
                 _ => {
                     return Err(self.err(
                         ErrorKind::Syntax,
                         kspan,
                         format!(
-                            "expected `rules`, `table-bytes` or `counters`, found `{}`",
+                            "expected `rules`, `table-bytes`, `counters`, `limits` or `ceiling`, \
+                             found `{}`",
                             excerpt(key)
                         ),
                     ));
@@ -675,6 +695,7 @@ impl<'a> Parser<'a> {
     fn rule(&mut self, rules: &mut Vec<Rule>) -> PResult<()> {
         let first = self.peek();
         let mut m = Match::default();
+        let mut limit = None;
         let mut sp = RuleSpans {
             rule: self.span(first),
             ..RuleSpans::default()
@@ -701,6 +722,7 @@ impl<'a> Parser<'a> {
                     position: 0,
                     matches: m,
                     action,
+                    limit,
                     spans: sp,
                 });
                 return Ok(());
@@ -717,14 +739,15 @@ impl<'a> Parser<'a> {
                 "icmp-type" => &mut sp.icmp_type,
                 "icmp-code" => &mut sp.icmp_code,
                 "fragment" => &mut sp.fragment,
+                "limit" => &mut sp.limit,
                 _ => {
                     return Err(self.err(
                         ErrorKind::Syntax,
                         kspan,
                         format!(
                             "unknown keyword `{}`; a rule is made of iif, vlan, saddr, daddr, \
-                             proto, fragment, sport, dport, flags, icmp-type, icmp-code, then \
-                             pass, drop or count",
+                             proto, fragment, sport, dport, flags, icmp-type, icmp-code, limit, \
+                             then pass, drop or count",
                             excerpt(kw)
                         ),
                     ));
@@ -734,6 +757,11 @@ impl<'a> Parser<'a> {
                 return Err(self.err(ErrorKind::Syntax, kspan, format!("`{kw}` given twice")));
             }
             *slot = Some(kspan);
+            if kw == "limit" {
+                limit = Some(self.limit_clause()?);
+                sp.rule = sp.rule.to(self.span(self.toks[self.pos.saturating_sub(1)]));
+                continue;
+            }
             self.bump();
             match kw {
                 "iif" => {

@@ -212,6 +212,11 @@ pub fn describe(rs: &ValidRuleset, image: &Image) -> Vec<CounterText> {
         .iter()
         .map(|c| {
             let text = match c.rule {
+                Some(_) if c.is_ceiling() => crate::Ceiling {
+                    packets: c.limit.filter(|l| !l.rate.bytes),
+                    bytes: c.limit.filter(|l| l.rate.bytes),
+                }
+                .to_string(),
                 Some(_) => rule_at(rs, &c.scope, c.position)
                     .map(ToString::to_string)
                     .unwrap_or_default(),

@@ -161,7 +161,14 @@ pub(crate) fn write_rule(s: &mut String, m: &Match, action: Action) {
 
 impl fmt::Display for Rule {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&rule_text(&self.matches, self.action))
+        match &self.limit {
+            None => f.write_str(&rule_text(&self.matches, self.action)),
+            Some(l) => {
+                let mut s = String::with_capacity(96);
+                let _ = write_match(&mut s, &self.matches);
+                write!(f, "{s}{l} {}", self.action)
+            }
+        }
     }
 }
 
@@ -192,12 +199,19 @@ impl fmt::Display for Gateway {
                 ("rules", q.rules),
                 ("table-bytes", q.table_bytes),
                 ("counters", q.counters),
+                ("limits", q.limits),
             ] {
                 if let Some(v) = v {
                     write!(f, " {key} {v}")?;
                 }
             }
+            if !q.ceiling.is_empty() {
+                write!(f, " {}", q.ceiling)?;
+            }
             writeln!(f)?;
+        }
+        if let Some((n, _)) = self.meter_size {
+            writeln!(f, "meter-size {n}")?;
         }
         body(
             f,
@@ -245,6 +259,9 @@ impl fmt::Display for Tenant {
         list(&mut s, "prefixes", &self.prefixes)?;
         if !s.is_empty() {
             writeln!(f, "{}", s.trim_end())?;
+        }
+        if !self.ceiling.is_empty() {
+            writeln!(f, "{}", self.ceiling)?;
         }
         body(
             f,

@@ -14,6 +14,22 @@
 //! 3. The tenant's rules are tried in file order, the same way.
 //! 4. Otherwise the tenant's `default` decides.
 //!
+//! ### Rate limits
+//!
+//! A rule with `limit rate over R` ([`crate::limit`]) applies only to packets
+//! over its rate: a matching packet takes from the rule's token bucket (one
+//! bucket per source prefix with `per saddr/N`); if the bucket had the tokens
+//! the packet goes on to the next rule as if the rule were not there (it is
+//! not counted), else the rule decides with its verdict and the packet is
+//! *limited* ([`Decision::limited`]). A tenant's ceiling
+//! ([`ValidRuleset::ceiling`]) is taken after the gateway's rules leave the
+//! packet undecided and before the tenant's rules: its packet rate first, then
+//! its byte rate; a packet over either is dropped, limited, with no rule. The
+//! buckets live in a [`Meter`] and time is the packet's [`Arrival`]:
+//! [`classify_at`] is deterministic for a timed trace. [`classify`] is
+//! [`classify_at`] with a fresh meter (every bucket full), as for the first
+//! packet after a swap.
+//!
 //! A rule matches when every field it constrains matches: an address in one of its
 //! prefixes, a port in one of its ranges, `(flags & mask) == value`, equal protocol,
 //! ICMP type/code, interface and VLAN, and `fragment` only for a non-first fragment.
@@ -21,6 +37,7 @@
 //! non-first fragment) never matches a constraint on it. An empty `daddr` in a tenant rule means the tenant's prefixes,
 //! which the packet's destination is in by step 2.
 
+use crate::meter::{Arrival, BucketKey, Meter, source_key};
 use crate::model::{Match, PortItem, PrefixItem, Rule, Scope, Verdict};
 use crate::packet::PacketHeader;
 use crate::validate::ValidRuleset;
@@ -61,6 +78,9 @@ pub struct Decision {
     /// IPv6 neighbour discovery ([`PacketHeader::is_neighbor_discovery`]):
     /// passed before any rule and any tenant, as ARP is.
     pub neighbor_discovery: bool,
+    /// Over a limit: the deciding rule's `limit` (with [`Decision::rule`]),
+    /// or the tenant's ceiling (no rule; the verdict is drop).
+    pub limited: bool,
 }
 
 impl Decision {
@@ -73,6 +93,7 @@ impl Decision {
             && self.rule == other.rule
             && self.counted == other.counted
             && self.neighbor_discovery == other.neighbor_discovery
+            && self.limited == other.limited
     }
 }
 
@@ -104,16 +125,30 @@ pub fn matches(m: &Match, p: &PacketHeader) -> bool {
         && (!m.fragment || p.is_later_fragment())
 }
 
-/// Runs one scope; `Some((verdict, rule))` if a rule decided.
+/// Runs one scope; `Some((verdict, rule))` if a rule decided. A rule with a
+/// limit decides only when `meter` finds the packet over it.
 fn run<'r>(
     rules: &'r [Rule],
     scope: &Scope,
     p: &PacketHeader,
     counted: &mut Vec<RuleRef>,
+    meter: &mut Meter,
+    at: Arrival,
 ) -> Option<(Verdict, RuleRef, &'r Rule)> {
     for r in rules {
         if !matches(&r.matches, p) {
             continue;
+        }
+        if let Some(l) = &r.limit {
+            let key = BucketKey::Rule {
+                scope: scope.clone(),
+                rule: r.id,
+                source: l.per_source.map(|per| source_key(per, p.src)),
+            };
+            // validation refused limits without a bucket
+            if l.bucket().is_none_or(|b| meter.take(key, &b, at)) {
+                continue;
+            }
         }
         let rr = RuleRef {
             id: r.id,
@@ -143,6 +178,36 @@ fn run<'r>(
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
 pub fn classify(rs: &ValidRuleset, p: &PacketHeader) -> Decision {
+    classify_at(rs, &mut Meter::new(), p, Arrival::default())
+}
+
+/// Classifies `p`, arriving at `at`, with the rate-limit state `meter`
+/// (updated): see the module docs. A trace run through one meter in time
+/// order gets the decisions the kernel makes for the same packets at the
+/// same times.
+///
+/// ```
+/// use fluxgate_ruleset::{Arrival, Config, Meter, Ruleset, Verdict, reference, validate};
+/// let rs = validate(Ruleset::parse_files(&[
+///     ("gateway.fg", "default drop\n"),
+///     ("acme.fg", "tenant acme\nprefix 203.0.113.0/24\ndefault pass\n\
+///                  proto udp dport 53 limit rate over 2/second burst 2 packets drop\n"),
+/// ])?, &Config::default())?;
+/// let p = "udp 192.0.2.1:4000 -> 203.0.113.9:53".parse()?;
+/// let mut meter = Meter::new();
+/// let at = |ms: u64| Arrival { at_ns: ms * 1_000_000, len: 64 };
+/// let verdicts: Vec<_> = [0, 1, 2, 500, 501]
+///     .map(|ms| reference::classify_at(&rs, &mut meter, &p, at(ms)).verdict)
+///     .into();
+/// assert_eq!(verdicts, [Verdict::Pass, Verdict::Pass, Verdict::Drop, Verdict::Pass, Verdict::Drop]);
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+pub fn classify_at(
+    rs: &ValidRuleset,
+    meter: &mut Meter,
+    p: &PacketHeader,
+    at: Arrival,
+) -> Decision {
     if p.is_neighbor_discovery() {
         return Decision {
             verdict: Verdict::Pass,
@@ -155,12 +220,26 @@ pub fn classify(rs: &ValidRuleset, p: &PacketHeader) -> Decision {
                 p.icmp_type.unwrap_or(0)
             ),
             neighbor_discovery: true,
+            limited: false,
         };
     }
     let mut counted = Vec::new();
     let owner = rs.tenant_for(p.dst);
-    if let Some((verdict, rule, r)) = run(&rs.gateway().rules, &Scope::Gateway, p, &mut counted) {
-        let reason = format!("gateway rule #{} matched: {r}", rule.position);
+    let gw = run(
+        &rs.gateway().rules,
+        &Scope::Gateway,
+        p,
+        &mut counted,
+        meter,
+        at,
+    );
+    if let Some((verdict, rule, r)) = gw {
+        let limited = r.limit.is_some();
+        let reason = format!(
+            "gateway rule #{} matched{}: {r}",
+            rule.position,
+            over(limited)
+        );
         return Decision {
             verdict,
             tenant: owner,
@@ -171,6 +250,7 @@ pub fn classify(rs: &ValidRuleset, p: &PacketHeader) -> Decision {
             counted,
             reason,
             neighbor_discovery: false,
+            limited,
         };
     }
     let Some((ti, t)) = owner.and_then(|i| rs.tenants().get(i).map(|t| (i, t))) else {
@@ -187,12 +267,39 @@ pub fn classify(rs: &ValidRuleset, p: &PacketHeader) -> Decision {
             counted,
             reason,
             neighbor_discovery: false,
+            limited: false,
         };
     };
+    let ceiling = rs.ceiling(t);
+    for l in ceiling.limits() {
+        let key = BucketKey::Ceiling {
+            tenant: t.name.clone(),
+            bytes: l.rate.bytes,
+        };
+        if l.bucket().is_some_and(|b| !meter.take(key, &b, at)) {
+            return Decision {
+                verdict: Verdict::Drop,
+                tenant: Some(ti),
+                tenant_name: Some(t.name.clone()),
+                rule: None,
+                counted,
+                reason: format!("over the ceiling of tenant `{}` ({}): drop", t.name, l.rate),
+                neighbor_discovery: false,
+                limited: true,
+            };
+        }
+    }
     let scope = Scope::Tenant(t.name.clone());
-    let (verdict, rule, reason) = match run(&t.rules, &scope, p, &mut counted) {
+    let mut limited = false;
+    let (verdict, rule, reason) = match run(&t.rules, &scope, p, &mut counted, meter, at) {
         Some((v, rule, r)) => {
-            let reason = format!("tenant `{}` rule #{} matched: {r}", t.name, rule.position);
+            limited = r.limit.is_some();
+            let reason = format!(
+                "tenant `{}` rule #{} matched{}: {r}",
+                t.name,
+                rule.position,
+                over(limited)
+            );
             (v, Some(rule), reason)
         }
         None => {
@@ -212,7 +319,12 @@ pub fn classify(rs: &ValidRuleset, p: &PacketHeader) -> Decision {
         counted,
         reason,
         neighbor_discovery: false,
+        limited,
     }
+}
+
+fn over(limited: bool) -> &'static str {
+    if limited { " over its limit" } else { "" }
 }
 
 /// One field of a rule checked against a packet, for [`explain`].
@@ -266,9 +378,29 @@ pub fn explain(rs: &ValidRuleset, p: &PacketHeader) -> Explanation {
     }
     let mut walk = |scope: Scope, rules: &[Rule]| -> bool {
         for r in rules {
-            let fields = check_fields(&r.matches, p);
+            let mut fields = check_fields(&r.matches, p);
             let matched = matches(&r.matches, p);
             debug_assert_eq!(matched, fields.iter().all(|f| f.ok));
+            if let Some(l) = &r.limit {
+                // Not a match condition: whether a packet is over the limit
+                // depends on the traffic before it (`classify_at`).
+                let limited =
+                    decision.limited && decision.rule.as_ref().is_some_and(|d| d.id == r.id);
+                fields.push(FieldCheck {
+                    field: "limit",
+                    ok: true,
+                    detail: if limited {
+                        format!("over its {l}: the rule decides, counted as limited")
+                    } else {
+                        format!(
+                            "{l}: within it (a full bucket, as a first packet) the rule does not \
+                             decide and the next one is tried; packets over it get `{}` and \
+                             are counted as limited",
+                            r.action
+                        )
+                    },
+                });
+            }
             considered.push(Considered {
                 scope: scope.clone(),
                 position: r.position,
@@ -276,14 +408,25 @@ pub fn explain(rs: &ValidRuleset, p: &PacketHeader) -> Explanation {
                 matched,
                 fields,
             });
-            if matched && r.action.verdict().is_some() {
+            // A limited rule decided only if the decision names it.
+            let decides = r.limit.is_none()
+                || decision
+                    .rule
+                    .as_ref()
+                    .is_some_and(|d| d.id == r.id && d.scope == scope);
+            if matched && r.action.verdict().is_some() && decides {
                 return true;
             }
         }
         false
     };
     let decided = walk(Scope::Gateway, &rs.gateway().rules);
-    if !decided && let Some(t) = decision.tenant.and_then(|i| rs.tenants().get(i)) {
+    // Over the tenant's ceiling: dropped before its rules.
+    let ceiling = decision.limited && decision.rule.is_none();
+    if !decided
+        && !ceiling
+        && let Some(t) = decision.tenant.and_then(|i| rs.tenants().get(i))
+    {
         walk(Scope::Tenant(t.name.clone()), &t.rules);
     }
     Explanation {

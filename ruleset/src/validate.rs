@@ -103,6 +103,7 @@ pub fn validate(ruleset: Ruleset, config: &Config) -> Result<ValidRuleset, Error
         crate::tenancy::check_allocations(cx.map, &rs.gateway, &rs.tenants, &mut cx.errors);
     tenant_prefixes(&mut cx, &rs.tenants, overlaps);
     crate::tenancy::check_quota_statements(cx.map, &rs.gateway, &rs.tenants, &mut cx.errors);
+    crate::limit::check_limits(cx.map, &rs.gateway, &rs.tenants, &mut cx.errors);
     guards_in_scope(&mut cx, &rs.tenants);
     // Past a limit, sets are not copied into rules nor rules checked further:
     // that copying is what the limits bound.

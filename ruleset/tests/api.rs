@@ -229,6 +229,7 @@ fn models_built_in_code_are_checked_like_parsed_ones() {
         position: 0,
         matches: m,
         action: Action::Drop,
+        limit: None,
         spans: RuleSpans::default(),
     };
     rs.gateway.rules = vec![

@@ -96,12 +96,14 @@ fn rules() -> impl Strategy<Value = Vec<Rule>> {
         (
             matches(),
             prop::sample::select(vec![Action::Pass, Action::Drop, Action::Count]),
+            prop::option::of(limit()),
         )
-            .prop_map(|(matches, action)| Rule {
+            .prop_map(|(matches, action, limit)| Rule {
                 id: RuleId(0),
                 position: 0,
                 matches,
                 action,
+                limit,
                 spans: RuleSpans::default(),
             }),
         0..6,
@@ -163,6 +165,7 @@ fn ruleset() -> impl Strategy<Value = Ruleset> {
                         sets,
                         rules,
                         guards: Vec::new(),
+                        ceiling: Default::default(),
                         spans: TenantSpans::default(),
                     })
                     .collect(),
@@ -236,4 +239,22 @@ fn rule_ids_are_stable_across_releases() {
         ids,
         ["9c3b1038561564e8", "7d0c8a736d4ae8d8", "4984dd6f6a7348ed"]
     );
+}
+
+/// Limits as the grammar writes them (byte amounts in whole units of their
+/// printed scale, so they print back the same).
+fn limit() -> impl Strategy<Value = fluxgate_ruleset::Limit> {
+    use fluxgate_ruleset::{Limit, Per, PerSource, Rate};
+    (
+        1u64..5_000_000,
+        any::<bool>(),
+        prop::sample::select(vec![Per::Second, Per::Minute, Per::Hour, Per::Day]),
+        prop::option::of(1u64..100_000),
+        prop::option::of((1u8..=32, 1u8..=128)),
+    )
+        .prop_map(|(amount, bytes, per, burst, per_source)| Limit {
+            rate: Rate { amount, bytes, per },
+            burst,
+            per_source: per_source.map(|(v4, v6)| PerSource { v4, v6 }),
+        })
 }

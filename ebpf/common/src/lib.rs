@@ -10,11 +10,12 @@
 //! wire, so the packet path never swaps bytes.
 #![no_std]
 
+pub mod limit;
 pub mod table;
 
 /// Version of this ABI. Stored in [`GatewayConfig::abi_version`] and checked by
 /// userspace before it reuses state pinned by another build.
-pub const ABI_VERSION: u32 = 13;
+pub const ABI_VERSION: u32 = 14;
 
 /// Map names, as they appear in the object file and under the bpffs pin directory.
 pub mod maps {
@@ -76,6 +77,12 @@ pub mod maps {
     pub const CAPTURE_RATE: &str = "FG_CAPTURE_RATE";
     /// `RingBuf` of [`crate::CaptureRecord`]s: captured dropped packets.
     pub const DROPS: &str = "FG_DROPS";
+    /// `Array<`[`crate::limit::LimitSlot`]`>` indexed by counter slot (as
+    /// many entries as counter slots, shared by every CPU): the token bucket
+    /// of the rule with a limit in that slot. A slot keeps its rule, so an
+    /// unchanged rule keeps its bucket across swaps; userspace writes a
+    /// full bucket into a slot before a new rule takes it.
+    pub const BUCKETS: &str = "FG_BUCKETS";
 }
 
 /// Classifier versions that can be loaded at once (entries of [`maps::CLASSIFIERS`]).
@@ -122,6 +129,12 @@ pub struct Scratch {
     pub probe: u32,
     /// The key in the form rule checks read (`table::CheckKey::of(&key)`).
     pub check: table::CheckKey,
+    /// Rate limits: the classifier walks again, by a tail call of itself,
+    /// after a rule whose limit the packet is within; `phase` 0: in the
+    /// global rules, 1: in the tenant's. Set to 0 by the dispatcher.
+    pub phase: u32,
+    /// Rule cell index the walk of `phase` goes on after (0: from the start).
+    pub after: u32,
 }
 
 /// [`CaptureConfig::tenant`] that selects the packets of no tenant: a fixed
@@ -528,6 +541,7 @@ mod user {
     unsafe impl aya::Pod for super::CaptureRate {}
     unsafe impl aya::Pod for super::CaptureRecord {}
     unsafe impl aya::Pod for super::table::Cell {}
+    unsafe impl aya::Pod for super::limit::LimitSlot {}
 }
 
 #[cfg(test)]
@@ -540,7 +554,8 @@ mod tests {
         assert_eq!(size_of::<Counter>(), 16);
         assert_eq!(size_of::<GatewayConfig>(), 24);
         assert_eq!(size_of::<Trace>(), 16);
-        assert_eq!(size_of::<Scratch>(), 4 * table::KEY_WORDS + 16 + 56);
+        assert_eq!(size_of::<Scratch>(), 4 * table::KEY_WORDS + 16 + 56 + 8);
+        assert_eq!(size_of::<limit::LimitSlot>(), 48);
         assert_eq!(size_of::<CaptureConfig>(), 24);
         assert_eq!(size_of::<CaptureRate>(), 16);
         assert_eq!(size_of::<CaptureRecord>(), 32 + CAPTURE_SNAPLEN);

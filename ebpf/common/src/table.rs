@@ -603,6 +603,23 @@ pub mod action {
     pub const COUNT: u8 = 2;
     /// Dispatch table only: the packet belongs to tenant `RuleCell::counter`.
     pub const TENANT: u8 = 3;
+    /// A `pass` rule with a rate limit: it decides (pass) only for a packet
+    /// over its limit; a packet within it goes on past the rule (the walk
+    /// is taken again after it). The compiler does not treat it as ending
+    /// classification (rules behind it stay in the leaves), the walk does.
+    pub const LIMIT_PASS: u8 = 4;
+    /// [`LIMIT_PASS`] for a `drop` rule.
+    pub const LIMIT_DROP: u8 = 5;
+
+    /// The verdict a limited rule gives when over its limit (`PASS`/`DROP`),
+    /// or `action` itself.
+    pub const fn unlimited(action: u8) -> u8 {
+        match action {
+            LIMIT_PASS => PASS,
+            LIMIT_DROP => DROP,
+            a => a,
+        }
+    }
 }
 
 /// A reference to the next step of the walk, packed in a `u64`.

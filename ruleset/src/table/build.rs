@@ -104,7 +104,7 @@ pub fn build_table(
         return Err(TableError::BadDefault(default_action));
     }
     for (index, r) in rules.iter().enumerate() {
-        if r.action > action::TENANT {
+        if r.action > action::LIMIT_DROP {
             return Err(TableError::InvalidRule {
                 index,
                 reason: "unknown action",

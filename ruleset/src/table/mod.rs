@@ -235,13 +235,25 @@ pub enum TableError {
 /// Result of a [`walk`]: the counters of COUNT rules matched before the decision,
 /// in order, and the deciding rule's `(action, counter)` (`None`: the header's
 /// default applies).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default)]
 pub struct Walk {
     counters: [u32; COUNT_MAX],
     n_counters: u8,
     /// `(action, counter)` of the deciding rule, `None` when no terminal rule matched.
     pub decision: Option<(u8, u32)>,
+    /// Cell index of the deciding rule (0: none); give it to [`walk_after`]
+    /// to go on past a rule that did not apply (a limit within its rate).
+    pub index: u32,
 }
+
+/// Equal counters and decision; [`Walk::index`] is where the decision sits
+/// in one table, not what it is ([`scan`] has no cells).
+impl PartialEq for Walk {
+    fn eq(&self, other: &Walk) -> bool {
+        self.counters() == other.counters() && self.decision == other.decision
+    }
+}
+impl Eq for Walk {}
 
 impl Walk {
     /// Counters of the COUNT rules matched, in priority order.
@@ -291,17 +303,30 @@ pub fn walk(cells: &[Cell], key: &[u32; KEY_WORDS]) -> Walk {
 /// [`walk`] with the key's check form computed by the caller (once per
 /// packet, for the several tables a packet walks).
 pub fn walk_checked(cells: &[Cell], key: &[u32; KEY_WORDS], check: &CheckKey) -> Walk {
+    walk_after(cells, key, check, 0)
+}
+
+/// [`walk_checked`] considering only rules at cell indices past `after`:
+/// the walk that goes on after the rule at `after` (a [`Walk::index`]) turned
+/// out not to apply. COUNT rules up to `after` are not counted again. `after`
+/// 0 (the header) considers every rule.
+pub fn walk_after(cells: &[Cell], key: &[u32; KEY_WORDS], check: &CheckKey, after: u32) -> Walk {
     // An IPv4 key (zeros in address words 1–3) takes the IPv4 rule check,
     // which reads one cache line of each rule cell instead of two.
     let ipv4 = key[word::FAMILY] == 4 && ADDR_WORDS[2..].iter().all(|&w| key[w] == 0);
     if ipv4 {
-        walk_family::<false>(cells, key, check)
+        walk_family::<false>(cells, key, check, after)
     } else {
-        walk_family::<true>(cells, key, check)
+        walk_family::<true>(cells, key, check, after)
     }
 }
 
-fn walk_family<const V6: bool>(cells: &[Cell], key: &[u32; KEY_WORDS], check: &CheckKey) -> Walk {
+fn walk_family<const V6: bool>(
+    cells: &[Cell],
+    key: &[u32; KEY_WORDS],
+    check: &CheckKey,
+    after: u32,
+) -> Walk {
     let mut out = Walk::default();
     let Some(head) = cells.first() else {
         return out;
@@ -325,6 +350,9 @@ fn walk_family<const V6: bool>(cells: &[Cell], key: &[u32; KEY_WORDS], check: &C
             if idx >= best {
                 break;
             }
+            if idx <= after {
+                continue;
+            }
             let Some(rule) = cells.get(idx as usize) else {
                 continue;
             };
@@ -334,7 +362,11 @@ fn walk_family<const V6: bool>(cells: &[Cell], key: &[u32; KEY_WORDS], check: &C
             }
             match rule.action {
                 action::COUNT => out.push_counter(rule.counter),
-                action::PASS | action::DROP | action::TENANT => {
+                action::PASS
+                | action::DROP
+                | action::TENANT
+                | action::LIMIT_PASS
+                | action::LIMIT_DROP => {
                     best = idx;
                     break;
                 }
@@ -344,6 +376,7 @@ fn walk_family<const V6: bool>(cells: &[Cell], key: &[u32; KEY_WORDS], check: &C
     }
     if let Some(c) = cells.get(best as usize) {
         out.decision = Some((c.rule().action, c.rule().counter));
+        out.index = best;
     }
     out
 }
@@ -392,7 +425,11 @@ pub fn scan(rules: &[FlatRule], key: &[u32; KEY_WORDS]) -> Walk {
         }
         match r.action {
             action::COUNT => out.push_counter(r.counter),
-            action::PASS | action::DROP | action::TENANT => {
+            action::PASS
+            | action::DROP
+            | action::TENANT
+            | action::LIMIT_PASS
+            | action::LIMIT_DROP => {
                 out.decision = Some((r.action, r.counter));
                 return out;
             }

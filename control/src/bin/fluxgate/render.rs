@@ -296,7 +296,16 @@ pub fn stats(s: &InterfaceStats) {
             } else {
                 format!("#{}", r.position)
             };
-            let _ = writeln!(lines, "    {:<8} {:>10} packets  {}", at, r.packets, r.text);
+            let what = if r.limited.is_some() {
+                "limited"
+            } else {
+                "packets"
+            };
+            let _ = writeln!(
+                lines,
+                "    {:<8} {:>10} {what:<7}  {}",
+                at, r.packets, r.text
+            );
         }
     }
     print!("{lines}");
