@@ -69,10 +69,7 @@ fn setup_files(name: &'static str, files: &[(&str, &str)]) -> Setup {
     let buckets: Vec<(u32, LimitSlot)> = image
         .counters
         .iter()
-        .filter_map(|c| {
-            let bucket = c.limit?.bucket()?;
-            Some((c.slot, LimitSlot { bucket, tat: 0 }))
-        })
+        .filter_map(|c| Some((c.slot, c.limit?.slot(1)?)))
         .collect();
     program.write_buckets(&buckets).expect("buckets");
     program.publish_image(&staged).expect("publish");

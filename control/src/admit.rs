@@ -94,6 +94,7 @@ enum Failure {
 pub(crate) fn admit(
     files: Vec<(String, String)>,
     atomic: bool,
+    source_buckets: u32,
     live: impl FnOnce() -> Result<Vec<(String, String)>, ControlError>,
     compile: impl Fn(&ValidRuleset) -> Result<Image, CompileError>,
 ) -> Result<Admitted, ControlError> {
@@ -114,7 +115,7 @@ pub(crate) fn admit(
                 .filter(|(p, _)| tenant_of(p).is_some_and(is_refused))
                 .cloned(),
         );
-        let failure = match round(&now, &compile) {
+        let failure = match round(&now, source_buckets, &compile) {
             Ok((rs, image)) => {
                 let refused_errors = Errors {
                     errors: refused.iter().flat_map(|(_, d)| d.clone()).collect(),
@@ -237,6 +238,7 @@ fn claims(files: &[(String, String)], t: &str) -> Option<Vec<String>> {
 /// Parse, validate, compile, quotas.
 fn round(
     files: &[(String, String)],
+    source_buckets: u32,
     compile: &impl Fn(&ValidRuleset) -> Result<Image, CompileError>,
 ) -> Result<(ValidRuleset, Image), Failure> {
     let parsed = tracing::info_span!("parse", files = files.len())
@@ -245,7 +247,7 @@ fn round(
     let rs = tracing::info_span!("validate", tenants = parsed.tenants.len())
         .in_scope(|| validate(parsed, &fluxgate_ruleset::Config::default()))
         .map_err(Failure::Ruleset)?;
-    crate::ratelimit::kernel_supports(&rs).map_err(Failure::Ruleset)?;
+    crate::ratelimit::kernel_supports(&rs, source_buckets).map_err(Failure::Ruleset)?;
     let image = tracing::info_span!("compile")
         .in_scope(|| compile(&rs))
         .map_err(Failure::Compile)?;

@@ -171,6 +171,7 @@ impl Interface {
         } = admit(
             files,
             opts.atomic,
+            self.pinned.source_buckets(),
             || self.live_files(),
             |rs| {
                 compile_with(
@@ -444,7 +445,8 @@ impl Interface {
         self.pinned.reset_counters(&fresh)?;
         // ... and a full bucket for a new rule with a limit (an unchanged
         // rule keeps its slot, so its bucket: no burst of extra packets).
-        let buckets = crate::ratelimit::fresh_buckets(&image, &plan.reserved_counters);
+        let buckets =
+            crate::ratelimit::fresh_buckets(&image, &plan.reserved_counters, generation as u32);
         self.pinned.write_buckets(&buckets)?;
         self.transition(&manifest)?;
         crash_point("flipped");

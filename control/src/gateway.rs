@@ -54,6 +54,12 @@ pub struct AttachOptions {
     /// `fluxgate_common::DEFAULT_COUNTER_SLOTS` (524,288). Each costs 16
     /// bytes per possible CPU (documented there).
     pub counter_slots: Option<u32>,
+    /// Entries of the LRU map of per-source limit buckets (one per rule with
+    /// `per saddr` and source prefix seen lately; at most
+    /// `fluxgate_common::MAX_SOURCE_BUCKETS`); `None`:
+    /// `fluxgate_common::DEFAULT_SOURCE_BUCKETS` (65,536, about 6 MiB; the
+    /// cost is documented there).
+    pub source_buckets: Option<u32>,
 }
 
 /// What [`Gateway::attach`] did.
@@ -211,6 +217,7 @@ impl Gateway {
                     pool_cells: opts.pool_cells.unwrap_or(defaults.pool_cells),
                     tenant_slots: opts.tenant_slots.unwrap_or(defaults.tenant_slots),
                     counter_slots: opts.counter_slots.unwrap_or(defaults.counter_slots),
+                    source_buckets: opts.source_buckets.unwrap_or(defaults.source_buckets),
                 },
             )?;
             let attachment = program.attach(iface, opts.mode)?;
@@ -227,6 +234,7 @@ impl Gateway {
                 pool_cells: opts.pool_cells,
                 tenant_slots: opts.tenant_slots,
                 counter_slots: opts.counter_slots,
+                source_buckets: opts.source_buckets,
             };
             if let Err(e) = store.write_attach_options(&record) {
                 tracing::warn!(iface, "cannot record the attach options: {e}");

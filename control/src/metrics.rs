@@ -61,6 +61,18 @@ pub fn render(gateway: &Gateway) -> Result<String, ControlError> {
         "Malformed packets by reason",
         malformed.clone(),
     );
+    let source_buckets = Family::<Labels, Gauge>::default();
+    reg.register(
+        "source_buckets",
+        "Per-source limit buckets of the LRU map: capacity and present",
+        source_buckets.clone(),
+    );
+    let source_evicted = Family::<Labels, Counter>::default();
+    reg.register(
+        "source_buckets_evicted",
+        "Per-source limit buckets evicted from the LRU map to make room (inserted - present)",
+        source_evicted.clone(),
+    );
     reg.register(
         "generation",
         "Generation numbers: live (last published whole) and newest",
@@ -90,6 +102,15 @@ pub fn render(gateway: &Gateway) -> Result<String, ControlError> {
                 .get_or_create(&labels(&[("iface", &iface), ("reason", reason)]))
                 .inc_by(c.packets);
         }
+        let b = gw.source_buckets()?;
+        for (kind, value) in [("capacity", u64::from(b.capacity)), ("present", b.present)] {
+            source_buckets
+                .get_or_create(&labels(&[("iface", &iface), ("kind", kind)]))
+                .set(value as i64);
+        }
+        source_evicted
+            .get_or_create(&labels(&[("iface", &iface)]))
+            .inc_by(b.evicted);
         let st = gw.state().clone();
         for (kind, value) in [("live", st.live_generation), ("newest", st.generation)] {
             generation

@@ -1,31 +1,47 @@
 //! Rate limits in the kernel. A rule's `limit rate over …` and a tenant's
 //! `ceiling` (compiled into rules before the tenant's own) are enforced by
 //! the XDP program: a token bucket per counter slot, `FG_BUCKETS`, written
-//! here when a new rule takes a slot. Per-source limits (`per saddr/N`) are
-//! defined in the ruleset crate and enforced by the reference and userspace
-//! classifiers, but not yet by the XDP program: a ruleset that uses them is
-//! refused before anything changes, with an error at each, rather than
-//! loaded with a limit the kernel would apply to all sources together.
+//! here when a new rule takes a slot. A per-source limit (`per saddr/N[/M]`)
+//! keeps one bucket per (rule, source prefix) in `FG_SOURCE_BUCKETS`, an LRU
+//! map of as many entries as the attachment was given (`source_buckets`):
+//! sources not seen lately are forgotten (their bucket starts full again;
+//! `stats` counts them as evicted).
 
 use fluxgate_ruleset::{Diag, ErrorKind, Errors, ValidRuleset};
 
-const WHY_PER_SOURCE: &str = "per-source limits (`per saddr/N`) are not enforced by this \
-                              build's XDP program yet; refusing rather than loading a limit \
-                              the kernel would apply to all sources together";
-
-/// The errors of a ruleset the kernel cannot enforce (none: `Ok`).
-pub(crate) fn kernel_supports(rs: &ValidRuleset) -> Result<(), Errors> {
+/// The errors of a ruleset the kernel cannot enforce with an LRU map of
+/// `source_buckets` per-source buckets (none: `Ok`): more per-source limits
+/// than the map has entries, so some limit could not keep even one source's
+/// bucket (each limit past the map's size is an error at its `limit`). A
+/// limit whose prefix length allows more sources than the map holds is not
+/// an error: the LRU keeps the sources seen lately.
+pub(crate) fn kernel_supports(rs: &ValidRuleset, source_buckets: u32) -> Result<(), Errors> {
     let map = &rs.ruleset().sources;
-    let mut errors: Vec<Diag> = Vec::new();
     let rules = rs
         .gateway()
         .rules
         .iter()
         .chain(rs.tenants().iter().flat_map(|t| t.rules.iter()));
-    for r in rules.filter(|r| r.limit.is_some_and(|l| l.per_source.is_some())) {
-        let span = r.spans.limit.unwrap_or(r.spans.rule);
-        errors.push(map.error(ErrorKind::RateLimit, span, WHY_PER_SOURCE));
-    }
+    let per_source: Vec<_> = rules
+        .filter(|r| r.limit.is_some_and(|l| l.per_source.is_some()))
+        .collect();
+    let n = per_source.len();
+    let errors: Vec<Diag> = per_source
+        .iter()
+        .skip(source_buckets as usize)
+        .map(|r| {
+            let span = r.spans.limit.unwrap_or(r.spans.rule);
+            map.error(
+                ErrorKind::RateLimit,
+                span,
+                format!(
+                    "{n} per-source limits (`per saddr`) but the attachment's map holds \
+                     {source_buckets} source buckets: not one each (attach with a larger \
+                     `--source-buckets`)"
+                ),
+            )
+        })
+        .collect();
     if errors.is_empty() {
         Ok(())
     } else {
@@ -37,20 +53,21 @@ pub(crate) fn kernel_supports(rs: &ValidRuleset) -> Result<(), Errors> {
 }
 
 /// The bucket entries to write for the counter slots of `image` that no
-/// kept generation holds (`held`): a full bucket for each rule with a limit.
+/// kept generation holds (`held`): a full bucket for each rule with a limit,
+/// `epoch` (the generation, never a slot's earlier one) keying its source
+/// buckets, so a changed rule — a new slot, or a slot an old rule left —
+/// starts with every source bucket full; the old entries age out of the LRU.
 /// (A slot without a limit keeps whatever an earlier rule left: the kernel
 /// reads a bucket only for a rule with a limit.)
 pub(crate) fn fresh_buckets(
     image: &fluxgate_ruleset::Image,
     held: &std::collections::BTreeSet<u32>,
+    epoch: u32,
 ) -> Vec<(u32, fluxgate_common::limit::LimitSlot)> {
     image
         .counters
         .iter()
         .filter(|c| !held.contains(&c.slot))
-        .filter_map(|c| {
-            let bucket = c.limit?.bucket()?;
-            Some((c.slot, fluxgate_common::limit::LimitSlot { bucket, tat: 0 }))
-        })
+        .filter_map(|c| Some((c.slot, c.limit?.slot(epoch)?)))
         .collect()
 }

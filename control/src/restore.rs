@@ -105,6 +105,7 @@ impl AttachRecord {
             pool_cells: self.pool_cells,
             tenant_slots: self.tenant_slots,
             counter_slots: self.counter_slots,
+            source_buckets: self.source_buckets,
         })
     }
 }
@@ -308,11 +309,13 @@ mod tests {
         let now = AttachRecord {
             counter_slots: Some(64),
             tenant_slots: Some(70_000),
+            source_buckets: Some(1000),
             ..record
         };
         let text = serde_json::to_string(&now).expect("json");
         let back: AttachRecord = serde_json::from_str(&text).expect("parse");
         assert_eq!(back.options().expect("options").counter_slots, Some(64));
+        assert_eq!(back.options().expect("options").source_buckets, Some(1000));
         assert_eq!(back, now);
     }
 }

@@ -1,7 +1,7 @@
 //! Counters of an interface: outcomes and malformed reasons, and per tenant
 //! and per rule hits of the live ruleset.
 
-use fluxgate_dataplane::{CountersReport, Tables};
+use fluxgate_dataplane::{CountersReport, SourceBuckets, Tables};
 use fluxgate_ruleset::Scope;
 use serde::Serialize;
 
@@ -62,6 +62,10 @@ pub struct InterfaceStats {
     pub counters: CountersReport,
     /// Per tenant (and `gateway`) and per rule hits of the live ruleset.
     pub tenants: Vec<TenantStats>,
+    /// The LRU map of per-source limit buckets: capacity, buckets present,
+    /// inserted and evicted (inserted − present: sources forgotten to make
+    /// room, whose next packet finds a full bucket).
+    pub source_buckets: SourceBuckets,
 }
 
 /// `stats` of every interface asked for.
@@ -80,7 +84,14 @@ impl Interface {
             iface: self.name().to_owned(),
             counters,
             tenants: self.tenant_stats(tenant)?,
+            source_buckets: self.source_buckets()?,
         })
+    }
+
+    /// The LRU map of per-source limit buckets, read now (one pass over its
+    /// keys: at most its capacity).
+    pub fn source_buckets(&mut self) -> Result<SourceBuckets, ControlError> {
+        Ok(fluxgate_dataplane::source_buckets(&mut self.pinned)?)
     }
 
     /// Per-tenant and per-rule counters (only `tenant` when given).

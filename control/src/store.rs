@@ -293,6 +293,10 @@ pub struct AttachRecord {
     /// Counter slots (`None`: the default; absent from older `attach.json`).
     #[serde(default)]
     pub counter_slots: Option<u32>,
+    /// Entries of the per-source bucket map (`None`: the default; absent
+    /// from older `attach.json`).
+    #[serde(default)]
+    pub source_buckets: Option<u32>,
 }
 
 /// `restore.json`: the live manifest a `restore` is making live again. Written

@@ -3,8 +3,10 @@
 //! makes the counts exact however slowly the test runs), the packets over
 //! it are the rule's counter; a swap of an unrelated rule keeps the bucket,
 //! a changed limit starts full, a rollback brings the previous bucket back;
-//! what the kernel cannot enforce yet is refused with its location and
-//! changes nothing.
+//! a per-source limit keeps a bucket per source (one abusive source is
+//! limited, a second one is not), forgets sources when its LRU map is full
+//! (counted as evicted); bad limits, and more per-source limits than the
+//! map has entries, are refused with their location and change nothing.
 
 mod common;
 
@@ -119,10 +121,6 @@ fn bad_limits_and_limits_the_kernel_cannot_enforce_change_nothing() {
             "proto udp limit rate over 10/second burst 0 packets drop\n",
             "acme.fg:5:43",
         ),
-        (
-            "proto udp limit rate over 10/second per saddr/32 drop\n",
-            "acme.fg:5:11",
-        ),
         ("ceiling 0/second\n", "acme.fg:5:9"),
     ] {
         write(&s.rules, "acme.fg", &acme(text, 5));
@@ -133,6 +131,106 @@ fn bad_limits_and_limits_the_kernel_cannot_enforce_change_nothing() {
         assert_eq!(status(&s), before, "{text}: live state changed");
     }
     // The live limit still holds.
+    assert_eq!(net::udp_exchange_to(&link, ACME, 7000, 10, 16), 5);
+    ok(fluxgate(&s, &["-n", ns, "detach", IF_B]));
+}
+
+#[test]
+fn a_per_source_limit_limits_one_source_and_not_another_and_counts_evictions() {
+    net::require_root();
+    let link = Link::new();
+    link.add_b_address(ACME);
+    let second = Ipv4Addr::new(10, 77, 0, 11);
+    let third = Ipv4Addr::new(10, 77, 0, 12);
+    link.add_a_address(second);
+    link.add_a_address(third);
+    let s = Scratch::new("rlps");
+    write(&s.rules, "gateway.fg", "default pass\n");
+    let per_source = |burst: u32| {
+        format!(
+            "tenant acme\nprefix 10.78.1.0/24\ndefault pass\n\
+             proto udp dport 7000 limit rate over 1/hour burst {burst} packets per saddr/32 drop\n"
+        )
+    };
+    write(&s.rules, "acme.fg", &per_source(6));
+    let ns = link.b.name();
+    let rules = s.rules.display().to_string();
+    // Two entries: a third source evicts one.
+    ok(fluxgate(
+        &s,
+        &["-n", ns, "load", "--source-buckets", "2", &rules, IF_B],
+    ));
+    // The abusive source gets its burst, then nothing.
+    assert_eq!(net::udp_exchange_to(&link, ACME, 7000, 30, 16), 6);
+    // A second source to the same tenant and port has its own bucket:
+    // everything it sends within its burst passes, while the first is
+    // still limited.
+    assert_eq!(net::udp_exchange_from(&link, second, ACME, 7000, 6, 16), 6);
+    assert_eq!(net::udp_exchange_to(&link, ACME, 7000, 10, 16), 0);
+    let json = stats_json(&s, ns, IF_B);
+    assert_eq!(hits(&json, "acme", 1), 34, "limited packets: {json}");
+    let b = &json["interfaces"][0]["source_buckets"];
+    assert_eq!(b["capacity"], 2, "{json}");
+    assert_eq!(b["present"], 2, "{json}");
+    assert_eq!(b["inserted"], 2, "{json}");
+    assert_eq!(b["evicted"], 0, "{json}");
+    // A third source in a map of two: one bucket is evicted.
+    assert_eq!(net::udp_exchange_from(&link, third, ACME, 7000, 3, 16), 3);
+    let json = stats_json(&s, ns, IF_B);
+    let b = &json["interfaces"][0]["source_buckets"];
+    assert_eq!(b["inserted"], 3, "{json}");
+    assert!(b["present"].as_u64().is_some_and(|p| p <= 2), "{json}");
+    assert!(b["evicted"].as_u64().is_some_and(|e| e >= 1), "{json}");
+    let text =
+        String::from_utf8_lossy(&ok(fluxgate(&s, &["-n", ns, "stats", IF_B])).stdout).into_owned();
+    assert!(text.contains("per-source buckets"), "{text}");
+    assert!(text.contains("3 inserted"), "{text}");
+    let body = scrape_metrics(&s, ns);
+    assert!(
+        body.lines()
+            .any(|l| l.starts_with("fluxgate_source_buckets_evicted_total{iface=\"fg-b\"}")),
+        "{body}"
+    );
+    // A changed limit is a new rule: every source starts with a full bucket.
+    write(&s.rules, "acme.fg", &per_source(4));
+    ok(fluxgate(&s, &["-n", ns, "apply", &rules, IF_B]));
+    assert_eq!(net::udp_exchange_from(&link, second, ACME, 7000, 10, 16), 4);
+    ok(fluxgate(&s, &["-n", ns, "detach", IF_B]));
+}
+
+#[test]
+fn more_per_source_limits_than_the_map_holds_are_refused_and_change_nothing() {
+    net::require_root();
+    let link = Link::new();
+    link.add_b_address(ACME);
+    let s = Scratch::new("rlmap");
+    write(&s.rules, "gateway.fg", "default pass\n");
+    write(&s.rules, "acme.fg", &acme("", 5));
+    let ns = link.b.name();
+    let rules = s.rules.display().to_string();
+    ok(fluxgate(
+        &s,
+        &["-n", ns, "load", "--source-buckets", "1", &rules, IF_B],
+    ));
+    let status = |s: &Scratch| {
+        String::from_utf8_lossy(&ok(fluxgate(s, &["-n", ns, "status", IF_B])).stdout).into_owned()
+    };
+    let before = status(&s);
+    write(
+        &s.rules,
+        "acme.fg",
+        &acme(
+            "proto udp dport 7001 limit rate over 10/second per saddr/32 drop\n\
+             proto udp dport 7002 limit rate over 10/second per saddr/24 drop\n",
+            5,
+        ),
+    );
+    let out = fluxgate(&s, &["-n", ns, "apply", &rules, IF_B]);
+    assert_eq!(out.status.code(), Some(7));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("acme.fg:6:22"), "{err}");
+    assert!(err.contains("holds 1 source buckets"), "{err}");
+    assert_eq!(status(&s), before, "live state changed");
     assert_eq!(net::udp_exchange_to(&link, ACME, 7000, 10, 16), 5);
     ok(fluxgate(&s, &["-n", ns, "detach", IF_B]));
 }

@@ -17,9 +17,10 @@ use std::path::{Path, PathBuf};
 
 use aya::maps::{Map, MapData, MapType};
 use fluxgate_common::{
-    BPF_F_MMAPABLE, Counter, DEFAULT_COUNTER_SLOTS, DEFAULT_TENANT_SLOTS, GATEWAY_SLOTS,
-    GatewayConfig, MAX_COUNTER_SLOTS, MAX_TENANT_SLOTS, MAX_VERSIONS, Malformed, Outcome,
-    SLOT_WORDS, Scratch, Trace, maps, tenant_counters_per_cpu, version_slots,
+    BPF_F_MMAPABLE, Counter, DEFAULT_COUNTER_SLOTS, DEFAULT_SOURCE_BUCKETS, DEFAULT_TENANT_SLOTS,
+    GATEWAY_SLOTS, GatewayConfig, MAX_COUNTER_SLOTS, MAX_SOURCE_BUCKETS, MAX_TENANT_SLOTS,
+    MAX_VERSIONS, Malformed, Outcome, SLOT_WORDS, Scratch, Trace, maps, tenant_counters_per_cpu,
+    version_slots,
 };
 
 use crate::Error;
@@ -41,12 +42,12 @@ pub(crate) const TABLES_DIR: &str = "tables";
 pub(crate) const KEPT: &str = "FG_KEPT";
 
 /// The expected shape of each pinned map (name, type, value size, entries; keys
-/// are all u32; entries 0: any size, chosen at load time; the maps of
+/// are all u32 but [`maps::SOURCE_BUCKETS`]' ([`key_size`]); entries 0: any size, chosen at load time; the maps of
 /// [`slot_sized`] are listed with the default numbers of tenant and counter
 /// slots and sized by the attachment's); checked before a
 /// pinned map is reused. Every map of the object is here: a program loaded
 /// later (a classifier version, a new dispatcher) must share all of them.
-pub(crate) const MAP_SPECS: [(&str, MapType, u32, u32); 21] = [
+pub(crate) const MAP_SPECS: [(&str, MapType, u32, u32); 23] = [
     (
         maps::POOL,
         MapType::Array,
@@ -145,7 +146,30 @@ pub(crate) const MAP_SPECS: [(&str, MapType, u32, u32); 21] = [
         size_of::<fluxgate_common::limit::LimitSlot>() as u32,
         DEFAULT_COUNTER_SLOTS,
     ),
+    (
+        maps::SOURCE_BUCKETS,
+        MapType::LruHash,
+        size_of::<u64>() as u32,
+        DEFAULT_SOURCE_BUCKETS,
+    ),
+    (
+        maps::SOURCE_INSERTS,
+        MapType::PerCpuArray,
+        size_of::<u64>() as u32,
+        1,
+    ),
 ];
+
+/// The key size of map `name` of type `map_type` in [`MAP_SPECS`].
+fn key_size(name: &str, map_type: MapType) -> u32 {
+    if name == maps::SOURCE_BUCKETS {
+        size_of::<fluxgate_common::limit::SourceKey>() as u32
+    } else if map_type == MapType::RingBuf {
+        0
+    } else {
+        4
+    }
+}
 
 /// Maps created `BPF_F_MMAPABLE`: the slot maps of region bases (read by the
 /// pool allocator), the cell pool (tables are copied into it) and the
@@ -177,6 +201,8 @@ pub(crate) struct Slots {
     pub(crate) tenant: u32,
     /// Counter slots: rule counter slots `0..counter` (per CPU).
     pub(crate) counter: u32,
+    /// Entries of the per-source bucket map.
+    pub(crate) source: u32,
 }
 
 impl Default for Slots {
@@ -184,6 +210,7 @@ impl Default for Slots {
         Slots {
             tenant: DEFAULT_TENANT_SLOTS,
             counter: DEFAULT_COUNTER_SLOTS,
+            source: DEFAULT_SOURCE_BUCKETS,
         }
     }
 }
@@ -197,6 +224,7 @@ fn slot_sized(name: &str, slots: Slots) -> Option<u32> {
         maps::VERSIONS => Some(version_slots(slots.tenant)),
         maps::TENANT_COUNTERS => Some(tenant_counters_per_cpu(slots.tenant)),
         maps::RULE_COUNTERS | maps::BUCKETS => Some(slots.counter),
+        maps::SOURCE_BUCKETS => Some(slots.source),
         _ => None,
     }
 }
@@ -210,6 +238,18 @@ pub(crate) fn check_tenant_slots(tenant_slots: u32) -> Result<u32, Error> {
         )));
     }
     Ok(tenant_slots)
+}
+
+/// Checks a number of per-source buckets asked for: at least 1, at most
+/// [`MAX_SOURCE_BUCKETS`].
+pub(crate) fn check_source_buckets(source_buckets: u32) -> Result<u32, Error> {
+    if source_buckets == 0 || source_buckets > MAX_SOURCE_BUCKETS {
+        return Err(Error::InvalidArgument(format!(
+            "{source_buckets} per-source buckets asked for; an attachment has 1 to \
+             {MAX_SOURCE_BUCKETS}"
+        )));
+    }
+    Ok(source_buckets)
 }
 
 /// Checks a number of counter slots asked for: at least 1, at most
@@ -319,7 +359,7 @@ pub(crate) fn adopt_map(name: &'static str, path: &Path, slots: Slots) -> Result
         .ok_or_else(|| Error::InvalidArgument(format!("unknown map {name}")))?;
     let info = map_info(&data)?;
     let found = shape(&info);
-    let key_size = if map_type == MapType::RingBuf { 0 } else { 4 };
+    let key_size = key_size(name, map_type);
     // The pool's size is chosen at load time: any size that holds a table.
     let max_entries = if max_entries == 0 && info.max_entries() >= 2 {
         info.max_entries()
@@ -348,6 +388,7 @@ pub(crate) fn adopt_map(name: &'static str, path: &Path, slots: Slots) -> Result
         MapType::ArrayOfMaps => Map::ArrayOfMaps(data),
         MapType::ProgramArray => Map::ProgramArray(data),
         MapType::RingBuf => Map::RingBuf(data),
+        MapType::LruHash => Map::LruHashMap(data),
         _ => Map::Array(data),
     })
 }

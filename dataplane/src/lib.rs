@@ -47,6 +47,7 @@ mod probe;
 
 mod attach;
 mod capture;
+mod source_buckets;
 
 pub mod frame;
 pub mod netns;
@@ -61,6 +62,7 @@ pub use pin::PinnedAttachment;
 pub use probe::{Probe, ProbeResult};
 pub use program::{Program, Sizes, TestRunOutput, test_run_xdp};
 pub use slots::Slot;
+pub use source_buckets::{SourceBuckets, source_buckets};
 pub use tables::{SlotTables, StagedImage, StagedTable, TableMap, Tables};
 pub use versions::VersionInfo;
 

@@ -39,6 +39,8 @@ pub struct PinnedAttachment {
     tenant_slots: u32,
     /// Counter slots, chosen when the program was loaded.
     counter_slots: u32,
+    /// Entries of the per-source bucket map, chosen when the program was loaded.
+    source_buckets: u32,
     /// The kept-table map, once opened (see `kept_tables.rs`).
     pub(crate) kept: std::sync::OnceLock<aya::maps::MapData>,
 }
@@ -65,6 +67,7 @@ impl PinnedAttachment {
             pool: std::sync::Mutex::new(Some(program.pool.clone())),
             tenant_slots: program.tenant_slots,
             counter_slots: program.counter_slots,
+            source_buckets: program.source_buckets,
             kept: std::sync::OnceLock::new(),
         };
         // On any failure below, `remove_pins` undoes what was pinned; the link
@@ -153,12 +156,14 @@ impl PinnedAttachment {
                 ),
             });
         }
+        let source_buckets = pinned_source_buckets(&dir)?;
         let pinned = PinnedAttachment {
             iface: iface.to_owned(),
             dir,
             pool: std::sync::Mutex::new(None),
             tenant_slots,
             counter_slots,
+            source_buckets,
             kept: std::sync::OnceLock::new(),
         };
         for name in layout::map_names() {
@@ -280,7 +285,14 @@ impl PinnedAttachment {
         layout::Slots {
             tenant: self.tenant_slots,
             counter: self.counter_slots,
+            source: self.source_buckets,
         }
+    }
+
+    /// Entries of the attachment's LRU map of per-source limit buckets
+    /// (chosen when it was attached).
+    pub fn source_buckets(&self) -> u32 {
+        self.source_buckets
     }
 
     fn remove_pins(&self) {
@@ -342,6 +354,17 @@ fn pinned_counter_slots(dir: &Path) -> Result<u32, Error> {
         });
     };
     layout::check_counter_slots(per_cpu).map_err(|e| Error::Incompatible {
+        path,
+        reason: e.to_string(),
+    })
+}
+
+/// The entries of the per-source bucket map pinned in `dir`, from the
+/// map's info (its shape is checked with every other map's afterwards).
+fn pinned_source_buckets(dir: &Path) -> Result<u32, Error> {
+    let path = dir.join(maps::SOURCE_BUCKETS);
+    let entries = layout::map_info(&layout::pinned_map(&path)?)?.max_entries();
+    layout::check_source_buckets(entries).map_err(|e| Error::Incompatible {
         path,
         reason: e.to_string(),
     })

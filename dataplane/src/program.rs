@@ -27,6 +27,8 @@ pub struct Program {
     pub(crate) tenant_slots: u32,
     /// Counter slots its maps were sized for.
     pub(crate) counter_slots: u32,
+    /// Entries of its per-source bucket map.
+    pub(crate) source_buckets: u32,
 }
 
 /// The sizes of a [`Program`]'s maps chosen at load time
@@ -46,6 +48,11 @@ pub struct Sizes {
     /// default of every live and kept generation). Each costs 16 bytes per
     /// possible CPU (see [`fluxgate_common::DEFAULT_COUNTER_SLOTS`]).
     pub counter_slots: u32,
+    /// Entries of the LRU map of per-source limit buckets (1 to
+    /// [`fluxgate_common::MAX_SOURCE_BUCKETS`]; one per rule and source
+    /// prefix seen lately; cost at
+    /// [`fluxgate_common::DEFAULT_SOURCE_BUCKETS`]).
+    pub source_buckets: u32,
 }
 
 impl Default for Sizes {
@@ -54,6 +61,7 @@ impl Default for Sizes {
             pool_cells: DEFAULT_POOL_CELLS,
             tenant_slots: DEFAULT_TENANT_SLOTS,
             counter_slots: DEFAULT_COUNTER_SLOTS,
+            source_buckets: fluxgate_common::DEFAULT_SOURCE_BUCKETS,
         }
     }
 }
@@ -101,6 +109,7 @@ impl Program {
             pool_cells,
             tenant_slots,
             counter_slots,
+            source_buckets,
         } = sizes;
         if pool_cells < 2 {
             return Err(Error::InvalidArgument(format!(
@@ -109,9 +118,11 @@ impl Program {
         }
         layout::check_tenant_slots(tenant_slots)?;
         layout::check_counter_slots(counter_slots)?;
+        layout::check_source_buckets(source_buckets)?;
         let slots = layout::Slots {
             tenant: tenant_slots,
             counter: counter_slots,
+            source: source_buckets,
         };
         let mut loader = aya::EbpfLoader::new();
         loader.map_max_entries(maps::POOL, pool_cells);
@@ -140,6 +151,7 @@ impl Program {
             pool,
             tenant_slots,
             counter_slots,
+            source_buckets,
         };
         for name in [
             PROGRAM_NAME,
@@ -213,6 +225,11 @@ impl Program {
     /// counter slots `0..counter_slots`.
     pub fn counter_slots(&self) -> u32 {
         self.counter_slots
+    }
+
+    /// Entries of the LRU map of per-source limit buckets.
+    pub fn source_buckets(&self) -> u32 {
+        self.source_buckets
     }
 
     /// The last decision recorded while [`GatewayConfig::trace`] is on.

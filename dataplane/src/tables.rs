@@ -527,7 +527,7 @@ pub enum TableMap<'a> {
 }
 
 impl TableMap<'_> {
-    fn get(&mut self) -> &mut Map {
+    pub(crate) fn get(&mut self) -> &mut Map {
         match self {
             TableMap::Borrowed(m) => m,
             TableMap::Owned(m) => m,

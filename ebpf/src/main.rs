@@ -43,15 +43,15 @@ use aya_ebpf::{
         bpf_get_prandom_u32, bpf_get_smp_processor_id, bpf_ktime_get_ns, bpf_xdp_load_bytes,
     },
     macros::{map, xdp},
-    maps::{Array, PerCpuArray, ProgramArray, RingBuf},
+    maps::{Array, LruHashMap, PerCpuArray, ProgramArray, RingBuf},
     programs::XdpContext,
 };
 use fluxgate_common::{
     BPF_F_MMAPABLE, CAPTURE_NO_TENANT, CAPTURE_SNAPLEN, CaptureConfig, CaptureRate, CaptureRecord,
-    Counter, DEFAULT_COUNTER_SLOTS, DEFAULT_TENANT_SLOTS, DROPS_RING_BYTES, GATEWAY_SLOTS,
-    GatewayConfig, MAX_VERSIONS, Malformed, Outcome, SLOT_DISPATCH, SLOT_GLOBAL, SLOT_WORDS,
-    Scratch, Trace, VERSION_SLOT_PROBE,
-    limit::LimitSlot,
+    Counter, DEFAULT_COUNTER_SLOTS, DEFAULT_SOURCE_BUCKETS, DEFAULT_TENANT_SLOTS, DROPS_RING_BYTES,
+    GATEWAY_SLOTS, GatewayConfig, MAX_VERSIONS, Malformed, Outcome, SLOT_DISPATCH, SLOT_GLOBAL,
+    SLOT_WORDS, Scratch, Trace, VERSION_SLOT_PROBE,
+    limit::{LimitSlot, SourceKey},
     select_index,
     table::{Cell, CheckKey, KEY_WORDS, action, neighbor_discovery, word},
     table_index, tenant_counter, tenant_counters_per_cpu, version_slot, version_slots,
@@ -117,6 +117,19 @@ static FG_DROPS: RingBuf = RingBuf::with_byte_size(DROPS_RING_BYTES, 0);
 /// counter slots, set at load time; shared by every CPU).
 #[map(name = "FG_BUCKETS")]
 static FG_BUCKETS: Array<LimitSlot> = Array::with_max_entries(DEFAULT_COUNTER_SLOTS, 0);
+
+/// The buckets of per-source limits: (counter slot, epoch, source prefix) →
+/// theoretical arrival time, shared by every CPU; an LRU of as many entries
+/// as the loader chose (a source not seen for a while is forgotten: its
+/// bucket starts full).
+#[map(name = "FG_SOURCE_BUCKETS")]
+static FG_SOURCE_BUCKETS: LruHashMap<SourceKey, u64> =
+    LruHashMap::with_max_entries(DEFAULT_SOURCE_BUCKETS, 0);
+
+/// Per-source buckets this CPU inserted (userspace: evicted = the sum over
+/// CPUs − entries present).
+#[map(name = "FG_SOURCE_INSERTS")]
+static FG_SOURCE_INSERTS: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
 
 /// Every table's cells: each table is a region of this one array (size set
 /// at load time). Its lookups are inlined by the verifier (a plain ARRAY,
@@ -265,7 +278,7 @@ fn version_of<const PROBE: bool>(tenant: u32) -> u32 {
 /// contention the limit errs on the side of limiting). A slot without a
 /// bucket is never over.
 #[inline(always)]
-fn over_limit(slot: u32, bytes: u64) -> bool {
+fn over_limit(slot: u32, bytes: u64, key: &[u32; KEY_WORDS]) -> bool {
     let Some(s) = FG_BUCKETS.get_ptr_mut(slot) else {
         return false;
     };
@@ -278,7 +291,22 @@ fn over_limit(slot: u32, bytes: u64) -> bool {
             return false;
         }
         let now = bpf_ktime_get_ns();
-        let tat = &raw mut (*s).tat;
+        let source = (*s).source;
+        let tat = if source == 0 {
+            &raw mut (*s).tat
+        } else {
+            let src = [
+                key[word::SRC],
+                key[word::SRC + 1],
+                key[word::SRC + 2],
+                key[word::SRC + 3],
+            ];
+            let k = SourceKey::of(slot, (*s).epoch, source, key[word::FAMILY], src);
+            match FG_SOURCE_BUCKETS.get_ptr_mut(&k) {
+                Some(t) => t,
+                None => return over_new_source(&bucket, &k, now, bytes),
+            }
+        };
         let mut tries = 0;
         while tries < 4 {
             let old = core::ptr::read_volatile(tat);
@@ -303,11 +331,37 @@ fn over_limit(slot: u32, bytes: u64) -> bool {
     }
 }
 
+/// The first packet of a source without a bucket (new, or forgotten by the
+/// LRU): takes it from a full bucket and inserts the state. An insert that
+/// fails (another CPU inserted the same source at the same moment) leaves
+/// the packet conforming: at most one extra packet per race.
+#[inline(always)]
+fn over_new_source(
+    bucket: &fluxgate_common::limit::Bucket,
+    k: &SourceKey,
+    now: u64,
+    bytes: u64,
+) -> bool {
+    let Some(next) = bucket.take(0, now, bytes) else {
+        return true;
+    };
+    if FG_SOURCE_BUCKETS.insert(k, &next, BPF_NOEXIST).is_ok()
+        && let Some(n) = FG_SOURCE_INSERTS.get_ptr_mut(0)
+    {
+        // SAFETY: this CPU's value of a per-CPU array.
+        unsafe { *n += 1 };
+    }
+    false
+}
+
+/// `BPF_NOEXIST`: insert only a key not present.
+const BPF_NOEXIST: u64 = 1;
+
 /// A walk result of a rule with a limit, settled: over the limit (probe
 /// runs: never), the rule's verdict; within it, `None` — the classifier goes
 /// on after the rule.
 #[inline(always)]
-fn settle<const PROBE: bool>(decision: u64, bytes: u64) -> Option<u64> {
+fn settle<const PROBE: bool>(decision: u64, bytes: u64, key: &[u32; KEY_WORDS]) -> Option<u64> {
     if decision == NO_MATCH {
         return Some(decision);
     }
@@ -315,7 +369,7 @@ fn settle<const PROBE: bool>(decision: u64, bytes: u64) -> Option<u64> {
     if a != action::LIMIT_PASS && a != action::LIMIT_DROP {
         return Some(decision);
     }
-    if !PROBE && over_limit(decision as u32, bytes) {
+    if !PROBE && over_limit(decision as u32, bytes, key) {
         let v = action::unlimited(a);
         Some((u64::from(v) << 32) | u64::from(decision as u32))
     } else {
@@ -443,7 +497,7 @@ fn classify<const PROBE: bool>(ctx: &XdpContext, sp: *mut Scratch) -> u32 {
         && let Some(g) = global
     {
         let d = walk(&g, key, check, bytes, counters, counter_slots, after);
-        match settle::<PROBE>(d, bytes) {
+        match settle::<PROBE>(d, bytes, key) {
             Some(d) => decision = d,
             None => return go_on::<PROBE>(ctx, sp, 0, index_of(d)),
         }
@@ -460,7 +514,7 @@ fn classify<const PROBE: bool>(ctx: &XdpContext, sp: *mut Scratch) -> u32 {
         decision = match table {
             Some(table) => {
                 let d = walk(&table, key, check, bytes, counters, counter_slots, after);
-                match settle::<PROBE>(d, bytes) {
+                match settle::<PROBE>(d, bytes, key) {
                     Some(NO_MATCH) => default_of(&table),
                     Some(d) => d,
                     None => return go_on::<PROBE>(ctx, sp, 1, index_of(d)),

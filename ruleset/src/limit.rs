@@ -198,6 +198,22 @@ impl Limit {
         )
     }
 
+    /// The kernel's entry for a counter slot a new rule with this limit
+    /// takes (`maps::BUCKETS`): a full bucket, per source
+    /// ([`fluxgate_common::limit::per_source`]) for `per saddr`, with `epoch`
+    /// in the keys of its source buckets (a value the slot never had: the
+    /// apply generation). `None` as for [`Limit::bucket`].
+    pub fn slot(&self, epoch: u32) -> Option<fluxgate_common::limit::LimitSlot> {
+        Some(fluxgate_common::limit::LimitSlot {
+            bucket: self.bucket()?,
+            tat: 0,
+            source: self
+                .per_source
+                .map_or(0, |p| fluxgate_common::limit::per_source(p.v4, p.v6)),
+            epoch,
+        })
+    }
+
     /// Why the limit is refused: its rate ([`Rate::check`]), a burst of 0 or
     /// over 2^40 units, or a bucket whose credit would not fit the clock.
     pub fn check(&self) -> Result<(), String> {

@@ -207,6 +207,28 @@ pub fn udp_exchange_to(
     count: usize,
     payload: usize,
 ) -> usize {
+    udp_exchange_from(link, ADDR_A, dst, port, count, payload)
+}
+
+impl Link {
+    /// Adds `addr/32` on `a` (a second source address for its packets; in
+    /// [`ADDR_A`]'s /24, so `b` has a route back).
+    pub fn add_a_address(&self, addr: Ipv4Addr) {
+        self.a
+            .ip(&["addr", "add", &format!("{addr}/32"), "dev", IF_A]);
+    }
+}
+
+/// Like [`udp_exchange_to`], sent from `src` (an address of `a`: [`ADDR_A`]
+/// or one added with [`Link::add_a_address`]).
+pub fn udp_exchange_from(
+    link: &Link,
+    src: Ipv4Addr,
+    dst: Ipv4Addr,
+    port: u16,
+    count: usize,
+    payload: usize,
+) -> usize {
     let receiver = {
         let (tx, rx) = std::sync::mpsc::channel();
         let name = link.b.name().to_owned();
@@ -236,7 +258,7 @@ pub fn udp_exchange_to(
         handle
     };
     link.a.run(move || {
-        let sock = UdpSocket::bind(SocketAddrV4::new(ADDR_A, 0)).expect("bind");
+        let sock = UdpSocket::bind(SocketAddrV4::new(src, 0)).expect("bind");
         let data = vec![0xabu8; payload];
         for i in 0..count {
             sock.send_to(&data, SocketAddrV4::new(dst, port))

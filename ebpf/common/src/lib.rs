@@ -15,7 +15,7 @@ pub mod table;
 
 /// Version of this ABI. Stored in [`GatewayConfig::abi_version`] and checked by
 /// userspace before it reuses state pinned by another build.
-pub const ABI_VERSION: u32 = 14;
+pub const ABI_VERSION: u32 = 15;
 
 /// Map names, as they appear in the object file and under the bpffs pin directory.
 pub mod maps {
@@ -83,6 +83,14 @@ pub mod maps {
     /// unchanged rule keeps its bucket across swaps; userspace writes a
     /// full bucket into a slot before a new rule takes it.
     pub const BUCKETS: &str = "FG_BUCKETS";
+    /// LRU hash of [`crate::limit::SourceKey`] → `u64` (theoretical arrival
+    /// time, shared by every CPU): the buckets of per-source limits, one per
+    /// (rule, source prefix); entries set at attach time
+    /// ([`DEFAULT_SOURCE_BUCKETS`](crate::DEFAULT_SOURCE_BUCKETS)).
+    pub const SOURCE_BUCKETS: &str = "FG_SOURCE_BUCKETS";
+    /// `PerCpuArray<u64>` with one entry: per-source buckets the program
+    /// inserted (evicted = inserted − present).
+    pub const SOURCE_INSERTS: &str = "FG_SOURCE_INSERTS";
 }
 
 /// Classifier versions that can be loaded at once (entries of [`maps::CLASSIFIERS`]).
@@ -258,6 +266,14 @@ pub const DEFAULT_COUNTER_SLOTS: u32 = 524_288;
 /// counters per possible CPU, 8 GiB on a 64-CPU host). The whole map
 /// (slots × possible CPUs) must also stay below 2³² entries.
 pub const MAX_COUNTER_SLOTS: u32 = 1 << 23;
+/// Entries of [`maps::SOURCE_BUCKETS`] unless the loader is told otherwise
+/// (65,536: about 6 MiB of kernel memory, ≈ 96 bytes an entry — a 28-byte
+/// key, an 8-byte value and the LRU hash's element header; shared by every
+/// CPU, not per CPU).
+pub const DEFAULT_SOURCE_BUCKETS: u32 = 65_536;
+/// Most entries a loader may ask for in [`maps::SOURCE_BUCKETS`]
+/// (4,194,304: about 400 MiB).
+pub const MAX_SOURCE_BUCKETS: u32 = 1 << 22;
 /// Entries of each CPU's block of [`maps::TENANT_COUNTERS`] for
 /// `tenant_slots` tenant slots: a passed and a dropped counter for packets
 /// of no tenant, then for each tenant ([`tenant_counter`]).
@@ -542,6 +558,7 @@ mod user {
     unsafe impl aya::Pod for super::CaptureRecord {}
     unsafe impl aya::Pod for super::table::Cell {}
     unsafe impl aya::Pod for super::limit::LimitSlot {}
+    unsafe impl aya::Pod for super::limit::SourceKey {}
 }
 
 #[cfg(test)]
@@ -552,10 +569,11 @@ mod tests {
     #[test]
     fn abi_structs_have_no_implicit_padding() {
         assert_eq!(size_of::<Counter>(), 16);
+        assert_eq!(size_of::<limit::SourceKey>(), 28);
         assert_eq!(size_of::<GatewayConfig>(), 24);
         assert_eq!(size_of::<Trace>(), 16);
         assert_eq!(size_of::<Scratch>(), 4 * table::KEY_WORDS + 16 + 56 + 8);
-        assert_eq!(size_of::<limit::LimitSlot>(), 48);
+        assert_eq!(size_of::<limit::LimitSlot>(), 56);
         assert_eq!(size_of::<CaptureConfig>(), 24);
         assert_eq!(size_of::<CaptureRate>(), 16);
         assert_eq!(size_of::<CaptureRecord>(), 32 + CAPTURE_SNAPLEN);

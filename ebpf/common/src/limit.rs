@@ -132,8 +132,78 @@ impl Bucket {
 pub struct LimitSlot {
     /// The bucket's parameters (all zero: no limit in this slot).
     pub bucket: Bucket,
-    /// Theoretical arrival time, ns (0: full).
+    /// Theoretical arrival time, ns (0: full). Unused by a per-source limit
+    /// (its states are in `maps::SOURCE_BUCKETS`).
     pub tat: u64,
+    /// 0: one bucket for every source; else [`per_source`]`(v4, v6)`: a
+    /// bucket per source prefix, in `maps::SOURCE_BUCKETS`.
+    pub source: u32,
+    /// Written with a fresh bucket (the apply generation): part of every
+    /// per-source key of the slot, so a slot handed to a new rule never finds
+    /// the source buckets an earlier rule left in the LRU map.
+    pub epoch: u32,
+}
+
+/// [`LimitSlot::source`] of a limit with a bucket per IPv4 `/v4` and per
+/// IPv6 `/v6` source prefix (v4 1–32, v6 1–128; bit 16 marks it set).
+pub const fn per_source(v4: u8, v6: u8) -> u32 {
+    (1 << 16) | ((v6 as u32) << 8) | v4 as u32
+}
+
+/// The key of one per-source bucket (`maps::SOURCE_BUCKETS`, an LRU hash
+/// whose values are the bucket's theoretical arrival time, a `u64`).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct SourceKey {
+    /// The rule's counter slot.
+    pub slot: u32,
+    /// The slot's [`LimitSlot::epoch`].
+    pub epoch: u32,
+    /// 4 or 6.
+    pub family: u32,
+    /// The source address truncated to the limit's prefix length, in the
+    /// classification key's layout (`table::word::SRC`: IPv4 in word 0, IPv6
+    /// as four big-endian words, most significant first; host order).
+    pub addr: [u32; 4],
+}
+
+/// The mask of word `i` (0–3) of an address truncated to `len` bits.
+#[inline(always)]
+const fn word_mask(len: u32, i: u32) -> u32 {
+    let first = i * 32;
+    if len <= first {
+        0
+    } else if len >= first + 32 {
+        u32::MAX
+    } else {
+        u32::MAX << (32 - (len - first))
+    }
+}
+
+impl SourceKey {
+    /// The key of the bucket of source `src` (key words `SRC..SRC + 4`) of
+    /// family `family` (4 or 6) for slot `slot` whose [`LimitSlot::source`]
+    /// is `source` and epoch `epoch`: the address truncated to the prefix
+    /// length of its family (as `ipnet`'s `trunc` does in userspace).
+    #[inline(always)]
+    pub const fn of(slot: u32, epoch: u32, source: u32, family: u32, src: [u32; 4]) -> SourceKey {
+        let len = if family == 4 {
+            source & 0xff
+        } else {
+            (source >> 8) & 0xff
+        };
+        SourceKey {
+            slot,
+            epoch,
+            family,
+            addr: [
+                src[0] & word_mask(len, 0),
+                src[1] & word_mask(len, 1),
+                src[2] & word_mask(len, 2),
+                src[3] & word_mask(len, 3),
+            ],
+        }
+    }
 }
 
 #[cfg(test)]
@@ -180,6 +250,22 @@ mod tests {
         let t = b.take(0, NS_PER_SEC, 1500).unwrap();
         let t = b.take(t, NS_PER_SEC, 1500).unwrap();
         assert!(b.take(t, NS_PER_SEC, 1).is_none());
+    }
+
+    #[test]
+    fn source_keys_truncate_like_prefixes() {
+        let v4 = SourceKey::of(3, 7, per_source(24, 64), 4, [0x0a01_02ff, 0, 0, 0]);
+        assert_eq!(v4.addr, [0x0a01_0200, 0, 0, 0]);
+        let v6 = SourceKey::of(
+            3,
+            7,
+            per_source(24, 48),
+            6,
+            [0x2001_0db8, 0x1234_5678, 9, 9],
+        );
+        assert_eq!(v6.addr, [0x2001_0db8, 0x1234_0000, 0, 0]);
+        let all = SourceKey::of(0, 0, per_source(32, 128), 6, [1, 2, 3, 4]);
+        assert_eq!(all.addr, [1, 2, 3, 4]);
     }
 
     #[test]

@@ -254,6 +254,11 @@ pub struct AttachArgs {
     /// CPU (the default: 8 MiB per CPU).
     #[arg(long)]
     pub counter_slots: Option<u32>,
+    /// Entries of the LRU map of per-source limit buckets (default 65536,
+    /// about 6 MiB; at most 4194304): one per `per saddr` rule and source
+    /// prefix seen lately; the least recently seen are evicted.
+    #[arg(long)]
+    pub source_buckets: Option<u32>,
 }
 
 impl AttachArgs {
@@ -272,6 +277,7 @@ impl AttachArgs {
             pool_cells: self.pool_cells,
             tenant_slots: self.tenant_slots,
             counter_slots: self.counter_slots,
+            source_buckets: self.source_buckets,
         }
     }
 

@@ -282,6 +282,11 @@ pub fn stats(s: &InterfaceStats) {
             _ => {}
         }
     }
+    let b = &s.source_buckets;
+    println!(
+        "  per-source buckets     {:>12} of {} present, {} inserted, {} evicted",
+        b.present, b.capacity, b.inserted, b.evicted
+    );
     // One write for thousands of tenants and rules, not one per line.
     let mut lines = String::new();
     for t in &s.tenants {
