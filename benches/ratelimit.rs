@@ -9,7 +9,15 @@
 //! - `limit_within`: the same limit at 1e9/second with a burst of 2^40 — every
 //!   packet is within it: a bucket update (compare-and-exchange), a tail call
 //!   and the walk again after the rule, then `pass` decides;
-//! - `ceiling`: the plain tenant with `ceiling 1000000000/second` (within).
+//! - `ceiling`: the plain tenant with `ceiling 1000000000/second` (within);
+//! - `per_source`: `limit_within` kept `per saddr/32` (an LRU hash lookup
+//!   and a compare-and-exchange on the source's bucket).
+//!
+//! And LRU churn: 1M packets from 1M distinct sources, one
+//! BPF_PROG_TEST_RUN each (so every number here includes one run's timer
+//! overhead), through `plain`, `limit_within` and `per_source` (65,536
+//! source buckets, the default: nearly every packet misses, inserts and
+//! evicts), in alternating rounds; ns/packet and ratios to `plain`.
 //!
 //! And the choice of one bucket shared by every CPU (one compare-and-exchange
 //! on one word) over per-CPU buckets, as a userspace proxy on this machine:
@@ -103,6 +111,13 @@ fn setups() -> Vec<Setup> {
             "ceiling",
             &format!("{HEAD}ceiling 1000000000/second burst 1099511627776 packets\n{RULES}"),
         ),
+        setup(
+            "per_source",
+            &format!(
+                "{HEAD}proto udp dport 53 limit rate over 1000000000/second burst \
+                 1099511627776 packets per saddr/32 drop\n{RULES}"
+            ),
+        ),
     ]
 }
 
@@ -154,7 +169,7 @@ fn gcra_rate(threads: usize, shared: bool) -> f64 {
 }
 
 fn main() {
-    let setups = setups();
+    let mut setups = setups();
     let p: PacketHeader = "udp 192.0.2.1:4000 -> 203.0.113.9:53"
         .parse()
         .expect("packet");
@@ -206,7 +221,62 @@ fn main() {
         own / 1e6,
         own / shared
     );
+    churn(&mut setups);
     veth_flood();
+}
+
+/// Distinct sources of the churn measurement.
+const CHURN_SOURCES: u32 = 1 << 20;
+
+/// Kernel ns per packet over [`CHURN_SOURCES`] packets from as many sources
+/// (one test run each, repeat 1), for `plain`, `limit_within` and
+/// `per_source`, in alternating rounds of 64K packets.
+fn churn(setups: &mut [Setup]) {
+    let frames: Vec<Vec<u8>> = (0..CHURN_SOURCES)
+        .map(|i| {
+            let src = Ipv4Addr::from(0x0a00_0000 | i);
+            let p: PacketHeader = format!("udp {src}:4000 -> 203.0.113.9:53")
+                .parse()
+                .expect("packet");
+            FrameSpec::from_header(&p).expect("frame").build()
+        })
+        .collect();
+    let chosen: Vec<usize> = ["plain", "limit_within", "per_source"]
+        .iter()
+        .map(|n| setups.iter().position(|s| s.name == *n).expect("setup"))
+        .collect();
+    let mut total = vec![0u128; chosen.len()];
+    for chunk in frames.chunks(1 << 16) {
+        for (&i, t) in chosen.iter().zip(&mut total) {
+            for f in chunk {
+                *t += setups[i]
+                    .program
+                    .test_run(f, 1)
+                    .expect("run")
+                    .duration
+                    .as_nanos();
+            }
+        }
+    }
+    let per = |t: u128| t as f64 / f64::from(CHURN_SOURCES);
+    let base = per(total[0]);
+    println!("\n{CHURN_SOURCES} distinct sources, one run each (LRU churn), kernel ns/packet:");
+    for (&i, t) in chosen.iter().zip(&total) {
+        let m = per(*t);
+        println!(
+            "  {:<14} {:>6.1} ns  {:>+6.1} ns  ×{:.2}",
+            setups[i].name,
+            m,
+            m - base,
+            m / base
+        );
+    }
+    let b = fluxgate::dataplane::source_buckets(&mut setups[chosen[2]].program)
+        .expect("source buckets");
+    println!(
+        "  per_source map: {} of {} present, {} inserted, {} evicted",
+        b.present, b.capacity, b.inserted, b.evicted
+    );
 }
 
 const FLOOD_A: Ipv4Addr = Ipv4Addr::new(10, 80, 1, 2);

@@ -12,11 +12,27 @@ use fluxgate_ruleset::{Diag, ErrorKind, Errors, ValidRuleset};
 /// The errors of a ruleset the kernel cannot enforce with an LRU map of
 /// `source_buckets` per-source buckets (none: `Ok`): more per-source limits
 /// than the map has entries, so some limit could not keep even one source's
-/// bucket (each limit past the map's size is an error at its `limit`). A
-/// limit whose prefix length allows more sources than the map holds is not
-/// an error: the LRU keeps the sources seen lately.
+/// bucket (each limit past the map's size is an error at its `limit`), or a
+/// gateway.fg `meter-size N` (the entries the ruleset asks for) over the
+/// map's entries (an error at it: the map's size is fixed when it is
+/// attached). A limit whose prefix length allows more sources than the map
+/// holds is not an error: the LRU keeps the sources seen lately.
 pub(crate) fn kernel_supports(rs: &ValidRuleset, source_buckets: u32) -> Result<(), Errors> {
     let map = &rs.ruleset().sources;
+    let mut errors: Vec<Diag> = Vec::new();
+    if let Some((n, span)) = rs.gateway().meter_size
+        && n > u64::from(source_buckets)
+    {
+        errors.push(map.error(
+            ErrorKind::RateLimit,
+            span,
+            format!(
+                "`meter-size {n}` asks for more per-source buckets than the attachment's \
+                 map holds ({source_buckets}; its size is fixed at attach: attach with \
+                 `--source-buckets {n}`)"
+            ),
+        ));
+    }
     let rules = rs
         .gateway()
         .rules
@@ -26,22 +42,18 @@ pub(crate) fn kernel_supports(rs: &ValidRuleset, source_buckets: u32) -> Result<
         .filter(|r| r.limit.is_some_and(|l| l.per_source.is_some()))
         .collect();
     let n = per_source.len();
-    let errors: Vec<Diag> = per_source
-        .iter()
-        .skip(source_buckets as usize)
-        .map(|r| {
-            let span = r.spans.limit.unwrap_or(r.spans.rule);
-            map.error(
-                ErrorKind::RateLimit,
-                span,
-                format!(
-                    "{n} per-source limits (`per saddr`) but the attachment's map holds \
+    errors.extend(per_source.iter().skip(source_buckets as usize).map(|r| {
+        let span = r.spans.limit.unwrap_or(r.spans.rule);
+        map.error(
+            ErrorKind::RateLimit,
+            span,
+            format!(
+                "{n} per-source limits (`per saddr`) but the attachment's map holds \
                      {source_buckets} source buckets: not one each (attach with a larger \
                      `--source-buckets`)"
-                ),
-            )
-        })
-        .collect();
+            ),
+        )
+    }));
     if errors.is_empty() {
         Ok(())
     } else {

@@ -231,6 +231,15 @@ fn more_per_source_limits_than_the_map_holds_are_refused_and_change_nothing() {
     assert!(err.contains("acme.fg:6:22"), "{err}");
     assert!(err.contains("holds 1 source buckets"), "{err}");
     assert_eq!(status(&s), before, "live state changed");
+    // gateway.fg asking for a larger map than the attachment's.
+    write(&s.rules, "acme.fg", &acme("", 5));
+    write(&s.rules, "gateway.fg", "default pass\nmeter-size 2\n");
+    let out = fluxgate(&s, &["-n", ns, "apply", &rules, IF_B]);
+    assert_eq!(out.status.code(), Some(7));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("gateway.fg:2:12"), "{err}");
+    assert!(err.contains("`meter-size 2` asks"), "{err}");
+    assert_eq!(status(&s), before, "live state changed");
     assert_eq!(net::udp_exchange_to(&link, ACME, 7000, 10, 16), 5);
     ok(fluxgate(&s, &["-n", ns, "detach", IF_B]));
 }

@@ -127,8 +127,10 @@
 //! the others go on to the next rule. `ceiling 1000/second 20 mbytes/second`
 //! in a tenant file caps all of the tenant's traffic (after the gateway's
 //! rules, before the tenant's; over it: drop). `per saddr/32` keeps one bucket
-//! per source (IPv6 sources by /64 unless `per saddr/32/48`), in an LRU map of
-//! `meter-size` entries (gateway.fg; default 65,536, at most 2^24). In gateway.fg
+//! per source (IPv6 sources by /64 unless `per saddr/32/48`), in an LRU map
+//! sized when the program is attached (`--source-buckets`); `meter-size N` in
+//! gateway.fg says how many entries the ruleset needs (default 65,536, at
+//! most 2^24; `apply` refuses more than the attachment has). In gateway.fg
 //! `quota acme limits 10 ceiling 5000/second` caps how many rules of `acme`
 //! may have a limit and its ceiling (its own `ceiling` may only be lower; with
 //! none, the operator's applies). Details, defaults and bounds:

@@ -54,7 +54,7 @@ pub fn source_key(per: PerSource, src: IpAddr) -> IpNet {
 
 /// Bucket states (theoretical arrival times; absent: full). A new `Meter`
 /// has every bucket full. Per-source buckets are never evicted here (the
-/// kernel's map is an LRU of `meter-size` entries: under churn it forgets
+/// kernel's map is an LRU of `--source-buckets` entries: under churn it forgets
 /// the least recently seen sources, which then start full).
 #[derive(Debug, Clone, Default)]
 pub struct Meter {

@@ -497,8 +497,10 @@ pub struct Gateway {
     /// every tenant's default).
     pub quotas: Vec<Quota>,
     /// `meter-size N`: entries of the per-source bucket map (LRU) shared by
-    /// every `per saddr` limit, with where it was written; `None`:
-    /// [`crate::limit::DEFAULT_METER_SIZE`].
+    /// every `per saddr` limit that this ruleset needs, with where it was
+    /// written; `None`: [`crate::limit::DEFAULT_METER_SIZE`]. The kernel's
+    /// map is sized when the program is attached (`--source-buckets`):
+    /// `apply` refuses a `meter-size` larger than the attachment's map.
     pub meter_size: Option<(u64, Span)>,
 }
 
