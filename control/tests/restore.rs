@@ -108,6 +108,8 @@ fn restore_after_a_reboot_filters_exactly_as_before_and_twice_changes_nothing() 
             "70000",
             "--counter-slots",
             "4096",
+            "--source-buckets",
+            "3000",
         ],
     ));
     write(&s.rules, "acme.fg", ACME_2);
@@ -174,11 +176,12 @@ fn restore_after_a_reboot_filters_exactly_as_before_and_twice_changes_nothing() 
             ("beta.fg".to_owned(), BETA_2.to_owned()),
         ]
     );
-    // Attached as it was: the pool size, the tenant and counter slots and
-    // the malformed verdict.
+    // Attached as it was: the pool size, the tenant and counter slots, the
+    // per-source bucket map and the malformed verdict.
     assert_eq!(it.pinned().pool_cells().expect("pool"), 8192);
     assert_eq!(it.pinned().tenant_slots(), 70_000);
     assert_eq!(it.pinned().counter_slots(), 4096);
+    assert_eq!(it.pinned().source_buckets(), 3000);
     assert_eq!(it.pinned().config().expect("config").counter_slots, 4096);
     assert_eq!(
         it.pinned().config().expect("config").malformed_action,
